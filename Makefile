@@ -1,0 +1,62 @@
+# Croupier: the two commands (`make demo`, `make test`) and the stack controls.
+# Everything is installed into .venv and .stack/ by these targets; nothing by hand.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CROUPIER := $(VENV)/bin/croupier
+# The first interpreter that is Python >= 3.11.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
+
+.PHONY: help install demo test lint typecheck unit integration up down status topics clean
+
+help:
+	@echo "make demo    start the embedded stack and run the main job"
+	@echo "make test    lint, type-check, and run every test against a private stack"
+	@echo "make up | down | status    the local stack (Kafka, PostgreSQL, ClickHouse engine, workers)"
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@if [ -z "$(PYTHON)" ]; then echo "error: Croupier needs Python >= 3.11 (python3.11 or newer on PATH)." >&2; exit 1; fi
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+up: install
+	$(CROUPIER) stack up
+
+down: install
+	$(CROUPIER) stack down
+
+status: install
+	$(CROUPIER) stack status
+
+topics: install
+	$(CROUPIER) topics create
+
+demo: install
+	$(CROUPIER) stack up
+	$(CROUPIER) demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+unit: install
+	$(PY) -m pytest tests/unit -q
+
+# The test session starts its own stack on free ports under .stack/test
+# (never the one `make up` runs) and stops it at the end.
+test: lint typecheck
+	$(PY) -m pytest -q
+
+clean:
+	-$(CROUPIER) stack down
+	rm -rf .stack $(VENV)

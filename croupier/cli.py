@@ -1,0 +1,145 @@
+"""The ``croupier`` command line. Exit status 0 means what was asked for holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import MutableMapping, Sequence
+from pathlib import Path
+
+from croupier.settings import Settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+
+
+def load_stack_env(environ: MutableMapping[str, str] | None = None) -> None:
+    """Take unset service variables from ``.stack/env`` (what ``make up`` wrote)."""
+    env: MutableMapping[str, str] = os.environ if environ is None else environ
+    path = Path(env.get("CROUPIER_STACK_DIR", ".stack")) / "env"
+    try:
+        text = path.read_text()
+    except OSError:
+        return
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("export ") or "=" not in line:
+            continue
+        name, _, raw = line.removeprefix("export ").partition("=")
+        values = shlex.split(raw)
+        env.setdefault(name.strip(), values[0] if values else "")
+
+
+def _settings() -> Settings:
+    load_stack_env()
+    return Settings()
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from croupier.stack import Stack, StackConfig
+
+    stack = Stack(StackConfig.from_env())
+    if args.action == "up":
+        env = stack.up(workers=not args.no_workers)
+        for name, value in env.items():
+            print(f"{name}={value}")
+        print(f"wrote {stack.env_file}; logs in {stack.logs}")
+        return EXIT_OK
+    if args.action == "down":
+        stack.down()
+        print("stack stopped; data kept under", stack.config.root)
+        return EXIT_OK
+    parts = stack.status()
+    if args.json:
+        print(json.dumps([p.as_dict() for p in parts], indent=2))
+    else:
+        width = max(len(p.name) for p in parts)
+        for p in parts:
+            state = "running" if p.running else "stopped"
+            pid = f" pid {p.pid}" if p.pid else ""
+            print(f"{p.name:<{width}}  {p.mode:<8}  {state:<7}  {p.where}{pid}")
+    return EXIT_OK if all(p.running for p in parts) else EXIT_NOT_RUNNING
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from topologies.topics import create_topics
+
+    settings = _settings()
+    outcomes = create_topics(settings)
+    for o in outcomes:
+        print(f"{o.status:<8} {o.name}{'  ' + o.detail if o.detail else ''}")
+    return EXIT_FAILED if any(o.status == "mismatch" for o in outcomes) else EXIT_OK
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from sinks.postgres.migrate import migrate
+
+    settings = _settings()
+    applied = migrate(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    print(f"schema {settings.pg_schema}: applied {', '.join(applied) or 'nothing (up to date)'}")
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
+    from topologies.app import create_app
+
+    settings = _settings()
+    app = create_app(settings)
+    worker = Worker(app, loglevel=args.loglevel, quiet=True)
+    worker.execute_from_commandline()  # exits the process when the worker stops
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from croupier.demo import run_demo
+
+    return run_demo(timeout=args.timeout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="croupier", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="the local stack: up, down, status")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("--no-workers", action="store_true", help="up: start no worker")
+    stack.add_argument("--json", action="store_true", help="status: print JSON")
+    stack.set_defaults(func=cmd_stack)
+
+    topics = sub.add_parser("topics", help="Kafka topics of the wire contract")
+    topics.add_argument("action", choices=["create"])
+    topics.set_defaults(func=cmd_topics)
+
+    db = sub.add_parser("db", help="PostgreSQL schema")
+    db.add_argument("action", choices=["migrate"])
+    db.set_defaults(func=cmd_db)
+
+    worker = sub.add_parser("worker", help="run a Croupier worker (Faust) in the foreground")
+    worker.add_argument("--name", default="worker", help="a label for logs and status")
+    worker.add_argument("--loglevel", default="info")
+    worker.set_defaults(func=cmd_worker)
+
+    demo = sub.add_parser("demo", help="the main job on the running stack")
+    demo.add_argument("--timeout", type=float, default=120.0)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from croupier.stack.process import StackError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except StackError as exc:
+        print(f"croupier: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130

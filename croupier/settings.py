@@ -1,0 +1,65 @@
+"""One frozen settings model for every Croupier process, read from the environment.
+
+Environment variables (documented once, here and in the README):
+
+==============================  ==================================================
+``KAFKA_BOOTSTRAP_SERVERS``     Kafka brokers, ``host:port[,host:port]``
+``CROUPIER_PG_DSN``             PostgreSQL connection string (libpq URI or key=value)
+``CROUPIER_PG_SCHEMA``          schema holding Croupier's tables (default ``croupier``)
+``CROUPIER_CLICKHOUSE_URL``     ClickHouse HTTP URL (``http://host:8123``), served by a
+                                ClickHouse server or by the embedded chdb engine
+``CROUPIER_APP_ID``             Faust app id = consumer group (default ``croupier``)
+``CROUPIER_TOPIC_PREFIX``       prefix on every topic name (default empty; tests use it)
+``CROUPIER_TOPIC_PARTITIONS``   partitions per topic when creating topics (default 6)
+``CROUPIER_TOPIC_REPLICATION``  replication factor when creating topics (default 1)
+``CROUPIER_BATCH_MAX``          most events an agent handles in one batch (default 500)
+``CROUPIER_BATCH_WITHIN``       seconds an agent waits to fill a batch (default 0.05)
+``CROUPIER_WEB_PORT``           worker's Faust web port on 127.0.0.1; 0 disables it
+==============================  ==================================================
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the real parts are and how the pipeline is shaped."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    pg_dsn: SecretStr = Field(
+        default=SecretStr("postgresql://postgres@127.0.0.1:55432/croupier"),
+        validation_alias="CROUPIER_PG_DSN",
+    )
+    pg_schema: str = Field(default="croupier", validation_alias="CROUPIER_PG_SCHEMA")
+    clickhouse_url: str = Field(
+        default="http://127.0.0.1:8123", validation_alias="CROUPIER_CLICKHOUSE_URL"
+    )
+    app_id: str = Field(default="croupier", validation_alias="CROUPIER_APP_ID")
+    topic_prefix: str = Field(default="", validation_alias="CROUPIER_TOPIC_PREFIX")
+    topic_partitions: int = Field(default=6, ge=1, validation_alias="CROUPIER_TOPIC_PARTITIONS")
+    topic_replication: int = Field(default=1, ge=1, validation_alias="CROUPIER_TOPIC_REPLICATION")
+    batch_max: int = Field(default=500, ge=1, validation_alias="CROUPIER_BATCH_MAX")
+    batch_within: float = Field(default=0.05, gt=0, validation_alias="CROUPIER_BATCH_WITHIN")
+    web_port: int = Field(default=0, ge=0, le=65535, validation_alias="CROUPIER_WEB_PORT")
+
+    @field_validator("pg_schema", "app_id")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not value.replace("_", "").replace("-", "").isalnum():
+            msg = f"{value!r} must be letters, digits, '_' or '-'"
+            raise ValueError(msg)
+        return value
+
+    def topic(self, name: str) -> str:
+        """The real topic name for a contract topic name."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]

@@ -1,0 +1,289 @@
+"""The local stack: Kafka, PostgreSQL and the ClickHouse engine for real, plus the workers.
+
+``croupier stack up`` starts what is not running (idempotently), provisions topics and
+schemas, starts the workers and writes ``<root>/env``; ``down`` stops what it started and
+keeps the data; ``status`` says what runs where. A part whose variable
+(``KAFKA_BOOTSTRAP_SERVERS``, ``CROUPIER_PG_DSN``, ``CROUPIER_CLICKHOUSE_URL``) already
+points elsewhere is external: it is used as it is and never started here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from croupier.stack.clickhouse import EmbeddedClickHouse
+from croupier.stack.clickhouse import ping as clickhouse_ping
+from croupier.stack.kafka import KafkaBroker
+from croupier.stack.postgres import EmbeddedPostgres
+from croupier.stack.process import StackError, port_open, read_pid, spawn, stop_pid
+
+ENV_KAFKA = "KAFKA_BOOTSTRAP_SERVERS"
+ENV_PG = "CROUPIER_PG_DSN"
+ENV_CLICKHOUSE = "CROUPIER_CLICKHOUSE_URL"
+WORKER_MARKER = "croupier worker"
+
+__all__ = ["Stack", "StackConfig", "StackError"]
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        msg = f"{name}={raw!r} is not a whole number"
+        raise StackError(msg) from None
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the stack lives and which ports it takes (all on 127.0.0.1)."""
+
+    root: Path = Path(".stack")
+    cache: Path = Path(".stack/cache")
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    pg_port: int = 55432
+    clickhouse_port: int = 8123
+    workers: int = 1
+    kafka_heap: str = "1g"
+    external: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StackConfig:
+        """Read ``CROUPIER_STACK_DIR``, ``CROUPIER_*_PORT``, ``CROUPIER_WORKERS`` and the three
+        service variables (a set one makes that part external)."""
+        env = os.environ if env is None else env
+        root = Path(env.get("CROUPIER_STACK_DIR", ".stack")).resolve()
+        cache = Path(env.get("CROUPIER_CACHE_DIR", str(root / "cache"))).resolve()
+        external = {k: env[k] for k in (ENV_KAFKA, ENV_PG, ENV_CLICKHOUSE) if env.get(k)}
+        return cls(
+            root=root,
+            cache=cache,
+            kafka_port=_int(env, "CROUPIER_KAFKA_PORT", 9092),
+            kafka_controller_port=_int(env, "CROUPIER_KAFKA_CONTROLLER_PORT", 9093),
+            pg_port=_int(env, "CROUPIER_PG_PORT", 55432),
+            clickhouse_port=_int(env, "CROUPIER_CLICKHOUSE_PORT", 8123),
+            workers=_int(env, "CROUPIER_WORKERS", 1),
+            kafka_heap=env.get("CROUPIER_KAFKA_HEAP", "1g"),
+            external=external,
+        )
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    """One line of ``croupier stack status``."""
+
+    name: str
+    mode: str  # embedded | external
+    where: str
+    running: bool
+    pid: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "where": self.where,
+            "running": self.running,
+            "pid": self.pid,
+        }
+
+
+class Stack:
+    """The local stack under ``config.root``."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        root = config.root
+        self.logs = root / "logs"
+        self.kafka = KafkaBroker(
+            home=root / "kafka",
+            cache=config.cache / "kafka",
+            logs=self.logs,
+            port=config.kafka_port,
+            controller_port=config.kafka_controller_port,
+            heap=config.kafka_heap,
+        )
+        self.postgres = EmbeddedPostgres(home=root / "postgres", logs=self.logs, port=config.pg_port)
+        self.clickhouse = EmbeddedClickHouse(
+            home=root / "clickhouse", logs=self.logs, port=config.clickhouse_port
+        )
+
+    # -- which parts are ours -------------------------------------------------------------
+
+    @property
+    def env_file(self) -> Path:
+        return self.config.root / "env"
+
+    @property
+    def _state_file(self) -> Path:
+        return self.config.root / "state.json"
+
+    def _embedded_values(self) -> dict[str, str]:
+        return {
+            ENV_KAFKA: self.kafka.bootstrap,
+            ENV_PG: self.postgres.dsn,
+            ENV_CLICKHOUSE: self.clickhouse.url,
+        }
+
+    def _recorded(self) -> dict[str, str]:
+        try:
+            data = json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.get("embedded", {}).items()}
+
+    def is_external(self, var: str) -> bool:
+        """A part is external when its variable is set to something this stack did not write.
+
+        A shell that sourced ``.stack/env`` carries our own values back in; those still
+        mean the embedded part.
+        """
+        value = self.config.external.get(var)
+        if not value:
+            return False
+        ours = {self._embedded_values()[var], self._recorded().get(var)}
+        return value not in ours
+
+    def service_env(self) -> dict[str, str]:
+        """The three service variables as this stack resolves them."""
+        values = self._embedded_values()
+        for var in values:
+            if self.is_external(var):
+                values[var] = self.config.external[var]
+        return values
+
+    # -- up / down / status ---------------------------------------------------------------
+
+    def up(self, *, workers: bool = True, provision: bool = True) -> dict[str, str]:
+        """Start every embedded part that is not running, provision, start workers."""
+        self.config.root.mkdir(parents=True, exist_ok=True)
+        starters = []
+        if not self.is_external(ENV_PG):
+            starters.append(self.postgres.start)
+        if not self.is_external(ENV_KAFKA):
+            starters.append(self.kafka.start)
+        if not self.is_external(ENV_CLICKHOUSE):
+            starters.append(self.clickhouse.start)
+        # The JVM dominates start-up; the other parts start beside it.
+        with ThreadPoolExecutor(max_workers=max(1, len(starters))) as pool:
+            for future in [pool.submit(start) for start in starters]:
+                future.result()
+        env = self.service_env()
+        self._write_env(env)
+        if provision:
+            self.provision(env)
+        if workers:
+            self.start_workers(env)
+        return env
+
+    def _write_env(self, env: Mapping[str, str]) -> None:
+        lines = [
+            "# Written by `croupier stack up`. Use it with: set -a; . .stack/env; set +a",
+            *(f"export {k}='{v}'" for k, v in env.items()),
+            "",
+        ]
+        self.env_file.write_text("\n".join(lines))
+        self._state_file.write_text(json.dumps({"embedded": self._embedded_values()}, indent=2))
+
+    def provision(self, env: Mapping[str, str]) -> None:
+        """Create the contract's topics and PostgreSQL's schema (both idempotent)."""
+        from croupier.settings import Settings
+        from sinks.postgres.migrate import migrate
+        from topologies.topics import create_topics
+
+        settings = Settings(**env)  # type: ignore[arg-type]  # aliases are the env names
+        create_topics(settings)
+        migrate(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+
+    def _worker_pidfile(self, n: int) -> Path:
+        return self.config.root / "run" / f"worker-{n}.pid"
+
+    def start_workers(self, env: Mapping[str, str]) -> None:
+        for n in range(1, self.config.workers + 1):
+            pidfile = self._worker_pidfile(n)
+            if read_pid(pidfile, WORKER_MARKER) is not None:
+                continue
+            argv = [sys.executable, "-m", "croupier", "worker", "--name", f"worker-{n}"]
+            spawn(
+                argv,
+                pidfile=pidfile,
+                logfile=self.logs / f"worker-{n}.log",
+                env={**os.environ, **env},
+            )
+
+    def worker_pids(self) -> dict[str, int | None]:
+        run = self.config.root / "run"
+        found = sorted(run.glob("worker-*.pid")) if run.exists() else []
+        return {p.stem: read_pid(p, WORKER_MARKER) for p in found}
+
+    def down(self) -> None:
+        """Stop workers, then the embedded parts; data stays under the root."""
+        for name, pid in self.worker_pids().items():
+            if pid is not None:
+                stop_pid(pid, timeout=30)
+            self._worker_pidfile(int(name.split("-")[1])).unlink(missing_ok=True)
+        for part in (self.clickhouse, self.kafka, self.postgres):
+            part.stop()
+
+    def status(self) -> list[PartStatus]:
+        parts: list[PartStatus] = []
+        env = self.service_env()
+        if self.is_external(ENV_KAFKA):
+            host, _, port = env[ENV_KAFKA].split(",")[0].rpartition(":")
+            up = port.isdigit() and port_open(host or "127.0.0.1", int(port))
+            parts.append(PartStatus("kafka", "external", env[ENV_KAFKA], up))
+        else:
+            pid = self.kafka.pid()
+            parts.append(PartStatus("kafka", "embedded", env[ENV_KAFKA], self.kafka.running(), pid))
+        if self.is_external(ENV_PG):
+            parts.append(PartStatus("postgres", "external", _redact(env[ENV_PG]), _pg_ok(env[ENV_PG])))
+        else:
+            parts.append(
+                PartStatus(
+                    "postgres", "embedded", env[ENV_PG], self.postgres.running(), self.postgres.pid()
+                )
+            )
+        ch = env[ENV_CLICKHOUSE]
+        if self.is_external(ENV_CLICKHOUSE):
+            parts.append(PartStatus("clickhouse", "external", _redact(ch), clickhouse_ping(ch)))
+        else:
+            parts.append(
+                PartStatus(
+                    "clickhouse", "embedded", ch, self.clickhouse.running(), self.clickhouse.pid()
+                )
+            )
+        for name, pid in self.worker_pids().items():
+            where = str(self.logs / f"{name}.log")
+            parts.append(PartStatus(name, "embedded", where, pid is not None, pid))
+        return parts
+
+
+def _redact(url: str) -> str:
+    """``url`` without its password, for printing."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _pg_ok(dsn: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True

@@ -1,0 +1,239 @@
+"""Apache Kafka 4.x, single node in KRaft mode (broker and controller in one JVM).
+
+The jars come from Maven Central through ``kafka/pom.xml`` and are cached under
+``<cache>/libs``; storage is formatted on first start (what ``kafka-storage.sh format
+--standalone`` runs), and the broker is ``java -cp 'libs/*' kafka.Kafka server.properties``.
+Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from croupier.stack.process import (
+    StackError,
+    port_open,
+    read_pid,
+    spawn,
+    stop_pid,
+    tail,
+    wait_until,
+)
+
+MAIN_CLASS = "kafka.Kafka"
+STORAGE_TOOL = "kafka.tools.StorageTool"
+DOCKER_HINT = "or run the whole stack with Docker instead: docker compose up"
+
+
+def _resource(name: str) -> Path:
+    return Path(str(resources.files("croupier.stack") / "kafka" / name))
+
+
+def require_java() -> str:
+    """The ``java`` executable, checked to be Java 17 or newer."""
+    java = shutil.which("java")
+    if java is None:
+        msg = (
+            "the embedded Kafka broker needs Java 17 or newer, and `java` is not on PATH: "
+            f"install a JDK/JRE 17+ (Debian: apt-get install openjdk-17-jre-headless), {DOCKER_HINT}"
+        )
+        raise StackError(msg)
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    major = int(match.group(1)) if match else 0
+    if major == 1 and match and match.group(2):  # "1.8" style
+        major = int(match.group(2))
+    if major < 17:
+        msg = (
+            f"the embedded Kafka broker needs Java 17 or newer; `{java}` is Java {major}: "
+            f"install a JDK/JRE 17+ (Debian: apt-get install openjdk-17-jre-headless), {DOCKER_HINT}"
+        )
+        raise StackError(msg)
+    return java
+
+
+def ensure_jars(cache: Path) -> Path:
+    """Resolve the broker's jars from Maven Central into ``cache/libs`` once; return that dir."""
+    pom = _resource("pom.xml")
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
+    libs = cache / "libs"
+    stamp = libs / f".resolved-{digest}"
+    if stamp.exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        msg = (
+            "the embedded Kafka broker's jars come from Maven Central through Maven, and `mvn` "
+            f"is not on PATH: install Apache Maven (Debian: apt-get install maven), {DOCKER_HINT}"
+        )
+        raise StackError(msg)
+    if libs.exists():
+        shutil.rmtree(libs)
+    libs.mkdir(parents=True)
+    cmd = [
+        mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+        f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        msg = (
+            "Maven could not resolve Apache Kafka from Maven Central "
+            f"(exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
+        raise StackError(msg)
+    if not list(libs.glob("kafka_2.13-*.jar")):
+        msg = f"Maven finished but no kafka_2.13 jar is in {libs}"
+        raise StackError(msg)
+    stamp.touch()
+    return libs
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: a random UUID, url-safe base64 without padding (22 chars)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    """One embedded broker: its data under ``home``, jars under ``cache``."""
+
+    home: Path
+    cache: Path
+    logs: Path
+    port: int
+    controller_port: int
+    heap: str = "1g"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "kafka.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.logs / "kafka.out"
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "server.properties"
+
+    def pid(self) -> int | None:
+        return read_pid(self.pidfile, MAIN_CLASS)
+
+    def running(self) -> bool:
+        return self.pid() is not None and port_open("127.0.0.1", self.port)
+
+    def server_properties(self) -> str:
+        data = self.home / "data"
+        return "\n".join(
+            [
+                "# Written by `croupier stack up`; edits are overwritten on the next start.",
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={data}",
+                "num.partitions=6",
+                # Topics are provisioned explicitly (`croupier topics create`, Faust's own
+                # declarations), so a producer with a misspelt topic fails loudly.
+                "auto.create.topics.enable=false",
+                # One node: every internal topic has one replica.
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=10",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "transaction.state.log.num.partitions=10",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                # Compacted topics (Faust changelogs) are cleaned promptly.
+                "log.cleaner.enable=true",
+                "log.cleaner.backoff.ms=1000",
+                "",
+            ]
+        )
+
+    def _java_cmd(self, java: str, libs: Path, main: str, *args: str) -> list[str]:
+        return [
+            java,
+            f"-Xms256m",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={_resource('log4j2.properties')}",
+            f"-Dkafka.logs.dir={self.logs}",
+            "-cp",
+            f"{libs}/*",
+            main,
+            *args,
+        ]
+
+    def start(self, *, timeout: float = 90.0) -> None:
+        """Start the broker unless it runs already; format storage on first start."""
+        if self.running():
+            return
+        java = require_java()
+        libs = ensure_jars(self.cache)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(self.server_properties())
+        if not (self.home / "data" / "meta.properties").exists():
+            cmd = self._java_cmd(
+                java, libs, STORAGE_TOOL, "format", "--standalone",
+                "-t", new_cluster_id(), "-c", str(self.config_file),
+            )  # fmt: skip
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                msg = f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}"
+                raise StackError(msg)
+        for port in (self.port, self.controller_port):
+            if port_open("127.0.0.1", port):
+                msg = (
+                    f"port {port} on 127.0.0.1 is taken by another program; choose free ports "
+                    "with CROUPIER_KAFKA_PORT / CROUPIER_KAFKA_CONTROLLER_PORT"
+                )
+                raise StackError(msg)
+        cmd = self._java_cmd(java, libs, MAIN_CLASS, str(self.config_file))
+        pid = spawn(cmd, pidfile=self.pidfile, logfile=self.logfile, env=dict(os.environ))
+
+        def ready() -> bool:
+            if read_pid(self.pidfile, MAIN_CLASS) != pid:
+                msg = f"Kafka exited during start-up:\n{tail(self.logfile)}"
+                raise StackError(msg)
+            return port_open("127.0.0.1", self.port) and self._metadata_ok()
+
+        wait_until(ready, timeout=timeout, what="Kafka", logfile=self.logfile)
+
+    def _metadata_ok(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        try:
+            meta = admin.list_topics(timeout=2)
+        except Exception:
+            return False
+        return bool(meta.brokers)
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid is not None:
+            stop_pid(pid, timeout=60)
+        self.pidfile.unlink(missing_ok=True)

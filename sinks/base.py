@@ -1,0 +1,21 @@
+"""Sink contract: a sink writes one batch atomically, or raises and writes nothing."""
+
+from __future__ import annotations
+
+from typing import Generic, Protocol, TypeVar
+
+B_contra = TypeVar("B_contra", contravariant=True)
+
+
+class Sink(Protocol, Generic[B_contra]):
+    """Where an agent's batch goes; ``write`` is idempotent, keyed by Kafka position."""
+
+    async def open(self) -> None: ...
+
+    async def write(self, batch: B_contra) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class SinkUnavailable(RuntimeError):
+    """The destination cannot take writes now; the caller retries the same batch later."""

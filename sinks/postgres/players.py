@@ -1,0 +1,126 @@
+"""Writes a batch of player events, the resulting standings and dead letters in one transaction."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from schemas.players import PlayerState
+from schemas.records import DeadLetter, SourcePosition
+from sinks.base import SinkUnavailable
+
+
+@dataclass(frozen=True)
+class PlayerEventRow:
+    """One consumed player event and what became of it."""
+
+    source: SourcePosition
+    player_id: str
+    event_type: str
+    occurred_at: datetime
+    outcome: str  # applied | unchanged | rejected
+    reason: str | None
+    payload: str  # the event as JSON
+
+
+@dataclass
+class PlayerBatch:
+    """Everything one agent batch writes."""
+
+    events: list[PlayerEventRow] = field(default_factory=list)
+    states: dict[str, PlayerState] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+_EVENT_SQL = """
+INSERT INTO player_events (source_topic, source_partition, source_offset, player_id,
+                           event_type, occurred_at, outcome, reason, payload)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+ON CONFLICT DO NOTHING"""
+
+_STATE_SQL = """
+INSERT INTO players (player_id, jurisdiction, currency, birth_date, registered_at, version,
+                     last_event, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (player_id) DO UPDATE SET
+    jurisdiction = EXCLUDED.jurisdiction, currency = EXCLUDED.currency,
+    birth_date = EXCLUDED.birth_date, registered_at = EXCLUDED.registered_at,
+    version = EXCLUDED.version, last_event = EXCLUDED.last_event,
+    updated_at = EXCLUDED.updated_at
+WHERE players.version < EXCLUDED.version"""
+
+_DEAD_LETTER_SQL = """
+INSERT INTO dead_letters (source_topic, source_partition, source_offset, key, value, reason,
+                          error, dead_lettered_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING"""
+
+
+def dead_letter_params(dl: DeadLetter) -> tuple[object, ...]:
+    import base64
+
+    key = base64.b64decode(dl.key_base64) if dl.key_base64 is not None else None
+    src = dl.source
+    return (src.topic, src.partition, src.offset, key, dl.value, dl.reason, dl.error,
+            dl.dead_lettered_at)  # fmt: skip
+
+
+class PostgresPlayerSink:
+    """The players flow's PostgreSQL sink; idempotent by source position and version."""
+
+    def __init__(self, dsn: str, schema: str, *, max_connections: int = 4) -> None:
+        self._pool = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"options": f"-c search_path={schema}"},
+            open=False,
+        )
+
+    async def open(self) -> None:
+        await self._pool.open(wait=True, timeout=30)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def write(self, batch: PlayerBatch) -> None:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                async with conn.cursor() as cur:
+                    if batch.events:
+                        await cur.executemany(_EVENT_SQL, [_event_params(e) for e in batch.events])
+                    if batch.states:
+                        await cur.executemany(
+                            _STATE_SQL, [_state_params(s) for s in batch.states.values()]
+                        )
+                    if batch.dead_letters:
+                        await cur.executemany(
+                            _DEAD_LETTER_SQL, [dead_letter_params(d) for d in batch.dead_letters]
+                        )
+        except psycopg.OperationalError as exc:
+            msg = f"PostgreSQL unavailable: {exc}"
+            raise SinkUnavailable(msg) from exc
+
+
+def _event_params(row: PlayerEventRow) -> tuple[object, ...]:
+    src = row.source
+    return (src.topic, src.partition, src.offset, row.player_id, row.event_type,
+            row.occurred_at, row.outcome, row.reason, row.payload)  # fmt: skip
+
+
+def _state_params(s: PlayerState) -> tuple[object, ...]:
+    return (s.player_id, s.jurisdiction, s.currency, s.birth_date, s.registered_at, s.version,
+            s.last_event, s.updated_at)  # fmt: skip
+
+
+def as_json(model: object) -> str:
+    """JSON text of a pydantic model or plain value, for jsonb columns."""
+    from pydantic import BaseModel
+
+    if isinstance(model, BaseModel):
+        return model.model_dump_json()
+    return json.dumps(model)

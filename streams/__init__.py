@@ -1,0 +1,1 @@
+"""Faust agents, one module per flow: decode, call rules, call a sink, emit."""

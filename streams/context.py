@@ -1,0 +1,56 @@
+"""Faust plumbing the agents share: table writes in the right partition, dead letters, sends."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import weakref
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from faust.streams import _current_event
+
+from schemas.records import DeadLetter, SourcePosition
+
+
+@contextlib.contextmanager
+def in_partition_of(event: Any) -> Iterator[None]:
+    """Make ``event`` Faust's current event, so a table write lands in its partition.
+
+    A Faust table sends each change to the changelog partition of the *current* event.
+    A batch from ``take_events`` mixes partitions, and the current event is only the last
+    one buffered; without this, a change could be written to another partition's
+    changelog and be missing after a recovery.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def position(event: Any) -> SourcePosition:
+    msg = event.message
+    return SourcePosition(topic=msg.topic, partition=msg.partition, offset=msg.offset)
+
+
+def dead_letter(event: Any, reason: str, error: str) -> DeadLetter:
+    """The dead-letter record for ``event``: its exact bytes, position and the error."""
+    msg = event.message
+    key = msg.key
+    value = msg.value if msg.value is not None else b""
+    return DeadLetter(
+        source=position(event),
+        key_base64=base64.b64encode(key).decode() if key is not None else None,
+        value_base64=base64.b64encode(value).decode(),
+        reason=reason,
+        error=error,
+        dead_lettered_at=datetime.now(UTC),
+    )
+
+
+def as_key(value: str | bytes | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return value.encode()

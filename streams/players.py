@@ -1,0 +1,129 @@
+"""The ``players`` flow: keep each player's standing in a changelog-backed table.
+
+Per batch: decode (bad input becomes a dead letter), apply the pure rules against the
+table, write everything to PostgreSQL in one transaction (idempotent by Kafka position),
+send audit records and dead letters and wait until Kafka has them, and only then update
+the table. A crash anywhere replays the batch: PostgreSQL ignores rows it has, the outputs
+are sent again (at least once, keyed by source position), and an event the recovered table
+already reflects (its offset is not past the state's ``source_offset``) is not applied twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from croupier.settings import Settings
+from rules.players import Rejected, Unchanged, apply_player_event
+from schemas.decode import DecodeFailure, decode
+from schemas.players import PLAYER_EVENT, PlayerState
+from schemas.records import AuditRecord, DeadLetter
+from sinks.base import Sink
+from sinks.postgres.players import PlayerBatch, PlayerEventRow
+from streams.batching import run_batch, write_until_done
+from streams.context import as_key, dead_letter, in_partition_of, position
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Outputs:
+    audit: list[AuditRecord] = field(default_factory=list)
+    dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
+    table: list[tuple[Any, str, PlayerState]] = field(default_factory=list)
+
+
+def _state(value: Any) -> PlayerState | None:
+    return None if value is None else PlayerState.model_validate(value)
+
+
+def plan_batch(events: list[Any], table: Any) -> tuple[PlayerBatch, _Outputs]:
+    """Decide every event of a batch; no I/O beyond reading the table."""
+    batch = PlayerBatch()
+    out = _Outputs()
+    seen: dict[str, PlayerState | None] = {}
+    now = datetime.now(UTC)
+    for event in events:
+        pos = position(event)
+        decoded = decode(PLAYER_EVENT, event.message.value)
+        if isinstance(decoded, DecodeFailure):
+            dl = dead_letter(event, decoded.reason, decoded.error)
+            batch.dead_letters.append(dl)
+            out.dead_letters.append((event.message.key, dl))
+            continue
+        pid = decoded.player_id
+        before = seen[pid] if pid in seen else _state(table.get(pid))
+        if (
+            before is not None
+            and before.source_partition == pos.partition
+            and pos.offset <= before.source_offset
+        ):
+            continue  # applied before a crash; PostgreSQL and the outputs already have it
+        result = apply_player_event(before, decoded, partition=pos.partition, offset=pos.offset)
+        row = dict(
+            source=pos,
+            player_id=pid,
+            event_type=decoded.type,
+            occurred_at=decoded.timestamp,
+            payload=decoded.model_dump_json(),
+        )
+        if isinstance(result, Rejected):
+            batch.events.append(PlayerEventRow(**row, outcome="rejected", reason=result.reason))
+            dl = dead_letter(event, result.reason, result.error)
+            batch.dead_letters.append(dl)
+            out.dead_letters.append((event.message.key, dl))
+            continue
+        if isinstance(result, Unchanged):
+            batch.events.append(PlayerEventRow(**row, outcome="unchanged", reason=None))
+            continue
+        batch.events.append(PlayerEventRow(**row, outcome="applied", reason=None))
+        batch.states[pid] = result
+        seen[pid] = result
+        out.table.append((event, pid, result))
+        out.audit.append(
+            AuditRecord(
+                entity="player",
+                entity_id=pid,
+                action=f"player.{decoded.type}",
+                source=pos,
+                occurred_at=decoded.timestamp,
+                recorded_at=now,
+                before=before.model_dump(mode="json") if before else None,
+                after=result.model_dump(mode="json"),
+            )
+        )
+    return batch, out
+
+
+def register(app: Any, settings: Settings, *, table: Any, sink: Sink[PlayerBatch]) -> Any:
+    """Declare the players agent on ``app``; returns the agent."""
+    source = app.topic(settings.topic("players"), key_type=bytes, value_type=bytes)
+    audit = app.topic(settings.topic("audit"), key_type=bytes, value_type=bytes)
+    dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
+
+    async def process(events: list[Any]) -> None:
+        batch, out = plan_batch(events, table)
+        await write_until_done(lambda: sink.write(batch), what="PostgreSQL")
+        for key, dl in out.dead_letters:
+            await dead_letters.send(key=as_key(key), value=dl.model_dump_json().encode())
+        for record in out.audit:
+            await audit.send(key=as_key(record.entity_id), value=record.model_dump_json().encode())
+        # The outputs are in Kafka before the table moves on: a crash from here on
+        # replays the batch against the old table state and sends them again.
+        await app.producer.flush()
+        for event, key, state in out.table:
+            with in_partition_of(event):
+                table[key] = state.model_dump(mode="json")
+
+    @app.agent(source, name="croupier.players")
+    async def players(stream: Any) -> None:
+        await sink.open()
+        try:
+            async for events in stream.take_events(settings.batch_max, settings.batch_within):
+                await run_batch(lambda events=events: process(list(events)))
+        finally:
+            await sink.close()
+
+    return players

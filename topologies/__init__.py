@@ -1,0 +1,1 @@
+"""The Faust app factory, topic and table declarations, worker profiles."""

@@ -1,0 +1,49 @@
+"""The Faust app factory: one app per process, collaborators injected for tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from croupier.settings import Settings
+from sinks.base import Sink
+from sinks.postgres.players import PlayerBatch, PostgresPlayerSink
+from streams import players
+
+
+def broker_url(settings: Settings) -> str:
+    """Faust's broker URL for ``KAFKA_BOOTSTRAP_SERVERS``."""
+    return ";".join(f"kafka://{server}" for server in settings.bootstrap_list)
+
+
+def create_app(settings: Settings, *, player_sink: Sink[PlayerBatch] | None = None) -> Any:
+    """A Faust app with every Croupier flow declared."""
+    app = faust.App(
+        settings.app_id,
+        broker=broker_url(settings),
+        store="memory://",
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=settings.web_port > 0,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        web_port=settings.web_port or 6066,
+    )
+    table = app.Table(
+        "players",
+        default=None,
+        partitions=settings.topic_partitions,
+        key_type=str,
+        key_serializer="json",
+        value_serializer="json",
+    )
+    sink = player_sink or PostgresPlayerSink(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    players.register(app, settings, table=table, sink=sink)
+    return app
