@@ -1,6 +1,11 @@
 """The ``players`` flow: keep each player's standing in a changelog-backed table.
 
-Per batch: decode (bad input becomes a dead letter), apply the pure rules against the
+Every consumed message ends as exactly one row in PostgreSQL: a decided event in
+``player_events`` (applied, or unchanged for a producer's retry) or a refusal in
+``dead_letters`` (undecodable, or refused by the rules with a reason code), and the
+dead letter also goes to the ``dead-letters`` topic.
+
+Per batch: decode, apply the pure rules against the
 table, write everything to PostgreSQL in one transaction (idempotent by Kafka position),
 send audit records and dead letters and wait until Kafka has them, and only then update
 the table. A crash anywhere replays the batch: PostgreSQL ignores rows it has, the outputs
@@ -62,23 +67,22 @@ def plan_batch(events: list[Any], table: Any) -> tuple[PlayerBatch, _Outputs]:
         ):
             continue  # applied before a crash; PostgreSQL and the outputs already have it
         result = apply_player_event(before, decoded, partition=pos.partition, offset=pos.offset)
-        row = dict(
-            source=pos,
-            player_id=pid,
-            event_type=decoded.type,
-            occurred_at=decoded.timestamp,
-            payload=decoded.model_dump_json(),
-        )
+        row: dict[str, Any] = {
+            "source": pos,
+            "player_id": pid,
+            "event_type": decoded.type,
+            "occurred_at": decoded.timestamp,
+            "payload": decoded.model_dump_json(),
+        }
         if isinstance(result, Rejected):
-            batch.events.append(PlayerEventRow(**row, outcome="rejected", reason=result.reason))
             dl = dead_letter(event, result.reason, result.error)
             batch.dead_letters.append(dl)
             out.dead_letters.append((event.message.key, dl))
             continue
         if isinstance(result, Unchanged):
-            batch.events.append(PlayerEventRow(**row, outcome="unchanged", reason=None))
+            batch.events.append(PlayerEventRow(**row, outcome="unchanged"))
             continue
-        batch.events.append(PlayerEventRow(**row, outcome="applied", reason=None))
+        batch.events.append(PlayerEventRow(**row, outcome="applied"))
         batch.states[pid] = result
         seen[pid] = result
         out.table.append((event, pid, result))

@@ -31,6 +31,9 @@ def create_app(settings: Settings, *, player_sink: Sink[PlayerBatch] | None = No
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # A SIGKILLed worker never leaves its group; the broker notices after this long.
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         web_enabled=settings.web_port > 0,
         web_bind="127.0.0.1",
         web_host="127.0.0.1",
@@ -40,9 +43,8 @@ def create_app(settings: Settings, *, player_sink: Sink[PlayerBatch] | None = No
         "players",
         default=None,
         partitions=settings.topic_partitions,
+        # JSON keys and values: str keys survive a recovery as str, states as dicts.
         key_type=str,
-        key_serializer="json",
-        value_serializer="json",
     )
     sink = player_sink or PostgresPlayerSink(settings.pg_dsn.get_secret_value(), settings.pg_schema)
     players.register(app, settings, table=table, sink=sink)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,8 +21,7 @@ class PlayerEventRow:
     player_id: str
     event_type: str
     occurred_at: datetime
-    outcome: str  # applied | unchanged | rejected
-    reason: str | None
+    outcome: str  # applied | unchanged (a refused event is a dead letter instead)
     payload: str  # the event as JSON
 
 
@@ -38,8 +36,8 @@ class PlayerBatch:
 
 _EVENT_SQL = """
 INSERT INTO player_events (source_topic, source_partition, source_offset, player_id,
-                           event_type, occurred_at, outcome, reason, payload)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+                           event_type, occurred_at, outcome, payload)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb)
 ON CONFLICT DO NOTHING"""
 
 _STATE_SQL = """
@@ -109,18 +107,10 @@ class PostgresPlayerSink:
 def _event_params(row: PlayerEventRow) -> tuple[object, ...]:
     src = row.source
     return (src.topic, src.partition, src.offset, row.player_id, row.event_type,
-            row.occurred_at, row.outcome, row.reason, row.payload)  # fmt: skip
+            row.occurred_at, row.outcome, row.payload)  # fmt: skip
 
 
 def _state_params(s: PlayerState) -> tuple[object, ...]:
     return (s.player_id, s.jurisdiction, s.currency, s.birth_date, s.registered_at, s.version,
             s.last_event, s.updated_at)  # fmt: skip
 
-
-def as_json(model: object) -> str:
-    """JSON text of a pydantic model or plain value, for jsonb columns."""
-    from pydantic import BaseModel
-
-    if isinstance(model, BaseModel):
-        return model.model_dump_json()
-    return json.dumps(model)

@@ -1,6 +1,6 @@
--- Foundation: players' standing, one row per consumed player event, and dead letters.
--- Every consumed message leaves exactly one row, keyed by its Kafka position: that key is
--- what makes a redelivery a no-op.
+-- Foundation: players' standing, decided player events, and dead letters.
+-- Every consumed message leaves exactly one row, in player_events (decided) or in
+-- dead_letters (refused), keyed by its Kafka position: that key makes a redelivery a no-op.
 
 CREATE TABLE players (
     player_id      text PRIMARY KEY,
@@ -20,8 +20,7 @@ CREATE TABLE player_events (
     player_id         text NOT NULL,
     event_type        text NOT NULL,
     occurred_at       timestamptz NOT NULL,
-    outcome           text NOT NULL CHECK (outcome IN ('applied', 'unchanged', 'rejected')),
-    reason            text,
+    outcome           text NOT NULL CHECK (outcome IN ('applied', 'unchanged')),
     payload           jsonb NOT NULL,
     recorded_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source_topic, source_partition, source_offset)

@@ -1,0 +1,195 @@
+"""Test harness: a private stack for the session, and per-test topics, group and schema.
+
+Unless ``CROUPIER_TEST_USE_ENV=1`` (then the three service variables name the services),
+the session starts its own embedded stack under ``.stack/test`` on free ports, never
+touching the one ``make up`` runs, and stops it at the end. If the stack cannot start the
+session fails: integration tests are never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from croupier.settings import Settings
+from croupier.stack import ENV_CLICKHOUSE, ENV_KAFKA, ENV_PG, Stack, StackConfig
+from croupier.stack.process import free_port
+from sinks.postgres.migrate import migrate
+from topologies.topics import create_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Services:
+    """Where the real parts of the test session are."""
+
+    kafka: str
+    pg_dsn: str
+    clickhouse_url: str
+
+    def env(self) -> dict[str, str]:
+        return {ENV_KAFKA: self.kafka, ENV_PG: self.pg_dsn, ENV_CLICKHOUSE: self.clickhouse_url}
+
+
+def free_ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def stack_config(root: Path, **overrides: object) -> StackConfig:
+    """A stack under ``root`` on free ports, sharing the repo's Kafka jar cache."""
+    kafka, controller, pg, ch = free_ports(4)
+    values: dict[str, object] = dict(
+        root=root,
+        cache=ROOT / ".stack" / "cache",
+        kafka_port=kafka,
+        kafka_controller_port=controller,
+        pg_port=pg,
+        clickhouse_port=ch,
+        workers=0,
+        kafka_heap="768m",
+        external={},
+    )
+    values.update(overrides)
+    return StackConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    if os.environ.get("CROUPIER_TEST_USE_ENV") == "1":
+        yield Services(os.environ[ENV_KAFKA], os.environ[ENV_PG], os.environ[ENV_CLICKHOUSE])
+        return
+    root = ROOT / ".stack" / "test"
+    stack = Stack(stack_config(root))
+    stack.down()  # a previous session killed hard may have left processes behind
+    shutil.rmtree(root, ignore_errors=True)
+    try:
+        env = stack.up(workers=False, provision=False)
+        yield Services(env[ENV_KAFKA], env[ENV_PG], env[ENV_CLICKHOUSE])
+    finally:
+        stack.down()
+
+
+@pytest.fixture
+def settings(services: Services) -> Settings:
+    """Settings with this test's own topics (prefix), consumer group and schema, provisioned."""
+    tag = uuid.uuid4().hex[:10]
+    s = Settings(
+        KAFKA_BOOTSTRAP_SERVERS=services.kafka,
+        CROUPIER_PG_DSN=services.pg_dsn,
+        CROUPIER_CLICKHOUSE_URL=services.clickhouse_url,
+        CROUPIER_PG_SCHEMA=f"t_{tag}",
+        CROUPIER_APP_ID=f"croupier-t{tag}",
+        CROUPIER_TOPIC_PREFIX=f"t{tag}.",
+        CROUPIER_TOPIC_PARTITIONS=3,
+        CROUPIER_BATCH_MAX=100,
+    )
+    create_topics(s)
+    migrate(s.pg_dsn.get_secret_value(), s.pg_schema)
+    return s
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The environment that makes a child process see ``s``."""
+    return {
+        ENV_KAFKA: s.kafka_bootstrap_servers,
+        ENV_PG: s.pg_dsn.get_secret_value(),
+        ENV_CLICKHOUSE: s.clickhouse_url,
+        "CROUPIER_PG_SCHEMA": s.pg_schema,
+        "CROUPIER_APP_ID": s.app_id,
+        "CROUPIER_TOPIC_PREFIX": s.topic_prefix,
+        "CROUPIER_TOPIC_PARTITIONS": str(s.topic_partitions),
+        "CROUPIER_BATCH_MAX": str(s.batch_max),
+        "CROUPIER_BATCH_WITHIN": str(s.batch_within),
+    }
+
+
+@dataclass
+class WorkerProcess:
+    """A ``croupier worker`` child process with its log."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    starts: int = 1
+    history: list[int] = field(default_factory=list)
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Wait until Faust says the worker is ready (recovery done, fetching)."""
+        marker = b"[^Worker]: Ready"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log.read_bytes() if self.log.exists() else b""
+            if text.count(marker) >= self.starts:
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{text[-3000:]!r}")
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready in {timeout}s; log {self.log}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no commit, no flush."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.history.append(self.proc.wait(30))
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(60)
+        self.history.append(code)
+        return code
+
+
+class StartWorker(Protocol):
+    def __call__(self, s: Settings, restart_of: WorkerProcess | None = None) -> WorkerProcess: ...
+
+
+@pytest.fixture
+def worker_factory(request: pytest.FixtureRequest) -> Iterator[StartWorker]:
+    """Start ``croupier worker`` processes; every one still running is killed at teardown.
+
+    Their logs stay under ``.stack/test/logs/`` for reading after a failure.
+    """
+    started: list[WorkerProcess] = []
+    logs = ROOT / ".stack" / "test" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def start(s: Settings, restart_of: WorkerProcess | None = None) -> WorkerProcess:
+        log = restart_of.log if restart_of else logs / f"{request.node.name}-{len(started)}.log"
+        if restart_of is None:
+            log.unlink(missing_ok=True)
+        env = {**os.environ, **settings_env(s), "PYTHONUNBUFFERED": "1"}
+        out = open(log, "ab")  # noqa: SIM115 - the child owns it for its lifetime
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "croupier", "worker", "--name", "test"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        out.close()
+        if restart_of is not None:
+            restart_of.proc = proc
+            restart_of.starts += 1
+            return restart_of
+        worker = WorkerProcess(proc, log)
+        started.append(worker)
+        return worker
+
+    yield start
+    for w in started:
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait(30)

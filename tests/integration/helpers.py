@@ -1,0 +1,77 @@
+"""Helpers for integration tests: produce with offsets, read PostgreSQL, wait for things."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import psycopg
+
+from croupier.kafka import make_producer
+from croupier.settings import Settings
+
+
+def produce(settings: Settings, topic: str, items: Iterable[tuple[str, bytes]]) -> list[Any]:
+    """Produce ``(key, value)`` pairs to a contract topic; return the delivered messages
+    in the order of ``items`` (delivery reports arrive per partition, not in that order)."""
+    delivered: dict[int, Any] = {}
+    errors: list[Any] = []
+
+    def report(index: int) -> Callable[[Any, Any], None]:
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err:
+                errors.append(err)
+            else:
+                delivered[index] = msg
+
+        return on_delivery
+
+    producer = make_producer(settings)
+    count = 0
+    for count, (key, value) in enumerate(items, start=1):
+        producer.produce(
+            settings.topic(topic), key=key.encode(), value=value, on_delivery=report(count - 1)
+        )
+        producer.poll(0)
+    assert producer.flush(30) == 0, "producer could not deliver everything"
+    assert not errors, errors
+    assert len(delivered) == count
+    return [delivered[i] for i in range(count)]
+
+
+def query(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(
+        settings.pg_dsn.get_secret_value(), options=f"-c search_path={settings.pg_schema}"
+    ) as conn:
+        return conn.execute(sql.encode(), params).fetchall()
+
+
+def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def rows_recorded(settings: Settings) -> int:
+    """Consumed player messages that left their row: events plus dead letters."""
+    total = query(
+        settings,
+        "SELECT (SELECT count(*) FROM player_events) + (SELECT count(*) FROM dead_letters)",
+    )
+    return int(total[0][0])
+
+
+def player_event(kind: str, player_id: str, **fields: Any) -> bytes:
+    base: dict[str, Any] = {"type": kind, "player_id": player_id,
+                            "timestamp": "2026-11-24T17:00:00Z"}  # fmt: skip
+    if kind == "registered":
+        base.update(jurisdiction="UK", currency="EUR", birth_date="1990-05-01")
+    if kind in ("session_started", "session_ended"):
+        base.update(session_id="s-1")
+    base.update(fields)
+    return json.dumps(base).encode()
