@@ -187,7 +187,7 @@ class Stack:
 
     def _write_env(self, env: Mapping[str, str]) -> None:
         lines = [
-            "# Written by `croupier stack up`. Use it with: set -a; . .stack/env; set +a",
+            "# Written by `croupier stack up`. Use it with: . .stack/env",
             *(f"export {k}='{v}'" for k, v in env.items()),
             "",
         ]

@@ -1,0 +1,1 @@
+"""Adapters to the outside: PostgreSQL ledger, ClickHouse, audit trail, report writers."""
