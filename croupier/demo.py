@@ -63,7 +63,9 @@ def run_demo(*, timeout: float = 120.0) -> int:
         if r.topic.endswith("dead-letters"):
             print(f"  dead letter  {r.key:<22} {doc['reason']}: {doc['error'][:70]}")
         else:
-            print(f"  audit        {r.key:<22} {doc['action']} -> version {doc['after']['version']}")
+            print(
+                f"  audit        {r.key:<22} {doc['action']} -> version {doc['after']['version']}"
+            )
     elapsed = time.monotonic() - started
     print(f"worker answered {len(ours)} of {len(events)} events in {elapsed:.1f}s")
     rows = _postgres_rows(settings, mine)
@@ -79,7 +81,8 @@ def _postgres_rows(settings: Settings, prefix: str) -> int:
     ) as conn:
         row = conn.execute(
             """SELECT (SELECT count(*) FROM player_events WHERE player_id LIKE %(p)s)
-                    + (SELECT count(*) FROM dead_letters WHERE convert_from(key, 'UTF8') LIKE %(p)s)""",
+                    + (SELECT count(*) FROM dead_letters
+                       WHERE convert_from(key, 'UTF8') LIKE %(p)s)""",
             {"p": f"{prefix}%"},
         ).fetchone()
     return int(row[0]) if row else 0

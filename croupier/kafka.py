@@ -66,15 +66,11 @@ def consume_until(
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            key = msg.key()
+            topic, partition, offset, key = msg.topic(), msg.partition(), msg.offset(), msg.key()
+            if topic is None or partition is None or offset is None:
+                continue
             records.append(
-                Record(
-                    topic=msg.topic(),
-                    partition=msg.partition(),
-                    offset=msg.offset(),
-                    key=key.decode() if key else "",
-                    value=msg.value() or b"",
-                )
+                Record(topic, partition, offset, key.decode() if key else "", msg.value() or b"")
             )
     finally:
         consumer.close()

@@ -38,7 +38,7 @@ async def run_batch(batch: Callable[[], Awaitable[T]]) -> T:
     except asyncio.CancelledError:
         try:
             await asyncio.wait_for(asyncio.shield(task), FINISH_ON_CANCEL_SECONDS)
-        except BaseException:  # noqa: BLE001 - any failure here must not become an ack
+        except BaseException:
             _die(EXIT_BATCH_FAILED, "a batch could not finish during shutdown")
         raise
     except Exception:

@@ -48,9 +48,3 @@ def dead_letter(event: Any, reason: str, error: str) -> DeadLetter:
         error=error,
         dead_lettered_at=datetime.now(UTC),
     )
-
-
-def as_key(value: str | bytes | None) -> bytes | None:
-    if value is None or isinstance(value, bytes):
-        return value
-    return value.encode()

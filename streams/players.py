@@ -15,6 +15,7 @@ already reflects (its offset is not past the state's ``source_offset``) is not a
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from schemas.records import AuditRecord, DeadLetter
 from sinks.base import Sink
 from sinks.postgres.players import PlayerBatch, PlayerEventRow
 from streams.batching import run_batch, write_until_done
-from streams.context import as_key, dead_letter, in_partition_of, position
+from streams.context import dead_letter, in_partition_of, position
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,10 @@ def register(app: Any, settings: Settings, *, table: Any, sink: Sink[PlayerBatch
     async def process(events: list[Any]) -> None:
         batch, out = plan_batch(events, table)
         await write_until_done(lambda: sink.write(batch), what="PostgreSQL")
-        for key, dl in out.dead_letters:
-            await dead_letters.send(key=as_key(key), value=dl.model_dump_json().encode())
+        for original_key, dl in out.dead_letters:
+            await dead_letters.send(key=original_key, value=dl.model_dump_json().encode())
         for record in out.audit:
-            await audit.send(key=as_key(record.entity_id), value=record.model_dump_json().encode())
+            await audit.send(key=record.entity_id.encode(), value=record.model_dump_json().encode())
         # The outputs are in Kafka before the table moves on: a crash from here on
         # replays the batch against the old table state and sends them again.
         await app.producer.flush()
@@ -121,12 +122,12 @@ def register(app: Any, settings: Settings, *, table: Any, sink: Sink[PlayerBatch
             with in_partition_of(event):
                 table[key] = state.model_dump(mode="json")
 
-    @app.agent(source, name="croupier.players")
+    @app.agent(source, name="croupier.players")  # type: ignore[untyped-decorator]  # app is Any
     async def players(stream: Any) -> None:
         await sink.open()
         try:
             async for events in stream.take_events(settings.batch_max, settings.batch_within):
-                await run_batch(lambda events=events: process(list(events)))
+                await run_batch(functools.partial(process, list(events)))
         finally:
             await sink.close()
 

@@ -112,7 +112,9 @@ class Stack:
             controller_port=config.kafka_controller_port,
             heap=config.kafka_heap,
         )
-        self.postgres = EmbeddedPostgres(home=root / "postgres", logs=self.logs, port=config.pg_port)
+        self.postgres = EmbeddedPostgres(
+            home=root / "postgres", logs=self.logs, port=config.pg_port
+        )
         self.clickhouse = EmbeddedClickHouse(
             home=root / "clickhouse", logs=self.logs, port=config.clickhouse_port
         )
@@ -245,11 +247,17 @@ class Stack:
             pid = self.kafka.pid()
             parts.append(PartStatus("kafka", "embedded", env[ENV_KAFKA], self.kafka.running(), pid))
         if self.is_external(ENV_PG):
-            parts.append(PartStatus("postgres", "external", _redact(env[ENV_PG]), _pg_ok(env[ENV_PG])))
+            parts.append(
+                PartStatus("postgres", "external", _redact(env[ENV_PG]), _pg_ok(env[ENV_PG]))
+            )
         else:
             parts.append(
                 PartStatus(
-                    "postgres", "embedded", env[ENV_PG], self.postgres.running(), self.postgres.pid()
+                    "postgres",
+                    "embedded",
+                    env[ENV_PG],
+                    self.postgres.running(),
+                    self.postgres.pid(),
                 )
             )
         ch = env[ENV_CLICKHOUSE]

@@ -32,6 +32,7 @@ from croupier.stack.process import (
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 DOCKER_HINT = "or run the whole stack with Docker instead: docker compose up"
+INSTALL_JAVA = "install a JDK/JRE 17+ (Debian: apt-get install openjdk-17-jre-headless)"
 
 
 def _resource(name: str) -> Path:
@@ -44,7 +45,7 @@ def require_java() -> str:
     if java is None:
         msg = (
             "the embedded Kafka broker needs Java 17 or newer, and `java` is not on PATH: "
-            f"install a JDK/JRE 17+ (Debian: apt-get install openjdk-17-jre-headless), {DOCKER_HINT}"
+            f"{INSTALL_JAVA}, {DOCKER_HINT}"
         )
         raise StackError(msg)
     out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
@@ -55,7 +56,7 @@ def require_java() -> str:
     if major < 17:
         msg = (
             f"the embedded Kafka broker needs Java 17 or newer; `{java}` is Java {major}: "
-            f"install a JDK/JRE 17+ (Debian: apt-get install openjdk-17-jre-headless), {DOCKER_HINT}"
+            f"{INSTALL_JAVA}, {DOCKER_HINT}"
         )
         raise StackError(msg)
     return java
@@ -83,6 +84,8 @@ def ensure_jars(cache: Path) -> Path:
         mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
         f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
     ]  # fmt: skip
+    if os.environ.get("CROUPIER_MAVEN_REPO"):  # a separate local repository, e.g. for a cold start
+        cmd.append(f"-Dmaven.repo.local={os.environ['CROUPIER_MAVEN_REPO']}")
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         msg = (
@@ -174,7 +177,7 @@ class KafkaBroker:
     def _java_cmd(self, java: str, libs: Path, main: str, *args: str) -> list[str]:
         return [
             java,
-            f"-Xms256m",
+            "-Xms256m",
             f"-Xmx{self.heap}",
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",

@@ -57,7 +57,7 @@ class EmbeddedPostgres:
         )
 
         entry = ensure_user_exists(user)
-        assert entry is not None  # noqa: S101 - ensure_user_exists creates or raises
+        assert entry is not None
         bin_path = Path(POSTGRES_BIN_PATH)
         ensure_prefix_permissions(bin_path)
         ensure_folder_permissions(bin_path, 0o555)
@@ -149,4 +149,3 @@ class EmbeddedPostgres:
         if result.returncode != 0 and self.pid() is not None:
             msg = f"PostgreSQL did not stop:\n{result.stdout}{result.stderr}"
             raise StackError(msg)
-

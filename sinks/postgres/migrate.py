@@ -18,7 +18,7 @@ class MigrationError(RuntimeError):
 def migrations() -> list[tuple[str, str]]:
     """(version, SQL text) of every migration, in order."""
     folder = resources.files("sinks.postgres") / "migrations"
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 
@@ -35,7 +35,9 @@ def migrate(dsn: str, schema: str) -> list[str]:
                    checksum text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+        done: dict[str, str] = dict(
+            conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+        )
         for version, text in migrations():
             checksum = hashlib.sha256(text.encode()).hexdigest()
             if version in done:

@@ -87,18 +87,21 @@ class PostgresPlayerSink:
 
     async def write(self, batch: PlayerBatch) -> None:
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                async with conn.cursor() as cur:
-                    if batch.events:
-                        await cur.executemany(_EVENT_SQL, [_event_params(e) for e in batch.events])
-                    if batch.states:
-                        await cur.executemany(
-                            _STATE_SQL, [_state_params(s) for s in batch.states.values()]
-                        )
-                    if batch.dead_letters:
-                        await cur.executemany(
-                            _DEAD_LETTER_SQL, [dead_letter_params(d) for d in batch.dead_letters]
-                        )
+            async with (
+                self._pool.connection() as conn,
+                conn.transaction(),
+                conn.cursor() as cur,
+            ):
+                if batch.events:
+                    await cur.executemany(_EVENT_SQL, [_event_params(e) for e in batch.events])
+                if batch.states:
+                    await cur.executemany(
+                        _STATE_SQL, [_state_params(s) for s in batch.states.values()]
+                    )
+                if batch.dead_letters:
+                    await cur.executemany(
+                        _DEAD_LETTER_SQL, [dead_letter_params(d) for d in batch.dead_letters]
+                    )
         except psycopg.OperationalError as exc:
             msg = f"PostgreSQL unavailable: {exc}"
             raise SinkUnavailable(msg) from exc
@@ -113,4 +116,3 @@ def _event_params(row: PlayerEventRow) -> tuple[object, ...]:
 def _state_params(s: PlayerState) -> tuple[object, ...]:
     return (s.player_id, s.jurisdiction, s.currency, s.birth_date, s.registered_at, s.version,
             s.last_event, s.updated_at)  # fmt: skip
-

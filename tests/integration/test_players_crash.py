@@ -66,11 +66,11 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
     producer.start()
     # Kill at three points of progress, and once stop gracefully, restarting each time.
     for fraction, how in ((0.15, "kill"), (0.4, "kill"), (0.6, "term"), (0.8, "kill")):
-        wait_for(
-            lambda f=fraction: rows_recorded(settings) >= total * f,
-            timeout=120,
-            what=f"{fraction:.0%} progress",
-        )
+
+        def progressed(target: float = total * fraction) -> bool:
+            return rows_recorded(settings) >= target
+
+        wait_for(progressed, timeout=120, what=f"{fraction:.0%} progress")
         time.sleep(rng.uniform(0, 0.3))
         if how == "kill":
             worker.kill()
@@ -104,9 +104,13 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
     log = consume_until(
         settings,
         [changelog_topic(settings, "players")],
-        want=lambda rs: len({r.key for r in rs}) >= PLAYERS
-        and all(json.loads(r.value)["version"] == applied[json.loads(r.key)] for r in
-                {r.key: r for r in rs}.values()),  # fmt: skip
+        want=lambda rs: (
+            len({r.key for r in rs}) >= PLAYERS
+            and all(
+                json.loads(r.value)["version"] == applied[json.loads(r.key)]
+                for r in {r.key: r for r in rs}.values()
+            )
+        ),
         timeout=60,
     )
     latest = {json.loads(r.key): json.loads(r.value)["version"] for r in log}
@@ -116,8 +120,10 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
     audit = consume_until(
         settings,
         [settings.topic("audit")],
-        want=lambda rs: len({(r.partition, json.loads(r.value)["source"]["offset"]) for r in rs})
-        >= sum(applied.values()),
+        want=lambda rs: (
+            len({(r.partition, json.loads(r.value)["source"]["offset"]) for r in rs})
+            >= sum(applied.values())
+        ),
         timeout=60,
     )
     by_source: dict[tuple[int, int], set[int]] = {}

@@ -39,14 +39,18 @@ def test_player_events_flow_to_table_postgres_audit_and_dead_letters(
 
     outcomes = {
         (row[0], row[1]): row[2]
-        for row in query(settings, "SELECT source_partition, source_offset, outcome FROM player_events")
+        for row in query(
+            settings, "SELECT source_partition, source_offset, outcome FROM player_events"
+        )
     }
     by_position = {(m.partition(), m.offset()): i for i, m in enumerate(delivered)}
     got = {by_position[pos]: outcome for pos, outcome in outcomes.items()}
     assert got == {0: "applied", 1: "applied", 2: "applied", 3: "unchanged", 8: "applied"}
     dead = {
         by_position[(r[0], r[1])]: (r[2], bytes(r[3]))
-        for r in query(settings, "SELECT source_partition, source_offset, reason, value FROM dead_letters")
+        for r in query(
+            settings, "SELECT source_partition, source_offset, reason, value FROM dead_letters"
+        )
     }
     assert dead[6] == ("malformed_json", malformed)
     assert dead[7][0] == "invalid" and dead[7][1] == unknown_field

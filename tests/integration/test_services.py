@@ -1,0 +1,132 @@
+"""The real parts do what Croupier relies on: Kafka transactions and compaction, PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from croupier.settings import Settings
+from sinks.postgres.migrate import MigrationError, migrate
+from tests.conftest import Services
+from tests.integration.helpers import query
+
+pytestmark = pytest.mark.integration
+
+
+def _new_topic(services: Services, **config: str) -> str:
+    name = f"svc-{uuid.uuid4().hex[:10]}"
+    admin = AdminClient({"bootstrap.servers": services.kafka})
+    admin.create_topics([NewTopic(name, 1, 1, config=config)])[name].result(30)
+    return name
+
+
+def _read_all(services: Services, topic: str, isolation: str) -> list[tuple[bytes, bytes]]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": services.kafka,
+            "group.id": uuid.uuid4().hex,
+            "isolation.level": isolation,
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    out: list[tuple[bytes, bytes]] = []
+    deadline = time.monotonic() + 20
+    position = 0
+    while position < high and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            position = max(position, consumer.position([TopicPartition(topic, 0)])[0].offset)
+            continue
+        out.append((msg.key() or b"", msg.value() or b""))
+        position = (msg.offset() or 0) + 1
+    consumer.close()
+    return out
+
+
+def test_kafka_transactions_commit_and_abort(services: Services) -> None:
+    topic = _new_topic(services)
+    producer = Producer(
+        {"bootstrap.servers": services.kafka, "transactional.id": f"tx-{uuid.uuid4().hex}"}
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, key=b"k", value=b"committed")
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    producer.produce(topic, key=b"k", value=b"aborted")
+    producer.flush(10)
+    producer.abort_transaction(30)
+    assert _read_all(services, topic, "read_committed") == [(b"k", b"committed")]
+    assert (b"k", b"aborted") in _read_all(services, topic, "read_uncommitted")
+
+
+def test_kafka_compacts_a_compacted_topic(services: Services) -> None:
+    topic = _new_topic(
+        services,
+        **{
+            "cleanup.policy": "compact",
+            "segment.ms": "100",
+            "min.cleanable.dirty.ratio": "0.01",
+            "delete.retention.ms": "100",
+        },
+    )
+    producer = Producer({"bootstrap.servers": services.kafka})
+    for version in range(50):
+        producer.produce(topic, key=b"player", value=str(version).encode())
+    producer.flush(10)
+    deadline = time.monotonic() + 60
+    records = _read_all(services, topic, "read_committed")
+    while len(records) > 2 and time.monotonic() < deadline:
+        # A segment rolls (and becomes cleanable) only when a later record arrives.
+        time.sleep(0.5)
+        producer.produce(topic, key=b"tick", value=b"")
+        producer.flush(10)
+        records = _read_all(services, topic, "read_committed")
+    latest = [v for k, v in records if k == b"player"]
+    assert latest == [b"49"], f"not compacted: {len(records)} records left"
+
+
+def test_kafka_listens_on_loopback(services: Services) -> None:
+    admin = AdminClient({"bootstrap.servers": services.kafka})
+    meta = admin.list_topics(timeout=10)
+    assert {b.host for b in meta.brokers.values()} == {"127.0.0.1"}
+    broker = ConfigResource(ConfigResource.Type.BROKER, str(next(iter(meta.brokers))))
+    configs = admin.describe_configs([broker])[broker].result(30)
+    assert "127.0.0.1" in configs["listeners"].value
+    assert configs["transaction.state.log.replication.factor"].value == "1"
+
+
+def test_postgres_is_real_recent_and_on_loopback(services: Services) -> None:
+    with psycopg.connect(services.pg_dsn) as conn:
+        version = conn.execute("SHOW server_version_num").fetchone()
+        listen = conn.execute("SHOW listen_addresses").fetchone()
+    assert version is not None and int(version[0]) >= 140000
+    assert listen is not None and listen[0] in ("127.0.0.1", "localhost", "*")
+
+
+def test_migrations_apply_once_and_refuse_an_edited_one(settings: Settings) -> None:
+    dsn, schema = settings.pg_dsn.get_secret_value(), settings.pg_schema
+    assert migrate(dsn, schema) == []  # the fixture applied them already
+    with psycopg.connect(dsn, options=f"-c search_path={schema}") as conn:
+        conn.execute("UPDATE schema_migrations SET checksum = 'edited'")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        migrate(dsn, schema)
+
+
+def test_player_events_and_dead_letters_are_append_only(settings: Settings) -> None:
+    query(
+        settings,
+        """INSERT INTO dead_letters (source_topic, source_partition, source_offset, key, value,
+                                     reason, error, dead_lettered_at)
+           VALUES ('players', 0, 0, NULL, 'x', 'invalid', 'bad', now()) RETURNING 1""",
+    )
+    for statement in ("UPDATE dead_letters SET reason = 'ok'", "DELETE FROM dead_letters"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            query(settings, statement + " RETURNING 1")

@@ -1,0 +1,113 @@
+"""``croupier stack up/status/down`` for real: a worker consumes, data survives a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from croupier.stack import ENV_CLICKHOUSE, ENV_KAFKA, ENV_PG, Stack, StackConfig
+from croupier.stack.clickhouse import ping
+from tests.conftest import ROOT, Services, stack_config
+from tests.integration.helpers import player_event, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def croupier(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "croupier", *args],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def pg_rows(dsn: str) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn, options="-c search_path=croupier") as conn:
+        row = conn.execute("SELECT count(*) FROM player_events").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_up_consume_down_up_keeps_data(tmp_path: Path) -> None:
+    root = ROOT / ".stack" / "test" / "lifecycle"
+    shutil.rmtree(root, ignore_errors=True)
+    cfg = stack_config(root)
+    env = {
+        k: v for k, v in os.environ.items()
+        if k not in (ENV_KAFKA, ENV_PG, ENV_CLICKHOUSE) and not k.startswith("CROUPIER_")
+    }  # fmt: skip
+    env |= {
+        "CROUPIER_STACK_DIR": str(root),
+        "CROUPIER_CACHE_DIR": str(cfg.cache),
+        "CROUPIER_KAFKA_PORT": str(cfg.kafka_port),
+        "CROUPIER_KAFKA_CONTROLLER_PORT": str(cfg.kafka_controller_port),
+        "CROUPIER_PG_PORT": str(cfg.pg_port),
+        "CROUPIER_CLICKHOUSE_PORT": str(cfg.clickhouse_port),
+        "CROUPIER_KAFKA_HEAP": "512m",
+        "CROUPIER_WORKERS": "1",
+    }
+    try:
+        up = croupier(env, "stack", "up")
+        assert up.returncode == 0, up.stderr
+        written = (root / "env").read_text()
+        assert f"export KAFKA_BOOTSTRAP_SERVERS='127.0.0.1:{cfg.kafka_port}'" in written
+        status = croupier(env, "stack", "status", "--json")
+        assert status.returncode == 0, status.stdout
+        parts = {p["name"]: p for p in json.loads(status.stdout)}
+        assert set(parts) == {"kafka", "postgres", "clickhouse", "worker-1"}
+        assert all(p["running"] and p["mode"] == "embedded" for p in parts.values())
+
+        # Any Kafka client will do: here the pure-Python one, with its default partitioner.
+        dsn = f"postgresql://postgres@127.0.0.1:{cfg.pg_port}/croupier"
+        producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{cfg.kafka_port}", acks="all")
+        producer.send("players", key=b"life-1", value=player_event("registered", "life-1"))
+        producer.flush(30)
+        producer.close()
+        wait_for(lambda: pg_rows(dsn) == 1, timeout=90, what="the worker to consume")
+
+        down = croupier(env, "stack", "down")
+        assert down.returncode == 0, down.stderr
+        stopped = croupier(env, "stack", "status")
+        assert stopped.returncode == 3
+        assert "running" not in stopped.stdout
+        assert not ping(f"http://127.0.0.1:{cfg.clickhouse_port}")
+
+        again = croupier(env, "stack", "up")
+        assert again.returncode == 0, again.stderr
+        assert pg_rows(dsn) == 1  # PostgreSQL's data survived
+        producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{cfg.kafka_port}", acks="all")
+        producer.send("players", key=b"life-2", value=player_event("registered", "life-2"))
+        producer.flush(30)
+        producer.close()
+        # Kafka's data and the group's offsets survived: only the new message is new.
+        wait_for(lambda: pg_rows(dsn) == 2, timeout=90, what="the restarted worker to consume")
+    finally:
+        Stack(cfg).down()
+
+
+def test_external_services_are_used_and_nothing_is_started(
+    services: Services, tmp_path: Path
+) -> None:
+    cfg = StackConfig(
+        root=tmp_path / "stack",
+        external={
+            ENV_KAFKA: services.kafka,
+            ENV_PG: services.pg_dsn,
+            ENV_CLICKHOUSE: services.clickhouse_url,
+        },
+    )
+    stack = Stack(cfg)
+    env = stack.up(workers=False, provision=False)
+    assert env == services.env()
+    assert not (cfg.root / "kafka").exists() and not (cfg.root / "postgres").exists()
+    parts = {p.name: p for p in stack.status()}
+    assert all(p.mode == "external" and p.running for p in parts.values())
+    stack.down()  # stops nothing it did not start
+    assert all(p.running for p in stack.status())
