@@ -23,7 +23,7 @@ from typing import Protocol
 import pytest
 
 from croupier.settings import Settings
-from croupier.stack import ENV_CLICKHOUSE, ENV_KAFKA, ENV_PG, Stack, StackConfig
+from croupier.stack import ENV_CLICKHOUSE, ENV_KAFKA, ENV_PG, WORKER_READY, Stack, StackConfig
 from croupier.stack.process import free_port
 from sinks.postgres.migrate import migrate
 from topologies.topics import create_topics
@@ -130,7 +130,7 @@ class WorkerProcess:
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Wait until Faust says the worker is ready (recovery done, fetching)."""
-        marker = b"[^Worker]: Ready"
+        marker = WORKER_READY
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log.read_bytes() if self.log.exists() else b""

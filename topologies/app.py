@@ -19,6 +19,7 @@ def broker_url(settings: Settings) -> str:
 
 def create_app(settings: Settings, *, player_sink: Sink[PlayerBatch] | None = None) -> Any:
     """A Faust app with every Croupier flow declared."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings),

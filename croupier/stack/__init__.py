@@ -21,12 +21,22 @@ from croupier.stack.clickhouse import EmbeddedClickHouse
 from croupier.stack.clickhouse import ping as clickhouse_ping
 from croupier.stack.kafka import KafkaBroker
 from croupier.stack.postgres import EmbeddedPostgres
-from croupier.stack.process import StackError, port_open, read_pid, spawn, stop_pid
+from croupier.stack.process import (
+    StackError,
+    pid_alive,
+    port_open,
+    read_pid,
+    spawn,
+    stop_pid,
+    tail,
+    wait_until,
+)
 
 ENV_KAFKA = "KAFKA_BOOTSTRAP_SERVERS"
 ENV_PG = "CROUPIER_PG_DSN"
 ENV_CLICKHOUSE = "CROUPIER_CLICKHOUSE_URL"
 WORKER_MARKER = "croupier worker"
+WORKER_READY = b"[^Worker]: Ready"  # what Faust logs once recovery is done and it fetches
 
 __all__ = ["Stack", "StackConfig", "StackError"]
 
@@ -209,18 +219,32 @@ class Stack:
     def _worker_pidfile(self, n: int) -> Path:
         return self.config.root / "run" / f"worker-{n}.pid"
 
-    def start_workers(self, env: Mapping[str, str]) -> None:
+    def start_workers(self, env: Mapping[str, str], *, timeout: float = 120.0) -> None:
+        """Start the missing workers and wait until each says it is ready (recovery done)."""
+        started: list[tuple[int, Path, int]] = []
         for n in range(1, self.config.workers + 1):
             pidfile = self._worker_pidfile(n)
             if read_pid(pidfile, WORKER_MARKER) is not None:
                 continue
+            log = self.logs / f"worker-{n}.log"
+            offset = log.stat().st_size if log.exists() else 0
             argv = [sys.executable, "-m", "croupier", "worker", "--name", f"worker-{n}"]
-            spawn(
-                argv,
-                pidfile=pidfile,
-                logfile=self.logs / f"worker-{n}.log",
-                env={**os.environ, **env},
-            )
+            worker_env = {"CROUPIER_DATA_DIR": str(self.config.root / "faust"), **os.environ, **env}
+            pid = spawn(argv, pidfile=pidfile, logfile=log, env=worker_env)
+            started.append((pid, log, offset))
+        for pid, log, offset in started:
+
+            def ready(pid: int = pid, log: Path = log, offset: int = offset) -> bool:
+                with open(log, "rb") as f:
+                    f.seek(offset)
+                    if WORKER_READY in f.read():
+                        return True
+                if not pid_alive(pid):
+                    msg = f"a worker exited during start-up:\n{tail(log)}"
+                    raise StackError(msg)
+                return False
+
+            wait_until(ready, timeout=timeout, what="a worker", logfile=log)
 
     def worker_pids(self) -> dict[str, int | None]:
         run = self.config.root / "run"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from schemas.players import PlayerState
 from schemas.records import DeadLetter, SourcePosition
@@ -76,11 +76,14 @@ class PostgresPlayerSink:
             min_size=1,
             max_size=max_connections,
             kwargs={"options": f"-c search_path={schema}"},
+            timeout=10,
             open=False,
         )
 
     async def open(self) -> None:
-        await self._pool.open(wait=True, timeout=30)
+        # Connect in the background: a database that is down at start is retried by
+        # write(), which raises SinkUnavailable until it answers.
+        await self._pool.open(wait=False)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -102,7 +105,7 @@ class PostgresPlayerSink:
                     await cur.executemany(
                         _DEAD_LETTER_SQL, [dead_letter_params(d) for d in batch.dead_letters]
                     )
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, PoolTimeout) as exc:
             msg = f"PostgreSQL unavailable: {exc}"
             raise SinkUnavailable(msg) from exc
 
