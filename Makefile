@@ -55,7 +55,7 @@ unit: install
 # The test session starts its own stack on free ports under .stack/test
 # (never the one `make up` runs) and stops it at the end.
 test: lint typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=8
 
 clean:
 	-$(CROUPIER) stack down

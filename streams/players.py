@@ -16,7 +16,6 @@ already reflects (its offset is not past the state's ``source_offset``) is not a
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,8 +29,6 @@ from sinks.base import Sink
 from sinks.postgres.players import PlayerBatch, PlayerEventRow
 from streams.batching import run_batch, write_until_done
 from streams.context import dead_letter, in_partition_of, position
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
