@@ -8,7 +8,9 @@ import os
 import shlex
 import sys
 from collections.abc import MutableMapping, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from croupier.settings import Settings
 
@@ -85,6 +87,77 @@ def cmd_db(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_wallet(args: argparse.Namespace) -> int:
+    from sinks.postgres.ledger import Ledger
+
+    settings = _settings()
+    ledger = Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    try:
+        if args.action == "balance":
+            return _wallet_balance(ledger, args)
+        if args.action == "statement":
+            return _wallet_statement(ledger, args)
+        return _wallet_reconcile(ledger, args)
+    finally:
+        ledger.close()
+
+
+def _wallet_balance(ledger: Any, args: argparse.Namespace) -> int:
+    balances = [b for b in ledger.balances(args.player) if args.currency in (None, b.currency)]
+    if not balances:
+        print(f"croupier: player {args.player!r} has no wallet"
+              + (f" in {args.currency}" if args.currency else ""), file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    if args.json:
+        docs = [b.as_json() for b in balances]
+        print(json.dumps(docs[0] if len(docs) == 1 else docs))
+    else:
+        for b in balances:
+            shown = b.as_json()
+            print(f"{b.player_id}  {b.currency}  balance {shown['balance']}  "
+                  f"pending {shown['pending']}  reserved {b.withdrawal_reserved}")  # fmt: skip
+    return EXIT_OK
+
+
+def _wallet_statement(ledger: Any, args: argparse.Namespace) -> int:
+    lines = ledger.statement(args.player, since=args.since, until=args.until)
+    if args.json:
+        print(json.dumps([{"recorded_at": ln.recorded_at.isoformat(), "key": ln.key,
+                           "operation": ln.operation, "account": ln.account,
+                           "currency": ln.currency, "amount": str(ln.amount),
+                           "balance_after": str(ln.balance_after)} for ln in lines]))  # fmt: skip
+        return EXIT_OK
+    for ln in lines:
+        print(f"{ln.recorded_at:%Y-%m-%d %H:%M:%S}  {ln.operation:<18} {ln.account:<18} "
+              f"{ln.amount:>12} {ln.currency}  -> {ln.balance_after:>12}  {ln.key}")  # fmt: skip
+    return EXIT_OK
+
+
+def _wallet_reconcile(ledger: Any, args: argparse.Namespace) -> int:
+    rec = ledger.reconcile()
+    if args.json:
+        print(json.dumps({
+            "ok": rec.ok,
+            "currencies": [{"currency": c.currency, "debits": str(c.debits),
+                            "credits": str(c.credits), "entries": c.entries,
+                            "balanced": c.balanced} for c in rec.currencies],
+            "unbalanced_transactions": [[str(v) for v in r] for r in rec.unbalanced_transactions],
+            "balance_drift": [[str(v) for v in r] for r in rec.balance_drift],
+            "house": [[str(v) for v in r] for r in rec.house],
+        }))  # fmt: skip
+    else:
+        for c in rec.currencies:
+            state = "balanced" if c.balanced else "IMBALANCE"
+            print(f"{c.currency}  debits {c.debits}  credits {c.credits}  "
+                  f"entries {c.entries}  {state}")  # fmt: skip
+        for row in rec.unbalanced_transactions:
+            print(f"unbalanced transaction {row[0]} in {row[1]}: {row[2]}")
+        for owner, kind, cur, stored, derived in rec.balance_drift:
+            print(f"balance drift {owner} {kind} {cur}: stored {stored}, entries say {derived}")
+        print("books balance" if rec.ok else "books DO NOT balance")
+    return EXIT_OK if rec.ok else EXIT_FAILED
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
@@ -101,6 +174,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from croupier.demo import run_demo
 
     return run_demo(timeout=args.timeout)
+
+
+def _aware(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        msg = f"{text!r} has no time zone; write it as RFC 3339, e.g. 2026-11-24T00:00:00Z"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="PostgreSQL schema")
     db.add_argument("action", choices=["migrate"])
     db.set_defaults(func=cmd_db)
+
+    wallet = sub.add_parser("wallet", help="the ledger: balances, statements, reconciliation")
+    wsub = wallet.add_subparsers(dest="action", required=True)
+    balance = wsub.add_parser("balance", help="a player's balance and open stakes")
+    balance.add_argument("player")
+    balance.add_argument("--currency", help="only this currency")
+    balance.add_argument("--json", action="store_true")
+    statement = wsub.add_parser("statement", help="a player's entries, with running balances")
+    statement.add_argument("player")
+    statement.add_argument("--from", dest="since", type=_aware, help="RFC 3339 time, inclusive")
+    statement.add_argument("--to", dest="until", type=_aware, help="RFC 3339 time, exclusive")
+    statement.add_argument("--json", action="store_true")
+    reconcile = wsub.add_parser("reconcile", help="prove the books; exit 1 on any imbalance")
+    reconcile.add_argument("--json", action="store_true")
+    wallet.set_defaults(func=cmd_wallet)
 
     worker = sub.add_parser("worker", help="run a Croupier worker (Faust) in the foreground")
     worker.add_argument("--name", default="worker", help="a label for logs and status")

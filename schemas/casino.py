@@ -1,0 +1,62 @@
+"""Inbound ``casino`` topic: seamless-wallet calls from game aggregators.
+
+A ``debit`` takes a stake, a ``credit`` pays a win (zero for a lost round: aggregators
+send those to close the round), a ``rollback`` undoes an earlier debit named by
+``reference_transaction_id``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
+
+from schemas.money import NonNegativeAmount, PositiveAmount, Priced
+from schemas.players import PlayerId
+
+TransactionId = Annotated[str, Field(min_length=1, max_length=128)]
+RoundId = Annotated[str, Field(min_length=1, max_length=128)]
+GameId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _CasinoCall(Priced):
+    transaction_id: TransactionId
+    round_id: RoundId
+    game_id: GameId
+    player_id: PlayerId
+    timestamp: AwareDatetime
+    schema_version: Literal[1] = 1
+
+
+class Debit(_CasinoCall):
+    """Take a stake from the wallet for a game round."""
+
+    type: Literal["debit"]
+    amount: PositiveAmount
+
+
+class Credit(_CasinoCall):
+    """Pay a round's win into the wallet; ``round_closed`` says no more calls follow."""
+
+    type: Literal["credit"]
+    amount: NonNegativeAmount
+    round_closed: bool = False
+
+
+class Rollback(_CasinoCall):
+    """Undo the debit ``reference_transaction_id``: its amount goes back to the wallet."""
+
+    type: Literal["rollback"]
+    reference_transaction_id: TransactionId
+    amount: PositiveAmount
+
+    @model_validator(mode="after")
+    def _refers_elsewhere(self) -> Self:
+        if self.reference_transaction_id == self.transaction_id:
+            msg = "a rollback cannot refer to its own transaction_id"
+            raise ValueError(msg)
+        return self
+
+
+CasinoCall = Annotated[Debit | Credit | Rollback, Field(discriminator="type")]
+CASINO_CALL: TypeAdapter[CasinoCall] = TypeAdapter(CasinoCall)

@@ -1,0 +1,272 @@
+"""Exact money: ISO 4217 currencies, their minor units, and the amount types of the wire.
+
+``Money`` is what rules compute with: a ``Decimal`` and a currency, added and subtracted
+in integer minor units so nothing rounds, and never mixed across currencies. The
+``*Amount`` and ``Odds`` types are the wire's decimal strings; ``Priced`` is the base of
+every message whose amounts are in one ``currency``, and checks each amount against that
+currency's minor units.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, model_validator
+
+from schemas.base import DecimalStr, WireModel
+
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN)]
+
+# ISO 4217 minor units of the currencies we expect; any other well-formed code has 2,
+# which is what ISO 4217 gives almost every currency.
+MINOR_UNITS: dict[str, int] = {
+    **dict.fromkeys(
+        ("EUR", "GBP", "USD", "DKK", "SEK", "NOK", "CHF", "CAD", "AUD", "NZD", "PLN", "CZK"),
+        2,
+    ),
+    **dict.fromkeys(("HUF", "RON", "BGN", "BRL", "MXN", "ZAR", "INR", "TRY", "ARS", "PEN"), 2),
+    **dict.fromkeys(("JPY", "KRW", "ISK", "CLP", "VND", "PYG", "UGX", "XAF", "XOF"), 0),
+    **dict.fromkeys(("BHD", "KWD", "OMR", "JOD", "TND", "IQD", "LYD"), 3),
+}
+DEFAULT_MINOR_UNITS = 2
+
+_CURRENCY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+class CurrencyMismatch(ValueError):
+    """Two amounts in different currencies were combined."""
+
+
+def _require_currency(currency: object) -> str:
+    if not isinstance(currency, str):
+        msg = f"currency must be an ISO 4217 code string, not {type(currency).__name__}"
+        raise TypeError(msg)
+    if len(currency) != 3 or not set(currency) <= _CURRENCY_CHARS:
+        msg = f"currency {currency!r} is not an ISO 4217 code (three capital letters)"
+        raise ValueError(msg)
+    return currency
+
+
+def minor_units(currency: str) -> int:
+    """How many decimal places ``currency`` has (EUR 2, JPY 0, KWD 3, unknown codes 2)."""
+    return MINOR_UNITS.get(_require_currency(currency), DEFAULT_MINOR_UNITS)
+
+
+def _exponent(amount: Decimal) -> int:
+    exponent = amount.as_tuple().exponent
+    if not isinstance(exponent, int):  # "n", "N", "F": NaN and infinity
+        msg = f"amount {amount} is not a finite decimal"
+        raise ValueError(msg)
+    return exponent
+
+
+def _decimal_places(amount: Decimal) -> int:
+    return max(0, -_exponent(amount))
+
+
+def check_scale(amount: Decimal, currency: str) -> Decimal:
+    """``amount`` if it has no more decimals than ``currency`` allows; ValueError if it has.
+
+    Decimals count as written: "10.000" EUR is refused even though it equals 10.00, since a
+    producer writing three places for a two-place currency has its minor units wrong.
+    """
+    if not isinstance(amount, Decimal):
+        msg = f"amount must be a Decimal, not {type(amount).__name__}"
+        raise TypeError(msg)
+    places = _decimal_places(amount)
+    allowed = minor_units(currency)
+    if places > allowed:
+        msg = f"{amount} has {places} decimal places; {currency} allows {allowed}"
+        raise ValueError(msg)
+    return amount
+
+
+@dataclass(frozen=True)
+class Money:
+    """An exact amount in one currency; arithmetic refuses to mix currencies.
+
+    Amounts may be negative (a net position, a balance change). Sums and differences are
+    computed in integer minor units, so they are exact at any size and carry the
+    currency's scale ("10.5" + "1" EUR is "11.50").
+    """
+
+    amount: Decimal
+    currency: str
+
+    def __post_init__(self) -> None:
+        # A float has already lost the exact value before it gets here: refused, loudly.
+        if not isinstance(self.amount, Decimal):
+            msg = f"Money needs a Decimal amount, not {type(self.amount).__name__}"
+            raise TypeError(msg)
+        check_scale(self.amount, _require_currency(self.currency))
+
+    @classmethod
+    def zero(cls, currency: str) -> Money:
+        """Nothing, in ``currency``."""
+        return cls.from_minor(0, currency)
+
+    @classmethod
+    def from_minor(cls, units: int, currency: str) -> Money:
+        """The amount of ``units`` minor units (cents, öre, fils) of ``currency``."""
+        if isinstance(units, bool) or not isinstance(units, int):
+            msg = f"minor units must be an int, not {type(units).__name__}"
+            raise TypeError(msg)
+        places = minor_units(currency)
+        # Built from digits rather than by division, so no context precision can round it.
+        digits = tuple(int(d) for d in str(abs(units)))
+        return cls(Decimal((int(units < 0), digits, -places)), currency)
+
+    def to_minor(self) -> int:
+        """The amount in integer minor units of the currency (exact: the scale is checked)."""
+        sign, digits, _ = self.amount.as_tuple()
+        # check_scale in __post_init__ made this shift non-negative: no fraction of a unit.
+        shift = _exponent(self.amount) + self.minor_units
+        units: int = int("".join(map(str, digits)) or "0") * 10**shift
+        return -units if sign else units
+
+    @property
+    def minor_units(self) -> int:
+        return minor_units(self.currency)
+
+    def _same_currency(self, other: Money, op: str) -> None:
+        if other.currency != self.currency:
+            msg = f"cannot {op} {other.currency} and {self.currency}"
+            raise CurrencyMismatch(msg)
+
+    def __add__(self, other: Money) -> Money:
+        if not isinstance(other, Money):
+            return NotImplemented
+        self._same_currency(other, "add")
+        return Money.from_minor(self.to_minor() + other.to_minor(), self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        if not isinstance(other, Money):
+            return NotImplemented
+        self._same_currency(other, "subtract")
+        return Money.from_minor(self.to_minor() - other.to_minor(), self.currency)
+
+    def __neg__(self) -> Money:
+        return Money.from_minor(-self.to_minor(), self.currency)
+
+    def __lt__(self, other: Money) -> bool:
+        if not isinstance(other, Money):
+            return NotImplemented
+        self._same_currency(other, "compare")
+        return self.amount < other.amount
+
+    def __le__(self, other: Money) -> bool:
+        if not isinstance(other, Money):
+            return NotImplemented
+        self._same_currency(other, "compare")
+        return self.amount <= other.amount
+
+    def __gt__(self, other: Money) -> bool:
+        if not isinstance(other, Money):
+            return NotImplemented
+        self._same_currency(other, "compare")
+        return self.amount > other.amount
+
+    def __ge__(self, other: Money) -> bool:
+        if not isinstance(other, Money):
+            return NotImplemented
+        self._same_currency(other, "compare")
+        return self.amount >= other.amount
+
+    def __str__(self) -> str:
+        return f"{self.amount:f} {self.currency}"
+
+
+# Amounts and odds on the wire are decimal strings: no exponent, no spaces, a sign only
+# where the value may be negative. A JSON number is refused even when whole, so the
+# decoder agrees with the published JSON Schema; Python code may pass a Decimal.
+SIGNED_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
+UNSIGNED_DECIMAL = r"^[0-9]+(\.[0-9]+)?$"
+
+
+def _decimal_string(pattern: str) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return value
+        if isinstance(value, str) and re.fullmatch(pattern, value):
+            return value
+        if isinstance(value, str) and re.fullmatch(SIGNED_DECIMAL, value):
+            msg = f"{value} must not be negative"
+        elif isinstance(value, str):
+            msg = f"{value!r} is not a plain decimal string such as '10.50'"
+        else:
+            msg = f"must be a decimal string such as '10.50', not {type(value).__name__}"
+        raise ValueError(msg)
+
+    return BeforeValidator(check)
+
+
+def _no_negative_zero(value: Decimal) -> Decimal:
+    # Decimal("-0") would serialise as "-0", which the unsigned patterns refuse.
+    return value.copy_abs() if value.is_zero() else value
+
+
+def decimal_schema(pattern: str, description: str) -> WithJsonSchema:
+    """The JSON Schema of a decimal string field: what producers build against."""
+    return WithJsonSchema({"type": "string", "pattern": pattern, "description": description})
+
+
+SignedAmount = Annotated[
+    DecimalStr,
+    _decimal_string(SIGNED_DECIMAL),
+    AfterValidator(_no_negative_zero),
+    decimal_schema(SIGNED_DECIMAL, "decimal string, may be negative"),
+]
+PositiveAmount = Annotated[
+    DecimalStr,
+    _decimal_string(UNSIGNED_DECIMAL),
+    Field(gt=0),
+    decimal_schema(UNSIGNED_DECIMAL, "decimal string, greater than zero"),
+]
+NonNegativeAmount = Annotated[
+    DecimalStr,
+    _decimal_string(UNSIGNED_DECIMAL),
+    Field(ge=0),
+    AfterValidator(_no_negative_zero),
+    decimal_schema(UNSIGNED_DECIMAL, "decimal string, zero or more"),
+]
+Odds = Annotated[
+    DecimalStr,
+    _decimal_string(UNSIGNED_DECIMAL),
+    Field(gt=1),
+    decimal_schema(UNSIGNED_DECIMAL, "decimal odds as a string, greater than 1"),
+]
+
+
+class Priced(WireModel):
+    """A message whose amounts are all in its ``currency``: each must fit its minor units.
+
+    Subclasses name their amount fields in ``amount_fields``; ``None`` values are skipped.
+    """
+
+    amount_fields: ClassVar[tuple[str, ...]] = ("amount",)
+    currency: Currency
+
+    @model_validator(mode="after")
+    def _amounts_fit_the_currency(self) -> Self:
+        for name in self.amount_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                check_scale(value, self.currency)
+            except ValueError as exc:
+                msg = f"{name}: {exc}"
+                raise ValueError(msg) from exc
+        return self
+
+    def money(self, name: str = "amount") -> Money:
+        """The amount field ``name`` as ``Money`` in this message's currency."""
+        value = getattr(self, name) if name in self.amount_fields else None
+        if value is None:
+            msg = f"{type(self).__name__} has no amount {name!r}"
+            raise ValueError(msg)
+        return Money(value, self.currency)

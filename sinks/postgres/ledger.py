@@ -1,0 +1,456 @@
+"""The double-entry wallet ledger in PostgreSQL: the source of truth for money.
+
+Model
+-----
+* **Accounts.** Per player and currency: ``cash`` (spendable), ``pending`` (stakes of open
+  bets) and ``withdrawal_reserve`` (withdrawals awaiting the provider). Each has a stored
+  balance with ``CHECK (balance >= 0)``. The house has ``house_stakes``, ``house_payouts``,
+  ``house_payments`` and ``house_casino`` per currency.
+* **Entries.** Signed amounts; the entries of one transaction sum to zero per currency
+  (a statement-level trigger refuses any insert that does not). An account's balance is
+  the sum of its entries; the stored player balances are a cache of that sum which
+  ``reconcile()`` proves.
+* **Transactions.** One row per business operation, unique by its idempotency key (the
+  business id that caused it: ``bet:<bet_id>``, ``payment:<payment_id>``,
+  ``casino:<transaction_id>``, ``settlement:<id>``). The row records the first result,
+  applied or rejected with a reason, and a hash of the request: the same key again
+  returns that first result and moves nothing; the same key with other content is a
+  conflict, never a silent success.
+* **One code path.** ``ledger_post(ops jsonb)`` (migration 0002) is the only writer: a
+  trigger refuses balance updates made outside it, and transactions and entries refuse
+  UPDATE and DELETE. Corrections are new operations (``unsettle``, ``casino_rollback``).
+
+Why no hot house row
+--------------------
+Every bet moves money between a player and the house. If the house accounts had a stored
+balance, every transaction would update, and so lock, the same few rows, serializing
+the whole platform on them. House accounts therefore store no balance: their entries are
+inserted (append-only, no row lock) and their balance is the sum of their entries when
+someone asks. Only the player's own rows are locked, which is the serialization the
+rules need anyway (a player's balance cannot go below zero). Within an operation the
+player's rows are updated in account order, so concurrent posters cannot deadlock on
+them; a batch is posted in player order for the same reason.
+
+Batching
+--------
+``post_batch`` sends many operations in one round trip and one database transaction;
+each operation is still all-or-nothing (a refused debit undoes that operation's other
+moves and records a rejection) and idempotent by its own key. Stream agents use it so a
+worker does thousands of operations a second instead of hundreds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import psycopg
+from psycopg import errors as pg_errors
+
+Operation = Literal[
+    "deposit",
+    "withdrawal_reserve",
+    "withdrawal_confirm",
+    "withdrawal_release",
+    "stake",
+    "settle",
+    "unsettle",
+    "casino_debit",
+    "casino_credit",
+    "casino_rollback",
+]
+Status = Literal["applied", "rejected", "conflict"]
+
+# Operations whose amount comes from the transaction they reference.
+_FROM_REFERENCE = {"withdrawal_confirm", "withdrawal_release", "unsettle", "casino_rollback"}
+_NEEDS_REFERENCE = _FROM_REFERENCE | {"settle"}
+_MAY_BE_ZERO = {"casino_credit"} | _FROM_REFERENCE | {"settle"}
+_RETRYABLE = (
+    pg_errors.UniqueViolation,  # a concurrent duplicate won the key; retrying reads its result
+    pg_errors.DeadlockDetected,
+    pg_errors.SerializationFailure,
+)
+_POST_SQL = "SELECT * FROM ledger_post(%s::jsonb)"
+
+
+class LedgerError(Exception):
+    """A ledger request that cannot be posted as asked."""
+
+
+class InvalidOperation(LedgerError, ValueError):
+    """The request itself is malformed (caught before it reaches the database)."""
+
+
+class IdempotencyConflict(LedgerError):
+    """The key was used before for a different request."""
+
+
+@dataclass(frozen=True)
+class LedgerOp:
+    """One business operation to post; ``key`` makes it idempotent."""
+
+    key: str
+    operation: Operation
+    player_id: str
+    currency: str
+    occurred_at: datetime
+    amount: Decimal = Decimal(0)
+    reference: str | None = None
+    payout: Decimal | None = None
+    result: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("amount", "payout"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, Decimal) or not value.is_finite()):
+                problems.append(f"{name} must be a finite Decimal, not {type(value).__name__}")
+            elif value is not None and value < 0:
+                problems.append(f"{name} cannot be negative")
+        if self.operation not in _MAY_BE_ZERO and self.amount <= 0:
+            problems.append(f"{self.operation} needs a positive amount")
+        if (self.operation in _NEEDS_REFERENCE) != (self.reference is not None):
+            need = "needs" if self.operation in _NEEDS_REFERENCE else "takes no"
+            problems.append(f"{self.operation} {need} reference")
+        if (self.operation == "settle") != (self.payout is not None):
+            problems.append("a payout goes with settle, and only with settle")
+        if len(self.currency) != 3 or not self.currency.isupper():
+            problems.append(f"currency {self.currency!r} is not an ISO 4217 code")
+        if self.occurred_at.utcoffset() is None:
+            problems.append("occurred_at must be timezone-aware")
+        if not self.key or not self.player_id:
+            problems.append("key and player_id are required")
+        if problems:
+            msg = f"{self.operation} {self.key}: " + "; ".join(problems)
+            raise InvalidOperation(msg)
+
+    @property
+    def request_hash(self) -> str:
+        """What the request asks for (not when it was sent): the basis of conflict checks."""
+        body = {
+            "op": self.operation, "player": self.player_id, "currency": self.currency,
+            "amount": str(self.amount), "reference": self.reference,
+            "payout": None if self.payout is None else str(self.payout), "result": self.result,
+        }  # fmt: skip
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "key": self.key, "op": self.operation, "player": self.player_id,
+            "currency": self.currency, "amount": str(self.amount),
+            "payout": None if self.payout is None else str(self.payout),
+            "result": self.result, "reference": self.reference,
+            "hash": self.request_hash, "at": self.occurred_at.isoformat(),
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LedgerResult:
+    """What became of one operation (the first result, when ``duplicate``)."""
+
+    key: str
+    status: Status
+    reason: str | None
+    duplicate: bool
+    txn_id: int
+    cash_after: Decimal
+    pending_after: Decimal
+
+    @property
+    def applied(self) -> bool:
+        return self.status == "applied"
+
+
+# -- operations, keyed by the business id that causes them --------------------------------
+
+
+def deposit(
+    payment_id: str, player_id: str, amount: Decimal, currency: str, at: datetime
+) -> LedgerOp:
+    return LedgerOp(f"payment:{payment_id}", "deposit", player_id, currency, at, amount)
+
+
+def withdrawal_reserve(
+    payment_id: str, player_id: str, amount: Decimal, currency: str, at: datetime
+) -> LedgerOp:
+    return LedgerOp(f"payment:{payment_id}", "withdrawal_reserve", player_id, currency, at, amount)
+
+
+def withdrawal_close(
+    payment_id: str, player_id: str, currency: str, at: datetime, *, completed: bool
+) -> LedgerOp:
+    """Confirm (paid out) or release (back to cash) a reserve; one key, so only one wins."""
+    operation: Operation = "withdrawal_confirm" if completed else "withdrawal_release"
+    return LedgerOp(f"payment:{payment_id}:close", operation, player_id, currency, at,
+                    reference=f"payment:{payment_id}")  # fmt: skip
+
+
+def stake(bet_id: str, player_id: str, amount: Decimal, currency: str, at: datetime) -> LedgerOp:
+    return LedgerOp(f"bet:{bet_id}", "stake", player_id, currency, at, amount)
+
+
+def settle(
+    settlement_id: str, bet_id: str, player_id: str, currency: str, payout: Decimal,
+    result: str, at: datetime,
+) -> LedgerOp:  # fmt: skip
+    """Close an open stake: the stake goes to the house, ``payout`` to the player's cash."""
+    return LedgerOp(f"settlement:{settlement_id}", "settle", player_id, currency, at,
+                    reference=f"bet:{bet_id}", payout=payout, result=result)  # fmt: skip
+
+
+def unsettle(
+    rollback_id: str, settlement_id: str, player_id: str, currency: str, at: datetime
+) -> LedgerOp:
+    """Reverse a settlement with new entries; the bet is open again."""
+    return LedgerOp(f"settlement:{rollback_id}", "unsettle", player_id, currency, at,
+                    reference=f"settlement:{settlement_id}")  # fmt: skip
+
+
+def casino_debit(
+    tx_id: str, player_id: str, amount: Decimal, currency: str, at: datetime
+) -> LedgerOp:
+    return LedgerOp(f"casino:{tx_id}", "casino_debit", player_id, currency, at, amount)
+
+
+def casino_credit(
+    tx_id: str, player_id: str, amount: Decimal, currency: str, at: datetime
+) -> LedgerOp:
+    return LedgerOp(f"casino:{tx_id}", "casino_credit", player_id, currency, at, amount)
+
+
+def casino_rollback(
+    tx_id: str, debit_tx_id: str, player_id: str, currency: str, at: datetime
+) -> LedgerOp:
+    return LedgerOp(f"casino:{tx_id}", "casino_rollback", player_id, currency, at,
+                    reference=f"casino:{debit_tx_id}")  # fmt: skip
+
+
+# -- posting -------------------------------------------------------------------------------
+
+
+def _player_order(ops: Sequence[LedgerOp]) -> list[int]:
+    # Stable: a player's operations keep their order; players come in one global order.
+    return sorted(range(len(ops)), key=lambda i: ops[i].player_id)
+
+
+def _results(ops: Sequence[LedgerOp], order: list[int], rows: Iterable[Any]) -> list[LedgerResult]:
+    out: list[LedgerResult | None] = [None] * len(ops)
+    for row in rows:
+        position, key, status, reason, duplicate, txn_id, cash_after, pending_after = row
+        out[order[position]] = LedgerResult(
+            key, status, reason, duplicate, txn_id, cash_after, pending_after
+        )
+    missing = [ops[i].key for i, r in enumerate(out) if r is None]
+    if missing:
+        msg = f"ledger_post returned no result for {missing[:5]}"
+        raise LedgerError(msg)
+    return [r for r in out if r is not None]
+
+
+def _payload(ops: Sequence[LedgerOp], order: list[int]) -> str:
+    return json.dumps([ops[i].wire() for i in order])
+
+
+def _raise_conflict(result: LedgerResult) -> LedgerResult:
+    if result.status == "conflict":
+        msg = f"idempotency key {result.key} was used before for a different request"
+        raise IdempotencyConflict(msg)
+    return result
+
+
+class Ledger:
+    """The ledger over one synchronous connection (command line, benchmarks, tests)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], *, retries: int = 5) -> None:
+        self.conn = conn
+        self.retries = retries
+
+    @classmethod
+    def connect(cls, dsn: str, schema: str) -> Ledger:
+        return cls(psycopg.connect(dsn, options=f"-c search_path={schema}", autocommit=True))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def post(self, op: LedgerOp) -> LedgerResult:
+        """Post one operation in its own transaction; raise on an idempotency conflict."""
+        return _raise_conflict(self.post_batch([op])[0])
+
+    def post_batch(self, ops: Sequence[LedgerOp]) -> list[LedgerResult]:
+        """Post many operations in one round trip; results in the order given."""
+        if not ops:
+            return []
+        order = _player_order(ops)
+        payload = _payload(ops, order)
+        for attempt in range(self.retries + 1):
+            try:
+                with self.conn.transaction():
+                    rows = self.conn.execute(_POST_SQL, (payload,)).fetchall()
+                return _results(ops, order, rows)
+            except _RETRYABLE:
+                if attempt == self.retries:
+                    raise
+                time.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")  # noqa: EM101
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def balances(self, player_id: str) -> list[Balance]:
+        rows = self.conn.execute(
+            """SELECT currency,
+                      max(balance) FILTER (WHERE kind = 'cash'),
+                      max(balance) FILTER (WHERE kind = 'pending'),
+                      max(balance) FILTER (WHERE kind = 'withdrawal_reserve')
+                 FROM ledger_accounts WHERE owner = %s GROUP BY currency ORDER BY currency""",
+            (player_id,),
+        ).fetchall()
+        return [
+            Balance(player_id, cur, cash, pending, reserved)
+            for cur, cash, pending, reserved in rows
+        ]
+
+    def statement(
+        self, player_id: str, since: datetime | None = None, until: datetime | None = None
+    ) -> list[StatementLine]:
+        """Every entry on the player's accounts in ``[since, until)``, with running balances."""
+        rows = self.conn.execute(
+            """SELECT * FROM (
+                 SELECT t.recorded_at, t.idempotency_key, t.operation, a.kind, e.currency,
+                        e.amount,
+                        sum(e.amount) OVER (PARTITION BY e.account_id ORDER BY e.entry_id)
+                   FROM ledger_entries e
+                   JOIN ledger_accounts a USING (account_id)
+                   JOIN ledger_transactions t USING (txn_id)
+                  WHERE a.owner = %(p)s) s
+                WHERE (%(since)s::timestamptz IS NULL OR recorded_at >= %(since)s)
+                  AND (%(until)s::timestamptz IS NULL OR recorded_at < %(until)s)
+                ORDER BY recorded_at, idempotency_key, kind""",
+            {"p": player_id, "since": since, "until": until},
+        ).fetchall()
+        return [StatementLine(*row) for row in rows]
+
+    def reconcile(self) -> Reconciliation:
+        """Prove the books: entries balance per currency, stored balances equal entries."""
+        totals = self.conn.execute(
+            """SELECT currency, coalesce(sum(amount) FILTER (WHERE amount > 0), 0),
+                      coalesce(-sum(amount) FILTER (WHERE amount < 0), 0), count(*)
+                 FROM ledger_entries GROUP BY currency ORDER BY currency"""
+        ).fetchall()
+        unbalanced = self.conn.execute(
+            """SELECT txn_id, currency, sum(amount) FROM ledger_entries
+                GROUP BY txn_id, currency HAVING sum(amount) <> 0 LIMIT 20"""
+        ).fetchall()
+        drift = self.conn.execute(
+            """SELECT a.owner, a.kind, a.currency, a.balance, coalesce(sum(e.amount), 0)
+                 FROM ledger_accounts a LEFT JOIN ledger_entries e USING (account_id)
+                WHERE a.balance IS NOT NULL
+                GROUP BY a.account_id HAVING a.balance <> coalesce(sum(e.amount), 0)
+                LIMIT 20"""
+        ).fetchall()
+        accounts = self.conn.execute(
+            """SELECT a.owner, a.kind, a.currency, coalesce(sum(e.amount), 0)
+                 FROM ledger_accounts a LEFT JOIN ledger_entries e USING (account_id)
+                WHERE a.owner = 'house' GROUP BY a.account_id ORDER BY 3, 2"""
+        ).fetchall()
+        return Reconciliation(
+            currencies=[CurrencyTotals(c, d, cr, n) for c, d, cr, n in totals],
+            unbalanced_transactions=[tuple(r) for r in unbalanced],
+            balance_drift=[tuple(r) for r in drift],
+            house=[tuple(r) for r in accounts],
+        )
+
+
+class AsyncLedger:
+    """The same ledger for asyncio code (the stream agents), over a connection pool."""
+
+    def __init__(self, pool: Any, *, retries: int = 5) -> None:
+        self.pool = pool
+        self.retries = retries
+
+    async def post_batch(self, ops: Sequence[LedgerOp]) -> list[LedgerResult]:
+        import asyncio
+
+        if not ops:
+            return []
+        order = _player_order(ops)
+        payload = _payload(ops, order)
+        for attempt in range(self.retries + 1):
+            try:
+                async with self.pool.connection() as conn, conn.transaction():
+                    cursor = await conn.execute(_POST_SQL, (payload,))
+                    rows = await cursor.fetchall()
+                return _results(ops, order, rows)
+            except _RETRYABLE:
+                if attempt == self.retries:
+                    raise
+                await asyncio.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")  # noqa: EM101
+
+
+# -- read models ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Balance:
+    player_id: str
+    currency: str
+    cash: Decimal
+    pending: Decimal
+    withdrawal_reserved: Decimal
+
+    def as_json(self) -> dict[str, str]:
+        """The shape ``croupier wallet balance PLAYER --json`` prints."""
+        return {"player_id": self.player_id, "currency": self.currency,
+                "balance": _money(self.cash), "pending": _money(self.pending)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    recorded_at: datetime
+    key: str
+    operation: str
+    account: str
+    currency: str
+    amount: Decimal
+    balance_after: Decimal
+
+
+@dataclass(frozen=True)
+class CurrencyTotals:
+    currency: str
+    debits: Decimal
+    credits: Decimal
+    entries: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.debits == self.credits
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    currencies: list[CurrencyTotals]
+    unbalanced_transactions: list[tuple[Any, ...]] = field(default_factory=list)
+    balance_drift: list[tuple[Any, ...]] = field(default_factory=list)
+    house: list[tuple[Any, ...]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            all(c.balanced for c in self.currencies)
+            and not self.unbalanced_transactions
+            and not self.balance_drift
+        )
+
+
+def _money(value: Decimal) -> str:
+    """At least two decimals (``12.50``), more only when the amount has them."""
+    exponent = value.normalize().as_tuple().exponent
+    places = max(2, -exponent) if isinstance(exponent, int) else 2
+    return format(value.quantize(Decimal(1).scaleb(-places)), "f")
