@@ -53,6 +53,8 @@ from typing import Any, Literal
 import psycopg
 from psycopg import errors as pg_errors
 
+from schemas.money import check_scale, minor_units
+
 Operation = Literal[
     "deposit",
     "withdrawal_reserve",
@@ -113,7 +115,8 @@ class LedgerOp:
                 problems.append(f"{name} must be a finite Decimal, not {type(value).__name__}")
             elif value is not None and value < 0:
                 problems.append(f"{name} cannot be negative")
-        if self.operation not in _MAY_BE_ZERO and self.amount <= 0:
+        finite = isinstance(self.amount, Decimal) and self.amount.is_finite()
+        if finite and self.operation not in _MAY_BE_ZERO and self.amount <= 0:
             problems.append(f"{self.operation} needs a positive amount")
         if (self.operation in _NEEDS_REFERENCE) != (self.reference is not None):
             need = "needs" if self.operation in _NEEDS_REFERENCE else "takes no"
@@ -122,6 +125,13 @@ class LedgerOp:
             problems.append("a payout goes with settle, and only with settle")
         if len(self.currency) != 3 or not self.currency.isupper():
             problems.append(f"currency {self.currency!r} is not an ISO 4217 code")
+        else:
+            for value in (self.amount, self.payout):
+                try:
+                    if isinstance(value, Decimal) and value.is_finite():
+                        check_scale(value, self.currency)
+                except ValueError as exc:
+                    problems.append(str(exc))
         if self.occurred_at.utcoffset() is None:
             problems.append("occurred_at must be timezone-aware")
         if not self.key or not self.player_id:
@@ -407,7 +417,8 @@ class Balance:
     def as_json(self) -> dict[str, str]:
         """The shape ``croupier wallet balance PLAYER --json`` prints."""
         return {"player_id": self.player_id, "currency": self.currency,
-                "balance": _money(self.cash), "pending": _money(self.pending)}  # fmt: skip
+                "balance": _money(self.cash, self.currency),
+                "pending": _money(self.pending, self.currency)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -449,8 +460,6 @@ class Reconciliation:
         )
 
 
-def _money(value: Decimal) -> str:
-    """At least two decimals (``12.50``), more only when the amount has them."""
-    exponent = value.normalize().as_tuple().exponent
-    places = max(2, -exponent) if isinstance(exponent, int) else 2
-    return format(value.quantize(Decimal(1).scaleb(-places)), "f")
+def _money(value: Decimal, currency: str) -> str:
+    """The amount in the currency's minor units (``12.50`` EUR, ``1200`` JPY)."""
+    return format(value.quantize(Decimal(1).scaleb(-minor_units(currency))), "f")

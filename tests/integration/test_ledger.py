@@ -257,3 +257,68 @@ def test_a_concurrent_duplicate_that_loses_the_race_returns_the_first_result(
     assert cash(b, "p-1") == (D("6.00"), D("4.00"))
     a.close()
     b.close()
+
+
+def test_the_async_ledger_posts_the_same_way(settings: Settings) -> None:
+    import asyncio
+
+    from psycopg_pool import AsyncConnectionPool
+
+    async def scenario() -> list[L.LedgerResult]:
+        pool = AsyncConnectionPool(
+            settings.pg_dsn.get_secret_value(),
+            kwargs={"options": f"-c search_path={settings.pg_schema}"},
+            open=False,
+        )
+        await pool.open()
+        try:
+            lg = L.AsyncLedger(pool)
+            first = await lg.post_batch([L.deposit("pay-1", "p-1", D("10.00"), "EUR", NOW),
+                                         L.stake("b-1", "p-1", D("4.00"), "EUR", NOW)])  # fmt: skip
+            again = await lg.post_batch([L.stake("b-1", "p-1", D("4.00"), "EUR", NOW)])
+            return first + again
+        finally:
+            await pool.close()
+
+    results = asyncio.run(scenario())
+    assert [(r.status, r.duplicate, r.cash_after) for r in results] == [
+        ("applied", False, D("10.00")), ("applied", False, D("6.00")), ("applied", True, D("6.00")),
+    ]  # fmt: skip
+
+
+def test_wallet_commands(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from croupier.cli import main
+
+    for name, value in {
+        "CROUPIER_PG_DSN": settings.pg_dsn.get_secret_value(),
+        "CROUPIER_PG_SCHEMA": settings.pg_schema,
+        "CROUPIER_STACK_DIR": "/nonexistent",
+    }.items():
+        monkeypatch.setenv(name, value)
+    lg = L.Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    lg.post(L.deposit("pay-1", "p-1", D("22.50"), "EUR", NOW))
+    lg.post(L.stake("b-1", "p-1", D("10.00"), "EUR", NOW))
+
+    assert main(["wallet", "balance", "p-1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "player_id": "p-1", "currency": "EUR", "balance": "12.50", "pending": "10.00",
+    }  # fmt: skip
+    assert main(["wallet", "balance", "nobody", "--json"]) == 1
+    assert "has no wallet" in capsys.readouterr().err
+    assert main(["wallet", "statement", "p-1", "--json"]) == 0
+    lines = json.loads(capsys.readouterr().out)
+    assert [(ln["operation"], ln["account"], ln["amount"]) for ln in lines] == [
+        ("deposit", "cash", "22.50"), ("stake", "cash", "-10.00"), ("stake", "pending", "10.00"),
+    ]  # fmt: skip
+    assert main(["wallet", "reconcile"]) == 0
+    assert "books balance" in capsys.readouterr().out
+    lg.conn.execute("ALTER TABLE ledger_accounts DISABLE TRIGGER ledger_balance_guard")
+    lg.conn.execute("UPDATE ledger_accounts SET balance = 0 WHERE owner = 'p-1' AND kind = 'cash'")
+    assert main(["wallet", "reconcile", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and report["balance_drift"][0][:2] == ["p-1", "cash"]
+    lg.close()

@@ -17,7 +17,7 @@ LINES = [line.split("#")[0].strip() for block in BLOCKS for line in block.splitl
 
 def expand(line: str) -> list[list[str]]:
     """`croupier stack up|down|status [--json]` stands for each choice, with and without flags."""
-    words = [w for w in line.split()[1:] if not w.startswith("[")]
+    words = re.sub(r"\[[^\]]*\]", " ", line).split()[1:]
     variants: list[list[str]] = [[]]
     for word in words:
         variants = [[*v, choice] for v in variants for choice in word.split("|")]
