@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import AwareDatetime, Field, TypeAdapter, field_validator
+from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
 
-from schemas.base import DecimalStr, WireModel
+from schemas.base import WireModel
+from schemas.money import Currency, NonNegativeAmount, check_scale
 
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 Jurisdiction = Annotated[str, Field(pattern=r"^[A-Z]{2,3}$")]
 PlayerId = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -33,20 +33,30 @@ class SelfExcluded(_PlayerEvent):
 
 
 class LimitSet(_PlayerEvent):
+    """A deposit, loss or session limit set (or, with a null amount or minutes, removed)."""
+
     type: Literal["limit_set"]
     limit: Literal["deposit", "loss", "session"]
     period: Literal["day", "week", "month"]
-    amount: DecimalStr | None = None
+    amount: NonNegativeAmount | None = None
     currency: Currency | None = None
     minutes: int | None = Field(default=None, ge=1)
 
-    @field_validator("amount")
-    @classmethod
-    def _non_negative(cls, value: DecimalStr | None) -> DecimalStr | None:
-        if value is not None and value < 0:
-            msg = "a limit amount cannot be negative"
+    @model_validator(mode="after")
+    def _fits_the_limit(self) -> Self:
+        if self.limit == "session":
+            if self.amount is not None or self.currency is not None:
+                msg = "a session limit takes minutes, not an amount"
+                raise ValueError(msg)
+        elif self.minutes is not None:
+            msg = f"a {self.limit} limit takes an amount and currency, not minutes"
             raise ValueError(msg)
-        return value
+        elif self.amount is not None:
+            if self.currency is None:
+                msg = f"a {self.limit} limit amount needs its currency"
+                raise ValueError(msg)
+            check_scale(self.amount, self.currency)
+        return self
 
 
 class SessionStarted(_PlayerEvent):

@@ -41,6 +41,7 @@ worker does thousands of operations a second instead of hundreds.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -384,8 +385,6 @@ class AsyncLedger:
         self.retries = retries
 
     async def post_batch(self, ops: Sequence[LedgerOp]) -> list[LedgerResult]:
-        import asyncio
-
         if not ops:
             return []
         order = _player_order(ops)

@@ -66,3 +66,31 @@ def test_models_are_frozen() -> None:
     assert isinstance(event, Registered)
     with pytest.raises(ValueError, match="frozen"):
         event.player_id = "p-2"  # type: ignore[misc]
+
+
+LOSS = {"type": "limit_set", "player_id": "p-1", "limit": "loss", "period": "day",
+        "amount": "20.00", "currency": "EUR", "timestamp": "2026-11-24T17:01:00Z"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"amount": "20.001"}, "EUR allows 2"),
+        ({"amount": 20}, "string"),
+        ({"currency": None}, "needs its currency"),
+        ({"minutes": 120}, "not minutes"),
+        ({"limit": "session", "amount": None, "currency": None, "minutes": 0}, "greater than"),
+        ({"limit": "session", "minutes": 120}, "takes minutes, not an amount"),
+    ],
+)
+def test_limits_take_the_right_measure(change: dict[str, object], fragment: str) -> None:
+    result = decode(PLAYER_EVENT, raw({**LOSS, **change}))
+    assert isinstance(result, DecodeFailure) and fragment in result.error
+
+
+def test_a_null_amount_removes_a_limit_and_session_limits_take_minutes() -> None:
+    removed = decode(PLAYER_EVENT, raw({**LOSS, "amount": None}))
+    assert isinstance(removed, LimitSet) and removed.amount is None
+    session = {**LOSS, "limit": "session", "amount": None, "currency": None, "minutes": 120}
+    limit = decode(PLAYER_EVENT, raw(session))
+    assert isinstance(limit, LimitSet) and limit.minutes == 120
