@@ -144,12 +144,13 @@ class LedgerOp:
     @property
     def request_hash(self) -> str:
         """What the request asks for (not when it was sent): the basis of conflict checks."""
-        body = {
-            "op": self.operation, "player": self.player_id, "currency": self.currency,
-            "amount": str(self.amount), "reference": self.reference,
-            "payout": None if self.payout is None else str(self.payout), "result": self.result,
-        }  # fmt: skip
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        # Each field length-prefixed: no two different requests encode alike, whatever
+        # characters an id holds.
+        fields = (self.operation, self.player_id, self.currency, str(self.amount),
+                  self.reference or "", "" if self.payout is None else str(self.payout),
+                  self.result or "")  # fmt: skip
+        canonical = "".join(f"{len(f)}:{f}" for f in fields)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def wire(self) -> dict[str, Any]:
         return {

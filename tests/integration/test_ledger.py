@@ -159,6 +159,23 @@ def test_the_database_holds_the_invariants(ledger: L.Ledger) -> None:
         conn.execute("UPDATE ledger_entries SET amount = 1000")
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
         conn.execute("DELETE FROM ledger_transactions")
+    for table in ("ledger_entries", "ledger_transactions", "ledger_accounts", "player_events"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="TRUNCATE refused"):
+            conn.execute(f"TRUNCATE {table} CASCADE")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="missing account"):
+        conn.execute(
+            """INSERT INTO ledger_entries (txn_id, account_id, currency, amount)
+               SELECT t.txn_id, -1, 'EUR', x.v
+                 FROM (SELECT txn_id FROM ledger_transactions LIMIT 1) t,
+                      (VALUES (5), (-5)) x(v)"""
+        )
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="missing transaction"):
+        conn.execute(
+            """INSERT INTO ledger_entries (txn_id, account_id, currency, amount)
+               SELECT -1, a.account_id, 'EUR', x.v
+                 FROM (SELECT account_id FROM ledger_accounts WHERE kind = 'cash' LIMIT 1) a,
+                      (VALUES (5), (-5)) x(v)"""
+        )
     with pytest.raises(psycopg.errors.CheckViolation, match="does not balance"):
         conn.execute(
             """INSERT INTO ledger_entries (txn_id, account_id, currency, amount)
