@@ -17,5 +17,11 @@ class Sink(Protocol, Generic[B_contra]):
     async def close(self) -> None: ...
 
 
+class ProgressSink(Sink[B_contra], Protocol):
+    """A sink that records, with each batch, how far it processed each partition."""
+
+    async def progress(self, topic: str, partitions: list[int]) -> dict[int, int]: ...
+
+
 class SinkUnavailable(RuntimeError):
     """The destination cannot take writes now; the caller retries the same batch later."""

@@ -47,15 +47,14 @@ async def run_batch(batch: Callable[[], Awaitable[T]]) -> T:
         raise  # unreachable: _die exits
 
 
-async def write_until_done(
-    write: Callable[[], Awaitable[None]], *, what: str, max_delay: float = 5.0
-) -> None:
-    """Retry ``write`` while its destination is unavailable, backing off up to ``max_delay``."""
+async def until_available(
+    call: Callable[[], Awaitable[T]], *, what: str, max_delay: float = 5.0
+) -> T:
+    """Retry ``call`` while its destination is unavailable, backing off up to ``max_delay``."""
     delay = 0.1
     while True:
         try:
-            await write()
-            return
+            return await call()
         except SinkUnavailable as exc:
             log.warning("%s unavailable, retrying in %.1fs: %s", what, delay, exc)
             await asyncio.sleep(delay)

@@ -5,8 +5,9 @@ Every consumed message ends as exactly one row in PostgreSQL: a decided event in
 ``dead_letters`` (undecodable, or refused by the rules with a reason code), and the
 dead letter also goes to the ``dead-letters`` topic.
 
-Per batch: decode, apply the pure rules against the
-table, write everything to PostgreSQL in one transaction (idempotent by Kafka position),
+Per batch: read back any offsets the consumer skipped (``streams/gaps.py``), decode, apply the pure rules against the
+table, write everything to PostgreSQL in one transaction (idempotent by Kafka position,
+with the partition's progress),
 send audit records and dead letters and wait until Kafka has them, and only then update
 the table. A crash anywhere replays the batch: PostgreSQL ignores rows it has, the outputs
 are sent again (at least once, keyed by source position), and an event the recovered table
@@ -15,7 +16,9 @@ already reflects (its offset is not past the state's ``source_offset``) is not a
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,10 +28,13 @@ from rules.players import Rejected, Unchanged, apply_player_event
 from schemas.decode import DecodeFailure, decode
 from schemas.players import PLAYER_EVENT, PlayerState
 from schemas.records import AuditRecord, DeadLetter
-from sinks.base import Sink
+from sinks.base import ProgressSink
 from sinks.postgres.players import PlayerBatch, PlayerEventRow
-from streams.batching import run_batch, write_until_done
+from streams.batching import run_batch, until_available
 from streams.context import dead_letter, in_partition_of, position
+from streams.gaps import by_partition, missing_ranges, read_range
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +56,8 @@ def plan_batch(events: list[Any], table: Any) -> tuple[PlayerBatch, _Outputs]:
     now = datetime.now(UTC)
     for event in events:
         pos = position(event)
+        done = batch.progress.get((pos.topic, pos.partition), 0)
+        batch.progress[(pos.topic, pos.partition)] = max(done, pos.offset + 1)
         decoded = decode(PLAYER_EVENT, event.message.value)
         if isinstance(decoded, DecodeFailure):
             dl = dead_letter(event, decoded.reason, decoded.error)
@@ -99,15 +107,38 @@ def plan_batch(events: list[Any], table: Any) -> tuple[PlayerBatch, _Outputs]:
     return batch, out
 
 
-def register(app: Any, settings: Settings, *, table: Any, sink: Sink[PlayerBatch]) -> Any:
+def register(app: Any, settings: Settings, *, table: Any, sink: ProgressSink[PlayerBatch]) -> Any:
     """Declare the players agent on ``app``; returns the agent."""
-    source = app.topic(settings.topic("players"), key_type=bytes, value_type=bytes)
+    source_topic = settings.topic("players")
+    source = app.topic(source_topic, key_type=bytes, value_type=bytes)
     audit = app.topic(settings.topic("audit"), key_type=bytes, value_type=bytes)
     dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
 
+    async def fill_gaps(events: list[Any]) -> list[Any]:
+        offsets = by_partition(events)
+        progress = await until_available(
+            lambda: sink.progress(source_topic, sorted(offsets)), what="PostgreSQL"
+        )
+        ranges = missing_ranges(offsets, progress)
+        if not ranges:
+            return events
+        extra: list[Any] = []
+        for partition, (start, end) in ranges.items():
+            log.warning(
+                "%s[%d]: offsets %d..%d were skipped by the consumer; reading them back",
+                source_topic, partition, start, end - 1,
+            )  # fmt: skip
+            got = await asyncio.to_thread(
+                read_range, settings.kafka_bootstrap_servers, source_topic, partition, start, end
+            )
+            have = set(offsets[partition])
+            extra += [e for e in got if e.message.offset not in have]
+        return sorted([*events, *extra], key=lambda e: (e.message.partition, e.message.offset))
+
     async def process(events: list[Any]) -> None:
+        events = await fill_gaps(events)
         batch, out = plan_batch(events, table)
-        await write_until_done(lambda: sink.write(batch), what="PostgreSQL")
+        await until_available(lambda: sink.write(batch), what="PostgreSQL")
         for original_key, dl in out.dead_letters:
             await dead_letters.send(key=original_key, value=dl.model_dump_json().encode())
         for record in out.audit:

@@ -7,7 +7,7 @@ from typing import Any
 import faust
 
 from croupier.settings import Settings
-from sinks.base import Sink
+from sinks.base import ProgressSink
 from sinks.postgres.players import PlayerBatch, PostgresPlayerSink
 from streams import players
 
@@ -17,7 +17,7 @@ def broker_url(settings: Settings) -> str:
     return ";".join(f"kafka://{server}" for server in settings.bootstrap_list)
 
 
-def create_app(settings: Settings, *, player_sink: Sink[PlayerBatch] | None = None) -> Any:
+def create_app(settings: Settings, *, player_sink: ProgressSink[PlayerBatch] | None = None) -> Any:
     """A Faust app with every Croupier flow declared."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
@@ -48,6 +48,8 @@ def create_app(settings: Settings, *, player_sink: Sink[PlayerBatch] | None = No
         # JSON keys and values: str keys survive a recovery as str, states as dicts.
         key_type=str,
     )
-    sink = player_sink or PostgresPlayerSink(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    sink = player_sink or PostgresPlayerSink(
+        settings.pg_dsn.get_secret_value(), settings.pg_schema, consumer_group=settings.app_id
+    )
     players.register(app, settings, table=table, sink=sink)
     return app

@@ -32,6 +32,8 @@ class PlayerBatch:
     events: list[PlayerEventRow] = field(default_factory=list)
     states: dict[str, PlayerState] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    # (topic, partition) -> the offset after the last one this batch processed
+    progress: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 _EVENT_SQL = """
@@ -50,6 +52,13 @@ ON CONFLICT (player_id) DO UPDATE SET
     version = EXCLUDED.version, last_event = EXCLUDED.last_event,
     updated_at = EXCLUDED.updated_at
 WHERE players.version < EXCLUDED.version"""
+
+_PROGRESS_SQL = """
+INSERT INTO consumer_progress (consumer_group, topic, partition, next_offset)
+VALUES (%s, %s, %s, %s)
+ON CONFLICT (consumer_group, topic, partition) DO UPDATE
+   SET next_offset = GREATEST(consumer_progress.next_offset, EXCLUDED.next_offset),
+       updated_at = now()"""
 
 _DEAD_LETTER_SQL = """
 INSERT INTO dead_letters (source_topic, source_partition, source_offset, key, value, reason,
@@ -70,7 +79,10 @@ def dead_letter_params(dl: DeadLetter) -> tuple[object, ...]:
 class PostgresPlayerSink:
     """The players flow's PostgreSQL sink; idempotent by source position and version."""
 
-    def __init__(self, dsn: str, schema: str, *, max_connections: int = 4) -> None:
+    def __init__(
+        self, dsn: str, schema: str, *, consumer_group: str, max_connections: int = 4
+    ) -> None:
+        self.consumer_group = consumer_group
         self._pool = AsyncConnectionPool(
             dsn,
             min_size=1,
@@ -105,6 +117,25 @@ class PostgresPlayerSink:
                     await cur.executemany(
                         _DEAD_LETTER_SQL, [dead_letter_params(d) for d in batch.dead_letters]
                     )
+                if batch.progress:
+                    await cur.executemany(
+                        _PROGRESS_SQL,
+                        [(self.consumer_group, t, p, o) for (t, p), o in batch.progress.items()],
+                    )
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            msg = f"PostgreSQL unavailable: {exc}"
+            raise SinkUnavailable(msg) from exc
+
+    async def progress(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """The next offset to process per partition, as recorded with the rows."""
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(
+                    """SELECT partition, next_offset FROM consumer_progress
+                        WHERE consumer_group = %s AND topic = %s AND partition = ANY(%s)""",
+                    (self.consumer_group, topic, partitions),
+                )
+                return {int(p): int(o) for p, o in await cursor.fetchall()}
         except (psycopg.OperationalError, PoolTimeout) as exc:
             msg = f"PostgreSQL unavailable: {exc}"
             raise SinkUnavailable(msg) from exc

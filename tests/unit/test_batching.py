@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from sinks.base import SinkUnavailable
-from streams.batching import EXIT_BATCH_FAILED, run_batch, write_until_done
+from streams.batching import EXIT_BATCH_FAILED, run_batch, until_available
 
 
 def test_a_cancelled_caller_waits_for_its_batch_to_finish() -> None:
@@ -60,5 +60,5 @@ def test_an_unavailable_sink_is_retried_until_it_takes_the_batch() -> None:
             msg = "database restarting"
             raise SinkUnavailable(msg)
 
-    asyncio.run(write_until_done(write, what="test sink", max_delay=0.01))
+    asyncio.run(until_available(write, what="test sink", max_delay=0.01))
     assert len(attempts) == 3
