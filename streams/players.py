@@ -5,13 +5,13 @@ Every consumed message ends as exactly one row in PostgreSQL: a decided event in
 ``dead_letters`` (undecodable, or refused by the rules with a reason code), and the
 dead letter also goes to the ``dead-letters`` topic.
 
-Per batch: read back any offsets the consumer skipped (``streams/gaps.py``), decode, apply the pure rules against the
-table, write everything to PostgreSQL in one transaction (idempotent by Kafka position,
-with the partition's progress),
-send audit records and dead letters and wait until Kafka has them, and only then update
-the table. A crash anywhere replays the batch: PostgreSQL ignores rows it has, the outputs
-are sent again (at least once, keyed by source position), and an event the recovered table
-already reflects (its offset is not past the state's ``source_offset``) is not applied twice.
+Per batch: read back any offsets the consumer skipped (``streams/gaps.py``), decode,
+apply the pure rules against the table, write everything to PostgreSQL in one transaction
+(idempotent by Kafka position, with the partition's progress), send audit records and
+dead letters and wait until Kafka has them, and only then update the table. A crash
+anywhere replays the batch: PostgreSQL ignores rows it has, the outputs are sent again
+(at least once, keyed by source position), and an event the recovered table already
+reflects (its offset is not past the state's ``source_offset``) is not applied twice.
 """
 
 from __future__ import annotations
