@@ -101,8 +101,15 @@ def ensure_jars(cache: Path) -> Path:
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: a random UUID, url-safe base64 without padding (22 chars)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: a random UUID, url-safe base64 without padding (22 chars).
+
+    Like Kafka's own ``Uuid.randomUuid()``, never one starting with ``-``: the storage
+    tool's argument parser would take it for an option (one id in 64 otherwise).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @dataclass(frozen=True)
