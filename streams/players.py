@@ -19,14 +19,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from croupier.settings import Settings
 from rules.players import Rejected, Unchanged, apply_player_event
 from schemas.decode import DecodeFailure, decode
-from schemas.players import PLAYER_EVENT, PlayerState
+from schemas.players import PLAYER_EVENT, PlayerEvent, PlayerState
 from schemas.records import AuditRecord, DeadLetter
 from sinks.base import ProgressSink
 from sinks.postgres.players import PlayerBatch, PlayerEventRow
@@ -44,28 +45,58 @@ class _Outputs:
     table: list[tuple[Any, str, PlayerState]] = field(default_factory=list)
 
 
+class PlayerStore(ProgressSink[PlayerBatch], Protocol):
+    """Where the players flow writes, and the standings it trusts over its table."""
+
+    async def standings(self, player_ids: list[str]) -> dict[str, PlayerState]: ...
+
+
+Decoded = list[tuple[Any, PlayerEvent | DecodeFailure]]
+
+
+def decode_batch(events: list[Any]) -> Decoded:
+    out: Decoded = []
+    for event in events:
+        result = decode(PLAYER_EVENT, event.message.value)
+        out.append((event, result))
+    return out
+
+
 def _state(value: Any) -> PlayerState | None:
     return None if value is None else PlayerState.model_validate(value)
 
 
-def plan_batch(events: list[Any], table: Any) -> tuple[PlayerBatch, _Outputs]:
-    """Decide every event of a batch; no I/O beyond reading the table."""
+def _newest(cached: PlayerState | None, stored: PlayerState | None) -> PlayerState | None:
+    # PostgreSQL is the truth; the table is a cache that a crash can leave behind it.
+    if cached is None or (stored is not None and stored.version > cached.version):
+        return stored
+    return cached
+
+
+def plan_batch(
+    items: Decoded, table: Any, stored: Mapping[str, PlayerState] | None = None
+) -> tuple[PlayerBatch, _Outputs]:
+    """Decide every event of a batch; no I/O beyond reading the table.
+
+    ``stored`` holds PostgreSQL's standings of the batch's players; where one is newer
+    than the table's, it wins.
+    """
+    stored = stored or {}
     batch = PlayerBatch()
     out = _Outputs()
     seen: dict[str, PlayerState | None] = {}
     now = datetime.now(UTC)
-    for event in events:
+    for event, decoded in items:
         pos = position(event)
         done = batch.progress.get((pos.topic, pos.partition), 0)
         batch.progress[(pos.topic, pos.partition)] = max(done, pos.offset + 1)
-        decoded = decode(PLAYER_EVENT, event.message.value)
         if isinstance(decoded, DecodeFailure):
             dl = dead_letter(event, decoded.reason, decoded.error)
             batch.dead_letters.append(dl)
             out.dead_letters.append((event.message.key, dl))
             continue
         pid = decoded.player_id
-        before = seen[pid] if pid in seen else _state(table.get(pid))
+        before = seen[pid] if pid in seen else _newest(_state(table.get(pid)), stored.get(pid))
         if (
             before is not None
             and before.source_partition == pos.partition
@@ -107,7 +138,7 @@ def plan_batch(events: list[Any], table: Any) -> tuple[PlayerBatch, _Outputs]:
     return batch, out
 
 
-def register(app: Any, settings: Settings, *, table: Any, sink: ProgressSink[PlayerBatch]) -> Any:
+def register(app: Any, settings: Settings, *, table: Any, sink: PlayerStore) -> Any:
     """Declare the players agent on ``app``; returns the agent."""
     source_topic = settings.topic("players")
     source = app.topic(source_topic, key_type=bytes, value_type=bytes)
@@ -136,8 +167,10 @@ def register(app: Any, settings: Settings, *, table: Any, sink: ProgressSink[Pla
         return sorted([*events, *extra], key=lambda e: (e.message.partition, e.message.offset))
 
     async def process(events: list[Any]) -> None:
-        events = await fill_gaps(events)
-        batch, out = plan_batch(events, table)
+        decoded = decode_batch(await fill_gaps(events))
+        players = sorted({d.player_id for _, d in decoded if not isinstance(d, DecodeFailure)})
+        stored = await until_available(lambda: sink.standings(players), what="PostgreSQL")
+        batch, out = plan_batch(decoded, table, stored)
         await until_available(lambda: sink.write(batch), what="PostgreSQL")
         for original_key, dl in out.dead_letters:
             await dead_letters.send(key=original_key, value=dl.model_dump_json().encode())

@@ -7,8 +7,7 @@ from typing import Any
 import faust
 
 from croupier.settings import Settings
-from sinks.base import ProgressSink
-from sinks.postgres.players import PlayerBatch, PostgresPlayerSink
+from sinks.postgres.players import PostgresPlayerSink
 from streams import players
 
 
@@ -17,7 +16,7 @@ def broker_url(settings: Settings) -> str:
     return ";".join(f"kafka://{server}" for server in settings.bootstrap_list)
 
 
-def create_app(settings: Settings, *, player_sink: ProgressSink[PlayerBatch] | None = None) -> Any:
+def create_app(settings: Settings, *, player_sink: players.PlayerStore | None = None) -> Any:
     """A Faust app with every Croupier flow declared."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(

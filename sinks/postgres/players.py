@@ -44,13 +44,14 @@ ON CONFLICT DO NOTHING"""
 
 _STATE_SQL = """
 INSERT INTO players (player_id, jurisdiction, currency, birth_date, registered_at, version,
-                     last_event, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                     last_event, updated_at, source_partition, source_offset)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (player_id) DO UPDATE SET
     jurisdiction = EXCLUDED.jurisdiction, currency = EXCLUDED.currency,
     birth_date = EXCLUDED.birth_date, registered_at = EXCLUDED.registered_at,
     version = EXCLUDED.version, last_event = EXCLUDED.last_event,
-    updated_at = EXCLUDED.updated_at
+    updated_at = EXCLUDED.updated_at, source_partition = EXCLUDED.source_partition,
+    source_offset = EXCLUDED.source_offset
 WHERE players.version < EXCLUDED.version"""
 
 _PROGRESS_SQL = """
@@ -126,6 +127,26 @@ class PostgresPlayerSink:
             msg = f"PostgreSQL unavailable: {exc}"
             raise SinkUnavailable(msg) from exc
 
+    async def standings(self, player_ids: list[str]) -> dict[str, PlayerState]:
+        """The standings PostgreSQL holds for these players (the truth the table caches)."""
+        if not player_ids:
+            return {}
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(
+                    f"SELECT {', '.join(_STATE_COLUMNS)} FROM players "  # noqa: S608 - fixed columns
+                    "WHERE player_id = ANY(%s)",
+                    (player_ids,),
+                )
+                rows = await cursor.fetchall()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            msg = f"PostgreSQL unavailable: {exc}"
+            raise SinkUnavailable(msg) from exc
+        return {
+            row[0]: PlayerState.model_validate(dict(zip(_STATE_COLUMNS, row, strict=True)))
+            for row in rows
+        }
+
     async def progress(self, topic: str, partitions: list[int]) -> dict[int, int]:
         """The next offset to process per partition, as recorded with the rows."""
         try:
@@ -147,6 +168,11 @@ def _event_params(row: PlayerEventRow) -> tuple[object, ...]:
             row.occurred_at, row.outcome, row.payload)  # fmt: skip
 
 
+_STATE_COLUMNS = (
+    "player_id", "jurisdiction", "currency", "birth_date", "registered_at", "version",
+    "last_event", "updated_at", "source_partition", "source_offset",
+)  # fmt: skip
+
+
 def _state_params(s: PlayerState) -> tuple[object, ...]:
-    return (s.player_id, s.jurisdiction, s.currency, s.birth_date, s.registered_at, s.version,
-            s.last_event, s.updated_at)  # fmt: skip
+    return tuple(getattr(s, column) for column in _STATE_COLUMNS)

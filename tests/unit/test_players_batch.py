@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from streams.players import plan_batch
+from schemas.players import PlayerState
+from streams.players import decode_batch, plan_batch
 
 
 @dataclass
@@ -45,7 +46,7 @@ def test_a_batch_decides_every_event_once() -> None:
         event(2, b"{oops"),
         event(3, doc("session_started", "p-2"), key=b"p-2"),
     ]
-    batch, out = plan_batch(events, table)
+    batch, out = plan_batch(decode_batch(events), table)
     assert [(e.source.offset, e.outcome) for e in batch.events] == [(0, "applied"), (1, "applied")]
     assert batch.states["p-1"].version == 2
     assert [(d.source.offset, d.reason) for d in batch.dead_letters] == [
@@ -59,7 +60,8 @@ def test_a_batch_decides_every_event_once() -> None:
 
 
 def test_an_event_the_table_already_reflects_is_not_applied_again() -> None:
-    _, out = plan_batch([event(0, doc("registered")), event(1, doc("session_started"))], {})
+    first = [event(0, doc("registered")), event(1, doc("session_started"))]
+    _, out = plan_batch(decode_batch(first), {})
     table = {key: state.model_dump(mode="json") for _, key, state in out.table}
     # After a crash the same two events come again, then a new one.
     replay = [
@@ -67,7 +69,18 @@ def test_an_event_the_table_already_reflects_is_not_applied_again() -> None:
         event(1, doc("session_started")),
         event(2, doc("session_started")),
     ]
-    batch, out = plan_batch(replay, table)
+    batch, out = plan_batch(decode_batch(replay), table)
     assert [e.source.offset for e in batch.events] == [2]
     assert batch.states["p-1"].version == 3
     assert [a.source.offset for a in out.audit] == [2]
+
+
+def test_a_newer_standing_in_postgresql_wins_over_a_table_left_behind_by_a_crash() -> None:
+    first, out = plan_batch(decode_batch([event(0, doc("registered"))]), {})
+    behind = {key: state.model_dump(mode="json") for _, key, state in out.table}
+    # PostgreSQL committed offset 1 (version 2), but the worker died before its table did.
+    stored = {"p-1": first.states["p-1"].model_copy(update={"version": 2, "source_offset": 1})}
+    batch, _ = plan_batch(decode_batch([event(2, doc("session_ended"))]), behind, stored)
+    assert batch.states["p-1"].version == 3
+    redelivered, _ = plan_batch(decode_batch([event(1, doc("session_started"))]), behind, stored)
+    assert redelivered.events == [] and isinstance(stored["p-1"], PlayerState)

@@ -10,7 +10,11 @@ CREATE TABLE players (
     registered_at  timestamptz NOT NULL,
     version        bigint NOT NULL CHECK (version >= 1),
     last_event     text NOT NULL,
-    updated_at     timestamptz NOT NULL
+    updated_at     timestamptz NOT NULL,
+    -- The Kafka position of the last event applied: with it, this row is a complete
+    -- standing that a worker can trust over its table after a crash.
+    source_partition integer NOT NULL,
+    source_offset    bigint NOT NULL
 );
 
 CREATE TABLE player_events (
