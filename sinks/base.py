@@ -18,9 +18,11 @@ class Sink(Protocol, Generic[B_contra]):
 
 
 class ProgressSink(Sink[B_contra], Protocol):
-    """A sink that records, with each batch, how far it processed each partition."""
+    """A sink that records how far each partition is done (rows, outputs and table)."""
 
     async def progress(self, topic: str, partitions: list[int]) -> dict[int, int]: ...
+
+    async def record_progress(self, progress: dict[tuple[str, int], int]) -> None: ...
 
 
 class SinkUnavailable(RuntimeError):

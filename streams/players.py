@@ -96,7 +96,13 @@ def plan_batch(
             out.dead_letters.append((event.message.key, dl))
             continue
         pid = decoded.player_id
-        before = seen[pid] if pid in seen else _newest(_state(table.get(pid)), stored.get(pid))
+        if pid not in seen:
+            cached = _state(table.get(pid))
+            truth = _newest(cached, stored.get(pid))
+            if truth is not None and truth is not cached:
+                out.table.append((event, pid, truth))  # heal the table from PostgreSQL
+            seen[pid] = truth
+        before = seen[pid]
         if (
             before is not None
             and before.source_partition == pos.partition
@@ -182,6 +188,10 @@ def register(app: Any, settings: Settings, *, table: Any, sink: PlayerStore) -> 
         for event, key, state in out.table:
             with in_partition_of(event):
                 table[key] = state.model_dump(mode="json")
+        # Done means rows, outputs and table: only now does the partition's progress move.
+        # A crash before this leaves it behind, and the skipped range is read back.
+        await app.producer.flush()
+        await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")
 
     @app.agent(source, name="croupier.players")  # type: ignore[untyped-decorator]  # app is Any
     async def players(stream: Any) -> None:

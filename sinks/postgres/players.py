@@ -118,11 +118,19 @@ class PostgresPlayerSink:
                     await cur.executemany(
                         _DEAD_LETTER_SQL, [dead_letter_params(d) for d in batch.dead_letters]
                     )
-                if batch.progress:
-                    await cur.executemany(
-                        _PROGRESS_SQL,
-                        [(self.consumer_group, t, p, o) for (t, p), o in batch.progress.items()],
-                    )
+
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            msg = f"PostgreSQL unavailable: {exc}"
+            raise SinkUnavailable(msg) from exc
+
+    async def record_progress(self, progress: dict[tuple[str, int], int]) -> None:
+        """Record how far each partition is done: rows, outputs and table alike."""
+        try:
+            async with self._pool.connection() as conn, conn.cursor() as cur:
+                await cur.executemany(
+                    _PROGRESS_SQL,
+                    [(self.consumer_group, t, p, o) for (t, p), o in progress.items()],
+                )
         except (psycopg.OperationalError, PoolTimeout) as exc:
             msg = f"PostgreSQL unavailable: {exc}"
             raise SinkUnavailable(msg) from exc
