@@ -12,6 +12,11 @@ dead letters and wait until Kafka has them, and only then update the table. A cr
 anywhere replays the batch: PostgreSQL ignores rows it has, the outputs are sent again
 (at least once, keyed by source position), and an event the recovered table already
 reflects (its offset is not past the state's ``source_offset``) is not applied twice.
+
+The table is a cache of PostgreSQL's ``players`` rows: each batch reads the stored
+standings of its players, and a newer stored one (a crash between the commit and the
+changelog write) wins and is written back to the table. A partition's progress is
+recorded only after rows, outputs and table are all done.
 """
 
 from __future__ import annotations
