@@ -6,12 +6,13 @@ Every consumed message ends as exactly one row in PostgreSQL: a decided event in
 dead letter also goes to the ``dead-letters`` topic.
 
 Per batch: read back any offsets the consumer skipped (``streams/gaps.py``), decode,
-apply the pure rules against the table, write everything to PostgreSQL in one transaction
-(idempotent by Kafka position, with the partition's progress), send audit records and
-dead letters and wait until Kafka has them, and only then update the table. A crash
-anywhere replays the batch: PostgreSQL ignores rows it has, the outputs are sent again
-(at least once, keyed by source position), and an event the recovered table already
-reflects (its offset is not past the state's ``source_offset``) is not applied twice.
+apply the pure rules against the table, send audit records and dead letters and wait
+until Kafka has them, write everything to PostgreSQL in one transaction (idempotent by
+Kafka position), and only then update the table and record the partition's progress. A
+crash anywhere replays the batch: the outputs are sent again if PostgreSQL had not
+committed (at least once, keyed by source position), PostgreSQL ignores rows it has, and
+an event the standing already reflects (its offset is not past the state's
+``source_offset``) is not applied twice.
 
 The table is a cache of PostgreSQL's ``players`` rows: each batch reads the stored
 standings of its players, and a newer stored one (a crash between the commit and the
@@ -182,14 +183,15 @@ def register(app: Any, settings: Settings, *, table: Any, sink: PlayerStore) -> 
         players = sorted({d.player_id for _, d in decoded if not isinstance(d, DecodeFailure)})
         stored = await until_available(lambda: sink.standings(players), what="PostgreSQL")
         batch, out = plan_batch(decoded, table, stored)
-        await until_available(lambda: sink.write(batch), what="PostgreSQL")
+        # The outputs reach Kafka before PostgreSQL commits: a crash before the commit
+        # replays the batch and sends them again (keyed by source position); after it,
+        # the replay finds the batch committed and they are already out.
         for original_key, dl in out.dead_letters:
             await dead_letters.send(key=original_key, value=dl.model_dump_json().encode())
         for record in out.audit:
             await audit.send(key=record.entity_id.encode(), value=record.model_dump_json().encode())
-        # The outputs are in Kafka before the table moves on: a crash from here on
-        # replays the batch against the old table state and sends them again.
         await app.producer.flush()
+        await until_available(lambda: sink.write(batch), what="PostgreSQL")
         for event, key, state in out.table:
             with in_partition_of(event):
                 table[key] = state.model_dump(mode="json")
