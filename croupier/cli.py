@@ -16,7 +16,6 @@ from croupier.settings import Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 
 

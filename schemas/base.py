@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, PlainSerializer
-
-SCHEMA_VERSION = 1
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
 
 
 class WireModel(BaseModel):
@@ -30,4 +27,3 @@ DecimalStr = Annotated[
     AfterValidator(_exact),
     PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json"),
 ]
-Timestamp = Annotated[datetime, AwareDatetime]

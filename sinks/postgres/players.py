@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -69,8 +70,6 @@ ON CONFLICT DO NOTHING"""
 
 
 def dead_letter_params(dl: DeadLetter) -> tuple[object, ...]:
-    import base64
-
     key = base64.b64decode(dl.key_base64) if dl.key_base64 is not None else None
     src = dl.source
     return (src.topic, src.partition, src.offset, key, dl.value, dl.reason, dl.error,
