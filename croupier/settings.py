@@ -19,6 +19,8 @@ Environment variables (documented once, here and in the README):
                                 ``.stack/faust``; tables are rebuilt from changelogs)
 ``CROUPIER_SESSION_TIMEOUT``    seconds before a silent worker's partitions move to
                                 another (default 10; a killed worker's are held that long)
+``CROUPIER_FEED_TIMEOUT``       seconds without an ``alive`` heartbeat after which a
+                                producer's markets are suspended (default 20)
 ==============================  ==================================================
 """
 
@@ -55,6 +57,7 @@ class Settings(BaseSettings):
     web_port: int = Field(default=0, ge=0, le=65535, validation_alias="CROUPIER_WEB_PORT")
     data_dir: Path = Field(default=Path(".stack/faust"), validation_alias="CROUPIER_DATA_DIR")
     session_timeout: float = Field(default=10.0, ge=6, validation_alias="CROUPIER_SESSION_TIMEOUT")
+    feed_timeout: float = Field(default=20.0, gt=0, validation_alias="CROUPIER_FEED_TIMEOUT")
 
     @field_validator("pg_schema", "app_id")
     @classmethod

@@ -109,3 +109,39 @@ def by_partition(events: Iterable[Any]) -> dict[int, list[int]]:
     for event in events:
         offsets[event.message.partition].append(event.message.offset)
     return offsets
+
+
+async def fill_gaps(events: list[Any], *, sink: Any, bootstrap: str, topic: str) -> list[Any]:
+    """``events`` plus any messages the consumer skipped before them, in partition order.
+
+    ``sink`` is the flow's ``ProgressSink``: its recorded progress says where each
+    partition's processing really stands.
+    """
+    import asyncio
+
+    from streams.batching import until_available
+
+    offsets = by_partition(events)
+    progress = await until_available(
+        lambda: sink.progress(topic, sorted(offsets)), what="PostgreSQL"
+    )
+    ranges = missing_ranges(offsets, progress)
+    if not ranges:
+        return events
+    extra: list[Any] = []
+    for partition, (start, end) in ranges.items():
+        log.warning(
+            "%s[%d]: offsets %d..%d were skipped by the consumer; reading them back",
+            topic, partition, start, end - 1,
+        )  # fmt: skip
+        got = await asyncio.to_thread(read_range, bootstrap, topic, partition, start, end)
+        have = set(offsets[partition])
+        extra += [e for e in got if e.message.offset not in have]
+    return sorted([*events, *extra], key=lambda e: (e.message.partition, e.message.offset))
+
+
+def advance(progress: dict[tuple[str, int], int], event: Any) -> None:
+    """Move ``progress`` past ``event``."""
+    msg = event.message
+    key = (msg.topic, msg.partition)
+    progress[key] = max(progress.get(key, 0), msg.offset + 1)

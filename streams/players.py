@@ -22,7 +22,6 @@ recorded only after rows, outputs and table are all done.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Mapping
@@ -39,7 +38,7 @@ from sinks.base import ProgressSink
 from sinks.postgres.players import PlayerBatch, PlayerEventRow
 from streams.batching import run_batch, until_available
 from streams.context import dead_letter, in_partition_of, position
-from streams.gaps import by_partition, missing_ranges, read_range
+from streams.gaps import fill_gaps
 
 log = logging.getLogger(__name__)
 
@@ -157,29 +156,11 @@ def register(app: Any, settings: Settings, *, table: Any, sink: PlayerStore) -> 
     audit = app.topic(settings.topic("audit"), key_type=bytes, value_type=bytes)
     dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
 
-    async def fill_gaps(events: list[Any]) -> list[Any]:
-        offsets = by_partition(events)
-        progress = await until_available(
-            lambda: sink.progress(source_topic, sorted(offsets)), what="PostgreSQL"
-        )
-        ranges = missing_ranges(offsets, progress)
-        if not ranges:
-            return events
-        extra: list[Any] = []
-        for partition, (start, end) in ranges.items():
-            log.warning(
-                "%s[%d]: offsets %d..%d were skipped by the consumer; reading them back",
-                source_topic, partition, start, end - 1,
-            )  # fmt: skip
-            got = await asyncio.to_thread(
-                read_range, settings.kafka_bootstrap_servers, source_topic, partition, start, end
-            )
-            have = set(offsets[partition])
-            extra += [e for e in got if e.message.offset not in have]
-        return sorted([*events, *extra], key=lambda e: (e.message.partition, e.message.offset))
-
     async def process(events: list[Any]) -> None:
-        decoded = decode_batch(await fill_gaps(events))
+        events = await fill_gaps(
+            events, sink=sink, bootstrap=settings.kafka_bootstrap_servers, topic=source_topic
+        )
+        decoded = decode_batch(events)
         players = sorted({d.player_id for _, d in decoded if not isinstance(d, DecodeFailure)})
         stored = await until_available(lambda: sink.standings(players), what="PostgreSQL")
         batch, out = plan_batch(decoded, table, stored)

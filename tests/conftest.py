@@ -115,6 +115,7 @@ def settings_env(s: Settings) -> dict[str, str]:
         "CROUPIER_TOPIC_PARTITIONS": str(s.topic_partitions),
         "CROUPIER_BATCH_MAX": str(s.batch_max),
         "CROUPIER_BATCH_WITHIN": str(s.batch_within),
+        "CROUPIER_FEED_TIMEOUT": str(s.feed_timeout),
         "CROUPIER_DATA_DIR": str(ROOT / ".stack" / "test" / "faust"),
     }
 

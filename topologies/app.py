@@ -7,8 +7,10 @@ from typing import Any
 import faust
 
 from croupier.settings import Settings
+from sinks.postgres.payments import PaymentsSink
 from sinks.postgres.players import PostgresPlayerSink
-from streams import players
+from sinks.postgres.sportsbook import SportsbookSink
+from streams import bets, odds, payments, players
 
 
 def broker_url(settings: Settings) -> str:
@@ -47,8 +49,25 @@ def create_app(settings: Settings, *, player_sink: players.PlayerStore | None = 
         # JSON keys and values: str keys survive a recovery as str, states as dicts.
         key_type=str,
     )
-    sink = player_sink or PostgresPlayerSink(
-        settings.pg_dsn.get_secret_value(), settings.pg_schema, consumer_group=settings.app_id
-    )
+    dsn, schema, group = settings.pg_dsn.get_secret_value(), settings.pg_schema, settings.app_id
+    sink = player_sink or PostgresPlayerSink(dsn, schema, consumer_group=group)
     players.register(app, settings, table=table, sink=sink)
+    # Global: every worker holds every market (see streams/odds.py for why and how).
+    global_options: dict[str, Any] = {
+        "default": None, "partitions": 1, "use_partitioner": True,
+        "recovery_buffer_size": 1, "key_type": str,
+    }  # fmt: skip
+    odds_table = app.GlobalTable("odds", **global_options)
+    health_table = app.GlobalTable("feed_health", **global_options)
+    odds.register(
+        app, settings, odds=odds_table, health=health_table,
+        sink=SportsbookSink(dsn, schema, consumer_group=group),
+    )  # fmt: skip
+    bets.register(
+        app, settings, players=table, odds=odds_table, health=health_table,
+        sink=SportsbookSink(dsn, schema, consumer_group=group),
+    )  # fmt: skip
+    payments.register(
+        app, settings, players=table, sink=PaymentsSink(dsn, schema, consumer_group=group)
+    )
     return app

@@ -17,7 +17,9 @@ OUTBOUND = (
     "dead-letters",
 )
 # The tables each app keeps; Faust names their changelogs ``<app id>-<table>-changelog``.
+# Partitioned tables follow their source topic; global tables have one partition.
 TABLES = ("players",)
+GLOBAL_TABLES = ("odds", "feed_health")
 REPORT_JURISDICTIONS = ("UK", "DK", "ES", "NJ")
 KEEP_FOREVER = -1
 
@@ -28,6 +30,7 @@ class TopicSpec:
 
     name: str
     config: tuple[tuple[str, str], ...] = ()
+    partitions: int | None = None  # None: the settings' topic_partitions
 
     @property
     def compacted(self) -> bool:
@@ -52,6 +55,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
     specs += [
         TopicSpec(changelog_topic(settings, t), (("cleanup.policy", "compact"),)) for t in TABLES
+    ]
+    specs += [
+        TopicSpec(changelog_topic(settings, t), (("cleanup.policy", "compact"),), partitions=1)
+        for t in GLOBAL_TABLES
     ]
     return specs
 
@@ -79,8 +86,9 @@ def create_topics(settings: Settings, *, timeout: float = 30.0) -> list[TopicOut
             wanted.append(spec)
             continue
         have = len(meta.partitions)
-        if have != settings.topic_partitions:
-            detail = f"has {have} partitions, wanted {settings.topic_partitions}"
+        want = spec.partitions or settings.topic_partitions
+        if have != want:
+            detail = f"has {have} partitions, wanted {want}"
             outcomes.append(TopicOutcome(spec.name, "mismatch", detail))
         else:
             outcomes.append(TopicOutcome(spec.name, "exists"))
@@ -89,7 +97,7 @@ def create_topics(settings: Settings, *, timeout: float = 30.0) -> list[TopicOut
             [
                 NewTopic(
                     s.name,
-                    num_partitions=settings.topic_partitions,
+                    num_partitions=s.partitions or settings.topic_partitions,
                     replication_factor=settings.topic_replication,
                     config=dict(s.config),
                 )

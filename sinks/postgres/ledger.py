@@ -378,6 +378,19 @@ class Ledger:
         )
 
 
+async def post_on(conn: Any, ops: Sequence[LedgerOp]) -> list[LedgerResult]:
+    """Post ``ops`` on ``conn`` inside the caller's transaction (no retry: the caller's
+    transaction is the unit that is retried)."""
+    if not ops:
+        return []
+    order = _player_order(ops)
+    cursor = await conn.execute(_POST_SQL, (_payload(ops, order),))
+    return _results(ops, order, await cursor.fetchall())
+
+
+RETRYABLE = _RETRYABLE
+
+
 class AsyncLedger:
     """The same ledger for asyncio code (the stream agents), over a connection pool."""
 

@@ -75,3 +75,71 @@ def player_event(kind: str, player_id: str, **fields: Any) -> bytes:
         base.update(session_id="s-1")
     base.update(fields)
     return json.dumps(base).encode()
+
+
+# -- the sportsbook's wire messages --------------------------------------------------------
+
+T0 = "2026-11-24T19:00:00Z"
+
+
+def odds_change(event_id: str, markets: dict[str, dict[str, str]], *, at: str = T0,
+                status: str = "active", producer: str | None = None) -> bytes:  # fmt: skip
+    msg: dict[str, Any] = {
+        "type": "odds_change", "event_id": event_id, "timestamp": at,
+        "markets": [
+            {"market_id": m, "status": status,
+             "outcomes": [{"outcome_id": o, "odds": p} for o, p in prices.items()]}
+            for m, prices in markets.items()
+        ],
+    }  # fmt: skip
+    if producer:
+        msg["producer"] = producer
+    return json.dumps(msg).encode()
+
+
+def feed(kind: str, event_id: str, *, at: str, **fields: Any) -> bytes:
+    """A bet_stop, bet_cancel or rollback message."""
+    return json.dumps({"type": kind, "event_id": event_id, "timestamp": at, **fields}).encode()
+
+
+def settlement(event_id: str, results: dict[str, dict[str, str]], *, at: str) -> bytes:
+    return json.dumps({
+        "type": "bet_settlement", "event_id": event_id, "timestamp": at,
+        "markets": [
+            {"market_id": m, "outcomes": [{"outcome_id": o, "result": r} for o, r in res.items()]}
+            for m, res in results.items()
+        ],
+    }).encode()  # fmt: skip
+
+
+def bet(bet_id: str, player_id: str, stake: str, legs: list[tuple[str, str, str, str]], *,
+        policy: str = "none", currency: str = "EUR", at: str = T0) -> bytes:  # fmt: skip
+    return json.dumps({
+        "bet_id": bet_id, "player_id": player_id, "placed_at": at, "stake": stake,
+        "currency": currency, "odds_change": policy,
+        "selections": [{"event_id": e, "market_id": m, "outcome_id": o, "odds": p}
+                       for e, m, o, p in legs],
+    }).encode()  # fmt: skip
+
+
+def payment(kind: str, payment_id: str, player_id: str, amount: str | None = None) -> bytes:
+    msg: dict[str, Any] = {"type": kind, "payment_id": payment_id, "player_id": player_id,
+                           "timestamp": "2026-11-24T18:00:00Z"}  # fmt: skip
+    if amount is not None:
+        msg.update(amount=amount, currency="EUR")
+    return json.dumps(msg).encode()
+
+
+def done(settings: Settings, topic: str) -> int:
+    """How many messages of a (fresh, per-test) topic the flows have finished."""
+    rows = query(settings, "SELECT coalesce(sum(next_offset), 0) FROM consumer_progress "
+                 "WHERE topic = %s", (settings.topic(topic),))  # fmt: skip
+    return int(rows[0][0])
+
+
+def balance(settings: Settings, player_id: str) -> tuple[Any, Any]:
+    """(cash, pending) of a player's EUR wallet."""
+    rows = query(settings, "SELECT kind, balance FROM ledger_accounts WHERE owner = %s "
+                 "AND currency = 'EUR'", (player_id,))  # fmt: skip
+    got = dict(rows)
+    return got.get("cash"), got.get("pending")

@@ -1,0 +1,133 @@
+"""What every PostgreSQL sink of a stream agent shares: the pool, progress, standings."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from schemas.outbound import ReasonCode
+from schemas.players import PlayerState
+from schemas.records import DeadLetter, SourcePosition
+from sinks.base import SinkUnavailable
+
+_PROGRESS_SQL = """
+INSERT INTO consumer_progress (consumer_group, topic, partition, next_offset)
+VALUES (%s, %s, %s, %s)
+ON CONFLICT (consumer_group, topic, partition) DO UPDATE
+   SET next_offset = GREATEST(consumer_progress.next_offset, EXCLUDED.next_offset),
+       updated_at = now()"""
+
+DEAD_LETTER_SQL = """
+INSERT INTO dead_letters (source_topic, source_partition, source_offset, key, value, reason,
+                          error, dead_lettered_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING"""
+
+STATE_COLUMNS = (
+    "player_id", "jurisdiction", "currency", "birth_date", "registered_at", "version",
+    "last_event", "updated_at", "source_partition", "source_offset",
+)  # fmt: skip
+
+
+def dead_letter_params(dl: DeadLetter) -> tuple[object, ...]:
+    key = base64.b64decode(dl.key_base64) if dl.key_base64 is not None else None
+    src = dl.source
+    return (src.topic, src.partition, src.offset, key, dl.value, dl.reason, dl.error,
+            dl.dead_lettered_at)  # fmt: skip
+
+
+def conflict_letter(
+    source: SourcePosition, key: bytes | None, value: bytes, error: str
+) -> DeadLetter:
+    """The dead letter for a business id reused with other content."""
+    return DeadLetter(
+        source=source,
+        key_base64=base64.b64encode(key).decode() if key is not None else None,
+        value_base64=base64.b64encode(value).decode(),
+        reason=ReasonCode.DUPLICATE_CONFLICT.value,
+        error=error,
+        dead_lettered_at=datetime.now(UTC),
+    )
+
+
+class PgSink:
+    """A pooled PostgreSQL sink: ``SinkUnavailable`` whenever the database cannot answer."""
+
+    def __init__(
+        self, dsn: str, schema: str, *, consumer_group: str, max_connections: int = 4
+    ) -> None:
+        self.consumer_group = consumer_group
+        self._pool = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"options": f"-c search_path={schema}"},
+            timeout=10,
+            open=False,
+        )
+
+    async def open(self) -> None:
+        # Connect in the background: a database that is down at start is retried by the
+        # writes, which raise SinkUnavailable until it answers.
+        await self._pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            msg = f"PostgreSQL unavailable: {exc}"
+            raise SinkUnavailable(msg) from exc
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def write_dead_letters(self, letters: list[DeadLetter]) -> None:
+        async with self.transaction() as conn, conn.cursor() as cur:
+            await cur.executemany(DEAD_LETTER_SQL, [dead_letter_params(d) for d in letters])
+
+    async def record_progress(self, progress: dict[tuple[str, int], int]) -> None:
+        """Record how far each partition is done: rows, outputs and table alike."""
+        async with self.connection() as conn, conn.cursor() as cur:
+            await cur.executemany(
+                _PROGRESS_SQL,
+                [(self.consumer_group, t, p, o) for (t, p), o in progress.items()],
+            )
+
+    async def progress(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """The next offset to process per partition, as recorded with the rows."""
+        async with self.connection() as conn:
+            cursor = await conn.execute(
+                """SELECT partition, next_offset FROM consumer_progress
+                    WHERE consumer_group = %s AND topic = %s AND partition = ANY(%s)""",
+                (self.consumer_group, topic, partitions),
+            )
+            return {int(p): int(o) for p, o in await cursor.fetchall()}
+
+    async def standings(self, player_ids: list[str]) -> dict[str, PlayerState]:
+        """The standings PostgreSQL holds for these players (the truth tables cache)."""
+        if not player_ids:
+            return {}
+        async with self.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {', '.join(STATE_COLUMNS)} FROM players "  # noqa: S608 - fixed columns
+                "WHERE player_id = ANY(%s)",
+                (player_ids,),
+            )
+            rows = await cursor.fetchall()
+        return {
+            row[0]: PlayerState.model_validate(dict(zip(STATE_COLUMNS, row, strict=True)))
+            for row in rows
+        }

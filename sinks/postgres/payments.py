@@ -1,0 +1,149 @@
+"""The payments flow's PostgreSQL side: deposits and withdrawals through the ledger.
+
+One transaction per batch. Each input becomes a decision (stored with the exact JSON
+published on ``payment-decisions``) or, when its payment id was already decided at another
+position (a provider's retry), a ``duplicate`` row that publishes nothing: the ledger
+keys every payment by ``payment:<id>`` and answers a retry with the first result. The
+same payment id with other content is a dead letter (``duplicate_conflict``). A replay of
+a position already stored publishes the stored decision again, byte for byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rules.compliance import Blocked
+from schemas.outbound import PaymentDecision, ReasonCode
+from schemas.payments import Deposit, PaymentEvent, Withdrawal, WithdrawalCompleted
+from schemas.records import DeadLetter, SourcePosition
+from sinks.postgres import ledger
+from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, conflict_letter, dead_letter_params
+from sinks.postgres.sportsbook import Output, reason_code, retrying
+
+
+@dataclass(frozen=True)
+class PaymentInput:
+    source: SourcePosition
+    event: PaymentEvent
+    blocked: Blocked | None  # what the compliance check said (None: may proceed)
+    key: bytes | None = None
+    value: bytes = b""
+
+
+@dataclass
+class PaymentBatch:
+    inputs: list[PaymentInput] = field(default_factory=list)
+    dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
+    progress: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+@dataclass
+class Decided:
+    decisions: list[Output] = field(default_factory=list)
+    dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
+
+
+def ledger_op(event: PaymentEvent, at: datetime, currency: str) -> ledger.LedgerOp:
+    """The ledger operation a payment event asks for."""
+    match event:
+        case Deposit():
+            return ledger.deposit(event.payment_id, event.player_id, event.amount,
+                                  event.currency, at)  # fmt: skip
+        case Withdrawal():
+            return ledger.withdrawal_reserve(event.payment_id, event.player_id, event.amount,
+                                             event.currency, at)  # fmt: skip
+        case _:
+            return ledger.withdrawal_close(
+                event.payment_id, event.player_id, currency, at,
+                completed=isinstance(event, WithdrawalCompleted),
+            )  # fmt: skip
+
+
+class PaymentsSink(PgSink):
+    async def decide(
+        self, batch: PaymentBatch, currencies: dict[str, str], now: datetime
+    ) -> Decided:
+        """Decide a batch; ``currencies`` is each player's wallet currency (for closes)."""
+
+        async def attempt() -> Decided:
+            async with self.transaction() as conn:
+                return await self._decide(conn, batch, currencies, now)
+
+        decided: Decided = await retrying(attempt)
+        return decided
+
+    async def _decide(
+        self, conn: Any, batch: PaymentBatch, currencies: dict[str, str], now: datetime
+    ) -> Decided:
+        out = Decided(dead_letters=list(batch.dead_letters))
+        if not batch.inputs:
+            return out
+        first = batch.inputs[0].source
+        cursor = await conn.execute(
+            """SELECT source_partition, source_offset, player_id, decision FROM payment_events
+                WHERE source_topic = %s
+                  AND (source_partition, source_offset) IN
+                      (SELECT * FROM unnest(%s::int[], %s::bigint[]))""",
+            (first.topic, [i.source.partition for i in batch.inputs],
+             [i.source.offset for i in batch.inputs]),
+        )  # fmt: skip
+        stored = {(p, o): (player, d) for p, o, player, d in await cursor.fetchall()}
+        fresh: list[PaymentInput] = []
+        for item in batch.inputs:
+            got = stored.get((item.source.partition, item.source.offset))
+            if got is None:
+                fresh.append(item)
+            elif got[1] is not None:
+                out.decisions.append((got[0].encode(), got[1].encode()))
+        ops: list[ledger.LedgerOp] = []
+        moving: list[PaymentInput] = []
+        for item in fresh:
+            if item.blocked is None:
+                currency = currencies.get(item.event.player_id, "EUR")
+                ops.append(ledger_op(item.event, item.event.timestamp, currency))
+                moving.append(item)
+        results = dict(zip((id(i) for i in moving), await ledger.post_on(conn, ops), strict=True))
+        rows = []
+        for item in fresh:
+            ev = item.event
+            reason: ReasonCode | None = item.blocked.reason if item.blocked else None
+            result = results.get(id(item))
+            outcome = "decided"
+            if result is not None and result.status == "conflict":
+                error = f"payment_id {ev.payment_id} was used before for a different request"
+                out.dead_letters.append(
+                    (item.key, conflict_letter(item.source, item.key, item.value, error))
+                )
+                continue
+            if result is not None and result.duplicate:
+                outcome = "duplicate"
+            elif result is not None and not result.applied:
+                reason = reason_code(result.reason)
+            decision = None
+            if outcome == "decided":
+                decision = PaymentDecision(
+                    payment_id=ev.payment_id,
+                    player_id=ev.player_id,
+                    status="rejected" if reason else "accepted",
+                    reason=reason,
+                    decided_at=now,
+                ).model_dump_json()
+                out.decisions.append((ev.player_id.encode(), decision.encode()))
+            src = item.source
+            rows.append((src.topic, src.partition, src.offset, ev.payment_id, ev.player_id,
+                         ev.type, outcome, decision))  # fmt: skip
+        async with conn.cursor() as cur:
+            if rows:
+                await cur.executemany(
+                    """INSERT INTO payment_events (source_topic, source_partition, source_offset,
+                           payment_id, player_id, type, outcome, decision)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+                    rows,
+                )
+            if out.dead_letters:
+                await cur.executemany(
+                    DEAD_LETTER_SQL, [dead_letter_params(d) for _, d in out.dead_letters]
+                )
+        return out

@@ -1,0 +1,556 @@
+"""The sportsbook's PostgreSQL side: placing bets and settling markets, one transaction each.
+
+Placing a batch of bets (``place``) is one transaction: the bets' markets are fenced,
+stakes are reserved in the ledger (key ``bet:<bet_id>``), and every decision is stored
+with the exact JSON that is then published. A bet id seen before is never decided again:
+a replay of the same Kafka position gets the stored decision back (to publish again, byte
+for byte), a producer's retry at a new position is recorded as a duplicate, and the same
+id with other content is a dead letter (``duplicate_conflict``).
+
+Settling (``apply_market_message``) is one transaction per settlement, cancel or rollback
+message: the market's state moves (in feed-time order; a repeat or an older message
+changes nothing), its legs take their results, and every bet whose outcome changes is
+unsettled and/or settled in the ledger (key ``settlement:<bet_id>/<n>``, n counting the
+bet's settlements and rollbacks, so each settlement version of a bet posts once).
+
+The fence. A bet accepted against the odds table could race a settlement of its market
+processed by another agent. Each placement takes a shared advisory lock per market and
+refuses markets PostgreSQL already knows as settled or cancelled; a settlement takes the
+same locks exclusively, in the same (sorted) order. Either the settlement sees the bet's
+legs, or the bet sees the settled market: no bet is left open on a settled market.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from rules.sportsbook import Leg, Outcome, Priced, Refused, settle_bet
+from schemas.bets import BetRequest
+from schemas.odds import BetCancel, BetSettlement, RollbackBetCancel, RollbackBetSettlement
+from schemas.outbound import BetDecision, ReasonCode, Settlement
+from schemas.records import DeadLetter, SourcePosition
+from sinks.postgres import ledger
+from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, conflict_letter, dead_letter_params
+
+log = logging.getLogger(__name__)
+
+SettlementMessage = BetSettlement | BetCancel | RollbackBetSettlement | RollbackBetCancel
+Output = tuple[bytes, bytes]  # (key, value) to publish
+
+_LOCK_SQL = """SELECT count(pg_advisory_xact_lock{shared}(hashtextextended(e || chr(31) || m, 0)))
+                 FROM unnest(%s::text[], %s::text[]) AS t(e, m)"""
+
+
+@dataclass(frozen=True)
+class BetInput:
+    """A decoded bet and the rules' verdict against the odds table and the player."""
+
+    source: SourcePosition
+    bet: BetRequest
+    request_hash: str
+    verdict: Priced | Refused
+    key: bytes | None = None  # the original message, for a dead letter
+    value: bytes = b""
+
+
+@dataclass
+class BetBatch:
+    inputs: list[BetInput] = field(default_factory=list)
+    dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
+    progress: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+@dataclass
+class Placed:
+    """What a placed batch publishes: decisions and dead letters."""
+
+    decisions: list[Output] = field(default_factory=list)
+    dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class MarketOutcome:
+    """What a settlement-kind message did: table statuses to set, settlements to publish."""
+
+    changed: dict[str, str] = field(default_factory=dict)
+    settlements: list[Output] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # rollbacks the ledger could not apply
+
+
+def _sorted_markets(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    ordered = sorted(set(pairs))
+    return [e for e, _ in ordered], [m for _, m in ordered]
+
+
+async def _lock_markets(conn: Any, pairs: Sequence[tuple[str, str]], *, shared: bool) -> None:
+    if pairs:
+        sql = _LOCK_SQL.format(shared="_shared" if shared else "")
+        await conn.execute(sql, _sorted_markets(pairs))
+
+
+async def retrying(call: Any) -> Any:
+    for attempt in range(6):
+        try:
+            return await call()
+        except ledger.RETRYABLE:
+            if attempt == 5:
+                raise
+            await asyncio.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")  # noqa: EM101
+
+
+class SportsbookSink(PgSink):
+    """Bets, settlements and their ledger postings."""
+
+    # -- placing -------------------------------------------------------------------------
+
+    async def place(self, batch: BetBatch, now: datetime) -> Placed:
+        """Decide and store a batch of bets in one transaction; what to publish."""
+
+        async def attempt() -> Placed:
+            async with self.transaction() as conn:
+                return await self._place(conn, batch, now)
+
+        placed: Placed = await retrying(attempt)
+        return placed
+
+    async def _place(self, conn: Any, batch: BetBatch, now: datetime) -> Placed:
+        out = Placed(dead_letters=list(batch.dead_letters))
+        ids = list({i.bet.bet_id for i in batch.inputs})
+        cursor = await conn.execute(
+            """SELECT bet_id, request_hash, source_topic, source_partition, source_offset,
+                      decision, player_id
+                 FROM bets WHERE bet_id = ANY(%s)""",
+            (ids,),
+        )
+        known: dict[str, tuple[str, SourcePosition, str | None, str]] = {
+            row[0]: (
+                row[1],
+                SourcePosition(topic=row[2], partition=row[3], offset=row[4]),
+                row[5],
+                row[6],
+            )
+            for row in await cursor.fetchall()
+        }
+        fresh: list[BetInput] = []
+        duplicates: list[tuple[SourcePosition, str]] = []
+        for item in batch.inputs:
+            bet = item.bet
+            prev = known.get(bet.bet_id)
+            if prev is None:
+                known[bet.bet_id] = (item.request_hash, item.source, None, bet.player_id)
+                fresh.append(item)
+                continue
+            prev_hash, prev_source, prev_decision, player = prev
+            if prev_hash != item.request_hash:
+                error = f"bet_id {bet.bet_id} was decided before for a different bet"
+                out.dead_letters.append(
+                    (item.key, conflict_letter(item.source, item.key, item.value, error))
+                )
+            elif prev_source == item.source:
+                if prev_decision is not None:  # a replay: publish the stored decision again
+                    out.decisions.append((player.encode(), prev_decision.encode()))
+            else:
+                duplicates.append((item.source, bet.bet_id))
+                out.duplicates += 1
+
+        candidates = [i for i in fresh if isinstance(i.verdict, Priced)]
+        pairs = [(s.event_id, s.market_id) for i in candidates for s in i.bet.selections]
+        closed: set[tuple[str, str]] = set()
+        if pairs:
+            await _lock_markets(conn, pairs, shared=True)
+            events, markets = _sorted_markets(pairs)
+            cursor = await conn.execute(
+                """SELECT s.event_id, s.market_id FROM market_states s
+                     JOIN unnest(%s::text[], %s::text[]) AS t(e, m)
+                       ON s.event_id = t.e AND s.market_id = t.m
+                    WHERE s.results IS NOT NULL OR s.cancelled""",
+                (events, markets),
+            )
+            closed = {(e, m) for e, m in await cursor.fetchall()}
+
+        verdicts: dict[str, Priced | Refused] = {}
+        ops = []
+        for item in fresh:
+            verdict = item.verdict
+            if isinstance(verdict, Priced) and any(
+                (s.event_id, s.market_id) in closed for s in item.bet.selections
+            ):
+                verdict = Refused(ReasonCode.MARKET_SUSPENDED, "the market is settled")
+            verdicts[item.bet.bet_id] = verdict
+            if isinstance(verdict, Priced):
+                b = item.bet
+                ops.append(ledger.stake(b.bet_id, b.player_id, b.stake, b.currency, now))
+        for op, result in zip(ops, await ledger.post_on(conn, ops), strict=True):
+            bet_id = op.key.removeprefix("bet:")
+            if result.status == "conflict":
+                verdicts[bet_id] = Refused(ReasonCode.DUPLICATE_CONFLICT, "stake key in use")
+            elif not result.applied:
+                verdicts[bet_id] = Refused(reason_code(result.reason), f"ledger: {result.reason}")
+
+        bet_rows, leg_rows = [], []
+        for item in fresh:
+            b = item.bet
+            verdict = verdicts[b.bet_id]
+            accepted = isinstance(verdict, Priced)
+            decision = BetDecision(
+                bet_id=b.bet_id,
+                player_id=b.player_id,
+                status="accepted" if accepted else "rejected",
+                reason=None if isinstance(verdict, Priced) else verdict.reason,
+                odds=verdict.odds if isinstance(verdict, Priced) else None,
+                decided_at=now,
+            ).model_dump_json()
+            out.decisions.append((b.player_id.encode(), decision.encode()))
+            src = item.source
+            bet_rows.append((
+                b.bet_id, b.player_id, b.currency, b.stake,
+                verdict.odds if isinstance(verdict, Priced) else None, b.placed_at,
+                "open" if accepted else "rejected",
+                None if isinstance(verdict, Priced) else verdict.reason.value,
+                item.request_hash, b.model_dump_json(), decision, now,
+                src.topic, src.partition, src.offset,
+            ))  # fmt: skip
+            if isinstance(verdict, Priced):
+                out.accepted += 1
+                for n, (sel, price) in enumerate(zip(b.selections, verdict.leg_odds, strict=True)):
+                    leg_rows.append((b.bet_id, n, sel.event_id, sel.market_id, sel.outcome_id,
+                                     price, b.placed_at))  # fmt: skip
+            else:
+                out.rejected += 1
+        async with conn.cursor() as cur:
+            if bet_rows:
+                await cur.executemany(
+                    """INSERT INTO bets (bet_id, player_id, currency, stake, odds, placed_at,
+                           status, reason, request_hash, request, decision, decided_at,
+                           source_topic, source_partition, source_offset)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s,
+                               %s, %s, %s)""",
+                    bet_rows,
+                )
+            if leg_rows:
+                await cur.executemany(
+                    """INSERT INTO bet_legs (bet_id, leg, event_id, market_id, outcome_id, odds,
+                                             placed_at)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+                    leg_rows,
+                )
+            if duplicates:
+                await cur.executemany(
+                    """INSERT INTO bet_duplicates (source_topic, source_partition, source_offset,
+                                                   bet_id)
+                       VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+                    [(s.topic, s.partition, s.offset, bet_id) for s, bet_id in duplicates],
+                )
+            if out.dead_letters:
+                await cur.executemany(
+                    DEAD_LETTER_SQL, [dead_letter_params(d) for _, d in out.dead_letters]
+                )
+        return out
+
+    # -- settling ------------------------------------------------------------------------
+
+    async def apply_market_message(
+        self,
+        source: SourcePosition,
+        msg: SettlementMessage,
+        known_markets: Sequence[str],
+        now: datetime,
+    ) -> MarketOutcome:
+        """Apply one settlement, cancel or rollback message; idempotent by its position."""
+
+        async def attempt() -> MarketOutcome:
+            async with self.transaction() as conn:
+                return await self._apply(conn, source, msg, known_markets, now)
+
+        outcome: MarketOutcome = await retrying(attempt)
+        return outcome
+
+    async def _apply(
+        self,
+        conn: Any,
+        source: SourcePosition,
+        msg: SettlementMessage,
+        known_markets: Sequence[str],
+        now: datetime,
+    ) -> MarketOutcome:
+        pos = (source.topic, source.partition, source.offset)
+        cursor = await conn.execute(
+            """SELECT changed FROM market_messages
+                WHERE source_topic = %s AND source_partition = %s AND source_offset = %s""",
+            pos,
+        )
+        row = await cursor.fetchone()
+        if row is not None:  # a replay: publish what the first run stored
+            cursor = await conn.execute(
+                """SELECT player_id, message FROM settlements
+                    WHERE source_topic = %s AND source_partition = %s AND source_offset = %s
+                    ORDER BY settlement_id""",
+                pos,
+            )
+            return MarketOutcome(
+                changed=dict(row[0]),
+                settlements=[(p.encode(), m.encode()) for p, m in await cursor.fetchall()],
+            )
+        event = msg.event_id
+        if isinstance(msg, BetSettlement):
+            targets = sorted({m.market_id for m in msg.markets})
+        elif msg.market_ids is not None:
+            targets = sorted(set(msg.market_ids))
+        else:
+            cursor = await conn.execute(
+                """SELECT market_id FROM bet_legs WHERE event_id = %s
+                   UNION SELECT market_id FROM market_states WHERE event_id = %s""",
+                (event, event),
+            )
+            targets = sorted({r[0] for r in await cursor.fetchall()} | set(known_markets))
+        await _lock_markets(conn, [(event, m) for m in targets], shared=False)
+        cursor = await conn.execute(
+            """SELECT market_id, results, cancelled, generation, last_at, last_type
+                 FROM market_states WHERE event_id = %s AND market_id = ANY(%s)""",
+            (event, targets),
+        )
+        states = {r[0]: list(r[1:]) for r in await cursor.fetchall()}
+        outcome = MarketOutcome()
+        touched: set[str] = set()
+        state_rows = []
+        for market_id in targets:
+            state = states.get(market_id)
+            results, cancelled, generation = (
+                (state[0], state[1], state[2]) if state else (None, False, 0)
+            )
+            if state is not None and (
+                msg.timestamp < state[3] or (msg.timestamp == state[3] and msg.type == state[4])
+            ):
+                continue  # older than, or a repeat of, what the market already reflects
+            bets: list[str] = []
+            if isinstance(msg, BetSettlement):
+                market = next(m for m in msg.markets if m.market_id == market_id)
+                new_results = {
+                    o.outcome_id: {"result": o.result,
+                                   "dead_heat_factor": None if o.dead_heat_factor is None
+                                   else str(o.dead_heat_factor)}
+                    for o in market.outcomes
+                }  # fmt: skip
+                if new_results == results:
+                    continue
+                results = new_results
+                cursor = await conn.execute(
+                    """UPDATE bet_legs l SET result = r.result,
+                              dead_heat_factor = r.dead_heat_factor::numeric
+                         FROM jsonb_each(%s::jsonb) AS j(outcome_id, v),
+                              jsonb_to_record(j.v) AS r(result text, dead_heat_factor text)
+                        WHERE l.event_id = %s AND l.market_id = %s AND l.outcome_id = j.outcome_id
+                    RETURNING l.bet_id""",
+                    (json.dumps(new_results), event, market_id),
+                )
+                bets = [r[0] for r in await cursor.fetchall()]
+                status = "cancelled" if cancelled else "settled"
+            elif isinstance(msg, RollbackBetSettlement):
+                if results is None:
+                    continue
+                results = None
+                cursor = await conn.execute(
+                    """UPDATE bet_legs SET result = NULL, dead_heat_factor = NULL
+                        WHERE event_id = %s AND market_id = %s AND result IS NOT NULL
+                    RETURNING bet_id""",
+                    (event, market_id),
+                )
+                bets = [r[0] for r in await cursor.fetchall()]
+                status = "cancelled" if cancelled else "suspended"
+            else:
+                voiding = isinstance(msg, BetCancel)
+                whole = msg.start_time is None and msg.end_time is None
+                if whole and cancelled == voiding:
+                    continue
+                cursor = await conn.execute(
+                    """UPDATE bet_legs SET cancelled = %s
+                        WHERE event_id = %s AND market_id = %s AND cancelled <> %s
+                          AND placed_at >= coalesce(%s, '-infinity'::timestamptz)
+                          AND placed_at < coalesce(%s, 'infinity'::timestamptz)
+                    RETURNING bet_id""",
+                    (voiding, event, market_id, voiding, msg.start_time, msg.end_time),
+                )
+                bets = [r[0] for r in await cursor.fetchall()]
+                if whole:
+                    cancelled = voiding
+                    status = "cancelled" if voiding else ("settled" if results else "suspended")
+                else:
+                    status = ""
+            generation += 1
+            if status:
+                outcome.changed[market_id] = status
+            touched.update(bets)
+            state_rows.append((event, market_id, None if results is None else json.dumps(results),
+                               cancelled, generation, msg.timestamp, msg.type))  # fmt: skip
+        if state_rows:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    """INSERT INTO market_states (event_id, market_id, results, cancelled,
+                                                  generation, last_at, last_type)
+                       VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s)
+                       ON CONFLICT (event_id, market_id) DO UPDATE SET
+                           results = EXCLUDED.results, cancelled = EXCLUDED.cancelled,
+                           generation = EXCLUDED.generation, last_at = EXCLUDED.last_at,
+                           last_type = EXCLUDED.last_type""",
+                    state_rows,
+                )
+        await self._resettle(conn, sorted(touched), source, now, outcome)
+        await conn.execute(
+            """INSERT INTO market_messages (source_topic, source_partition, source_offset,
+                                            event_id, type, payload, changed)
+               VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)""",
+            (*pos, event, msg.type, msg.model_dump_json(), json.dumps(outcome.changed)),
+        )
+        return outcome
+
+    async def _resettle(
+        self,
+        conn: Any,
+        bet_ids: list[str],
+        source: SourcePosition,
+        now: datetime,
+        outcome: MarketOutcome,
+    ) -> None:
+        """Bring each bet's ledger settlement in line with its legs' results."""
+        if not bet_ids:
+            return
+        cursor = await conn.execute(
+            """SELECT bet_id, player_id, currency, stake, settlement_id, result, payout,
+                      settle_seq
+                 FROM bets WHERE bet_id = ANY(%s) AND status <> 'rejected'
+                ORDER BY bet_id FOR UPDATE""",
+            (bet_ids,),
+        )
+        bets = await cursor.fetchall()
+        cursor = await conn.execute(
+            """SELECT bet_id, odds, CASE WHEN cancelled THEN 'void' ELSE result END,
+                      CASE WHEN cancelled THEN NULL ELSE dead_heat_factor END
+                 FROM bet_legs WHERE bet_id = ANY(%s) ORDER BY bet_id, leg""",
+            (bet_ids,),
+        )
+        legs: dict[str, list[Leg]] = {}
+        for bet_id, odds, result, dhf in await cursor.fetchall():
+            legs.setdefault(bet_id, []).append(Leg(odds, result, dhf))
+
+        plans: list[_Plan] = []
+        for bet_id, player, currency, stake, current_id, result, payout, seq in bets:
+            want = settle_bet(stake, currency.strip(), legs.get(bet_id, []))
+            have = Outcome(result, payout) if current_id is not None else None
+            if want == have:
+                continue
+            plans.append(_Plan(bet_id, player, currency.strip(), stake, current_id, seq, want))
+
+        # Rollbacks first: a payout the player no longer holds cannot be taken back (a
+        # balance never goes below zero); such a bet keeps its settlement and is reported.
+        undo = [p for p in plans if p.current_id is not None]
+        undo_ops = [
+            ledger.unsettle(p.next_id(), p.current_id, p.player, p.currency, now)
+            for p in undo
+            if p.current_id is not None
+        ]
+        for plan, result in zip(undo, await ledger.post_on(conn, undo_ops), strict=True):
+            if result.applied:
+                plan.seq += 1
+                plan.emit(outcome, source, now, kind="rolled_back")
+                plan.current_id = None
+            else:
+                log.error("rollback of %s refused by the ledger: %s", plan.bet_id, result.reason)
+                outcome.refused.append(plan.bet_id)
+                plan.want = None
+                plan.blocked = True
+        settle = [p for p in plans if p.want is not None and not p.blocked]
+        settle_ops = [
+            ledger.settle(
+                p.next_id(), p.bet_id, p.player, p.currency, p.want.payout, p.want.result, now
+            )
+            for p in settle
+            if p.want is not None
+        ]
+        for plan, result in zip(settle, await ledger.post_on(conn, settle_ops), strict=True):
+            if not result.applied:
+                msg = f"settlement of {plan.bet_id} refused by the ledger: {result.reason}"
+                raise RuntimeError(msg)
+            plan.seq += 1
+            plan.current_id = plan.settlement_id()
+            kind = "voided" if plan.want and plan.want.result == "void" else (
+                "resettled" if plan.seq > 1 else "settled")  # fmt: skip
+            plan.emit(outcome, source, now, kind=kind)
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                """UPDATE bets SET status = %s, settlement_id = %s, result = %s, payout = %s,
+                                   settle_seq = %s
+                    WHERE bet_id = %s""",
+                [
+                    ("settled" if p.current_id else "open", p.current_id,
+                     p.want.result if p.current_id and p.want else None,
+                     p.want.payout if p.current_id and p.want else None, p.seq, p.bet_id)
+                    for p in plans if not p.blocked
+                ],
+            )  # fmt: skip
+            if outcome.settlements:
+                await cur.executemany(
+                    """INSERT INTO settlements (settlement_id, bet_id, player_id, kind, result,
+                           payout, message, source_topic, source_partition, source_offset)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                    [
+                        (s.settlement_id, s.bet_id, s.player_id, s.kind, s.result, s.payout,
+                         s.model_dump_json(), source.topic, source.partition, source.offset)
+                        for s in (Settlement.model_validate_json(v) for _, v in outcome.settlements)
+                    ],
+                )  # fmt: skip
+
+
+@dataclass
+class _Plan:
+    bet_id: str
+    player: str
+    currency: str
+    stake: Decimal
+    current_id: str | None
+    seq: int
+    want: Outcome | None
+    blocked: bool = False
+
+    def next_id(self) -> str:
+        return f"{self.bet_id}/{self.seq + 1}"
+
+    def settlement_id(self) -> str:
+        return f"{self.bet_id}/{self.seq}"
+
+    def emit(self, out: MarketOutcome, source: SourcePosition, now: datetime, *, kind: str) -> None:
+        rolled_back = kind == "rolled_back"
+        message = Settlement(
+            bet_id=self.bet_id,
+            player_id=self.player,
+            settlement_id=self.settlement_id(),
+            kind=kind,
+            result=None if rolled_back or self.want is None else self.want.result,
+            stake=self.stake,
+            payout=Decimal(0) if rolled_back or self.want is None else self.want.payout,
+            currency=self.currency,
+            ledger_reference=f"settlement:{self.settlement_id()}",
+            settled_at=now,
+        )
+        out.settlements.append((self.player.encode(), message.model_dump_json().encode()))
+
+
+def reason_code(reason: str | None) -> ReasonCode:
+    """The outbound reason for a ledger refusal (an unexpected one is an internal error)."""
+    try:
+        return ReasonCode(reason or "")
+    except ValueError:
+        return ReasonCode.INVALID if reason in _LEDGER_INVALID else ReasonCode.INTERNAL_ERROR
+
+
+_LEDGER_INVALID = {"unknown_reference", "reference_mismatch", "already_closed", "invalid"}

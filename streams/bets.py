@@ -1,0 +1,157 @@
+"""The ``bets`` flow: decide every bet exactly once, reserving the stake in the ledger.
+
+Per batch (one in flight per partition, in offset order, so a player's bets stay in
+order): read back skipped offsets, decode (a message that does not decode is a dead
+letter), look up each player's standing (the ``players`` table, overruled by
+PostgreSQL where it is newer) and ask the compliance hook, price each bet against the
+odds table (``rules/sportsbook.py``), then hand the batch to the sportsbook sink, which
+fences the markets, reserves the stakes and stores every decision in one transaction.
+Only then are the decisions published, and only after Kafka has them is the partitions'
+progress recorded. A crash before the commit replays the batch from scratch (nothing was
+published); a crash after it replays to the stored decisions, which are published again
+byte for byte. A bet id seen before is never decided twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from croupier.settings import Settings
+from rules import compliance
+from rules.odds import EventBook, Market, ProducerHealth
+from rules.sportsbook import Refused, decide_bet
+from schemas.bets import BET_REQUEST, BetRequest
+from schemas.decode import DecodeFailure, decode
+from schemas.players import PlayerState
+from sinks.postgres.sportsbook import BetBatch, BetInput, SportsbookSink
+from streams.batching import run_batch, until_available
+from streams.context import dead_letter, position
+from streams.gaps import advance, fill_gaps
+
+
+def request_hash(model: Any) -> str:
+    """What a request asks for, whatever the JSON's key order or spacing."""
+    return hashlib.sha256(model.model_dump_json().encode()).hexdigest()
+
+
+async def standings_of(table: Any, sink: Any, player_ids: Iterable[str]) -> dict[str, PlayerState]:
+    """Each player's standing: the table's, unless PostgreSQL (the truth) has a newer one."""
+    ids = sorted(set(player_ids))
+    stored = await until_available(lambda: sink.standings(ids), what="PostgreSQL")
+    out: dict[str, PlayerState] = {}
+    for pid in ids:
+        value = table.get(pid)
+        cached = None if value is None else PlayerState.model_validate(value)
+        truth = stored.get(pid)
+        best = truth if cached is None or (truth and truth.version > cached.version) else cached
+        if best is not None:
+            out[pid] = best
+    return out
+
+
+def read_books(odds: Any, bets: Iterable[BetRequest]) -> dict[str, EventBook]:
+    """The odds table's current state of every market these bets name (read once a batch)."""
+    wanted: dict[str, set[str]] = {}
+    for bet in bets:
+        for leg in bet.selections:
+            wanted.setdefault(leg.event_id, set()).add(leg.market_id)
+    books: dict[str, EventBook] = {}
+    for event_id, market_ids in wanted.items():
+        value = odds.get(event_id)
+        if value is None:
+            continue
+        markets = value["markets"]
+        books[event_id] = EventBook(
+            event_id,
+            value.get("producer"),
+            {m: Market.from_json(markets[m]) for m in market_ids if m in markets},
+        )
+    return books
+
+
+def read_producers(health: Any, books: Iterable[EventBook]) -> dict[str, ProducerHealth]:
+    out: dict[str, ProducerHealth] = {}
+    for book in books:
+        if book.producer and book.producer not in out:
+            value = health.get(book.producer)
+            if value is not None:
+                out[book.producer] = ProducerHealth.from_json(value)
+    return out
+
+
+def register(
+    app: Any,
+    settings: Settings,
+    *,
+    players: Any,
+    odds: Any,
+    health: Any,
+    sink: SportsbookSink,
+) -> Any:
+    """Declare the bets agent on ``app``; returns the agent."""
+    source_topic = settings.topic("bets")
+    source = app.topic(source_topic, key_type=bytes, value_type=bytes)
+    decisions = app.topic(settings.topic("bet-decisions"), key_type=bytes, value_type=bytes)
+    dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
+    timeout = timedelta(seconds=settings.feed_timeout)
+
+    async def process(events: list[Any]) -> None:
+        events = await fill_gaps(
+            events, sink=sink, bootstrap=settings.kafka_bootstrap_servers, topic=source_topic
+        )
+        batch = BetBatch()
+        decoded: list[tuple[Any, BetRequest]] = []
+        for event in events:
+            advance(batch.progress, event)
+            bet = decode(BET_REQUEST, event.message.value)
+            if isinstance(bet, DecodeFailure):
+                letter = dead_letter(event, bet.reason, bet.error)
+                batch.dead_letters.append((event.message.key, letter))
+            else:
+                decoded.append((event, bet))
+        bets = [b for _, b in decoded]
+        standing = await standings_of(players, sink, (b.player_id for b in bets))
+        books = read_books(odds, bets)
+        producers = read_producers(health, books.values())
+        now = datetime.now(UTC)
+        for event, bet in decoded:
+            blocked = compliance.check(
+                standing.get(bet.player_id), action="bet", currency=bet.currency, at=now
+            )
+            verdict = (
+                Refused(blocked.reason, blocked.detail)
+                if blocked
+                else decide_bet(bet, books, producers, now, timeout)
+            )
+            batch.inputs.append(
+                BetInput(
+                    position(event),
+                    bet,
+                    request_hash(bet),
+                    verdict,
+                    event.message.key,
+                    event.message.value or b"",
+                )
+            )
+        placed = await until_available(lambda: sink.place(batch, now), what="PostgreSQL")
+        for key, value in placed.decisions:
+            await decisions.send(key=key, value=value)
+        for letter_key, letter in placed.dead_letters:
+            await dead_letters.send(key=letter_key, value=letter.model_dump_json().encode())
+        await app.producer.flush()
+        await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")
+
+    @app.agent(source, name="croupier.bets")  # type: ignore[untyped-decorator]  # app is Any
+    async def bets_agent(stream: Any) -> None:
+        await sink.open()
+        try:
+            async for events in stream.take_events(settings.batch_max, settings.batch_within):
+                await run_batch(functools.partial(process, list(events)))
+        finally:
+            await sink.close()
+
+    return bets_agent

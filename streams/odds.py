@@ -1,0 +1,145 @@
+"""The ``odds`` flow: the odds table, feed health, and settlement driven by the feed.
+
+Why a global table. Bets are keyed by player and odds by event, so the worker deciding a
+bet must see every market, whichever partition priced it. The ``odds`` table (one value
+per event: its markets' status, prices, feed time and version) and the ``feed_health``
+table (one value per producer: its heartbeats) are Faust ``GlobalTable``\\ s: every
+worker applies every change from their changelogs, and a restarted worker rebuilds them
+from there before it decides anything. They have one changelog partition each (the
+workaround faust-streaming documents for global tables across several workers); the odds
+agent that owns an event's partition is the only writer of its key, so writes never race.
+Bet decisions read prices from these tables and nowhere else.
+
+Per batch, in offset order per partition: ``odds_change`` and ``bet_stop`` update the
+event's book by the rules in ``rules/odds.py`` (feed-time versions: stale and duplicate
+messages change nothing, so a replay is harmless); ``alive`` updates its producer's
+health; ``bet_settlement``, ``bet_cancel`` and the rollbacks are applied in PostgreSQL
+first (market state, bet legs, ledger; idempotent by Kafka position), then their
+settlements are published and the table follows the statuses PostgreSQL decided. A
+message that does not decode is a dead letter. Progress is recorded last, so messages the
+consumer skips are read back (``streams/gaps.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from croupier.settings import Settings
+from rules.odds import (
+    EventBook,
+    ProducerHealth,
+    apply_alive,
+    apply_odds_message,
+    set_status,
+)
+from schemas.decode import DecodeFailure, decode
+from schemas.odds import ODDS_MESSAGE, Alive, BetStop, OddsChange
+from schemas.records import DeadLetter
+from sinks.postgres.sportsbook import SportsbookSink
+from streams.batching import run_batch, until_available
+from streams.context import dead_letter, position
+from streams.gaps import advance, fill_gaps
+
+log = logging.getLogger(__name__)
+
+
+def book_of(table: Any, event_id: str) -> EventBook | None:
+    value = table.get(event_id)
+    return None if value is None else EventBook.from_json(value)
+
+
+def health_of(table: Any, producer: str) -> ProducerHealth | None:
+    value = table.get(producer)
+    return None if value is None else ProducerHealth.from_json(value)
+
+
+def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: SportsbookSink) -> Any:
+    """Declare the odds agent and the feed-health watch on ``app``; returns the agent."""
+    source_topic = settings.topic("odds")
+    source = app.topic(source_topic, key_type=bytes, value_type=bytes)
+    settlements = app.topic(settings.topic("settlements"), key_type=bytes, value_type=bytes)
+    dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
+    timeout = timedelta(seconds=settings.feed_timeout)
+
+    async def process(events: list[Any]) -> None:
+        events = await fill_gaps(
+            events, sink=sink, bootstrap=settings.kafka_bootstrap_servers, topic=source_topic
+        )
+        progress: dict[tuple[str, int], int] = {}
+        letters: list[tuple[bytes | None, DeadLetter]] = []
+        for event in events:
+            advance(progress, event)
+            msg = decode(ODDS_MESSAGE, event.message.value)
+            if isinstance(msg, DecodeFailure):
+                letters.append((event.message.key, dead_letter(event, msg.reason, msg.error)))
+                continue
+            if isinstance(msg, Alive):
+                new_health = apply_alive(health_of(health, msg.producer), msg, timeout)
+                if new_health is not None:
+                    if new_health.recovered_at == msg.timestamp:
+                        log.warning("producer %s is back; its markets reopen with fresh odds",
+                                    msg.producer)  # fmt: skip
+                    health[msg.producer] = new_health.to_json()
+                continue
+            book = book_of(odds, msg.event_id)
+            if isinstance(msg, OddsChange | BetStop):
+                new_book = apply_odds_message(book, msg)
+                if new_book is not None:
+                    odds[msg.event_id] = new_book.to_json()
+                continue
+            outcome = await until_available(
+                functools.partial(
+                    sink.apply_market_message,
+                    position(event),
+                    msg,
+                    list(book.markets) if book else [],
+                    datetime.now(UTC),
+                ),
+                what="PostgreSQL",
+            )
+            for key, value in outcome.settlements:
+                await settlements.send(key=key, value=value)
+            by_status: dict[str, list[str]] = {}
+            for market_id, status in outcome.changed.items():
+                by_status.setdefault(status, []).append(market_id)
+            for status, market_ids in by_status.items():
+                changed = set_status(book, msg.event_id, market_ids, status, msg.timestamp)
+                if changed is not None:
+                    book = changed
+                    odds[msg.event_id] = changed.to_json()
+        if letters:
+            for letter_key, letter in letters:
+                await dead_letters.send(key=letter_key, value=letter.model_dump_json().encode())
+            await until_available(lambda: sink.write_dead_letters([d for _, d in letters]),
+                                  what="PostgreSQL")  # fmt: skip
+        await app.producer.flush()
+        await until_available(lambda: sink.record_progress(progress), what="PostgreSQL")
+
+    @app.agent(source, name="croupier.odds")  # type: ignore[untyped-decorator]  # app is Any
+    async def odds_agent(stream: Any) -> None:
+        await sink.open()
+        try:
+            async for events in stream.take_events(settings.batch_max, settings.batch_within):
+                await run_batch(functools.partial(process, list(events)))
+        finally:
+            await sink.close()
+
+    down: set[str] = set()
+
+    @app.timer(interval=max(1.0, settings.feed_timeout / 4))  # type: ignore[untyped-decorator]
+    async def watch_feeds() -> None:
+        """Say when a producer falls silent (its markets are closed for betting)."""
+        now = datetime.now(UTC)
+        for name, value in list(health.items()):
+            h = ProducerHealth.from_json(value)
+            if not h.is_up(now, timeout) and name not in down:
+                down.add(name)
+                log.warning("producer %s silent since %s: its markets are suspended",
+                            name, h.last_alive.isoformat())  # fmt: skip
+            elif h.is_up(now, timeout):
+                down.discard(name)
+
+    return odds_agent

@@ -1,0 +1,89 @@
+"""The ``payments`` flow: deposits and withdrawals through the ledger, answered on
+``payment-decisions``.
+
+A deposit credits the wallet; a withdrawal reserves the amount (never below zero) until
+the provider's ``withdrawal_completed`` pays it out or ``withdrawal_failed`` releases it.
+Deposits and withdrawal requests ask the compliance hook first (an unknown player is
+rejected ``unknown_player``); a provider's result is always applied. Everything is
+idempotent by payment id in the ledger. The batch protocol is the bets flow's: commit
+in PostgreSQL, then publish the stored decisions, then record progress.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+from typing import Any
+
+from croupier.settings import Settings
+from rules import compliance
+from schemas.decode import DecodeFailure, decode
+from schemas.payments import PAYMENT_EVENT, Deposit, Withdrawal
+from sinks.postgres.payments import PaymentBatch, PaymentInput, PaymentsSink
+from streams.batching import run_batch, until_available
+from streams.bets import standings_of
+from streams.context import dead_letter, position
+from streams.gaps import advance, fill_gaps
+
+
+def register(app: Any, settings: Settings, *, players: Any, sink: PaymentsSink) -> Any:
+    """Declare the payments agent on ``app``; returns the agent."""
+    source_topic = settings.topic("payments")
+    source = app.topic(source_topic, key_type=bytes, value_type=bytes)
+    decisions = app.topic(settings.topic("payment-decisions"), key_type=bytes, value_type=bytes)
+    dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
+
+    async def process(events: list[Any]) -> None:
+        events = await fill_gaps(
+            events, sink=sink, bootstrap=settings.kafka_bootstrap_servers, topic=source_topic
+        )
+        batch = PaymentBatch()
+        decoded = []
+        for event in events:
+            advance(batch.progress, event)
+            payment = decode(PAYMENT_EVENT, event.message.value)
+            if isinstance(payment, DecodeFailure):
+                letter = dead_letter(event, payment.reason, payment.error)
+                batch.dead_letters.append((event.message.key, letter))
+            else:
+                decoded.append((event, payment))
+        standing = await standings_of(players, sink, (p.player_id for _, p in decoded))
+        now = datetime.now(UTC)
+        for event, payment in decoded:
+            blocked = None
+            if isinstance(payment, Deposit | Withdrawal):
+                action: compliance.Action = (
+                    "deposit" if isinstance(payment, Deposit) else "withdrawal"
+                )
+                blocked = compliance.check(
+                    standing.get(payment.player_id),
+                    action=action,
+                    currency=payment.currency,
+                    at=now,
+                )
+            batch.inputs.append(
+                PaymentInput(
+                    position(event), payment, blocked, event.message.key, event.message.value or b""
+                )
+            )
+        currencies = {pid: s.currency for pid, s in standing.items()}
+        decided = await until_available(
+            lambda: sink.decide(batch, currencies, now), what="PostgreSQL"
+        )
+        for key, value in decided.decisions:
+            await decisions.send(key=key, value=value)
+        for letter_key, letter in decided.dead_letters:
+            await dead_letters.send(key=letter_key, value=letter.model_dump_json().encode())
+        await app.producer.flush()
+        await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")
+
+    @app.agent(source, name="croupier.payments")  # type: ignore[untyped-decorator]
+    async def payments_agent(stream: Any) -> None:
+        await sink.open()
+        try:
+            async for events in stream.take_events(settings.batch_max, settings.batch_within):
+                await run_batch(functools.partial(process, list(events)))
+        finally:
+            await sink.close()
+
+    return payments_agent

@@ -1,0 +1,191 @@
+"""SIGKILL the worker while thousands of bets and their settlements stream through.
+
+After every restart the flows must pick up where PostgreSQL says they were: every bet has
+exactly one decision (published again only byte for byte), every accepted stake is
+reserved once, every bet is settled once with the payout its prices and results say,
+and the ledger reconciles.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import defaultdict
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+
+import pytest
+
+from croupier.kafka import consume_until
+from croupier.settings import Settings
+from sinks.postgres.ledger import Ledger
+from tests.conftest import StartWorker, WorkerProcess
+from tests.integration.helpers import (
+    bet,
+    done,
+    odds_change,
+    payment,
+    player_event,
+    produce,
+    query,
+    settlement,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+PLAYERS = 120
+EVENTS = 12
+BETS = 2500
+PRICES = {"home": "2.10", "draw": "3.40", "away": "3.60"}
+DEPOSIT = Decimal("1000.00")
+
+
+def _bets(rng: random.Random) -> tuple[list[tuple[str, bytes]], int]:
+    items: list[tuple[str, bytes]] = []
+    malformed = 0
+    for n in range(BETS):
+        pid = f"p-{rng.randrange(PLAYERS)}"
+        events = rng.sample(range(EVENTS), 2 if rng.random() < 0.2 else 1)
+        legs = [(f"m-{e}", "1x2", o, PRICES[o]) for e in events
+                for o in [rng.choice(sorted(PRICES))]]  # fmt: skip
+        stake = f"{rng.randint(1, 30)}.00"
+        items.append((pid, bet(f"b-{n}", pid, stake, legs)))
+        if rng.random() < 0.03:  # a producer retry
+            items.append((pid, bet(f"b-{n}", pid, stake, legs)))
+        if rng.random() < 0.01:
+            items.append((pid, b"{not json"))
+            malformed += 1
+    return items, malformed
+
+
+def _paced(settings: Settings, topic: str, items: list[tuple[str, bytes]], *, per: int,
+           pause: float, out: list[Any]) -> threading.Thread:  # fmt: skip
+    def publish() -> None:
+        for start in range(0, len(items), per):
+            out.extend(produce(settings, topic, items[start : start + per]))
+            time.sleep(pause)
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    return thread
+
+
+def _kill_at(settings: Settings, worker: WorkerProcess, start: StartWorker, topic: str,
+             total: int, plan: list[tuple[float, str]], rng: random.Random) -> None:  # fmt: skip
+    for fraction, how in plan:
+
+        def progressed(target: float = total * fraction) -> bool:
+            return done(settings, topic) >= target
+
+        wait_for(progressed, timeout=180, what=f"{topic} {fraction:.0%}")
+        time.sleep(rng.uniform(0, 0.2))
+        if how == "kill":
+            worker.kill()
+        else:
+            assert worker.terminate() == 0
+        start(settings, restart_of=worker)
+        worker.wait_ready()
+
+
+def test_sigkill_during_bets_and_settlement_loses_nothing_and_pays_once(
+    settings: Settings, worker_factory: StartWorker
+) -> None:
+    rng = random.Random(4242)
+    players = [f"p-{n}" for n in range(PLAYERS)]
+    produce(settings, "players", [(p, player_event("registered", p)) for p in players])
+    produce(
+        settings, "payments", [(p, payment("deposit", f"d-{p}", p, str(DEPOSIT))) for p in players]
+    )
+    produce(settings, "odds", [(f"m-{e}", odds_change(f"m-{e}", {"1x2": PRICES}))
+                               for e in range(EVENTS)])  # fmt: skip
+    worker = worker_factory(settings)
+    worker.wait_ready()
+    wait_for(lambda: done(settings, "payments") == PLAYERS, timeout=90, what="deposits")
+    wait_for(lambda: done(settings, "odds") == EVENTS, timeout=30, what="odds")
+
+    items, malformed = _bets(rng)
+    delivered: list[Any] = []
+    producer = _paced(settings, "bets", items, per=100, pause=0.05, out=delivered)
+    _kill_at(settings, worker, worker_factory, "bets", len(items),
+             [(0.2, "kill"), (0.5, "kill"), (0.7, "term")], rng)  # fmt: skip
+    producer.join()
+    wait_for(lambda: done(settings, "bets") >= len(items), timeout=180, what="every bet")
+
+    # Results for every event, streamed while the worker is killed again.
+    results = {e: rng.choice(sorted(PRICES)) for e in range(EVENTS)}
+    settles = [
+        (f"m-{e}", settlement(f"m-{e}", {"1x2": {o: "win" if o == w else "lose" for o in PRICES}},
+                              at="2026-11-24T21:00:00Z"))
+        for e, w in results.items()
+    ]  # fmt: skip
+    producer = _paced(settings, "odds", settles, per=1, pause=0.15, out=[])
+    _kill_at(settings, worker, worker_factory, "odds", EVENTS + len(settles),
+             [(0.6, "kill"), (0.85, "kill")], rng)  # fmt: skip
+    producer.join()
+    wait_for(lambda: done(settings, "odds") >= EVENTS + len(settles), timeout=120, what="settled")
+    time.sleep(2)  # anything applied twice would show up now
+    assert worker.history == [-9, -9, 0, -9, -9]
+
+    # Every bets message has exactly one outcome at its own position.
+    produced = {(m.partition(), m.offset()) for m in delivered}
+    bets_topic = settings.topic("bets")
+    rows = query(settings, "SELECT source_partition, source_offset FROM bets")
+    rows += query(settings, "SELECT source_partition, source_offset FROM bet_duplicates")
+    rows += query(settings, "SELECT source_partition, source_offset FROM dead_letters "
+                  "WHERE source_topic = %s", (bets_topic,))  # fmt: skip
+    assert len(rows) == len(items) and set(rows) == produced
+    assert query(settings, "SELECT count(*) FROM bets") == [(BETS,)]
+    letters = query(settings, "SELECT reason, count(*) FROM dead_letters WHERE source_topic = %s "
+                    "GROUP BY 1", (bets_topic,))  # fmt: skip
+    assert dict(letters) == ({"malformed_json": malformed} if malformed else {})
+
+    # One decision per bet id on the topic: a replay republishes the same bytes.
+    records = consume_until(
+        settings, [settings.topic("bet-decisions")],
+        want=lambda rs: len({json.loads(r.value)["bet_id"] for r in rs}) >= BETS, timeout=60,
+    )  # fmt: skip
+    published: dict[str, set[bytes]] = defaultdict(set)
+    for r in records:
+        published[json.loads(r.value)["bet_id"]].add(r.value)
+    assert len(published) == BETS and all(len(v) == 1 for v in published.values())
+    stored = dict(query(settings, "SELECT bet_id, decision FROM bets"))
+    assert all(stored[b] == next(iter(v)).decode() for b, v in published.items())
+
+    # Stakes reserved once, bets settled once, payouts as the prices and results say.
+    accepted = query(
+        settings, "SELECT bet_id, player_id, stake FROM bets WHERE status <> 'rejected'"
+    )
+    assert len(accepted) > BETS * 0.9
+    stakes = dict(query(settings, "SELECT player_id, count(*) FROM ledger_transactions "
+                        "WHERE operation = 'stake' AND status = 'applied' GROUP BY 1"))  # fmt: skip
+    per_player: dict[str, int] = defaultdict(int)
+    for _, pid, _ in accepted:
+        per_player[pid] += 1
+    assert stakes == dict(per_player)
+    legs: dict[str, list[tuple[str, Decimal]]] = defaultdict(list)
+    for bet_id, event_id, outcome, odds in query(
+        settings, "SELECT bet_id, event_id, outcome_id, odds FROM bet_legs"
+    ):
+        legs[bet_id].append((outcome if results[int(event_id[2:])] == outcome else "", odds))
+    assert query(settings, "SELECT count(*) FROM bets WHERE status = 'open'") == [(0,)]
+    settles_per_bet = dict(query(settings, "SELECT bet_id, count(*) FROM settlements GROUP BY 1"))
+    assert settles_per_bet == {b: 1 for b, _, _ in accepted}
+    expected_cash: dict[str, Decimal] = dict.fromkeys(players, DEPOSIT)
+    for bet_id, pid, stake in accepted:
+        factor = Decimal(1)
+        for won, odds in legs[bet_id]:
+            factor *= odds if won else 0
+        payout = (stake * factor).quantize(Decimal("0.01"), ROUND_DOWN)
+        expected_cash[pid] += payout - stake
+    cash = dict(query(settings, "SELECT owner, balance FROM ledger_accounts WHERE kind = 'cash'"))
+    assert cash == expected_cash
+    pending = query(settings, "SELECT sum(balance) FROM ledger_accounts WHERE kind = 'pending'")
+    assert pending == [(Decimal(0),)]
+    ledger = Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    try:
+        assert ledger.reconcile().ok
+    finally:
+        ledger.close()
