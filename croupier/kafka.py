@@ -62,16 +62,21 @@ def consume_until(
     records: list[Record] = []
     deadline = time.monotonic() + timeout
     try:
+        # ``want`` runs once per fetched batch, not per record: a predicate that looks at
+        # every record would otherwise make reading a long topic quadratic.
         while time.monotonic() < deadline and not want(records):
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            topic, partition, offset, key = msg.topic(), msg.partition(), msg.offset(), msg.key()
-            if topic is None or partition is None or offset is None:
-                continue
-            records.append(
-                Record(topic, partition, offset, key.decode() if key else "", msg.value() or b"")
-            )
+            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                if msg.error():
+                    continue
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                if topic is None or partition is None or offset is None:
+                    continue
+                key = msg.key()
+                records.append(
+                    Record(
+                        topic, partition, offset, key.decode() if key else "", msg.value() or b""
+                    )
+                )
     finally:
         consumer.close()
     return records

@@ -21,6 +21,8 @@ Environment variables (documented once, here and in the README):
                                 another (default 10; a killed worker's are held that long)
 ``CROUPIER_FEED_TIMEOUT``       seconds without an ``alive`` heartbeat after which a
                                 producer's markets are suspended (default 20)
+``CROUPIER_REPAIR_INTERVAL``    seconds between a worker's checks that no partition's
+                                committed offset ran ahead of PostgreSQL's (default 5)
 ==============================  ==================================================
 """
 
@@ -58,6 +60,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".stack/faust"), validation_alias="CROUPIER_DATA_DIR")
     session_timeout: float = Field(default=10.0, ge=6, validation_alias="CROUPIER_SESSION_TIMEOUT")
     feed_timeout: float = Field(default=20.0, gt=0, validation_alias="CROUPIER_FEED_TIMEOUT")
+    repair_interval: float = Field(default=5.0, gt=0, validation_alias="CROUPIER_REPAIR_INTERVAL")
 
     @field_validator("pg_schema", "app_id")
     @classmethod

@@ -14,7 +14,6 @@ byte for byte. A bet id seen before is never decided twice.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -28,8 +27,9 @@ from schemas.bets import BET_REQUEST, BetRequest
 from schemas.decode import DecodeFailure, decode
 from schemas.players import PlayerState
 from sinks.postgres.sportsbook import BetBatch, BetInput, SportsbookSink
-from streams.batching import run_batch, until_available
+from streams.batching import until_available
 from streams.context import dead_letter, position
+from streams.flow import declare_flow
 from streams.gaps import advance, fill_gaps
 
 
@@ -94,7 +94,6 @@ def register(
 ) -> Any:
     """Declare the bets agent on ``app``; returns the agent."""
     source_topic = settings.topic("bets")
-    source = app.topic(source_topic, key_type=bytes, value_type=bytes)
     decisions = app.topic(settings.topic("bet-decisions"), key_type=bytes, value_type=bytes)
     dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
     timeout = timedelta(seconds=settings.feed_timeout)
@@ -145,13 +144,6 @@ def register(
         await app.producer.flush()
         await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")
 
-    @app.agent(source, name="croupier.bets")  # type: ignore[untyped-decorator]  # app is Any
-    async def bets_agent(stream: Any) -> None:
-        await sink.open()
-        try:
-            async for events in stream.take_events(settings.batch_max, settings.batch_within):
-                await run_batch(functools.partial(process, list(events)))
-        finally:
-            await sink.close()
-
-    return bets_agent
+    return declare_flow(
+        app, settings, name="croupier.bets", source_topic=source_topic, sink=sink, process=process
+    )

@@ -74,6 +74,8 @@ def read_range(
             "group.id": f"croupier-gap-reader-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
+            # A start the broker no longer has (retention) reads from the oldest it has.
+            "auto.offset.reset": "earliest",
         }
     )
     try:
@@ -100,6 +102,22 @@ def read_range(
             out.append(RawEvent(RawMessage(topic, partition, offset, record.key(), record.value())))
             position = offset + 1
         return out
+    finally:
+        consumer.close()
+
+
+def committed_offsets(
+    bootstrap: str, group: str, topic: str, partitions: list[int], *, timeout: float = 10.0
+) -> dict[int, int]:
+    """The offsets ``group`` has committed on ``topic``, read without joining the group."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
+        return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
     finally:
         consumer.close()
 

@@ -39,8 +39,9 @@ from schemas.decode import DecodeFailure, decode
 from schemas.odds import ODDS_MESSAGE, Alive, BetStop, OddsChange
 from schemas.records import DeadLetter
 from sinks.postgres.sportsbook import SportsbookSink
-from streams.batching import run_batch, until_available
+from streams.batching import until_available
 from streams.context import dead_letter, position
+from streams.flow import declare_flow
 from streams.gaps import advance, fill_gaps
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,6 @@ def health_of(table: Any, producer: str) -> ProducerHealth | None:
 def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: SportsbookSink) -> Any:
     """Declare the odds agent and the feed-health watch on ``app``; returns the agent."""
     source_topic = settings.topic("odds")
-    source = app.topic(source_topic, key_type=bytes, value_type=bytes)
     settlements = app.topic(settings.topic("settlements"), key_type=bytes, value_type=bytes)
     dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
     timeout = timedelta(seconds=settings.feed_timeout)
@@ -118,15 +118,6 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
         await app.producer.flush()
         await until_available(lambda: sink.record_progress(progress), what="PostgreSQL")
 
-    @app.agent(source, name="croupier.odds")  # type: ignore[untyped-decorator]  # app is Any
-    async def odds_agent(stream: Any) -> None:
-        await sink.open()
-        try:
-            async for events in stream.take_events(settings.batch_max, settings.batch_within):
-                await run_batch(functools.partial(process, list(events)))
-        finally:
-            await sink.close()
-
     down: set[str] = set()
 
     @app.timer(interval=max(1.0, settings.feed_timeout / 4))  # type: ignore[untyped-decorator]
@@ -142,4 +133,6 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
             elif h.is_up(now, timeout):
                 down.discard(name)
 
-    return odds_agent
+    return declare_flow(
+        app, settings, name="croupier.odds", source_topic=source_topic, sink=sink, process=process
+    )

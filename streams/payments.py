@@ -11,7 +11,6 @@ in PostgreSQL, then publish the stored decisions, then record progress.
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,16 +19,16 @@ from rules import compliance
 from schemas.decode import DecodeFailure, decode
 from schemas.payments import PAYMENT_EVENT, Deposit, Withdrawal
 from sinks.postgres.payments import PaymentBatch, PaymentInput, PaymentsSink
-from streams.batching import run_batch, until_available
+from streams.batching import until_available
 from streams.bets import standings_of
 from streams.context import dead_letter, position
+from streams.flow import declare_flow
 from streams.gaps import advance, fill_gaps
 
 
 def register(app: Any, settings: Settings, *, players: Any, sink: PaymentsSink) -> Any:
     """Declare the payments agent on ``app``; returns the agent."""
     source_topic = settings.topic("payments")
-    source = app.topic(source_topic, key_type=bytes, value_type=bytes)
     decisions = app.topic(settings.topic("payment-decisions"), key_type=bytes, value_type=bytes)
     dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
 
@@ -77,13 +76,12 @@ def register(app: Any, settings: Settings, *, players: Any, sink: PaymentsSink) 
         await app.producer.flush()
         await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")
 
-    @app.agent(source, name="croupier.payments")  # type: ignore[untyped-decorator]
-    async def payments_agent(stream: Any) -> None:
-        await sink.open()
-        try:
-            async for events in stream.take_events(settings.batch_max, settings.batch_within):
-                await run_batch(functools.partial(process, list(events)))
-        finally:
-            await sink.close()
-
-    return payments_agent
+    agent = declare_flow(
+        app,
+        settings,
+        name="croupier.payments",
+        source_topic=source_topic,
+        sink=sink,
+        process=process,
+    )
+    return agent

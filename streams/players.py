@@ -22,7 +22,6 @@ recorded only after rows, outputs and table are all done.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,8 +35,9 @@ from schemas.players import PLAYER_EVENT, PlayerEvent, PlayerState
 from schemas.records import AuditRecord, DeadLetter
 from sinks.base import ProgressSink
 from sinks.postgres.players import PlayerBatch, PlayerEventRow
-from streams.batching import run_batch, until_available
+from streams.batching import until_available
 from streams.context import dead_letter, in_partition_of, position
+from streams.flow import declare_flow
 from streams.gaps import fill_gaps
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,6 @@ def plan_batch(
 def register(app: Any, settings: Settings, *, table: Any, sink: PlayerStore) -> Any:
     """Declare the players agent on ``app``; returns the agent."""
     source_topic = settings.topic("players")
-    source = app.topic(source_topic, key_type=bytes, value_type=bytes)
     audit = app.topic(settings.topic("audit"), key_type=bytes, value_type=bytes)
     dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
 
@@ -181,13 +180,12 @@ def register(app: Any, settings: Settings, *, table: Any, sink: PlayerStore) -> 
         await app.producer.flush()
         await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")
 
-    @app.agent(source, name="croupier.players")  # type: ignore[untyped-decorator]  # app is Any
-    async def players(stream: Any) -> None:
-        await sink.open()
-        try:
-            async for events in stream.take_events(settings.batch_max, settings.batch_within):
-                await run_batch(functools.partial(process, list(events)))
-        finally:
-            await sink.close()
-
-    return players
+    agent = declare_flow(
+        app,
+        settings,
+        name="croupier.players",
+        source_topic=source_topic,
+        sink=sink,
+        process=process,
+    )
+    return agent

@@ -97,6 +97,7 @@ def settings(services: Services) -> Settings:
         CROUPIER_TOPIC_PREFIX=f"t{tag}.",
         CROUPIER_TOPIC_PARTITIONS=3,
         CROUPIER_BATCH_MAX=100,
+        CROUPIER_REPAIR_INTERVAL=1.0,
     )
     create_topics(s)
     migrate(s.pg_dsn.get_secret_value(), s.pg_schema)
@@ -116,6 +117,7 @@ def settings_env(s: Settings) -> dict[str, str]:
         "CROUPIER_BATCH_MAX": str(s.batch_max),
         "CROUPIER_BATCH_WITHIN": str(s.batch_within),
         "CROUPIER_FEED_TIMEOUT": str(s.feed_timeout),
+        "CROUPIER_REPAIR_INTERVAL": str(s.repair_interval),
         "CROUPIER_DATA_DIR": str(ROOT / ".stack" / "test" / "faust"),
     }
 

@@ -12,6 +12,15 @@ from tests.integration.helpers import player_event, query, rows_recorded, wait_f
 pytestmark = pytest.mark.integration
 
 
+def commit_offset(settings: Settings, partition: int, offset: int) -> None:
+    """Move the group's committed offset, as Faust did under SIGKILL."""
+    committer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                          "group.id": settings.app_id, "enable.auto.commit": False})  # fmt: skip
+    tp = TopicPartition(settings.topic("players"), partition, offset)
+    committer.commit(offsets=[tp], asynchronous=False)
+    committer.close()
+
+
 def produce_to_partition_0(settings: Settings, players: range) -> None:
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
     for n in players:
@@ -32,10 +41,7 @@ def test_messages_the_consumer_skipped_are_read_back(
     produce_to_partition_0(settings, range(3, 8))  # offsets 3..7
     # What Faust did under SIGKILL: the group's committed offset moves past messages
     # (3, 4 and 5) that no agent processed.
-    committer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
-                          "group.id": settings.app_id, "enable.auto.commit": False})  # fmt: skip
-    committer.commit(offsets=[TopicPartition(settings.topic("players"), 0, 6)], asynchronous=False)
-    committer.close()
+    commit_offset(settings, 0, 6)
 
     worker_factory(settings, restart_of=worker)
     worker.wait_ready()
@@ -47,3 +53,25 @@ def test_messages_the_consumer_skipped_are_read_back(
     assert progress == [(0, 8)]
     log = worker.log.read_text()
     assert "offsets 3..5 were skipped by the consumer; reading them back" in log
+
+
+def test_a_tail_the_consumer_skipped_is_read_back_with_nothing_after_it(
+    settings: Settings, worker_factory: StartWorker
+) -> None:
+    produce_to_partition_0(settings, range(0, 3))  # offsets 0..2
+    worker = worker_factory(settings)
+    worker.wait_ready()
+    wait_for(lambda: rows_recorded(settings) == 3, timeout=60, what="the first three rows")
+    assert worker.terminate() == 0
+
+    # The committed offset moves past the last messages, and nothing follows them: no
+    # later batch would ever notice the hole. The repair timer must.
+    produce_to_partition_0(settings, range(3, 6))  # offsets 3..5
+    commit_offset(settings, 0, 6)
+    worker_factory(settings, restart_of=worker)
+    worker.wait_ready()
+    wait_for(lambda: rows_recorded(settings) == 6, timeout=60, what="all six rows")
+    offsets = sorted(o for (o,) in query(settings, "SELECT source_offset FROM player_events"))
+    assert offsets == list(range(6))
+    assert query(settings, "SELECT partition, next_offset FROM consumer_progress") == [(0, 6)]
+    assert "committed at 6 but done only to 3; reading the range back" in worker.log.read_text()

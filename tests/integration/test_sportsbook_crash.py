@@ -96,13 +96,13 @@ def test_sigkill_during_bets_and_settlement_loses_nothing_and_pays_once(
     rng = random.Random(4242)
     players = [f"p-{n}" for n in range(PLAYERS)]
     produce(settings, "players", [(p, player_event("registered", p)) for p in players])
-    produce(
-        settings, "payments", [(p, payment("deposit", f"d-{p}", p, str(DEPOSIT))) for p in players]
-    )
     produce(settings, "odds", [(f"m-{e}", odds_change(f"m-{e}", {"1x2": PRICES}))
                                for e in range(EVENTS)])  # fmt: skip
     worker = worker_factory(settings)
     worker.wait_ready()
+    wait_for(lambda: done(settings, "players") == PLAYERS, timeout=90, what="registrations")
+    deposits = [(p, payment("deposit", f"d-{p}", p, str(DEPOSIT))) for p in players]
+    produce(settings, "payments", deposits)
     wait_for(lambda: done(settings, "payments") == PLAYERS, timeout=90, what="deposits")
     wait_for(lambda: done(settings, "odds") == EVENTS, timeout=30, what="odds")
 
