@@ -24,13 +24,11 @@ from rules import compliance
 from rules.odds import EventBook, Market, ProducerHealth
 from rules.sportsbook import Refused, decide_bet
 from schemas.bets import BET_REQUEST, BetRequest
-from schemas.decode import DecodeFailure, decode
 from schemas.players import PlayerState
 from sinks.postgres.sportsbook import BetBatch, BetInput, SportsbookSink
 from streams.batching import until_available
-from streams.context import dead_letter, position
+from streams.context import decode_all, position
 from streams.flow import declare_flow
-from streams.gaps import advance, fill_gaps
 
 
 def request_hash(model: Any) -> str:
@@ -99,19 +97,10 @@ def register(
     timeout = timedelta(seconds=settings.feed_timeout)
 
     async def process(events: list[Any]) -> None:
-        events = await fill_gaps(
-            events, sink=sink, bootstrap=settings.kafka_bootstrap_servers, topic=source_topic
-        )
         batch = BetBatch()
-        decoded: list[tuple[Any, BetRequest]] = []
-        for event in events:
-            advance(batch.progress, event)
-            bet = decode(BET_REQUEST, event.message.value)
-            if isinstance(bet, DecodeFailure):
-                letter = dead_letter(event, bet.reason, bet.error)
-                batch.dead_letters.append((event.message.key, letter))
-            else:
-                decoded.append((event, bet))
+        decoded = decode_all(
+            BET_REQUEST, events, progress=batch.progress, letters=batch.dead_letters
+        )
         bets = [b for _, b in decoded]
         standing = await standings_of(players, sink, (b.player_id for b in bets))
         books = read_books(odds, bets)

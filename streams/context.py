@@ -7,11 +7,17 @@ import contextlib
 import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from faust.streams import _current_event
+from pydantic import TypeAdapter
 
+from schemas.decode import DecodeFailure, decode
 from schemas.records import DeadLetter, SourcePosition
+from streams.gaps import advance
+
+T = TypeVar("T")
+Letters = list[tuple[bytes | None, DeadLetter]]
 
 
 @contextlib.contextmanager
@@ -48,3 +54,22 @@ def dead_letter(event: Any, reason: str, error: str) -> DeadLetter:
         error=error,
         dead_lettered_at=datetime.now(UTC),
     )
+
+
+def decode_all(
+    adapter: TypeAdapter[T],
+    events: list[Any],
+    *,
+    progress: dict[tuple[str, int], int],
+    letters: Letters,
+) -> list[tuple[Any, T]]:
+    """Decode a batch: every event moves ``progress``; one that does not decode is a letter."""
+    out: list[tuple[Any, T]] = []
+    for event in events:
+        advance(progress, event)
+        result = decode(adapter, event.message.value)
+        if isinstance(result, DecodeFailure):
+            letters.append((event.message.key, dead_letter(event, result.reason, result.error)))
+        else:
+            out.append((event, result))
+    return out

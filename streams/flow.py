@@ -2,14 +2,15 @@
 
 Every flow processes batches the same way (``streams/batching.py``: one in flight, an ack
 only after the batch is done) and records per partition how far it is done in
-PostgreSQL (``consumer_progress``). ``streams/gaps.py`` reads back offsets the consumer
-skipped *before* a batch. That leaves one hole: Faust can commit an offset past messages
-its agent never finished, and if no later message arrives on that partition, no batch
-ever notices. The repair timer closes it: every ``repair_interval`` seconds it compares,
-for each partition this worker owns, the group's committed offset with PostgreSQL's
-progress; a range that stays behind across two checks is read back by position and
-processed like any batch (under the same lock, so never beside one). Whatever was in
-fact done already is absorbed by the idempotent sinks.
+PostgreSQL (``consumer_progress``). Before ``process`` sees a batch, ``streams/gaps.py``
+adds back any offsets the consumer skipped before it. That leaves one hole: Faust can
+commit an offset past messages its agent never finished, and if no later message
+arrives on that partition, no batch ever notices. The repair timer closes it: every
+``repair_interval`` seconds it compares, for each partition this worker owns, the
+group's committed offset with PostgreSQL's progress; a range that stays behind across
+two checks is read back by position and processed like any batch (under the same lock,
+so never beside one). Whatever was in fact done already is absorbed by the idempotent
+sinks.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 from croupier.settings import Settings
 from streams.batching import run_batch, until_available
 from streams.context import in_partition_of
-from streams.gaps import committed_offsets, read_range
+from streams.gaps import committed_offsets, fill_gaps, read_range
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,16 @@ def declare_flow(
     source = app.topic(source_topic, key_type=bytes, value_type=bytes)
     lock = asyncio.Lock()
 
+    async def complete(events: list[Any]) -> None:
+        await process(
+            await fill_gaps(
+                events, sink=sink, bootstrap=settings.kafka_bootstrap_servers, topic=source_topic
+            )
+        )
+
     async def one_batch(events: list[Any]) -> None:
         async with lock:
-            await run_batch(functools.partial(process, events))
+            await run_batch(functools.partial(complete, events))
 
     @app.agent(source, name=name)  # type: ignore[untyped-decorator]  # app is Any
     async def agent(stream: Any) -> None:

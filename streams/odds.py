@@ -35,14 +35,11 @@ from rules.odds import (
     apply_odds_message,
     set_status,
 )
-from schemas.decode import DecodeFailure, decode
 from schemas.odds import ODDS_MESSAGE, Alive, BetStop, OddsChange
-from schemas.records import DeadLetter
 from sinks.postgres.sportsbook import SportsbookSink
 from streams.batching import until_available
-from streams.context import dead_letter, position
+from streams.context import Letters, decode_all, position
 from streams.flow import declare_flow
-from streams.gaps import advance, fill_gaps
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +62,9 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
     timeout = timedelta(seconds=settings.feed_timeout)
 
     async def process(events: list[Any]) -> None:
-        events = await fill_gaps(
-            events, sink=sink, bootstrap=settings.kafka_bootstrap_servers, topic=source_topic
-        )
         progress: dict[tuple[str, int], int] = {}
-        letters: list[tuple[bytes | None, DeadLetter]] = []
-        for event in events:
-            advance(progress, event)
-            msg = decode(ODDS_MESSAGE, event.message.value)
-            if isinstance(msg, DecodeFailure):
-                letters.append((event.message.key, dead_letter(event, msg.reason, msg.error)))
-                continue
+        letters: Letters = []
+        for event, msg in decode_all(ODDS_MESSAGE, events, progress=progress, letters=letters):
             if isinstance(msg, Alive):
                 new_health = apply_alive(health_of(health, msg.producer), msg, timeout)
                 if new_health is not None:

@@ -16,14 +16,12 @@ from typing import Any
 
 from croupier.settings import Settings
 from rules import compliance
-from schemas.decode import DecodeFailure, decode
 from schemas.payments import PAYMENT_EVENT, Deposit, Withdrawal
 from sinks.postgres.payments import PaymentBatch, PaymentInput, PaymentsSink
 from streams.batching import until_available
 from streams.bets import standings_of
-from streams.context import dead_letter, position
+from streams.context import decode_all, position
 from streams.flow import declare_flow
-from streams.gaps import advance, fill_gaps
 
 
 def register(app: Any, settings: Settings, *, players: Any, sink: PaymentsSink) -> Any:
@@ -33,19 +31,10 @@ def register(app: Any, settings: Settings, *, players: Any, sink: PaymentsSink) 
     dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
 
     async def process(events: list[Any]) -> None:
-        events = await fill_gaps(
-            events, sink=sink, bootstrap=settings.kafka_bootstrap_servers, topic=source_topic
-        )
         batch = PaymentBatch()
-        decoded = []
-        for event in events:
-            advance(batch.progress, event)
-            payment = decode(PAYMENT_EVENT, event.message.value)
-            if isinstance(payment, DecodeFailure):
-                letter = dead_letter(event, payment.reason, payment.error)
-                batch.dead_letters.append((event.message.key, letter))
-            else:
-                decoded.append((event, payment))
+        decoded = decode_all(
+            PAYMENT_EVENT, events, progress=batch.progress, letters=batch.dead_letters
+        )
         standing = await standings_of(players, sink, (p.player_id for _, p in decoded))
         now = datetime.now(UTC)
         for event, payment in decoded:

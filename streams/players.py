@@ -38,7 +38,6 @@ from sinks.postgres.players import PlayerBatch, PlayerEventRow
 from streams.batching import until_available
 from streams.context import dead_letter, in_partition_of, position
 from streams.flow import declare_flow
-from streams.gaps import fill_gaps
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +155,6 @@ def register(app: Any, settings: Settings, *, table: Any, sink: PlayerStore) -> 
     dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
 
     async def process(events: list[Any]) -> None:
-        events = await fill_gaps(
-            events, sink=sink, bootstrap=settings.kafka_bootstrap_servers, topic=source_topic
-        )
         decoded = decode_batch(events)
         players = sorted({d.player_id for _, d in decoded if not isinstance(d, DecodeFailure)})
         stored = await until_available(lambda: sink.standings(players), what="PostgreSQL")
