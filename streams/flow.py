@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from croupier.settings import Settings
 from streams.batching import run_batch, until_available
 from streams.context import in_partition_of
-from streams.gaps import committed_offsets, fill_gaps, read_range
+from streams.gaps import CommittedOffsets, fill_gaps, read_range
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ def declare_flow(
             await sink.close()
 
     behind: dict[int, int] = {}  # partition -> progress seen behind the committed offset
+    readers: list[CommittedOffsets] = []  # made on first use, kept for the process
 
     @app.timer(interval=settings.repair_interval)  # type: ignore[untyped-decorator]
     async def repair() -> None:
@@ -82,9 +83,9 @@ def declare_flow(
         if not mine:
             return
         done = await until_available(lambda: sink.progress(source_topic, mine), what="PostgreSQL")
-        committed = await asyncio.to_thread(
-            committed_offsets, settings.kafka_bootstrap_servers, settings.app_id, source_topic, mine
-        )
+        if not readers:
+            readers.append(CommittedOffsets(settings.kafka_bootstrap_servers, settings.app_id))
+        committed = await asyncio.to_thread(readers[0].read, source_topic, mine)
         for partition in mine:
             start, end = done.get(partition, 0), committed.get(partition, 0)
             if end <= start:

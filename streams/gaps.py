@@ -106,20 +106,26 @@ def read_range(
         consumer.close()
 
 
-def committed_offsets(
-    bootstrap: str, group: str, topic: str, partitions: list[int], *, timeout: float = 10.0
-) -> dict[int, int]:
-    """The offsets ``group`` has committed on ``topic``, read without joining the group."""
-    from confluent_kafka import Consumer, TopicPartition
+class CommittedOffsets:
+    """Reads the offsets a group has committed, without joining the group (one client)."""
 
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
-    )
-    try:
-        tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
-        return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
-    finally:
-        consumer.close()
+    def __init__(self, bootstrap: str, group: str) -> None:
+        from confluent_kafka import Consumer
+
+        self._consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+        )
+
+    def read(self, topic: str, partitions: list[int], *, timeout: float = 10.0) -> dict[int, int]:
+        """The committed offset per partition of ``topic`` (absent: none committed)."""
+        from confluent_kafka import TopicPartition
+
+        tps = [TopicPartition(topic, p) for p in partitions]
+        return {tp.partition: tp.offset for tp in self._consumer.committed(tps, timeout=timeout)
+                if tp.offset >= 0}  # fmt: skip
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def by_partition(events: Iterable[Any]) -> dict[int, list[int]]:
