@@ -10,12 +10,16 @@ import sys
 from collections.abc import MutableMapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from croupier.settings import Settings
 
+if TYPE_CHECKING:
+    from sinks.postgres.replay import RangeReport, SettlementReport
+
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 
 
@@ -157,6 +161,111 @@ def _wallet_reconcile(ledger: Any, args: argparse.Namespace) -> int:
     return EXIT_OK if rec.ok else EXIT_FAILED
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from sinks.base import SinkUnavailable
+
+    settings = _settings()
+    dsn, schema = settings.pg_dsn.get_secret_value(), settings.pg_schema
+    try:
+        return _replay(args, dsn, schema)
+    except (psycopg.OperationalError, SinkUnavailable) as exc:
+        print(f"croupier: cannot reach PostgreSQL ({exc}); is the stack up "
+              "(`make status`) and CROUPIER_PG_DSN right?", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+
+
+def _replay(args: argparse.Namespace, dsn: str, schema: str) -> int:
+    from sinks.postgres.replay import UnknownBet, replay_range, replay_settlement
+
+    if args.what == "settlement":
+        if args.since or args.until or args.keep:
+            print("croupier: --from, --to and --keep go with the range form, "
+                  "not with `replay settlement`", file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        try:
+            report = replay_settlement(dsn, schema, args.bet_id)
+        except UnknownBet as exc:
+            print(f"croupier: {exc} (check the id and CROUPIER_PG_SCHEMA={schema})",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        if args.json:
+            print(json.dumps(report.as_json()))
+        else:
+            _print_settlement(report)
+        return EXIT_OK if report.agree else EXIT_FAILED
+    if args.since and args.until and args.since >= args.until:
+        print("croupier: --from must be before --to", file=sys.stderr)
+        return EXIT_USAGE
+    ranged = replay_range(dsn, schema, args.since, args.until, keep=args.keep)
+    if args.json:
+        print(json.dumps(ranged.as_json()))
+    else:
+        _print_range(ranged)
+    return EXIT_OK if ranged.agree else EXIT_FAILED
+
+
+def _print_settlement(report: SettlementReport) -> None:
+    b, doc = report.bet, report.as_json()
+    head = f"bet {b.bet_id} of {b.player_id}: stake {doc['stake']} {b.currency}, {b.status}"
+    if b.odds is None:
+        print(f"{head} ({b.reason}); nothing to settle")
+    else:
+        print(f"{head} at {b.odds}; {report.messages} settlement message(s) of its events "
+              "replayed")  # fmt: skip
+    history = doc["replay"]["history"] if doc["replay"] else []
+    if history or report.settlements or report.ledger:
+        print("history        replay                      settlements table           ledger")
+        ids = [h["settlement_id"] for h in history]
+        ids += [
+            s["settlement_id"] for s in doc["book"]["settlements"] if s["settlement_id"] not in ids
+        ]
+        ids += [t["key"].removeprefix("settlement:") for t in doc["ledger"]["settlements"]
+                if t["key"].removeprefix("settlement:") not in ids]  # fmt: skip
+        mine = {h["settlement_id"]: h for h in history}
+        book = {s["settlement_id"]: s for s in doc["book"]["settlements"]}
+        led = {t["key"].removeprefix("settlement:"): t for t in doc["ledger"]["settlements"]}
+        for sid in ids:
+            print(f"  {sid:<12} {_step(mine.get(sid)):<27} {_step(book.get(sid)):<27} "
+                  f"{_ledger_step(led.get(sid))}")  # fmt: skip
+    for c in report.checks:
+        print(f"  {'ok' if c.ok else 'DIFFERS':<7} {c.name:<19} {c.detail}")
+    print("replay, book and ledger agree" if report.agree
+          else "replay, book and ledger DO NOT agree")  # fmt: skip
+
+
+def _step(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return "-"
+    return " ".join(str(v) for v in (s["kind"], s["result"], s["payout"]) if v is not None)
+
+
+def _ledger_step(t: dict[str, Any] | None) -> str:
+    if t is None:
+        return "-"
+    if t["status"] != "applied":
+        return f"{t['operation']} {t['status']} ({t['reason']})"
+    return f"{t['operation']} cash {t['cash']}"
+
+
+def _print_range(report: RangeReport) -> None:
+    if not report.players:
+        print("no bet was decided in the range; nothing to replay")
+        return
+    print(f"replayed {len(report.players)} player(s): {report.bets} bet(s), "
+          f"{report.bets_in_range} decided in the range; {report.messages} settlement "
+          f"message(s); {report.recorded_operations} other ledger operation(s)")  # fmt: skip
+    where = f"kept as schema {report.scratch_schema}" if report.kept else "dropped"
+    print(f"scratch schema {where}")
+    for note in report.notes:
+        print(f"note: {note}")
+    for d in report.differences:
+        print(f"  DIFFERS {d.what}  {d.field}: live {d.live}, replay {d.replay}")
+    print("no differences: the replay agrees with the live tables" if report.agree
+          else f"{len(report.differences)} difference(s) from the live tables")  # fmt: skip
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
@@ -181,6 +290,44 @@ def _aware(text: str) -> datetime:
         msg = f"{text!r} has no time zone; write it as RFC 3339, e.g. 2026-11-24T00:00:00Z"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+REPLAY_SETTLEMENT_HELP = """\
+Recompute one bet's settlement from the recorded events only: the bet as received
+(bets.request), each leg's accepted price (bet_legs.odds) and every settlement-kind
+message of its events (market_messages), replayed in the order they were processed with
+the feed's rules (rules/replay.py) and priced by rules/sportsbook.settle_bet. Shown
+beside the book (bets, settlements) and the ledger (bet:<id> and every
+settlement:<id>/<n>, payouts read from the entries). Exit 0 when replay, book and ledger
+agree (settlement in force, legs, price, stake and the whole settlement history), 1 when
+they do not, 2 when no bet has that id.
+"""
+
+REPLAY_HELP = """\
+croupier replay settlement BET_ID [--json]
+    one bet recomputed beside the book and the ledger (see `replay settlement -h`).
+
+croupier replay [--from T1] [--to T2] [--json] [--keep]
+    every player with a bet decided (bets.decided_at) in [T1, T2) is re-run, with their
+    whole history, into a fresh scratch PostgreSQL schema, and the result is compared
+    with the live tables. Exit 0 when nothing differs, 1 on any difference.
+
+    Re-run through the real code: each bet's placement (SportsbookSink.place: market
+    fence, stake through the ledger, the ledger's refusals, the stored decision and
+    legs) and every recorded settlement-kind message of the bets' events
+    (SportsbookSink.apply_market_message: market state, leg results, settlement math,
+    rollbacks, resettlements, ledger postings).
+    Taken as recorded: the odds table's and compliance's verdicts (accepted bets at
+    their recorded leg prices; bets refused before the ledger keep their reason; bets
+    the ledger refused are placed again for the ledger to decide); the players' other
+    ledger operations (deposits, withdrawals, casino), re-posted as the same requests;
+    the times (decided_at, settled_at) and the live order (each step at the first
+    ledger transaction it posted; a step that posted nothing, by its start time).
+    Compared: bets (status, reason, odds, decision JSON, settlement, payout), legs,
+    settlements (kind, result, payout, JSON), every ledger transaction of the players
+    (status, amounts, balances after) and their balances; the scratch ledger must
+    reconcile. The scratch schema is dropped unless --keep.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,6 +362,30 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile = wsub.add_parser("reconcile", help="prove the books; exit 1 on any imbalance")
     reconcile.add_argument("--json", action="store_true")
     wallet.set_defaults(func=cmd_wallet)
+
+    replay = sub.add_parser(
+        "replay",
+        help="recompute settlements from the recorded events and compare with the ledger",
+        description=REPLAY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    replay.add_argument("--from", dest="since", type=_aware, metavar="T1",
+                        help="range form: bets decided at or after this RFC 3339 time")  # fmt: skip
+    replay.add_argument("--to", dest="until", type=_aware, metavar="T2",
+                        help="range form: bets decided before this RFC 3339 time")  # fmt: skip
+    replay.add_argument("--keep", action="store_true",
+                        help="range form: keep the scratch schema (name printed)")  # fmt: skip
+    replay.add_argument("--json", action="store_true")
+    rsub = replay.add_subparsers(dest="what", metavar="settlement BET_ID")
+    one = rsub.add_parser(
+        "settlement",
+        help="one bet: replay beside the book and the ledger (exit 2: unknown bet)",
+        description=REPLAY_SETTLEMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    one.add_argument("bet_id", metavar="BET_ID")
+    one.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    replay.set_defaults(func=cmd_replay)
 
     worker = sub.add_parser("worker", help="run a Croupier worker (Faust) in the foreground")
     worker.add_argument("--name", default="worker", help="a label for logs and status")
