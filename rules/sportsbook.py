@@ -135,8 +135,7 @@ def settle_bet(stake: Decimal, currency: str, legs: Sequence[Leg]) -> Outcome | 
     payout = (stake * factor).quantize(Decimal(1).scaleb(-minor_units(currency)), ROUND_DOWN)
     results = {leg.result for leg in legs}
     if "lose" in results:
-        result = "lose"
-        payout = Decimal(0)
+        result = "lose"  # the factor is 0: the payout is 0 in the currency's minor units
     elif results == {"void"}:
         result, payout = "void", stake
     elif "half_lose" in results:

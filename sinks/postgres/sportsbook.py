@@ -33,6 +33,7 @@ from typing import Any
 
 from rules.sportsbook import Leg, Outcome, Priced, Refused, settle_bet
 from schemas.bets import BetRequest
+from schemas.money import minor_units
 from schemas.odds import BetCancel, BetSettlement, RollbackBetCancel, RollbackBetSettlement
 from schemas.outbound import BetDecision, ReasonCode, Settlement
 from schemas.records import DeadLetter, SourcePosition
@@ -537,12 +538,17 @@ class _Plan:
             kind=kind,
             result=None if rolled_back or self.want is None else self.want.result,
             stake=self.stake,
-            payout=Decimal(0) if rolled_back or self.want is None else self.want.payout,
+            payout=zero(self.currency) if rolled_back or self.want is None else self.want.payout,
             currency=self.currency,
             ledger_reference=f"settlement:{self.settlement_id()}",
             settled_at=now,
         )
         out.settlements.append((self.player.encode(), message.model_dump_json().encode()))
+
+
+def zero(currency: str) -> Decimal:
+    """Nothing, written in the currency's minor units as every amount on the wire is."""
+    return Decimal(0).quantize(Decimal(1).scaleb(-minor_units(currency)))
 
 
 def reason_code(reason: str | None) -> ReasonCode:
