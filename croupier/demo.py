@@ -1,88 +1,660 @@
-"""``croupier demo``: the main job on the running stack.
+"""``croupier demo``: a simulated match on the running stack, from odds to reconciliation.
 
-For now it shows the plumbing end to end: player events (and one malformed message)
-go into Kafka, the worker decides them, and the demo prints what came out on the
-``audit`` and ``dead-letters`` topics and what PostgreSQL holds. Later flows grow it
-into the match-day simulation.
+Against the workers ``croupier stack up`` runs, with ids unique to this run (so it can be
+run again and again on the same stack):
+
+1. four players register (UK, DK, ES, NJ, each in their own currency) and deposit;
+2. a producer's feed starts (``alive`` heartbeats every two seconds) and prices two
+   matches; the home price of the first moves twice;
+3. bets arrive: singles, an accumulator, a stale price under ``odds_change: none``, a
+   lower price under ``higher``, any price under ``any``, an unknown player, an unknown
+   market, a stake beyond the balance, a producer's retry and a malformed message;
+4. ``bet_stop``, a bet after it, ``bet_settlement``, then the feed corrects itself:
+   ``rollback_bet_settlement`` and a corrected ``bet_settlement`` (a resettlement);
+5. balances from the ledger and ``Ledger.reconcile()``.
+
+Each step waits until the workers have recorded the messages as done in PostgreSQL
+(``consumer_progress``), then reads what they published. Everything is printed as
+tables and checked against what must happen; any difference makes the exit status 1.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
 
 from croupier.cli import EXIT_FAILED, EXIT_OK, load_stack_env
-from croupier.kafka import consume_until, make_producer
+from croupier.kafka import make_producer
 from croupier.settings import Settings
+from sinks.postgres.ledger import Ledger
+
+D = Decimal
+HEARTBEAT_SECONDS = 2.0
+FEED_PRODUCER = "demo"  # one producer for every run: silent between runs, back with each
 
 
-def _events(run: str) -> list[tuple[str, bytes]]:
-    now = datetime.now(UTC).isoformat()
-    out: list[tuple[str, bytes]] = []
-    for n, jurisdiction in enumerate(["UK", "DK", "ES", "NJ"], start=1):
-        pid = f"demo-{run}-p{n}"
-        registered = {
-            "type": "registered", "player_id": pid, "jurisdiction": jurisdiction,
-            "currency": "EUR", "birth_date": "1990-05-01", "timestamp": now,
-        }  # fmt: skip
-        out.append((pid, json.dumps(registered).encode()))
-    session = {"type": "session_started", "player_id": f"demo-{run}-p1", "session_id": "s-1",
-               "timestamp": now}  # fmt: skip
-    out.append((f"demo-{run}-p1", json.dumps(session).encode()))
-    stranger = {"type": "session_started", "player_id": f"demo-{run}-nobody",
-                "session_id": "s-9", "timestamp": now}  # fmt: skip
-    out.append((f"demo-{run}-nobody", json.dumps(stranger).encode()))
-    out.append((f"demo-{run}-p2", b'{"type": "registered", "player_id": '))  # malformed
-    return out
+class DemoError(Exception):
+    """The stack did not answer, or the workers did not get through a step in time."""
+
+
+# -- talking to Kafka and PostgreSQL ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A message Kafka acknowledged, and where it landed."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Out:
+    """A message a worker published."""
+
+    topic: str
+    key: str
+    doc: dict[str, Any]
+
+
+class Upstream:
+    """The upstream producers: produce, flush, and know where every message landed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer = make_producer(settings)
+        self._clock = datetime.now(UTC)
+        self._lock = threading.Lock()
+
+    def feed_time(self) -> str:
+        """Now, strictly after every feed time handed out before (feed order is time order)."""
+        with self._lock:
+            self._clock = max(datetime.now(UTC), self._clock + timedelta(milliseconds=1))
+            return self._clock.isoformat()
+
+    def send(self, topic: str, items: Sequence[tuple[str, bytes]]) -> list[Sent]:
+        """Produce ``(key, value)`` pairs to a contract topic; wait until Kafka has them all."""
+        delivered: dict[int, Sent] = {}
+        errors: list[str] = []
+
+        def report(index: int, key: str, value: bytes) -> Callable[[Any, Any], None]:
+            def on_delivery(err: Any, msg: Any) -> None:
+                if err is not None:
+                    errors.append(str(err))
+                else:
+                    delivered[index] = Sent(msg.topic(), msg.partition(), msg.offset(), key, value)
+
+            return on_delivery
+
+        real = self.settings.topic(topic)
+        for n, (key, value) in enumerate(items):
+            self.producer.produce(real, key=key.encode(), value=value,
+                                  on_delivery=report(n, key, value))  # fmt: skip
+            self.producer.poll(0)
+        self.producer.flush(30)
+        if errors or len(delivered) != len(items):
+            msg = f"Kafka did not take every message for {real}: {errors or 'no report'}"
+            raise DemoError(msg)
+        return [delivered[n] for n in range(len(items))]
+
+
+class Tail:
+    """Reads topics from where they ended when the demo started: only what comes after."""
+
+    def __init__(self, settings: Settings, topics: Iterable[str]) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka.admin import AdminClient
+
+        bootstrap = settings.kafka_bootstrap_servers
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": f"croupier-demo-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        })  # fmt: skip
+        meta = self.admin.list_topics(timeout=10).topics
+        partitions: list[tuple[str, int]] = []
+        for topic in topics:
+            if topic not in meta:
+                msg = f"topic {topic} does not exist: run `croupier topics create`"
+                raise DemoError(msg)
+            partitions += [(topic, p) for p in meta[topic].partitions]
+        self.next = self.ends(partitions)
+        self.consumer.assign([TopicPartition(t, p, o) for (t, p), o in self.next.items()])
+        self.records: list[Out] = []
+
+    def ends(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Each partition's end offset, asked in one request (a consumer asks one by one,
+        each queued behind its fetch: half a second a partition)."""
+        from confluent_kafka import TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        futures = self.admin.list_offsets(
+            # OffsetSpec ships without annotations.
+            {TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions},  # type: ignore[no-untyped-call]
+            request_timeout=10,
+        )
+        return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
+
+    def catch_up(self, deadline: float) -> None:
+        """Read everything published so far (up to each partition's current end)."""
+        target = self.ends(self.next)
+        while any(self.next[tp] < end for tp, end in target.items()):
+            if time.monotonic() > deadline:
+                msg = "timed out reading the workers' outputs"
+                raise DemoError(msg)
+            for m in self.consumer.consume(num_messages=500, timeout=0.2):
+                topic, partition, offset, key = m.topic(), m.partition(), m.offset(), m.key()
+                if m.error() or topic is None or partition is None or offset is None:
+                    continue
+                self.next[(topic, partition)] = offset + 1
+                try:
+                    doc = json.loads(m.value() or b"null")
+                except ValueError:
+                    doc = None
+                self.records.append(
+                    Out(topic, key.decode() if key else "", doc if isinstance(doc, dict) else {})
+                )
+            # The consumer's position, not the last offset read: it steps over control records.
+            for tp in self.consumer.position(self.consumer.assignment()):
+                if tp.offset >= 0:
+                    self.next[(tp.topic, tp.partition)] = tp.offset
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class Progress:
+    """How far the workers' consumer group has finished each partition (PostgreSQL's word)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.group = settings.app_id
+        self.conn = psycopg.connect(
+            settings.pg_dsn.get_secret_value(),
+            options=f"-c search_path={settings.pg_schema}",
+            autocommit=True,
+        )
+
+    def wait(self, sent: Iterable[Sent], deadline: float, what: str) -> None:
+        """Wait until every message in ``sent`` is done: its rows, outputs and table moves."""
+        need: dict[tuple[str, int], int] = {}
+        for s in sent:
+            need[(s.topic, s.partition)] = max(need.get((s.topic, s.partition), 0), s.offset + 1)
+        topics = sorted({t for t, _ in need})
+        while True:
+            rows = self.conn.execute(
+                """SELECT topic, partition, next_offset FROM consumer_progress
+                    WHERE consumer_group = %s AND topic = ANY(%s)""",
+                (self.group, topics),
+            ).fetchall()
+            done = {(t, p): o for t, p, o in rows}
+            if all(done.get(tp, 0) >= offset for tp, offset in need.items()):
+                return
+            if time.monotonic() > deadline:
+                msg = f"timed out waiting for the workers to finish {what}"
+                raise DemoError(msg)
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Heartbeat:
+    """The feed producer's ``alive`` messages, every couple of seconds, in a thread."""
+
+    def __init__(self, upstream: Upstream, producer: str) -> None:
+        self.upstream, self.producer = upstream, producer
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-alive", daemon=True)
+
+    def beat(self) -> list[Sent]:
+        msg = {"type": "alive", "producer": self.producer, "timestamp": self.upstream.feed_time()}
+        return self.upstream.send("odds", [(self.producer, json.dumps(msg).encode())])
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self.beat()
+            except Exception:  # a missed beat shows up as market_suspended
+                continue
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+
+# -- the match-day script ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Player:
+    short: str
+    player_id: str
+    jurisdiction: str
+    currency: str
+    deposit: Decimal
+
+
+Leg = tuple[str, str, str, str]  # event, market, outcome, odds the player saw
+
+
+@dataclass(frozen=True)
+class BetCase:
+    """A bet to place and what Croupier must answer."""
+
+    short: str
+    bet_id: str
+    player: str  # player id
+    currency: str
+    stake: str
+    legs: tuple[Leg, ...]
+    policy: str
+    expect: str  # "accepted" or the rejection reason
+    expect_odds: str | None = None
+    why: str = ""
+
+    def wire(self, at: str) -> bytes:
+        return json.dumps({
+            "bet_id": self.bet_id, "player_id": self.player, "placed_at": at,
+            "stake": self.stake, "currency": self.currency, "odds_change": self.policy,
+            "selections": [{"event_id": e, "market_id": m, "outcome_id": o, "odds": p}
+                           for e, m, o, p in self.legs],
+        }).encode()  # fmt: skip
+
+
+@dataclass
+class Checks:
+    """Every expectation the demo checks, and the ones that failed."""
+
+    failures: list[str] = field(default_factory=list)
+    passed: int = 0
+
+    def expect(self, ok: bool, what: str) -> str:
+        if ok:
+            self.passed += 1
+            return "ok"
+        self.failures.append(what)
+        return "FAIL"
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    body = [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(headers)]
+    for line in [list(headers), ["-" * w for w in widths], *body]:
+        print("  " + "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+
+
+def heading(text: str) -> None:
+    print(f"\n{text}")
+
+
+class Demo:
+    """One run of the match: its ids, its messages, what it saw and what it checked."""
+
+    def __init__(self, settings: Settings, run: str, deadline: float) -> None:
+        self.settings, self.run, self.deadline = settings, run, deadline
+        self.prefix = f"demo-{run}-"
+        self.upstream = Upstream(settings)
+        self.progress = Progress(settings)
+        out = ("bet-decisions", "settlements", "payment-decisions", "dead-letters")
+        self.tail = Tail(settings, [settings.topic(t) for t in out])
+        self.checks = Checks()
+        self.feed_producer = FEED_PRODUCER
+        self.heartbeat = Heartbeat(self.upstream, self.feed_producer)
+        self.m1, self.m2 = f"{self.prefix}m1", f"{self.prefix}m2"
+        self.players = [
+            Player("uk", f"{self.prefix}uk", "UK", "GBP", D("100.00")),
+            Player("dk", f"{self.prefix}dk", "DK", "DKK", D("500.00")),
+            Player("es", f"{self.prefix}es", "ES", "EUR", D("100.00")),
+            Player("nj", f"{self.prefix}nj", "NJ", "USD", D("100.00")),
+        ]
+
+    def close(self) -> None:
+        self.heartbeat.stop()
+        self.tail.close()
+        self.progress.close()
+
+    def ours(self, topic: str) -> list[Out]:
+        real = self.settings.topic(topic)
+        return [r for r in self.tail.records if r.topic == real and r.key.startswith(self.prefix)]
+
+    def player(self, short: str) -> Player:
+        return next(p for p in self.players if p.short == short)
+
+    # -- 1. players and deposits ------------------------------------------------------------
+
+    def register_and_deposit(self) -> None:
+        heading("1. Players register and deposit")
+        now = self.upstream.feed_time()
+        regs = [
+            (p.player_id, json.dumps({
+                "type": "registered", "player_id": p.player_id, "jurisdiction": p.jurisdiction,
+                "currency": p.currency, "birth_date": "1990-05-01", "timestamp": now,
+            }).encode())
+            for p in self.players
+        ]  # fmt: skip
+        self.progress.wait(self.upstream.send("players", regs), self.deadline, "registrations")
+        pays = [
+            (p.player_id, json.dumps({
+                "type": "deposit", "payment_id": f"{p.player_id}-dep", "player_id": p.player_id,
+                "amount": str(p.deposit), "currency": p.currency, "timestamp": now,
+            }).encode())
+            for p in self.players
+        ]  # fmt: skip
+        self.progress.wait(self.upstream.send("payments", pays), self.deadline, "deposits")
+        self.tail.catch_up(self.deadline)
+        got = {r.doc.get("payment_id"): r.doc for r in self.ours("payment-decisions")}
+        rows = []
+        for p in self.players:
+            d = got.get(f"{p.player_id}-dep", {})
+            status = d.get("status", "(none)")
+            ok = self.checks.expect(status == "accepted", f"deposit of {p.short}: {status}")
+            rows.append((p.player_id, p.jurisdiction, f"{p.deposit} {p.currency}", status, ok))
+        print_table(["player", "jurisdiction", "deposit", "payment decision", "check"], rows)
+
+    # -- 2. the feed ----------------------------------------------------------------------
+
+    def odds(self, event: str, markets: dict[str, dict[str, str]]) -> tuple[str, bytes]:
+        return event, json.dumps({
+            "type": "odds_change", "event_id": event, "producer": self.feed_producer,
+            "timestamp": self.upstream.feed_time(),
+            "markets": [{"market_id": m, "status": "active",
+                         "outcomes": [{"outcome_id": o, "odds": p} for o, p in prices.items()]}
+                        for m, prices in markets.items()],
+        }).encode()  # fmt: skip
+
+    def feed(self, kind: str, event: str, **fields: Any) -> tuple[str, bytes]:
+        msg = {"type": kind, "event_id": event, "producer": self.feed_producer,
+               "timestamp": self.upstream.feed_time(), **fields}  # fmt: skip
+        return event, json.dumps(msg).encode()
+
+    def settle(self, event: str, results: dict[str, dict[str, str]]) -> tuple[str, bytes]:
+        markets = [{"market_id": m, "outcomes": [{"outcome_id": o, "result": r}
+                                                 for o, r in res.items()]}
+                   for m, res in results.items()]  # fmt: skip
+        return self.feed("bet_settlement", event, markets=markets)
+
+    def open_markets(self) -> None:
+        heading(f"2. The feed: producer {self.feed_producer} is alive and prices two matches")
+        # The first heartbeat is done before any price is sent: after a silence it marks the
+        # producer as recovered, and only prices newer than that reopen its markets.
+        self.progress.wait(self.heartbeat.beat(), self.deadline, "the first heartbeat")
+        self.heartbeat.start()
+        prices = [
+            ("m1", "1x2", {"home": "2.10", "draw": "3.40", "away": "3.60"}),
+            ("m1", "total_2.5", {"over": "1.90", "under": "1.90"}),
+            ("m2", "1x2", {"home": "1.50", "draw": "4.00", "away": "6.00"}),
+            ("m1", "1x2", {"home": "2.05", "draw": "3.45", "away": "3.70"}),
+            ("m1", "1x2", {"home": "2.00", "draw": "3.50", "away": "3.80"}),
+        ]
+        events = {"m1": self.m1, "m2": self.m2}
+        sent = self.upstream.send("odds", [self.odds(events[e], {m: p}) for e, m, p in prices])
+        self.progress.wait(sent, self.deadline, "the odds")
+        print_table(
+            ["event", "market", "prices (odds_change, in feed order)"],
+            [(events[e], m, "  ".join(f"{o} {p}" for o, p in pr.items())) for e, m, pr in prices],
+        )
+
+    # -- 3. bets ----------------------------------------------------------------------------
+
+    def bet_cases(self) -> list[BetCase]:
+        uk, dk, es, nj = (self.player(s) for s in ("uk", "dk", "es", "nj"))
+        m1, m2 = self.m1, self.m2
+
+        def case(short: str, p: Player, stake: str, legs: Sequence[Leg], policy: str,
+                 expect: str, odds: str | None = None, why: str = "") -> BetCase:  # fmt: skip
+            return BetCase(short, f"{self.prefix}{short}", p.player_id, p.currency, stake,
+                           tuple(legs), policy, expect, odds, why)  # fmt: skip
+
+        return [
+            case("b1", uk, "10.00", [(m1, "1x2", "home", "2.00")], "none", "accepted", "2.00",
+                 "single at the current price"),
+            case("b2", dk, "20.00", [(m1, "1x2", "home", "2.10")], "none", "odds_changed",
+                 why="stale price, odds_change none"),
+            case("b3", es, "10.00", [(m1, "1x2", "home", "1.95")], "higher", "accepted", "2.00",
+                 "saw 1.95, takes the better 2.00"),
+            case("b4", dk, "50.00", [(m1, "1x2", "away", "3.60")], "any", "accepted", "3.80",
+                 "stale price, odds_change any"),
+            case("b5", nj, "10.00", [(m1, "1x2", "draw", "3.50"), (m2, "1x2", "home", "1.50")],
+                 "none", "accepted", "5.25", "accumulator: 3.50 x 1.50"),
+            case("b6", uk, "5.00", [(m1, "total_2.5", "over", "1.90")], "none", "accepted",
+                 "1.90", "over/under market"),
+            case("b7", es, "5.00", [(m1, "correct_score", "2-1", "9.00")], "none",
+                 "market_unknown", why="no such market"),
+            case("b8", dk, "10000.00", [(m1, "1x2", "draw", "3.50")], "none",
+                 "insufficient_funds", why="stake beyond the balance"),
+            BetCase("b9", f"{self.prefix}b9", f"{self.prefix}ghost", "EUR", "5.00",
+                    ((m1, "1x2", "home", "2.00"),), "none", "unknown_player",
+                    why="never registered"),
+        ]  # fmt: skip
+
+    def place_bets(self) -> dict[str, BetCase]:
+        heading("3. Bets (b1 is sent twice: a producer retry; one more message is malformed)")
+        cases = self.bet_cases()
+        at = self.upstream.feed_time()
+        items = [(c.player, c.wire(at)) for c in cases]
+        retry = items[0]
+        malformed = (self.player("uk").player_id, f'{{"bet_id": "{self.prefix}bx", '.encode())
+        sent = self.upstream.send("bets", [*items, retry, malformed])
+        self.progress.wait(sent, self.deadline, "the bets")
+        self.tail.catch_up(self.deadline)
+        self.show_decisions(cases)
+        # The malformed message: a dead letter with its bytes and source position.
+        bad = sent[-1]
+        letters = [r.doc for r in self.ours("dead-letters")
+                   if r.doc.get("source", {}).get("offset") == bad.offset
+                   and r.doc.get("source", {}).get("partition") == bad.partition
+                   and r.doc.get("source", {}).get("topic") == bad.topic]  # fmt: skip
+        reason = letters[0]["reason"] if letters else "(none)"
+        ok = self.checks.expect(reason == "malformed_json", f"malformed bet: {reason}")
+        print(f"\n  malformed message at {bad.topic}[{bad.partition}]@{bad.offset}: "
+              f"dead letter, reason {reason}  {ok}")  # fmt: skip
+        return {c.short: c for c in cases}
+
+    def show_decisions(self, cases: Sequence[BetCase]) -> None:
+        decided: dict[str, list[dict[str, Any]]] = {}
+        for r in self.ours("bet-decisions"):
+            decided.setdefault(str(r.doc.get("bet_id")), []).append(r.doc)
+        rows = []
+        for c in cases:
+            docs = decided.get(c.bet_id, [])
+            distinct = {json.dumps(d, sort_keys=True) for d in docs}
+            d = docs[0] if docs else {}
+            got = d.get("status", "(none)") if d.get("status") != "rejected" else d.get("reason")
+            odds = d.get("odds")
+            ok = (
+                len(distinct) == 1
+                and got == c.expect
+                and (
+                    c.expect_odds is None or (odds is not None and D(str(odds)) == D(c.expect_odds))
+                )
+            )
+            if c.short == "b1":  # the producer's retry must not be decided a second time
+                ok = ok and len(docs) == 1
+            wanted = f"{c.expect} {c.expect_odds or ''}".strip()
+            mark = self.checks.expect(
+                ok, f"bet {c.short}: wanted {wanted}, got {got} {odds or ''} x{len(docs)}"
+            )
+            short = self.prefix
+            legs = " + ".join(f"{e.removeprefix(short)} {m} {o} @{p}" for e, m, o, p in c.legs)
+            rows.append((c.short, c.player.removeprefix(self.prefix), f"{c.stake} {c.currency}",
+                         legs, c.policy, d.get("status", "(none)"), d.get("reason") or "",
+                         odds or "", len(docs), c.why, mark))  # fmt: skip
+        print_table(["bet", "player", "stake", "selections", "odds_change", "status", "reason",
+                     "odds", "decisions", "case", "check"], rows)  # fmt: skip
+
+    # -- 4. stop, settle, correct ---------------------------------------------------------
+
+    def stop_and_settle(self) -> None:
+        heading("4. bet_stop, a late bet, settlement, rollback and resettlement")
+        sent = self.upstream.send("odds", [self.feed("bet_stop", self.m1),
+                                           self.feed("bet_stop", self.m2)])  # fmt: skip
+        self.progress.wait(sent, self.deadline, "the bet stops")
+        late = BetCase("b10", f"{self.prefix}b10", self.player("uk").player_id, "GBP", "5.00",
+                       ((self.m2, "1x2", "home", "1.50"),), "none", "market_suspended",
+                       why="after bet_stop")  # fmt: skip
+        sent = self.upstream.send("bets", [(late.player, late.wire(self.upstream.feed_time()))])
+        self.progress.wait(sent, self.deadline, "the late bet")
+        self.tail.catch_up(self.deadline)
+        self.show_decisions([late])
+
+        home_wins = {"home": "win", "draw": "lose", "away": "lose"}
+        first = [
+            self.settle(self.m1, {"1x2": home_wins, "total_2.5": {"over": "lose", "under": "win"}}),
+            self.settle(self.m2, {"1x2": home_wins}),
+        ]
+        sent = self.upstream.send("odds", first)
+        self.progress.wait(sent, self.deadline, "the settlements")
+        # The feed got m1's result wrong: it rolls the 1x2 market back and settles it again.
+        correction = [
+            self.feed("rollback_bet_settlement", self.m1, market_ids=["1x2"]),
+            self.settle(self.m1, {"1x2": {"home": "lose", "draw": "win", "away": "lose"}}),
+        ]
+        sent = self.upstream.send("odds", correction)
+        self.progress.wait(sent, self.deadline, "the rollback and resettlement")
+        self.heartbeat.stop()
+        self.tail.catch_up(self.deadline)
+        print("\n  m1: 1x2 home win, total_2.5 under; m2: 1x2 home win; "
+              "then m1 1x2 rolled back and resettled: draw win")  # fmt: skip
+
+    def show_settlements(self) -> None:
+        heading("5. Settlements published")
+        p = self.prefix
+        z = "0.00"
+        expected = {
+            # settlement_id: (kind, result, payout)
+            f"{p}b1/1": ("settled", "win", "20.00"),
+            f"{p}b1/2": ("rolled_back", None, z),
+            f"{p}b1/3": ("resettled", "lose", z),
+            f"{p}b3/1": ("settled", "win", "20.00"),
+            f"{p}b3/2": ("rolled_back", None, z),
+            f"{p}b3/3": ("resettled", "lose", z),
+            f"{p}b4/1": ("settled", "lose", z),
+            f"{p}b4/2": ("rolled_back", None, z),
+            f"{p}b4/3": ("resettled", "lose", z),
+            f"{p}b5/1": ("settled", "lose", z),
+            f"{p}b5/2": ("rolled_back", None, z),
+            f"{p}b5/3": ("resettled", "win", "52.50"),
+            f"{p}b6/1": ("settled", "lose", z),
+        }
+        got: dict[str, set[tuple[str, str | None, Decimal, str]]] = {}
+        for r in self.ours("settlements"):
+            d = r.doc
+            got.setdefault(str(d.get("settlement_id")), set()).add(
+                (str(d.get("kind")), d.get("result"), D(str(d.get("payout", "NaN"))),
+                 str(d.get("currency", "")))
+            )  # fmt: skip
+        rows = []
+        for sid in sorted(set(expected) | set(got), key=lambda s: (len(s), s)):
+            want = expected.get(sid)
+            seen = sorted(got.get(sid, set()), key=str)
+            have = seen[0] if len(seen) == 1 else None
+            ok = (
+                want is not None
+                and have is not None
+                and (have[0], have[1], have[2]) == (want[0], want[1], D(want[2]))
+            )
+            mark = self.checks.expect(ok, f"settlement {sid}: wanted {want}, got {seen}")
+            if have is not None:
+                shown = (have[0], have[1] or "", f"{have[2]} {have[3]}")
+            else:
+                shown = ("(conflicting)" if seen else "(missing)", "", "")
+            expect = f"{want[0]} {want[1] or ''} {want[2]}" if want else "(unexpected)"
+            rows.append((sid.removeprefix(p), *shown, expect, mark))
+        print_table(["settlement", "kind", "result", "payout", "expected", "check"], rows)
+
+    # -- 5. the books -----------------------------------------------------------------------
+
+    def show_books(self) -> None:
+        heading("6. Balances (ledger)")
+        final = {"uk": ("85.00", "0.00"), "dk": ("450.00", "0.00"), "es": ("90.00", "0.00"),
+                 "nj": ("142.50", "0.00")}  # fmt: skip
+        ledger = Ledger.connect(self.settings.pg_dsn.get_secret_value(), self.settings.pg_schema)
+        try:
+            rows = []
+            for p in self.players:
+                got = {b.currency: b for b in ledger.balances(p.player_id)}.get(p.currency)
+                cash, pending = (got.cash, got.pending) if got else (None, None)
+                want_cash, want_pending = final[p.short]
+                ok = self.checks.expect(
+                    cash == D(want_cash) and pending == D(want_pending),
+                    f"balance of {p.short}: wanted {want_cash}/{want_pending}, "
+                    f"got {cash}/{pending}",
+                )
+                shown = got.as_json() if got else {"balance": "(none)", "pending": ""}
+                rows.append((p.player_id, p.currency, f"{p.deposit}", shown["balance"],
+                             shown["pending"], f"{want_cash} / {want_pending}", ok))  # fmt: skip
+            print_table(["player", "currency", "deposited", "balance", "pending",
+                         "expected", "check"], rows)  # fmt: skip
+
+            heading(f"7. Reconciliation of the whole ledger (schema {self.settings.pg_schema})")
+            rec = ledger.reconcile()
+            print_table(
+                ["currency", "debits", "credits", "entries", "state"],
+                [(c.currency, c.debits, c.credits, c.entries,
+                  "balanced" if c.balanced else "IMBALANCE") for c in rec.currencies],
+            )  # fmt: skip
+            for row in rec.unbalanced_transactions:
+                print(f"  unbalanced transaction {row[0]} in {row[1]}: {row[2]}")
+            for owner, kind, cur, stored, derived in rec.balance_drift:
+                print(f"  balance drift {owner} {kind} {cur}: stored {stored}, entries {derived}")
+            ok = self.checks.expect(rec.ok, "the ledger does not reconcile")
+            print(f"  {'books balance' if rec.ok else 'books DO NOT balance'}  {ok}")
+        finally:
+            ledger.close()
 
 
 def run_demo(*, timeout: float = 120.0) -> int:
+    """Play one match on the running stack; EXIT_OK when everything came out as it must."""
     load_stack_env()
     settings = Settings()
-    run = uuid.uuid4().hex[:8]
-    events = _events(run)
-    producer = make_producer(settings)
-    for key, value in events:
-        producer.produce(settings.topic("players"), key=key.encode(), value=value)
-    producer.flush(30)
-    print(f"produced {len(events)} player events (run {run}) to {settings.topic('players')}")
-
+    run = uuid.uuid4().hex[:6]
     started = time.monotonic()
-    mine = f"demo-{run}-"
-    records = consume_until(
-        settings,
-        [settings.topic("audit"), settings.topic("dead-letters")],
-        want=lambda rs: sum(1 for r in rs if r.key.startswith(mine)) >= len(events),
-        timeout=timeout,
-    )
-    ours = [r for r in records if r.key.startswith(mine)]
-    for r in ours:
-        doc = json.loads(r.value)
-        if r.topic.endswith("dead-letters"):
-            print(f"  dead letter  {r.key:<22} {doc['reason']}: {doc['error'][:70]}")
-        else:
-            print(
-                f"  audit        {r.key:<22} {doc['action']} -> version {doc['after']['version']}"
-            )
+    print(f"Croupier demo, run {run}: Kafka {settings.kafka_bootstrap_servers}, "
+          f"group {settings.app_id}, schema {settings.pg_schema}")  # fmt: skip
+    from confluent_kafka import KafkaException
+
+    try:
+        demo = Demo(settings, run, started + timeout)
+    except (DemoError, KafkaException, psycopg.OperationalError) as exc:
+        print(f"croupier demo: cannot reach the stack ({exc}); is it up? try `make up`")
+        return EXIT_FAILED
+    try:
+        demo.register_and_deposit()
+        demo.open_markets()
+        demo.place_bets()
+        demo.stop_and_settle()
+        demo.show_settlements()
+        demo.show_books()
+    except DemoError as exc:
+        demo.checks.failures.append(str(exc))
+        print(f"\n  {exc} (are the workers running? `croupier stack status`; "
+              "logs in .stack/logs/)")  # fmt: skip
+    finally:
+        demo.close()
     elapsed = time.monotonic() - started
-    print(f"worker answered {len(ours)} of {len(events)} events in {elapsed:.1f}s")
-    rows = _postgres_rows(settings, mine)
-    print(f"PostgreSQL ({settings.pg_schema}): {rows} rows for this run, one per event")
-    return EXIT_OK if len(ours) >= len(events) and rows == len(events) else EXIT_FAILED
-
-
-def _postgres_rows(settings: Settings, prefix: str) -> int:
-    import psycopg
-
-    with psycopg.connect(
-        settings.pg_dsn.get_secret_value(), options=f"-c search_path={settings.pg_schema}"
-    ) as conn:
-        row = conn.execute(
-            """SELECT (SELECT count(*) FROM player_events WHERE player_id LIKE %(p)s)
-                    + (SELECT count(*) FROM dead_letters
-                       WHERE convert_from(key, 'UTF8') LIKE %(p)s)""",
-            {"p": f"{prefix}%"},
-        ).fetchone()
-    return int(row[0]) if row else 0
+    checks = demo.checks
+    if checks.failures:
+        print(f"\n{len(checks.failures)} check(s) FAILED ({checks.passed} passed) "
+              f"in {elapsed:.1f}s:")  # fmt: skip
+        for f in checks.failures:
+            print(f"  - {f}")
+        return EXIT_FAILED
+    print(f"\nall {checks.passed} checks passed in {elapsed:.1f}s (run {run})")
+    return EXIT_OK

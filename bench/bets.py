@@ -1,0 +1,863 @@
+"""End-to-end bets benchmark: producer to decision on the local stack, under odds churn.
+
+    .venv/bin/python bench/bets.py [--players 10000] [--events 500] [--markets 4]
+        [--bets 50000] [--rate 1000] [--duration 20] [--workers 2] [--quick] [--keep]
+
+Needs Kafka and PostgreSQL (the stack ``make up`` runs, via ``.stack/env``, or the
+service variables). It never touches the stack's own flows: it creates its own topics
+(prefix ``bench<tag>.``), consumer group (``croupier-bench-<tag>``) and PostgreSQL schema
+(``bench_<tag>``), and starts its own ``croupier worker`` processes on them.
+
+Set-up: ``--players`` players register and deposit; ``--events`` events are priced, each
+with ``--markets`` markets (thousands of markets); a feed producer sends ``alive``
+heartbeats every two seconds and, for the whole run, re-prices random events at
+``--odds-rate`` odds_change messages a second (every market of the event moves). A
+warm-up lets every worker join and every table fill. Then three phases, each timed on
+this machine's clock (the same process produces the bets and consumes the decisions):
+
+1. throughput: ``--bets`` bets produced as fast as possible; bets/s = bets / time from
+   the first send to the last bet's first decision on ``bet-decisions``;
+2. latency: ``--rate`` bets/s for ``--duration`` seconds; per bet, decision latency =
+   when its decision is consumed minus when the bet was sent (p50, p90, p99, max);
+   also up to when the worker published it (the decision's Kafka timestamp);
+3. burst: ``--burst-base`` bets/s, then ``--burst-factor`` times that for
+   ``--burst-seconds``, then the base rate again until the backlog is gone: every bet
+   must have exactly one decision; reports the backlog, the drain time (end of burst to
+   the last pre-burst-end bet decided) and the drain rate (decisions/s meanwhile).
+
+Bets: 1.00 EUR stakes by uniformly chosen players, 80 % singles and 20 % accumulators
+of two or three events, 90 % ``odds_change: any`` and 10 % ``none`` at the price last
+published (the churn makes some of those ``odds_changed``). Prints a summary and writes
+``bench/results/bets.json`` (``bets-quick.json`` with ``--quick``). At the end the
+workers stop, the ledger is reconciled, and the topics, consumer group and schema are
+deleted (``--keep`` leaves them, and the worker logs, for inspection). Exit status 1
+when a bet was lost or decided twice, or the ledger does not reconcile; a goal missed
+is reported, not an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from croupier.cli import load_stack_env  # noqa: E402
+from croupier.kafka import make_producer  # noqa: E402
+from croupier.settings import Settings  # noqa: E402
+from croupier.stack import ENV_CLICKHOUSE, ENV_KAFKA, ENV_PG, WORKER_READY  # noqa: E402
+from sinks.postgres.ledger import Ledger  # noqa: E402
+from sinks.postgres.migrate import migrate  # noqa: E402
+from topologies.topics import create_topics, topic_specs  # noqa: E402
+
+FEED = "live"
+HEARTBEAT_SECONDS = 2.0
+CENT = Decimal("0.01")
+MARKETS: list[tuple[str, tuple[str, ...]]] = [
+    ("1x2", ("home", "draw", "away")),
+    ("total_2.5", ("over", "under")),
+    ("btts", ("yes", "no")),
+    ("handicap_-1", ("home", "away")),
+]
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+# -- the feed --------------------------------------------------------------------------------
+
+
+class FeedClock:
+    """Feed timestamps: now, strictly after the last one (feed order is time order)."""
+
+    def __init__(self) -> None:
+        self._last = datetime.now(UTC)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            self._last = max(datetime.now(UTC), self._last + timedelta(microseconds=1))
+            return self._last.isoformat()
+
+
+def market_names(n: int) -> list[tuple[str, tuple[str, ...]]]:
+    extra = [(f"total_{k}.5", ("over", "under")) for k in range(3, 3 + max(0, n - len(MARKETS)))]
+    return (MARKETS + extra)[:n]
+
+
+class Book:
+    """The prices this feed has published, per event, market and outcome."""
+
+    def __init__(self, events: int, markets: int, rng: random.Random) -> None:
+        self.rng = rng
+        self.events = [f"e{n}" for n in range(events)]
+        self.markets = market_names(markets)
+        self.prices: dict[str, dict[str, dict[str, Decimal]]] = {
+            e: {m: {o: Decimal(rng.randint(130, 600)).scaleb(-2) for o in outs}
+                for m, outs in self.markets}
+            for e in self.events
+        }  # fmt: skip
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _price(value: Decimal) -> Decimal:
+        return max(Decimal("1.01"), value.quantize(CENT, ROUND_HALF_UP))
+
+    def odds_change(self, event: str, at: str, *, move: bool) -> bytes:
+        """The event's odds_change (every market), after a random move when ``move``."""
+        with self._lock:
+            book = self.prices[event]
+            if move:
+                for outcomes in book.values():
+                    for o, p in outcomes.items():
+                        step = Decimal(self.rng.randint(95, 105)).scaleb(-2)
+                        outcomes[o] = self._price(p * step)
+            markets = [{"market_id": m, "status": "active",
+                        "outcomes": [{"outcome_id": o, "odds": str(p)} for o, p in outs.items()]}
+                       for m, outs in book.items()]  # fmt: skip
+        return json.dumps({"type": "odds_change", "event_id": event, "producer": FEED,
+                           "timestamp": at, "markets": markets}).encode()  # fmt: skip
+
+    def leg(self, event: str, rng: random.Random) -> dict[str, str]:
+        market, outcomes = rng.choice(self.markets)
+        outcome = rng.choice(outcomes)
+        with self._lock:
+            price = self.prices[event][market][outcome]
+        return {"event_id": event, "market_id": market, "outcome_id": outcome, "odds": str(price)}
+
+
+class Paced(threading.Thread):
+    """Calls ``tick`` ``rate`` times a second until stopped (a background producer)."""
+
+    def __init__(self, name: str, rate: float, tick: Callable[[], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self.rate, self.tick = rate, tick
+        self.stopping = threading.Event()
+        self.count = 0
+        self.errors = 0
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self.stopping.is_set():
+            due = int((time.monotonic() - start) * self.rate) + 1
+            while self.count < due and not self.stopping.is_set():
+                try:
+                    self.tick()
+                except BufferError:
+                    self.errors += 1
+                self.count += 1
+            self.stopping.wait(max(0.0, start + self.count / self.rate - time.monotonic()))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(10)
+
+
+# -- Kafka and PostgreSQL ------------------------------------------------------------------
+
+
+def produce_all(producer: Any, topic: str, items: Iterable[tuple[str, bytes]]) -> dict[int, int]:
+    """Produce and flush; the highest offset delivered per partition."""
+    last: dict[int, int] = {}
+    errors: list[str] = []
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+        else:
+            last[msg.partition()] = max(last.get(msg.partition(), -1), msg.offset())
+
+    for key, value in items:
+        send(producer, topic, key, value, on_delivery)
+    producer.flush(60)
+    if errors:
+        raise SystemExit(f"producing to {topic} failed: {errors[:3]}")
+    return last
+
+
+def send(producer: Any, topic: str, key: str, value: bytes, on_delivery: Any = None) -> None:
+    """Produce one message, waiting for room when the local queue is full."""
+    while True:
+        try:
+            if on_delivery is None:
+                producer.produce(topic, key=key.encode(), value=value)
+            else:
+                producer.produce(topic, key=key.encode(), value=value, on_delivery=on_delivery)
+            break
+        except BufferError:
+            producer.poll(0.01)
+    producer.poll(0)
+
+
+def wait_done(
+    dsn: str, schema: str, group: str, topic: str, last: dict[int, int], timeout: float
+) -> None:
+    """Wait until the workers recorded every delivered offset as done (consumer_progress)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, options=f"-c search_path={schema}", autocommit=True) as conn:
+        while True:
+            rows = conn.execute(
+                """SELECT partition, next_offset FROM consumer_progress
+                    WHERE consumer_group = %s AND topic = %s""",
+                (group, topic),
+            ).fetchall()
+            done = {int(p): int(o) for p, o in rows}
+            if all(done.get(p, 0) > o for p, o in last.items()):
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit(f"workers did not finish {topic} in {timeout:.0f}s")
+            time.sleep(0.2)
+
+
+class DecisionReader(threading.Thread):
+    """Reads ``bet-decisions`` from the start; the first time each bet's decision is seen."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="decisions", daemon=True)
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        self.consumer = Consumer({
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"bench-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        })  # fmt: skip
+        topic = settings.topic("bet-decisions")
+        parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        self.seen: dict[str, float] = {}  # bet_id -> wall time the decision was consumed
+        self.published: dict[str, float] = {}  # bet_id -> the decision's Kafka timestamp
+        self.decided: Counter[str] = Counter()  # phase -> distinct bets decided
+        self.duplicates: Counter[str] = Counter()  # phase -> decisions beyond the first
+        self.outcomes: dict[str, Counter[str]] = {}  # phase -> accepted / rejection reason
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            msg = self.consumer.poll(0.1)
+            if msg is None or msg.error():
+                continue
+            now = time.time()
+            doc = json.loads(msg.value() or b"{}")
+            bet_id = str(doc.get("bet_id"))
+            phase = bet_id.split("-", 1)[0]
+            if bet_id in self.seen:
+                self.duplicates[phase] += 1
+                continue
+            self.seen[bet_id] = now
+            kind, stamp = msg.timestamp()
+            if kind != 0:  # TIMESTAMP_NOT_AVAILABLE
+                self.published[bet_id] = stamp / 1000
+            self.outcomes.setdefault(phase, Counter())[doc.get("reason") or "accepted"] += 1
+            self.decided[phase] += 1
+
+    def wait(self, phases: Sequence[str], count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while sum(self.decided[p] for p in phases) < count:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(10)
+        self.consumer.close()
+
+
+# -- workers ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            tail = self.log.read_bytes()[-3000:].decode(errors="replace")
+            raise SystemExit(f"worker exited {self.proc.returncode}:\n{tail}")
+        return self.log.exists() and WORKER_READY in self.log.read_bytes()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+
+
+def worker_env(s: Settings, data_dir: Path) -> dict[str, str]:
+    """The environment that makes a ``croupier worker`` see the bench's settings."""
+    mine = {
+        ENV_KAFKA: s.kafka_bootstrap_servers,
+        ENV_PG: s.pg_dsn.get_secret_value(),
+        ENV_CLICKHOUSE: s.clickhouse_url,
+        "CROUPIER_PG_SCHEMA": s.pg_schema,
+        "CROUPIER_APP_ID": s.app_id,
+        "CROUPIER_TOPIC_PREFIX": s.topic_prefix,
+        "CROUPIER_TOPIC_PARTITIONS": str(s.topic_partitions),
+        "CROUPIER_BATCH_MAX": str(s.batch_max),
+        "CROUPIER_BATCH_WITHIN": str(s.batch_within),
+        "CROUPIER_FEED_TIMEOUT": str(s.feed_timeout),
+        "CROUPIER_DATA_DIR": str(data_dir),
+        "PYTHONUNBUFFERED": "1",
+    }
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("CROUPIER_")}
+    return {**inherited, **mine}
+
+
+def start_workers(s: Settings, n: int, where: Path, timeout: float = 120) -> list[Worker]:
+    env = worker_env(s, where / "faust")
+    workers = []
+    for i in range(n):
+        log_path = where / f"worker-{i + 1}.log"
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "croupier", "worker", "--name", f"bench-{i + 1}"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            )  # fmt: skip
+        workers.append(Worker(proc, log_path))
+    deadline = time.monotonic() + timeout
+    while not all(w.ready() for w in workers):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"workers not ready in {timeout}s; logs in {where}")
+        time.sleep(0.2)
+    return workers
+
+
+# -- statistics ----------------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+def distribution_ms(values: Iterable[float]) -> dict[str, float]:
+    ms = sorted(v * 1000 for v in values)
+    if not ms:
+        return {}
+    return {
+        "p50_ms": round(percentile(ms, 50), 1),
+        "p90_ms": round(percentile(ms, 90), 1),
+        "p99_ms": round(percentile(ms, 99), 1),
+        "p999_ms": round(percentile(ms, 99.9), 1),
+        "max_ms": round(ms[-1], 1),
+        "mean_ms": round(sum(ms) / len(ms), 1),
+    }
+
+
+# -- the benchmark -------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    players: int
+    events: int
+    markets: int
+    bets: int
+    rate: float
+    duration: float
+    burst_base: float
+    burst_factor: float
+    burst_before: float
+    burst_seconds: float
+    burst_after_max: float
+    odds_rate: float
+    warmup: int
+    workers: int
+    partitions: int
+    batch_max: int
+    batch_within: float
+    seed: int
+
+
+@dataclass
+class Bench:
+    plan: Plan
+    settings: Settings
+    rng: random.Random
+    book: Book
+    clock: FeedClock = field(default_factory=FeedClock)
+    stamps: dict[str, float] = field(default_factory=dict)  # bet_id -> wall time sent
+    players: list[str] = field(default_factory=list)
+
+    def bet(self, bet_id: str, at: str) -> tuple[str, bytes]:
+        rng = self.rng
+        player = rng.choice(self.players)
+        legs = 1 if rng.random() < 0.8 else rng.choice((2, 3))
+        events = rng.sample(self.book.events, legs)
+        policy = "none" if rng.random() < 0.1 else "any"
+        doc = {"bet_id": bet_id, "player_id": player, "placed_at": at, "stake": "1.00",
+               "currency": "EUR", "odds_change": policy,
+               "selections": [self.book.leg(e, rng) for e in events]}  # fmt: skip
+        return player, json.dumps(doc).encode()
+
+    def bets(self, phase: str, n: int, start: int = 0) -> list[tuple[str, str, bytes]]:
+        at = self.clock()
+        out = []
+        for i in range(start, start + n):
+            bet_id = f"{phase}-{i}"
+            key, value = self.bet(bet_id, at)
+            out.append((bet_id, key, value))
+        return out
+
+    def produce_paced(
+        self,
+        producer: Any,
+        bets: Sequence[tuple[str, str, bytes]],
+        rate: float,
+        until: Callable[[], bool] | None = None,
+    ) -> tuple[int, float]:
+        """Send ``bets`` at ``rate`` a second (or until ``until()``); (sent, seconds)."""
+        topic = self.settings.topic("bets")
+        start = time.monotonic()
+        sent = 0
+        while sent < len(bets):
+            due = min(len(bets), int((time.monotonic() - start) * rate) + 1)
+            while sent < due:
+                bet_id, key, value = bets[sent]
+                self.stamps[bet_id] = time.time()
+                send(producer, topic, key, value)
+                sent += 1
+            if until is not None and until():
+                break
+            pause = start + sent / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        return sent, time.monotonic() - start
+
+    def latencies(self, reader: DecisionReader, ids: Iterable[str]) -> dict[str, Any]:
+        consumed, published = [], []
+        for bet_id in ids:
+            sent = self.stamps.get(bet_id)
+            got = reader.seen.get(bet_id)
+            if sent is None or got is None:
+                continue
+            consumed.append(got - sent)
+            if bet_id in reader.published:
+                published.append(reader.published[bet_id] - sent)
+        return {"decision": distribution_ms(consumed), "published": distribution_ms(published)}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[Plan, argparse.Namespace]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--players", type=int, default=10_000)
+    p.add_argument("--events", type=int, default=500)
+    p.add_argument("--markets", type=int, default=4, help="markets per event")
+    p.add_argument("--bets", type=int, default=50_000, help="bets in the throughput phase")
+    p.add_argument("--rate", type=float, default=1_000, help="bets/s in the latency phase")
+    p.add_argument("--duration", type=float, default=20, help="seconds of the latency phase")
+    p.add_argument("--burst-base", type=float, default=None, help="bets/s around the burst "
+                   "(default: --rate)")  # fmt: skip
+    p.add_argument("--burst-factor", type=float, default=20)
+    p.add_argument("--burst-seconds", type=float, default=5)
+    p.add_argument("--burst-before", type=float, default=5, help="seconds at base rate first")
+    p.add_argument("--burst-after-max", type=float, default=60,
+                   help="most seconds at base rate after the burst while it drains")  # fmt: skip
+    p.add_argument("--odds-rate", type=float, default=100,
+                   help="odds_change messages/s during the run (each moves every market "
+                        "of one event)")  # fmt: skip
+    p.add_argument("--warmup", type=int, default=2_000, help="bets before measuring")
+    p.add_argument("--workers", type=int, default=2, help="croupier worker processes")
+    p.add_argument("--partitions", type=int, default=6, help="partitions per topic")
+    p.add_argument("--batch-max", type=int, default=None, help="CROUPIER_BATCH_MAX")
+    p.add_argument("--batch-within", type=float, default=None, help="CROUPIER_BATCH_WITHIN")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--quick", action="store_true", help="a short smoke run, small numbers")
+    p.add_argument("--keep", action="store_true",
+                   help="leave topics, group, schema and worker logs behind")  # fmt: skip
+    p.add_argument("--out", type=Path, default=None, help="results file")
+    if p.parse_args(argv).quick:  # smaller defaults; options given explicitly still win
+        p.set_defaults(players=500, events=100, bets=3_000, rate=200, duration=5,
+                       warmup=300, burst_seconds=2, burst_before=2, burst_after_max=30,
+                       odds_rate=20)  # fmt: skip
+    a = p.parse_args(argv)
+    base = Settings()
+    plan = Plan(
+        players=a.players, events=a.events, markets=a.markets, bets=a.bets, rate=a.rate,
+        duration=a.duration, burst_base=a.burst_base or a.rate, burst_factor=a.burst_factor,
+        burst_before=a.burst_before, burst_seconds=a.burst_seconds,
+        burst_after_max=a.burst_after_max, odds_rate=a.odds_rate, warmup=a.warmup,
+        workers=a.workers, partitions=a.partitions,
+        batch_max=a.batch_max or base.batch_max,
+        batch_within=a.batch_within or base.batch_within, seed=a.seed,
+    )  # fmt: skip
+    if a.out is None:
+        a.out = ROOT / "bench" / "results" / ("bets-quick.json" if a.quick else "bets.json")
+    return plan, a
+
+
+def bench_settings(plan: Plan, tag: str) -> Settings:
+    base = Settings()
+    return Settings(
+        KAFKA_BOOTSTRAP_SERVERS=base.kafka_bootstrap_servers,
+        CROUPIER_PG_DSN=base.pg_dsn.get_secret_value(),
+        CROUPIER_CLICKHOUSE_URL=base.clickhouse_url,
+        CROUPIER_PG_SCHEMA=f"bench_{tag}",
+        CROUPIER_APP_ID=f"croupier-bench-{tag}",
+        CROUPIER_TOPIC_PREFIX=f"bench{tag}.",
+        CROUPIER_TOPIC_PARTITIONS=plan.partitions,
+        CROUPIER_BATCH_MAX=plan.batch_max,
+        CROUPIER_BATCH_WITHIN=plan.batch_within,
+    )
+
+
+def cleanup(s: Settings, where: Path, *, keep: bool, keep_logs: bool) -> None:
+    """Delete the bench's topics, consumer group, schema and (unless ``keep_logs``, as
+    after a failure) the workers' logs; ``keep`` deletes nothing."""
+    if keep:
+        log(f"kept: topics {s.topic_prefix}*, group {s.app_id}, schema {s.pg_schema}, "
+            f"logs {where}")  # fmt: skip
+        return
+    import psycopg
+    from confluent_kafka.admin import AdminClient
+    from psycopg import sql
+
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
+    existing = admin.list_topics(timeout=10).topics
+    names = {spec.name for spec in topic_specs(s)}
+    names |= {t for t in existing if t.startswith((s.topic_prefix, f"{s.app_id}-"))}
+    doomed = sorted(names & set(existing))
+    for name, future in admin.delete_topics(doomed, operation_timeout=30).items():
+        try:
+            future.result()
+        except Exception as exc:
+            log(f"could not delete topic {name}: {exc}")
+    for group, future in admin.delete_consumer_groups([s.app_id], request_timeout=30).items():
+        try:
+            future.result()
+        except Exception as exc:
+            log(f"could not delete consumer group {group}: {exc}")
+    with psycopg.connect(s.pg_dsn.get_secret_value(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+            sql.Identifier(s.pg_schema)))  # fmt: skip
+    if keep_logs:
+        log(f"worker logs kept in {where}")
+    else:
+        shutil.rmtree(where, ignore_errors=True)
+    log(f"deleted {len(doomed)} topics, group {s.app_id}, schema {s.pg_schema}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    load_stack_env()
+    plan, args = parse_args(argv)
+    tag = uuid.uuid4().hex[:8]
+    s = bench_settings(plan, tag)
+    where = ROOT / ".stack" / "bench" / tag
+    where.mkdir(parents=True, exist_ok=True)
+    log(f"bench {tag}: topics {s.topic_prefix}*, group {s.app_id}, schema {s.pg_schema}")
+    create_topics(s)
+    migrate(s.pg_dsn.get_secret_value(), s.pg_schema)
+    workers: list[Worker] = []
+    threads: list[Paced] = []
+    readers: list[DecisionReader] = []
+    results: dict[str, Any] = {}
+    ok = False
+    try:
+        workers = start_workers(s, plan.workers, where)
+        log(f"{plan.workers} worker(s) ready; logs in {where}")
+        results, ok = run(plan, s, threads, readers)
+    finally:
+        for t in threads:
+            t.stop()
+        for r in readers:
+            r.stop()
+        for w in workers:
+            w.stop()
+        reconciled = reconcile(s)
+        cleanup(s, where, keep=args.keep, keep_logs=not ok)
+    results["reconcile_ok"] = reconciled
+    ok = ok and reconciled
+    results["ok"] = ok
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    summary(results)
+    log(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    return 0 if ok else 1
+
+
+def reconcile(s: Settings) -> bool:
+    ledger = Ledger.connect(s.pg_dsn.get_secret_value(), s.pg_schema)
+    try:
+        return ledger.reconcile().ok
+    finally:
+        ledger.close()
+
+
+def run(
+    plan: Plan, s: Settings, threads: list[Paced], readers: list[DecisionReader]
+) -> tuple[dict[str, Any], bool]:
+    """Set up the players and the feed, then the three phases; (results, all good)."""
+    rng = random.Random(plan.seed)
+    book = Book(plan.events, plan.markets, rng)
+    bench = Bench(plan, s, rng, book)
+    dsn, schema, group = s.pg_dsn.get_secret_value(), s.pg_schema, s.app_id
+    feed = make_producer(s)
+    producer = make_producer(s, **{"queue.buffering.max.messages": 1_000_000})
+
+    # Players and deposits.
+    t0 = time.monotonic()
+    bench.players = [f"p{n}" for n in range(plan.players)]
+    at = bench.clock()
+    regs = ((p, json.dumps({"type": "registered", "player_id": p, "jurisdiction": "UK",
+                            "currency": "EUR", "birth_date": "1990-05-01",
+                            "timestamp": at}).encode()) for p in bench.players)  # fmt: skip
+    wait_done(dsn, schema, group, s.topic("players"),
+              produce_all(producer, s.topic("players"), regs), 300)  # fmt: skip
+    deps = ((p, json.dumps({"type": "deposit", "payment_id": f"d-{p}", "player_id": p,
+                            "amount": "1000000.00", "currency": "EUR",
+                            "timestamp": at}).encode()) for p in bench.players)  # fmt: skip
+    wait_done(dsn, schema, group, s.topic("payments"),
+              produce_all(producer, s.topic("payments"), deps), 300)  # fmt: skip
+    log(f"{plan.players} players registered and funded in {time.monotonic() - t0:.1f}s")
+
+    # The feed: heartbeats, every event priced, then churn for the rest of the run.
+    odds_topic = s.topic("odds")
+
+    def beat() -> None:
+        alive = {"type": "alive", "producer": FEED, "timestamp": bench.clock()}
+        send(feed, odds_topic, FEED, json.dumps(alive).encode())
+
+    beat()
+    threads.append(Paced("alive", 1 / HEARTBEAT_SECONDS, beat))
+    threads[-1].start()
+    t0 = time.monotonic()
+    prices = ((e, book.odds_change(e, bench.clock(), move=False)) for e in book.events)
+    wait_done(dsn, schema, group, odds_topic, produce_all(feed, odds_topic, prices), 300)
+    log(f"{plan.events} events x {plan.markets} markets priced in {time.monotonic() - t0:.1f}s")
+    churn_rng = random.Random(plan.seed + 1)
+
+    def churn() -> None:
+        event = churn_rng.choice(book.events)
+        send(feed, odds_topic, event, book.odds_change(event, bench.clock(), move=True))
+
+    threads.append(Paced("churn", plan.odds_rate, churn))
+    threads[-1].start()
+
+    reader = DecisionReader(s)
+    readers.append(reader)
+    reader.start()
+    results: dict[str, Any] = {
+        "machine": f"{platform.node()} {os.cpu_count()} cores",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "plan": asdict(plan),
+        "markets_total": plan.events * plan.markets,
+    }
+    ok = True
+
+    # Warm-up: every worker has joined, every table is full, every pool is open.
+    warm = bench.bets("w", plan.warmup)
+    bench.produce_paced(producer, warm, max(plan.rate, 500))
+    producer.flush(30)
+    if not reader.wait(["w"], len(warm), 120):
+        raise SystemExit(f"warm-up: {reader.decided['w']} of {len(warm)} decided in 120s")
+    results["warmup"] = {"bets": len(warm), "outcomes": dict(reader.outcomes.get("w", {}))}
+    log(f"warm-up: {len(warm)} bets decided ({dict(reader.outcomes.get('w', {}))})")
+
+    # 1. Throughput.
+    load = bench.bets("t", plan.bets)
+    start = time.time()
+    for bet_id, key, value in load:
+        bench.stamps[bet_id] = time.time()
+        send(producer, s.topic("bets"), key, value)
+    producer.flush(60)
+    produced_s = time.time() - start
+    complete = reader.wait(["t"], len(load), max(120, plan.bets / 200))
+    last = max((reader.seen[b] for b, _, _ in load if b in reader.seen), default=start)
+    elapsed = last - start
+    thr = {
+        "bets": len(load),
+        "decided": reader.decided["t"],
+        "duplicates": reader.duplicates["t"],
+        "produce_s": round(produced_s, 2),
+        "seconds": round(elapsed, 2),
+        "bets_per_s": round(reader.decided["t"] / elapsed) if elapsed > 0 else 0,
+        "outcomes": dict(reader.outcomes.get("t", {})),
+        "latency_under_full_load": bench.latencies(reader, (b for b, _, _ in load))["decision"],
+    }
+    ok = ok and complete
+    results["throughput"] = thr
+    log(f"throughput: {thr['decided']}/{len(load)} bets decided in {elapsed:.2f}s = "
+        f"{thr['bets_per_s']} bets/s (produced in {produced_s:.2f}s)")  # fmt: skip
+
+    # 2. Latency at a fixed rate.
+    n = int(plan.rate * plan.duration)
+    load = bench.bets("l", n)
+    sent, took = bench.produce_paced(producer, load, plan.rate)
+    producer.flush(30)
+    complete = reader.wait(["l"], n, 60)
+    lat = bench.latencies(reader, (b for b, _, _ in load))
+    results["latency"] = {
+        "rate": plan.rate,
+        "achieved_rate": round(sent / took),
+        "seconds": plan.duration,
+        "bets": n,
+        "decided": reader.decided["l"],
+        "duplicates": reader.duplicates["l"],
+        "outcomes": dict(reader.outcomes.get("l", {})),
+        **lat,
+    }
+    ok = ok and complete
+    d = lat["decision"]
+    log(f"latency at {plan.rate:.0f}/s (sent at {sent / took:.0f}/s): p50 {d.get('p50_ms')} "
+        f"p99 {d.get('p99_ms')} max {d.get('max_ms')} ms; decided "
+        f"{reader.decided['l']}/{n}")  # fmt: skip
+
+    # 3. Burst.
+    results["burst"] = burst(bench, reader, producer)
+    ok = ok and results["burst"]["all_decided_once"]
+
+    rows = query_counts(s)
+    sent_total = len(bench.stamps)
+    results["postgres"] = {"bets_rows": rows[0], "bet_duplicates": rows[1],
+                           "bets_sent": sent_total}  # fmt: skip
+    ok = ok and rows[0] == sent_total and rows[1] == 0
+    results["odds_changes_sent"] = threads[-1].count
+    results["goals"] = goals(results, plan)
+    for t in threads:
+        t.stop()
+    feed.flush(10)
+    return results, ok
+
+
+def burst(bench: Bench, reader: DecisionReader, producer: Any) -> dict[str, Any]:
+    plan = bench.plan
+    base, high = plan.burst_base, plan.burst_base * plan.burst_factor
+    before = bench.bets("bp", int(base * plan.burst_before))
+    peak = bench.bets("bb", int(high * plan.burst_seconds))
+    after = bench.bets("ba", int(base * plan.burst_after_max))
+    bench.produce_paced(producer, before, base)
+    burst_start = time.time()
+    peak_sent, peak_took = bench.produce_paced(producer, peak, high)
+    burst_end = time.time()
+    lag_at_end = len(before) + peak_sent - reader.decided["bp"] - reader.decided["bb"]
+    decided_at_end = sum(reader.decided.values())
+    want = len(before) + peak_sent
+
+    def drained() -> bool:
+        return reader.decided["bp"] + reader.decided["bb"] >= want
+
+    after_sent, _ = bench.produce_paced(producer, after, base, until=drained)
+    producer.flush(30)
+    complete = reader.wait(["bp", "bb"], want, 120)
+    pre_end = [b for b, _, _ in before] + [b for b, _, _ in peak[:peak_sent]]
+    drained_at = max((reader.seen[b] for b in pre_end if b in reader.seen), default=burst_end)
+    decided_in_drain = sum(1 for t in list(reader.seen.values()) if burst_end < t <= drained_at)
+    reader.wait(["ba"], after_sent, 60)
+    drain_s = max(0.0, drained_at - burst_end)
+    phases = ("bp", "bb", "ba")
+    total_sent = len(before) + peak_sent + after_sent
+    decided = sum(reader.decided[p] for p in phases)
+    dups = sum(reader.duplicates[p] for p in phases)
+    out = {
+        "base_rate": base,
+        "burst_rate": high,
+        "burst_achieved_rate": round(peak_sent / peak_took) if peak_took > 0 else 0,
+        "burst_seconds": plan.burst_seconds,
+        "bets_sent": total_sent,
+        "decided": decided,
+        "duplicates": dups,
+        "lost": total_sent - decided,
+        "all_decided_once": complete and decided == total_sent and dups == 0,
+        "backlog_at_burst_end": lag_at_end,
+        "drain_s": round(drain_s, 2),
+        "drain_decisions_per_s": round(decided_in_drain / drain_s) if drain_s > 0 else None,
+        "decided_during_burst_per_s": round(
+            (decided_at_end - decided_before(reader, burst_start)) / (burst_end - burst_start)
+        ),
+        "latency_burst_bets": bench.latencies(reader, (b for b, _, _ in peak[:peak_sent]))[
+            "decision"
+        ],
+        "outcomes": {p: dict(reader.outcomes.get(p, {})) for p in phases},
+    }
+    log(f"burst: {base:.0f}/s then {high:.0f}/s (sent at {out['burst_achieved_rate']}/s) for "
+        f"{plan.burst_seconds}s; backlog {lag_at_end} at its end, drained in "
+        f"{out['drain_s']}s at {out['drain_decisions_per_s']} decisions/s; "
+        f"{decided}/{total_sent} decided, {dups} duplicates")  # fmt: skip
+    return out
+
+
+def decided_before(reader: DecisionReader, at: float) -> int:
+    return sum(1 for t in list(reader.seen.values()) if t <= at)
+
+
+def query_counts(s: Settings) -> tuple[int, int]:
+    import psycopg
+
+    with psycopg.connect(s.pg_dsn.get_secret_value(),
+                         options=f"-c search_path={s.pg_schema}") as conn:  # fmt: skip
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM bets), (SELECT count(*) FROM bet_duplicates)"
+        ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def goals(results: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    thr = results["throughput"]["bets_per_s"]
+    p99 = results["latency"]["decision"].get("p99_ms")
+    b = results["burst"]
+    return {
+        "throughput_5000_per_s": thr >= 5000,
+        "p99_100ms_at_1000_per_s": (p99 is not None and p99 <= 100) if plan.rate == 1000 else None,
+        "burst_20x_nothing_lost": b["all_decided_once"] if plan.burst_factor >= 20 else None,
+        "drain_vs_throughput": round((b["drain_decisions_per_s"] or 0) / thr, 2) if thr else None,
+    }
+
+
+def summary(r: dict[str, Any]) -> None:
+    print()
+    thr, lat, b = r.get("throughput", {}), r.get("latency", {}), r.get("burst", {})
+    d = lat.get("decision", {})
+    pub = lat.get("published", {})
+    rows: list[tuple[str, Any]] = [
+        ("markets", r.get("markets_total")),
+        ("throughput, bets/s end to end", thr.get("bets_per_s")),
+        (f"latency at {lat.get('rate')}/s: p50 / p90 / p99 / max ms",
+         f"{d.get('p50_ms')} / {d.get('p90_ms')} / {d.get('p99_ms')} / {d.get('max_ms')}"),
+        ("  to the worker's publish: p50 / p99 ms", f"{pub.get('p50_ms')} / {pub.get('p99_ms')}"),
+        (f"burst {b.get('base_rate')}/s -> {b.get('burst_rate')}/s: backlog at end",
+         b.get("backlog_at_burst_end")),
+        ("  drain s / decisions/s", f"{b.get('drain_s')} / {b.get('drain_decisions_per_s')}"),
+        ("  decided once / duplicates / lost",
+         f"{b.get('all_decided_once')} / {b.get('duplicates')} / {b.get('lost')}"),
+        ("PostgreSQL bets rows / sent", f"{r.get('postgres', {}).get('bets_rows')} / "
+         f"{r.get('postgres', {}).get('bets_sent')}"),
+        ("ledger reconciles", r.get("reconcile_ok")),
+    ]  # fmt: skip
+    rows += [(f"goal {k}", "n/a (other parameters)" if v is None else v)
+             for k, v in r.get("goals", {}).items()]  # fmt: skip
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
