@@ -13,7 +13,7 @@ Environment variables (documented once, here and in the README):
 ``CROUPIER_TOPIC_PARTITIONS``   partitions per topic when creating topics (default 6)
 ``CROUPIER_TOPIC_REPLICATION``  replication factor when creating topics (default 1)
 ``CROUPIER_BATCH_MAX``          most events an agent handles in one batch (default 500)
-``CROUPIER_BATCH_WITHIN``       seconds an agent waits to fill a batch (default 0.05)
+``CROUPIER_BATCH_WITHIN``       seconds an agent waits to fill a batch (default 0.01)
 ``CROUPIER_WEB_PORT``           worker's Faust web port on 127.0.0.1; 0 disables it
 ``CROUPIER_DATA_DIR``           where a worker keeps Faust's local state (default
                                 ``.stack/faust``; tables are rebuilt from changelogs)
@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1, validation_alias="CROUPIER_TOPIC_PARTITIONS")
     topic_replication: int = Field(default=1, ge=1, validation_alias="CROUPIER_TOPIC_REPLICATION")
     batch_max: int = Field(default=500, ge=1, validation_alias="CROUPIER_BATCH_MAX")
-    batch_within: float = Field(default=0.05, gt=0, validation_alias="CROUPIER_BATCH_WITHIN")
+    batch_within: float = Field(default=0.01, gt=0, validation_alias="CROUPIER_BATCH_WITHIN")
     web_port: int = Field(default=0, ge=0, le=65535, validation_alias="CROUPIER_WEB_PORT")
     data_dir: Path = Field(default=Path(".stack/faust"), validation_alias="CROUPIER_DATA_DIR")
     session_timeout: float = Field(default=10.0, ge=6, validation_alias="CROUPIER_SESSION_TIMEOUT")

@@ -27,7 +27,7 @@ from schemas.bets import BET_REQUEST, BetRequest
 from schemas.players import PlayerState
 from sinks.postgres.sportsbook import BetBatch, BetInput, SportsbookSink
 from streams.batching import until_available
-from streams.context import decode_all, position
+from streams.context import decode_all, letter_records, position, publish
 from streams.flow import declare_flow
 
 
@@ -92,8 +92,7 @@ def register(
 ) -> Any:
     """Declare the bets agent on ``app``; returns the agent."""
     source_topic = settings.topic("bets")
-    decisions = app.topic(settings.topic("bet-decisions"), key_type=bytes, value_type=bytes)
-    dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
+    decisions, dead_letters = settings.topic("bet-decisions"), settings.topic("dead-letters")
     timeout = timedelta(seconds=settings.feed_timeout)
 
     async def process(events: list[Any]) -> None:
@@ -126,10 +125,8 @@ def register(
                 )
             )
         placed = await until_available(lambda: sink.place(batch, now), what="PostgreSQL")
-        for key, value in placed.decisions:
-            await decisions.send(key=key, value=value)
-        for letter_key, letter in placed.dead_letters:
-            await dead_letters.send(key=letter_key, value=letter.model_dump_json().encode())
+        await publish(app, decisions, placed.decisions)
+        await publish(app, dead_letters, letter_records(placed.dead_letters))
         await app.producer.flush()
         await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")
 

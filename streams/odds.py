@@ -38,7 +38,7 @@ from rules.odds import (
 from schemas.odds import ODDS_MESSAGE, Alive, BetStop, OddsChange
 from sinks.postgres.sportsbook import SportsbookSink
 from streams.batching import until_available
-from streams.context import Letters, decode_all, position
+from streams.context import Letters, decode_all, letter_records, position, publish
 from streams.flow import declare_flow
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,7 @@ def health_of(table: Any, producer: str) -> ProducerHealth | None:
 def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: SportsbookSink) -> Any:
     """Declare the odds agent and the feed-health watch on ``app``; returns the agent."""
     source_topic = settings.topic("odds")
-    settlements = app.topic(settings.topic("settlements"), key_type=bytes, value_type=bytes)
-    dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
+    settlements, dead_letters = settings.topic("settlements"), settings.topic("dead-letters")
     timeout = timedelta(seconds=settings.feed_timeout)
 
     async def process(events: list[Any]) -> None:
@@ -89,8 +88,7 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
                 ),
                 what="PostgreSQL",
             )
-            for key, value in outcome.settlements:
-                await settlements.send(key=key, value=value)
+            await publish(app, settlements, outcome.settlements)
             by_status: dict[str, list[str]] = {}
             for market_id, status in outcome.changed.items():
                 by_status.setdefault(status, []).append(market_id)
@@ -100,8 +98,7 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
                     book = changed
                     odds[msg.event_id] = changed.to_json()
         if letters:
-            for letter_key, letter in letters:
-                await dead_letters.send(key=letter_key, value=letter.model_dump_json().encode())
+            await publish(app, dead_letters, letter_records(letters))
             await until_available(lambda: sink.write_dead_letters([d for _, d in letters]),
                                   what="PostgreSQL")  # fmt: skip
         await app.producer.flush()

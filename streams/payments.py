@@ -20,15 +20,14 @@ from schemas.payments import PAYMENT_EVENT, Deposit, Withdrawal
 from sinks.postgres.payments import PaymentBatch, PaymentInput, PaymentsSink
 from streams.batching import until_available
 from streams.bets import standings_of
-from streams.context import decode_all, position
+from streams.context import decode_all, letter_records, position, publish
 from streams.flow import declare_flow
 
 
 def register(app: Any, settings: Settings, *, players: Any, sink: PaymentsSink) -> Any:
     """Declare the payments agent on ``app``; returns the agent."""
     source_topic = settings.topic("payments")
-    decisions = app.topic(settings.topic("payment-decisions"), key_type=bytes, value_type=bytes)
-    dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
+    decisions, dead_letters = settings.topic("payment-decisions"), settings.topic("dead-letters")
 
     async def process(events: list[Any]) -> None:
         batch = PaymentBatch()
@@ -58,10 +57,8 @@ def register(app: Any, settings: Settings, *, players: Any, sink: PaymentsSink) 
         decided = await until_available(
             lambda: sink.decide(batch, currencies, now), what="PostgreSQL"
         )
-        for key, value in decided.decisions:
-            await decisions.send(key=key, value=value)
-        for letter_key, letter in decided.dead_letters:
-            await dead_letters.send(key=letter_key, value=letter.model_dump_json().encode())
+        await publish(app, decisions, decided.decisions)
+        await publish(app, dead_letters, letter_records(decided.dead_letters))
         await app.producer.flush()
         await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")
 

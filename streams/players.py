@@ -36,7 +36,7 @@ from schemas.records import AuditRecord, DeadLetter
 from sinks.base import ProgressSink
 from sinks.postgres.players import PlayerBatch, PlayerEventRow
 from streams.batching import until_available
-from streams.context import dead_letter, in_partition_of, position
+from streams.context import dead_letter, in_partition_of, letter_records, position, publish
 from streams.flow import declare_flow
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,7 @@ def plan_batch(
 def register(app: Any, settings: Settings, *, table: Any, sink: PlayerStore) -> Any:
     """Declare the players agent on ``app``; returns the agent."""
     source_topic = settings.topic("players")
-    audit = app.topic(settings.topic("audit"), key_type=bytes, value_type=bytes)
-    dead_letters = app.topic(settings.topic("dead-letters"), key_type=bytes, value_type=bytes)
+    audit, dead_letters = settings.topic("audit"), settings.topic("dead-letters")
 
     async def process(events: list[Any]) -> None:
         decoded = decode_batch(events)
@@ -162,10 +161,9 @@ def register(app: Any, settings: Settings, *, table: Any, sink: PlayerStore) -> 
         # The outputs reach Kafka before PostgreSQL commits: a crash before the commit
         # replays the batch and sends them again (keyed by source position); after it,
         # the replay finds the batch committed and they are already out.
-        for original_key, dl in out.dead_letters:
-            await dead_letters.send(key=original_key, value=dl.model_dump_json().encode())
-        for record in out.audit:
-            await audit.send(key=record.entity_id.encode(), value=record.model_dump_json().encode())
+        await publish(app, dead_letters, letter_records(out.dead_letters))
+        await publish(app, audit, [(r.entity_id.encode(), r.model_dump_json().encode())
+                                   for r in out.audit])  # fmt: skip
         await app.producer.flush()
         await until_available(lambda: sink.write(batch), what="PostgreSQL")
         for event, key, state in out.table:
