@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from croupier.settings import Settings
 from streams.batching import run_batch, until_available
 from streams.context import in_partition_of
-from streams.gaps import CommittedOffsets, fill_gaps, read_range
+from streams.gaps import CommittedOffsets, by_partition, fill_gaps, read_range
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,11 @@ class Tracked(Protocol):
     async def progress(self, topic: str, partitions: list[int]) -> dict[int, int]: ...
 
 
+def follows(done: int | None, offsets: list[int]) -> bool:
+    """Whether ``offsets`` continue exactly from ``done`` (the next offset), with no hole."""
+    return done is not None and sorted(offsets) == list(range(done, done + len(offsets)))
+
+
 def declare_flow(
     app: Any,
     settings: Settings,
@@ -54,12 +59,19 @@ def declare_flow(
     source = app.topic(source_topic, key_type=bytes, value_type=bytes)
     lock = asyncio.Lock()
 
+    # Partition -> the next offset this process finished. A batch that starts exactly
+    # there with no hole cannot have skipped anything, so PostgreSQL is not asked.
+    finished: dict[int, int] = {}
+
     async def complete(events: list[Any]) -> None:
-        await process(
-            await fill_gaps(
+        offsets = by_partition(events)
+        if not all(follows(finished.get(p), have) for p, have in offsets.items()):
+            events = await fill_gaps(
                 events, sink=sink, bootstrap=settings.kafka_bootstrap_servers, topic=source_topic
             )
-        )
+        await process(events)
+        for partition, have in by_partition(events).items():
+            finished[partition] = max(have) + 1
 
     async def one_batch(events: list[Any]) -> None:
         async with lock:

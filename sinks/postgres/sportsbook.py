@@ -229,7 +229,7 @@ class SportsbookSink(PgSink):
                                      price, b.placed_at))  # fmt: skip
             else:
                 out.rejected += 1
-        async with conn.cursor() as cur:
+        async with conn.pipeline(), conn.cursor() as cur:  # one round trip for all of it
             if bet_rows:
                 await cur.executemany(
                     """INSERT INTO bets (bet_id, player_id, currency, stake, odds, placed_at,
