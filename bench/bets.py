@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT))
 from croupier.cli import load_stack_env  # noqa: E402
 from croupier.kafka import make_producer  # noqa: E402
 from croupier.settings import Settings  # noqa: E402
-from croupier.stack import ENV_CLICKHOUSE, ENV_KAFKA, ENV_PG, WORKER_READY  # noqa: E402
+from croupier.stack import WORKER_READY  # noqa: E402
 from sinks.postgres.ledger import Ledger  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402
 from topologies.topics import create_topics, topic_specs  # noqa: E402
@@ -312,20 +312,7 @@ class Worker:
 
 def worker_env(s: Settings, data_dir: Path) -> dict[str, str]:
     """The environment that makes a ``croupier worker`` see the bench's settings."""
-    mine = {
-        ENV_KAFKA: s.kafka_bootstrap_servers,
-        ENV_PG: s.pg_dsn.get_secret_value(),
-        ENV_CLICKHOUSE: s.clickhouse_url,
-        "CROUPIER_PG_SCHEMA": s.pg_schema,
-        "CROUPIER_APP_ID": s.app_id,
-        "CROUPIER_TOPIC_PREFIX": s.topic_prefix,
-        "CROUPIER_TOPIC_PARTITIONS": str(s.topic_partitions),
-        "CROUPIER_BATCH_MAX": str(s.batch_max),
-        "CROUPIER_BATCH_WITHIN": str(s.batch_within),
-        "CROUPIER_FEED_TIMEOUT": str(s.feed_timeout),
-        "CROUPIER_DATA_DIR": str(data_dir),
-        "PYTHONUNBUFFERED": "1",
-    }
+    mine = {**s.as_env(), "CROUPIER_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("CROUPIER_")}
     return {**inherited, **mine}
 

@@ -70,6 +70,16 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return value
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as the environment variables that make a child process see them."""
+        env: dict[str, str] = {}
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[str(info.validation_alias)] = str(value)
+        return env
+
     def topic(self, name: str) -> str:
         """The real topic name for a contract topic name."""
         return f"{self.topic_prefix}{name}"

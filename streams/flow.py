@@ -5,12 +5,14 @@ only after the batch is done) and records per partition how far it is done in
 PostgreSQL (``consumer_progress``). Before ``process`` sees a batch, ``streams/gaps.py``
 adds back any offsets the consumer skipped before it. That leaves one hole: Faust can
 commit an offset past messages its agent never finished, and if no later message
-arrives on that partition, no batch ever notices. The repair timer closes it: every
-``repair_interval`` seconds it compares, for each partition this worker owns, the
-group's committed offset with PostgreSQL's progress; a range that stays behind across
-two checks is read back by position and processed like any batch (under the same lock,
-so never beside one). Whatever was in fact done already is absorbed by the idempotent
-sinks.
+arrives on that partition, no batch ever notices. And under SIGKILL and restarts we have
+also seen a worker's consumer deliver nothing at all for a partition it owns, messages
+waiting. The repair timer closes both: every ``repair_interval`` seconds it compares, for
+each partition this worker owns, PostgreSQL's progress with the group's committed offset
+and with the partition's end. Progress behind the committed offset, or behind the end
+without having moved since the last look, is read back by position (a batch at a time)
+and processed like any batch, under the same lock, so never beside one. Whatever was in
+fact done already is absorbed by the idempotent sinks.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Protocol
 from croupier.settings import Settings
 from streams.batching import run_batch, until_available
 from streams.context import in_partition_of
-from streams.gaps import CommittedOffsets, by_partition, fill_gaps, read_range
+from streams.gaps import Positions, by_partition, fill_gaps, read_range, repair_plan
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class Tracked(Protocol):
     async def close(self) -> None: ...
 
     async def progress(self, topic: str, partitions: list[int]) -> dict[int, int]: ...
+
+    async def record_progress(self, progress: dict[tuple[str, int], int]) -> None: ...
 
 
 def follows(done: int | None, offsets: list[int]) -> bool:
@@ -86,37 +90,52 @@ def declare_flow(
         finally:
             await sink.close()
 
-    behind: dict[int, int] = {}  # partition -> progress seen behind the committed offset
-    readers: list[CommittedOffsets] = []  # made on first use, kept for the process
+    behind: dict[int, int] = {}  # partition -> progress seen short of what it should be
+    views: list[Positions] = []  # made on first use, kept for the process
+
+    async def plan_repairs(mine: list[int]) -> dict[int, tuple[int, int, str]]:
+        """Per partition, a range to read back: behind the commits, or stalled."""
+        done = await until_available(lambda: sink.progress(source_topic, mine), what="PostgreSQL")
+        if not views:
+            views.append(Positions(settings.kafka_bootstrap_servers, settings.app_id))
+        committed = await asyncio.to_thread(views[0].committed, source_topic, mine)
+        ends = await asyncio.to_thread(views[0].ends, source_topic, mine)
+        return repair_plan(mine, done, committed, ends, behind, settings.batch_max)
+
+    async def read_back(partition: int, start: int, end: int) -> None:
+        """Process ``start..end-1`` of ``partition``, read by position, as one batch."""
+        bootstrap = settings.kafka_bootstrap_servers
+        try:
+            events = await asyncio.to_thread(
+                read_range, bootstrap, source_topic, partition, start, end
+            )
+        except TimeoutError as exc:  # the next look tries again
+            log.warning("%s[%d]: could not read back: %s", source_topic, partition, exc)
+            return
+        if events:
+            # A table write needs a current event to find its changelog partition.
+            with in_partition_of(events[0]):
+                await one_batch(events)
+            return
+        # Nothing a reader can see there (transaction markers): nothing to process.
+        skipped = {(source_topic, partition): end}
+        await until_available(lambda: sink.record_progress(skipped), what="PostgreSQL")
 
     @app.timer(interval=settings.repair_interval)  # type: ignore[untyped-decorator]
     async def repair() -> None:
         mine = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == source_topic)
         if not mine:
             return
-        done = await until_available(lambda: sink.progress(source_topic, mine), what="PostgreSQL")
-        if not readers:
-            readers.append(CommittedOffsets(settings.kafka_bootstrap_servers, settings.app_id))
-        committed = await asyncio.to_thread(readers[0].read, source_topic, mine)
-        for partition in mine:
-            start, end = done.get(partition, 0), committed.get(partition, 0)
-            if end <= start:
-                behind.pop(partition, None)
-                continue
-            if behind.get(partition) != start:  # maybe a batch in flight: look again later
-                behind[partition] = start
-                continue
-            behind.pop(partition, None)
+        try:
+            plans = await plan_repairs(mine)
+        except Exception as exc:  # a broker that cannot answer now: look again next time
+            log.warning("%s: repair check failed: %r", source_topic, exc)
+            return
+        for partition, (start, end, why) in plans.items():
             log.warning(
-                "%s[%d]: committed at %d but done only to %d; reading the range back",
-                source_topic, partition, end, start,
+                "%s[%d]: done only to %d, %s; reading %d..%d back",
+                source_topic, partition, start, why, start, end - 1,
             )  # fmt: skip
-            events = await asyncio.to_thread(
-                read_range, settings.kafka_bootstrap_servers, source_topic, partition, start, end
-            )
-            if events:
-                # A table write needs a current event to find its changelog partition.
-                with in_partition_of(events[0]):
-                    await one_batch(events)
+            await read_back(partition, start, end)
 
     return agent

@@ -106,26 +106,82 @@ def read_range(
         consumer.close()
 
 
-class CommittedOffsets:
-    """Reads the offsets a group has committed, without joining the group (one client)."""
+class Positions:
+    """Where a group's commits and a topic's ends are, asked of the brokers (admin API).
+
+    An admin client, not a consumer with the group's id: nothing here can touch the
+    group's membership or its commits.
+    """
 
     def __init__(self, bootstrap: str, group: str) -> None:
-        from confluent_kafka import Consumer
+        from confluent_kafka.admin import AdminClient
 
-        self._consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+        self._admin = AdminClient({"bootstrap.servers": bootstrap})
+        self._group = group
+
+    def committed(
+        self, topic: str, partitions: list[int], *, timeout: float = 10.0
+    ) -> dict[int, int]:
+        """The group's committed offset per partition of ``topic`` (absent: none)."""
+        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+        request = ConsumerGroupTopicPartitions(
+            self._group, [TopicPartition(topic, p) for p in partitions]
         )
+        (future,) = self._admin.list_consumer_group_offsets(
+            [request], request_timeout=timeout
+        ).values()
+        result = future.result()
+        return {tp.partition: tp.offset for tp in result.topic_partitions
+                if tp.error is None and tp.offset >= 0}  # fmt: skip
 
-    def read(self, topic: str, partitions: list[int], *, timeout: float = 10.0) -> dict[int, int]:
-        """The committed offset per partition of ``topic`` (absent: none committed)."""
-        from confluent_kafka import TopicPartition
+    def ends(self, topic: str, partitions: list[int], *, timeout: float = 10.0) -> dict[int, int]:
+        """The end (next offset) of each partition of ``topic``, as read_committed sees it."""
+        from confluent_kafka import IsolationLevel, TopicPartition
+        from confluent_kafka.admin import OffsetSpec
 
-        tps = [TopicPartition(topic, p) for p in partitions]
-        return {tp.partition: tp.offset for tp in self._consumer.committed(tps, timeout=timeout)
-                if tp.offset >= 0}  # fmt: skip
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped in the stubs
+        request = {TopicPartition(topic, p): latest for p in partitions}
+        futures = self._admin.list_offsets(
+            request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=timeout
+        )
+        return {tp.partition: future.result().offset for tp, future in futures.items()}
 
-    def close(self) -> None:
-        self._consumer.close()
+
+def repair_plan(
+    partitions: Iterable[int],
+    done: Mapping[int, int],
+    committed: Mapping[int, int],
+    ends: Mapping[int, int],
+    behind: dict[int, int],
+    batch_max: int,
+) -> dict[int, tuple[int, int, str]]:
+    """Per partition, a ``(start, end, why)`` range to read back by position.
+
+    ``done`` is PostgreSQL's progress, ``committed`` the group's commits, ``ends`` the
+    partitions' ends. A partition is behind when its commits ran past its progress, or
+    when messages wait past its progress; it is read back only once it is seen behind at
+    the same progress twice in a row (``behind`` remembers the last look), so a batch
+    still in flight is left alone.
+    """
+    plans: dict[int, tuple[int, int, str]] = {}
+    for partition in partitions:
+        start = done.get(partition, 0)
+        if committed.get(partition, 0) > start:
+            end, why = committed[partition], "committed past it"
+        elif ends.get(partition, 0) > start:
+            # Messages wait and nothing moved since the last look: the consumer is not
+            # delivering them. A batch of them is read by position instead.
+            end, why = min(ends[partition], start + batch_max), "stalled with messages waiting"
+        else:
+            behind.pop(partition, None)
+            continue
+        if behind.get(partition) != start:
+            behind[partition] = start
+            continue
+        del behind[partition]
+        plans[partition] = (start, end, why)
+    return plans
 
 
 def by_partition(events: Iterable[Any]) -> dict[int, list[int]]:

@@ -97,6 +97,7 @@ def settings(services: Services) -> Settings:
         CROUPIER_TOPIC_PREFIX=f"t{tag}.",
         CROUPIER_TOPIC_PARTITIONS=3,
         CROUPIER_BATCH_MAX=100,
+        CROUPIER_BATCH_WITHIN=0.05,
         CROUPIER_REPAIR_INTERVAL=1.0,
     )
     create_topics(s)
@@ -106,20 +107,7 @@ def settings(services: Services) -> Settings:
 
 def settings_env(s: Settings) -> dict[str, str]:
     """The environment that makes a child process see ``s``."""
-    return {
-        ENV_KAFKA: s.kafka_bootstrap_servers,
-        ENV_PG: s.pg_dsn.get_secret_value(),
-        ENV_CLICKHOUSE: s.clickhouse_url,
-        "CROUPIER_PG_SCHEMA": s.pg_schema,
-        "CROUPIER_APP_ID": s.app_id,
-        "CROUPIER_TOPIC_PREFIX": s.topic_prefix,
-        "CROUPIER_TOPIC_PARTITIONS": str(s.topic_partitions),
-        "CROUPIER_BATCH_MAX": str(s.batch_max),
-        "CROUPIER_BATCH_WITHIN": str(s.batch_within),
-        "CROUPIER_FEED_TIMEOUT": str(s.feed_timeout),
-        "CROUPIER_REPAIR_INTERVAL": str(s.repair_interval),
-        "CROUPIER_DATA_DIR": str(ROOT / ".stack" / "test" / "faust"),
-    }
+    return {**s.as_env(), "CROUPIER_DATA_DIR": str(ROOT / ".stack" / "test" / "faust")}
 
 
 @dataclass

@@ -13,6 +13,7 @@ import pytest
 
 from croupier.kafka import consume_until
 from croupier.settings import Settings
+from streams.gaps import Positions
 from tests.conftest import StartWorker
 from tests.integration.helpers import player_event, produce, query, rows_recorded, wait_for
 from topologies.topics import changelog_topic
@@ -44,6 +45,21 @@ def _stream(rng: random.Random) -> tuple[list[tuple[str, bytes]], Counter[str], 
             items.append((pid, b"{not json"))
             malformed += 1
     return items, applied, malformed
+
+
+def diagnose(settings: Settings, delivered: list[Any]) -> str:
+    """Which messages have no row, and where progress and the group's commits stand."""
+    produced = {(m.partition(), m.offset()) for m in delivered}
+    rows = set(query(settings, "SELECT source_partition, source_offset FROM player_events"))
+    rows |= set(query(settings, "SELECT source_partition, source_offset FROM dead_letters"))
+    missing = sorted(produced - rows)
+    progress = query(settings, "SELECT partition, next_offset FROM consumer_progress "
+                     "WHERE topic = %s ORDER BY 1", (settings.topic("players"),))  # fmt: skip
+    view = Positions(settings.kafka_bootstrap_servers, settings.app_id)
+    committed = view.committed(settings.topic("players"), [0, 1, 2])
+    ends = view.ends(settings.topic("players"), [0, 1, 2])
+    return (f"missing {len(missing)}: {missing[:20]}; progress {progress}; "
+            f"committed {committed}; ends {ends}")  # fmt: skip
 
 
 def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
@@ -79,7 +95,10 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
         worker_factory(settings, restart_of=worker)
         worker.wait_ready()
     producer.join()
-    wait_for(lambda: rows_recorded(settings) >= total, timeout=180, what="every message's row")
+    try:
+        wait_for(lambda: rows_recorded(settings) >= total, timeout=180, what="every message's row")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{diagnose(settings, delivered)}") from None
     time.sleep(2)  # anything applied twice would show up now
     assert worker.history == [-9, -9, 0, -9]
 

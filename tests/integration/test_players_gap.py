@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from croupier.settings import Settings
-from tests.conftest import StartWorker
+from tests.conftest import StartWorker, WorkerProcess
 from tests.integration.helpers import player_event, query, rows_recorded, wait_for
 
 pytestmark = pytest.mark.integration
@@ -29,14 +29,20 @@ def produce_to_partition_0(settings: Settings, players: range) -> None:
     assert producer.flush(30) == 0
 
 
-def test_messages_the_consumer_skipped_are_read_back(
-    settings: Settings, worker_factory: StartWorker
-) -> None:
-    produce_to_partition_0(settings, range(0, 3))  # offsets 0..2
+def three_rows_then_stop(settings: Settings, worker_factory: StartWorker) -> WorkerProcess:
+    """Offsets 0..2 of partition 0 processed, then the worker stopped cleanly."""
+    produce_to_partition_0(settings, range(0, 3))
     worker = worker_factory(settings)
     worker.wait_ready()
     wait_for(lambda: rows_recorded(settings) == 3, timeout=60, what="the first three rows")
     assert worker.terminate() == 0
+    return worker
+
+
+def test_messages_the_consumer_skipped_are_read_back(
+    settings: Settings, worker_factory: StartWorker
+) -> None:
+    worker = three_rows_then_stop(settings, worker_factory)
 
     produce_to_partition_0(settings, range(3, 8))  # offsets 3..7
     # What Faust did under SIGKILL: the group's committed offset moves past messages
@@ -58,11 +64,7 @@ def test_messages_the_consumer_skipped_are_read_back(
 def test_a_tail_the_consumer_skipped_is_read_back_with_nothing_after_it(
     settings: Settings, worker_factory: StartWorker
 ) -> None:
-    produce_to_partition_0(settings, range(0, 3))  # offsets 0..2
-    worker = worker_factory(settings)
-    worker.wait_ready()
-    wait_for(lambda: rows_recorded(settings) == 3, timeout=60, what="the first three rows")
-    assert worker.terminate() == 0
+    worker = three_rows_then_stop(settings, worker_factory)
 
     # The committed offset moves past the last messages, and nothing follows them: no
     # later batch would ever notice the hole. The repair timer must.
@@ -74,4 +76,4 @@ def test_a_tail_the_consumer_skipped_is_read_back_with_nothing_after_it(
     offsets = sorted(o for (o,) in query(settings, "SELECT source_offset FROM player_events"))
     assert offsets == list(range(6))
     assert query(settings, "SELECT partition, next_offset FROM consumer_progress") == [(0, 6)]
-    assert "committed at 6 but done only to 3; reading the range back" in worker.log.read_text()
+    assert "done only to 3, committed past it; reading 3..5 back" in worker.log.read_text()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.gaps import missing_ranges
+from streams.gaps import missing_ranges, repair_plan
 
 
 def test_a_batch_that_starts_past_the_recorded_progress_lacks_the_offsets_between() -> None:
@@ -17,3 +17,25 @@ def test_redelivered_and_contiguous_batches_lack_nothing() -> None:
     assert missing_ranges({0: [3, 4, 5], 1: [7, 8]}, {0: 5, 1: 7}) == {}
     assert missing_ranges({0: [1, 2]}, {0: 9}) == {}  # all of it processed before
     assert missing_ranges({2: [40, 41]}, {}) == {}  # nothing recorded yet: a new group
+
+
+def test_a_partition_is_read_back_only_when_seen_behind_twice_at_the_same_progress() -> None:
+    behind: dict[int, int] = {}
+    done, committed, ends = {0: 3, 1: 10, 2: 5}, {0: 6, 1: 10}, {0: 8, 1: 10, 2: 900}
+    # First look: both 0 (committed past) and 2 (messages waiting) might be in flight.
+    assert repair_plan([0, 1, 2], done, committed, ends, behind, batch_max=100) == {}
+    assert behind == {0: 3, 2: 5}
+    # Second look at the same progress: read back; a stalled one a batch at a time.
+    assert repair_plan([0, 1, 2], done, committed, ends, behind, batch_max=100) == {
+        0: (3, 6, "committed past it"),
+        2: (5, 105, "stalled with messages waiting"),
+    }
+    assert behind == {}
+
+
+def test_progress_that_moves_between_looks_is_left_alone() -> None:
+    behind: dict[int, int] = {}
+    assert repair_plan([0], {0: 3}, {}, {0: 50}, behind, batch_max=10) == {}
+    assert repair_plan([0], {0: 20}, {}, {0: 60}, behind, batch_max=10) == {}  # it moved
+    assert repair_plan([0], {0: 60}, {}, {0: 60}, behind, batch_max=10) == {}  # caught up
+    assert behind == {}

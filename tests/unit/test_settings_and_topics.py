@@ -26,6 +26,16 @@ def test_settings_read_the_documented_variables(monkeypatch: pytest.MonkeyPatch)
     assert "secret" not in repr(s)
 
 
+def test_settings_pass_to_a_child_process_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings(CROUPIER_PG_DSN="postgresql://u:secret@db/x", CROUPIER_REPAIR_INTERVAL=1.5,
+                 CROUPIER_TOPIC_PREFIX="t.", CROUPIER_BATCH_MAX=7)  # fmt: skip
+    env = s.as_env()
+    assert env["CROUPIER_PG_DSN"] == "postgresql://u:secret@db/x"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == s
+
+
 def test_a_schema_name_that_is_not_an_identifier_is_refused() -> None:
     with pytest.raises(ValidationError, match="must be letters"):
         Settings(CROUPIER_PG_SCHEMA="x; DROP TABLE players")
