@@ -7,7 +7,6 @@ import gc
 import json
 import os
 import shlex
-import signal
 import sys
 from collections.abc import MutableMapping, Sequence
 from datetime import datetime
@@ -268,21 +267,6 @@ def _print_range(report: RangeReport) -> None:
           else f"{len(report.differences)} difference(s) from the live tables")  # fmt: skip
 
 
-def _dump_tasks(signum: int, frame: object) -> None:
-    """SIGUSR1: write every asyncio task's stack to stderr (where is a stuck worker?)."""
-    import asyncio
-    import io
-
-    loop = asyncio.events._get_running_loop()
-    if loop is None:
-        return
-    out = io.StringIO()
-    for task in asyncio.all_tasks(loop):
-        print(f"--- {task.get_name()} {task!r:.200}", file=out)
-        task.print_stack(limit=12, file=out)
-    print(out.getvalue(), file=sys.stderr, flush=True)
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
@@ -294,7 +278,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # the young generation grow, so full collections (pauses of tens of ms) are rare.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    signal.signal(signal.SIGUSR1, _dump_tasks)
     worker = Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()  # exits the process when the worker stops
     return EXIT_OK

@@ -97,7 +97,6 @@ def settings(services: Services) -> Settings:
         CROUPIER_TOPIC_PREFIX=f"t{tag}.",
         CROUPIER_TOPIC_PARTITIONS=3,
         CROUPIER_BATCH_MAX=100,
-        CROUPIER_BATCH_WITHIN=0.05,
         CROUPIER_REPAIR_INTERVAL=1.0,
     )
     create_topics(s)
