@@ -21,8 +21,9 @@ Environment variables (documented once, here and in the README):
                                 another (default 10; a killed worker's are held that long)
 ``CROUPIER_FEED_TIMEOUT``       seconds without an ``alive`` heartbeat after which a
                                 producer's markets are suspended (default 20)
-``CROUPIER_REPAIR_INTERVAL``    seconds between a worker's checks that no partition's
-                                committed offset ran ahead of PostgreSQL's (default 5)
+``CROUPIER_REPAIR_INTERVAL``    seconds between a worker's checks that no partition it
+                                owns is committed past, or stalled behind, PostgreSQL's
+                                progress (default 5)
 ==============================  ==================================================
 """
 
