@@ -104,6 +104,18 @@ def settings(services: Services) -> Settings:
     return s
 
 
+@pytest.fixture
+def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Point ``croupier`` commands run in-process at this test's schema (no ``.stack/env``)."""
+    for name, value in {
+        "CROUPIER_PG_DSN": settings.pg_dsn.get_secret_value(),
+        "CROUPIER_PG_SCHEMA": settings.pg_schema,
+        "CROUPIER_STACK_DIR": "/nonexistent",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return settings
+
+
 def settings_env(s: Settings) -> dict[str, str]:
     """The environment that makes a child process see ``s``."""
     return {**s.as_env(), "CROUPIER_DATA_DIR": str(ROOT / ".stack" / "test" / "faust")}

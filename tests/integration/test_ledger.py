@@ -303,19 +303,12 @@ def test_the_async_ledger_posts_the_same_way(settings: Settings) -> None:
     ]  # fmt: skip
 
 
-def test_wallet_commands(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_wallet_commands(cli_env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     from croupier.cli import main
 
-    for name, value in {
-        "CROUPIER_PG_DSN": settings.pg_dsn.get_secret_value(),
-        "CROUPIER_PG_SCHEMA": settings.pg_schema,
-        "CROUPIER_STACK_DIR": "/nonexistent",
-    }.items():
-        monkeypatch.setenv(name, value)
+    settings = cli_env
     lg = L.Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
     lg.post(L.deposit("pay-1", "p-1", D("22.50"), "EUR", NOW))
     lg.post(L.stake("b-1", "p-1", D("10.00"), "EUR", NOW))

@@ -52,16 +52,8 @@ def dead_heat(event_id: str, *, at: str) -> bytes:
 
 
 @pytest.fixture
-def run(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Run:
+def run(cli_env: Settings, capsys: pytest.CaptureFixture[str]) -> Run:
     """Run ``croupier ...`` on this test's schema; (exit status, parsed JSON or text)."""
-    for name, value in {
-        "CROUPIER_PG_DSN": settings.pg_dsn.get_secret_value(),
-        "CROUPIER_PG_SCHEMA": settings.pg_schema,
-        "CROUPIER_STACK_DIR": "/nonexistent",
-    }.items():
-        monkeypatch.setenv(name, value)
 
     def call(*argv: str) -> tuple[int, Any]:
         capsys.readouterr()
