@@ -17,6 +17,10 @@ COPY streams/ streams/
 COPY topologies/ topologies/
 COPY sinks/ sinks/
 COPY rules/ rules/
+# The jurisdiction policies are data, not a package: `pip install .` leaves them out, so
+# the image keeps them here and tells every `croupier` process where they are.
+COPY policies/ policies/
+ENV CROUPIER_POLICY_DIR=/src/policies
 # constraints.txt pins the versions the test suite last passed with; every dependency
 # ships a manylinux wheel for CPython 3.11, so the slim image needs no compiler.
 RUN pip install --no-cache-dir -c constraints.txt . \

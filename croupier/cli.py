@@ -289,6 +289,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(timeout=args.timeout)
 
 
+def cmd_policies(args: argparse.Namespace) -> int:
+    from croupier.policies import load_policies, policy_dir
+    from rules.policy import PolicyError
+
+    directory = args.dir if args.dir is not None else policy_dir()
+    try:
+        policies = load_policies(directory)
+    except PolicyError as exc:
+        print(f"croupier: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action == "check":
+        print(f"{len(policies)} policies ok: {', '.join(policies.jurisdictions)}")
+        return EXIT_OK
+    if args.json:
+        print(json.dumps([p.model_dump(mode="json") for p in policies.values()], indent=2))
+        return EXIT_OK
+    rows = [("jurisdiction", "version", "effective_from", "minimum_age", "cooling_off_h",
+             "reality_check_min", "geolocation", "session", "reporting")]  # fmt: skip
+    for p in policies.values():
+        rows.append((p.jurisdiction, str(p.version), p.effective_from.isoformat(),
+                     str(p.minimum_age), f"{p.limits.cooling_off_hours:g}",
+                     f"{p.sessions.reality_check_minutes:g}",
+                     "required" if p.geolocation.required else "-",
+                     "required" if p.sessions.required else "-",
+                     f"{p.reporting.topic} ({p.reporting.format})"))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
 def _aware(text: str) -> datetime:
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
@@ -332,6 +363,19 @@ croupier replay [--from T1] [--to T2] [--json] [--keep]
     settlements (kind, result, payout, JSON), every ledger transaction of the players
     (status, amounts, balances after) and their balances; the scratch ledger must
     reconcile. The scratch schema is dropped unless --keep.
+"""
+
+
+POLICIES_HELP = """\
+The jurisdiction policies: one TOML file per jurisdiction (UK.toml holds
+jurisdiction = "UK"), read from DIR, else from $CROUPIER_POLICY_DIR, else from the
+policies/ directory shipped with the source.
+
+croupier policies list [--json] [--dir DIR]
+    a table of the policies (--json: the full policies as a JSON list).
+croupier policies check [DIR]
+    validate every file; exit 0 and print "N policies ok", or exit 2 and print what to
+    fix in which file.
 """
 
 
@@ -396,6 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--name", default="worker", help="a label for logs and status")
     worker.add_argument("--loglevel", default="info")
     worker.set_defaults(func=cmd_worker)
+
+    policies = sub.add_parser(
+        "policies",
+        help="jurisdiction policies (policies/*.toml): list, check",
+        description=POLICIES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    psub = policies.add_subparsers(dest="action", required=True)
+    plist = psub.add_parser("list", help="a table of the policies in force (or --json)")
+    plist.add_argument("--json", action="store_true", help="the full policies as a JSON list")
+    plist.add_argument("--dir", type=Path, metavar="DIR", help="the policy directory")
+    pcheck = psub.add_parser("check", help="validate every policy file; exit 2 on a bad one")
+    pcheck.add_argument("dir", type=Path, nargs="?", metavar="DIR", help="the policy directory")
+    policies.set_defaults(func=cmd_policies)
 
     demo = sub.add_parser("demo", help="the main job on the running stack")
     demo.add_argument("--timeout", type=float, default=120.0)

@@ -24,6 +24,10 @@ Environment variables (documented once, here and in the README):
 ``CROUPIER_REPAIR_INTERVAL``    seconds between a worker's checks that no partition it
                                 owns is committed past, or stalled behind, PostgreSQL's
                                 progress (default 5)
+``CROUPIER_POLICY_DIR``         directory of jurisdiction policy files, ``<J>.toml``
+                                (default: the ``policies/`` shipped with Croupier)
+``CROUPIER_SESSION_WATCH_INTERVAL``  seconds between the leader's passes over open
+                                sessions (reality checks, session-time limits; default 1)
 ==============================  ==================================================
 """
 
@@ -33,6 +37,10 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from croupier.policies import DEFAULT_POLICY_DIR
+
+POLICY_DIR = DEFAULT_POLICY_DIR  # the jurisdiction policies shipped with Croupier
 
 
 class Settings(BaseSettings):
@@ -62,6 +70,10 @@ class Settings(BaseSettings):
     session_timeout: float = Field(default=10.0, ge=6, validation_alias="CROUPIER_SESSION_TIMEOUT")
     feed_timeout: float = Field(default=20.0, gt=0, validation_alias="CROUPIER_FEED_TIMEOUT")
     repair_interval: float = Field(default=5.0, gt=0, validation_alias="CROUPIER_REPAIR_INTERVAL")
+    policy_dir: Path = Field(default=POLICY_DIR, validation_alias="CROUPIER_POLICY_DIR")
+    session_watch_interval: float = Field(
+        default=1.0, gt=0, validation_alias="CROUPIER_SESSION_WATCH_INTERVAL"
+    )
 
     @field_validator("pg_schema", "app_id")
     @classmethod

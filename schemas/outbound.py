@@ -3,7 +3,8 @@
 Reason codes (``ReasonCode``), the closed set every refusal and dead letter uses:
 
 - ``self_excluded``: the player is self-excluded.
-- ``geo_blocked``: the player's last geolocation is not allowed, or too old to trust.
+- ``geo_blocked``: the jurisdiction requires geolocation and the player's last check is
+  missing, not allowed, outside their jurisdiction, expired or invalidated by a new IP.
 - ``odds_changed``: the price moved and the bet's ``odds_change`` policy refuses the move.
 - ``market_suspended``: the market is suspended, stopped, settled or its producer is down.
 - ``market_unknown``: no price has been seen for the event, market or outcome.
@@ -11,7 +12,7 @@ Reason codes (``ReasonCode``), the closed set every refusal and dead letter uses
 - ``loss_limit``: the stake would take the player past a loss limit.
 - ``deposit_limit``: the deposit would take the player past a deposit limit.
 - ``session_limit``: the player's session time limit is used up.
-- ``no_session``: the player has no open session.
+- ``no_session``: the jurisdiction requires an open session and the player has none.
 - ``unknown_player``: the player never registered.
 - ``duplicate_conflict``: a business id seen before arrived with different content.
 - ``game_not_certified``: the casino game is not certified in the player's jurisdiction.
@@ -19,6 +20,7 @@ Reason codes (``ReasonCode``), the closed set every refusal and dead letter uses
 - ``malformed_json``: the message is not UTF-8 JSON (or is empty).
 - ``already_registered``: a registration for a player that already exists.
 - ``underage``: the player is below the jurisdiction's minimum age.
+- ``unlicensed_jurisdiction``: a registration in a jurisdiction Croupier has no policy for.
 - ``internal_error``: Croupier failed; the input is kept for a replay.
 """
 
@@ -62,6 +64,7 @@ class ReasonCode(StrEnum):
     MALFORMED_JSON = "malformed_json"
     ALREADY_REGISTERED = "already_registered"
     UNDERAGE = "underage"
+    UNLICENSED_JURISDICTION = "unlicensed_jurisdiction"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -174,13 +177,18 @@ class CasinoResult(_Outbound, Priced):
 
 
 class PlayerNotification(_Outbound, Priced):
-    """A reality check is due: how long the session has run and how the player stands."""
+    """A reality check is due: how long the session has run and how the player stands.
+
+    ``sequence`` numbers a session's checks from 1 (the n-th interval that has passed), so
+    a consumer can drop a repeat; ``net_position`` is winnings minus stakes in the session.
+    """
 
     amount_fields = ("net_position",)
 
     type: Literal["reality_check_due"] = "reality_check_due"
     player_id: PlayerId
     session_id: SessionId
+    sequence: int = Field(ge=1)
     elapsed_seconds: int = Field(ge=0)
     net_position: SignedAmount
     timestamp: AwareDatetime

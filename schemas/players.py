@@ -60,13 +60,19 @@ class LimitSet(_PlayerEvent):
 
 
 class SessionStarted(_PlayerEvent):
+    """A player's session opens; ``ip`` (optional) is the address the front end saw."""
+
     type: Literal["session_started"]
     session_id: str = Field(min_length=1)
+    ip: str | None = None
 
 
 class SessionEnded(_PlayerEvent):
+    """A session closes: the player or front end ended it, or Croupier did (session limit)."""
+
     type: Literal["session_ended"]
     session_id: str = Field(min_length=1)
+    reason: Literal["player", "session_limit"] = "player"
 
 
 class Geolocation(_PlayerEvent):
@@ -85,11 +91,69 @@ PlayerEvent = Annotated[
 PLAYER_EVENT: TypeAdapter[PlayerEvent] = TypeAdapter(PlayerEvent)
 
 
+LimitKind = Literal["deposit", "loss", "session"]
+Period = Literal["day", "week", "month"]
+
+
+class PendingLimit(WireModel):
+    """A limit increase or removal waiting out its cooling-off period."""
+
+    amount: NonNegativeAmount | None = None
+    minutes: int | None = None
+    effective_at: AwareDatetime
+
+
+class PlayerLimit(WireModel):
+    """One of a player's limits (kind and period), as in force and as it will be.
+
+    ``amount`` (money limits, in ``currency``) or ``minutes`` (session limits) is the value
+    in force; both ``None`` means no limit. ``pending`` is a later, looser value that
+    applies from its ``effective_at`` (a decrease never waits, so never pends).
+    """
+
+    kind: LimitKind
+    period: Period
+    amount: NonNegativeAmount | None = None
+    minutes: int | None = None
+    currency: Currency | None = None
+    set_at: AwareDatetime
+    pending: PendingLimit | None = None
+
+
+class Exclusion(WireModel):
+    """A self-exclusion: from ``since`` until ``until`` (``None``: indefinite)."""
+
+    since: AwareDatetime
+    until: AwareDatetime | None = None
+
+
+class OpenSession(WireModel):
+    session_id: str
+    started_at: AwareDatetime
+    ip: str | None = None
+
+
+class GeoCheck(WireModel):
+    """The player's latest geolocation result; trusted only until ``valid_until``.
+
+    ``invalidated_at`` is set when a later event shows another IP address.
+    """
+
+    jurisdiction: Jurisdiction
+    allowed: bool
+    checked_at: AwareDatetime
+    valid_until: AwareDatetime
+    ip: str
+    invalidated_at: AwareDatetime | None = None
+
+
 class PlayerState(WireModel):
     """A player's standing as the ``players`` table holds it (the changelog's value).
 
     ``version`` counts the events applied; ``source_offset`` is the offset of the last one
-    in its partition, which makes a redelivered event a no-op.
+    in its partition, which makes a redelivered event a no-op. The player-protection
+    fields (exclusion, limits, open session, geolocation) are what ``rules.compliance``
+    judges every money movement against.
     """
 
     player_id: PlayerId
@@ -102,3 +166,13 @@ class PlayerState(WireModel):
     updated_at: AwareDatetime
     source_partition: int = Field(ge=0)
     source_offset: int = Field(ge=0)
+    exclusion: Exclusion | None = None
+    limits: tuple[PlayerLimit, ...] = ()
+    session: OpenSession | None = None
+    geolocation: GeoCheck | None = None
+
+    def limit(self, kind: LimitKind, period: Period) -> PlayerLimit | None:
+        for item in self.limits:
+            if (item.kind, item.period) == (kind, period):
+                return item
+        return None

@@ -2,10 +2,11 @@
 
 Per batch (one in flight per partition, in offset order, so a player's bets stay in
 order): read back skipped offsets, decode (a message that does not decode is a dead
-letter), look up each player's standing (the ``players`` table, overruled by
-PostgreSQL where it is newer) and ask the compliance hook, price each bet against the
-odds table (``rules/sportsbook.py``), then hand the batch to the sportsbook sink, which
-fences the markets, reserves the stakes and stores every decision in one transaction.
+letter), price each bet against the odds table (``rules/sportsbook.py``), then hand the
+batch to the sportsbook sink, which in one transaction fences the markets, asks player
+protection for each bet under its player's row lock (``sinks/postgres/protection.py``:
+the standing is read there, not from a table that could lag behind an exclusion),
+reserves the stakes and stores every decision.
 Only then are the decisions published, and only after Kafka has them is the partitions'
 progress recorded. A crash before the commit replays the batch from scratch (nothing was
 published); a crash after it replays to the stored decisions, which are published again
@@ -20,11 +21,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from croupier.settings import Settings
-from rules import compliance
 from rules.odds import EventBook, Market, ProducerHealth
-from rules.sportsbook import Refused, decide_bet
+from rules.sportsbook import decide_bet
 from schemas.bets import BET_REQUEST, BetRequest
-from schemas.players import PlayerState
 from sinks.postgres.sportsbook import BetBatch, BetInput, SportsbookSink
 from streams.batching import until_available
 from streams.context import decode_all, letter_records, position, publish
@@ -34,21 +33,6 @@ from streams.flow import declare_flow
 def request_hash(model: Any) -> str:
     """What a request asks for, whatever the JSON's key order or spacing."""
     return hashlib.sha256(model.model_dump_json().encode()).hexdigest()
-
-
-async def standings_of(table: Any, sink: Any, player_ids: Iterable[str]) -> dict[str, PlayerState]:
-    """Each player's standing: the table's, unless PostgreSQL (the truth) has a newer one."""
-    ids = sorted(set(player_ids))
-    stored = await until_available(lambda: sink.standings(ids), what="PostgreSQL")
-    out: dict[str, PlayerState] = {}
-    for pid in ids:
-        value = table.get(pid)
-        cached = None if value is None else PlayerState.model_validate(value)
-        truth = stored.get(pid)
-        best = truth if cached is None or (truth and truth.version > cached.version) else cached
-        if best is not None:
-            out[pid] = best
-    return out
 
 
 def read_books(odds: Any, bets: Iterable[BetRequest]) -> dict[str, EventBook]:
@@ -85,7 +69,6 @@ def register(
     app: Any,
     settings: Settings,
     *,
-    players: Any,
     odds: Any,
     health: Any,
     sink: SportsbookSink,
@@ -101,19 +84,11 @@ def register(
             BET_REQUEST, events, progress=batch.progress, letters=batch.dead_letters
         )
         bets = [b for _, b in decoded]
-        standing = await standings_of(players, sink, (b.player_id for b in bets))
         books = read_books(odds, bets)
         producers = read_producers(health, books.values())
         now = datetime.now(UTC)
         for event, bet in decoded:
-            blocked = compliance.check(
-                standing.get(bet.player_id), action="bet", currency=bet.currency, at=now
-            )
-            verdict = (
-                Refused(blocked.reason, blocked.detail)
-                if blocked
-                else decide_bet(bet, books, producers, now, timeout)
-            )
+            verdict = decide_bet(bet, books, producers, now, timeout)
             batch.inputs.append(
                 BetInput(
                     position(event),

@@ -3,8 +3,10 @@
 
 A deposit credits the wallet; a withdrawal reserves the amount (never below zero) until
 the provider's ``withdrawal_completed`` pays it out or ``withdrawal_failed`` releases it.
-Deposits and withdrawal requests ask the compliance hook first (an unknown player is
-rejected ``unknown_player``); a provider's result is always applied. Everything is
+Deposits and withdrawal requests ask player protection first, inside the sink's
+transaction under the player's row lock (unknown player, self-exclusion and deposit
+limits for deposits; a self-excluded player may still withdraw); a provider's result is
+always applied. Everything is
 idempotent by payment id in the ledger. The batch protocol is the bets flow's: commit
 in PostgreSQL, then publish the stored decisions, then record progress.
 """
@@ -15,16 +17,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from croupier.settings import Settings
-from rules import compliance
-from schemas.payments import PAYMENT_EVENT, Deposit, Withdrawal
+from schemas.payments import PAYMENT_EVENT
 from sinks.postgres.payments import PaymentBatch, PaymentInput, PaymentsSink
 from streams.batching import until_available
-from streams.bets import standings_of
 from streams.context import decode_all, letter_records, position, publish
 from streams.flow import declare_flow
 
 
-def register(app: Any, settings: Settings, *, players: Any, sink: PaymentsSink) -> Any:
+def register(app: Any, settings: Settings, *, sink: PaymentsSink) -> Any:
     """Declare the payments agent on ``app``; returns the agent."""
     source_topic = settings.topic("payments")
     decisions, dead_letters = settings.topic("payment-decisions"), settings.topic("dead-letters")
@@ -34,29 +34,14 @@ def register(app: Any, settings: Settings, *, players: Any, sink: PaymentsSink) 
         decoded = decode_all(
             PAYMENT_EVENT, events, progress=batch.progress, letters=batch.dead_letters
         )
-        standing = await standings_of(players, sink, (p.player_id for _, p in decoded))
-        now = datetime.now(UTC)
         for event, payment in decoded:
-            blocked = None
-            if isinstance(payment, Deposit | Withdrawal):
-                action: compliance.Action = (
-                    "deposit" if isinstance(payment, Deposit) else "withdrawal"
-                )
-                blocked = compliance.check(
-                    standing.get(payment.player_id),
-                    action=action,
-                    currency=payment.currency,
-                    at=now,
-                )
             batch.inputs.append(
                 PaymentInput(
-                    position(event), payment, blocked, event.message.key, event.message.value or b""
+                    position(event), payment, event.message.key, event.message.value or b""
                 )
             )
-        currencies = {pid: s.currency for pid, s in standing.items()}
-        decided = await until_available(
-            lambda: sink.decide(batch, currencies, now), what="PostgreSQL"
-        )
+        now = datetime.now(UTC)
+        decided = await until_available(lambda: sink.decide(batch, now), what="PostgreSQL")
         await publish(app, decisions, decided.decisions)
         await publish(app, dead_letters, letter_records(decided.dead_letters))
         await app.producer.flush()

@@ -30,11 +30,12 @@ from typing import Any, Protocol
 
 from croupier.settings import Settings
 from rules.players import Rejected, Unchanged, apply_player_event
+from rules.policy import Policies
 from schemas.decode import DecodeFailure, decode
-from schemas.players import PLAYER_EVENT, PlayerEvent, PlayerState
+from schemas.players import PLAYER_EVENT, PlayerEvent, PlayerState, SessionEnded
 from schemas.records import AuditRecord, DeadLetter
 from sinks.base import ProgressSink
-from sinks.postgres.players import PlayerBatch, PlayerEventRow
+from sinks.postgres.players import PlayerBatch, PlayerEventRow, SessionChange
 from streams.batching import until_available
 from streams.context import dead_letter, in_partition_of, letter_records, position, publish
 from streams.flow import declare_flow
@@ -77,8 +78,32 @@ def _newest(cached: PlayerState | None, stored: PlayerState | None) -> PlayerSta
     return cached
 
 
+def session_changes(
+    before: PlayerState | None, after: PlayerState, event: PlayerEvent
+) -> list[SessionChange]:
+    """The sessions an applied event opened or closed."""
+    old, new = before.session if before else None, after.session
+    if old == new:
+        return []
+    out: list[SessionChange] = []
+    if old is not None:
+        if new is not None:
+            reason = "replaced"
+        else:
+            reason = event.reason if isinstance(event, SessionEnded) else "player"
+        out.append(SessionChange(after.player_id, old.session_id, event.timestamp,
+                                 end_reason=reason))  # fmt: skip
+    if new is not None:
+        out.append(SessionChange(after.player_id, new.session_id, new.started_at, new.ip))
+    return out
+
+
 def plan_batch(
-    items: Decoded, table: Any, stored: Mapping[str, PlayerState] | None = None
+    items: Decoded,
+    table: Any,
+    stored: Mapping[str, PlayerState] | None = None,
+    *,
+    policies: Policies,
 ) -> tuple[PlayerBatch, _Outputs]:
     """Decide every event of a batch; no I/O beyond reading the table.
 
@@ -113,7 +138,9 @@ def plan_batch(
             and pos.offset <= before.source_offset
         ):
             continue  # applied before a crash; PostgreSQL and the outputs already have it
-        result = apply_player_event(before, decoded, partition=pos.partition, offset=pos.offset)
+        result = apply_player_event(
+            before, decoded, partition=pos.partition, offset=pos.offset, policies=policies
+        )
         row: dict[str, Any] = {
             "source": pos,
             "player_id": pid,
@@ -130,6 +157,7 @@ def plan_batch(
             batch.events.append(PlayerEventRow(**row, outcome="unchanged"))
             continue
         batch.events.append(PlayerEventRow(**row, outcome="applied"))
+        batch.sessions.extend(session_changes(before, result, decoded))
         batch.states[pid] = result
         seen[pid] = result
         out.table.append((event, pid, result))
@@ -148,7 +176,9 @@ def plan_batch(
     return batch, out
 
 
-def register(app: Any, settings: Settings, *, table: Any, sink: PlayerStore) -> Any:
+def register(
+    app: Any, settings: Settings, *, table: Any, sink: PlayerStore, policies: Policies
+) -> Any:
     """Declare the players agent on ``app``; returns the agent."""
     source_topic = settings.topic("players")
     audit, dead_letters = settings.topic("audit"), settings.topic("dead-letters")
@@ -157,7 +187,7 @@ def register(app: Any, settings: Settings, *, table: Any, sink: PlayerStore) -> 
         decoded = decode_batch(events)
         players = sorted({d.player_id for _, d in decoded if not isinstance(d, DecodeFailure)})
         stored = await until_available(lambda: sink.standings(players), what="PostgreSQL")
-        batch, out = plan_batch(decoded, table, stored)
+        batch, out = plan_batch(decoded, table, stored, policies=policies)
         # The outputs reach Kafka before PostgreSQL commits: a crash before the commit
         # replays the batch and sends them again (keyed by source position); after it,
         # the replay finds the batch committed and they are already out.

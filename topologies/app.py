@@ -6,11 +6,14 @@ from typing import Any
 
 import faust
 
+from croupier.policies import load_policies
 from croupier.settings import Settings
+from rules.policy import Policies
 from sinks.postgres.payments import PaymentsSink
 from sinks.postgres.players import PostgresPlayerSink
+from sinks.postgres.protection import SessionSink
 from sinks.postgres.sportsbook import SportsbookSink
-from streams import bets, odds, payments, players
+from streams import bets, odds, payments, players, protection
 
 
 def broker_url(settings: Settings) -> str:
@@ -18,8 +21,18 @@ def broker_url(settings: Settings) -> str:
     return ";".join(f"kafka://{server}" for server in settings.bootstrap_list)
 
 
-def create_app(settings: Settings, *, player_sink: players.PlayerStore | None = None) -> Any:
-    """A Faust app with every Croupier flow declared."""
+def create_app(
+    settings: Settings,
+    *,
+    player_sink: players.PlayerStore | None = None,
+    policies: Policies | None = None,
+) -> Any:
+    """A Faust app with every Croupier flow declared.
+
+    ``policies`` defaults to the jurisdiction policy files of ``settings.policy_dir``,
+    loaded (and validated) here, at start.
+    """
+    policies = policies if policies is not None else load_policies(settings.policy_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         settings.app_id,
@@ -51,7 +64,11 @@ def create_app(settings: Settings, *, player_sink: players.PlayerStore | None = 
     )
     dsn, schema, group = settings.pg_dsn.get_secret_value(), settings.pg_schema, settings.app_id
     sink = player_sink or PostgresPlayerSink(dsn, schema, consumer_group=group)
-    players.register(app, settings, table=table, sink=sink)
+    players.register(app, settings, table=table, sink=sink, policies=policies)
+    protection.register(
+        app, settings, sink=SessionSink(dsn, schema, consumer_group=group, max_connections=1),
+        policies=policies,
+    )  # fmt: skip
     # Global: every worker holds every market (see streams/odds.py for why and how).
     global_options: dict[str, Any] = {
         "default": None, "partitions": 1, "use_partitioner": True,
@@ -64,10 +81,10 @@ def create_app(settings: Settings, *, player_sink: players.PlayerStore | None = 
         sink=SportsbookSink(dsn, schema, consumer_group=group),
     )  # fmt: skip
     bets.register(
-        app, settings, players=table, odds=odds_table, health=health_table,
-        sink=SportsbookSink(dsn, schema, consumer_group=group),
+        app, settings, odds=odds_table, health=health_table,
+        sink=SportsbookSink(dsn, schema, consumer_group=group, policies=policies),
     )  # fmt: skip
     payments.register(
-        app, settings, players=table, sink=PaymentsSink(dsn, schema, consumer_group=group)
+        app, settings, sink=PaymentsSink(dsn, schema, consumer_group=group, policies=policies)
     )
     return app

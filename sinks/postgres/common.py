@@ -122,12 +122,7 @@ class PgSink:
             return {}
         async with self.connection() as conn:
             cursor = await conn.execute(
-                f"SELECT {', '.join(STATE_COLUMNS)} FROM players "  # noqa: S608 - fixed columns
-                "WHERE player_id = ANY(%s)",
-                (player_ids,),
+                "SELECT player_id, standing FROM players WHERE player_id = ANY(%s)", (player_ids,)
             )
             rows = await cursor.fetchall()
-        return {
-            row[0]: PlayerState.model_validate(dict(zip(STATE_COLUMNS, row, strict=True)))
-            for row in rows
-        }
+        return {pid: PlayerState.model_validate(standing) for pid, standing in rows}

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rules.compliance import Blocked
+from rules.compliance import Action, Blocked
+from rules.policy import Policies
 from schemas.outbound import PaymentDecision, ReasonCode
 from schemas.payments import Deposit, PaymentEvent, Withdrawal, WithdrawalCompleted
 from schemas.records import DeadLetter, SourcePosition
 from sinks.postgres import ledger
 from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, conflict_letter, dead_letter_params
+from sinks.postgres.protection import guard
 from sinks.postgres.sportsbook import Output, reason_code, retrying
 
 
@@ -27,7 +29,6 @@ from sinks.postgres.sportsbook import Output, reason_code, retrying
 class PaymentInput:
     source: SourcePosition
     event: PaymentEvent
-    blocked: Blocked | None  # what the compliance check said (None: may proceed)
     key: bytes | None = None
     value: bytes = b""
 
@@ -62,21 +63,34 @@ def ledger_op(event: PaymentEvent, at: datetime, currency: str) -> ledger.Ledger
 
 
 class PaymentsSink(PgSink):
-    async def decide(
-        self, batch: PaymentBatch, currencies: dict[str, str], now: datetime
-    ) -> Decided:
-        """Decide a batch; ``currencies`` is each player's wallet currency (for closes)."""
+    """Payments through the ledger, each deposit and withdrawal request asking player
+    protection first, under the player's row lock (``sinks/postgres/protection.py``)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        *,
+        consumer_group: str,
+        policies: Policies,
+        max_connections: int = 4,
+    ) -> None:
+        super().__init__(
+            dsn, schema, consumer_group=consumer_group, max_connections=max_connections
+        )
+        self.policies = policies
+
+    async def decide(self, batch: PaymentBatch, now: datetime) -> Decided:
+        """Decide a batch in one transaction; what to publish."""
 
         async def attempt() -> Decided:
             async with self.transaction() as conn:
-                return await self._decide(conn, batch, currencies, now)
+                return await self._decide(conn, batch, now)
 
         decided: Decided = await retrying(attempt)
         return decided
 
-    async def _decide(
-        self, conn: Any, batch: PaymentBatch, currencies: dict[str, str], now: datetime
-    ) -> Decided:
+    async def _decide(self, conn: Any, batch: PaymentBatch, now: datetime) -> Decided:
         out = Decided(dead_letters=list(batch.dead_letters))
         if not batch.inputs:
             return out
@@ -97,18 +111,33 @@ class PaymentsSink(PgSink):
                 fresh.append(item)
             elif got[1] is not None:
                 out.decisions.append((got[0].encode(), got[1].encode()))
+        guarded = await guard(conn, self.policies, [i.event.player_id for i in fresh], now)
         ops: list[ledger.LedgerOp] = []
         moving: list[PaymentInput] = []
+        blocked: dict[int, Blocked] = {}
         for item in fresh:
-            if item.blocked is None:
-                currency = currencies.get(item.event.player_id, "EUR")
-                ops.append(ledger_op(item.event, item.event.timestamp, currency))
-                moving.append(item)
+            ev = item.event
+            if isinstance(ev, Deposit | Withdrawal):
+                action: Action = "deposit" if isinstance(ev, Deposit) else "withdrawal"
+                refusal = guarded.check(
+                    ev.player_id, action=action, currency=ev.currency, amount=ev.amount, at=now
+                )
+                if refusal is not None:
+                    blocked[id(item)] = refusal
+                    continue
+                guarded.count(ev.player_id, action=action, amount=ev.amount, at=now)
+            # A provider's result on a withdrawal is always applied, in the wallet's currency.
+            # The ledger dates every payment when Croupier applies it: the limit windows
+            # count that time, not a provider's clock.
+            currency = guarded.currency(ev.player_id) or "EUR"
+            ops.append(ledger_op(ev, now, currency))
+            moving.append(item)
         results = dict(zip((id(i) for i in moving), await ledger.post_on(conn, ops), strict=True))
         rows = []
         for item in fresh:
             ev = item.event
-            reason: ReasonCode | None = item.blocked.reason if item.blocked else None
+            refused = blocked.get(id(item))
+            reason: ReasonCode | None = refused.reason if refused else None
             result = results.get(id(item))
             outcome = "decided"
             if result is not None and result.status == "conflict":
@@ -133,13 +162,13 @@ class PaymentsSink(PgSink):
                 out.decisions.append((ev.player_id.encode(), decision.encode()))
             src = item.source
             rows.append((src.topic, src.partition, src.offset, ev.payment_id, ev.player_id,
-                         ev.type, outcome, decision))  # fmt: skip
+                         ev.type, outcome, decision, guarded.version(ev.player_id)))  # fmt: skip
         async with conn.cursor() as cur:
             if rows:
                 await cur.executemany(
                     """INSERT INTO payment_events (source_topic, source_partition, source_offset,
-                           payment_id, player_id, type, outcome, decision)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+                           payment_id, player_id, type, outcome, decision, standing_version)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                     rows,
                 )
             if out.dead_letters:

@@ -27,11 +27,23 @@ class PlayerEventRow:
     payload: str  # the event as JSON
 
 
+@dataclass(frozen=True)
+class SessionChange:
+    """A session opening (``ended_at`` None) or closing, in event order."""
+
+    player_id: str
+    session_id: str
+    at: datetime
+    ip: str | None = None
+    end_reason: str | None = None  # player | session_limit | replaced; None: it opens
+
+
 @dataclass
 class PlayerBatch:
     """Everything one agent batch writes."""
 
     events: list[PlayerEventRow] = field(default_factory=list)
+    sessions: list[SessionChange] = field(default_factory=list)
     states: dict[str, PlayerState] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # (topic, partition) -> the offset after the last one this batch processed
@@ -46,15 +58,23 @@ ON CONFLICT DO NOTHING"""
 
 _STATE_SQL = """
 INSERT INTO players (player_id, jurisdiction, currency, birth_date, registered_at, version,
-                     last_event, updated_at, source_partition, source_offset)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                     last_event, updated_at, source_partition, source_offset, standing)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)
 ON CONFLICT (player_id) DO UPDATE SET
     jurisdiction = EXCLUDED.jurisdiction, currency = EXCLUDED.currency,
     birth_date = EXCLUDED.birth_date, registered_at = EXCLUDED.registered_at,
     version = EXCLUDED.version, last_event = EXCLUDED.last_event,
     updated_at = EXCLUDED.updated_at, source_partition = EXCLUDED.source_partition,
-    source_offset = EXCLUDED.source_offset
+    source_offset = EXCLUDED.source_offset, standing = EXCLUDED.standing
 WHERE players.version < EXCLUDED.version"""
+
+_SESSION_OPEN_SQL = """
+INSERT INTO player_sessions (player_id, session_id, started_at, ip) VALUES (%s, %s, %s, %s)
+ON CONFLICT DO NOTHING"""
+
+_SESSION_CLOSE_SQL = """
+UPDATE player_sessions SET ended_at = %s, end_reason = %s
+ WHERE player_id = %s AND session_id = %s AND ended_at IS NULL"""
 
 
 class PostgresPlayerSink(PgSink):
@@ -66,6 +86,17 @@ class PostgresPlayerSink(PgSink):
                 await cur.executemany(_EVENT_SQL, [_event_params(e) for e in batch.events])
             if batch.states:
                 await cur.executemany(_STATE_SQL, [_state_params(s) for s in batch.states.values()])
+            for change in batch.sessions:  # in event order: a close follows its open
+                if change.end_reason is None:
+                    await cur.execute(
+                        _SESSION_OPEN_SQL,
+                        (change.player_id, change.session_id, change.at, change.ip),
+                    )
+                else:
+                    await cur.execute(
+                        _SESSION_CLOSE_SQL,
+                        (change.at, change.end_reason, change.player_id, change.session_id),
+                    )
             if batch.dead_letters:
                 await cur.executemany(
                     DEAD_LETTER_SQL, [dead_letter_params(d) for d in batch.dead_letters]
@@ -79,4 +110,4 @@ def _event_params(row: PlayerEventRow) -> tuple[object, ...]:
 
 
 def _state_params(s: PlayerState) -> tuple[object, ...]:
-    return tuple(getattr(s, column) for column in STATE_COLUMNS)
+    return (*(getattr(s, column) for column in STATE_COLUMNS), s.model_dump_json())

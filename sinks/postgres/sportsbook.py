@@ -31,6 +31,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from rules.policy import Policies
 from rules.sportsbook import Leg, Outcome, Priced, Refused, settle_bet
 from schemas.bets import BetRequest
 from schemas.money import minor_units
@@ -39,6 +40,7 @@ from schemas.outbound import BetDecision, ReasonCode, Settlement
 from schemas.records import DeadLetter, SourcePosition
 from sinks.postgres import ledger
 from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, conflict_letter, dead_letter_params
+from sinks.postgres.protection import guard
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,26 @@ async def retrying(call: Any) -> Any:
 
 
 class SportsbookSink(PgSink):
-    """Bets, settlements and their ledger postings."""
+    """Bets, settlements and their ledger postings.
+
+    With ``policies``, every placement asks player protection under the players' row
+    locks (``sinks/postgres/protection.py``); without (the replay's scratch runs), the
+    verdicts it is given stand as recorded.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        *,
+        consumer_group: str,
+        policies: Policies | None = None,
+        max_connections: int = 4,
+    ) -> None:
+        super().__init__(
+            dsn, schema, consumer_group=consumer_group, max_connections=max_connections
+        )
+        self.policies = policies
 
     # -- placing -------------------------------------------------------------------------
 
@@ -180,17 +201,28 @@ class SportsbookSink(PgSink):
             )
             closed = {(e, m) for e, m in await cursor.fetchall()}
 
+        guarded = None
+        if self.policies is not None:  # player protection, under the players' row locks
+            guarded = await guard(conn, self.policies, [i.bet.player_id for i in fresh], now)
         verdicts: dict[str, Priced | Refused] = {}
         ops = []
         for item in fresh:
+            b = item.bet
             verdict = item.verdict
+            if guarded is not None:
+                blocked = guarded.check(
+                    b.player_id, action="bet", currency=b.currency, amount=b.stake, at=now
+                )
+                if blocked is not None:
+                    verdict = Refused(blocked.reason, blocked.detail)
             if isinstance(verdict, Priced) and any(
-                (s.event_id, s.market_id) in closed for s in item.bet.selections
+                (s.event_id, s.market_id) in closed for s in b.selections
             ):
                 verdict = Refused(ReasonCode.MARKET_SUSPENDED, "the market is settled")
-            verdicts[item.bet.bet_id] = verdict
+            verdicts[b.bet_id] = verdict
             if isinstance(verdict, Priced):
-                b = item.bet
+                if guarded is not None:
+                    guarded.count(b.player_id, action="bet", amount=b.stake, at=now)
                 ops.append(ledger.stake(b.bet_id, b.player_id, b.stake, b.currency, now))
         for op, result in zip(ops, await ledger.post_on(conn, ops), strict=True):
             bet_id = op.key.removeprefix("bet:")
@@ -221,6 +253,7 @@ class SportsbookSink(PgSink):
                 None if isinstance(verdict, Priced) else verdict.reason.value,
                 item.request_hash, b.model_dump_json(), decision, now,
                 src.topic, src.partition, src.offset,
+                guarded.version(b.player_id) if guarded is not None else None,
             ))  # fmt: skip
             if isinstance(verdict, Priced):
                 out.accepted += 1
@@ -234,9 +267,9 @@ class SportsbookSink(PgSink):
                 await cur.executemany(
                     """INSERT INTO bets (bet_id, player_id, currency, stake, odds, placed_at,
                            status, reason, request_hash, request, decision, decided_at,
-                           source_topic, source_partition, source_offset)
+                           source_topic, source_partition, source_offset, standing_version)
                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s,
-                               %s, %s, %s)""",
+                               %s, %s, %s, %s)""",
                     bet_rows,
                 )
             if leg_rows:

@@ -77,6 +77,14 @@ def player_event(kind: str, player_id: str, **fields: Any) -> bytes:
     return json.dumps(base).encode()
 
 
+def joined(player_id: str, **registration: Any) -> list[tuple[str, bytes]]:
+    """A player ready to play: registered, with a session open (every policy requires one)."""
+    return [
+        (player_id, player_event("registered", player_id, **registration)),
+        (player_id, player_event("session_started", player_id, session_id=f"s-{player_id}")),
+    ]
+
+
 # -- the sportsbook's wire messages --------------------------------------------------------
 
 T0 = "2026-11-24T19:00:00Z"

@@ -19,9 +19,9 @@ from tests.conftest import StartWorker
 from tests.integration.helpers import (
     bet,
     done,
+    joined,
     odds_change,
     payment,
-    player_event,
     produce,
     wait_for,
 )
@@ -57,8 +57,8 @@ def test_a_silent_producer_suspends_its_markets_until_fresh_odds(
     s = settings.model_copy(update={"feed_timeout": FEED_TIMEOUT})
     worker = worker_factory(s)
     worker.wait_ready()
-    produce(s, "players", [("p-1", player_event("registered", "p-1"))])
-    wait_for(lambda: done(s, "players") == 1, timeout=60, what="registration")
+    produce(s, "players", joined("p-1"))
+    wait_for(lambda: done(s, "players") == 2, timeout=60, what="registration")
     produce(s, "payments", [("p-1", payment("deposit", "d-1", "p-1", "100.00"))])
     produce(s, "odds", [
         ("live", alive()),

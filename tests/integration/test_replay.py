@@ -26,9 +26,9 @@ from tests.integration.helpers import (
     bet,
     done,
     feed,
+    joined,
     odds_change,
     payment,
-    player_event,
     produce,
     query,
     settlement,
@@ -69,8 +69,8 @@ def run(cli_env: Settings, capsys: pytest.CaptureFixture[str]) -> Run:
 def play_the_match_day(settings: Settings, worker_factory: StartWorker) -> None:
     worker = worker_factory(settings)
     worker.wait_ready()
-    produce(settings, "players", [(p, player_event("registered", p)) for p in ("p-1", "p-2")])
-    wait_for(lambda: done(settings, "players") == 2, timeout=60, what="registrations")
+    produce(settings, "players", [*joined("p-1"), *joined("p-2")])
+    wait_for(lambda: done(settings, "players") == 4, timeout=60, what="registrations")
     pays = [
         ("p-1", payment("deposit", "pay-1", "p-1", "100.00")),
         ("p-2", payment("deposit", "pay-2", "p-2", "50.00")),

@@ -25,9 +25,9 @@ from tests.conftest import StartWorker, WorkerProcess
 from tests.integration.helpers import (
     bet,
     done,
+    joined,
     odds_change,
     payment,
-    player_event,
     produce,
     query,
     settlement,
@@ -95,12 +95,12 @@ def test_sigkill_during_bets_and_settlement_loses_nothing_and_pays_once(
 ) -> None:
     rng = random.Random(4242)
     players = [f"p-{n}" for n in range(PLAYERS)]
-    produce(settings, "players", [(p, player_event("registered", p)) for p in players])
+    produce(settings, "players", [kv for p in players for kv in joined(p)])
     produce(settings, "odds", [(f"m-{e}", odds_change(f"m-{e}", {"1x2": PRICES}))
                                for e in range(EVENTS)])  # fmt: skip
     worker = worker_factory(settings)
     worker.wait_ready()
-    wait_for(lambda: done(settings, "players") == PLAYERS, timeout=90, what="registrations")
+    wait_for(lambda: done(settings, "players") == 2 * PLAYERS, timeout=90, what="registrations")
     deposits = [(p, payment("deposit", f"d-{p}", p, str(DEPOSIT))) for p in players]
     produce(settings, "payments", deposits)
     wait_for(lambda: done(settings, "payments") == PLAYERS, timeout=90, what="deposits")

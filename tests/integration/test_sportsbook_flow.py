@@ -17,9 +17,9 @@ from tests.integration.helpers import (
     bet,
     done,
     feed,
+    joined,
     odds_change,
     payment,
-    player_event,
     produce,
     query,
     settlement,
@@ -50,8 +50,8 @@ def test_bets_are_decided_once_settled_rolled_back_and_resettled(
 ) -> None:
     worker = worker_factory(settings)
     worker.wait_ready()
-    produce(settings, "players", [(p, player_event("registered", p)) for p in ("p-1", "p-2")])
-    wait_for(lambda: done(settings, "players") == 2, timeout=60, what="registrations")
+    produce(settings, "players", [*joined("p-1"), *joined("p-2")])
+    wait_for(lambda: done(settings, "players") == 4, timeout=60, what="registrations")
 
     # Payments: deposits, a withdrawal paid out, one refused, a retry and a conflict.
     pays = [

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rules.players import Rejected, Unchanged, apply_player_event
+from croupier.policies import load_policies
+from croupier.settings import POLICY_DIR
+from rules import players
+from rules.players import Rejected, Unchanged
 from schemas.players import PlayerState, Registered, SessionStarted
 
 T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
+POLICIES = load_policies(POLICY_DIR)
+
+
+def apply_player_event(state: PlayerState | None, event: Any, **where: int) -> Any:
+    return players.apply_player_event(state, event, policies=POLICIES, **where)
 
 
 def registered(pid: str = "p-1", jurisdiction: str = "UK") -> Registered:

@@ -402,7 +402,7 @@ OUTBOUND_EXAMPLES: list[tuple[str, BaseModel]] = [
     ("casino-results", CasinoResult(transaction_id="tx-9", round_id="r-2", player_id="p-1",
                                     status="rejected", balance=Decimal("0.500"),
                                     currency="BHD", error=ReasonCode.INSUFFICIENT_FUNDS)),
-    ("player-notifications", PlayerNotification(player_id="p-1", session_id="s-1",
+    ("player-notifications", PlayerNotification(player_id="p-1", session_id="s-1", sequence=1,
                                                 elapsed_seconds=3600,
                                                 net_position=Decimal("-12.50"), currency="EUR",
                                                 timestamp=NOW)),

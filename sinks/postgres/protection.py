@@ -1,0 +1,233 @@
+"""Player protection inside the transaction that moves the money.
+
+Every product's placement transaction (bets, deposits and withdrawal requests, casino
+debits) first locks the rows of its players in ``players`` (``FOR NO KEY UPDATE``, in
+player order), reads their standings there, and reads the activity their limits count
+(the ledger's applied operations of the last month, their sessions). Only then does it
+call ``rules.compliance.check`` and post to the ledger, in the same transaction.
+
+Why this closes every window: the players flow writes a standing (a self-exclusion, a
+lower limit) with an ``UPDATE`` of the same row, which waits for the lock. Either the
+exclusion commits first, and every decision that locks the row afterwards sees it, or a
+decision holds the row first, and the exclusion applies after that decision's commit:
+there is no moment at which an older, cached standing lets money move. The same lock
+serializes two products of one player (a bet and a casino debit on different workers),
+so two stakes cannot both squeeze under one loss limit. Each decision stores the
+standing version it was judged against.
+
+Within a batch, what a check lets through counts at once against the player's later
+checks in the batch (a stake adds to the loss, a deposit to the deposits). A stake the
+ledger then refuses (insufficient funds) still counts for the rest of that batch: the
+error is on the safe side and gone with the next batch, which reads the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from rules import compliance
+from rules.limits import Usage, earliest_start, has_limits
+from rules.policy import Policies
+from schemas.players import PlayerState
+from sinks.postgres.common import PgSink
+
+_STANDINGS_SQL = """
+SELECT player_id, standing FROM players WHERE player_id = ANY(%s)
+ ORDER BY player_id FOR NO KEY UPDATE"""
+
+# A player's applied operations that limits count: (player, time, loss, deposit). A
+# payout counts back against loss; a rollback of a payout or of a casino debit undoes it.
+_ACTIVITY_SQL = """
+SELECT t.player_id, t.occurred_at,
+       CASE t.operation
+            WHEN 'stake' THEN t.amount
+            WHEN 'casino_debit' THEN t.amount
+            WHEN 'settle' THEN -t.payout
+            WHEN 'casino_credit' THEN -t.amount
+            WHEN 'unsettle' THEN r.payout
+            WHEN 'casino_rollback' THEN -r.amount
+       END AS loss,
+       CASE WHEN t.operation = 'deposit' THEN t.amount END AS deposit
+  FROM ledger_transactions t
+  LEFT JOIN ledger_transactions r ON r.txn_id = t.reference_id
+ WHERE t.player_id = ANY(%s) AND t.status = 'applied' AND t.occurred_at > %s
+   AND t.operation IN ('deposit', 'stake', 'settle', 'unsettle', 'casino_debit',
+                       'casino_credit', 'casino_rollback')"""
+
+_SESSIONS_SQL = """
+SELECT player_id, started_at, ended_at FROM player_sessions
+ WHERE player_id = ANY(%s) AND (ended_at IS NULL OR ended_at > %s)"""
+
+
+async def read_usage(
+    conn: Any, money: Sequence[str], timed: Sequence[str], since: datetime
+) -> dict[str, Usage]:
+    """The activity since ``since``: ledger records of ``money``, sessions of ``timed``."""
+    usage: dict[str, Usage] = {}
+    if money:
+        cursor = await conn.execute(_ACTIVITY_SQL, (list(money), since))
+        for pid, at, loss, deposit in await cursor.fetchall():
+            u = usage.setdefault(pid, Usage())
+            if loss is not None:
+                u.loss.append((at, Decimal(loss)))
+            if deposit is not None:
+                u.deposits.append((at, Decimal(deposit)))
+    if timed:
+        cursor = await conn.execute(_SESSIONS_SQL, (list(timed), since))
+        for pid, started, ended in await cursor.fetchall():
+            usage.setdefault(pid, Usage()).sessions.append((started, ended))
+    return usage
+
+
+@dataclass
+class Guarded:
+    """The locked standings and activity of a transaction's players, and the checks."""
+
+    policies: Policies
+    standings: dict[str, PlayerState] = field(default_factory=dict)
+    usage: dict[str, Usage] = field(default_factory=dict)
+
+    def version(self, player_id: str) -> int | None:
+        standing = self.standings.get(player_id)
+        return None if standing is None else standing.version
+
+    def currency(self, player_id: str) -> str | None:
+        standing = self.standings.get(player_id)
+        return None if standing is None else standing.currency
+
+    def check(
+        self,
+        player_id: str,
+        *,
+        action: compliance.Action,
+        currency: str,
+        amount: Decimal,
+        at: datetime,
+    ) -> compliance.Blocked | None:
+        """Ask the compliance rules about one action (``count`` it once it goes ahead)."""
+        return compliance.check(
+            self.standings.get(player_id),
+            action=action,
+            currency=currency,
+            at=at,
+            policies=self.policies,
+            amount=amount,
+            usage=self.usage.get(player_id),
+        )
+
+    def count(
+        self, player_id: str, *, action: compliance.Action, amount: Decimal, at: datetime
+    ) -> None:
+        """Count an action that goes ahead against the player's later checks in the batch."""
+        usage = self.usage.setdefault(player_id, Usage())
+        if action in ("bet", "casino_debit"):
+            usage.loss.append((at, amount))
+        elif action == "deposit":
+            usage.deposits.append((at, amount))
+
+
+async def guard(conn: Any, policies: Policies, player_ids: Sequence[str], at: datetime) -> Guarded:
+    """Lock these players' rows and read what the compliance rules need (in ``conn``'s tx)."""
+    out = Guarded(policies)
+    ids = sorted(set(player_ids))
+    if not ids:
+        return out
+    cursor = await conn.execute(_STANDINGS_SQL, (ids,))
+    for pid, standing in await cursor.fetchall():
+        out.standings[pid] = PlayerState.model_validate(standing)
+    money = [p for p, s in out.standings.items() if has_limits(s.limits, ("loss", "deposit"), at)]
+    timed = [p for p, s in out.standings.items() if has_limits(s.limits, ("session",), at)]
+    out.usage = await read_usage(conn, money, timed, earliest_start(at))
+    return out
+
+
+# -- sessions: reality checks and session-time limits ---------------------------------------
+
+_OPEN_SQL = """
+SELECT s.player_id, s.session_id, s.started_at, p.standing,
+       (SELECT max(r.sequence) FROM reality_checks r
+         WHERE r.player_id = s.player_id AND r.session_id = s.session_id)
+  FROM player_sessions s JOIN players p USING (player_id)
+ WHERE s.ended_at IS NULL
+ ORDER BY s.player_id"""
+
+_CHECK_SQL = """
+INSERT INTO reality_checks (player_id, session_id, sequence, elapsed_seconds, net_position,
+                            currency, message)
+VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"""
+
+
+@dataclass(frozen=True)
+class OpenSessionRow:
+    """An open session with its player's standing and the last reality check sent."""
+
+    player_id: str
+    session_id: str
+    started_at: datetime
+    standing: PlayerState
+    last_check: int  # 0: none yet
+
+
+@dataclass(frozen=True)
+class RealityCheck:
+    player_id: str
+    session_id: str
+    sequence: int
+    elapsed_seconds: int
+    net_position: Decimal
+    currency: str
+    message: str  # the JSON to publish
+
+
+# One pass at a time across every worker: the others skip their tick.
+_WATCH_LOCK = 0x63_72_6F_75_70_69_65  # "croupie"
+
+
+class SessionSink(PgSink):
+    """What the session watcher reads and records, one worker's pass at a time."""
+
+    async def watch(
+        self,
+        at: datetime,
+        plan: Callable[
+            [list[OpenSessionRow], dict[str, Usage]],
+            tuple[list[RealityCheck], list[OpenSessionRow]],
+        ],
+        send: Callable[[Sequence[RealityCheck], Sequence[OpenSessionRow]], Awaitable[None]],
+    ) -> bool:
+        """One pass over the open sessions; ``False`` when another worker holds the pass.
+
+        ``plan`` decides the reality checks due and the sessions to end; ``send`` publishes
+        them and waits for Kafka. Only checks not recorded before are sent, and the record
+        commits after Kafka has them: a crash may send one twice (same sequence), never
+        lose one.
+        """
+        async with self.transaction() as conn:
+            cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_WATCH_LOCK,))
+            row = await cursor.fetchone()
+            if not row or not row[0]:
+                return False
+            cursor = await conn.execute(_OPEN_SQL)
+            rows = [
+                OpenSessionRow(pid, sid, started, PlayerState.model_validate(standing), last or 0)
+                for pid, sid, started, standing, last in await cursor.fetchall()
+            ]
+            ids = sorted({r.player_id for r in rows})
+            since = min([earliest_start(at), *(r.started_at for r in rows)])
+            usage = await read_usage(conn, ids, ids, since)
+            checks, ends = plan(rows, usage)
+            fresh = []
+            for c in checks:
+                cursor = await conn.execute(
+                    _CHECK_SQL + " RETURNING sequence",
+                    (c.player_id, c.session_id, c.sequence, c.elapsed_seconds, c.net_position,
+                     c.currency, c.message),
+                )  # fmt: skip
+                if await cursor.fetchone():
+                    fresh.append(c)
+            await send(fresh, ends)
+        return True
