@@ -614,9 +614,12 @@ def run(
     t0 = time.monotonic()
     bench.players = [f"p{n}" for n in range(plan.players)]
     at = bench.clock()
-    regs = ((p, json.dumps({"type": "registered", "player_id": p, "jurisdiction": "UK",
-                            "currency": "EUR", "birth_date": "1990-05-01",
-                            "timestamp": at}).encode()) for p in bench.players)  # fmt: skip
+    # Registered, with a session open: every jurisdiction's policy requires one to play.
+    regs = ((p, json.dumps(event).encode()) for p in bench.players for event in (
+        {"type": "registered", "player_id": p, "jurisdiction": "UK", "currency": "EUR",
+         "birth_date": "1990-05-01", "timestamp": at},
+        {"type": "session_started", "player_id": p, "session_id": f"s-{p}", "timestamp": at},
+    ))  # fmt: skip
     wait_done(dsn, schema, group, s.topic("players"),
               produce_all(producer, s.topic("players"), regs), 300)  # fmt: skip
     deps = ((p, json.dumps({"type": "deposit", "payment_id": f"d-{p}", "player_id": p,

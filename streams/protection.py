@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from croupier.settings import Settings
-from rules.limits import Usage, money_total, session_breach
+from rules.limits import Usage, session_breach
 from rules.policy import Policies
 from schemas.money import minor_units
 from schemas.outbound import PlayerNotification
@@ -40,9 +40,16 @@ log = logging.getLogger(__name__)
 
 
 def plan_sessions(
-    rows: Sequence[OpenSessionRow], usage: dict[str, Usage], policies: Policies, at: datetime
+    rows: Sequence[OpenSessionRow],
+    usage: dict[str, Usage],
+    loss: dict[str, Decimal],
+    policies: Policies,
+    at: datetime,
 ) -> tuple[list[RealityCheck], list[OpenSessionRow]]:
-    """The reality checks due at ``at``, and the open sessions over a session-time limit."""
+    """The reality checks due at ``at``, and the open sessions over a session-time limit.
+
+    ``loss`` is each player's loss since their session started (stakes minus winnings).
+    """
     checks: list[RealityCheck] = []
     over: list[OpenSessionRow] = []
     for row in rows:
@@ -57,7 +64,7 @@ def plan_sessions(
         if due < 1 or due <= row.last_check:
             continue
         currency = row.standing.currency
-        net = (-money_total(used.loss, row.started_at, at)).quantize(
+        net = (-loss.get(row.player_id, Decimal(0))).quantize(
             Decimal(1).scaleb(-minor_units(currency))
         )
         message = PlayerNotification(
@@ -71,7 +78,9 @@ def plan_sessions(
         ).model_dump_json()
         seconds = int(elapsed.total_seconds())
         checks.append(
-            RealityCheck(row.player_id, row.session_id, due, seconds, net, currency, message)
+            RealityCheck(
+                row.player_id, row.session_id, row.started_at, due, seconds, net, currency, message
+            )
         )
     return checks, over
 
@@ -88,6 +97,7 @@ def register(app: Any, settings: Settings, *, sink: SessionSink, policies: Polic
     """Declare the session watcher's timer on ``app``; returns it."""
     notifications, players = settings.topic("player-notifications"), settings.topic("players")
     ended: set[tuple[str, str]] = set()  # sessions this process has asked to end
+    intervals = {j: p.sessions.reality_check.total_seconds() for j, p in policies.items()}
     opened: list[bool] = []
 
     async def send(checks: Sequence[RealityCheck], ends: Sequence[OpenSessionRow]) -> None:
@@ -113,13 +123,13 @@ def register(app: Any, settings: Settings, *, sink: SessionSink, policies: Polic
         seen: list[tuple[str, str]] = []
 
         def plan(
-            rows: list[OpenSessionRow], usage: dict[str, Usage]
+            rows: list[OpenSessionRow], usage: dict[str, Usage], loss: dict[str, Decimal]
         ) -> tuple[list[RealityCheck], list[OpenSessionRow]]:
             seen.extend((r.player_id, r.session_id) for r in rows)
-            return plan_sessions(rows, usage, policies, at)
+            return plan_sessions(rows, usage, loss, policies, at)
 
         try:
-            if await sink.watch(at, plan, send):
+            if await sink.watch(at, intervals, plan, send):
                 ended.intersection_update(seen)
         except SinkUnavailable as exc:
             log.warning("session watcher: %s; trying again next tick", exc)

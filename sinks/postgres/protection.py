@@ -41,22 +41,24 @@ SELECT player_id, standing FROM players WHERE player_id = ANY(%s)
 
 # A player's applied operations that limits count: (player, time, loss, deposit). A
 # payout counts back against loss; a rollback of a payout or of a casino debit undoes it.
-_ACTIVITY_SQL = """
-SELECT t.player_id, t.occurred_at,
-       CASE t.operation
+_LOSS = """CASE t.operation
             WHEN 'stake' THEN t.amount
             WHEN 'casino_debit' THEN t.amount
             WHEN 'settle' THEN -t.payout
             WHEN 'casino_credit' THEN -t.amount
             WHEN 'unsettle' THEN r.payout
             WHEN 'casino_rollback' THEN -r.amount
-       END AS loss,
+       END"""
+_COUNTED = """t.status = 'applied'
+   AND t.operation IN ('deposit', 'stake', 'settle', 'unsettle', 'casino_debit',
+                       'casino_credit', 'casino_rollback')"""
+
+_ACTIVITY_SQL = f"""
+SELECT t.player_id, t.occurred_at, {_LOSS} AS loss,
        CASE WHEN t.operation = 'deposit' THEN t.amount END AS deposit
   FROM ledger_transactions t
   LEFT JOIN ledger_transactions r ON r.txn_id = t.reference_id
- WHERE t.player_id = ANY(%s) AND t.status = 'applied' AND t.occurred_at > %s
-   AND t.operation IN ('deposit', 'stake', 'settle', 'unsettle', 'casino_debit',
-                       'casino_credit', 'casino_rollback')"""
+ WHERE t.player_id = ANY(%s) AND t.occurred_at > %s AND {_COUNTED}"""  # noqa: S608 - constants
 
 _SESSIONS_SQL = """
 SELECT player_id, started_at, ended_at FROM player_sessions
@@ -147,18 +149,37 @@ async def guard(conn: Any, policies: Policies, player_ids: Sequence[str], at: da
 
 # -- sessions: reality checks and session-time limits ---------------------------------------
 
-_OPEN_SQL = """
-SELECT s.player_id, s.session_id, s.started_at, p.standing,
-       (SELECT max(r.sequence) FROM reality_checks r
-         WHERE r.player_id = s.player_id AND r.session_id = s.session_id)
-  FROM player_sessions s JOIN players p USING (player_id)
+# The open sessions that need attention now: a reality check due (the n-th interval of
+# their jurisdiction has passed and fewer than n checks were sent), or a session-time limit
+# to watch. Sessions with neither are not even read.
+_ATTENTION_SQL = """
+SELECT s.player_id, s.session_id, s.started_at, p.standing, coalesce(c.last, 0)
+  FROM player_sessions s
+  JOIN players p USING (player_id)
+  JOIN unnest(%s::text[], %s::float8[]) AS pol(jurisdiction, every)
+    ON pol.jurisdiction = p.jurisdiction
+  LEFT JOIN LATERAL (
+        SELECT max(r.sequence) AS last FROM reality_checks r
+         WHERE r.player_id = s.player_id AND r.session_id = s.session_id
+           AND r.started_at = s.started_at) c ON true
  WHERE s.ended_at IS NULL
+   AND (floor(extract(epoch FROM %s - s.started_at) / pol.every) > coalesce(c.last, 0)
+        OR p.standing -> 'limits' @> '[{"kind": "session"}]')
  ORDER BY s.player_id"""
 
+# Loss since each player's session start: stakes minus winnings (net position = -loss).
+_NET_SQL = f"""
+SELECT t.player_id, coalesce(sum({_LOSS}), 0)
+  FROM unnest(%s::text[], %s::timestamptz[]) AS d(player_id, since)
+  JOIN ledger_transactions t ON t.player_id = d.player_id AND t.occurred_at > d.since
+  LEFT JOIN ledger_transactions r ON r.txn_id = t.reference_id
+ WHERE {_COUNTED}
+ GROUP BY 1"""  # noqa: S608 - constants
+
 _CHECK_SQL = """
-INSERT INTO reality_checks (player_id, session_id, sequence, elapsed_seconds, net_position,
-                            currency, message)
-VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"""
+INSERT INTO reality_checks (player_id, session_id, started_at, sequence, elapsed_seconds,
+                            net_position, currency, message)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"""
 
 
 @dataclass(frozen=True)
@@ -176,6 +197,7 @@ class OpenSessionRow:
 class RealityCheck:
     player_id: str
     session_id: str
+    started_at: datetime
     sequence: int
     elapsed_seconds: int
     net_position: Decimal
@@ -193,39 +215,48 @@ class SessionSink(PgSink):
     async def watch(
         self,
         at: datetime,
+        intervals: dict[str, float],
         plan: Callable[
-            [list[OpenSessionRow], dict[str, Usage]],
+            [list[OpenSessionRow], dict[str, Usage], dict[str, Decimal]],
             tuple[list[RealityCheck], list[OpenSessionRow]],
         ],
         send: Callable[[Sequence[RealityCheck], Sequence[OpenSessionRow]], Awaitable[None]],
     ) -> bool:
         """One pass over the open sessions; ``False`` when another worker holds the pass.
 
-        ``plan`` decides the reality checks due and the sessions to end; ``send`` publishes
-        them and waits for Kafka. Only checks not recorded before are sent, and the record
-        commits after Kafka has them: a crash may send one twice (same sequence), never
-        lose one.
+        ``intervals`` is each jurisdiction's reality-check interval in seconds. ``plan``
+        gets the sessions that need attention, the session spans of players with a
+        session-time limit and each player's loss since their session started; it decides
+        the reality checks due and the sessions to end. ``send`` publishes them and waits
+        for Kafka. Only checks not recorded before are sent, and the record commits after
+        Kafka has them: a crash may send one twice (same sequence), never lose one.
         """
         async with self.transaction() as conn:
             cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_WATCH_LOCK,))
             row = await cursor.fetchone()
             if not row or not row[0]:
                 return False
-            cursor = await conn.execute(_OPEN_SQL)
+            cursor = await conn.execute(
+                _ATTENTION_SQL, (list(intervals), list(intervals.values()), at)
+            )
             rows = [
-                OpenSessionRow(pid, sid, started, PlayerState.model_validate(standing), last or 0)
+                OpenSessionRow(pid, sid, started, PlayerState.model_validate(standing), last)
                 for pid, sid, started, standing, last in await cursor.fetchall()
             ]
-            ids = sorted({r.player_id for r in rows})
-            since = min([earliest_start(at), *(r.started_at for r in rows)])
-            usage = await read_usage(conn, ids, ids, since)
-            checks, ends = plan(rows, usage)
+            timed = sorted({r.player_id for r in rows
+                            if has_limits(r.standing.limits, ("session",), at)})  # fmt: skip
+            usage = await read_usage(conn, (), timed, earliest_start(at))
+            cursor = await conn.execute(
+                _NET_SQL, ([r.player_id for r in rows], [r.started_at for r in rows])
+            )
+            loss = {pid: Decimal(total) for pid, total in await cursor.fetchall()}
+            checks, ends = plan(rows, usage, loss)
             fresh = []
             for c in checks:
                 cursor = await conn.execute(
                     _CHECK_SQL + " RETURNING sequence",
-                    (c.player_id, c.session_id, c.sequence, c.elapsed_seconds, c.net_position,
-                     c.currency, c.message),
+                    (c.player_id, c.session_id, c.started_at, c.sequence, c.elapsed_seconds,
+                     c.net_position, c.currency, c.message),
                 )  # fmt: skip
                 if await cursor.fetchone():
                     fresh.append(c)

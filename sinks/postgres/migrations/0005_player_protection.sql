@@ -12,7 +12,8 @@ UPDATE players SET standing = jsonb_build_object(
     'source_partition', source_partition, 'source_offset', source_offset);
 ALTER TABLE players ALTER COLUMN standing SET NOT NULL;
 
--- Every session a player opened; ended_at is null while it is open.
+-- Every session a player opened; ended_at is null while it is open. A session id the
+-- front end reuses later is another session (another start).
 CREATE TABLE player_sessions (
     player_id   text NOT NULL,
     session_id  text NOT NULL,
@@ -20,7 +21,7 @@ CREATE TABLE player_sessions (
     ip          text,
     ended_at    timestamptz,
     end_reason  text CHECK (end_reason IN ('player', 'session_limit', 'replaced')),
-    PRIMARY KEY (player_id, session_id),
+    PRIMARY KEY (player_id, session_id, started_at),
     CHECK ((ended_at IS NULL) = (end_reason IS NULL))
 );
 CREATE INDEX player_sessions_open ON player_sessions (started_at) WHERE ended_at IS NULL;
@@ -29,13 +30,14 @@ CREATE INDEX player_sessions_open ON player_sessions (started_at) WHERE ended_at
 CREATE TABLE reality_checks (
     player_id        text NOT NULL,
     session_id       text NOT NULL,
+    started_at       timestamptz NOT NULL,            -- the session's start
     sequence         integer NOT NULL CHECK (sequence >= 1),
     elapsed_seconds  integer NOT NULL,
     net_position     numeric NOT NULL,
     currency         char(3) NOT NULL,
     message          text NOT NULL,                   -- the JSON published
     recorded_at      timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (player_id, session_id, sequence)
+    PRIMARY KEY (player_id, session_id, started_at, sequence)
 );
 CREATE TRIGGER reality_checks_append_only BEFORE UPDATE OR DELETE ON reality_checks
     FOR EACH ROW EXECUTE FUNCTION forbid_change();
