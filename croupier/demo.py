@@ -3,7 +3,9 @@
 Against the workers ``croupier stack up`` runs, with ids unique to this run (so it can be
 run again and again on the same stack):
 
-1. four players register (UK, DK, ES, NJ, each in their own currency) and deposit;
+1. four players register (UK, DK, ES, NJ, each in their own currency), open a session
+   (the NJ player also passes a geolocation check, as New Jersey's policy requires) and
+   deposit;
 2. a producer's feed starts (``alive`` heartbeats every two seconds) and prices two
    matches; the home price of the first moves twice;
 3. bets arrive: singles, an accumulator, a stale price under ``odds_change: none``, a
@@ -11,7 +13,10 @@ run again and again on the same stack):
    market, a stake beyond the balance, a producer's retry and a malformed message;
 4. ``bet_stop``, a bet after it, ``bet_settlement``, then the feed corrects itself:
    ``rollback_bet_settlement`` and a corrected ``bet_settlement`` (a resettlement);
-5. balances from the ledger and ``Ledger.reconcile()``.
+5. player protection: a self-excluded player is refused a bet and a deposit at once but
+   may withdraw; a loss limit stops play at exactly its amount; a session an hour old
+   gets its reality check on ``player-notifications``;
+6. balances from the ledger and ``Ledger.reconcile()``.
 
 Each step waits until the workers have recorded the messages as done in PostgreSQL
 (``consumer_progress``), then reads what they published. Everything is printed as
@@ -312,7 +317,13 @@ class Demo:
         self.prefix = f"demo-{run}-"
         self.upstream = Upstream(settings)
         self.progress = Progress(settings)
-        out = ("bet-decisions", "settlements", "payment-decisions", "dead-letters")
+        out = (
+            "bet-decisions",
+            "settlements",
+            "payment-decisions",
+            "dead-letters",
+            "player-notifications",
+        )
         self.tail = Tail(settings, [settings.topic(t) for t in out])
         self.checks = Checks()
         self.feed_producer = FEED_PRODUCER
@@ -343,11 +354,8 @@ class Demo:
         heading("1. Players register and deposit")
         now = self.upstream.feed_time()
         regs = [
-            (p.player_id, json.dumps({
-                "type": "registered", "player_id": p.player_id, "jurisdiction": p.jurisdiction,
-                "currency": p.currency, "birth_date": "1990-05-01", "timestamp": now,
-            }).encode())
-            for p in self.players
+            (p.player_id, json.dumps(event).encode())
+            for p in self.players for event in self.joining(p, now)
         ]  # fmt: skip
         self.progress.wait(self.upstream.send("players", regs), self.deadline, "registrations")
         pays = [
@@ -367,6 +375,23 @@ class Demo:
             ok = self.checks.expect(status == "accepted", f"deposit of {p.short}: {status}")
             rows.append((p.player_id, p.jurisdiction, f"{p.deposit} {p.currency}", status, ok))
         print_table(["player", "jurisdiction", "deposit", "payment decision", "check"], rows)
+
+    def joining(
+        self, p: Player, now: str, *, session_at: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A player's first events: registered, a session open, located where required."""
+        base = {"player_id": p.player_id, "timestamp": now}
+        events: list[dict[str, Any]] = [
+            {**base, "type": "registered", "jurisdiction": p.jurisdiction,
+             "currency": p.currency, "birth_date": "1990-05-01"},
+            {**base, "type": "session_started", "session_id": f"{p.player_id}-s1",
+             "timestamp": session_at or now},
+        ]  # fmt: skip
+        if p.jurisdiction == "NJ":
+            geo = {"type": "geolocation", "jurisdiction": "NJ", "allowed": True,
+                   "checked_at": now, "geolocate_in": 3600, "ip": "198.51.100.7"}  # fmt: skip
+            events.append({**base, **geo})
+        return events
 
     # -- 2. the feed ----------------------------------------------------------------------
 
@@ -579,12 +604,105 @@ class Demo:
             rows.append((sid.removeprefix(p), *shown, expect, mark))
         print_table(["settlement", "kind", "result", "payout", "expected", "check"], rows)
 
-    # -- 5. the books -----------------------------------------------------------------------
+    # -- 5. player protection -------------------------------------------------------------
+
+    def protection(self) -> None:
+        heading("6. Player protection: exclusion, a loss limit, a reality check")
+        m3 = f"{self.prefix}m3"
+        prices = {"1x2": {"home": "2.50", "draw": "3.20", "away": "2.80"}}
+        sent = self.upstream.send("odds", [self.odds(m3, prices)])
+        self.progress.wait(sent, self.deadline, "m3's odds")
+        now = self.upstream.feed_time()
+        hour_ago = (datetime.now(UTC) - timedelta(minutes=60, seconds=-3)).isoformat()
+        ex = Player("ex", f"{self.prefix}ex", "UK", "GBP", D("100.00"))
+        lo = Player("lo", f"{self.prefix}lo", "ES", "EUR", D("100.00"))
+        rc = Player("rc", f"{self.prefix}rc", "DK", "DKK", D("500.00"))
+        self.players += [ex, lo, rc]
+        events = [*self.joining(ex, now), *self.joining(lo, now),
+                  *self.joining(rc, now, session_at=hour_ago),
+                  {"type": "limit_set", "player_id": lo.player_id, "limit": "loss",
+                   "period": "day", "amount": "15.00", "currency": "EUR",
+                   "timestamp": now}]  # fmt: skip
+        items = [(e["player_id"], json.dumps(e).encode()) for e in events]
+        self.progress.wait(self.upstream.send("players", items), self.deadline, "the players")
+        self.pay([("deposit", ex, "100.00"), ("deposit", lo, "100.00"), ("deposit", rc, "500.00")])
+        excluded = {"type": "self_excluded", "player_id": ex.player_id, "until": None,
+                    "timestamp": self.upstream.feed_time()}  # fmt: skip
+        self.progress.wait(self.upstream.send("players", [(ex.player_id, json.dumps(excluded)
+                                                            .encode())]), self.deadline,
+                           "the exclusion")  # fmt: skip
+        home = ((m3, "1x2", "home", "2.50"),)
+
+        def case(short: str, p: Player, stake: str, expect: str, why: str) -> BetCase:
+            odds = "2.50" if expect == "accepted" else None
+            return BetCase(short, f"{self.prefix}{short}", p.player_id, p.currency, stake,
+                           home, "any", expect, odds, why)  # fmt: skip
+
+        cases = [
+            case("x1", ex, "5.00", "self_excluded", "self-excluded a moment ago"),
+            case("l1", lo, "10.00", "accepted", "loss 10.00 of 15.00 a day"),
+            case("l2", lo, "5.00", "accepted", "loss 15.00: the limit, exactly"),
+            case("l3", lo, "0.01", "loss_limit", "one cent past the limit"),
+            case("r1", rc, "20.00", "accepted", "in a session an hour old"),
+        ]
+        at = self.upstream.feed_time()
+        sent = self.upstream.send("bets", [(c.player, c.wire(at)) for c in cases])
+        self.progress.wait(sent, self.deadline, "the bets")
+        self.tail.catch_up(self.deadline)
+        self.show_decisions(cases)
+        print()
+        self.pay([("deposit", ex, "50.00", "self_excluded"),
+                  ("withdrawal", ex, "60.00", "accepted")], show=True)  # fmt: skip
+
+        # The reality check: the DK interval is 60 minutes, so it falls due within seconds.
+        wait_until = time.monotonic() + 15
+        notes: list[dict[str, Any]] = []
+        while time.monotonic() < min(wait_until, self.deadline) and not notes:
+            self.tail.catch_up(self.deadline)
+            notes = [r.doc for r in self.ours("player-notifications")
+                     if r.doc.get("player_id") == rc.player_id]  # fmt: skip
+            time.sleep(0.2)
+        note = notes[0] if notes else {}
+        ok = self.checks.expect(
+            note.get("type") == "reality_check_due" and note.get("net_position") == "-20.00"
+            and int(note.get("elapsed_seconds", 0)) >= 3600,
+            f"reality check of rc: {note or '(none)'}",
+        )  # fmt: skip
+        print()
+        print_table(["notification", "player", "session", "elapsed", "net position", "check"], [(
+            note.get("type", "(none)"), rc.player_id, note.get("session_id"),
+            f"{int(note.get('elapsed_seconds', 0)) // 60} min", f"{note.get('net_position')} "
+            f"{note.get('currency', '')}", ok)])  # fmt: skip
+
+    def pay(self, items: Sequence[tuple[Any, ...]], *, show: bool = False) -> None:
+        """Deposits and withdrawals ``(kind, player, amount[, expected])``; check each."""
+        msgs = []
+        for n, (kind, p, amount, *_) in enumerate(items):
+            pid = f"{p.player_id}-{kind}-{n}-{uuid.uuid4().hex[:4]}"
+            msgs.append((pid, p, kind, amount, items[n][3] if len(items[n]) > 3 else "accepted"))
+        sent = self.upstream.send("payments", [(p.player_id, json.dumps({
+            "type": kind, "payment_id": pid, "player_id": p.player_id, "amount": amount,
+            "currency": p.currency, "timestamp": self.upstream.feed_time()}).encode())
+            for pid, p, kind, amount, _ in msgs])  # fmt: skip
+        self.progress.wait(sent, self.deadline, "the payments")
+        self.tail.catch_up(self.deadline)
+        got = {r.doc.get("payment_id"): r.doc for r in self.ours("payment-decisions")}
+        rows = []
+        for pid, p, kind, amount, want in msgs:
+            d = got.get(pid, {})
+            result = d.get("status") if d.get("status") == "accepted" else d.get("reason")
+            ok = self.checks.expect(result == want, f"{kind} of {p.short}: {result}, not {want}")
+            rows.append((p.player_id, kind, f"{amount} {p.currency}", result, want, ok))
+        if show:
+            print_table(["player", "payment", "amount", "decision", "expected", "check"], rows)
+
+    # -- 6. the books -----------------------------------------------------------------------
 
     def show_books(self) -> None:
-        heading("6. Balances (ledger)")
+        heading("7. Balances (ledger)")
         final = {"uk": ("85.00", "0.00"), "dk": ("450.00", "0.00"), "es": ("90.00", "0.00"),
-                 "nj": ("142.50", "0.00")}  # fmt: skip
+                 "nj": ("142.50", "0.00"), "ex": ("40.00", "0.00"), "lo": ("85.00", "15.00"),
+                 "rc": ("480.00", "20.00")}  # fmt: skip
         ledger = Ledger.connect(self.settings.pg_dsn.get_secret_value(), self.settings.pg_schema)
         try:
             rows = []
@@ -603,7 +721,7 @@ class Demo:
             print_table(["player", "currency", "deposited", "balance", "pending",
                          "expected", "check"], rows)  # fmt: skip
 
-            heading(f"7. Reconciliation of the whole ledger (schema {self.settings.pg_schema})")
+            heading(f"8. Reconciliation of the whole ledger (schema {self.settings.pg_schema})")
             rec = ledger.reconcile()
             print_table(
                 ["currency", "debits", "credits", "entries", "state"],
@@ -641,6 +759,7 @@ def run_demo(*, timeout: float = 120.0) -> int:
         demo.place_bets()
         demo.stop_and_settle()
         demo.show_settlements()
+        demo.protection()
         demo.show_books()
     except DemoError as exc:
         demo.checks.failures.append(str(exc))
