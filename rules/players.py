@@ -182,10 +182,19 @@ def _change(
             return {"session": None}
         case Geolocation():
             geo = state.geolocation
-            if geo is not None and event.checked_at < geo.checked_at:
-                return Unchanged()  # an older check never replaces a newer one
+            if geo is not None and event.checked_at <= geo.checked_at:
+                return Unchanged()  # a retry, or an older check: never replaces a newer one
             valid_until = (
                 event.checked_at + timedelta(seconds=event.geolocate_in) - policy.geolocation.buffer
+            )
+            # A check taken before the open session started, from another address than the
+            # session's, is already out of date: the address changed after it.
+            session = state.session
+            stale = (
+                session is not None
+                and session.ip is not None
+                and session.ip != event.ip
+                and event.checked_at < session.started_at
             )
             check = GeoCheck(
                 jurisdiction=event.jurisdiction,
@@ -193,6 +202,7 @@ def _change(
                 checked_at=event.checked_at,
                 valid_until=valid_until,
                 ip=event.ip,
+                invalidated_at=session.started_at if stale and session else None,
             )
-            return Unchanged() if check == geo else {"geolocation": check}
+            return {"geolocation": check}
     return Unchanged()

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 
 import pytest
 from hypothesis import given
@@ -44,8 +45,10 @@ moments = st.integers(0, _SPAN_US).map(lambda us: EPOCH + timedelta(microseconds
 cents = st.integers(-100_000, 100_000).map(lambda c: Decimal(c).scaleb(-2))
 
 
-def at(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]  # year, month, day[, h, m, s, us]
+def at(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
 def limit_set(
@@ -54,11 +57,24 @@ def limit_set(
     """A ``limit_set`` event: an amount in EUR, minutes for a session limit, None removes."""
     if kind == "session":
         assert not isinstance(value, Decimal)
-        return LimitSet(type="limit_set", player_id="p-1", timestamp=ts, limit=kind,
-                        period=period, minutes=value)  # fmt: skip
+        return LimitSet(
+            type="limit_set",
+            player_id="p-1",
+            timestamp=ts,
+            limit=kind,
+            period=period,
+            minutes=value,
+        )
     amount = None if value is None else Decimal(value)
-    return LimitSet(type="limit_set", player_id="p-1", timestamp=ts, limit=kind, period=period,
-                    amount=amount, currency=None if amount is None else "EUR")  # fmt: skip
+    return LimitSet(
+        type="limit_set",
+        player_id="p-1",
+        timestamp=ts,
+        limit=kind,
+        period=period,
+        amount=amount,
+        currency=None if amount is None else "EUR",
+    )
 
 
 def money_limit(
@@ -68,12 +84,20 @@ def money_limit(
     kind: LimitKind = "deposit",
     pending: PendingLimit | None = None,
 ) -> PlayerLimit:
-    return PlayerLimit(kind=kind, period=period, amount=None if amount is None else Decimal(amount),
-                       currency="EUR", set_at=T0 - timedelta(days=60), pending=pending)  # fmt: skip
+    return PlayerLimit(
+        kind=kind,
+        period=period,
+        amount=None if amount is None else Decimal(amount),
+        currency="EUR",
+        set_at=T0 - timedelta(days=60),
+        pending=pending,
+    )
 
 
 def session_limit(period: Period, minutes: int | None) -> PlayerLimit:
-    return PlayerLimit(kind="session", period=period, minutes=minutes, set_at=T0 - timedelta(days=60))
+    return PlayerLimit(
+        kind="session", period=period, minutes=minutes, set_at=T0 - timedelta(days=60)
+    )
 
 
 def only(limits: Sequence[PlayerLimit]) -> PlayerLimit:
@@ -179,8 +203,11 @@ def test_an_empty_money_window_totals_zero() -> None:
 
 
 def test_money_totals_are_exact_decimals_with_signed_records() -> None:
-    records = [(T0 - timedelta(minutes=m), Decimal(a)) for m, a in [(1, "0.10"), (2, "0.20"),
-                                                                    (3, "-0.05")]]  # fmt: skip
+    records = [
+        (T0 - timedelta(minutes=1), Decimal("0.10")),
+        (T0 - timedelta(minutes=2), Decimal("0.20")),
+        (T0 - timedelta(minutes=3), Decimal("-0.05")),
+    ]
     total = money_total(records, T0 - timedelta(hours=1), T0)
     assert total == Decimal("0.25")
     assert isinstance(total, Decimal)
@@ -197,19 +224,21 @@ def test_money_totals_add_up_across_a_period_boundary(
     assert money_total(records, a, c) == money_total(records, a, b) + money_total(records, b, c)
 
 
-@given(st.lists(st.tuples(st.integers(0, 1000), cents), max_size=40),
-       st.lists(st.integers(0, 1000), min_size=2, max_size=12))  # fmt: skip
+@given(
+    st.lists(st.tuples(st.integers(0, 1000), cents), max_size=40),
+    st.lists(st.integers(0, 1000), min_size=2, max_size=12),
+)
 def test_money_totals_count_every_record_exactly_once_over_adjacent_windows(
     raw: list[tuple[int, Decimal]], cuts: list[int]
 ) -> None:
     # Small integer times make records land on the cut points themselves.
     records = [(T0 + timedelta(seconds=s), amount) for s, amount in raw]
     bounds = [T0 + timedelta(seconds=s) for s in sorted(set(cuts))]
-    pieces = [money_total(records, lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]
+    pieces = [money_total(records, lo, hi) for lo, hi in pairwise(bounds)]
     expected = sum((a for t, a in records if bounds[0] < t <= bounds[-1]), Decimal(0))
     assert sum(pieces, Decimal(0)) == expected == money_total(records, bounds[0], bounds[-1])
     for t, _ in records:
-        owners = sum(lo < t <= hi for lo, hi in zip(bounds, bounds[1:], strict=False))
+        owners = sum(lo < t <= hi for lo, hi in pairwise(bounds))
         assert owners == (1 if bounds[0] < t <= bounds[-1] else 0)
 
 
@@ -262,8 +291,10 @@ def test_session_seconds_sum_several_sessions_with_microsecond_precision() -> No
 
 
 def _sessions(raw: list[tuple[int, int | None]]) -> list[tuple[datetime, datetime | None]]:
-    return [(T0 + timedelta(seconds=s), None if d is None else T0 + timedelta(seconds=s + d))
-            for s, d in raw]  # fmt: skip
+    return [
+        (T0 + timedelta(seconds=s), None if d is None else T0 + timedelta(seconds=s + d))
+        for s, d in raw
+    ]
 
 
 session_strategy = st.lists(
@@ -283,8 +314,12 @@ def test_session_seconds_add_up_across_a_split_point(
     assert whole >= 0
 
 
-@given(st.lists(st.tuples(st.integers(0, 3_000), st.integers(0, 3_000)), max_size=12),
-       st.booleans(), st.integers(0, 60_000), st.integers(0, 60_000))  # fmt: skip
+@given(
+    st.lists(st.tuples(st.integers(0, 3_000), st.integers(0, 3_000)), max_size=12),
+    st.booleans(),
+    st.integers(0, 60_000),
+    st.integers(0, 60_000),
+)
 def test_session_seconds_of_disjoint_sessions_never_exceed_the_window(
     steps: list[tuple[int, int]], last_open: bool, lo: int, hi: int
 ) -> None:
@@ -312,8 +347,11 @@ def test_session_seconds_of_disjoint_sessions_never_exceed_the_window(
 def test_a_first_limit_applies_at_once() -> None:
     limit = only(set_limit((), limit_set("deposit", "day", 100), UK_COOLING_OFF))
     assert (limit.kind, limit.period, limit.amount, limit.currency) == (
-        "deposit", "day", Decimal(100), "EUR",
-    )  # fmt: skip
+        "deposit",
+        "day",
+        Decimal(100),
+        "EUR",
+    )
     assert limit.set_at == T0
     assert limit.pending is None
     assert in_force(limit, T0) == Decimal(100)
@@ -354,7 +392,9 @@ def test_a_loosening_waits_out_the_cooling_off_and_the_old_value_holds_until_the
 
 def test_matured_folds_the_pending_value_in_from_its_effective_moment() -> None:
     effective = T0 + UK_COOLING_OFF
-    limit = money_limit("day", "50", pending=PendingLimit(amount=Decimal(80), effective_at=effective))
+    limit = money_limit(
+        "day", "50", pending=PendingLimit(amount=Decimal(80), effective_at=effective)
+    )
     assert matured(limit, effective - US) is limit
     folded = matured(limit, effective)
     assert (folded.amount, folded.pending, folded.set_at) == (Decimal(80), None, effective)
@@ -422,10 +462,13 @@ def test_setting_one_limit_leaves_other_kinds_and_periods_untouched() -> None:
 
 def test_limits_are_kept_sorted_by_kind_then_period_length() -> None:
     limits: tuple[PlayerLimit, ...] = ()
-    for kind, period in [("session", "month"), ("loss", "week"), ("deposit", "month"),
-                         ("deposit", "day"), ("loss", "day"), ("deposit", "week")]:  # fmt: skip
+    pairs: list[tuple[LimitKind, Period]] = [
+        ("session", "month"), ("loss", "week"), ("deposit", "month"),
+        ("deposit", "day"), ("loss", "day"), ("deposit", "week"),
+    ]  # fmt: skip
+    for kind, period in pairs:
         value = 60 if kind == "session" else 10
-        limits = set_limit(limits, limit_set(kind, period, value), UK_COOLING_OFF)  # type: ignore[arg-type]
+        limits = set_limit(limits, limit_set(kind, period, value), UK_COOLING_OFF)
     assert [(item.kind, item.period) for item in limits] == [
         ("deposit", "day"), ("deposit", "week"), ("deposit", "month"),
         ("loss", "day"), ("loss", "week"), ("session", "month"),
@@ -464,7 +507,7 @@ def test_the_same_limit_event_twice_gives_the_same_limits() -> None:
     assert set_limit(once, raise_it, UK_COOLING_OFF) == once
 
 
-# --- property: the value in force against a reference model ----------------------------------
+# --- property: the value in force against a reference model -----------------------------------
 
 
 def _loose(value: Value) -> float | Decimal | int:
@@ -552,10 +595,13 @@ def test_reaching_a_money_limit_exactly_is_allowed_and_one_cent_more_is_not() ->
 
 def test_a_record_exactly_one_period_old_no_longer_uses_up_the_limit() -> None:
     limits = [money_limit("day", "100")]
-    assert money_breach(limits, "deposit", deposits((timedelta(hours=24), "100")),
-                        Decimal(100), T0) is None  # fmt: skip
-    breach = money_breach(limits, "deposit", deposits((timedelta(hours=24) - US, "0.01")),
-                          Decimal(100), T0)  # fmt: skip
+    assert (
+        money_breach(limits, "deposit", deposits((timedelta(hours=24), "100")), Decimal(100), T0)
+        is None
+    )
+    breach = money_breach(
+        limits, "deposit", deposits((timedelta(hours=24) - US, "0.01")), Decimal(100), T0
+    )
     assert breach is not None and breach.used == Decimal("100.01")
 
 
@@ -591,7 +637,9 @@ def test_a_zero_limit_allows_nothing_but_a_zero_amount() -> None:
 
 def test_a_pending_increase_allows_more_only_from_its_effective_moment() -> None:
     effective = T0 + timedelta(hours=1)
-    limits = [money_limit("day", "10", pending=PendingLimit(amount=Decimal(50), effective_at=effective))]
+    limits = [
+        money_limit("day", "10", pending=PendingLimit(amount=Decimal(50), effective_at=effective))
+    ]
     assert money_breach(limits, "deposit", [], Decimal(50), effective - US) is not None
     assert money_breach(limits, "deposit", [], Decimal(50), effective) is None
 
@@ -619,10 +667,15 @@ def test_a_money_breach_happens_exactly_when_some_cap_would_be_exceeded(
     amount: Decimal,
 ) -> None:
     records = [(T0 - timedelta(seconds=s), a) for s, a in raw]
-    limits = [money_limit(p, None if c is None else str(c), kind="loss")
-              for p, c in zip(PERIODS, caps, strict=True)]  # fmt: skip
-    starts = {"day": T0 - timedelta(days=1), "week": T0 - timedelta(days=7),
-              "month": at(2026, 10, 24, 17, 0)}  # fmt: skip
+    limits = [
+        money_limit(p, None if c is None else str(c), kind="loss")
+        for p, c in zip(PERIODS, caps, strict=True)
+    ]
+    starts = {
+        "day": T0 - timedelta(days=1),
+        "week": T0 - timedelta(days=7),
+        "month": at(2026, 10, 24, 17, 0),
+    }
     fits = all(
         sum((a for t, a in records if starts[p] < t <= T0), Decimal(0)) + amount <= cap
         for p, cap in zip(PERIODS, caps, strict=True)
