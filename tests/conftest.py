@@ -21,12 +21,18 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from croupier.settings import Settings
 from croupier.stack import ENV_CLICKHOUSE, ENV_KAFKA, ENV_PG, WORKER_READY, Stack, StackConfig
 from croupier.stack.process import free_port
 from sinks.postgres.migrate import migrate
 from topologies.topics import create_topics
+
+# Property tests run beside a whole stack on two cores: a per-example deadline would fail
+# them for the machine's load, not for the code's behaviour.
+hypothesis_settings.register_profile("croupier", deadline=None, print_blob=True)
+hypothesis_settings.load_profile("croupier")
 
 ROOT = Path(__file__).resolve().parent.parent
 

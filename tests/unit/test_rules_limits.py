@@ -57,24 +57,14 @@ def limit_set(
     """A ``limit_set`` event: an amount in EUR, minutes for a session limit, None removes."""
     if kind == "session":
         assert not isinstance(value, Decimal)
-        return LimitSet(
-            type="limit_set",
-            player_id="p-1",
-            timestamp=ts,
-            limit=kind,
-            period=period,
-            minutes=value,
-        )
-    amount = None if value is None else Decimal(value)
-    return LimitSet(
-        type="limit_set",
-        player_id="p-1",
-        timestamp=ts,
-        limit=kind,
-        period=period,
-        amount=amount,
-        currency=None if amount is None else "EUR",
-    )
+        fields: dict[str, object] = {"minutes": value}
+    else:
+        amount = None if value is None else Decimal(value)
+        fields = {"amount": amount, "currency": None if amount is None else "EUR"}
+    return LimitSet.model_validate(
+        {"type": "limit_set", "player_id": "p-1", "timestamp": ts, "limit": kind,
+         "period": period, **fields}
+    )  # fmt: skip
 
 
 def money_limit(
