@@ -3,7 +3,7 @@
 Bets, deposits, withdrawal requests and casino debits all call ``check`` with the
 player's standing, the jurisdiction's policy and the player's recent activity (``Usage``,
 read from the ledger and the sessions table inside the same database transaction that
-then moves the money, with the player's row locked; see ``sinks/postgres/protection.py``).
+then moves the money; see ``sinks/postgres/protection.py``).
 Credits, settlements, rollbacks and a provider's withdrawal result never ask: money owed
 to a player is always paid. A self-excluded player may still withdraw their balance.
 

@@ -4,7 +4,7 @@ Per batch (one in flight per partition, in offset order, so a player's bets stay
 order): read back skipped offsets, decode (a message that does not decode is a dead
 letter), price each bet against the odds table (``rules/sportsbook.py``), then hand the
 batch to the sportsbook sink, which in one transaction fences the markets, asks player
-protection for each bet under its player's row lock (``sinks/postgres/protection.py``:
+protection for each bet in that transaction (``sinks/postgres/protection.py``:
 the standing is read there, not from a table that could lag behind an exclusion),
 reserves the stakes and stores every decision.
 Only then are the decisions published, and only after Kafka has them is the partitions'

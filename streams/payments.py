@@ -4,10 +4,9 @@
 A deposit credits the wallet; a withdrawal reserves the amount (never below zero) until
 the provider's ``withdrawal_completed`` pays it out or ``withdrawal_failed`` releases it.
 Deposits and withdrawal requests ask player protection first, inside the sink's
-transaction under the player's row lock (unknown player, self-exclusion and deposit
-limits for deposits; a self-excluded player may still withdraw); a provider's result is
-always applied. Everything is
-idempotent by payment id in the ledger. The batch protocol is the bets flow's: commit
+transaction (unknown player, self-exclusion and deposit limits for deposits; a
+self-excluded player may still withdraw); a provider's result is always applied.
+Everything is idempotent by payment id in the ledger. The batch protocol is the bets flow's: commit
 in PostgreSQL, then publish the stored decisions, then record progress.
 """
 

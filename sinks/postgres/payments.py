@@ -64,7 +64,7 @@ def ledger_op(event: PaymentEvent, at: datetime, currency: str) -> ledger.Ledger
 
 class PaymentsSink(PgSink):
     """Payments through the ledger, each deposit and withdrawal request asking player
-    protection first, under the player's row lock (``sinks/postgres/protection.py``)."""
+    protection first, in the same transaction (``sinks/postgres/protection.py``)."""
 
     def __init__(
         self,

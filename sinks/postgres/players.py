@@ -81,7 +81,8 @@ class PostgresPlayerSink(PgSink):
     """The players flow's PostgreSQL sink; idempotent by source position and version."""
 
     async def write(self, batch: PlayerBatch) -> None:
-        async with self.transaction() as conn, conn.cursor() as cur:
+        # One round trip for the whole batch (sessions are one statement each, in order).
+        async with self.transaction() as conn, conn.pipeline(), conn.cursor() as cur:
             if batch.events:
                 await cur.executemany(_EVENT_SQL, [_event_params(e) for e in batch.events])
             if batch.states:

@@ -1,19 +1,23 @@
 """Player protection inside the transaction that moves the money.
 
 Every product's placement transaction (bets, deposits and withdrawal requests, casino
-debits) first locks the rows of its players in ``players`` (``FOR NO KEY UPDATE``, in
-player order), reads their standings there, and reads the activity their limits count
-(the ledger's applied operations of the last month, their sessions). Only then does it
-call ``rules.compliance.check`` and post to the ledger, in the same transaction.
+debits) reads its players' standings from ``players`` and the activity their limits count
+(the ledger's applied operations of the last month, their sessions), calls
+``rules.compliance.check``, and posts to the ledger, all in one transaction.
 
-Why this closes every window: the players flow writes a standing (a self-exclusion, a
-lower limit) with an ``UPDATE`` of the same row, which waits for the lock. Either the
-exclusion commits first, and every decision that locks the row afterwards sees it, or a
-decision holds the row first, and the exclusion applies after that decision's commit:
-there is no moment at which an older, cached standing lets money move. The same lock
-serializes two products of one player (a bet and a casino debit on different workers),
-so two stakes cannot both squeeze under one loss limit. Each decision stores the
-standing version it was judged against.
+Why no stale standing lets money move: the standing is read from PostgreSQL at the
+decision, never from a cache. The players flow commits a self-exclusion (or a lower
+limit) to the same row; a decision that reads the row after that commit sees it, and one
+that read it before was decided before the exclusion existed. Each decision stores the
+standing version it was judged against, so the order can be checked afterwards.
+
+Why some rows are locked: a limit spans products. A bet and a casino debit of one player,
+decided by different workers at the same moment, could each see the loss below the limit
+and together pass it. So the rows of players with a loss or deposit limit in force are
+locked (``FOR NO KEY UPDATE``, in player order) and read again under the lock, and their
+activity is read after it: the second product waits for the first to commit and counts
+its stake. The players flow's update of a locked row waits the same way. Players without
+such a limit (most of them) are not locked: nothing of theirs can race.
 
 Within a batch, what a check lets through counts at once against the player's later
 checks in the batch (a stake adds to the loss, a deposit to the deposits). A stake the
@@ -32,10 +36,12 @@ from typing import Any
 from rules import compliance
 from rules.limits import Usage, earliest_start, has_limits
 from rules.policy import Policies
-from schemas.players import PlayerState
+from schemas.players import LimitKind, PlayerState
 from sinks.postgres.common import PgSink
 
-_STANDINGS_SQL = """
+_STANDINGS_SQL = "SELECT player_id, standing FROM players WHERE player_id = ANY(%s)"
+
+_LOCKED_SQL = """
 SELECT player_id, standing FROM players WHERE player_id = ANY(%s)
  ORDER BY player_id FOR NO KEY UPDATE"""
 
@@ -59,6 +65,8 @@ SELECT t.player_id, t.occurred_at, {_LOSS} AS loss,
   FROM ledger_transactions t
   LEFT JOIN ledger_transactions r ON r.txn_id = t.reference_id
  WHERE t.player_id = ANY(%s) AND t.occurred_at > %s AND {_COUNTED}"""  # noqa: S608 - constants
+
+MONEY_LIMITS: tuple[LimitKind, ...] = ("loss", "deposit")
 
 _SESSIONS_SQL = """
 SELECT player_id, started_at, ended_at FROM player_sessions
@@ -133,7 +141,8 @@ class Guarded:
 
 
 async def guard(conn: Any, policies: Policies, player_ids: Sequence[str], at: datetime) -> Guarded:
-    """Lock these players' rows and read what the compliance rules need (in ``conn``'s tx)."""
+    """Read what the compliance rules need in ``conn``'s transaction, locking the rows of
+    players whose money limits could race across products."""
     out = Guarded(policies)
     ids = sorted(set(player_ids))
     if not ids:
@@ -141,7 +150,12 @@ async def guard(conn: Any, policies: Policies, player_ids: Sequence[str], at: da
     cursor = await conn.execute(_STANDINGS_SQL, (ids,))
     for pid, standing in await cursor.fetchall():
         out.standings[pid] = PlayerState.model_validate(standing)
-    money = [p for p, s in out.standings.items() if has_limits(s.limits, ("loss", "deposit"), at)]
+    limited = [p for p, s in out.standings.items() if has_limits(s.limits, MONEY_LIMITS, at)]
+    if limited:
+        cursor = await conn.execute(_LOCKED_SQL, (sorted(limited),))
+        for pid, standing in await cursor.fetchall():  # as committed when the lock was granted
+            out.standings[pid] = PlayerState.model_validate(standing)
+    money = [p for p, s in out.standings.items() if has_limits(s.limits, MONEY_LIMITS, at)]
     timed = [p for p, s in out.standings.items() if has_limits(s.limits, ("session",), at)]
     out.usage = await read_usage(conn, money, timed, earliest_start(at))
     return out
@@ -246,10 +260,12 @@ class SessionSink(PgSink):
             timed = sorted({r.player_id for r in rows
                             if has_limits(r.standing.limits, ("session",), at)})  # fmt: skip
             usage = await read_usage(conn, (), timed, earliest_start(at))
-            cursor = await conn.execute(
-                _NET_SQL, ([r.player_id for r in rows], [r.started_at for r in rows])
-            )
-            loss = {pid: Decimal(total) for pid, total in await cursor.fetchall()}
+            loss: dict[str, Decimal] = {}
+            if rows:
+                cursor = await conn.execute(
+                    _NET_SQL, ([r.player_id for r in rows], [r.started_at for r in rows])
+                )
+                loss = {pid: Decimal(total) for pid, total in await cursor.fetchall()}
             checks, ends = plan(rows, usage, loss)
             fresh = []
             for c in checks:

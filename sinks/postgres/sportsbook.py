@@ -115,9 +115,9 @@ async def retrying(call: Any) -> Any:
 class SportsbookSink(PgSink):
     """Bets, settlements and their ledger postings.
 
-    With ``policies``, every placement asks player protection under the players' row
-    locks (``sinks/postgres/protection.py``); without (the replay's scratch runs), the
-    verdicts it is given stand as recorded.
+    With ``policies``, every placement asks player protection in its transaction
+    (``sinks/postgres/protection.py``); without (the replay's scratch runs), the verdicts
+    it is given stand as recorded.
     """
 
     def __init__(
@@ -202,7 +202,7 @@ class SportsbookSink(PgSink):
             closed = {(e, m) for e, m in await cursor.fetchall()}
 
         guarded = None
-        if self.policies is not None:  # player protection, under the players' row locks
+        if self.policies is not None:  # player protection, read in this transaction
             guarded = await guard(conn, self.policies, [i.bet.player_id for i in fresh], now)
         verdicts: dict[str, Priced | Refused] = {}
         ops = []

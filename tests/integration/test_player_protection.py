@@ -143,8 +143,8 @@ def test_a_self_exclusion_stops_every_product_at_once_and_still_lets_the_player_
     decisions = {**got_bets, **got_pays}
     before = after = 0
     for key, version, _, _ in rows:
-        # Every decision was judged against a standing PostgreSQL had committed, under the
-        # player's row lock: before the exclusion's version it passes, from it on it cannot.
+        # Every decision was judged against a standing PostgreSQL had committed, read in
+        # its own transaction: before the exclusion's version it passes, from it on not.
         if version < excluded:
             assert outcome(decisions[key]) == "accepted", (key, version)
             before += 1
