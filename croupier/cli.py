@@ -270,10 +270,15 @@ def _print_range(report: RangeReport) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
+    from rules.policy import PolicyError
     from topologies.app import create_app
 
     settings = _settings()
-    app = create_app(settings)
+    try:
+        app = create_app(settings)  # loads and validates the jurisdiction policies
+    except PolicyError as exc:
+        print(f"croupier worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     # Decision latency: move what start-up allocated out of the collector's sight and let
     # the young generation grow, so full collections (pauses of tens of ms) are rare.
     gc.freeze()

@@ -347,3 +347,15 @@ def test_policies_check_uses_the_environment_variable(
     write(tmp_path, "UK.toml", UK_TEXT)
     assert main(["policies", "check"]) == 0
     assert capsys.readouterr().out.startswith("1 policies ok")
+
+
+def test_a_worker_refuses_to_start_on_a_bad_policy_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "UK.toml", uk("[geolocation]\n", "[geolocation]\nradius_km = 5\n"))
+    monkeypatch.setenv("CROUPIER_POLICY_DIR", str(tmp_path))
+    monkeypatch.setenv("CROUPIER_DATA_DIR", str(tmp_path / "faust"))
+    assert main(["worker"]) == 2  # before it connects to anything
+    err = capsys.readouterr().err
+    assert err.startswith("croupier worker: UK.toml: invalid jurisdiction policy")
+    assert "geolocation.radius_km: unknown key" in err
