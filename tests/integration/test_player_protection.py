@@ -308,3 +308,43 @@ def test_geolocation_registration_age_and_licence(settings: Settings, worker: An
     geo("203.0.113.9", 3600)
     players_done(settings, 10)
     assert bet_nj(7) == "accepted"
+
+
+def test_reality_checks_survive_sigkills_none_lost_none_recorded_twice(
+    settings: Settings, worker_factory: StartWorker
+) -> None:
+    worker = worker_factory(settings)
+    worker.wait_ready()
+    # 80 sessions whose first reality check falls due one every 0.25 s, from 6 s from now.
+    sessions = 80
+    events: list[tuple[str, bytes]] = []
+    for n in range(sessions):
+        pid = f"rc-{n}"
+        events.append((pid, player_event("registered", pid)))
+        events.append((pid, player_event("session_started", pid, session_id=f"s-{n}",
+                                         timestamp=stamp(-3600 + 6 + n * 0.25))))  # fmt: skip
+    produce(settings, "players", events)
+    players_done(settings, len(events))
+    # Killed three times while they fall due, restarted each time.
+    for pause in (6.5, 3.0, 3.0):
+        time.sleep(pause)
+        worker.kill()
+        worker = worker_factory(settings, restart_of=worker)
+        worker.wait_ready()
+    assert worker.history == [-9, -9, -9]
+    wait_for(lambda: query(settings, "SELECT count(*) FROM reality_checks") == [(sessions,)],
+             timeout=60, what="every reality check recorded")  # fmt: skip
+    recorded = query(settings, "SELECT count(DISTINCT player_id), max(sequence) "
+                     "FROM reality_checks")  # fmt: skip
+    assert recorded == [(sessions, 1)]
+    # Each one is on the topic: at least once (a kill between Kafka and the commit sends it
+    # again), and only ever as the same check.
+    records = consume_until(
+        settings, [settings.topic("player-notifications")],
+        want=lambda rs: len({json.loads(r.value)["player_id"] for r in rs}) >= sessions,
+        timeout=60,
+    )  # fmt: skip
+    sent = [json.loads(r.value) for r in records]
+    assert {(d["player_id"], d["session_id"], d["sequence"]) for d in sent} == {
+        (f"rc-{n}", f"s-{n}", 1) for n in range(sessions)
+    }
