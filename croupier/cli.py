@@ -288,6 +288,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from sinks.postgres.audit import verify
+
+    settings = _settings()
+    with psycopg.connect(
+        settings.pg_dsn.get_secret_value(), options=f"-c search_path={settings.pg_schema}"
+    ) as conn:
+        result = verify(conn)
+    problems = result.problems or []
+    if args.json:
+        print(json.dumps({"ok": result.ok, "chains": result.chains, "records": result.records,
+                          "problems": [{"chain": p.chain, "seq": p.seq, "problem": p.what}
+                                       for p in problems]}))  # fmt: skip
+    else:
+        for p in problems:
+            print(f"BROKEN  chain {p.chain}  record {p.seq}: {p.what}")
+        state = "every chain verifies" if result.ok else f"{len(problems)} chain(s) broken"
+        print(f"{result.records} audit records in {result.chains} chains: {state}")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from croupier.demo import run_demo
 
@@ -440,6 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("bet_id", metavar="BET_ID")
     one.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     replay.set_defaults(func=cmd_replay)
+
+    audit = sub.add_parser("audit", help="the hash-chained audit trail")
+    asub = audit.add_subparsers(dest="action", required=True)
+    averify = asub.add_parser(
+        "verify", help="recompute every chain; exit 1 naming the first bad record of each"
+    )
+    averify.add_argument("--json", action="store_true")
+    audit.set_defaults(func=cmd_audit)
 
     worker = sub.add_parser("worker", help="run a Croupier worker (Faust) in the foreground")
     worker.add_argument("--name", default="worker", help="a label for logs and status")

@@ -161,18 +161,18 @@ def plan_batch(
         batch.states[pid] = result
         seen[pid] = result
         out.table.append((event, pid, result))
-        out.audit.append(
-            AuditRecord(
-                entity="player",
-                entity_id=pid,
-                action=f"player.{decoded.type}",
-                source=pos,
-                occurred_at=decoded.timestamp,
-                recorded_at=now,
-                before=before.model_dump(mode="json") if before else None,
-                after=result.model_dump(mode="json"),
-            )
+        record = AuditRecord(
+            entity="player",
+            entity_id=pid,
+            action=f"player.{decoded.type}",
+            source=pos,
+            occurred_at=decoded.timestamp,
+            recorded_at=now,
+            before=before.model_dump(mode="json") if before else None,
+            after=result.model_dump(mode="json"),
         )
+        out.audit.append(record)
+        batch.audit.append(record)
     return batch, out
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from schemas.players import PlayerState
-from schemas.records import DeadLetter, SourcePosition
+from schemas.records import AuditRecord, DeadLetter, SourcePosition
+from sinks.postgres import audit
 from sinks.postgres.common import (
     DEAD_LETTER_SQL,
     STATE_COLUMNS,
@@ -44,6 +45,7 @@ class PlayerBatch:
 
     events: list[PlayerEventRow] = field(default_factory=list)
     sessions: list[SessionChange] = field(default_factory=list)
+    audit: list[AuditRecord] = field(default_factory=list)  # appended to the hash chains
     states: dict[str, PlayerState] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # (topic, partition) -> the offset after the last one this batch processed
@@ -102,6 +104,7 @@ class PostgresPlayerSink(PgSink):
                 await cur.executemany(
                     DEAD_LETTER_SQL, [dead_letter_params(d) for d in batch.dead_letters]
                 )
+            await audit.append(conn, batch.audit)
 
 
 def _event_params(row: PlayerEventRow) -> tuple[object, ...]:

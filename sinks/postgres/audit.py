@@ -1,0 +1,133 @@
+"""The audit trail's PostgreSQL side: append hash-chained records, and verify the chains.
+
+A chain is one source partition (``<topic>/<partition>``): the flow that consumes it
+appends its audit records in offset order, inside the same transaction as the state
+change they record, so a record exists exactly when its change does. Each record's hash
+is SHA-256 over the previous record's hash and the record's exact JSON (``body``); the
+chain's head (last sequence number and hash) is kept in ``audit_heads``, locked while a
+batch appends. ``verify`` recomputes every chain and names the first record that does
+not hold: altered, removed, reordered or inserted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from schemas.records import AuditRecord
+
+GENESIS = bytes(32)
+
+
+def chain_of(record: AuditRecord) -> str:
+    return f"{record.source.topic}/{record.source.partition}"
+
+
+def link(prev: bytes, body: str) -> bytes:
+    """A record's hash: SHA-256 of the previous hash and the record's JSON."""
+    return hashlib.sha256(prev + body.encode()).digest()
+
+
+_HEADS_SQL = (
+    "SELECT chain, seq, hash FROM audit_heads WHERE chain = ANY(%s) ORDER BY chain FOR UPDATE"
+)
+_INSERT_SQL = """
+INSERT INTO audit_records (chain, seq, entity, entity_id, action, source_topic,
+                           source_partition, source_offset, body, prev_hash, hash)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+_HEAD_SQL = """
+INSERT INTO audit_heads (chain, seq, hash) VALUES (%s, %s, %s)
+ON CONFLICT (chain) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash"""
+
+
+async def append(conn: Any, records: Sequence[AuditRecord]) -> None:
+    """Append ``records`` (in their order) to their chains, in ``conn``'s transaction."""
+    if not records:
+        return
+    chains = sorted({chain_of(r) for r in records})
+    cursor = await conn.execute(_HEADS_SQL, (chains,))
+    heads: dict[str, tuple[int, bytes]] = {
+        c: (int(s), bytes(h)) for c, s, h in await cursor.fetchall()
+    }
+    rows = []
+    for record in records:
+        chain = chain_of(record)
+        seq, prev = heads.get(chain, (0, GENESIS))
+        body = record.model_dump_json()
+        digest = link(prev, body)
+        src = record.source
+        rows.append((chain, seq + 1, record.entity, record.entity_id, record.action, src.topic,
+                     src.partition, src.offset, body, prev, digest))  # fmt: skip
+        heads[chain] = (seq + 1, digest)
+    async with conn.cursor() as cur:
+        await cur.executemany(_INSERT_SQL, rows)
+        await cur.executemany(_HEAD_SQL, [(c, s, h) for c, (s, h) in sorted(heads.items())])
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first record of a chain that does not hold, and why."""
+
+    chain: str
+    seq: int
+    what: str
+
+
+@dataclass
+class Verification:
+    chains: int = 0
+    records: int = 0
+    problems: list[Problem] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _rows(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, int, str, bytes, bytes]]:
+    with conn.cursor(name="audit_verify") as cur:  # server-side: the trail may be large
+        cur.execute("SELECT chain, seq, body, prev_hash, hash FROM audit_records "
+                    "ORDER BY chain, seq")  # fmt: skip
+        for chain, seq, body, prev, digest in cur:
+            yield chain, int(seq), body, bytes(prev), bytes(digest)
+
+
+def verify(conn: psycopg.Connection[Any]) -> Verification:
+    """Recompute every chain; the first problem of each broken one."""
+    problems: list[Problem] = []
+    out = Verification(problems=problems)
+    heads = {c: (int(s), bytes(h)) for c, s, h in
+             conn.execute("SELECT chain, seq, hash FROM audit_heads").fetchall()}  # fmt: skip
+    broken: set[str] = set()
+    last: dict[str, tuple[int, bytes]] = {}
+    for chain, seq, body, prev, digest in _rows(conn):
+        out.records += 1
+        if chain in broken:
+            continue
+        want_seq, want_prev = last.get(chain, (0, GENESIS))
+        want_seq += 1
+        problem = None
+        if seq != want_seq:
+            problem = f"sequence {seq} where {want_seq} was due (a record removed or inserted)"
+        elif prev != want_prev:
+            problem = "its previous hash is not the hash of the record before it"
+        elif link(prev, body) != digest:
+            problem = "its hash does not match its content (the record was altered)"
+        if problem:
+            problems.append(Problem(chain, seq, problem))
+            broken.add(chain)
+        last[chain] = (seq, digest)
+    for chain in sorted(set(heads) | set(last)):
+        if chain in broken:
+            continue
+        if heads.get(chain) != last.get(chain):
+            seq = heads.get(chain, (0, b""))[0]
+            what = ("the chain's head does not match its last record "
+                    "(records removed from its end, or a head rewritten)")  # fmt: skip
+            problems.append(Problem(chain, seq, what))
+    out.chains = len(set(heads) | set(last))
+    return out

@@ -1,0 +1,138 @@
+"""The players flow's audit records are hash-chained in PostgreSQL, and tampering shows.
+
+Player events go through a real worker; every applied event leaves one audit record in
+the chain of its source partition, in the same transaction as the standing. Then each
+kind of tampering (alter, remove from the middle, remove from the end, reorder, insert)
+is done to a copy of the trail, and ``verify`` names the first bad record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from croupier.cli import main
+from croupier.settings import Settings
+from sinks.postgres.audit import verify
+from tests.conftest import StartWorker
+from tests.integration.helpers import done, joined, player_event, produce, query, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def trail(settings: Settings, worker_factory: StartWorker) -> Settings:
+    worker = worker_factory(settings)
+    worker.wait_ready()
+    events: list[tuple[str, bytes]] = []
+    for n in range(12):
+        pid = f"p-{n}"
+        events += joined(pid)
+        events.append((pid, player_event("limit_set", pid, limit="loss", period="day",
+                                         amount="50.00", currency="EUR")))  # fmt: skip
+    events.append(("p-0", player_event("self_excluded", "p-0", until=None)))
+    events.append(("p-1", player_event("registered", "p-1")))  # a retry: unchanged, no audit
+    produce(settings, "players", events)
+    wait_for(lambda: done(settings, "players") == len(events), timeout=60, what="the events")
+    return settings
+
+
+@pytest.fixture
+def copy(trail: Settings) -> Iterator[Callable[[], psycopg.Connection[Any]]]:
+    """A fresh copy of the trail (no append-only triggers) to tamper with, each call."""
+    dsn, live = trail.pg_dsn.get_secret_value(), trail.pg_schema
+    scratch = f"{live}_copy"
+    conns: list[psycopg.Connection[Any]] = []
+
+    def make() -> psycopg.Connection[Any]:
+        for old in conns:  # its open transaction would hold the copy's tables
+            old.close()
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA IF EXISTS {scratch} CASCADE")
+            admin.execute(f"CREATE SCHEMA {scratch}")
+            for table in ("audit_records", "audit_heads"):
+                admin.execute(f"CREATE TABLE {scratch}.{table} AS TABLE {live}.{table}")
+        conn = psycopg.connect(dsn, options=f"-c search_path={scratch}")
+        conns.append(conn)
+        return conn
+
+    yield make
+    for conn in conns:
+        conn.close()
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"DROP SCHEMA IF EXISTS {scratch} CASCADE")
+
+
+def test_every_applied_player_event_is_chained_and_verifies(
+    trail: Settings, cli_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    applied = query(trail, "SELECT count(*) FROM player_events WHERE outcome = 'applied'")
+    audited = query(trail, "SELECT count(*) FROM audit_records")
+    assert applied == audited == [(12 * 3 + 1,)]
+    # One chain per source partition, numbered from 1 without a gap.
+    chains = query(trail, "SELECT chain, count(*), min(seq), max(seq) FROM audit_records "
+                   "GROUP BY chain ORDER BY chain")  # fmt: skip
+    assert {c.rsplit("/", 1)[0] for c, *_ in chains} == {trail.topic("players")}
+    assert all(lo == 1 and hi == n for _, n, lo, hi in chains)
+    # The record is the exact JSON the audit topic got, with before and after.
+    body = query(trail, "SELECT body FROM audit_records WHERE action = 'player.self_excluded'")
+    doc = json.loads(body[0][0])
+    assert doc["entity_id"] == "p-0" and doc["before"]["exclusion"] is None
+    assert doc["after"]["exclusion"]["until"] is None
+    # Append-only for the application.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        query(trail, "UPDATE audit_records SET body = '{}'")
+
+    assert main(["audit", "verify", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"ok": True, "chains": len(chains), "records": 37, "problems": []}
+
+
+def _first(conn: psycopg.Connection[Any]) -> tuple[str, int, str]:
+    result = verify(conn)
+    assert not result.ok and result.problems
+    p = result.problems[0]
+    return p.chain, p.seq, p.what
+
+
+def test_alteration_removal_reordering_and_insertion_are_each_named(
+    trail: Settings, copy: Callable[[], psycopg.Connection[Any]]
+) -> None:
+    conn = copy()
+    assert verify(conn).ok
+    chain, length = conn.execute("SELECT chain, count(*) FROM audit_records GROUP BY chain "
+                                 "ORDER BY 2 DESC, 1 LIMIT 1").fetchone() or ("", 0)  # fmt: skip
+    assert length >= 4
+
+    conn = copy()  # altered: a limit's amount changed in place
+    conn.execute("UPDATE audit_records SET body = replace(body, '50.00', '500.00') "
+                 "WHERE chain = %s AND seq = 3", (chain,))  # fmt: skip
+    assert _first(conn)[:2] == (chain, 3) and "altered" in _first(conn)[2]
+
+    conn = copy()  # removed from the middle
+    conn.execute("DELETE FROM audit_records WHERE chain = %s AND seq = 2", (chain,))
+    assert _first(conn)[:2] == (chain, 3) and "removed or inserted" in _first(conn)[2]
+
+    conn = copy()  # removed from the end (the head still remembers)
+    conn.execute("DELETE FROM audit_records WHERE chain = %s AND seq = %s", (chain, length))
+    assert _first(conn)[:2] == (chain, length) and "head" in _first(conn)[2]
+
+    conn = copy()  # reordered: two records swap places
+    conn.execute("""UPDATE audit_records SET seq = CASE seq WHEN 2 THEN 3 ELSE 2 END
+                     WHERE chain = %s AND seq IN (2, 3)""", (chain,))  # fmt: skip
+    assert _first(conn)[:2] == (chain, 2)
+
+    conn = copy()  # inserted: a forged record slipped in, the rest renumbered
+    conn.execute("UPDATE audit_records SET seq = seq + 1000 WHERE chain = %s AND seq >= 2",
+                 (chain,))  # fmt: skip
+    conn.execute("UPDATE audit_records SET seq = seq - 999 WHERE chain = %s AND seq > 1000",
+                 (chain,))  # fmt: skip
+    conn.execute("""INSERT INTO audit_records
+                    SELECT chain, 2, entity, entity_id, action, source_topic, source_partition,
+                           source_offset, body, prev_hash, hash, recorded_at
+                      FROM audit_records WHERE chain = %s AND seq = 1""", (chain,))  # fmt: skip
+    assert _first(conn)[:2] == (chain, 2)
