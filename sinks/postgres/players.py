@@ -88,7 +88,9 @@ class PostgresPlayerSink(PgSink):
             if batch.events:
                 await cur.executemany(_EVENT_SQL, [_event_params(e) for e in batch.events])
             if batch.states:
-                await cur.executemany(_STATE_SQL, [_state_params(s) for s in batch.states.values()])
+                # In player order, as decisions lock players' rows: no lock cycle between them.
+                states = [batch.states[p] for p in sorted(batch.states)]
+                await cur.executemany(_STATE_SQL, [_state_params(s) for s in states])
             for change in batch.sessions:  # in event order: a close follows its open
                 if change.end_reason is None:
                     await cur.execute(

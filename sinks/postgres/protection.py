@@ -95,7 +95,7 @@ async def read_usage(
 
 @dataclass
 class Guarded:
-    """The locked standings and activity of a transaction's players, and the checks."""
+    """The standings and activity of a transaction's players, and the checks on them."""
 
     policies: Policies
     standings: dict[str, PlayerState] = field(default_factory=dict)
