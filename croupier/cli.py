@@ -291,24 +291,39 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     import psycopg
 
-    from sinks.postgres.audit import verify
+    from sinks.postgres import audit
 
     settings = _settings()
     with psycopg.connect(
         settings.pg_dsn.get_secret_value(), options=f"-c search_path={settings.pg_schema}"
     ) as conn:
-        result = verify(conn)
-    problems = result.problems or []
+        if args.action == "checkpoint":
+            key = audit.load_or_create_key(settings.audit_key)
+            cid, chains = audit.checkpoint(conn, key)
+            print(f"checkpoint {cid}: {chains} chain heads signed by Ed25519 key "
+                  f"{audit.public_bytes(key).hex()}")  # fmt: skip
+            return EXIT_OK
+        try:
+            trusted = bytes.fromhex(args.public_key) if args.public_key else None
+        except ValueError:
+            print("croupier: --public-key takes the key's 64 hex digits", file=sys.stderr)
+            return EXIT_USAGE
+        result = audit.verify(conn)
+        checkpoints, signed = audit.verify_checkpoints(conn, trusted)
+    problems = [*(result.problems or []), *signed]
+    ok = not problems
     if args.json:
-        print(json.dumps({"ok": result.ok, "chains": result.chains, "records": result.records,
+        print(json.dumps({"ok": ok, "chains": result.chains, "records": result.records,
+                          "checkpoints": checkpoints,
                           "problems": [{"chain": p.chain, "seq": p.seq, "problem": p.what}
                                        for p in problems]}))  # fmt: skip
     else:
         for p in problems:
-            print(f"BROKEN  chain {p.chain}  record {p.seq}: {p.what}")
-        state = "every chain verifies" if result.ok else f"{len(problems)} chain(s) broken"
-        print(f"{result.records} audit records in {result.chains} chains: {state}")
-    return EXIT_OK if result.ok else EXIT_FAILED
+            print(f"BROKEN  {p.chain}  record {p.seq}: {p.what}")
+        state = "everything verifies" if ok else f"{len(problems)} problem(s)"
+        print(f"{result.records} audit records in {result.chains} chains, "
+              f"{checkpoints} signed checkpoints: {state}")  # fmt: skip
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -470,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="recompute every chain; exit 1 naming the first bad record of each"
     )
     averify.add_argument("--json", action="store_true")
+    averify.add_argument(
+        "--public-key", help="the trusted Ed25519 public key (hex) checkpoints must be signed by"
+    )
+    asub.add_parser("checkpoint", help="sign every chain's head (key: CROUPIER_AUDIT_KEY)")
     audit.set_defaults(func=cmd_audit)
 
     worker = sub.add_parser("worker", help="run a Croupier worker (Faust) in the foreground")

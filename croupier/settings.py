@@ -26,6 +26,8 @@ Environment variables (documented once, here and in the README):
                                 progress (default 5)
 ``CROUPIER_POLICY_DIR``         directory of jurisdiction policy files, ``<J>.toml``
                                 (default: the ``policies/`` shipped with Croupier)
+``CROUPIER_AUDIT_KEY``          the Ed25519 key (PEM) that signs audit checkpoints
+                                (default ``.stack/audit/ed25519.pem``, created on first use)
 ``CROUPIER_SESSION_WATCH_INTERVAL``  seconds between the leader's passes over open
                                 sessions (reality checks, session-time limits; default 1)
 ==============================  ==================================================
@@ -71,6 +73,9 @@ class Settings(BaseSettings):
     feed_timeout: float = Field(default=20.0, gt=0, validation_alias="CROUPIER_FEED_TIMEOUT")
     repair_interval: float = Field(default=5.0, gt=0, validation_alias="CROUPIER_REPAIR_INTERVAL")
     policy_dir: Path = Field(default=POLICY_DIR, validation_alias="CROUPIER_POLICY_DIR")
+    audit_key: Path = Field(
+        default=Path(".stack/audit/ed25519.pem"), validation_alias="CROUPIER_AUDIT_KEY"
+    )
     session_watch_interval: float = Field(
         default=1.0, gt=0, validation_alias="CROUPIER_SESSION_WATCH_INTERVAL"
     )

@@ -7,16 +7,27 @@ is SHA-256 over the previous record's hash and the record's exact JSON (``body``
 chain's head (last sequence number and hash) is kept in ``audit_heads``, locked while a
 batch appends. ``verify`` recomputes every chain and names the first record that does
 not hold: altered, removed, reordered or inserted.
+
+A chain alone cannot catch someone who rewrites it whole, recomputing every hash.
+``checkpoint`` signs every chain's head with an Ed25519 key the database never sees
+(``audit_checkpoints``); ``verify_checkpoints`` checks each signature (against a trusted
+public key when one is given) and that every chain still holds the head it signed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from schemas.records import AuditRecord
 
@@ -131,3 +142,79 @@ def verify(conn: psycopg.Connection[Any]) -> Verification:
             problems.append(Problem(chain, seq, what))
     out.chains = len(set(heads) | set(last))
     return out
+
+
+# -- signed checkpoints -------------------------------------------------------------------
+
+
+def load_or_create_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 signing key in ``path`` (PEM, PKCS#8); created (mode 0600) if missing."""
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            msg = f"{path} holds a {type(key).__name__}, not an Ed25519 private key"
+            raise TypeError(msg)
+        return key
+    key = Ed25519PrivateKey.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+    return key
+
+
+def public_bytes(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def checkpoint(conn: psycopg.Connection[Any], key: Ed25519PrivateKey) -> tuple[int, int]:
+    """Sign every chain's head now; (checkpoint id, chains covered). Commits."""
+    with conn.transaction():
+        heads = conn.execute("SELECT chain, seq, hash FROM audit_heads ORDER BY chain").fetchall()
+        at = conn.execute("SELECT now()").fetchone()
+        document = json.dumps(
+            {"created_at": at[0].isoformat() if at else "",
+             "heads": {c: {"seq": int(s), "hash": bytes(h).hex()} for c, s, h in heads}},
+            sort_keys=True, separators=(",", ":"),
+        )  # fmt: skip
+        row = conn.execute(
+            "INSERT INTO audit_checkpoints (document, public_key, signature) "
+            "VALUES (%s, %s, %s) RETURNING checkpoint_id",
+            (document, public_bytes(key), key.sign(document.encode())),
+        ).fetchone()
+    return (int(row[0]) if row else 0), len(heads)
+
+
+def verify_checkpoints(
+    conn: psycopg.Connection[Any], trusted: bytes | None = None
+) -> tuple[int, list[Problem]]:
+    """Check every checkpoint's signature (by ``trusted``, if given, else the key stored
+    with it) and that every chain still holds the head it signed; (checkpoints, problems)."""
+    problems: list[Problem] = []
+    rows = conn.execute(
+        "SELECT checkpoint_id, document, public_key, signature FROM audit_checkpoints "
+        "ORDER BY checkpoint_id"
+    ).fetchall()
+    for cid, document, stored_key, signature in rows:
+        key = trusted if trusted is not None else bytes(stored_key)
+        try:
+            Ed25519PublicKey.from_public_bytes(key).verify(bytes(signature), document.encode())
+        except InvalidSignature:
+            problems.append(Problem(f"checkpoint {cid}", 0, "its signature does not verify"))
+            continue
+        heads = json.loads(document)["heads"]
+        for chain, head in sorted(heads.items()):
+            got = conn.execute(
+                "SELECT hash FROM audit_records WHERE chain = %s AND seq = %s",
+                (chain, head["seq"]),
+            ).fetchone()
+            if got is None or bytes(got[0]).hex() != head["hash"]:
+                what = (f"checkpoint {cid} signed this record's hash, and the chain no longer "
+                        "holds it (the chain was rewritten)")  # fmt: skip
+                problems.append(Problem(chain, int(head["seq"]), what))
+    return len(rows), problems

@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from croupier.cli import main
 from croupier.settings import Settings
-from sinks.postgres.audit import verify
+from sinks.postgres.audit import (
+    GENESIS,
+    checkpoint,
+    link,
+    load_or_create_key,
+    public_bytes,
+    verify,
+    verify_checkpoints,
+)
 from tests.conftest import StartWorker
 from tests.integration.helpers import done, joined, player_event, produce, query, wait_for
 
@@ -89,7 +99,9 @@ def test_every_applied_player_event_is_chained_and_verifies(
 
     assert main(["audit", "verify", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report == {"ok": True, "chains": len(chains), "records": 37, "problems": []}
+    assert report == {
+        "ok": True, "chains": len(chains), "records": 37, "checkpoints": 0, "problems": [],
+    }  # fmt: skip
 
 
 def _first(conn: psycopg.Connection[Any]) -> tuple[str, int, str]:
@@ -136,3 +148,61 @@ def test_alteration_removal_reordering_and_insertion_are_each_named(
                            source_offset, body, prev_hash, hash, recorded_at
                       FROM audit_records WHERE chain = %s AND seq = 1""", (chain,))  # fmt: skip
     assert _first(conn)[:2] == (chain, 2)
+
+
+def test_a_signed_checkpoint_catches_a_chain_rewritten_with_recomputed_hashes(
+    trail: Settings, copy: Callable[[], psycopg.Connection[Any]], tmp_path: Path
+) -> None:
+    key = load_or_create_key(tmp_path / "audit" / "ed25519.pem")
+    assert (tmp_path / "audit" / "ed25519.pem").stat().st_mode & 0o777 == 0o600
+    assert load_or_create_key(tmp_path / "audit" / "ed25519.pem").private_bytes_raw() == (
+        key.private_bytes_raw()
+    )
+    with psycopg.connect(trail.pg_dsn.get_secret_value(),
+                         options=f"-c search_path={trail.pg_schema}") as live:  # fmt: skip
+        cid, chains = checkpoint(live, key)
+        assert cid == 1 and chains >= 1
+        assert verify_checkpoints(live, public_bytes(key)) == (1, [])
+        # The live table refuses to lose or change a checkpoint.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            live.execute("DELETE FROM audit_checkpoints")
+        live.rollback()
+
+    conn = copy()
+    conn.execute("CREATE TABLE audit_checkpoints AS TABLE "
+                 f"{trail.pg_schema}.audit_checkpoints")  # fmt: skip
+    chain = conn.execute("SELECT chain FROM audit_records ORDER BY chain LIMIT 1").fetchone()
+    assert chain is not None
+    # Rewrite the chain from its first record on, recomputing every hash and the head:
+    # the chain alone verifies again, the signed checkpoint does not.
+    rows = conn.execute("SELECT seq, body FROM audit_records WHERE chain = %s ORDER BY seq",
+                        (chain[0],)).fetchall()  # fmt: skip
+    prev = GENESIS
+    for seq, body in rows:
+        if seq == 1:
+            body = body.replace('"p-', '"forged-p-', 1)
+        digest = link(prev, body)
+        conn.execute(
+            "UPDATE audit_records SET body = %s, prev_hash = %s, hash = %s "
+            "WHERE chain = %s AND seq = %s",
+            (body, prev, digest, chain[0], seq),
+        )
+        prev = digest
+    conn.execute("UPDATE audit_heads SET hash = %s WHERE chain = %s", (prev, chain[0]))
+    assert verify(conn).ok
+    count, problems = verify_checkpoints(conn, public_bytes(key))
+    assert count == 1 and [p.chain for p in problems] == [chain[0]]
+    assert "rewritten" in problems[0].what
+
+    # A checkpoint re-signed by someone else fails against the trusted key.
+    conn = copy()
+    conn.execute("CREATE TABLE audit_checkpoints AS TABLE "
+                 f"{trail.pg_schema}.audit_checkpoints")  # fmt: skip
+    forger = Ed25519PrivateKey.generate()
+    document = conn.execute("SELECT document FROM audit_checkpoints").fetchone()
+    assert document is not None
+    conn.execute("UPDATE audit_checkpoints SET public_key = %s, signature = %s",
+                 (public_bytes(forger), forger.sign(document[0].encode())))  # fmt: skip
+    assert verify_checkpoints(conn)[1] == []  # self-consistent with its own key...
+    _, problems = verify_checkpoints(conn, public_bytes(key))  # ...but not the trusted one
+    assert [p.what for p in problems] == ["its signature does not verify"]
