@@ -333,10 +333,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_policies(args: argparse.Namespace) -> int:
-    from croupier.policies import load_policies, policy_dir
+    from croupier.policies import load_policies
     from rules.policy import PolicyError
 
-    directory = args.dir if args.dir is not None else policy_dir()
+    directory = args.dir if args.dir is not None else Settings().policy_dir
     try:
         policies = load_policies(directory)
     except PolicyError as exc:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
 
 from rules.policy import Policies, PolicyError, parse_policy
@@ -12,12 +10,6 @@ from rules.policy import Policies, PolicyError, parse_policy
 # not carry them; there CROUPIER_POLICY_DIR names the directory (the Dockerfile sets it).
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[1] / "policies"
 POLICY_DIR_VARIABLE = "CROUPIER_POLICY_DIR"
-
-
-def policy_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """The policy directory in force: ``CROUPIER_POLICY_DIR`` if set, else the shipped one."""
-    value = (os.environ if environ is None else environ).get(POLICY_DIR_VARIABLE, "")
-    return Path(value) if value else DEFAULT_POLICY_DIR
 
 
 def load_policies(directory: Path) -> Policies:

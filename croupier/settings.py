@@ -28,8 +28,9 @@ Environment variables (documented once, here and in the README):
                                 (default: the ``policies/`` shipped with Croupier)
 ``CROUPIER_AUDIT_KEY``          the Ed25519 key (PEM) that signs audit checkpoints
                                 (default ``.stack/audit/ed25519.pem``, created on first use)
-``CROUPIER_SESSION_WATCH_INTERVAL``  seconds between the leader's passes over open
-                                sessions (reality checks, session-time limits; default 1)
+``CROUPIER_SESSION_WATCH_INTERVAL``  seconds between passes over open sessions (reality
+                                checks, session-time limits; one worker's pass at a
+                                time; default 1)
 ==============================  ==================================================
 """
 
@@ -79,6 +80,11 @@ class Settings(BaseSettings):
     session_watch_interval: float = Field(
         default=1.0, gt=0, validation_alias="CROUPIER_SESSION_WATCH_INTERVAL"
     )
+
+    @field_validator("policy_dir", mode="before")
+    @classmethod
+    def _shipped_policies_when_empty(cls, value: object) -> object:
+        return POLICY_DIR if value == "" else value
 
     @field_validator("pg_schema", "app_id")
     @classmethod

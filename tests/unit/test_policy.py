@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from croupier.cli import main
-from croupier.policies import DEFAULT_POLICY_DIR, load_policies, policy_dir
+from croupier.policies import DEFAULT_POLICY_DIR, load_policies
+from croupier.settings import Settings
 from rules.policy import JurisdictionPolicy, Policies, PolicyError, parse_policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,10 +256,15 @@ def test_parse_policy_names_the_source_it_is_given() -> None:
     assert "  limits: missing table" in str(caught.value)
 
 
-def test_the_policy_directory_comes_from_the_environment(tmp_path: Path) -> None:
-    assert policy_dir({}) == DEFAULT_POLICY_DIR
-    assert policy_dir({"CROUPIER_POLICY_DIR": ""}) == DEFAULT_POLICY_DIR
-    assert policy_dir({"CROUPIER_POLICY_DIR": str(tmp_path)}) == tmp_path
+def test_the_policy_directory_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CROUPIER_POLICY_DIR", raising=False)
+    assert Settings().policy_dir == DEFAULT_POLICY_DIR
+    monkeypatch.setenv("CROUPIER_POLICY_DIR", "")
+    assert Settings().policy_dir == DEFAULT_POLICY_DIR
+    monkeypatch.setenv("CROUPIER_POLICY_DIR", str(tmp_path))
+    assert Settings().policy_dir == tmp_path
 
 
 # --- the command line --------------------------------------------------------------------
