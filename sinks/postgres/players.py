@@ -30,7 +30,7 @@ class PlayerEventRow:
 
 @dataclass(frozen=True)
 class SessionChange:
-    """A session opening (``ended_at`` None) or closing, in event order."""
+    """A session opening (``end_reason`` None) or closing, in event order."""
 
     player_id: str
     session_id: str
