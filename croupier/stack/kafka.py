@@ -9,6 +9,7 @@ Everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import re
@@ -21,15 +22,27 @@ from pathlib import Path
 
 from croupier.stack.process import (
     StackError,
+    exit_status,
     port_open,
     read_pid,
     spawn,
     stop_pid,
     tail,
+    wait_unlocked,
     wait_until,
 )
 
 MAIN_CLASS = "kafka.Kafka"
+
+
+class _Died(Exception):
+    """The broker process ended during start-up; ``status`` says how, when we can know."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 STORAGE_TOOL = "kafka.tools.StorageTool"
 DOCKER_HINT = "or run the whole stack with Docker instead: docker compose up"
 INSTALL_JAVA = "install a JDK/JRE 17+ (Debian: apt-get install openjdk-17-jre-headless)"
@@ -221,16 +234,34 @@ class KafkaBroker:
                     "with CROUPIER_KAFKA_PORT / CROUPIER_KAFKA_CONTROLLER_PORT"
                 )
                 raise StackError(msg)
+        lock = self.home / "data" / ".lock"
+        if not wait_unlocked(lock, timeout=60):
+            msg = f"another process holds {lock}: is a Kafka broker still running on this data?"
+            raise StackError(msg)
         cmd = self._java_cmd(java, libs, MAIN_CLASS, str(self.config_file))
-        pid = spawn(cmd, pidfile=self.pidfile, logfile=self.logfile, env=dict(os.environ))
+        # A JVM that dies before it has written a line (a signal at birth, seen once in CI and
+        # never understood) gets one more try; any death with something to say is reported.
+        for attempt in (1, 2):
+            out_size = self.logfile.stat().st_size if self.logfile.exists() else 0
+            pid = spawn(cmd, pidfile=self.pidfile, logfile=self.logfile, env=dict(os.environ))
+            try:
+                ready = functools.partial(self._ready, pid)
+                wait_until(ready, timeout=timeout, what="Kafka", logfile=self.logfile)
+                return
+            except _Died as died:
+                silent = self.logfile.stat().st_size == out_size
+                if attempt == 1 and silent:
+                    continue
+                msg = (
+                    f"Kafka exited during start-up ({died.status}):\n{tail(self.logfile)}\n"
+                    f"last lines of {self.logs / 'kafka.log'}:\n{tail(self.logs / 'kafka.log')}"
+                )
+                raise StackError(msg) from None
 
-        def ready() -> bool:
-            if read_pid(self.pidfile, MAIN_CLASS) != pid:
-                msg = f"Kafka exited during start-up:\n{tail(self.logfile)}"
-                raise StackError(msg)
-            return port_open("127.0.0.1", self.port) and self._metadata_ok()
-
-        wait_until(ready, timeout=timeout, what="Kafka", logfile=self.logfile)
+    def _ready(self, pid: int) -> bool:
+        if read_pid(self.pidfile, MAIN_CLASS) != pid:
+            raise _Died(exit_status(pid) or "it is gone")
+        return port_open("127.0.0.1", self.port) and self._metadata_ok()
 
     def _metadata_ok(self) -> bool:
         from confluent_kafka.admin import AdminClient
@@ -246,4 +277,5 @@ class KafkaBroker:
         pid = self.pid()
         if pid is not None:
             stop_pid(pid, timeout=60)
+            wait_unlocked(self.home / "data" / ".lock", timeout=30)
         self.pidfile.unlink(missing_ok=True)

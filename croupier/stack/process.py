@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -90,6 +91,46 @@ def stop_pid(pid: int, *, timeout: float = 30.0) -> None:
     if pid_alive(pid):
         msg = f"process {pid} did not stop after SIGKILL"
         raise StackError(msg)
+
+
+def exit_status(pid: int) -> str | None:
+    """How our child ``pid`` ended ("exit status 1", "signal SIGKILL"), reaping it; else None.
+
+    None when it still runs or is not our child (then nobody here can know).
+    """
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if done == 0:
+        return None
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+def wait_unlocked(path: Path, *, timeout: float) -> bool:
+    """Wait until no process holds a POSIX lock on ``path``; True when free (or absent).
+
+    A JVM that has left the process table can still be releasing its file locks for a moment;
+    starting its successor before then makes the successor fail on the lock.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path, "rb+") as f:
+                try:
+                    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    pass
+                else:
+                    fcntl.lockf(f, fcntl.LOCK_UN)
+                    return True
+        except FileNotFoundError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _reap(pid: int) -> None:
