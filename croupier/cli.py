@@ -270,13 +270,14 @@ def _print_range(report: RangeReport) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
+    from rules.games import CatalogueError
     from rules.policy import PolicyError
     from topologies.app import create_app
 
     settings = _settings()
     try:
-        app = create_app(settings)  # loads and validates the jurisdiction policies
-    except PolicyError as exc:
+        app = create_app(settings)  # loads and validates the policies and the game registry
+    except (PolicyError, CatalogueError) as exc:
         print(f"croupier worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
     # Decision latency: move what start-up allocated out of the collector's sight and let
@@ -363,6 +364,26 @@ def cmd_policies(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_games(args: argparse.Namespace) -> int:
+    from croupier.games import load_catalogue, render_table, to_json
+    from rules.games import CatalogueError
+
+    path = args.file if args.file is not None else Settings().games_catalogue
+    try:
+        catalogue = load_catalogue(path)
+    except CatalogueError as exc:
+        print(f"croupier: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action == "check":
+        print(f"{len(catalogue.games)} games ok")
+        return EXIT_OK
+    if args.json:
+        print(json.dumps(to_json(catalogue), indent=2))
+        return EXIT_OK
+    print(render_table(catalogue, args.jurisdiction))
+    return EXIT_OK
+
+
 def _aware(text: str) -> datetime:
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
@@ -419,6 +440,21 @@ croupier policies list [--json] [--dir DIR]
 croupier policies check [DIR]
     validate every file; exit 0 and print "N policies ok", or exit 2 and print what to
     fix in which file.
+"""
+
+
+GAMES_HELP = """\
+The casino game registry: every game Croupier's wallet takes debits for, with its
+provider and its certifications (test lab, certificate id, jurisdictions, RTP, the
+SHA-256 of the certified build, issue and expiry dates). Read from FILE, else from
+$CROUPIER_GAMES_CATALOGUE, else from games/catalogue.toml shipped with the source. A
+debit for a game missing here is refused unknown_game; for a game with no certification
+valid today for the player's jurisdiction, game_not_certified.
+
+croupier games list [--json] [--jurisdiction J] [--file FILE]
+    a table of the games (--json: the whole registry as a JSON list).
+croupier games check [FILE]
+    validate the catalogue; exit 0 and print "N games ok", or exit 2 and say what to fix.
 """
 
 
@@ -509,6 +545,21 @@ def build_parser() -> argparse.ArgumentParser:
     pcheck = psub.add_parser("check", help="validate every policy file; exit 2 on a bad one")
     pcheck.add_argument("dir", type=Path, nargs="?", metavar="DIR", help="the policy directory")
     policies.set_defaults(func=cmd_policies)
+
+    games = sub.add_parser(
+        "games",
+        help="the casino game registry (games/catalogue.toml): list, check",
+        description=GAMES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gsub = games.add_subparsers(dest="action", required=True)
+    glist = gsub.add_parser("list", help="a table of the games and where each is certified")
+    glist.add_argument("--json", action="store_true", help="the full registry as JSON")
+    glist.add_argument("--jurisdiction", metavar="J", help="only games certified in J today")
+    glist.add_argument("--file", type=Path, metavar="FILE", help="the catalogue file")
+    gcheck = gsub.add_parser("check", help="validate the catalogue; exit 2 on a bad one")
+    gcheck.add_argument("file", type=Path, nargs="?", metavar="FILE", help="the catalogue")
+    games.set_defaults(func=cmd_games)
 
     demo = sub.add_parser("demo", help="the main job on the running stack")
     demo.add_argument("--timeout", type=float, default=120.0)

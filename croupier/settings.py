@@ -26,6 +26,8 @@ Environment variables (documented once, here and in the README):
                                 progress (default 5)
 ``CROUPIER_POLICY_DIR``         directory of jurisdiction policy files, ``<J>.toml``
                                 (default: the ``policies/`` shipped with Croupier)
+``CROUPIER_GAMES_CATALOGUE``    the casino game registry, a TOML file (default: the
+                                ``games/catalogue.toml`` shipped with Croupier)
 ``CROUPIER_AUDIT_KEY``          the Ed25519 key (PEM) that signs audit checkpoints
                                 (default ``.stack/audit/ed25519.pem``, created on first use)
 ``CROUPIER_SESSION_WATCH_INTERVAL``  seconds between passes over open sessions (reality
@@ -41,6 +43,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from croupier.games import DEFAULT_CATALOGUE
 from croupier.policies import DEFAULT_POLICY_DIR
 
 POLICY_DIR = DEFAULT_POLICY_DIR  # the jurisdiction policies shipped with Croupier
@@ -74,6 +77,9 @@ class Settings(BaseSettings):
     feed_timeout: float = Field(default=20.0, gt=0, validation_alias="CROUPIER_FEED_TIMEOUT")
     repair_interval: float = Field(default=5.0, gt=0, validation_alias="CROUPIER_REPAIR_INTERVAL")
     policy_dir: Path = Field(default=POLICY_DIR, validation_alias="CROUPIER_POLICY_DIR")
+    games_catalogue: Path = Field(
+        default=DEFAULT_CATALOGUE, validation_alias="CROUPIER_GAMES_CATALOGUE"
+    )
     audit_key: Path = Field(
         default=Path(".stack/audit/ed25519.pem"), validation_alias="CROUPIER_AUDIT_KEY"
     )
@@ -85,6 +91,11 @@ class Settings(BaseSettings):
     @classmethod
     def _shipped_policies_when_empty(cls, value: object) -> object:
         return POLICY_DIR if value == "" else value
+
+    @field_validator("games_catalogue", mode="before")
+    @classmethod
+    def _shipped_catalogue_when_empty(cls, value: object) -> object:
+        return DEFAULT_CATALOGUE if value == "" else value
 
     @field_validator("pg_schema", "app_id")
     @classmethod

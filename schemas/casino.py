@@ -17,6 +17,7 @@ from schemas.players import PlayerId
 TransactionId = Annotated[str, Field(min_length=1, max_length=128)]
 RoundId = Annotated[str, Field(min_length=1, max_length=128)]
 GameId = Annotated[str, Field(min_length=1, max_length=128)]
+BuildHash = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class _CasinoCall(Priced):
@@ -25,6 +26,9 @@ class _CasinoCall(Priced):
     game_id: GameId
     player_id: PlayerId
     timestamp: AwareDatetime
+    # Croupier's own games name the SHA-256 of the certified RNG build that drew the round,
+    # for the audit trail; an aggregator's calls leave it out.
+    rng_build: BuildHash | None = None
     schema_version: Literal[1] = 1
 
 

@@ -16,6 +16,11 @@ Reason codes (``ReasonCode``), the closed set every refusal and dead letter uses
 - ``unknown_player``: the player never registered.
 - ``duplicate_conflict``: a business id seen before arrived with different content.
 - ``game_not_certified``: the casino game is not certified in the player's jurisdiction.
+- ``unknown_game``: the casino game is not in Croupier's game registry.
+- ``unknown_round``: a casino credit for a round in which no debit was ever taken.
+- ``round_closed``: a casino call on a round that was closed.
+- ``transaction_rolled_back``: a casino debit whose id a rollback named first.
+- ``rollback_after_credit``: a rollback of a debit whose round has been credited.
 - ``invalid``: the message decoded as JSON but breaks the wire contract.
 - ``malformed_json``: the message is not UTF-8 JSON (or is empty).
 - ``already_registered``: a registration for a player that already exists.
@@ -60,6 +65,11 @@ class ReasonCode(StrEnum):
     UNKNOWN_PLAYER = "unknown_player"
     DUPLICATE_CONFLICT = "duplicate_conflict"
     GAME_NOT_CERTIFIED = "game_not_certified"
+    UNKNOWN_GAME = "unknown_game"
+    UNKNOWN_ROUND = "unknown_round"
+    ROUND_CLOSED = "round_closed"
+    TRANSACTION_ROLLED_BACK = "transaction_rolled_back"
+    ROLLBACK_AFTER_CREDIT = "rollback_after_credit"
     INVALID = "invalid"
     MALFORMED_JSON = "malformed_json"
     ALREADY_REGISTERED = "already_registered"
@@ -168,6 +178,7 @@ class CasinoResult(_Outbound, Priced):
     status: Literal["ok", "rejected"]
     balance: NonNegativeAmount
     error: ReasonCode | None = None
+    decided_at: AwareDatetime
     schema_version: Literal[1] = 1
 
     @model_validator(mode="after")

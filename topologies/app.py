@@ -6,14 +6,17 @@ from typing import Any
 
 import faust
 
+from croupier.games import load_catalogue
 from croupier.policies import load_policies
 from croupier.settings import Settings
+from rules.games import Catalogue
 from rules.policy import Policies
+from sinks.postgres.casino import CasinoSink
 from sinks.postgres.payments import PaymentsSink
 from sinks.postgres.players import PostgresPlayerSink
 from sinks.postgres.protection import SessionSink
 from sinks.postgres.sportsbook import SportsbookSink
-from streams import bets, odds, payments, players, protection
+from streams import bets, casino, odds, payments, players, protection
 
 
 def broker_url(settings: Settings) -> str:
@@ -26,13 +29,16 @@ def create_app(
     *,
     player_sink: players.PlayerStore | None = None,
     policies: Policies | None = None,
+    catalogue: Catalogue | None = None,
 ) -> Any:
     """A Faust app with every Croupier flow declared.
 
     ``policies`` defaults to the jurisdiction policy files of ``settings.policy_dir``,
-    loaded (and validated) here, at start.
+    loaded (and validated) here, at start; ``catalogue`` the game registry of
+    ``settings.games_catalogue``, likewise.
     """
     policies = policies if policies is not None else load_policies(settings.policy_dir)
+    catalogue = catalogue if catalogue is not None else load_catalogue(settings.games_catalogue)
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         settings.app_id,
@@ -87,4 +93,8 @@ def create_app(
     payments.register(
         app, settings, sink=PaymentsSink(dsn, schema, consumer_group=group, policies=policies)
     )
+    casino.register(
+        app, settings, sink=CasinoSink(dsn, schema, consumer_group=group, policies=policies,
+                                       catalogue=catalogue),
+    )  # fmt: skip
     return app

@@ -139,6 +139,10 @@ class Guarded:
         elif action == "deposit":
             usage.deposits.append((at, amount))
 
+    def count_win(self, player_id: str, *, amount: Decimal, at: datetime) -> None:
+        """Count money paid back (a casino win, a rollback's refund) against the loss."""
+        self.usage.setdefault(player_id, Usage()).loss.append((at, -amount))
+
 
 async def guard(conn: Any, policies: Policies, player_ids: Sequence[str], at: datetime) -> Guarded:
     """Read what the compliance rules need in ``conn``'s transaction, locking the rows of

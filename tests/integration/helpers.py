@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -11,6 +13,7 @@ import psycopg
 
 from croupier.kafka import make_producer
 from croupier.settings import Settings
+from tests.conftest import StartWorker, WorkerProcess
 
 
 def produce(settings: Settings, topic: str, items: Iterable[tuple[str, bytes]]) -> list[Any]:
@@ -151,3 +154,35 @@ def balance(settings: Settings, player_id: str) -> tuple[Any, Any]:
                  "AND currency = 'EUR'", (player_id,))  # fmt: skip
     got = dict(rows)
     return got.get("cash"), got.get("pending")
+
+
+def paced(settings: Settings, topic: str, items: list[tuple[str, bytes]], *, per: int,
+          pause: float, out: list[Any]) -> threading.Thread:  # fmt: skip
+    """Produce ``items`` ``per`` at a time with ``pause`` between, in a thread (started)."""
+
+    def publish() -> None:
+        for start in range(0, len(items), per):
+            out.extend(produce(settings, topic, items[start : start + per]))
+            time.sleep(pause)
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    return thread
+
+
+def kill_at(settings: Settings, worker: WorkerProcess, start: StartWorker, topic: str,
+            total: int, plan: list[tuple[float, str]], rng: random.Random) -> None:  # fmt: skip
+    """At each fraction of ``total`` done on ``topic``, SIGKILL (or SIGTERM) and restart."""
+    for fraction, how in plan:
+
+        def progressed(target: float = total * fraction) -> bool:
+            return done(settings, topic) >= target
+
+        wait_for(progressed, timeout=180, what=f"{topic} {fraction:.0%}")
+        time.sleep(rng.uniform(0, 0.2))
+        if how == "kill":
+            worker.kill()
+        else:
+            assert worker.terminate() == 0
+        start(settings, restart_of=worker)
+        worker.wait_ready()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 from collections import defaultdict
 from decimal import ROUND_DOWN, Decimal
@@ -21,12 +20,14 @@ import pytest
 from croupier.kafka import consume_until
 from croupier.settings import Settings
 from sinks.postgres.ledger import Ledger
-from tests.conftest import StartWorker, WorkerProcess
+from tests.conftest import StartWorker
 from tests.integration.helpers import (
     bet,
     done,
     joined,
+    kill_at,
     odds_change,
+    paced,
     payment,
     produce,
     query,
@@ -61,35 +62,6 @@ def _bets(rng: random.Random) -> tuple[list[tuple[str, bytes]], int]:
     return items, malformed
 
 
-def _paced(settings: Settings, topic: str, items: list[tuple[str, bytes]], *, per: int,
-           pause: float, out: list[Any]) -> threading.Thread:  # fmt: skip
-    def publish() -> None:
-        for start in range(0, len(items), per):
-            out.extend(produce(settings, topic, items[start : start + per]))
-            time.sleep(pause)
-
-    thread = threading.Thread(target=publish)
-    thread.start()
-    return thread
-
-
-def _kill_at(settings: Settings, worker: WorkerProcess, start: StartWorker, topic: str,
-             total: int, plan: list[tuple[float, str]], rng: random.Random) -> None:  # fmt: skip
-    for fraction, how in plan:
-
-        def progressed(target: float = total * fraction) -> bool:
-            return done(settings, topic) >= target
-
-        wait_for(progressed, timeout=180, what=f"{topic} {fraction:.0%}")
-        time.sleep(rng.uniform(0, 0.2))
-        if how == "kill":
-            worker.kill()
-        else:
-            assert worker.terminate() == 0
-        start(settings, restart_of=worker)
-        worker.wait_ready()
-
-
 def test_sigkill_during_bets_and_settlement_loses_nothing_and_pays_once(
     settings: Settings, worker_factory: StartWorker
 ) -> None:
@@ -108,9 +80,9 @@ def test_sigkill_during_bets_and_settlement_loses_nothing_and_pays_once(
 
     items, malformed = _bets(rng)
     delivered: list[Any] = []
-    producer = _paced(settings, "bets", items, per=100, pause=0.05, out=delivered)
-    _kill_at(settings, worker, worker_factory, "bets", len(items),
-             [(0.2, "kill"), (0.5, "kill"), (0.7, "term")], rng)  # fmt: skip
+    producer = paced(settings, "bets", items, per=100, pause=0.05, out=delivered)
+    kill_at(settings, worker, worker_factory, "bets", len(items),
+            [(0.2, "kill"), (0.5, "kill"), (0.7, "term")], rng)  # fmt: skip
     producer.join()
     wait_for(lambda: done(settings, "bets") >= len(items), timeout=180, what="every bet")
 
@@ -121,9 +93,9 @@ def test_sigkill_during_bets_and_settlement_loses_nothing_and_pays_once(
                               at="2026-11-24T21:00:00Z"))
         for e, w in results.items()
     ]  # fmt: skip
-    producer = _paced(settings, "odds", settles, per=1, pause=0.15, out=[])
-    _kill_at(settings, worker, worker_factory, "odds", EVENTS + len(settles),
-             [(0.6, "kill"), (0.85, "kill")], rng)  # fmt: skip
+    producer = paced(settings, "odds", settles, per=1, pause=0.15, out=[])
+    kill_at(settings, worker, worker_factory, "odds", EVENTS + len(settles),
+            [(0.6, "kill"), (0.85, "kill")], rng)  # fmt: skip
     producer.join()
     wait_for(lambda: done(settings, "odds") >= EVENTS + len(settles), timeout=120, what="settled")
     time.sleep(2)  # anything applied twice would show up now

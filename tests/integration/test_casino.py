@@ -1,0 +1,298 @@
+"""The casino seamless wallet end to end: the real broker, PostgreSQL and a worker.
+
+Every rule of ``rules/casino.py`` is played through ``casino`` and answered on
+``casino-results``; the ledger is checked after each story, and a burst of rounds is
+played while the worker is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from croupier.games import load_catalogue
+from croupier.kafka import consume_until
+from croupier.settings import Settings
+from sinks.postgres.ledger import Ledger
+from tests.conftest import StartWorker
+from tests.integration.helpers import (
+    done,
+    joined,
+    kill_at,
+    paced,
+    payment,
+    player_event,
+    produce,
+    query,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+D = Decimal
+GAME = "croupier-dice"  # certified in every jurisdiction Croupier has a policy for
+
+
+def _uncertified_in(jurisdiction: str) -> str:
+    """A game of the shipped catalogue with no valid certification for ``jurisdiction``."""
+    catalogue = load_catalogue()
+    today = datetime.now(UTC).date()
+    for game_id in sorted(catalogue.games):
+        if catalogue.check(game_id, jurisdiction, today) == "game_not_certified":
+            return game_id
+    raise AssertionError(f"the sample catalogue has no game uncertified in {jurisdiction}")
+
+
+def call(kind: str, tx: str, player: str, rnd: str, amount: str, **extra: Any) -> bytes:
+    body = {"type": kind, "transaction_id": tx, "round_id": rnd, "game_id": GAME,
+            "player_id": player, "amount": amount, "currency": "EUR",
+            "timestamp": datetime.now(UTC).isoformat(), **extra}  # fmt: skip
+    return json.dumps(body).encode()
+
+
+def answers(settings: Settings, player: str, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` answers to ``player``'s calls, in the order they were published."""
+    records = consume_until(
+        settings, [settings.topic("casino-results")],
+        want=lambda rs: sum(r.key == player for r in rs) >= n, timeout=60,
+    )  # fmt: skip
+    mine = sorted((r for r in records if r.key == player), key=lambda r: r.offset)
+    return [json.loads(r.value) for r in mine[:n]]
+
+
+def brief(a: dict[str, Any]) -> str:
+    return f"{a['transaction_id']} {a['error'] or a['status']} {a['balance']}"
+
+
+def ready(settings: Settings, worker_factory: StartWorker, players: dict[str, str]) -> Any:
+    """A worker, and ``players`` (id -> deposit) registered, in session, and funded."""
+    produce(settings, "players", [kv for p in players for kv in joined(p)])
+    w = worker_factory(settings)
+    w.wait_ready()
+    wait_for(lambda: done(settings, "players") == 2 * len(players), timeout=60, what="players")
+    produce(settings, "payments", [(p, payment("deposit", f"d-{p}", p, amount))
+                                   for p, amount in players.items()])  # fmt: skip
+    wait_for(lambda: done(settings, "payments") == len(players), timeout=60, what="deposits")
+    return w
+
+
+def ledger_ok(settings: Settings) -> None:
+    ledger = Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    try:
+        assert ledger.reconcile().ok
+    finally:
+        ledger.close()
+
+
+def test_every_wallet_rule_answered_and_retries_move_nothing(
+    settings: Settings, worker_factory: StartWorker
+) -> None:
+    ready(settings, worker_factory, {"p-1": "100.00"})
+    uncertified = _uncertified_in("UK")
+    p = "p-1"
+    calls = [
+        call("debit", "tx-1", p, "r-1", "10.00"),
+        call("debit", "tx-1", p, "r-1", "10.00"),  # the aggregator's retry
+        call("debit", "tx-1", p, "r-1", "11.00"),  # the same id asking for more
+        call("credit", "tx-2", p, "r-1", "25.00"),
+        call("rollback", "tx-3", p, "r-1", "10.00", reference_transaction_id="tx-1"),
+        call("debit", "tx-4", p, "r-1", "5.00"),
+        call("credit", "tx-5", p, "r-1", "0.00", round_closed=True),
+        call("debit", "tx-6", p, "r-1", "1.00"),
+        call("credit", "tx-7", p, "r-404", "3.00"),
+        call("debit", "tx-8", p, "r-2", "1000.00"),
+        call("debit", "tx-9", p, "r-3", "5.00"),
+        call("rollback", "tx-10", p, "r-3", "5.00", reference_transaction_id="tx-9"),
+        call("rollback", "tx-10", p, "r-3", "5.00", reference_transaction_id="tx-9"),
+        call("rollback", "tx-11", p, "r-3", "5.00", reference_transaction_id="tx-9"),
+        call("rollback", "tx-12", p, "r-4", "2.00", reference_transaction_id="tx-late"),
+        call("debit", "tx-late", p, "r-4", "2.00"),
+        call("debit", "tx-13", p, "r-5", "1.00", game_id="no-such-game"),
+        call("debit", "tx-14", p, "r-6", "1.00", game_id=uncertified),
+    ]
+    # One message at a time and one batch at a time as well: the answers must not depend
+    # on where batches happen to be cut.
+    produce(settings, "casino", [(p, c) for c in calls[:9]])
+    produce(settings, "casino", [(p, c) for c in calls[9:]])
+    got = answers(settings, p, len(calls))
+    assert [brief(a) for a in got] == [
+        "tx-1 ok 90.00",
+        "tx-1 ok 90.00",
+        "tx-1 duplicate_conflict 90.00",
+        "tx-2 ok 115.00",
+        "tx-3 rollback_after_credit 115.00",
+        "tx-4 ok 110.00",
+        "tx-5 ok 110.00",
+        "tx-6 round_closed 110.00",
+        "tx-7 unknown_round 110.00",
+        "tx-8 insufficient_funds 110.00",
+        "tx-9 ok 105.00",
+        "tx-10 ok 110.00",
+        "tx-10 ok 110.00",
+        "tx-11 ok 110.00",
+        "tx-12 ok 110.00",
+        "tx-late transaction_rolled_back 110.00",
+        "tx-13 unknown_game 110.00",
+        "tx-14 game_not_certified 110.00",
+    ]
+    # A retry is answered with the first answer itself, byte for byte.
+    assert got[0] == got[1] and got[11] == got[12]
+    assert all(a["currency"] == "EUR" and a["round_id"] for a in got)
+
+    # The ledger moved exactly what the answers say, once per transaction id.
+    moved = query(settings, "SELECT idempotency_key, operation, amount FROM ledger_transactions "
+                  "WHERE operation LIKE 'casino%%' AND status = 'applied' "
+                  "ORDER BY txn_id")  # fmt: skip
+    assert moved == [
+        ("casino:tx-1", "casino_debit", D("10.00")),
+        ("casino:tx-2", "casino_credit", D("25.00")),
+        ("casino:tx-4", "casino_debit", D("5.00")),
+        ("casino:tx-5", "casino_credit", D("0.00")),
+        ("casino:tx-9", "casino_debit", D("5.00")),
+        ("casino:tx-10", "casino_rollback", D("5.00")),
+    ]
+    cash = query(settings, "SELECT balance FROM ledger_accounts WHERE owner = %s AND kind = "
+                 "'cash'", (p,))  # fmt: skip
+    assert cash == [(D("110.00"),)]
+    rounds = dict(
+        (r, (c is not None, z is not None))
+        for r, c, z in query(settings, "SELECT round_id, credited_at, closed_at FROM casino_rounds")
+    )
+    assert rounds == {"r-1": (True, True), "r-3": (False, False)}
+    outcomes = query(settings, "SELECT outcome, count(*) FROM casino_calls GROUP BY 1 ORDER BY 1")
+    assert outcomes == [("conflict", 1), ("decided", 15), ("duplicate", 2)]
+    ledger_ok(settings)
+    # The stores are append-only: a correction is a new call, never an edit.
+    with pytest.raises(Exception, match="append-only"):
+        query(settings, "UPDATE casino_transactions SET amount = 0")
+
+
+def test_protection_stops_debits_but_credits_and_rollbacks_are_always_paid(
+    settings: Settings, worker_factory: StartWorker
+) -> None:
+    ready(settings, worker_factory, {"p-x": "50.00", "p-l": "50.00"})
+    produce(settings, "players", [("p-l", player_event(
+        "limit_set", "p-l", limit="loss", period="day", amount="20.00", currency="EUR",
+        timestamp=datetime.now(UTC).isoformat()))])  # fmt: skip
+    wait_for(lambda: done(settings, "players") >= 5, timeout=30, what="the limit")
+    produce(settings, "casino", [
+        ("p-x", call("debit", "x-1", "p-x", "rx-1", "5.00")),
+        ("p-x", call("debit", "x-2", "p-x", "rx-2", "5.00")),
+        ("p-l", call("debit", "l-1", "p-l", "rl-1", "15.00")),
+        ("p-l", call("debit", "l-2", "p-l", "rl-2", "6.00")),
+        ("p-l", call("debit", "l-3", "p-l", "rl-2", "5.00")),
+        ("ghost", call("debit", "g-1", "ghost", "rg-1", "1.00")),
+    ])  # fmt: skip
+    assert [brief(a) for a in answers(settings, "p-l", 3)] == [
+        "l-1 ok 35.00", "l-2 loss_limit 35.00", "l-3 ok 30.00",
+    ]  # fmt: skip
+    assert [brief(a) for a in answers(settings, "ghost", 1)] == ["g-1 unknown_player 0.00"]
+    assert len(answers(settings, "p-x", 2)) == 2
+
+    produce(settings, "players", [("p-x", player_event(
+        "self_excluded", "p-x", until=None, timestamp=datetime.now(UTC).isoformat()))])  # fmt: skip
+    wait_for(lambda: done(settings, "players") >= 6, timeout=30, what="the exclusion")
+    produce(settings, "casino", [
+        ("p-x", call("debit", "x-3", "p-x", "rx-1", "1.00")),
+        ("p-x", call("credit", "x-4", "p-x", "rx-1", "7.50", round_closed=True)),
+        ("p-x", call("rollback", "x-5", "p-x", "rx-2", "5.00", reference_transaction_id="x-2")),
+    ])  # fmt: skip
+    assert [brief(a) for a in answers(settings, "p-x", 5)] == [
+        "x-1 ok 45.00", "x-2 ok 40.00",
+        "x-3 self_excluded 40.00", "x-4 ok 47.50", "x-5 ok 52.50",
+    ]  # fmt: skip
+    # A win counts back against the loss limit: the credit makes room for another debit.
+    produce(settings, "casino", [
+        ("p-l", call("credit", "l-4", "p-l", "rl-1", "10.00", round_closed=True)),
+        ("p-l", call("debit", "l-5", "p-l", "rl-3", "10.00")),
+    ])  # fmt: skip
+    assert [brief(a) for a in answers(settings, "p-l", 5)][3:] == [
+        "l-4 ok 40.00", "l-5 ok 30.00",
+    ]  # fmt: skip
+    ledger_ok(settings)
+
+
+ROUNDS_PLAYERS = 30
+ROUNDS = 40  # per player: a debit and a credit (or a rollback) each
+
+
+def _burst(rng: random.Random) -> tuple[list[tuple[str, bytes]], dict[str, D]]:
+    """Rounds interleaved across players, some retried; the balance each must end with."""
+    items: list[tuple[str, bytes]] = []
+    final = {}
+    for n in range(ROUNDS_PLAYERS):
+        p = f"p-{n}"
+        cash = D("100.00")
+        for r in range(ROUNDS):
+            stake = D(rng.choice(["0.50", "1.00", "2.00"]))
+            debit = call("debit", f"{p}-d{r}", p, f"{p}-r{r}", str(stake))
+            mine = [debit]
+            if rng.random() < 0.1:
+                tx, body = f"{p}-x{r}", {"reference_transaction_id": f"{p}-d{r}"}
+                mine.append(call("rollback", tx, p, f"{p}-r{r}", str(stake), **body))
+            else:
+                win = rng.choice([D("0.00"), D("0.00"), stake * 2, stake * 5])
+                mine.append(call("credit", f"{p}-c{r}", p, f"{p}-r{r}", str(win),
+                                 round_closed=True))  # fmt: skip
+                cash += win - stake
+            if rng.random() < 0.15:
+                mine.append(rng.choice(mine))  # an aggregator's retry
+            items.extend((p, m) for m in mine)
+        final[p] = cash
+    # Players' calls interleave; each player's stay in order (one key, one partition).
+    by_player: dict[str, list[bytes]] = defaultdict(list)
+    for p, m in items:
+        by_player[p].append(m)
+    mixed: list[tuple[str, bytes]] = []
+    while by_player:
+        p = rng.choice(sorted(by_player))
+        mixed.append((p, by_player[p].pop(0)))
+        if not by_player[p]:
+            del by_player[p]
+    return mixed, final
+
+
+def test_sigkill_during_a_burst_of_rounds_debits_and_credits_once(
+    settings: Settings, worker_factory: StartWorker
+) -> None:
+    rng = random.Random(777)
+    players = {f"p-{n}": "100.00" for n in range(ROUNDS_PLAYERS)}
+    worker = ready(settings, worker_factory, players)
+    items, final = _burst(rng)
+    producer = paced(settings, "casino", items, per=100, pause=0.05, out=[])
+    kill_at(settings, worker, worker_factory, "casino", len(items),
+            [(0.25, "kill"), (0.55, "kill"), (0.8, "kill")], rng)  # fmt: skip
+    producer.join()
+    wait_for(lambda: done(settings, "casino") >= len(items), timeout=180, what="every call")
+    assert worker.history == [-9, -9, -9]
+
+    # Every call answered at its own position, once; each transaction id decided once.
+    assert query(settings, "SELECT count(*) FROM casino_calls") == [(len(items),)]
+    ids = {json.loads(m)["transaction_id"] for _, m in items}
+    assert query(settings, "SELECT count(*) FROM casino_transactions") == [(len(ids),)]
+    assert query(settings, "SELECT count(*) FROM casino_transactions WHERE status <> 'ok'") == [
+        (0,)
+    ]
+    # Money moved once per transaction: one ledger operation per id, balances exact.
+    posted = query(settings, "SELECT count(*), count(DISTINCT idempotency_key) FROM "
+                   "ledger_transactions WHERE operation LIKE 'casino%%'")  # fmt: skip
+    assert posted == [(len(ids), len(ids))]
+    cash = dict(query(settings, "SELECT owner, balance FROM ledger_accounts WHERE kind = 'cash'"))
+    assert cash == final
+    # Every answer published for an id is the same bytes, and every id was answered.
+    records = consume_until(
+        settings, [settings.topic("casino-results")],
+        want=lambda rs: len({json.loads(r.value)["transaction_id"] for r in rs}) >= len(ids),
+        timeout=60,
+    )  # fmt: skip
+    published: dict[str, set[bytes]] = defaultdict(set)
+    for r in records:
+        published[json.loads(r.value)["transaction_id"]].add(r.value)
+    assert set(published) == ids and all(len(v) == 1 for v in published.values())
+    ledger_ok(settings)

@@ -1,0 +1,111 @@
+"""The seamless wallet's rules, call by call, with no database (``rules/casino.py``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from rules.casino import Verdict, Wallet
+from schemas.casino import CASINO_CALL, CasinoCall, Debit
+from schemas.outbound import ReasonCode
+
+AT = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+D = Decimal
+
+
+def call(kind: str, tx: str, rnd: str = "r-1", amount: str = "1.00", **extra: Any) -> CasinoCall:
+    body = {"type": kind, "transaction_id": tx, "round_id": rnd, "game_id": "g-1",
+            "player_id": "p-1", "amount": amount, "currency": "EUR",
+            "timestamp": "2026-11-30T12:00:00Z", **extra}  # fmt: skip
+    return CASINO_CALL.validate_python(body)
+
+
+def allow(_: Debit) -> ReasonCode | None:
+    return None
+
+
+class Play:
+    def __init__(self, balance: str = "10.00") -> None:
+        self.wallet = Wallet({"p-1": D(balance)})
+
+    def __call__(self, c: CasinoCall, *, protection: Any = allow, certified: Any = allow) -> str:
+        v: Verdict = self.wallet.decide(
+            c, c.model_dump_json(exclude={"timestamp"}), AT, protection=protection,
+            certified=certified,
+        )  # fmt: skip
+        if v.duplicate_of is None and not v.conflict:
+            self.wallet.known[c.transaction_id].answer = f"answer of {c.transaction_id}"
+        what = v.status if v.error is None else v.error.value
+        return f"{what}{'(dup)' if v.duplicate_of else ''}:{self.wallet.balance('p-1')}"
+
+
+def test_debit_credit_and_a_retry_that_moves_nothing() -> None:
+    play = Play()
+    assert play(call("debit", "t1", amount="4.00")) == "ok:6.00"
+    assert play(call("debit", "t1", amount="4.00")) == "ok(dup):6.00"
+    assert play(call("debit", "t1", amount="5.00")) == "duplicate_conflict:6.00"
+    assert play(call("credit", "t2", amount="0.00", round_closed=True)) == "ok:6.00"
+    assert play(call("debit", "t3", amount="1.00")) == "round_closed:6.00"
+    assert play(call("credit", "t4", amount="1.00")) == "round_closed:6.00"
+
+
+def test_insufficient_funds_answers_the_balance_and_opens_no_round() -> None:
+    play = Play("3.00")
+    assert play(call("debit", "t1", "r-9", amount="3.01")) == "insufficient_funds:3.00"
+    assert play(call("credit", "t2", "r-9", amount="9.00")) == "unknown_round:3.00"
+    # The refused debit is answered the same way again.
+    assert play(call("debit", "t1", "r-9", amount="3.01")) == "rejected(dup):3.00"
+
+
+def test_rollbacks() -> None:
+    play = Play()
+    assert play(call("debit", "t1", amount="2.00")) == "ok:8.00"
+    assert play(call("rollback", "t2", reference_transaction_id="t1", amount="2.00")) == "ok:10.00"
+    # A second rollback of the same debit gives nothing back again.
+    assert play(call("rollback", "t3", reference_transaction_id="t1", amount="2.00")) == "ok:10.00"
+    # A rollback of a debit never seen is recorded; the late debit is then refused.
+    assert play(call("rollback", "t4", "r-2", reference_transaction_id="t5", amount="1.00")) == (
+        "ok:10.00"
+    )
+    assert play(call("debit", "t5", "r-2", amount="1.00")) == "transaction_rolled_back:10.00"
+    # Once the round is credited the stake stays taken.
+    assert play(call("debit", "t6", "r-3", amount="1.00")) == "ok:9.00"
+    assert play(call("credit", "t7", "r-3", amount="3.00")) == "ok:12.00"
+    assert play(call("rollback", "t8", "r-3", reference_transaction_id="t6", amount="1.00")) == (
+        "rollback_after_credit:12.00"
+    )
+    # A rollback that does not match its debit, or names a credit, is invalid.
+    assert play(call("debit", "t9", "r-4", amount="1.00")) == "ok:11.00"
+    assert play(call("rollback", "t10", "r-4", reference_transaction_id="t9", amount="2.00")) == (
+        "invalid:11.00"
+    )
+    assert play(call("rollback", "t11", "r-3", reference_transaction_id="t7", amount="3.00")) == (
+        "invalid:11.00"
+    )
+
+
+def test_protection_asks_debits_only_and_the_registry_after_it() -> None:
+    play = Play()
+
+    def excluded(_: Debit) -> ReasonCode:
+        return ReasonCode.SELF_EXCLUDED
+
+    def uncertified(_: Debit) -> ReasonCode:
+        return ReasonCode.GAME_NOT_CERTIFIED
+
+    assert play(call("debit", "t1", amount="2.00")) == "ok:8.00"
+    assert play(call("debit", "t2", amount="1.00"), protection=excluded) == "self_excluded:8.00"
+    assert play(call("debit", "t3", amount="1.00"), protection=excluded,
+                certified=uncertified) == "self_excluded:8.00"  # fmt: skip
+    assert play(call("debit", "t4", amount="1.00"), certified=uncertified) == (
+        "game_not_certified:8.00"
+    )
+    # Credits and rollbacks are paid whatever protection would say.
+    assert play(call("credit", "t5", amount="5.00"), protection=excluded) == "ok:13.00"
+
+
+def test_a_round_belongs_to_one_player_game_and_currency() -> None:
+    play = Play()
+    assert play(call("debit", "t1", amount="1.00")) == "ok:9.00"
+    assert play(call("debit", "t2", amount="1.00", game_id="g-2")) == "invalid:9.00"
