@@ -452,7 +452,7 @@ def test_a_settlement_states_a_consistent_result() -> None:
 def test_outbound_models_refuse_floats_and_stay_frozen() -> None:
     with pytest.raises(ValidationError, match=r"decimal string .*, not float"):
         CasinoResult(transaction_id="tx-1", round_id="r-1", player_id="p-1", status="ok",
-                     balance=49.0, currency="EUR")  # fmt: skip
+                     balance=49.0, currency="EUR", decided_at=NOW)  # fmt: skip
     decision = OUTBOUND_EXAMPLES[0][1]
     with pytest.raises(ValidationError, match="frozen"):
         decision.status = "rejected"  # type: ignore[attr-defined]
