@@ -17,10 +17,14 @@ COPY streams/ streams/
 COPY topologies/ topologies/
 COPY sinks/ sinks/
 COPY rules/ rules/
+COPY rng/ rng/
 # The jurisdiction policies are data, not a package: `pip install .` leaves them out, so
 # the image keeps them here and tells every `croupier` process where they are.
 COPY policies/ policies/
 ENV CROUPIER_POLICY_DIR=/src/policies
+# The casino game registry likewise.
+COPY games/ games/
+ENV CROUPIER_GAMES_CATALOGUE=/src/games/catalogue.toml
 # constraints.txt pins the versions the test suite last passed with; every dependency
 # ships a manylinux wheel for CPython 3.11, so the slim image needs no compiler.
 RUN pip install --no-cache-dir -c constraints.txt . \

@@ -10,6 +10,7 @@ import shlex
 import sys
 from collections.abc import MutableMapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -384,6 +385,61 @@ def cmd_games(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dice(args: argparse.Namespace) -> int:
+    from croupier.dice import Bet, DiceRefused, DiceTable
+    from rules import dice
+    from rules.games import CatalogueError
+
+    settings = _settings()
+    try:
+        table = DiceTable(settings, manifest_path=args.manifest)
+    except (DiceRefused, CatalogueError) as exc:
+        print(f"croupier dice: the table refuses to open: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.pick is not None and not 1 <= args.pick <= dice.FACES:
+        print(f"croupier dice: --pick is a face, 1 to {dice.FACES}", file=sys.stderr)
+        return EXIT_USAGE
+    bets = [
+        Bet(args.player, args.stake, args.pick or table.rng.between(1, dice.FACES), args.currency)
+        for _ in range(args.rounds)
+    ]
+    played = table.play(bets, timeout=args.timeout)
+    if args.json:
+        print(json.dumps({"rng_build": table.build, "rounds": [p.to_json() for p in played]},
+                         indent=2))  # fmt: skip
+    else:
+        print(f"Croupier Dice, RNG build {table.build[:16]}…, pays {dice.PAYOUT}x on the pick")
+        for p in played:
+            if p.roll is None:
+                print(f"  {p.round_id}: debit {p.debit['status']} ({p.debit.get('error')})")
+                continue
+            credit = p.credit["status"] if p.credit else "unanswered"
+            balance = p.credit["balance"] if p.credit else "?"
+            print(f"  {p.round_id}: pick {p.bet.pick} roll {p.roll} win {p.win} "
+                  f"(credit {credit}, balance {balance})")  # fmt: skip
+    return EXIT_OK if all(p.completed for p in played) else EXIT_FAILED
+
+
+def cmd_rng(args: argparse.Namespace) -> int:
+    from rng.battery import DEFAULT_SAMPLES, run_battery
+    from rng.certify import RngNotCertified, load_manifest, verify
+
+    manifest = load_manifest()
+    try:
+        build = verify(manifest)
+    except RngNotCertified as exc:
+        print(f"croupier rng: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.action == "verify":
+        print(f"{manifest.module} is the certified build {build}")
+        print(f"certificate {manifest.certificate}, {manifest.lab}, {manifest.standard}, "
+              f"{manifest.certified.isoformat()}")  # fmt: skip
+        return EXIT_OK
+    report = run_battery(samples=args.samples or DEFAULT_SAMPLES)
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
+    return EXIT_OK if report.passed else EXIT_FAILED
+
+
 def _aware(text: str) -> datetime:
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
@@ -455,6 +511,35 @@ croupier games list [--json] [--jurisdiction J] [--file FILE]
     a table of the games (--json: the whole registry as a JSON list).
 croupier games check [FILE]
     validate the catalogue; exit 0 and print "N games ok", or exit 2 and say what to fix.
+"""
+
+
+DICE_HELP = """\
+Croupier Dice: pick a face of one fair die; the pick pays 5.82x the stake (RTP 97.00%).
+Each round is a debit through the casino wallet, a roll by the certified generator
+(rng/generator.py) once the stake is taken, and a credit (zero on a loss) that closes
+the round; both calls carry the generator's build hash, stored for audit. The table
+refuses to open (exit 2) unless the generator is the build rng/manifest.json certifies
+and a certification of croupier-dice in the game registry names that build.
+
+croupier dice play --player P [--stake 1.00] [--pick N] [--rounds N] [--json]
+    exit 0 when every round completed, 1 when a debit was refused (the reason is shown)
+    or an answer did not come.
+"""
+
+
+RNG_HELP = """\
+The generator Croupier's own games draw with (rng/generator.py): the operating system's
+CSPRNG, scaled without bias by rejection sampling, shuffled by Fisher-Yates.
+
+croupier rng verify
+    exit 0 when the module's SHA-256 is the build rng/manifest.json certifies, else 1.
+croupier rng test [--samples N] [--json]
+    the statistical battery a test lab runs, at 99% confidence, on the raw and the
+    scaled output (chi-square frequency, runs, serial correlation, gap, poker, coupon
+    collector; see rng/battery.py for the method and the retest rule). Prints the
+    report; exit 0 when every test passes, 1 when one fails, both only on a certified
+    build.
 """
 
 
@@ -560,6 +645,37 @@ def build_parser() -> argparse.ArgumentParser:
     gcheck = gsub.add_parser("check", help="validate the catalogue; exit 2 on a bad one")
     gcheck.add_argument("file", type=Path, nargs="?", metavar="FILE", help="the catalogue")
     games.set_defaults(func=cmd_games)
+
+    dice_cmd = sub.add_parser(
+        "dice",
+        help="Croupier Dice, the house's own game, through the casino wallet",
+        description=DICE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dsub = dice_cmd.add_subparsers(dest="action", required=True)
+    dplay = dsub.add_parser("play", help="play rounds for a player; exit 1 unless all complete")
+    dplay.add_argument("--player", required=True)
+    dplay.add_argument("--stake", type=Decimal, default=Decimal("1.00"))
+    dplay.add_argument("--currency", default="EUR")
+    dplay.add_argument("--pick", type=int, help="the face to bet on (default: a random one)")
+    dplay.add_argument("--rounds", type=int, default=1)
+    dplay.add_argument("--timeout", type=float, default=60.0, help="seconds to wait an answer")
+    dplay.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)  # tests: a tampered one
+    dplay.add_argument("--json", action="store_true")
+    dice_cmd.set_defaults(func=cmd_dice)
+
+    rng_cmd = sub.add_parser(
+        "rng",
+        help="the certified random number generator: verify its build, run the battery",
+        description=RNG_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rsub_rng = rng_cmd.add_subparsers(dest="action", required=True)
+    rsub_rng.add_parser("verify", help="is rng/generator.py the certified build? (exit 0/1)")
+    rtest = rsub_rng.add_parser("test", help="the statistical battery; exit 1 if a test fails")
+    rtest.add_argument("--samples", type=int, help="outputs per stream (default 200000)")
+    rtest.add_argument("--json", action="store_true")
+    rng_cmd.set_defaults(func=cmd_rng)
 
     demo = sub.add_parser("demo", help="the main job on the running stack")
     demo.add_argument("--timeout", type=float, default=120.0)

@@ -16,7 +16,12 @@ run again and again on the same stack):
 5. player protection: a self-excluded player is refused a bet and a deposit at once but
    may withdraw; a loss limit stops play at exactly its amount; a session an hour old
    gets its reality check on ``player-notifications``;
-6. balances from the ledger and ``Ledger.reconcile()``.
+6. the casino: a game aggregator's debits, credits and rollbacks through the seamless
+   wallet (a retried debit answered with its first answer, a rollback giving the stake
+   back, a game not certified in the player's jurisdiction, a late debit after its
+   rollback), then rounds of Croupier Dice, the house's own game, rolled by the
+   certified generator;
+7. balances from the ledger and ``Ledger.reconcile()``.
 
 Each step waits until the workers have recorded the messages as done in PostgreSQL
 (``consumer_progress``), then reads what they published. Everything is printed as
@@ -323,6 +328,7 @@ class Demo:
             "payment-decisions",
             "dead-letters",
             "player-notifications",
+            "casino-results",
         )
         self.tail = Tail(settings, [settings.topic(t) for t in out])
         self.checks = Checks()
@@ -335,6 +341,7 @@ class Demo:
             Player("es", f"{self.prefix}es", "ES", "EUR", D("100.00")),
             Player("nj", f"{self.prefix}nj", "NJ", "USD", D("100.00")),
         ]
+        self.final: dict[str, tuple[str, str]] = {}  # short -> (cash, pending) at the end
 
     def close(self) -> None:
         self.heartbeat.stop()
@@ -696,13 +703,87 @@ class Demo:
         if show:
             print_table(["player", "payment", "amount", "decision", "expected", "check"], rows)
 
-    # -- 6. the books -----------------------------------------------------------------------
+    # -- 6. the casino ----------------------------------------------------------------------
+
+    def casino(self) -> None:
+        heading("7. Casino: an aggregator's calls through the seamless wallet")
+        cs = Player("cs", f"{self.prefix}cs", "UK", "GBP", D("100.00"))
+        self.players.append(cs)
+        now = self.upstream.feed_time()
+        items = [(cs.player_id, json.dumps(e).encode()) for e in self.joining(cs, now)]
+        self.progress.wait(self.upstream.send("players", items), self.deadline, "the player")
+        self.pay([("deposit", cs, "100.00")])
+        tx = f"{self.prefix}tx"
+
+        def call(kind: str, n: int, rnd: int, amount: str, **extra: Any) -> tuple[str, bytes]:
+            body = {"type": kind, "transaction_id": f"{tx}{n}", "round_id": f"{tx}-r{rnd}",
+                    "game_id": "netent-starburst", "player_id": cs.player_id,
+                    "amount": amount, "currency": cs.currency,
+                    "timestamp": self.upstream.feed_time(), **extra}  # fmt: skip
+            return cs.player_id, json.dumps(body).encode()
+
+        cases = [  # (call, what it is, expected answer and balance)
+            (call("debit", 1, 1, "2.00"), "debit, Starburst", "ok 98.00"),
+            (call("debit", 1, 1, "2.00"), "the aggregator retries it", "ok 98.00"),
+            (call("credit", 2, 1, "5.00", round_closed=True), "a win closes the round",
+             "ok 103.00"),
+            (call("debit", 3, 2, "3.00"), "debit", "ok 100.00"),
+            (call("rollback", 4, 2, "3.00", reference_transaction_id=f"{tx}3"),
+             "the game failed: rollback", "ok 103.00"),
+            (call("debit", 5, 3, "1.00", game_id="redtiger-gonzos-quest-megaways"),
+             "a game certified for ES only", "game_not_certified 103.00"),
+            (call("rollback", 6, 4, "1.00", reference_transaction_id=f"{tx}7"),
+             "rollback of a debit not seen yet", "ok 103.00"),
+            (call("debit", 7, 4, "1.00"), "that debit, late", "transaction_rolled_back 103.00"),
+        ]  # fmt: skip
+        sent = self.upstream.send("casino", [c for c, _, _ in cases])
+        self.progress.wait(sent, self.deadline, "the casino calls")
+        self.tail.catch_up(self.deadline)
+        answers = [r.doc for r in self.ours("casino-results") if r.key == cs.player_id]
+        rows = []
+        for n, ((_, body), what, want) in enumerate(cases):
+            got = answers[n] if n < len(answers) else {}
+            shown = f"{got.get('error') or got.get('status')} {got.get('balance')}"
+            ok = self.checks.expect(shown == want, f"casino call {n + 1}: {shown}, not {want}")
+            doc = json.loads(body)
+            rows.append((doc["transaction_id"].removeprefix(self.prefix), doc["type"],
+                         doc["amount"], what, shown, want, ok))  # fmt: skip
+        print_table(["transaction", "call", "amount", "what", "answer", "expected", "check"],
+                    rows)  # fmt: skip
+        same = len(answers) > 1 and answers[0] == answers[1]
+        print(f"  the retry got the first answer itself: "
+              f"{self.checks.expect(same, 'the retried debit got another answer')}")  # fmt: skip
+
+        heading("   Croupier Dice: the house's game, the certified RNG, the same wallet")
+        from croupier.dice import Bet, DiceRefused, DiceTable
+
+        try:
+            table = DiceTable(self.settings)
+        except DiceRefused as exc:
+            self.checks.expect(False, f"the dice table refused to open: {exc}")
+            return
+        played = table.play([Bet(cs.player_id, D("1.00"), pick, cs.currency)
+                             for pick in (1, 2, 3, 4, 6)], timeout=30)  # fmt: skip
+        print(f"  RNG build {table.build} (rng/manifest.json; the game registry names it)")
+        dice_rows: list[tuple[object, ...]] = []
+        cash = D("103.00")
+        for p in played:
+            cash += (p.win or 0) - p.bet.stake if p.roll is not None else 0
+            balance = p.credit.get("balance") if p.credit else None
+            ok = self.checks.expect(p.completed and balance == str(cash),
+                                    f"dice round {p.round_id}: {p.debit}, {p.credit}")  # fmt: skip
+            dice_rows.append((p.round_id, p.bet.pick, p.roll, f"{p.bet.stake}", f"{p.win}",
+                              balance, ok))  # fmt: skip
+        print_table(["round", "pick", "roll", "stake", "win", "balance", "check"], dice_rows)
+        self.final["cs"] = (f"{cash}", "0.00")
+
+    # -- 7. the books -----------------------------------------------------------------------
 
     def show_books(self) -> None:
-        heading("7. Balances (ledger)")
+        heading("8. Balances (ledger)")
         final = {"uk": ("85.00", "0.00"), "dk": ("450.00", "0.00"), "es": ("90.00", "0.00"),
                  "nj": ("142.50", "0.00"), "ex": ("40.00", "0.00"), "lo": ("85.00", "15.00"),
-                 "rc": ("480.00", "20.00")}  # fmt: skip
+                 "rc": ("480.00", "20.00"), **self.final}  # fmt: skip
         ledger = Ledger.connect(self.settings.pg_dsn.get_secret_value(), self.settings.pg_schema)
         try:
             rows = []
@@ -721,7 +802,7 @@ class Demo:
             print_table(["player", "currency", "deposited", "balance", "pending",
                          "expected", "check"], rows)  # fmt: skip
 
-            heading(f"8. Reconciliation of the whole ledger (schema {self.settings.pg_schema})")
+            heading(f"9. Reconciliation of the whole ledger (schema {self.settings.pg_schema})")
             rec = ledger.reconcile()
             print_table(
                 ["currency", "debits", "credits", "entries", "state"],
@@ -760,6 +841,7 @@ def run_demo(*, timeout: float = 120.0) -> int:
         demo.stop_and_settle()
         demo.show_settlements()
         demo.protection()
+        demo.casino()
         demo.show_books()
     except DemoError as exc:
         demo.checks.failures.append(str(exc))

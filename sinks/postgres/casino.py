@@ -15,8 +15,10 @@ what they decided, all inside one transaction:
    arrival order, and the money moved by one ``ledger_post``. Its results must be what the
    rules foresaw; a difference is a bug and fails the batch (nothing is committed).
 5. Every transaction id's first answer is stored (``casino_transactions``, append-only), the
-   rounds are opened, credited and closed, and every call's answer is stored by position
-   (``casino_calls``).
+   rounds are opened, credited and closed, every call's answer is stored by position
+   (``casino_calls``), and every decided call leaves an audit record (the balance before
+   and after, what moved, the RNG build) in its partition's hash chain
+   (``sinks/postgres/audit.py``). A retry or a conflict changes nothing and records none.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from rules.policy import Policies
 from schemas.casino import CasinoCall, Debit, Rollback
 from schemas.money import minor_units
 from schemas.outbound import CasinoResult, ReasonCode
-from schemas.records import DeadLetter, SourcePosition
-from sinks.postgres import ledger
+from schemas.records import AuditRecord, DeadLetter, SourcePosition
+from sinks.postgres import audit, ledger
 from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, dead_letter_params
 from sinks.postgres.protection import Guarded, guard
 from sinks.postgres.sportsbook import Output, retrying
@@ -68,6 +70,7 @@ class CasinoBatch:
 @dataclass
 class Answered:
     answers: list[Output] = field(default_factory=list)
+    audit: list[Output] = field(default_factory=list)  # (entity id, the record's JSON)
     dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
 
 
@@ -149,6 +152,18 @@ class CasinoSink(PgSink):
                 fresh.append(item)
             else:
                 out.answers.append((got[0].encode(), got[1].encode()))
+        if len(fresh) < len(batch.inputs):
+            # A replay publishes the stored audit records again too (the topic is keyed).
+            cursor = await conn.execute(
+                """SELECT entity_id, body FROM audit_records
+                    WHERE source_topic = %s AND entity = 'casino_transaction'
+                      AND (source_partition, source_offset) IN
+                          (SELECT * FROM unnest(%s::int[], %s::bigint[]))
+                    ORDER BY source_partition, source_offset""",
+                (first.topic, [i.source.partition for i in batch.inputs],
+                 [i.source.offset for i in batch.inputs]),
+            )  # fmt: skip
+            out.audit.extend((e.encode(), b.encode()) for e, b in await cursor.fetchall())
         return fresh
 
     async def _wallet(self, conn: Any, fresh: list[CasinoInput], guarded: Guarded) -> Wallet:
@@ -200,8 +215,10 @@ class CasinoSink(PgSink):
 
         decided: list[tuple[CasinoInput, Verdict, str]] = []
         ops: list[ledger.LedgerOp] = []
+        records: list[AuditRecord] = []
         for item in fresh:
             call = item.call
+            before = wallet.balance(call.player_id)
             verdict = wallet.decide(
                 call, item.request_hash, now, protection=protection, certified=certified
             )
@@ -224,6 +241,7 @@ class CasinoSink(PgSink):
                 ).model_dump_json()
                 if not verdict.conflict:
                     wallet.known[call.transaction_id].answer = answer
+                    records.append(_audit(item, verdict, before, balance, currency, now))
             decided.append((item, verdict, answer))
             out.answers.append((call.player_id.encode(), answer.encode()))
             op = _ledger_op(call, verdict, now)
@@ -241,6 +259,8 @@ class CasinoSink(PgSink):
                 msg = f"the ledger refused {op.key} ({result.reason}), which the rules allowed"
                 raise LedgerDisagrees(msg)
         await self._write(conn, decided, wallet, guarded, now)
+        await audit.append(conn, records)
+        out.audit.extend((r.entity_id.encode(), r.model_dump_json().encode()) for r in records)
         if out.dead_letters:
             async with conn.cursor() as cur:
                 await cur.executemany(
@@ -310,6 +330,36 @@ class CasinoSink(PgSink):
                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
                     calls,
                 )
+
+
+def _audit(
+    item: CasinoInput, verdict: Verdict, before: Decimal, after: Decimal, currency: str,
+    now: datetime,
+) -> AuditRecord:  # fmt: skip
+    """The audit record of a decided call: who, what, the balance before and after."""
+    call = item.call
+    what: dict[str, Any] = {
+        "type": call.type, "player_id": call.player_id, "round_id": call.round_id,
+        "game_id": call.game_id, "amount": str(call.amount), "currency": call.currency,
+        "reference_transaction_id": getattr(call, "reference_transaction_id", None),
+        "rng_build": call.rng_build, "request_hash": item.request_hash,
+    }  # fmt: skip
+    return AuditRecord(
+        entity="casino_transaction",
+        entity_id=call.transaction_id,
+        action=f"casino.{call.type}",
+        source=item.source,
+        occurred_at=call.timestamp,
+        recorded_at=now,
+        before={"balance": str(before), "currency": currency},
+        after={
+            **what, "status": verdict.status,
+            "error": verdict.error.value if verdict.error else None,
+            "moved": verdict.moves is not None,
+            "ledger_key": f"casino:{call.transaction_id}" if verdict.moves else None,
+            "balance": str(after),
+        },
+    )  # fmt: skip
 
 
 def _ledger_op(call: CasinoCall, verdict: Verdict, at: datetime) -> ledger.LedgerOp | None:

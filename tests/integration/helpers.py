@@ -13,6 +13,8 @@ import psycopg
 
 from croupier.kafka import make_producer
 from croupier.settings import Settings
+from sinks.postgres.audit import verify
+from sinks.postgres.ledger import Ledger
 from tests.conftest import StartWorker, WorkerProcess
 
 
@@ -186,3 +188,31 @@ def kill_at(settings: Settings, worker: WorkerProcess, start: StartWorker, topic
             assert worker.terminate() == 0
         start(settings, restart_of=worker)
         worker.wait_ready()
+
+
+def casino_ready(settings: Settings, worker_factory: StartWorker, players: dict[str, str]) -> Any:
+    """A worker, and ``players`` (id -> deposit) registered, in session, and funded."""
+    produce(settings, "players", [kv for p in players for kv in joined(p)])
+    w = worker_factory(settings)
+    w.wait_ready()
+    wait_for(lambda: done(settings, "players") == 2 * len(players), timeout=60, what="players")
+    produce(settings, "payments", [(p, payment("deposit", f"d-{p}", p, amount))
+                                   for p, amount in players.items()])  # fmt: skip
+    wait_for(lambda: done(settings, "payments") == len(players), timeout=60, what="deposits")
+    return w
+
+
+def ledger_reconciles(settings: Settings) -> None:
+    ledger = Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    try:
+        assert ledger.reconcile().ok
+    finally:
+        ledger.close()
+
+
+def audit_trail_holds(settings: Settings) -> None:
+    """Every hash chain of the test's schema recomputes."""
+    with psycopg.connect(settings.pg_dsn.get_secret_value(),
+                         options=f"-c search_path={settings.pg_schema}") as conn:  # fmt: skip
+        result = verify(conn)
+    assert result.ok, result.problems

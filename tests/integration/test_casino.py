@@ -19,14 +19,14 @@ import pytest
 from croupier.games import load_catalogue
 from croupier.kafka import consume_until
 from croupier.settings import Settings
-from sinks.postgres.ledger import Ledger
 from tests.conftest import StartWorker
 from tests.integration.helpers import (
+    audit_trail_holds,
+    casino_ready,
     done,
-    joined,
     kill_at,
+    ledger_reconciles,
     paced,
-    payment,
     player_event,
     produce,
     query,
@@ -70,30 +70,10 @@ def brief(a: dict[str, Any]) -> str:
     return f"{a['transaction_id']} {a['error'] or a['status']} {a['balance']}"
 
 
-def ready(settings: Settings, worker_factory: StartWorker, players: dict[str, str]) -> Any:
-    """A worker, and ``players`` (id -> deposit) registered, in session, and funded."""
-    produce(settings, "players", [kv for p in players for kv in joined(p)])
-    w = worker_factory(settings)
-    w.wait_ready()
-    wait_for(lambda: done(settings, "players") == 2 * len(players), timeout=60, what="players")
-    produce(settings, "payments", [(p, payment("deposit", f"d-{p}", p, amount))
-                                   for p, amount in players.items()])  # fmt: skip
-    wait_for(lambda: done(settings, "payments") == len(players), timeout=60, what="deposits")
-    return w
-
-
-def ledger_ok(settings: Settings) -> None:
-    ledger = Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
-    try:
-        assert ledger.reconcile().ok
-    finally:
-        ledger.close()
-
-
 def test_every_wallet_rule_answered_and_retries_move_nothing(
     settings: Settings, worker_factory: StartWorker
 ) -> None:
-    ready(settings, worker_factory, {"p-1": "100.00"})
+    casino_ready(settings, worker_factory, {"p-1": "100.00"})
     uncertified = _uncertified_in("UK")
     p = "p-1"
     calls = [
@@ -167,7 +147,20 @@ def test_every_wallet_rule_answered_and_retries_move_nothing(
     assert rounds == {"r-1": (True, True), "r-3": (False, False)}
     outcomes = query(settings, "SELECT outcome, count(*) FROM casino_calls GROUP BY 1 ORDER BY 1")
     assert outcomes == [("conflict", 1), ("decided", 15), ("duplicate", 2)]
-    ledger_ok(settings)
+    ledger_reconciles(settings)
+    # Each decided call left one audit record, hash-chained: the balance before and after.
+    trail = query(settings, "SELECT entity_id, action, body FROM audit_records "
+                  "WHERE entity = 'casino_transaction' ORDER BY source_offset")  # fmt: skip
+    assert [(e, a) for e, a, _ in trail][:3] == [
+        ("tx-1", "casino.debit"), ("tx-2", "casino.credit"), ("tx-3", "casino.rollback")
+    ]  # fmt: skip
+    assert len(trail) == 15
+    first = json.loads(trail[0][2])
+    assert first["before"]["balance"] == "100.00" and first["after"]["balance"] == "90.00"
+    assert first["after"]["ledger_key"] == "casino:tx-1" and first["after"]["moved"] is True
+    refused = json.loads(trail[2][2])["after"]
+    assert refused["error"] == "rollback_after_credit" and refused["moved"] is False
+    audit_trail_holds(settings)
     # The stores are append-only: a correction is a new call, never an edit.
     with pytest.raises(Exception, match="append-only"):
         query(settings, "UPDATE casino_transactions SET amount = 0")
@@ -176,7 +169,7 @@ def test_every_wallet_rule_answered_and_retries_move_nothing(
 def test_protection_stops_debits_but_credits_and_rollbacks_are_always_paid(
     settings: Settings, worker_factory: StartWorker
 ) -> None:
-    ready(settings, worker_factory, {"p-x": "50.00", "p-l": "50.00"})
+    casino_ready(settings, worker_factory, {"p-x": "50.00", "p-l": "50.00"})
     produce(settings, "players", [("p-l", player_event(
         "limit_set", "p-l", limit="loss", period="day", amount="20.00", currency="EUR",
         timestamp=datetime.now(UTC).isoformat()))])  # fmt: skip
@@ -215,7 +208,7 @@ def test_protection_stops_debits_but_credits_and_rollbacks_are_always_paid(
     assert [brief(a) for a in answers(settings, "p-l", 5)][3:] == [
         "l-4 ok 40.00", "l-5 ok 30.00",
     ]  # fmt: skip
-    ledger_ok(settings)
+    ledger_reconciles(settings)
 
 
 ROUNDS_PLAYERS = 30
@@ -263,7 +256,7 @@ def test_sigkill_during_a_burst_of_rounds_debits_and_credits_once(
 ) -> None:
     rng = random.Random(777)
     players = {f"p-{n}": "100.00" for n in range(ROUNDS_PLAYERS)}
-    worker = ready(settings, worker_factory, players)
+    worker = casino_ready(settings, worker_factory, players)
     items, final = _burst(rng)
     producer = paced(settings, "casino", items, per=100, pause=0.05, out=[])
     kill_at(settings, worker, worker_factory, "casino", len(items),
@@ -295,4 +288,9 @@ def test_sigkill_during_a_burst_of_rounds_debits_and_credits_once(
     for r in records:
         published[json.loads(r.value)["transaction_id"]].add(r.value)
     assert set(published) == ids and all(len(v) == 1 for v in published.values())
-    ledger_ok(settings)
+    ledger_reconciles(settings)
+    # One audit record per transaction id, none lost or doubled by the kills; chains hold.
+    chained = query(settings, "SELECT entity_id, count(*) FROM audit_records "
+                    "WHERE entity = 'casino_transaction' GROUP BY 1")  # fmt: skip
+    assert {e for e, _ in chained} == ids and all(n == 1 for _, n in chained)
+    audit_trail_holds(settings)

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -310,7 +311,11 @@ def test_dockerfile_builds_the_croupier_command() -> None:
     copied = " ".join(args for keyword, args in instructions if keyword == "COPY")
     for needed in ("pyproject.toml", "constraints.txt", "README.md"):
         assert needed in copied, needed
-    for package in ("croupier", "schemas", "streams", "topologies", "sinks", "rules"):
+    # Every package pyproject installs, and the data Croupier reads (policies, game registry).
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = [p.rstrip("*") for p in found["packages"]["find"]["include"]]
+    assert {"croupier", "schemas", "sinks", "rules", "rng"} <= set(packages)
+    for package in (*packages, "policies", "games"):
         assert re.search(rf"(^|\s){package}/?(\s|$)", copied), package
     for kept_out in ("tests", ".stack", ".venv"):
         assert not re.search(rf"(^|\s){re.escape(kept_out)}/?(\s|$)", copied), kept_out
