@@ -290,15 +290,59 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _verify_bundle(args: argparse.Namespace) -> int:
+    """``audit verify --bundle``: no settings, no database; only the file and a key."""
+    from sinks.audit_bundle import BundleError, verify_bundle
+
+    try:
+        trusted = bytes.fromhex(args.public_key) if args.public_key else None
+    except ValueError:
+        print("croupier: --public-key takes the key's 64 hex digits", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        report = verify_bundle(args.bundle, trusted)
+    except BundleError as exc:
+        print(f"croupier: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        for p in report.problems:
+            print(f"BROKEN  {p.chain}  record {p.seq}: {p.what}")
+        if report.key_source == "bundle":
+            print("note: trusting the public key the bundle names; pass --public-key with "
+                  "the key you hold to check who signed it")  # fmt: skip
+        state = "everything verifies" if report.ok else f"{len(report.problems)} problem(s)"
+        print(f"bundle {args.bundle} ({report.header.get('from')} .. {report.header.get('to')}): "
+              f"{report.chains.records} records in {report.chains.chains} chains, signed by "
+              f"{report.trusted_key}: {state}")  # fmt: skip
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     import psycopg
 
     from sinks.postgres import audit
 
+    if args.action == "verify" and args.bundle is not None:
+        return _verify_bundle(args)
     settings = _settings()
     with psycopg.connect(
         settings.pg_dsn.get_secret_value(), options=f"-c search_path={settings.pg_schema}"
     ) as conn:
+        if args.action == "export":
+            from sinks.audit_bundle import write_bundle
+
+            if args.to <= args.start:
+                print("croupier: --to must be after --from", file=sys.stderr)
+                return EXIT_USAGE
+            key = audit.load_or_create_key(settings.audit_key)
+            out = args.out or Path(
+                f"audit-{args.start:%Y%m%dT%H%M%S}-{args.to:%Y%m%dT%H%M%S}.jsonl"
+            )
+            lines = write_bundle(out, audit.export_lines(conn, key, args.start, args.to))
+            print(f"{out}: {lines - 2} audit records, one signed checkpoint, the public key")
+            return EXIT_OK
         if args.action == "checkpoint":
             key = audit.load_or_create_key(settings.audit_key)
             cid, chains = audit.checkpoint(conn, key)
@@ -609,7 +653,15 @@ def build_parser() -> argparse.ArgumentParser:
     averify.add_argument(
         "--public-key", help="the trusted Ed25519 public key (hex) checkpoints must be signed by"
     )
+    averify.add_argument("--bundle", type=Path, metavar="FILE",
+                         help="verify an exported bundle alone (no database)")  # fmt: skip
     asub.add_parser("checkpoint", help="sign every chain's head (key: CROUPIER_AUDIT_KEY)")
+    aexport = asub.add_parser(
+        "export", help="a self-contained bundle of [--from, --to) a regulator verifies alone"
+    )
+    aexport.add_argument("--from", dest="start", type=_aware, required=True, metavar="TIME")
+    aexport.add_argument("--to", type=_aware, required=True, metavar="TIME")
+    aexport.add_argument("--out", type=Path, metavar="FILE", help="default audit-FROM-TO.jsonl")
     audit.set_defaults(func=cmd_audit)
 
     worker = sub.add_parser("worker", help="run a Croupier worker (Faust) in the foreground")

@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,19 +108,27 @@ def _rows(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, int, str, bytes,
             yield chain, int(seq), body, bytes(prev), bytes(digest)
 
 
-def verify(conn: psycopg.Connection[Any]) -> Verification:
-    """Recompute every chain; the first problem of each broken one."""
+Row = tuple[str, int, str, bytes, bytes]  # chain, seq, body, prev_hash, hash
+
+
+def check_chains(
+    rows: Iterable[Row],
+    heads: dict[str, tuple[int, bytes]],
+    starts: dict[str, tuple[int, bytes]] | None = None,
+) -> Verification:
+    """Recompute chains from ``rows`` (in chain and sequence order); the first problem of
+    each broken one. ``heads`` holds each chain's last (seq, hash) as recorded elsewhere;
+    ``starts`` where a chain's records begin, when not at its first (an exported segment:
+    the seq before it and that record's hash)."""
     problems: list[Problem] = []
     out = Verification(problems=problems)
-    heads = {c: (int(s), bytes(h)) for c, s, h in
-             conn.execute("SELECT chain, seq, hash FROM audit_heads").fetchall()}  # fmt: skip
     broken: set[str] = set()
     last: dict[str, tuple[int, bytes]] = {}
-    for chain, seq, body, prev, digest in _rows(conn):
+    for chain, seq, body, prev, digest in rows:
         out.records += 1
         if chain in broken:
             continue
-        want_seq, want_prev = last.get(chain, (0, GENESIS))
+        want_seq, want_prev = last.get(chain) or (starts or {}).get(chain) or (0, GENESIS)
         want_seq += 1
         problem = None
         if seq != want_seq:
@@ -142,6 +151,13 @@ def verify(conn: psycopg.Connection[Any]) -> Verification:
             problems.append(Problem(chain, seq, what))
     out.chains = len(set(heads) | set(last))
     return out
+
+
+def verify(conn: psycopg.Connection[Any]) -> Verification:
+    """Recompute every chain in PostgreSQL; the first problem of each broken one."""
+    heads = {c: (int(s), bytes(h)) for c, s, h in
+             conn.execute("SELECT chain, seq, hash FROM audit_heads").fetchall()}  # fmt: skip
+    return check_chains(_rows(conn), heads)
 
 
 # -- signed checkpoints -------------------------------------------------------------------
@@ -218,3 +234,51 @@ def verify_checkpoints(
                         "holds it (the chain was rewritten)")  # fmt: skip
                 problems.append(Problem(chain, int(head["seq"]), what))
     return len(rows), problems
+
+
+# -- export -------------------------------------------------------------------------------
+
+
+def export_lines(
+    conn: psycopg.Connection[Any], key: Ed25519PrivateKey, start: datetime, end: datetime
+) -> Iterator[str]:
+    """The lines of an audit bundle (``sinks/audit_bundle.py``) for records of
+    ``[start, end)``: each chain from its first record in the period to the head signed by
+    the first checkpoint made at or after ``end`` (signed now with ``key`` when none is)."""
+    from sinks.audit_bundle import checkpoint_line, header_line, record_line
+
+    found = conn.execute(
+        "SELECT checkpoint_id FROM audit_checkpoints WHERE created_at >= %s "
+        "ORDER BY checkpoint_id LIMIT 1",
+        (end,),
+    ).fetchone()
+    cid = int(found[0]) if found else checkpoint(conn, key)[0]
+    row = conn.execute(
+        "SELECT document, public_key, signature FROM audit_checkpoints WHERE checkpoint_id = %s",
+        (cid,),
+    ).fetchone()
+    assert row is not None  # just found or made
+    document, signer, signature = str(row[0]), bytes(row[1]), bytes(row[2])
+    chains: dict[str, tuple[int, bytes, int, bytes]] = {}
+    for chain, head in sorted(json.loads(document)["heads"].items()):
+        first = conn.execute(
+            "SELECT seq, prev_hash FROM audit_records WHERE chain = %s AND seq <= %s "
+            "AND recorded_at >= %s AND recorded_at < %s ORDER BY seq LIMIT 1",
+            (chain, head["seq"], start, end),
+        ).fetchone()
+        if first is not None:
+            chains[chain] = (int(first[0]), bytes(first[1]), int(head["seq"]),
+                             bytes.fromhex(head["hash"]))  # fmt: skip
+    now = conn.execute("SELECT now()").fetchone()
+    yield header_line(start=start.isoformat(), end=end.isoformat(),
+                      created_at=now[0].isoformat() if now else "", public_key=signer,
+                      chains=chains)  # fmt: skip
+    yield checkpoint_line(cid, document, signature, signer)
+    for chain, (first_seq, _, last_seq, _) in chains.items():
+        rows = conn.execute(
+            "SELECT chain, seq, body, prev_hash, hash FROM audit_records "
+            "WHERE chain = %s AND seq BETWEEN %s AND %s ORDER BY seq",
+            (chain, first_seq, last_seq),
+        )
+        for c, seq, body, prev, digest in rows:
+            yield record_line((c, int(seq), body, bytes(prev), bytes(digest)))

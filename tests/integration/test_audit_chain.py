@@ -9,7 +9,12 @@ is done to a copy of the trail, and ``verify`` names the first bad record.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,7 @@ from sinks.postgres.audit import (
     verify,
     verify_checkpoints,
 )
-from tests.conftest import StartWorker
+from tests.conftest import ROOT, StartWorker
 from tests.integration.helpers import done, joined, player_event, produce, query, wait_for
 
 pytestmark = pytest.mark.integration
@@ -206,3 +211,73 @@ def test_a_signed_checkpoint_catches_a_chain_rewritten_with_recomputed_hashes(
     assert verify_checkpoints(conn)[1] == []  # self-consistent with its own key...
     _, problems = verify_checkpoints(conn, public_bytes(key))  # ...but not the trusted one
     assert [p.what for p in problems] == ["its signature does not verify"]
+
+
+def _bundle_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``croupier`` in a process that can reach no database: as on a regulator's machine."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CROUPIER_")}
+    env |= {"CROUPIER_PG_DSN": "postgresql://nobody@127.0.0.1:1/none",
+            "CROUPIER_STACK_DIR": "/nonexistent"}  # fmt: skip
+    argv = [sys.executable, "-m", "croupier", "audit", "verify", *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, check=False, cwd=ROOT)
+
+
+def test_an_exported_bundle_verifies_alone_and_shows_any_tampering(
+    trail: Settings, cli_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    key_file = tmp_path / "ed25519.pem"
+    monkeypatch.setenv("CROUPIER_AUDIT_KEY", str(key_file))
+    bundle = tmp_path / "dk-week.jsonl"
+    start = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    end = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    time.sleep(1.1)  # the period is over when it is exported
+    assert main(["audit", "export", "--from", start, "--to", end, "--out", str(bundle)]) == 0
+    assert "37 audit records" in capsys.readouterr().out
+    trusted = public_bytes(load_or_create_key(key_file)).hex()
+
+    ok = _bundle_cli(trail, "--bundle", str(bundle), "--public-key", trusted, "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["ok"] and report["records"] == 37 and report["key"] == "given"
+
+    lines = bundle.read_text().splitlines()
+    header, signed, records = lines[0], lines[1], lines[2:]
+    chain = json.loads(records[0])["chain"]
+    mine = [n for n, line in enumerate(records) if json.loads(line)["chain"] == chain]
+    assert len(mine) >= 4
+
+    def tampered(name: str, new_records: list[str], new_header: str = header) -> dict[str, Any]:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("\n".join([new_header, signed, *new_records]) + "\n")
+        run = _bundle_cli(trail, "--bundle", str(path), "--public-key", trusted, "--json")
+        assert run.returncode == 1, (name, run.stdout, run.stderr)
+        problem: dict[str, Any] = json.loads(run.stdout)["problems"][0]
+        return problem
+
+    second, third = mine[1], mine[2]
+    altered = records.copy()
+    doc = json.loads(altered[second])
+    doc["body"] = doc["body"].replace('"p-', '"forged-p-', 1)  # the player it was about
+    altered[second] = json.dumps(doc)
+    assert tampered("altered", altered)["seq"] == 2
+    assert "altered" in tampered("altered", altered)["problem"]
+    removed = records[:second] + records[second + 1 :]
+    assert tampered("removed", removed)["seq"] == 3
+    reordered = records.copy()
+    reordered[second], reordered[third] = reordered[third], reordered[second]
+    assert tampered("reordered", reordered)["seq"] == 3
+    inserted = [*records[: second + 1], records[second], *records[second + 1 :]]
+    assert tampered("inserted", inserted)["seq"] == 2
+    truncated = [r for n, r in enumerate(records) if n != mine[-1]]
+    assert "head" in tampered("truncated", truncated)["problem"]
+
+    # Someone else's key: the signature does not hold against the key the regulator trusts.
+    other = Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+    run = _bundle_cli(trail, "--bundle", str(bundle), "--public-key", other)
+    assert run.returncode == 1 and "signature does not verify" in run.stdout
+    # Not a bundle at all: a usage error that says so.
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text('{"hello": 1}\n')
+    run = _bundle_cli(trail, "--bundle", str(junk))
+    assert run.returncode == 2 and "header" in run.stderr
