@@ -533,7 +533,8 @@ def cleanup(s: Settings, where: Path, *, keep: bool, keep_logs: bool) -> None:
     names = {spec.name for spec in topic_specs(s)}
     names |= {t for t in existing if t.startswith((s.topic_prefix, f"{s.app_id}-"))}
     doomed = sorted(names & set(existing))
-    for name, future in admin.delete_topics(doomed, operation_timeout=30).items():
+    deleting = admin.delete_topics(doomed, operation_timeout=30) if doomed else {}
+    for name, future in deleting.items():
         try:
             future.result()
         except Exception as exc:

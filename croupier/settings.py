@@ -30,6 +30,9 @@ Environment variables (documented once, here and in the README):
                                 ``games/catalogue.toml`` shipped with Croupier)
 ``CROUPIER_AUDIT_KEY``          the Ed25519 key (PEM) that signs audit checkpoints
                                 (default ``.stack/audit/ed25519.pem``, created on first use)
+``CROUPIER_AUDIT_CHECKPOINT_INTERVAL``  seconds between signed checkpoints of the audit
+                                trail's chain heads, when a chain moved (one worker signs;
+                                default 60; 0 turns the timer off)
 ``CROUPIER_SESSION_WATCH_INTERVAL``  seconds between passes over open sessions (reality
                                 checks, session-time limits; one worker's pass at a
                                 time; default 1)
@@ -82,6 +85,9 @@ class Settings(BaseSettings):
     )
     audit_key: Path = Field(
         default=Path(".stack/audit/ed25519.pem"), validation_alias="CROUPIER_AUDIT_KEY"
+    )
+    audit_checkpoint_interval: float = Field(
+        default=60.0, ge=0, validation_alias="CROUPIER_AUDIT_CHECKPOINT_INTERVAL"
     )
     session_watch_interval: float = Field(
         default=1.0, gt=0, validation_alias="CROUPIER_SESSION_WATCH_INTERVAL"

@@ -104,6 +104,8 @@ def settings(services: Services) -> Settings:
         CROUPIER_TOPIC_PARTITIONS=3,
         CROUPIER_BATCH_MAX=100,
         CROUPIER_REPAIR_INTERVAL=1.0,
+        # Off unless a test turns it on: tests count and number checkpoints themselves.
+        CROUPIER_AUDIT_CHECKPOINT_INTERVAL=0,
     )
     create_topics(s)
     migrate(s.pg_dsn.get_secret_value(), s.pg_schema)

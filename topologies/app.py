@@ -16,7 +16,7 @@ from sinks.postgres.payments import PaymentsSink
 from sinks.postgres.players import PostgresPlayerSink
 from sinks.postgres.protection import SessionSink
 from sinks.postgres.sportsbook import SportsbookSink
-from streams import bets, casino, odds, payments, players, protection
+from streams import audit, bets, casino, odds, payments, players, protection
 
 
 def broker_url(settings: Settings) -> str:
@@ -97,4 +97,5 @@ def create_app(
         app, settings, sink=CasinoSink(dsn, schema, consumer_group=group, policies=policies,
                                        catalogue=catalogue),
     )  # fmt: skip
+    audit.register(app, settings)
     return app

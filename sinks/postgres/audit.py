@@ -178,7 +178,10 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: theirs is the key
+        return load_or_create_key(path)
     with os.fdopen(fd, "wb") as out:
         out.write(pem)
     return key
@@ -204,6 +207,30 @@ def checkpoint(conn: psycopg.Connection[Any], key: Ed25519PrivateKey) -> tuple[i
             (document, public_bytes(key), key.sign(document.encode())),
         ).fetchone()
     return (int(row[0]) if row else 0), len(heads)
+
+
+_CHECKPOINT_LOCK = (
+    "SELECT pg_try_advisory_xact_lock(hashtextextended('croupier.audit.checkpoint', 0))"
+)
+
+
+def checkpoint_if_moved(
+    conn: psycopg.Connection[Any], key: Ed25519PrivateKey
+) -> tuple[int, int] | None:
+    """Sign a checkpoint when a chain moved since the last one; None when nothing moved or
+    another worker is signing right now. For the workers' timer. Commits."""
+    with conn.transaction():
+        locked = conn.execute(_CHECKPOINT_LOCK).fetchone()
+        if not locked or not locked[0]:
+            return None
+        last = conn.execute("SELECT document FROM audit_checkpoints "
+                            "ORDER BY checkpoint_id DESC LIMIT 1").fetchone()  # fmt: skip
+        signed = json.loads(last[0])["heads"] if last else {}
+        heads = {c: {"seq": int(s), "hash": bytes(h).hex()} for c, s, h in
+                 conn.execute("SELECT chain, seq, hash FROM audit_heads").fetchall()}  # fmt: skip
+        if heads == signed:
+            return None
+        return checkpoint(conn, key)
 
 
 def verify_checkpoints(

@@ -23,6 +23,7 @@ what they decided, all inside one transaction:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,8 +56,8 @@ class CasinoInput:
     key: bytes | None = None
     value: bytes = b""
 
-    @property
-    def request_hash(self) -> str:
+    @functools.cached_property
+    def request_hash(self) -> str:  # hashed once, though three places ask
         return request_hash(self.call)
 
 

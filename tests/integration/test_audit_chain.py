@@ -281,3 +281,27 @@ def test_an_exported_bundle_verifies_alone_and_shows_any_tampering(
     junk.write_text('{"hello": 1}\n')
     run = _bundle_cli(trail, "--bundle", str(junk))
     assert run.returncode == 2 and "header" in run.stderr
+
+
+def test_workers_sign_checkpoints_on_a_timer_when_a_chain_moved(
+    settings: Settings, worker_factory: StartWorker, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "ed25519.pem"
+    timed = settings.model_copy(update={"audit_checkpoint_interval": 1.0, "audit_key": key_file})
+    worker = worker_factory(timed)
+    worker.wait_ready()
+    produce(timed, "players", joined("p-1"))
+    wait_for(lambda: done(timed, "players") == 2, timeout=60, what="the events")
+
+    def checkpoints() -> int:
+        return int(query(timed, "SELECT count(*) FROM audit_checkpoints")[0][0])
+
+    wait_for(lambda: checkpoints() >= 1, timeout=30, what="a checkpoint")
+    time.sleep(3)  # three more ticks with no chain moving: nothing more to sign
+    assert checkpoints() == 1
+    produce(timed, "players", [("p-1", player_event("self_excluded", "p-1", until=None))])
+    wait_for(lambda: checkpoints() == 2, timeout=30, what="a checkpoint of the new head")
+    trusted = public_bytes(load_or_create_key(key_file))  # the file the worker created
+    with psycopg.connect(timed.pg_dsn.get_secret_value(),
+                         options=f"-c search_path={timed.pg_schema}") as conn:  # fmt: skip
+        assert verify_checkpoints(conn, trusted) == (2, [])
