@@ -766,15 +766,21 @@ class Demo:
                              for pick in (1, 2, 3, 4, 6)], timeout=30)  # fmt: skip
         print(f"  RNG build {table.build} (rng/manifest.json; the game registry names it)")
         dice_rows: list[tuple[object, ...]] = []
+        # The table sends every round's debit, then rolls and credits each: the debits'
+        # answers count the stakes down, the credits' then count the wins up.
         cash = D("103.00")
-        for p in played:
-            cash += (p.win or 0) - p.bet.stake if p.roll is not None else 0
-            balance = p.credit.get("balance") if p.credit else None
-            ok = self.checks.expect(p.completed and balance == str(cash),
-                                    f"dice round {p.round_id}: {p.debit}, {p.credit}")  # fmt: skip
+        debited = [cash - n for n in range(1, len(played) + 1)]
+        cash -= sum((p.bet.stake for p in played), D(0))
+        for p, after_debit in zip(played, debited, strict=True):
+            cash += p.win or 0
+            seen = (p.debit.get("balance"), p.credit.get("balance") if p.credit else None)
+            due = (str(after_debit), str(cash))
+            ok = self.checks.expect(p.completed and seen == due,
+                                    f"dice round {p.round_id}: {seen}, not {due}")  # fmt: skip
             dice_rows.append((p.round_id, p.bet.pick, p.roll, f"{p.bet.stake}", f"{p.win}",
-                              balance, ok))  # fmt: skip
-        print_table(["round", "pick", "roll", "stake", "win", "balance", "check"], dice_rows)
+                              f"{seen[0]} / {seen[1]}", ok))  # fmt: skip
+        print_table(["round", "pick", "roll", "stake", "win", "balance (debit / credit)",
+                     "check"], dice_rows)  # fmt: skip
         self.final["cs"] = (f"{cash}", "0.00")
 
     # -- 7. the books -----------------------------------------------------------------------
