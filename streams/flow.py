@@ -10,9 +10,13 @@ also seen a worker's consumer deliver nothing at all for a partition it owns, me
 waiting. The repair timer closes both: every ``repair_interval`` seconds it compares, for
 each partition this worker owns, PostgreSQL's progress with the group's committed offset
 and with the partition's end. Progress behind the committed offset, or behind the end
-without having moved since the last look, is read back by position (a batch at a time)
-and processed like any batch, under the same lock, so never beside one. Whatever was in
-fact done already is absorbed by the idempotent sinks.
+without having moved since the last look while the flow finished no batch at all, is
+read back by position (a batch at a time) and processed like any batch, under the same
+lock, so never beside one. A partition waiting behind a flow busy with other partitions'
+backlog is only waiting its turn: it is read back only if it has not moved for
+``BUSY_LOOKS`` looks (reading it at once made the flow do, and publish, the same work
+twice, exactly when it was behind). Whatever was in fact done already is absorbed by the
+idempotent sinks, and a redelivered output is the stored one, byte for byte.
 """
 
 from __future__ import annotations
@@ -77,9 +81,12 @@ def declare_flow(
         for partition, have in by_partition(events).items():
             finished[partition] = max(have) + 1
 
+    batches = [0, 0]  # batches finished: now, and at the repair timer's last look
+
     async def one_batch(events: list[Any]) -> None:
         async with lock:
             await run_batch(functools.partial(complete, events))
+            batches[0] += 1
 
     @app.agent(source, name=name)  # type: ignore[untyped-decorator]  # app is Any
     async def agent(stream: Any) -> None:
@@ -90,7 +97,7 @@ def declare_flow(
         finally:
             await sink.close()
 
-    behind: dict[int, int] = {}  # partition -> progress seen short of what it should be
+    behind: dict[int, tuple[int, int]] = {}  # partition -> (progress seen behind, looks)
     views: list[Positions] = []  # made on first use, kept for the process
 
     async def plan_repairs(mine: list[int]) -> dict[int, tuple[int, int, str]]:
@@ -100,7 +107,8 @@ def declare_flow(
             views.append(Positions(settings.kafka_bootstrap_servers, settings.app_id))
         committed = await asyncio.to_thread(views[0].committed, source_topic, mine)
         ends = await asyncio.to_thread(views[0].ends, source_topic, mine)
-        return repair_plan(mine, done, committed, ends, behind, settings.batch_max)
+        busy, batches[1] = batches[0] != batches[1], batches[0]
+        return repair_plan(mine, done, committed, ends, behind, settings.batch_max, busy=busy)
 
     async def read_back(partition: int, start: int, end: int) -> None:
         """Process ``start..end-1`` of ``partition``, read by position, as one batch."""

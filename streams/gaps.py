@@ -148,36 +148,49 @@ class Positions:
         return {tp.partition: future.result().offset for tp, future in futures.items()}
 
 
+BUSY_LOOKS = 6
+"""Looks a partition may sit still, messages waiting, while its flow is busy elsewhere."""
+
+
 def repair_plan(
     partitions: Iterable[int],
     done: Mapping[int, int],
     committed: Mapping[int, int],
     ends: Mapping[int, int],
-    behind: dict[int, int],
+    behind: dict[int, tuple[int, int]],
     batch_max: int,
+    *,
+    busy: bool = False,
 ) -> dict[int, tuple[int, int, str]]:
     """Per partition, a ``(start, end, why)`` range to read back by position.
 
     ``done`` is PostgreSQL's progress, ``committed`` the group's commits, ``ends`` the
     partitions' ends. A partition is behind when its commits ran past its progress, or
-    when messages wait past its progress; it is read back only once it is seen behind at
-    the same progress twice in a row (``behind`` remembers the last look), so a batch
-    still in flight is left alone.
+    when messages wait past its progress. ``behind`` remembers, per partition, the
+    progress last seen behind and how many looks in a row it stayed there. Commits past
+    the progress are read back on the second look (a batch still in flight is left alone).
+    Messages waiting are read back on the second look when the flow finished no batch
+    since the one before (``busy`` false: the consumer delivers nothing), but only after
+    ``BUSY_LOOKS`` when it is working through other partitions' backlog: a partition that
+    merely waits its turn is not stalled, and reading it back would do its work twice.
     """
     plans: dict[int, tuple[int, int, str]] = {}
     for partition in partitions:
         start = done.get(partition, 0)
         if committed.get(partition, 0) > start:
-            end, why = committed[partition], "committed past it"
+            end, why, looks_needed = committed[partition], "committed past it", 2
         elif ends.get(partition, 0) > start:
-            # Messages wait and nothing moved since the last look: the consumer is not
-            # delivering them. A batch of them is read by position instead.
+            # Messages wait and nothing moved: the consumer is not delivering them. A batch
+            # of them is read by position instead.
             end, why = min(ends[partition], start + batch_max), "stalled with messages waiting"
+            looks_needed = BUSY_LOOKS if busy else 2
         else:
             behind.pop(partition, None)
             continue
-        if behind.get(partition) != start:
-            behind[partition] = start
+        seen, looks = behind.get(partition, (-1, 0))
+        looks = looks + 1 if seen == start else 1
+        if looks < looks_needed:
+            behind[partition] = (start, looks)
             continue
         del behind[partition]
         plans[partition] = (start, end, why)

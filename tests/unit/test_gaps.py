@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.gaps import missing_ranges, repair_plan
+from streams.gaps import BUSY_LOOKS, missing_ranges, repair_plan
 
 
 def test_a_batch_that_starts_past_the_recorded_progress_lacks_the_offsets_between() -> None:
@@ -20,11 +20,11 @@ def test_redelivered_and_contiguous_batches_lack_nothing() -> None:
 
 
 def test_a_partition_is_read_back_only_when_seen_behind_twice_at_the_same_progress() -> None:
-    behind: dict[int, int] = {}
+    behind: dict[int, tuple[int, int]] = {}
     done, committed, ends = {0: 3, 1: 10, 2: 5}, {0: 6, 1: 10}, {0: 8, 1: 10, 2: 900}
     # First look: both 0 (committed past) and 2 (messages waiting) might be in flight.
     assert repair_plan([0, 1, 2], done, committed, ends, behind, batch_max=100) == {}
-    assert behind == {0: 3, 2: 5}
+    assert behind == {0: (3, 1), 2: (5, 1)}
     # Second look at the same progress: read back; a stalled one a batch at a time.
     assert repair_plan([0, 1, 2], done, committed, ends, behind, batch_max=100) == {
         0: (3, 6, "committed past it"),
@@ -34,8 +34,27 @@ def test_a_partition_is_read_back_only_when_seen_behind_twice_at_the_same_progre
 
 
 def test_progress_that_moves_between_looks_is_left_alone() -> None:
-    behind: dict[int, int] = {}
+    behind: dict[int, tuple[int, int]] = {}
     assert repair_plan([0], {0: 3}, {}, {0: 50}, behind, batch_max=10) == {}
     assert repair_plan([0], {0: 20}, {}, {0: 60}, behind, batch_max=10) == {}  # it moved
     assert repair_plan([0], {0: 60}, {}, {0: 60}, behind, batch_max=10) == {}  # caught up
     assert behind == {}
+
+
+def test_a_partition_waiting_its_turn_behind_a_busy_flow_is_not_read_back_at_once() -> None:
+    behind: dict[int, tuple[int, int]] = {}
+    done, ends = {0: 5}, {0: 900}
+    plans = [repair_plan([0], done, {}, ends, behind, 100, busy=True) for _ in range(BUSY_LOOKS)]
+    assert all(p == {} for p in plans[:-1])
+    # Still waiting after BUSY_LOOKS looks of a busy flow: starved, read back.
+    assert plans[-1] == {0: (5, 105, "stalled with messages waiting")}
+    # An idle flow with messages waiting: the consumer delivers nothing, second look.
+    assert repair_plan([0], done, {}, ends, behind, 100, busy=False) == {}
+    assert repair_plan([0], done, {}, ends, behind, 100, busy=False) == {
+        0: (5, 105, "stalled with messages waiting")
+    }
+    # Commits past the progress are read back on the second look, busy or not.
+    assert repair_plan([1], {1: 7}, {1: 9}, {1: 9}, behind, 100, busy=True) == {}
+    assert repair_plan([1], {1: 7}, {1: 9}, {1: 9}, behind, 100, busy=True) == {
+        1: (7, 9, "committed past it")
+    }
