@@ -330,6 +330,30 @@ def cmd_audit(args: argparse.Namespace) -> int:
     with psycopg.connect(
         settings.pg_dsn.get_secret_value(), options=f"-c search_path={settings.pg_schema}"
     ) as conn:
+        if args.action == "rebuild":
+            from sinks.postgres.rebuild import rebuild
+
+            if (args.player is None) == (not args.all):
+                print("croupier: name a PLAYER or give --all", file=sys.stderr)
+                return EXIT_USAGE
+            wallets = rebuild(conn, None if args.all else args.player)
+            if not wallets:
+                print(f"croupier: no ledger or audit trail for {args.player}", file=sys.stderr)
+                return EXIT_USAGE
+            bad = [w for w in wallets if not w.ok]
+            if args.json:
+                print(json.dumps({"ok": not bad, "wallets": [w.to_json() for w in wallets]}))
+            else:
+                for w in wallets if args.player else bad:
+                    shown = ", ".join(f"{k} {v} {c}" for (c, k), v in sorted(w.balances.items()))
+                    print(f"{w.player_id}: {w.operations} operations, {len(w.entries)} entries "
+                          f"from the trail; {shown or 'no balance'}: "
+                          f"{'agrees with the ledger' if w.ok else 'DIFFERS'}")  # fmt: skip
+                    for d in w.differences:
+                        print(f"  {d}")
+                print(f"{len(wallets)} wallet(s) rebuilt from the audit trail, "
+                      f"{len(bad)} differ from the ledger")  # fmt: skip
+            return EXIT_FAILED if bad else EXIT_OK
         if args.action == "export":
             from sinks.audit_bundle import write_bundle
 
@@ -656,6 +680,12 @@ def build_parser() -> argparse.ArgumentParser:
     averify.add_argument("--bundle", type=Path, metavar="FILE",
                          help="verify an exported bundle alone (no database)")  # fmt: skip
     asub.add_parser("checkpoint", help="sign every chain's head (key: CROUPIER_AUDIT_KEY)")
+    arebuild = asub.add_parser(
+        "rebuild", help="a wallet (or every one) rebuilt from the audit trail, beside the ledger"
+    )
+    arebuild.add_argument("player", nargs="?", metavar="PLAYER")
+    arebuild.add_argument("--all", action="store_true", help="every player's wallet")
+    arebuild.add_argument("--json", action="store_true")
     aexport = asub.add_parser(
         "export", help="a self-contained bundle of [--from, --to) a regulator verifies alone"
     )

@@ -216,6 +216,7 @@ class CasinoSink(PgSink):
 
         decided: list[tuple[CasinoInput, Verdict, str]] = []
         ops: list[ledger.LedgerOp] = []
+        sources: list[SourcePosition] = []
         records: list[AuditRecord] = []
         for item in fresh:
             call = item.call
@@ -248,6 +249,7 @@ class CasinoSink(PgSink):
             op = _ledger_op(call, verdict, now)
             if op is not None:
                 ops.append(op)
+                sources.append(item.source)
                 # What moves counts at once for the player's later debits in the batch: the
                 # rules know it moves (the balances are locked), so the count is exact.
                 if verdict.moves == "debit":
@@ -255,7 +257,7 @@ class CasinoSink(PgSink):
                                   at=now)  # fmt: skip
                 else:
                     guarded.count_win(call.player_id, amount=call.amount, at=now)
-        for op, result in zip(ops, await ledger.post_on(conn, ops), strict=True):
+        for op, result in zip(ops, await ledger.post_on(conn, ops, sources), strict=True):
             if not result.applied:
                 msg = f"the ledger refused {op.key} ({result.reason}), which the rules allowed"
                 raise LedgerDisagrees(msg)

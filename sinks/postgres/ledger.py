@@ -47,7 +47,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -55,6 +55,8 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from schemas.money import check_scale, minor_units
+from schemas.records import AuditRecord, SourcePosition
+from sinks.postgres import audit
 
 Operation = Literal[
     "deposit",
@@ -378,14 +380,68 @@ class Ledger:
         )
 
 
-async def post_on(conn: Any, ops: Sequence[LedgerOp]) -> list[LedgerResult]:
+async def post_on(
+    conn: Any, ops: Sequence[LedgerOp], sources: Sequence[SourcePosition] | None = None
+) -> list[LedgerResult]:
     """Post ``ops`` on ``conn`` inside the caller's transaction (no retry: the caller's
-    transaction is the unit that is retried)."""
+    transaction is the unit that is retried).
+
+    With ``sources`` (the Kafka position that caused each op), every operation the ledger
+    recorded now (applied or refused; not a duplicate of an earlier one) also leaves an
+    audit record in its source partition's hash chain, in the same transaction:
+    ``ledger_records`` says what it holds.
+    """
     if not ops:
         return []
     order = _player_order(ops)
     cursor = await conn.execute(_POST_SQL, (_payload(ops, order),))
-    return _results(ops, order, await cursor.fetchall())
+    results = _results(ops, order, await cursor.fetchall())
+    if sources is not None:
+        await audit.append(conn, await ledger_records(conn, ops, results, sources))
+    return results
+
+
+_ENTRIES_SQL = """
+SELECT e.txn_id, a.owner, a.kind, e.amount FROM ledger_entries e
+  JOIN ledger_accounts a USING (account_id)
+ WHERE e.txn_id = ANY(%s) ORDER BY e.entry_id"""
+
+
+async def ledger_records(
+    conn: Any,
+    ops: Sequence[LedgerOp],
+    results: Sequence[LedgerResult],
+    sources: Sequence[SourcePosition],
+) -> list[AuditRecord]:
+    """The audit records of newly recorded operations: the request, the ledger's answer,
+    the balances after and every entry (account and signed amount), enough to rebuild a
+    wallet from the trail alone (``croupier audit rebuild``)."""
+    fresh = [(op, r, src) for op, r, src in zip(ops, results, sources, strict=True)
+             if not r.duplicate and r.status != "conflict"]  # fmt: skip
+    if not fresh:
+        return []
+    cursor = await conn.execute(_ENTRIES_SQL, ([r.txn_id for _, r, _ in fresh],))
+    entries: dict[int, list[dict[str, str]]] = {}
+    for txn_id, owner, kind, amount in await cursor.fetchall():
+        entries.setdefault(txn_id, []).append(
+            {"owner": owner, "account": kind, "amount": str(amount)}
+        )
+    now = datetime.now(UTC)
+    records = []
+    for op, r, src in fresh:
+        after = {
+            "txn_id": r.txn_id, "key": op.key, "operation": op.operation,
+            "player_id": op.player_id, "currency": op.currency, "amount": str(op.amount),
+            "payout": None if op.payout is None else str(op.payout), "result": op.result,
+            "reference": op.reference, "status": r.status, "reason": r.reason,
+            "cash_after": str(r.cash_after), "pending_after": str(r.pending_after),
+            "entries": entries.get(r.txn_id, []),
+        }  # fmt: skip
+        records.append(AuditRecord(
+            entity="ledger_transaction", entity_id=op.key, action=f"ledger.{op.operation}",
+            source=src, occurred_at=op.occurred_at, recorded_at=now, before=None, after=after,
+        ))  # fmt: skip
+    return records
 
 
 RETRYABLE = _RETRYABLE

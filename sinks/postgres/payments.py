@@ -132,7 +132,8 @@ class PaymentsSink(PgSink):
             currency = guarded.currency(ev.player_id) or "EUR"
             ops.append(ledger_op(ev, now, currency))
             moving.append(item)
-        results = dict(zip((id(i) for i in moving), await ledger.post_on(conn, ops), strict=True))
+        posted = await ledger.post_on(conn, ops, [i.source for i in moving])
+        results = dict(zip((id(i) for i in moving), posted, strict=True))
         rows = []
         for item in fresh:
             ev = item.event

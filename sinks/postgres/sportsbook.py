@@ -205,7 +205,7 @@ class SportsbookSink(PgSink):
         if self.policies is not None:  # player protection, read in this transaction
             guarded = await guard(conn, self.policies, [i.bet.player_id for i in fresh], now)
         verdicts: dict[str, Priced | Refused] = {}
-        ops = []
+        ops, sources = [], []
         for item in fresh:
             b = item.bet
             verdict = item.verdict
@@ -224,7 +224,8 @@ class SportsbookSink(PgSink):
                 if guarded is not None:
                     guarded.count(b.player_id, action="bet", amount=b.stake, at=now)
                 ops.append(ledger.stake(b.bet_id, b.player_id, b.stake, b.currency, now))
-        for op, result in zip(ops, await ledger.post_on(conn, ops), strict=True):
+                sources.append(item.source)
+        for op, result in zip(ops, await ledger.post_on(conn, ops, sources), strict=True):
             bet_id = op.key.removeprefix("bet:")
             if result.status == "conflict":
                 verdicts[bet_id] = Refused(ReasonCode.DUPLICATE_CONFLICT, "stake key in use")
@@ -493,7 +494,8 @@ class SportsbookSink(PgSink):
             for p in undo
             if p.current_id is not None
         ]
-        for plan, result in zip(undo, await ledger.post_on(conn, undo_ops), strict=True):
+        undone = await ledger.post_on(conn, undo_ops, [source] * len(undo_ops))
+        for plan, result in zip(undo, undone, strict=True):
             if result.applied:
                 plan.seq += 1
                 plan.emit(outcome, source, now, kind="rolled_back")
@@ -511,7 +513,8 @@ class SportsbookSink(PgSink):
             for p in settle
             if p.want is not None
         ]
-        for plan, result in zip(settle, await ledger.post_on(conn, settle_ops), strict=True):
+        settled = await ledger.post_on(conn, settle_ops, [source] * len(settle_ops))
+        for plan, result in zip(settle, settled, strict=True):
             if not result.applied:
                 msg = f"settlement of {plan.bet_id} refused by the ledger: {result.reason}"
                 raise RuntimeError(msg)

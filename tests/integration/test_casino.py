@@ -14,11 +14,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 
 from croupier.games import load_catalogue
 from croupier.kafka import consume_until
 from croupier.settings import Settings
+from sinks.postgres.rebuild import rebuild
 from tests.conftest import StartWorker
 from tests.integration.helpers import (
     audit_trail_holds,
@@ -293,4 +295,16 @@ def test_sigkill_during_a_burst_of_rounds_debits_and_credits_once(
     chained = query(settings, "SELECT entity_id, count(*) FROM audit_records "
                     "WHERE entity = 'casino_transaction' GROUP BY 1")  # fmt: skip
     assert {e for e, _ in chained} == ids and all(n == 1 for _, n in chained)
+    # ... and one per committed ledger operation (deposits and casino moves alike), so
+    # every wallet rebuilds from the trail alone to what the ledger holds.
+    keys = query(settings, "SELECT entity_id, count(*) FROM audit_records "
+                 "WHERE entity = 'ledger_transaction' GROUP BY 1")  # fmt: skip
+    posted_keys = query(settings, "SELECT idempotency_key FROM ledger_transactions")
+    assert {k for k, _ in keys} == {k for (k,) in posted_keys} and all(n == 1 for _, n in keys)
+    with psycopg.connect(settings.pg_dsn.get_secret_value(),
+                         options=f"-c search_path={settings.pg_schema}") as conn:  # fmt: skip
+        wallets = rebuild(conn)
+    assert len(wallets) == ROUNDS_PLAYERS and all(w.ok for w in wallets), [
+        w.differences for w in wallets if not w.ok
+    ]
     audit_trail_holds(settings)
