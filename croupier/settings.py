@@ -30,6 +30,8 @@ Environment variables (documented once, here and in the README):
                                 ``games/catalogue.toml`` shipped with Croupier)
 ``CROUPIER_AUDIT_KEY``          the Ed25519 key (PEM) that signs audit checkpoints
                                 (default ``.stack/audit/ed25519.pem``, created on first use)
+``CROUPIER_AUDIT_RELAY_INTERVAL``  seconds between passes of the relay that publishes
+                                committed audit records to ``audit`` (default 0.5; 0: off)
 ``CROUPIER_AUDIT_CHECKPOINT_INTERVAL``  seconds between signed checkpoints of the audit
                                 trail's chain heads, when a chain moved (one worker signs;
                                 default 60; 0 turns the timer off)
@@ -85,6 +87,9 @@ class Settings(BaseSettings):
     )
     audit_key: Path = Field(
         default=Path(".stack/audit/ed25519.pem"), validation_alias="CROUPIER_AUDIT_KEY"
+    )
+    audit_relay_interval: float = Field(
+        default=0.5, ge=0, validation_alias="CROUPIER_AUDIT_RELAY_INTERVAL"
     )
     audit_checkpoint_interval: float = Field(
         default=60.0, ge=0, validation_alias="CROUPIER_AUDIT_CHECKPOINT_INTERVAL"

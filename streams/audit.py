@@ -1,5 +1,13 @@
-"""Signed checkpoints of the audit trail on a timer.
+"""The audit trail's timers: the relay to the ``audit`` topic, and signed checkpoints.
 
+**Relay.** The flows write audit records only to PostgreSQL, in the transaction of the
+change they record. Every ``CROUPIER_AUDIT_RELAY_INTERVAL`` seconds a worker publishes
+what is committed and not yet published, each chain in sequence order, keyed by entity
+id, and then records how far it got (``audit_published``): the topic carries exactly the
+committed records, at least once (a crash between the publish and that record sends some
+again, the same bytes). One worker's pass at a time (an advisory lock).
+
+**Checkpoints.**
 Every ``CROUPIER_AUDIT_CHECKPOINT_INTERVAL`` seconds each worker tries to sign every
 chain's head with the Ed25519 key in ``CROUPIER_AUDIT_KEY`` (``sinks/postgres/audit.py``).
 A transaction-scoped advisory lock lets one worker sign at a time, and nothing is signed
@@ -16,13 +24,35 @@ from typing import Any
 import psycopg
 
 from croupier.settings import Settings
-from sinks.postgres.audit import checkpoint_if_moved, load_or_create_key
+from sinks.base import SinkUnavailable
+from sinks.postgres.audit import AuditRelay, checkpoint_if_moved, load_or_create_key
+from streams.context import publish
 
 log = logging.getLogger(__name__)
 
 
-def register(app: Any, settings: Settings) -> None:
-    """Declare the checkpoint timer on ``app`` (nothing when the interval is 0)."""
+def register(app: Any, settings: Settings, *, relay: AuditRelay) -> None:
+    """Declare the relay and checkpoint timers on ``app`` (each off when its interval is 0)."""
+    topic = settings.topic("audit")
+
+    async def to_kafka(records: list[tuple[bytes, bytes]]) -> None:
+        await publish(app, topic, records)
+        await app.producer.flush()
+
+    relay_open: list[bool] = []
+    if settings.audit_relay_interval > 0:
+
+        @app.timer(interval=settings.audit_relay_interval)  # type: ignore[untyped-decorator]
+        async def audit_relay() -> None:
+            if not relay_open:
+                await relay.open()
+                relay_open.append(True)
+            try:
+                while await relay.relay(to_kafka) > 0:
+                    pass  # a backlog: keep going until it is out
+            except SinkUnavailable as exc:  # the next tick tries again
+                log.warning("audit relay: %s", exc)
+
     if settings.audit_checkpoint_interval <= 0:
         return
     key = load_or_create_key(settings.audit_key)

@@ -3,8 +3,9 @@
 Debits, credits and rollbacks keyed by transaction id (``rules/casino.py`` has the rules,
 ``sinks/postgres/casino.py`` the transaction). Every call gets an answer, a retry its first
 answer again; an undecodable call is a dead letter; every decided call an audit record
-(hash-chained in PostgreSQL, and on ``audit``). The batch protocol is the bets flow's:
-commit in PostgreSQL, then publish the stored answers, then record progress.
+(hash-chained in PostgreSQL; the relay of ``streams/audit.py`` puts it on ``audit``).
+The batch protocol is the bets flow's: commit in PostgreSQL, then publish the stored
+answers, then record progress.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ def register(app: Any, settings: Settings, *, sink: CasinoSink) -> Any:
     """Declare the casino agent on ``app``; returns the agent."""
     source_topic = settings.topic("casino")
     results, dead_letters = settings.topic("casino-results"), settings.topic("dead-letters")
-    audit = settings.topic("audit")
 
     async def process(events: list[Any]) -> None:
         batch = CasinoBatch()
@@ -37,7 +37,6 @@ def register(app: Any, settings: Settings, *, sink: CasinoSink) -> Any:
         now = datetime.now(UTC)
         answered = await until_available(lambda: sink.decide(batch, now), what="PostgreSQL")
         await publish(app, results, answered.answers)
-        await publish(app, audit, answered.audit)
         await publish(app, dead_letters, letter_records(answered.dead_letters))
         await app.producer.flush()
         await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")

@@ -6,13 +6,13 @@ Every consumed message ends as exactly one row in PostgreSQL: a decided event in
 dead letter also goes to the ``dead-letters`` topic.
 
 Per batch: read back any offsets the consumer skipped (``streams/gaps.py``), decode,
-apply the pure rules against the table, send audit records and dead letters and wait
-until Kafka has them, write everything to PostgreSQL in one transaction (idempotent by
-Kafka position), and only then update the table and record the partition's progress. A
-crash anywhere replays the batch: the outputs are sent again if PostgreSQL had not
-committed (at least once, keyed by source position), PostgreSQL ignores rows it has, and
-an event the standing already reflects (its offset is not past the state's
-``source_offset``) is not applied twice.
+apply the pure rules against the table, send dead letters and wait until Kafka has
+them, write everything (audit records included) to PostgreSQL in one transaction
+(idempotent by Kafka position), and only then update the table and record the
+partition's progress. A crash anywhere replays the batch: the dead letters are sent
+again if PostgreSQL had not committed (at least once, keyed by source position),
+PostgreSQL ignores rows it has, and an event the standing already reflects (its offset
+is not past the state's ``source_offset``) is not applied twice.
 
 The table is a cache of PostgreSQL's ``players`` rows: each batch reads the stored
 standings of its players, and a newer stored one (a crash between the commit and the
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Outputs:
-    audit: list[AuditRecord] = field(default_factory=list)
     dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
     table: list[tuple[Any, str, PlayerState]] = field(default_factory=list)
 
@@ -171,7 +170,6 @@ def plan_batch(
             before=before.model_dump(mode="json") if before else None,
             after=result.model_dump(mode="json"),
         )
-        out.audit.append(record)
         batch.audit.append(record)
     return batch, out
 
@@ -181,19 +179,19 @@ def register(
 ) -> Any:
     """Declare the players agent on ``app``; returns the agent."""
     source_topic = settings.topic("players")
-    audit, dead_letters = settings.topic("audit"), settings.topic("dead-letters")
+    dead_letters = settings.topic("dead-letters")
 
     async def process(events: list[Any]) -> None:
         decoded = decode_batch(events)
         players = sorted({d.player_id for _, d in decoded if not isinstance(d, DecodeFailure)})
         stored = await until_available(lambda: sink.standings(players), what="PostgreSQL")
         batch, out = plan_batch(decoded, table, stored, policies=policies)
-        # The outputs reach Kafka before PostgreSQL commits: a crash before the commit
+        # The dead letters reach Kafka before PostgreSQL commits: a crash before the commit
         # replays the batch and sends them again (keyed by source position); after it,
-        # the replay finds the batch committed and they are already out.
+        # the replay finds the batch committed and they are already out. The audit
+        # records go in the same transaction as the standings; the relay publishes them
+        # once committed (streams/audit.py).
         await publish(app, dead_letters, letter_records(out.dead_letters))
-        await publish(app, audit, [(r.entity_id.encode(), r.model_dump_json().encode())
-                                   for r in out.audit])  # fmt: skip
         await app.producer.flush()
         await until_available(lambda: sink.write(batch), what="PostgreSQL")
         for event, key, state in out.table:

@@ -11,6 +11,7 @@ from croupier.policies import load_policies
 from croupier.settings import Settings
 from rules.games import Catalogue
 from rules.policy import Policies
+from sinks.postgres.audit import AuditRelay
 from sinks.postgres.casino import CasinoSink
 from sinks.postgres.payments import PaymentsSink
 from sinks.postgres.players import PostgresPlayerSink
@@ -97,5 +98,7 @@ def create_app(
         app, settings, sink=CasinoSink(dsn, schema, consumer_group=group, policies=policies,
                                        catalogue=catalogue),
     )  # fmt: skip
-    audit.register(app, settings)
+    audit.register(
+        app, settings, relay=AuditRelay(dsn, schema, consumer_group=group, max_connections=1)
+    )
     return app

@@ -72,7 +72,13 @@ def spawn(
             start_new_session=True,
         )
     pidfile.write_text(f"{proc.pid}\n")
+    _children[proc.pid] = proc
     return proc.pid
+
+
+# Our children's Popen objects, kept: a dropped one is reaped by the next Popen anywhere in
+# the process (subprocess's own clean-up), and how it ended would be lost.
+_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def stop_pid(pid: int, *, timeout: float = 30.0) -> None:
@@ -98,6 +104,12 @@ def exit_status(pid: int) -> str | None:
 
     None when it still runs or is not our child (then nobody here can know).
     """
+    proc = _children.get(pid)
+    if proc is not None:
+        code = proc.poll()
+        if code is None:
+            return None
+        return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
     try:
         done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:

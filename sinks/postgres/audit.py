@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from schemas.records import AuditRecord
+from sinks.postgres.common import PgSink
 
 GENESIS = bytes(32)
 
@@ -309,3 +310,45 @@ def export_lines(
         )
         for c, seq, body, prev, digest in rows:
             yield record_line((c, int(seq), body, bytes(prev), bytes(digest)))
+
+
+# -- the relay to the audit topic ---------------------------------------------------------
+
+_RELAY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('croupier.audit.relay', 0))"
+_UNPUBLISHED_SQL = """
+SELECT r.chain, r.seq, r.entity_id, r.body
+  FROM audit_heads h
+  LEFT JOIN audit_published p USING (chain)
+  JOIN LATERAL (SELECT a.chain, a.seq, a.entity_id, a.body FROM audit_records a
+                 WHERE a.chain = h.chain AND a.seq > coalesce(p.seq, 0)
+                 ORDER BY a.seq LIMIT %s) r ON true
+ WHERE h.seq > coalesce(p.seq, 0)
+ ORDER BY r.chain, r.seq"""
+_PUBLISHED_SQL = """
+INSERT INTO audit_published (chain, seq) VALUES (%s, %s)
+ON CONFLICT (chain) DO UPDATE SET seq = EXCLUDED.seq"""
+
+Publish = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
+
+
+class AuditRelay(PgSink):
+    """Committed audit records to the ``audit`` topic (keyed by entity id), each chain in
+    sequence order, one worker's pass at a time."""
+
+    async def relay(self, publish: Publish, *, limit: int = 2000) -> int:
+        """Publish what is committed and not yet published (up to ``limit`` per chain);
+        how many. ``publish`` must return only once Kafka has them."""
+        async with self.transaction() as conn:
+            cursor = await conn.execute(_RELAY_LOCK)
+            locked = await cursor.fetchone()
+            if not locked or not locked[0]:
+                return 0  # another worker's pass
+            cursor = await conn.execute(_UNPUBLISHED_SQL, (limit,))
+            rows = await cursor.fetchall()
+            if not rows:
+                return 0
+            await publish([(entity_id.encode(), body.encode()) for _, _, entity_id, body in rows])
+            last = {chain: int(seq) for chain, seq, _, _ in rows}
+            async with conn.cursor() as cur:
+                await cur.executemany(_PUBLISHED_SQL, sorted(last.items()))
+        return len(rows)

@@ -71,7 +71,6 @@ class CasinoBatch:
 @dataclass
 class Answered:
     answers: list[Output] = field(default_factory=list)
-    audit: list[Output] = field(default_factory=list)  # (entity id, the record's JSON)
     dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
 
 
@@ -153,18 +152,6 @@ class CasinoSink(PgSink):
                 fresh.append(item)
             else:
                 out.answers.append((got[0].encode(), got[1].encode()))
-        if len(fresh) < len(batch.inputs):
-            # A replay publishes the stored audit records again too (the topic is keyed).
-            cursor = await conn.execute(
-                """SELECT entity_id, body FROM audit_records
-                    WHERE source_topic = %s AND entity = 'casino_transaction'
-                      AND (source_partition, source_offset) IN
-                          (SELECT * FROM unnest(%s::int[], %s::bigint[]))
-                    ORDER BY source_partition, source_offset""",
-                (first.topic, [i.source.partition for i in batch.inputs],
-                 [i.source.offset for i in batch.inputs]),
-            )  # fmt: skip
-            out.audit.extend((e.encode(), b.encode()) for e, b in await cursor.fetchall())
         return fresh
 
     async def _wallet(self, conn: Any, fresh: list[CasinoInput], guarded: Guarded) -> Wallet:
@@ -263,7 +250,6 @@ class CasinoSink(PgSink):
                 raise LedgerDisagrees(msg)
         await self._write(conn, decided, wallet, guarded, now)
         await audit.append(conn, records)
-        out.audit.extend((r.entity_id.encode(), r.model_dump_json().encode()) for r in records)
         if out.dead_letters:
             async with conn.cursor() as cur:
                 await cur.executemany(

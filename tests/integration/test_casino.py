@@ -163,6 +163,17 @@ def test_every_wallet_rule_answered_and_retries_move_nothing(
     refused = json.loads(trail[2][2])["after"]
     assert refused["error"] == "rollback_after_credit" and refused["moved"] is False
     audit_trail_holds(settings)
+    # The relay puts every committed record on the audit topic, the stored JSON itself:
+    # players', casino calls' and ledger operations' alike.
+    stored = {body for (body,) in query(settings, "SELECT body FROM audit_records")}
+    published = consume_until(
+        settings, [settings.topic("audit")],
+        want=lambda rs: {r.value.decode() for r in rs} >= stored, timeout=60,
+    )  # fmt: skip
+    assert {r.value.decode() for r in published} == stored
+    assert {json.loads(b)["entity"] for b in stored} == {
+        "player", "casino_transaction", "ledger_transaction"
+    }  # fmt: skip
     # The stores are append-only: a correction is a new call, never an edit.
     with pytest.raises(Exception, match="append-only"):
         query(settings, "UPDATE casino_transactions SET amount = 0")

@@ -55,7 +55,7 @@ def test_a_batch_decides_every_event_once() -> None:
         event(2, b"{oops"),
         event(3, doc("session_started", "p-2"), key=b"p-2"),
     ]
-    batch, out = plan(decode_batch(events), table)
+    batch, _ = plan(decode_batch(events), table)
     assert [(e.source.offset, e.outcome) for e in batch.events] == [(0, "applied"), (1, "applied")]
     assert batch.states["p-1"].version == 2
     assert [(d.source.offset, d.reason) for d in batch.dead_letters] == [
@@ -63,7 +63,7 @@ def test_a_batch_decides_every_event_once() -> None:
         (3, "unknown_player"),
     ]
     assert base64.b64decode(batch.dead_letters[0].value_base64) == b"{oops"
-    assert [a.after["version"] for a in out.audit if a.after] == [1, 2]
+    assert [a.after["version"] for a in batch.audit if a.after] == [1, 2]
     # Nothing touched the table yet: it moves only after PostgreSQL and Kafka have the batch.
     assert table == {}
 
@@ -81,7 +81,7 @@ def test_an_event_the_table_already_reflects_is_not_applied_again() -> None:
     batch, out = plan(decode_batch(replay), table)
     assert [e.source.offset for e in batch.events] == [2]
     assert batch.states["p-1"].version == 3
-    assert [a.source.offset for a in out.audit] == [2]
+    assert [a.source.offset for a in batch.audit] == [2]
 
 
 def test_a_newer_standing_in_postgresql_wins_over_a_table_left_behind_by_a_crash() -> None:
