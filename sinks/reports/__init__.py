@@ -1,0 +1,1 @@
+"""Regulator report writers: files in the formats regulators take."""
