@@ -508,6 +508,32 @@ def cmd_rng(args: argparse.Namespace) -> int:
     return EXIT_OK if report.passed else EXIT_FAILED
 
 
+def cmd_regulator(args: argparse.Namespace) -> int:
+    from croupier.regulator import as_json, follow, line
+
+    settings = _settings()
+    key_file = args.key_file or settings.report_key_dir / f"{args.jurisdiction}.key"
+    try:
+        key = bytes.fromhex(key_file.read_text().strip())
+    except (OSError, ValueError) as exc:
+        print(f"croupier regulator: cannot read the report key {key_file} ({exc}); pass "
+              "--key-file with the key the operator gave you", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    topic = settings.topic(f"reports.{args.jurisdiction}")
+
+    def show(record: Any, _: Any) -> None:
+        print(as_json(record) if args.json else line(record), flush=True)
+
+    result = follow(settings.kafka_bootstrap_servers, topic, key, show=show, count=args.count,
+                    idle_timeout=args.idle_timeout)  # fmt: skip
+    for problem in result.problems:
+        print(f"croupier regulator: {topic}: {problem}", file=sys.stderr)
+    if not args.json:
+        state = "chain verified" if result.ok else "STOPPED"
+        print(f"{result.verified} record(s) of {topic}: {state}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
 def _aware(text: str) -> datetime:
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
@@ -758,6 +784,24 @@ def build_parser() -> argparse.ArgumentParser:
     rtest.add_argument("--samples", type=int, help="outputs per stream (default 200000)")
     rtest.add_argument("--json", action="store_true")
     rng_cmd.set_defaults(func=cmd_rng)
+
+    regulator = sub.add_parser(
+        "regulator", help="the regulator's side: follow reports.<J>, verifying its MAC chain"
+    )
+    regsub = regulator.add_subparsers(dest="action", required=True)
+    rfollow = regsub.add_parser(
+        "follow", help="print the stream's records as its MAC chain verifies; exit 1 on a "
+        "bad MAC or a gap",
+    )  # fmt: skip
+    rfollow.add_argument("--jurisdiction", required=True, metavar="J")
+    rfollow.add_argument("--key-file", type=Path, help="default CROUPIER_REPORT_KEY_DIR/<J>.key")
+    rfollow.add_argument("--count", type=int, help="stop after N verified records")
+    rfollow.add_argument(
+        "--idle-timeout", type=float, metavar="SECONDS",
+        help="stop when nothing new arrives for this long (default: follow for ever)",
+    )  # fmt: skip
+    rfollow.add_argument("--json", action="store_true", help="each record as its JSON")
+    regulator.set_defaults(func=cmd_regulator)
 
     demo = sub.add_parser("demo", help="the main job on the running stack")
     demo.add_argument("--timeout", type=float, default=120.0)

@@ -32,6 +32,10 @@ Environment variables (documented once, here and in the README):
                                 (default ``.stack/audit/ed25519.pem``, created on first use)
 ``CROUPIER_AUDIT_RELAY_INTERVAL``  seconds between passes of the relay that publishes
                                 committed audit records to ``audit`` (default 0.5; 0: off)
+``CROUPIER_REPORT_INTERVAL``    seconds between the reporter's passes (audit records to
+                                ``reports.<J>``; default 1; 0: off)
+``CROUPIER_REPORT_KEY_DIR``     the jurisdictions' report MAC keys, ``<J>.key`` (default
+                                ``.stack/reports/keys``, created on first use)
 ``CROUPIER_AUDIT_CHECKPOINT_INTERVAL``  seconds between signed checkpoints of the audit
                                 trail's chain heads, when a chain moved (one worker signs;
                                 default 60; 0 turns the timer off)
@@ -90,6 +94,10 @@ class Settings(BaseSettings):
     )
     audit_relay_interval: float = Field(
         default=0.5, ge=0, validation_alias="CROUPIER_AUDIT_RELAY_INTERVAL"
+    )
+    report_interval: float = Field(default=1.0, ge=0, validation_alias="CROUPIER_REPORT_INTERVAL")
+    report_key_dir: Path = Field(
+        default=Path(".stack/reports/keys"), validation_alias="CROUPIER_REPORT_KEY_DIR"
     )
     audit_checkpoint_interval: float = Field(
         default=60.0, ge=0, validation_alias="CROUPIER_AUDIT_CHECKPOINT_INTERVAL"

@@ -16,8 +16,9 @@ from sinks.postgres.casino import CasinoSink
 from sinks.postgres.payments import PaymentsSink
 from sinks.postgres.players import PostgresPlayerSink
 from sinks.postgres.protection import SessionSink
+from sinks.postgres.reports import ReportSink
 from sinks.postgres.sportsbook import SportsbookSink
-from streams import audit, bets, casino, odds, payments, players, protection
+from streams import audit, bets, casino, odds, payments, players, protection, reports
 
 
 def broker_url(settings: Settings) -> str:
@@ -101,4 +102,8 @@ def create_app(
     audit.register(
         app, settings, relay=AuditRelay(dsn, schema, consumer_group=group, max_connections=1)
     )
+    reports.register(
+        app, settings, sink=ReportSink(dsn, schema, consumer_group=group, max_connections=1),
+        policies=policies,
+    )  # fmt: skip
     return app

@@ -1,0 +1,110 @@
+"""The regulator's side: follow ``reports.<J>`` and check its MAC chain while reading.
+
+Written as a regulator would run it: a plain kafka-python consumer with no consumer group
+(nothing on the operator's side changes), the jurisdiction's report key, and nothing of
+Croupier's but the record model. Messages arrive from several partitions, so records are
+put back in ``seq`` order before they are checked; a repeat of a verified record (the
+operator's at-least-once publishing) is recognised by its MAC and passed over. A record
+whose MAC does not follow from the previous one, or content that differs from a record
+already verified under the same ``seq``, stops the reader; a ``seq`` still missing when
+the stream goes quiet with later records waiting is reported as a gap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.reports import GENESIS_MAC, ReportEnvelope, ReportRecord, mac_ok
+
+
+@dataclass
+class Followed:
+    verified: int = 0
+    problems: list[str] = field(default_factory=list)
+    last_mac: bytes = GENESIS_MAC
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def follow(
+    bootstrap: str,
+    topic: str,
+    key: bytes,
+    *,
+    show: Callable[[ReportRecord, ReportEnvelope], None],
+    count: int | None = None,
+    idle_timeout: float | None = None,
+) -> Followed:
+    """Read ``topic`` from its start, verifying as it goes; stop after ``count`` verified
+    records, after ``idle_timeout`` seconds with nothing new, or at the first problem."""
+    from kafka import KafkaConsumer
+
+    consumer: Any = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap.split(","),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=int(idle_timeout * 1000) if idle_timeout else float("inf"),
+    )
+    out = Followed()
+    pending: dict[int, ReportEnvelope] = {}
+    seen: dict[int, str] = {}  # seq -> MAC of the verified record
+    try:
+        for message in consumer:
+            try:
+                envelope = ReportEnvelope.model_validate_json(message.value)
+            except ValidationError:
+                out.problems.append(
+                    f"unreadable message at partition {message.partition} offset "
+                    f"{message.offset}: not a report envelope"
+                )
+                break
+            if envelope.seq in seen:
+                if seen[envelope.seq] != envelope.mac:
+                    out.problems.append(
+                        f"seq {envelope.seq} arrived again with other content (MAC "
+                        f"{envelope.mac[:16]}…, verified {seen[envelope.seq][:16]}…)"
+                    )
+                    break
+                continue  # a repeat of a verified record
+            pending[envelope.seq] = envelope
+            while out.verified + 1 in pending:
+                nxt = pending.pop(out.verified + 1)
+                if not mac_ok(key, nxt, out.last_mac):
+                    out.problems.append(
+                        f"bad MAC at seq {nxt.seq}: the record was altered, or does not follow "
+                        "the record before it (or the key is not this jurisdiction's)"
+                    )
+                    return out
+                show(nxt.record(), nxt)
+                out.last_mac = bytes.fromhex(nxt.mac)
+                seen[nxt.seq] = nxt.mac
+                out.verified += 1
+                if count is not None and out.verified >= count:
+                    return out
+    finally:
+        consumer.close()
+    if pending and out.ok:
+        out.problems.append(
+            f"gap: seq {out.verified + 1} never arrived, while {len(pending)} later "
+            f"record(s) did (up to seq {max(pending)})"
+        )
+    return out
+
+
+def line(record: ReportRecord) -> str:
+    money = f" {record.amount} {record.currency}" if record.amount is not None else ""
+    return (f"{record.seq:>6}  {record.recorded_at.isoformat()}  {record.kind:<10} "
+            f"{record.action:<24} {record.player_id}{money}  {record.status or ''}")  # fmt: skip
+
+
+def as_json(record: ReportRecord) -> str:
+    return json.dumps(json.loads(record.record_json()))

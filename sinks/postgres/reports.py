@@ -1,0 +1,190 @@
+"""Regulator streams from the audit trail: report records, MAC-chained per jurisdiction.
+
+The reporter reads the audit records it has not read yet (chain by chain, in sequence
+order), keeps those about a player, and appends one report record for each to the chain
+of the player's jurisdiction (``report_records``): numbered from 1 without a gap, each
+MACed with the jurisdiction's key over the previous MAC and the record's exact JSON
+(``schemas/reports.py``). The casino's ledger moves are reported once, from the casino
+transaction's record (which also says what was refused); every other ledger operation
+from its own. Reading, appending and recording how far it read happen in one transaction,
+so a crash repeats a pass and never reports a change twice or skips one. A second pass
+publishes the new report records to ``reports.<J>`` (keyed by entity id) and records how
+far it got: at least once on the topic, the same bytes, with ``seq`` telling a reader a
+repeat from a gap. One worker runs each pass at a time (advisory locks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from schemas.reports import AuditRef, ReportEnvelope, ReportRecord, chain_mac
+from sinks.postgres.common import PgSink
+
+GENESIS = bytes(32)
+
+_DERIVE_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('croupier.reports', 0))"
+_PUBLISH_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('croupier.reports.publish', 0))"
+_UNREAD_SQL = """
+SELECT r.chain, r.seq, r.body, r.hash
+  FROM audit_heads h
+  LEFT JOIN report_progress p USING (chain)
+  JOIN LATERAL (SELECT a.chain, a.seq, a.body, a.hash FROM audit_records a
+                 WHERE a.chain = h.chain AND a.seq > coalesce(p.seq, 0)
+                 ORDER BY a.seq LIMIT %s) r ON true
+ WHERE h.seq > coalesce(p.seq, 0)
+ ORDER BY r.chain, r.seq"""
+_UNPUBLISHED_SQL = """
+SELECT r.jurisdiction, r.seq, r.entity_id, r.record_json, r.prev_mac, r.mac
+  FROM report_records r LEFT JOIN report_published p USING (jurisdiction)
+ WHERE r.seq > coalesce(p.seq, 0)
+ ORDER BY r.jurisdiction, r.seq LIMIT %s"""
+
+Send = Callable[[str, list[tuple[bytes, bytes]]], Awaitable[None]]  # jurisdiction, items
+
+
+def load_or_create_keys(directory: Path, jurisdictions: list[str]) -> dict[str, bytes]:
+    """Each jurisdiction's report key (``<dir>/<J>.key``, 64 hex digits, mode 0600), made
+    on first use; the regulator receives a copy out of band."""
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = {}
+    for j in jurisdictions:
+        path = directory / f"{j}.key"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32) + "\n")
+        keys[j] = bytes.fromhex(path.read_text().strip())
+    return keys
+
+
+def _reportable(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The report fields of an audit record (player id first), or None: not reported."""
+    entity = doc["entity"]
+    after: dict[str, Any] = doc.get("after") or {}
+    kept: tuple[str, ...]
+    if entity == "player":
+        kept = ("jurisdiction", "exclusion", "limits", "session", "geolocation", "version")
+        return {"player_id": doc["entity_id"], "kind": "player", "status": "applied",
+                "details": {k: after[k] for k in kept if k in after}}  # fmt: skip
+    if entity == "casino_transaction":
+        kept = ("type", "round_id", "game_id", "error", "balance", "moved", "rng_build",
+                "reference_transaction_id")  # fmt: skip
+        return {"player_id": after["player_id"], "kind": "casino", "amount": after["amount"],
+                "currency": after["currency"], "status": after["status"],
+                "details": {k: after.get(k) for k in kept}}  # fmt: skip
+    if entity == "ledger_transaction":
+        op = str(after["operation"])
+        if op.startswith("casino_"):
+            return None  # reported from the casino transaction's own record
+        kind = "bet" if op == "stake" else "settlement" if op in ("settle", "unsettle") else (
+            "payment")  # fmt: skip
+        kept = ("key", "operation", "reason", "reference", "result", "cash_after",
+                "pending_after")  # fmt: skip
+        amount = after["payout"] if op == "settle" else after["amount"]
+        return {"player_id": after["player_id"], "kind": kind, "amount": amount,
+                "currency": after["currency"], "status": after["status"],
+                "details": {k: after.get(k) for k in kept}}  # fmt: skip
+    return None
+
+
+class ReportSink(PgSink):
+    """The reporter's two passes (see the module docstring)."""
+
+    async def derive(self, keys: Mapping[str, bytes], *, limit: int = 2000) -> int:
+        """Append report records for unread audit records; how many audit records read."""
+        async with self.transaction() as conn:
+            locked = await (await conn.execute(_DERIVE_LOCK)).fetchone()
+            if not locked or not locked[0]:
+                return 0
+            rows = await (await conn.execute(_UNREAD_SQL, (limit,))).fetchall()
+            if not rows:
+                return 0
+            docs = [(chain, int(seq), json.loads(body), bytes(h)) for chain, seq, body, h in rows]
+            wanted = [(c, s, d, h, _reportable(d)) for c, s, d, h in docs]
+            players = sorted({f["player_id"] for *_, f in wanted if f is not None})
+            cursor = await conn.execute(
+                "SELECT player_id, jurisdiction FROM players WHERE player_id = ANY(%s)",
+                (players,),
+            )
+            where = {p: j for p, j in await cursor.fetchall()}
+            cursor = await conn.execute(
+                "SELECT jurisdiction, seq, mac FROM report_heads ORDER BY 1 FOR UPDATE"
+            )
+            heads = {j: (int(s), bytes(m)) for j, s, m in await cursor.fetchall()}
+            out = []
+            for chain, seq, doc, digest, fields in wanted:
+                if fields is None:
+                    continue
+                j = where.get(fields["player_id"]) or (doc.get("after") or {}).get("jurisdiction")
+                if not isinstance(j, str) or j not in keys:
+                    continue  # a player Croupier never registered: nobody to report to
+                last, prev = heads.get(j, (0, GENESIS))
+                record = ReportRecord(
+                    jurisdiction=j, seq=last + 1, record_id=f"{j}-{last + 1}",
+                    action=doc["action"], entity_id=doc["entity_id"],
+                    occurred_at=doc["occurred_at"], recorded_at=doc["recorded_at"],
+                    audit=AuditRef(chain=chain, seq=seq, hash=digest.hex()), **fields,
+                )  # fmt: skip
+                body = record.record_json()
+                mac = chain_mac(keys[j], prev, body)
+                heads[j] = (last + 1, mac)
+                out.append((j, last + 1, doc["entity_id"], body.decode(), prev, mac, chain, seq))
+            done = {chain: seq for chain, seq, *_ in docs}
+            async with conn.cursor() as cur:
+                if out:
+                    await cur.executemany(
+                        """INSERT INTO report_records (jurisdiction, seq, entity_id, record_json,
+                               prev_mac, mac, audit_chain, audit_seq)
+                           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+                        out,
+                    )
+                    await cur.executemany(
+                        """INSERT INTO report_heads (jurisdiction, seq, mac) VALUES (%s, %s, %s)
+                           ON CONFLICT (jurisdiction) DO UPDATE
+                              SET seq = EXCLUDED.seq, mac = EXCLUDED.mac""",
+                        [(j, s, m) for j, (s, m) in sorted(heads.items())],
+                    )
+                await cur.executemany(
+                    """INSERT INTO report_progress (chain, seq) VALUES (%s, %s)
+                       ON CONFLICT (chain) DO UPDATE SET seq = EXCLUDED.seq""",
+                    sorted(done.items()),
+                )
+        return len(docs)  # audit records read: a pass that read some may have more to read
+
+    async def publish(self, send: Send, *, limit: int = 2000) -> int:
+        """Publish report records not yet published, each chain in order; how many."""
+        async with self.transaction() as conn:
+            locked = await (await conn.execute(_PUBLISH_LOCK)).fetchone()
+            if not locked or not locked[0]:
+                return 0
+            rows = await (await conn.execute(_UNPUBLISHED_SQL, (limit,))).fetchall()
+            if not rows:
+                return 0
+            by_j: dict[str, list[tuple[bytes, bytes]]] = {}
+            last: dict[str, int] = {}
+            for j, seq, entity_id, record_json, prev, mac in rows:
+                envelope = ReportEnvelope(
+                    jurisdiction=j, seq=int(seq), record_json=record_json,
+                    prev_mac=bytes(prev).hex(), mac=bytes(mac).hex(),
+                )  # fmt: skip
+                by_j.setdefault(j, []).append(
+                    (entity_id.encode(), envelope.model_dump_json().encode())
+                )
+                last[j] = int(seq)
+            for j, items in sorted(by_j.items()):
+                await send(j, items)
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    """INSERT INTO report_published (jurisdiction, seq) VALUES (%s, %s)
+                       ON CONFLICT (jurisdiction) DO UPDATE SET seq = EXCLUDED.seq""",
+                    sorted(last.items()),
+                )
+        return len(rows)

@@ -1,0 +1,46 @@
+"""The reporter: audit records become each jurisdiction's regulator stream.
+
+Every ``CROUPIER_REPORT_INTERVAL`` seconds a worker turns the audit records it has not
+read into report records, MAC-chained per jurisdiction, and publishes the new ones to
+``reports.<J>`` (``sinks/postgres/reports.py`` has the two passes and why they are exact).
+The jurisdictions are those of the policy files; each one's MAC key is
+``<CROUPIER_REPORT_KEY_DIR>/<J>.key``, shared with that regulator.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from croupier.settings import Settings
+from rules.policy import Policies
+from sinks.base import SinkUnavailable
+from sinks.postgres.reports import ReportSink, load_or_create_keys
+from streams.context import publish
+
+log = logging.getLogger(__name__)
+
+
+def register(app: Any, settings: Settings, *, sink: ReportSink, policies: Policies) -> None:
+    """Declare the reporter's timer (nothing when the interval is 0)."""
+    if settings.report_interval <= 0:
+        return
+    keys = load_or_create_keys(settings.report_key_dir, list(policies.jurisdictions))
+    opened: list[bool] = []
+
+    async def send(jurisdiction: str, items: list[tuple[bytes, bytes]]) -> None:
+        await publish(app, settings.topic(f"reports.{jurisdiction}"), items)
+        await app.producer.flush()
+
+    @app.timer(interval=settings.report_interval)  # type: ignore[untyped-decorator]
+    async def reporter() -> None:
+        if not opened:
+            await sink.open()
+            opened.append(True)
+        try:
+            while await sink.derive(keys) > 0:
+                pass
+            while await sink.publish(send) > 0:
+                pass
+        except SinkUnavailable as exc:  # the next tick tries again
+            log.warning("reporter: %s", exc)

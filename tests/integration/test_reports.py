@@ -1,0 +1,114 @@
+"""Regulator streams: audit records become MAC-chained report records per jurisdiction,
+and the regulator's reader verifies them, catching a forged record and a gap."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from croupier.kafka import make_producer
+from croupier.settings import Settings
+from schemas.reports import ReportEnvelope, chain_mac
+from tests.conftest import ROOT, StartWorker, settings_env
+from tests.integration.helpers import done, player_event, produce, query, wait_for
+from tests.integration.test_casino import call
+
+pytestmark = pytest.mark.integration
+
+
+def regulator(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "croupier", "regulator", "follow", *args],
+        env={**os.environ, **settings_env(settings)}, capture_output=True, text=True,
+        cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_reports_stream_per_jurisdiction_and_the_regulator_verifies_them(
+    settings: Settings, worker_factory: StartWorker, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    s = settings.model_copy(update={"report_interval": 0.5, "report_key_dir": keys})
+    # Two players in two jurisdictions (registrations carry the jurisdiction).
+    produce(s, "players", [
+        ("dk-1", player_event("registered", "dk-1", jurisdiction="DK", currency="DKK")),
+        ("dk-1", player_event("session_started", "dk-1", session_id="s-dk")),
+        ("uk-1", player_event("registered", "uk-1")),
+        ("uk-1", player_event("session_started", "uk-1", session_id="s-uk")),
+    ])  # fmt: skip
+    worker = worker_factory(s)
+    worker.wait_ready()
+    wait_for(lambda: done(s, "players") == 4, timeout=60, what="players")
+    produce(s, "payments", [("dk-1", json.dumps({
+        "type": "deposit", "payment_id": "dep-dk", "player_id": "dk-1", "amount": "500.00",
+        "currency": "DKK", "timestamp": "2026-11-30T08:00:00Z"}).encode())])  # fmt: skip
+    wait_for(lambda: done(s, "payments") == 1, timeout=60, what="the deposit")
+    produce(s, "casino", [
+        ("dk-1", call("debit", "c-1", "dk-1", "r-1", "20.00", currency="DKK")),
+        ("dk-1", call("credit", "c-2", "dk-1", "r-1", "0.00", currency="DKK", round_closed=True)),
+        ("dk-1", call("debit", "c-3", "dk-1", "r-2", "9999.00", currency="DKK")),  # refused
+    ])  # fmt: skip
+    produce(s, "players", [("dk-1", player_event("self_excluded", "dk-1", until=None))])
+    wait_for(lambda: done(s, "casino") == 3 and done(s, "players") == 5, timeout=60,
+             what="the calls")  # fmt: skip
+
+    def reported(j: str) -> int:
+        return int(query(s, "SELECT count(*) FROM report_records WHERE jurisdiction = %s",
+                         (j,))[0][0])  # fmt: skip
+
+    # DK: registration, session, deposit, three casino calls (one refused), the exclusion.
+    wait_for(lambda: reported("DK") == 7 and reported("UK") == 2, timeout=60, what="reports")
+    run = regulator(s, "--jurisdiction", "DK", "--idle-timeout", "6", "--json")
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["seq"] for r in records] == list(range(1, 8))
+    assert [r["kind"] for r in records] == [
+        "player", "player", "payment", "casino", "casino", "casino", "player"
+    ]  # fmt: skip
+    assert {r["jurisdiction"] for r in records} == {"DK"}
+    refused = records[5]
+    assert refused["status"] == "rejected" and refused["details"]["error"] == "insufficient_funds"
+    assert records[2]["amount"] == "500.00" and records[2]["currency"] == "DKK"
+    # Each record names the audit record it came from, which is in the trail.
+    chain, seq = records[3]["audit"]["chain"], records[3]["audit"]["seq"]
+    assert query(s, "SELECT action FROM audit_records WHERE chain = %s AND seq = %s",
+                 (chain, seq)) == [("casino.debit",)]  # fmt: skip
+
+    # A forged record appended to the stream (right seq, wrong key): bad MAC, exit 1.
+    last = _forged(s, 8, b"not the key")
+    producer = make_producer(s)
+    producer.produce(s.topic("reports.DK"), key=b"dk-1", value=last.model_dump_json().encode())
+    producer.flush(30)
+    run = regulator(s, "--jurisdiction", "DK", "--idle-timeout", "6")
+    assert run.returncode == 1 and "bad MAC at seq 8" in run.stderr
+    # UK's stream is its own chain, with its own key; a gap in it is reported.
+    uk_key = bytes.fromhex((keys / "UK.key").read_text().strip())
+    gap = _forged(s, 4, uk_key, jurisdiction="UK")
+    producer.produce(s.topic("reports.UK"), key=b"uk-1", value=gap.model_dump_json().encode())
+    producer.flush(30)
+    run = regulator(s, "--jurisdiction", "UK", "--idle-timeout", "6")
+    assert run.returncode == 1 and "gap: seq 3 never arrived" in run.stderr
+    worker.terminate()
+
+
+def _forged(s: Settings, seq: int, key: bytes, jurisdiction: str = "DK") -> ReportEnvelope:
+    body: dict[str, Any] = json.loads(query(
+        s, "SELECT record_json FROM report_records WHERE jurisdiction = %s ORDER BY seq DESC "
+        "LIMIT 1", (jurisdiction,))[0][0])  # fmt: skip
+    prev = bytes.fromhex(query(s, "SELECT encode(mac, 'hex') FROM report_heads WHERE "
+                               "jurisdiction = %s", (jurisdiction,))[0][0])  # fmt: skip
+    body.update(seq=seq, record_id=f"{jurisdiction}-{seq}", amount="1000000.00")
+    record_json = json.dumps(body)
+    return ReportEnvelope(
+        jurisdiction=jurisdiction,
+        seq=seq,
+        record_json=record_json,
+        prev_mac=prev.hex(),
+        mac=chain_mac(key, prev, record_json.encode()).hex(),
+    )
