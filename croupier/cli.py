@@ -534,6 +534,41 @@ def cmd_regulator(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+def cmd_reports(args: argparse.Namespace) -> int:
+    from croupier import report_files
+    from croupier.policies import load_policies
+    from sinks.reports import ReportError
+
+    settings = _settings()
+    policy = load_policies(settings.policy_dir).get(args.jurisdiction)
+    if policy is None:
+        print(f"croupier reports: no policy for {args.jurisdiction}", file=sys.stderr)
+        return EXIT_USAGE
+    directory = args.dir or Path("reports") / args.jurisdiction
+    if args.action == "verify":
+        problems = report_files.verify(settings, policy, directory)
+        for p in problems:
+            print(f"BROKEN  {p}")
+        print(f"{directory} ({policy.reporting.format}): "
+              f"{'verifies' if not problems else f'{len(problems)} problem(s)'}")  # fmt: skip
+        return EXIT_FAILED if problems else EXIT_OK
+    try:
+        written = report_files.write(settings, policy, directory, idle_timeout=args.idle_timeout)
+    except (ReportError, OSError) as exc:
+        print(f"croupier reports: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for p in written.problems:
+        print(f"croupier reports: {settings.topic(f'reports.{args.jurisdiction}')}: {p}",
+              file=sys.stderr)  # fmt: skip
+    if written.problems:
+        return EXIT_FAILED
+    print(f"{written.records} new record(s) of reports.{args.jurisdiction} written as "
+          f"{policy.reporting.format} to {directory}: {len(written.files)} file(s)")  # fmt: skip
+    for f in written.files:
+        print(f"  {f}")
+    return EXIT_OK
+
+
 def _aware(text: str) -> datetime:
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
@@ -802,6 +837,18 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     rfollow.add_argument("--json", action="store_true", help="each record as its JSON")
     regulator.set_defaults(func=cmd_regulator)
+
+    reports_cmd = sub.add_parser(
+        "reports", help="a jurisdiction's report stream as its regulator's files: write, verify"
+    )
+    repsub = reports_cmd.add_subparsers(dest="action", required=True)
+    for name, what in (("write", "write what is new (format from the policy)"),
+                       ("verify", "check a report directory as the regulator would")):  # fmt: skip
+        one_rep = repsub.add_parser(name, help=what)
+        one_rep.add_argument("--jurisdiction", required=True, metavar="J")
+        one_rep.add_argument("--dir", type=Path, help="default reports/<J>")
+        one_rep.add_argument("--idle-timeout", type=float, default=5.0, help=argparse.SUPPRESS)
+    reports_cmd.set_defaults(func=cmd_reports)
 
     demo = sub.add_parser("demo", help="the main job on the running stack")
     demo.add_argument("--timeout", type=float, default=120.0)

@@ -34,17 +34,20 @@ def test_reports_stream_per_jurisdiction_and_the_regulator_verifies_them(
     settings: Settings, worker_factory: StartWorker, tmp_path: Path
 ) -> None:
     keys = tmp_path / "keys"
-    s = settings.model_copy(update={"report_interval": 0.5, "report_key_dir": keys})
+    s = settings.model_copy(update={"report_interval": 0.5, "report_key_dir": keys,
+                                    "audit_key": tmp_path / "ed25519.pem"})  # fmt: skip
     # Two players in two jurisdictions (registrations carry the jurisdiction).
     produce(s, "players", [
         ("dk-1", player_event("registered", "dk-1", jurisdiction="DK", currency="DKK")),
         ("dk-1", player_event("session_started", "dk-1", session_id="s-dk")),
         ("uk-1", player_event("registered", "uk-1")),
         ("uk-1", player_event("session_started", "uk-1", session_id="s-uk")),
+        ("es-1", player_event("registered", "es-1", jurisdiction="ES")),
+        ("es-1", player_event("session_started", "es-1", session_id="s-es")),
     ])  # fmt: skip
     worker = worker_factory(s)
     worker.wait_ready()
-    wait_for(lambda: done(s, "players") == 4, timeout=60, what="players")
+    wait_for(lambda: done(s, "players") == 6, timeout=60, what="players")
     produce(s, "payments", [("dk-1", json.dumps({
         "type": "deposit", "payment_id": "dep-dk", "player_id": "dk-1", "amount": "500.00",
         "currency": "DKK", "timestamp": "2026-11-30T08:00:00Z"}).encode())])  # fmt: skip
@@ -55,7 +58,7 @@ def test_reports_stream_per_jurisdiction_and_the_regulator_verifies_them(
         ("dk-1", call("debit", "c-3", "dk-1", "r-2", "9999.00", currency="DKK")),  # refused
     ])  # fmt: skip
     produce(s, "players", [("dk-1", player_event("self_excluded", "dk-1", until=None))])
-    wait_for(lambda: done(s, "casino") == 3 and done(s, "players") == 5, timeout=60,
+    wait_for(lambda: done(s, "casino") == 3 and done(s, "players") == 7, timeout=60,
              what="the calls")  # fmt: skip
 
     def reported(j: str) -> int:
@@ -63,7 +66,8 @@ def test_reports_stream_per_jurisdiction_and_the_regulator_verifies_them(
                          (j,))[0][0])  # fmt: skip
 
     # DK: registration, session, deposit, three casino calls (one refused), the exclusion.
-    wait_for(lambda: reported("DK") == 7 and reported("UK") == 2, timeout=60, what="reports")
+    wait_for(lambda: reported("DK") == 7 and reported("UK") == 2 and reported("ES") == 2,
+             timeout=60, what="reports")  # fmt: skip
     run = regulator(s, "--jurisdiction", "DK", "--idle-timeout", "6", "--json")
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in run.stdout.splitlines()]
@@ -80,6 +84,19 @@ def test_reports_stream_per_jurisdiction_and_the_regulator_verifies_them(
     assert query(s, "SELECT action FROM audit_records WHERE chain = %s AND seq = %s",
                  (chain, seq)) == [("casino.debit",)]  # fmt: skip
 
+    # The regulators' files: DK's SAFE-style XML and tokens, ES's signed SCI batches.
+    out = tmp_path / "reports"
+    for j, kind in (("DK", "safe"), ("ES", "sci")):
+        wrote = reports(s, "write", "--jurisdiction", j, "--dir", str(out / j))
+        assert wrote.returncode == 0, wrote.stderr
+        assert f"written as {kind}" in wrote.stdout
+        checked = reports(s, "verify", "--jurisdiction", j, "--dir", str(out / j))
+        assert checked.returncode == 0 and "verifies" in checked.stdout, checked.stdout
+    assert (out / "DK" / "tamper-tokens.jsonl").exists()
+    assert list((out / "DK").glob("*/EOD-DK-*.xml")) and list((out / "ES").glob("LOTE-ES-*.json"))
+    again = reports(s, "write", "--jurisdiction", "DK", "--dir", str(out / "DK"))
+    assert again.returncode == 0 and again.stdout.startswith("0 new record(s)")
+
     # A forged record appended to the stream (right seq, wrong key): bad MAC, exit 1.
     last = _forged(s, 8, b"not the key")
     producer = make_producer(s)
@@ -87,6 +104,9 @@ def test_reports_stream_per_jurisdiction_and_the_regulator_verifies_them(
     producer.flush(30)
     run = regulator(s, "--jurisdiction", "DK", "--idle-timeout", "6")
     assert run.returncode == 1 and "bad MAC at seq 8" in run.stderr
+    # ... and nothing is written from a stream that does not verify.
+    refused = reports(s, "write", "--jurisdiction", "DK", "--dir", str(out / "DK"))
+    assert refused.returncode == 1 and "bad MAC" in refused.stderr
     # UK's stream is its own chain, with its own key; a gap in it is reported.
     uk_key = bytes.fromhex((keys / "UK.key").read_text().strip())
     gap = _forged(s, 4, uk_key, jurisdiction="UK")
@@ -95,6 +115,14 @@ def test_reports_stream_per_jurisdiction_and_the_regulator_verifies_them(
     run = regulator(s, "--jurisdiction", "UK", "--idle-timeout", "6")
     assert run.returncode == 1 and "gap: seq 3 never arrived" in run.stderr
     worker.terminate()
+
+
+def reports(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "croupier", "reports", *args, "--idle-timeout", "4"],
+        env={**os.environ, **settings_env(settings)}, capture_output=True, text=True,
+        cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
 
 
 def _forged(s: Settings, seq: int, key: bytes, jurisdiction: str = "DK") -> ReportEnvelope:

@@ -1,0 +1,99 @@
+"""``croupier reports write|verify``: a jurisdiction's stream as the files its regulator takes.
+
+``write`` reads ``reports.<J>`` from its start, checks the MAC chain as it goes (the
+regulator's reader, ``croupier/regulator.py``), and hands the verified records to the
+writer the jurisdiction's policy names (``[reporting] format``):
+
+* ``safe``: Danish-SAFE-style XML files sealed into a TamperToken chain, plus an
+  end-of-day report per day (``sinks/reports/safe.py``), keyed with the jurisdiction's
+  report key;
+* ``sci``: Spanish-SCI-style signed batches (``sinks/reports/sci.py``), signed with the
+  operator's Ed25519 key (``CROUPIER_AUDIT_KEY``, the key of the audit checkpoints);
+* ``json``: the records as JSON Lines, ``reports-<J>.jsonl``.
+
+Writing resumes: records the directory already holds are passed over, so running it
+again (say every few minutes from cron) only adds what is new. ``verify`` checks a
+directory the way the regulator would.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from croupier.regulator import follow
+from croupier.settings import Settings
+from rules.policy import JurisdictionPolicy
+from schemas.reports import ReportEnvelope, ReportRecord
+from sinks.postgres.audit import load_or_create_key, public_bytes
+from sinks.reports.safe import SafeWriter, verify_safe
+from sinks.reports.sci import SciWriter, verify_sci
+
+
+@dataclass
+class Written:
+    records: int = 0
+    files: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def report_key(settings: Settings, jurisdiction: str) -> bytes:
+    return bytes.fromhex((settings.report_key_dir / f"{jurisdiction}.key").read_text().strip())
+
+
+def write(
+    settings: Settings, policy: JurisdictionPolicy, out: Path, *, idle_timeout: float = 5.0
+) -> Written:
+    """Read the jurisdiction's stream and write what is new in its regulator's format."""
+    j = policy.jurisdiction
+    key = report_key(settings, j)
+    records: list[ReportRecord] = []
+
+    def keep(record: ReportRecord, _: ReportEnvelope) -> None:
+        records.append(record)
+
+    followed = follow(settings.kafka_bootstrap_servers, settings.topic(f"reports.{j}"), key,
+                      show=keep, idle_timeout=idle_timeout)  # fmt: skip
+    done = Written(problems=list(followed.problems))
+    if not followed.ok:
+        return done  # nothing is written from a stream that does not verify
+    out.mkdir(parents=True, exist_ok=True)
+    match policy.reporting.format:
+        case "safe":
+            safe = SafeWriter(out, key)
+            new = [r for r in records if r.seq >= safe.next_seq]
+            done.files += safe.write(new)
+            sealed = safe.close()
+            done.files += [sealed] if sealed else []
+            for day in sorted({r.recorded_at.date() for r in new}):
+                done.files.append(safe.end_of_day(day))
+        case "sci":
+            sci = SciWriter(out, load_or_create_key(settings.audit_key))
+            new = [r for r in records if r.seq > sci.last_seq]
+            done.files += sci.write(new)
+            flushed = sci.flush()
+            done.files += [flushed] if flushed else []
+        case _:
+            path = out / f"reports-{j}.jsonl"
+            have = sum(1 for _ in path.open()) if path.exists() else 0
+            new = [r for r in records if r.seq > have]
+            with path.open("a") as f:
+                f.writelines(r.model_dump_json() + "\n" for r in new)
+            done.files += [path] if new else []
+    done.records = len(new)
+    return done
+
+
+def verify(settings: Settings, policy: JurisdictionPolicy, directory: Path) -> list[str]:
+    """The problems a regulator would find in ``directory`` (none: it verifies)."""
+    j = policy.jurisdiction
+    match policy.reporting.format:
+        case "safe":
+            return verify_safe(directory, report_key(settings, j))
+        case "sci":
+            return verify_sci(directory, public_bytes(load_or_create_key(settings.audit_key)))
+        case _:
+            path = directory / f"reports-{j}.jsonl"
+            seqs = [json.loads(line)["seq"] for line in path.open()] if path.exists() else []
+            return [] if seqs == list(range(1, len(seqs) + 1)) else [f"{path}: seq gap"]
