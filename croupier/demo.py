@@ -21,7 +21,10 @@ run again and again on the same stack):
    back, a game not certified in the player's jurisdiction, a late debit after its
    rollback), then rounds of Croupier Dice, the house's own game, rolled by the
    certified generator;
-7. balances from the ledger and ``Ledger.reconcile()``.
+7. balances from the ledger and ``Ledger.reconcile()``;
+8. the audit trail verified, every wallet of the run rebuilt from it alone and set beside
+   the ledger, and the DK and ES regulator streams verified and written as their files
+   (SAFE-style XML with TamperTokens; SCI-style signed batches) under ``.stack/reports``.
 
 Each step waits until the workers have recorded the messages as done in PostgreSQL
 (``consumer_progress``), then reads what they published. Everything is printed as
@@ -216,6 +219,22 @@ class Progress:
                 msg = f"timed out waiting for the workers to finish {what}"
                 raise DemoError(msg)
             time.sleep(0.1)
+
+    def wait_reports(self, deadline: float) -> None:
+        """Wait until the reporter has read the whole audit trail and published it all."""
+        while True:
+            behind = self.conn.execute(
+                """SELECT (SELECT count(*) FROM audit_heads h LEFT JOIN report_progress p
+                             USING (chain) WHERE h.seq > coalesce(p.seq, 0))
+                        + (SELECT count(*) FROM report_heads h LEFT JOIN report_published p
+                             USING (jurisdiction) WHERE h.seq > coalesce(p.seq, 0))"""
+            ).fetchone()
+            if behind is not None and behind[0] == 0:
+                return
+            if time.monotonic() > deadline:
+                msg = "timed out waiting for the reporter (are the workers of this code up?)"
+                raise DemoError(msg)
+            time.sleep(0.2)
 
     def close(self) -> None:
         self.conn.close()
@@ -824,6 +843,49 @@ class Demo:
         finally:
             ledger.close()
 
+    # -- 8. the audit trail and the regulators ---------------------------------------------
+
+    def audit_and_reports(self) -> None:
+        heading("10. The audit trail: verified, every wallet of this run rebuilt from it alone")
+        from sinks.postgres import audit
+        from sinks.postgres.rebuild import rebuild
+
+        dsn, schema = self.settings.pg_dsn.get_secret_value(), self.settings.pg_schema
+        with psycopg.connect(dsn, options=f"-c search_path={schema}") as conn:
+            checked = audit.verify(conn)
+            ok = self.checks.expect(checked.ok, f"audit verify: {checked.problems}")
+            state = "every chain verifies" if checked.ok else checked.problems
+            print(f"  {checked.records} records in {checked.chains} hash chains: {state}  {ok}")
+            rows = []
+            for p in self.players:
+                (wallet,) = rebuild(conn, p.player_id)
+                shown = {k: v for (c, k), v in wallet.balances.items() if c == p.currency}
+                ok = self.checks.expect(wallet.ok, f"rebuild of {p.short}: {wallet.differences}")
+                rows.append((p.player_id, wallet.operations, len(wallet.entries),
+                             f"{shown.get('cash', D(0))} / {shown.get('pending', D(0))}",
+                             "agrees with the ledger" if wallet.ok else "DIFFERS", ok))  # fmt: skip
+        print_table(["player", "operations", "entries", "cash / pending (from the trail)",
+                     "beside the ledger", "check"], rows)  # fmt: skip
+
+        heading("11. Regulator reports: the DK and ES streams verified and written as files")
+        from croupier import report_files
+        from croupier.policies import load_policies
+
+        policies = load_policies(self.settings.policy_dir)
+        self.progress.wait_reports(self.deadline)
+        for j in ("DK", "ES"):
+            policy = policies.get(j)
+            assert policy is not None
+            where = self.settings.report_key_dir.parent / "files" / j
+            written = report_files.write(self.settings, policy, where, idle_timeout=3)
+            problems = written.problems or report_files.verify(self.settings, policy, where)
+            ok = self.checks.expect(not problems, f"reports of {j}: {problems}")
+            print(f"  reports.{j}: {written.records} new record(s), chain verified, written as "
+                  f"{policy.reporting.format} to {where} ({len(written.files)} file(s)); "
+                  f"the directory verifies: {ok}")  # fmt: skip
+            for f in written.files[:4]:
+                print(f"    {f}")
+
 
 def run_demo(*, timeout: float = 120.0) -> int:
     """Play one match on the running stack; EXIT_OK when everything came out as it must."""
@@ -849,6 +911,7 @@ def run_demo(*, timeout: float = 120.0) -> int:
         demo.protection()
         demo.casino()
         demo.show_books()
+        demo.audit_and_reports()
     except DemoError as exc:
         demo.checks.failures.append(str(exc))
         print(f"\n  {exc} (are the workers running? `croupier stack status`; "
