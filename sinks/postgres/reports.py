@@ -4,9 +4,10 @@ The reporter reads the audit records it has not read yet (chain by chain, in seq
 order), keeps those about a player, and appends one report record for each to the chain
 of the player's jurisdiction (``report_records``): numbered from 1 without a gap, each
 MACed with the jurisdiction's key over the previous MAC and the record's exact JSON
-(``schemas/reports.py``). The casino's ledger moves are reported once, from the casino
-transaction's record (which also says what was refused); every other ledger operation
-from its own. Reading, appending and recording how far it read happen in one transaction,
+(``schemas/reports.py``). A bet is reported from its decision's record (accepted or
+refused, with its stake), a casino move from the casino transaction's record (which also
+says what was refused); every other ledger operation (settlements and their rollbacks,
+payments) from its own. Reading, appending and recording how far it read happen in one transaction,
 so a crash repeats a pass and never reports a change twice or skips one. A second pass
 publishes the new report records to ``reports.<J>`` (keyed by entity id) and records how
 far it got: at least once on the topic, the same bytes, with ``seq`` telling a reader a
@@ -80,10 +81,15 @@ def _reportable(doc: dict[str, Any]) -> dict[str, Any] | None:
         return {"player_id": after["player_id"], "kind": "casino", "amount": after["amount"],
                 "currency": after["currency"], "status": after["status"],
                 "details": {k: after.get(k) for k in kept}}  # fmt: skip
+    if entity == "bet":
+        kept = ("reason", "odds", "selections", "decided_at")
+        return {"player_id": after["player_id"], "kind": "bet", "amount": after["stake"],
+                "currency": after["currency"], "status": after["status"],
+                "details": {k: after.get(k) for k in kept}}  # fmt: skip
     if entity == "ledger_transaction":
         op = str(after["operation"])
-        if op.startswith("casino_"):
-            return None  # reported from the casino transaction's own record
+        if op.startswith("casino_") or op == "stake":
+            return None  # reported from the casino transaction's or the bet's own record
         kind = "bet" if op == "stake" else "settlement" if op in ("settle", "unsettle") else (
             "payment")  # fmt: skip
         kept = ("key", "operation", "reason", "reference", "result", "cash_after",

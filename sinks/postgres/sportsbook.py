@@ -37,8 +37,8 @@ from schemas.bets import BetRequest
 from schemas.money import minor_units
 from schemas.odds import BetCancel, BetSettlement, RollbackBetCancel, RollbackBetSettlement
 from schemas.outbound import BetDecision, ReasonCode, Settlement
-from schemas.records import DeadLetter, SourcePosition
-from sinks.postgres import ledger
+from schemas.records import AuditRecord, DeadLetter, SourcePosition
+from sinks.postgres import audit, ledger
 from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, conflict_letter, dead_letter_params
 from sinks.postgres.protection import guard
 
@@ -233,6 +233,7 @@ class SportsbookSink(PgSink):
                 verdicts[bet_id] = Refused(reason_code(result.reason), f"ledger: {result.reason}")
 
         bet_rows, leg_rows = [], []
+        decided: list[AuditRecord] = []  # every decision, in the trail with its stake's
         for item in fresh:
             b = item.bet
             verdict = verdicts[b.bet_id]
@@ -247,6 +248,14 @@ class SportsbookSink(PgSink):
             ).model_dump_json()
             out.decisions.append((b.player_id.encode(), decision.encode()))
             src = item.source
+            decided.append(AuditRecord(
+                entity="bet", entity_id=b.bet_id,
+                action=f"bet.{'accepted' if accepted else 'rejected'}", source=src,
+                occurred_at=b.placed_at, recorded_at=now, before=None,
+                after={**json.loads(decision), "stake": str(b.stake), "currency": b.currency,
+                       "selections": [s.model_dump(mode="json") for s in b.selections],
+                       "standing_version": guarded.version(b.player_id) if guarded else None},
+            ))  # fmt: skip
             bet_rows.append((
                 b.bet_id, b.player_id, b.currency, b.stake,
                 verdict.odds if isinstance(verdict, Priced) else None, b.placed_at,
@@ -291,6 +300,7 @@ class SportsbookSink(PgSink):
                 await cur.executemany(
                     DEAD_LETTER_SQL, [dead_letter_params(d) for _, d in out.dead_letters]
                 )
+        await audit.append(conn, decided)
         return out
 
     # -- settling ------------------------------------------------------------------------

@@ -15,13 +15,16 @@ from collections import defaultdict
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
+import psycopg
 import pytest
 
 from croupier.kafka import consume_until
 from croupier.settings import Settings
 from sinks.postgres.ledger import Ledger
+from sinks.postgres.rebuild import rebuild
 from tests.conftest import StartWorker
 from tests.integration.helpers import (
+    audit_trail_holds,
     bet,
     done,
     joined,
@@ -161,3 +164,19 @@ def test_sigkill_during_bets_and_settlement_loses_nothing_and_pays_once(
         assert ledger.reconcile().ok
     finally:
         ledger.close()
+
+    # The audit trail lost nothing and doubled nothing through the kills: one record per
+    # committed ledger operation and per bet decision, every chain holds, and every wallet
+    # rebuilds from the trail alone to what the ledger holds.
+    keys = query(settings, "SELECT entity_id, count(*) FROM audit_records "
+                 "WHERE entity = 'ledger_transaction' GROUP BY 1")  # fmt: skip
+    posted = query(settings, "SELECT idempotency_key FROM ledger_transactions")
+    assert {k for k, _ in keys} == {k for (k,) in posted} and all(n == 1 for _, n in keys)
+    decisions = query(settings, "SELECT entity_id, count(*) FROM audit_records "
+                      "WHERE entity = 'bet' GROUP BY 1")  # fmt: skip
+    assert len(decisions) == BETS and all(n == 1 for _, n in decisions)
+    audit_trail_holds(settings)
+    with psycopg.connect(settings.pg_dsn.get_secret_value(),
+                         options=f"-c search_path={settings.pg_schema}") as conn:  # fmt: skip
+        wallets = rebuild(conn)
+    assert len(wallets) == PLAYERS and all(w.ok for w in wallets)
