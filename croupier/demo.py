@@ -862,7 +862,7 @@ class Demo:
                 shown = {k: v for (c, k), v in wallet.balances.items() if c == p.currency}
                 ok = self.checks.expect(wallet.ok, f"rebuild of {p.short}: {wallet.differences}")
                 rows.append((p.player_id, wallet.operations, len(wallet.entries),
-                             f"{shown.get('cash', D(0))} / {shown.get('pending', D(0))}",
+                             f"{shown.get('cash', D('0.00'))} / {shown.get('pending', D('0.00'))}",
                              "agrees with the ledger" if wallet.ok else "DIFFERS", ok))  # fmt: skip
         print_table(["player", "operations", "entries", "cash / pending (from the trail)",
                      "beside the ledger", "check"], rows)  # fmt: skip
