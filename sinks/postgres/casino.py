@@ -38,7 +38,7 @@ from schemas.money import minor_units
 from schemas.outbound import CasinoResult, ReasonCode
 from schemas.records import AuditRecord, DeadLetter, SourcePosition
 from sinks.postgres import audit, ledger
-from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, dead_letter_params
+from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, dead_letter_params, stored_outputs
 from sinks.postgres.protection import Guarded, guard
 from sinks.postgres.sportsbook import Output, retrying
 
@@ -135,23 +135,16 @@ class CasinoSink(PgSink):
 
     async def _stored(self, conn: Any, batch: CasinoBatch, out: Answered) -> list[CasinoInput]:
         """Publish what replayed positions answered before; the inputs still to decide."""
-        first = batch.inputs[0].source
-        cursor = await conn.execute(
-            """SELECT source_partition, source_offset, player_id, answer FROM casino_calls
-                WHERE source_topic = %s
-                  AND (source_partition, source_offset) IN
-                      (SELECT * FROM unnest(%s::int[], %s::bigint[]))""",
-            (first.topic, [i.source.partition for i in batch.inputs],
-             [i.source.offset for i in batch.inputs]),
-        )  # fmt: skip
-        stored = {(p, o): (player, a) for p, o, player, a in await cursor.fetchall()}
+        sources = [i.source for i in batch.inputs]
+        stored = await stored_outputs(conn, "casino_calls", "answer", sources)
         fresh = []
         for item in batch.inputs:
             got = stored.get((item.source.partition, item.source.offset))
             if got is None:
                 fresh.append(item)
             else:
-                out.answers.append((got[0].encode(), got[1].encode()))
+                player, answer = got
+                out.answers.append((player.encode(), (answer or "").encode()))
         return fresh
 
     async def _wallet(self, conn: Any, fresh: list[CasinoInput], guarded: Guarded) -> Wallet:

@@ -126,3 +126,25 @@ class PgSink:
             )
             rows = await cursor.fetchall()
         return {pid: PlayerState.model_validate(standing) for pid, standing in rows}
+
+
+_STORED_SQL = """
+SELECT source_partition, source_offset, player_id, {column} FROM {table}
+ WHERE source_topic = %s
+   AND (source_partition, source_offset) IN (SELECT * FROM unnest(%s::int[], %s::bigint[]))"""
+
+
+async def stored_outputs(
+    conn: Any, table: str, column: str, sources: list[SourcePosition]
+) -> dict[tuple[int, int], tuple[str, str | None]]:
+    """What the positions ``sources`` (one topic) published before a crash, per position:
+    (player id, the stored JSON, or None when it published nothing). A replayed position
+    publishes it again, byte for byte, and is not decided twice. ``table`` and ``column``
+    are this package's own names, never input."""
+    if not sources:
+        return {}
+    cursor = await conn.execute(
+        _STORED_SQL.format(table=table, column=column),
+        (sources[0].topic, [s.partition for s in sources], [s.offset for s in sources]),
+    )
+    return {(p, o): (player, out) for p, o, player, out in await cursor.fetchall()}

@@ -20,7 +20,13 @@ from schemas.outbound import PaymentDecision, ReasonCode
 from schemas.payments import Deposit, PaymentEvent, Withdrawal, WithdrawalCompleted
 from schemas.records import DeadLetter, SourcePosition
 from sinks.postgres import ledger
-from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, conflict_letter, dead_letter_params
+from sinks.postgres.common import (
+    DEAD_LETTER_SQL,
+    PgSink,
+    conflict_letter,
+    dead_letter_params,
+    stored_outputs,
+)
 from sinks.postgres.protection import guard
 from sinks.postgres.sportsbook import Output, reason_code, retrying
 
@@ -94,16 +100,9 @@ class PaymentsSink(PgSink):
         out = Decided(dead_letters=list(batch.dead_letters))
         if not batch.inputs:
             return out
-        first = batch.inputs[0].source
-        cursor = await conn.execute(
-            """SELECT source_partition, source_offset, player_id, decision FROM payment_events
-                WHERE source_topic = %s
-                  AND (source_partition, source_offset) IN
-                      (SELECT * FROM unnest(%s::int[], %s::bigint[]))""",
-            (first.topic, [i.source.partition for i in batch.inputs],
-             [i.source.offset for i in batch.inputs]),
-        )  # fmt: skip
-        stored = {(p, o): (player, d) for p, o, player, d in await cursor.fetchall()}
+        stored = await stored_outputs(
+            conn, "payment_events", "decision", [i.source for i in batch.inputs]
+        )
         fresh: list[PaymentInput] = []
         for item in batch.inputs:
             got = stored.get((item.source.partition, item.source.offset))
