@@ -76,7 +76,7 @@ def write(
             done.files += [flushed] if flushed else []
         case _:
             path = out / f"reports-{j}.jsonl"
-            have = sum(1 for _ in path.open()) if path.exists() else 0
+            have = len(path.read_text().splitlines()) if path.exists() else 0
             new = [r for r in records if r.seq > have]
             with path.open("a") as f:
                 f.writelines(r.model_dump_json() + "\n" for r in new)
@@ -95,5 +95,6 @@ def verify(settings: Settings, policy: JurisdictionPolicy, directory: Path) -> l
             return verify_sci(directory, public_bytes(load_or_create_key(settings.audit_key)))
         case _:
             path = directory / f"reports-{j}.jsonl"
-            seqs = [json.loads(line)["seq"] for line in path.open()] if path.exists() else []
+            lines = path.read_text().splitlines() if path.exists() else []
+            seqs = [json.loads(line)["seq"] for line in lines]
             return [] if seqs == list(range(1, len(seqs) + 1)) else [f"{path}: seq gap"]
