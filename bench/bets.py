@@ -544,7 +544,7 @@ def cleanup(s: Settings, where: Path, *, keep: bool, keep_logs: bool) -> None:
             future.result()
         except Exception as exc:
             log(f"could not delete consumer group {group}: {exc}")
-    with psycopg.connect(s.pg_dsn.get_secret_value(), autocommit=True) as conn:
+    with psycopg.connect(s.migration_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
             sql.Identifier(s.pg_schema)))  # fmt: skip
     if keep_logs:
@@ -563,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     where.mkdir(parents=True, exist_ok=True)
     log(f"bench {tag}: topics {s.topic_prefix}*, group {s.app_id}, schema {s.pg_schema}")
     create_topics(s)
-    migrate(s.pg_dsn.get_secret_value(), s.pg_schema)
+    migrate(s.migration_dsn, s.pg_schema)
     workers: list[Worker] = []
     threads: list[Paced] = []
     readers: list[DecisionReader] = []

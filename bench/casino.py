@@ -543,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"bench {tag}: topics {s.topic_prefix}*, group {s.app_id}, schema {s.pg_schema}")
     facts = machine()
     create_topics(s)
-    migrate(s.pg_dsn.get_secret_value(), s.pg_schema)
+    migrate(s.migration_dsn, s.pg_schema)
     workers: list[Worker] = []
     readers: list[AnswerReader] = []
     results: dict[str, Any] = {}

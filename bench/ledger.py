@@ -78,7 +78,7 @@ def main() -> None:
     settings = Settings()
     dsn = settings.pg_dsn.get_secret_value()
     schema = f"bench_{uuid.uuid4().hex[:8]}"
-    migrate(dsn, schema)
+    migrate(settings.migration_dsn, schema)
     ledger = L.Ledger.connect(dsn, schema)
     players = [f"p-{n}" for n in range(args.players)]
     out: dict[str, object] = {

@@ -84,10 +84,13 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from sinks.postgres.migrate import migrate
+    from sinks.postgres.migrate import ensure_app_login, migrate
 
     settings = _settings()
-    applied = migrate(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    applied = migrate(settings.migration_dsn, settings.pg_schema)
+    login = ensure_app_login(settings.migration_dsn, settings.pg_dsn.get_secret_value())
+    if login:
+        print(f"login {login}: a member of croupier_app (no UPDATE or DELETE on the trail)")
     print(f"schema {settings.pg_schema}: applied {', '.join(applied) or 'nothing (up to date)'}")
     return EXIT_OK
 
@@ -169,7 +172,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from sinks.base import SinkUnavailable
 
     settings = _settings()
-    dsn, schema = settings.pg_dsn.get_secret_value(), settings.pg_schema
+    # A replay builds a scratch schema beside the live one: that takes the owner's rights.
+    dsn, schema = settings.migration_dsn, settings.pg_schema
     try:
         return _replay(args, dsn, schema)
     except (psycopg.OperationalError, SinkUnavailable) as exc:

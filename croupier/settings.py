@@ -4,7 +4,10 @@ Environment variables (documented once, here and in the README):
 
 ==============================  ==================================================
 ``KAFKA_BOOTSTRAP_SERVERS``     Kafka brokers, ``host:port[,host:port]``
-``CROUPIER_PG_DSN``             PostgreSQL connection string (libpq URI or key=value)
+``CROUPIER_PG_DSN``             PostgreSQL connection string (libpq URI or key=value), as
+                                the application's login (a member of ``croupier_app``)
+``CROUPIER_PG_ADMIN_DSN``       the schema owner's connection string, for migrations and
+                                scratch schemas (default: ``CROUPIER_PG_DSN``)
 ``CROUPIER_PG_SCHEMA``          schema holding Croupier's tables (default ``croupier``)
 ``CROUPIER_CLICKHOUSE_URL``     ClickHouse HTTP URL (``http://host:8123``), served by a
                                 ClickHouse server or by the embedded chdb engine
@@ -66,10 +69,13 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )
+    # The application's role (a member of croupier_app: no UPDATE or DELETE on what is
+    # append-only); migrations and scratch schemas need the owner's, CROUPIER_PG_ADMIN_DSN.
     pg_dsn: SecretStr = Field(
-        default=SecretStr("postgresql://postgres@127.0.0.1:55432/croupier"),
+        default=SecretStr("postgresql://croupier@127.0.0.1:55432/croupier"),
         validation_alias="CROUPIER_PG_DSN",
     )
+    pg_admin_dsn: SecretStr | None = Field(default=None, validation_alias="CROUPIER_PG_ADMIN_DSN")
     pg_schema: str = Field(default="croupier", validation_alias="CROUPIER_PG_SCHEMA")
     clickhouse_url: str = Field(
         default="http://127.0.0.1:8123", validation_alias="CROUPIER_CLICKHOUSE_URL"
@@ -129,10 +135,17 @@ class Settings(BaseSettings):
         env: dict[str, str] = {}
         for name, info in type(self).model_fields.items():
             value = getattr(self, name)
+            if value is None:
+                continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
             env[str(info.validation_alias)] = str(value)
         return env
+
+    @property
+    def migration_dsn(self) -> str:
+        """The schema owner's DSN (migrations, scratch schemas); the application's if unset."""
+        return (self.pg_admin_dsn or self.pg_dsn).get_secret_value()
 
     def topic(self, name: str) -> str:
         """The real topic name for a contract topic name."""

@@ -36,6 +36,7 @@ from rules.odds import (
     set_status,
 )
 from schemas.odds import ODDS_MESSAGE, Alive, BetStop, OddsChange
+from schemas.records import AuditRecord, SourcePosition
 from sinks.postgres.sportsbook import SportsbookSink
 from streams.batching import until_available
 from streams.context import Letters, decode_all, letter_records, position, publish
@@ -44,14 +45,31 @@ from streams.flow import declare_flow
 log = logging.getLogger(__name__)
 
 
-def book_of(table: Any, event_id: str) -> EventBook | None:
-    value = table.get(event_id)
-    return None if value is None else EventBook.from_json(value)
-
-
 def health_of(table: Any, producer: str) -> ProducerHealth | None:
     value = table.get(producer)
     return None if value is None else ProducerHealth.from_json(value)
+
+
+def odds_record(
+    source: SourcePosition,
+    msg: OddsChange | BetStop,
+    before: EventBook | None,
+    after: EventBook,
+    now: datetime,
+) -> AuditRecord:
+    """The audit record of an odds change or bet stop applied: the markets it changed, as
+    they were and as they are."""
+    old = before.markets if before else {}
+    changed = sorted(k for k, m in after.markets.items() if old.get(k) != m)
+    return AuditRecord(
+        entity="odds", entity_id=msg.event_id,
+        action="odds.stopped" if isinstance(msg, BetStop) else "odds.changed",
+        source=source, occurred_at=msg.timestamp, recorded_at=now,
+        before={"producer": before.producer if before else None,
+                "markets": {k: old[k].to_json() for k in changed if k in old}},
+        after={"producer": after.producer,
+               "markets": {k: after.markets[k].to_json() for k in changed}},
+    )  # fmt: skip
 
 
 def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: SportsbookSink) -> Any:
@@ -63,6 +81,18 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
     async def process(events: list[Any]) -> None:
         progress: dict[tuple[str, int], int] = {}
         letters: Letters = []
+        # The batch's book changes wait here until their audit records are committed: a
+        # crash in between replays the batch, finds the table as it was, and the trail skips
+        # the records it holds. Written first, a change would be a stale no-op on replay and
+        # its record would be lost.
+        books: dict[str, dict[str, Any]] = {}
+        records: list[AuditRecord] = []
+        now = datetime.now(UTC)
+
+        def book_now(event_id: str) -> EventBook | None:
+            value = books.get(event_id) or odds.get(event_id)
+            return None if value is None else EventBook.from_json(value)
+
         for event, msg in decode_all(ODDS_MESSAGE, events, progress=progress, letters=letters):
             if isinstance(msg, Alive):
                 new_health = apply_alive(health_of(health, msg.producer), msg, timeout)
@@ -72,11 +102,12 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
                                     msg.producer)  # fmt: skip
                     health[msg.producer] = new_health.to_json()
                 continue
-            book = book_of(odds, msg.event_id)
+            book = book_now(msg.event_id)
             if isinstance(msg, OddsChange | BetStop):
                 new_book = apply_odds_message(book, msg)
                 if new_book is not None:
-                    odds[msg.event_id] = new_book.to_json()
+                    books[msg.event_id] = new_book.to_json()
+                    records.append(odds_record(position(event), msg, book, new_book, now))
                 continue
             outcome = await until_available(
                 functools.partial(
@@ -96,7 +127,11 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
                 changed = set_status(book, msg.event_id, market_ids, status, msg.timestamp)
                 if changed is not None:
                     book = changed
-                    odds[msg.event_id] = changed.to_json()
+                    books[msg.event_id] = changed.to_json()
+        if records:
+            await until_available(lambda: sink.record_audit(records), what="PostgreSQL")
+        for event_id, value in books.items():
+            odds[event_id] = value
         if letters:
             await publish(app, dead_letters, letter_records(letters))
             await until_available(lambda: sink.write_dead_letters([d for _, d in letters]),

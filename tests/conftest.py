@@ -24,7 +24,15 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from croupier.settings import Settings
-from croupier.stack import ENV_CLICKHOUSE, ENV_KAFKA, ENV_PG, WORKER_READY, Stack, StackConfig
+from croupier.stack import (
+    ENV_CLICKHOUSE,
+    ENV_KAFKA,
+    ENV_PG,
+    ENV_PG_ADMIN,
+    WORKER_READY,
+    Stack,
+    StackConfig,
+)
 from croupier.stack.process import free_port
 from sinks.postgres.migrate import migrate
 from topologies.topics import create_topics
@@ -42,11 +50,13 @@ class Services:
     """Where the real parts of the test session are."""
 
     kafka: str
-    pg_dsn: str
+    pg_dsn: str  # the application's role
     clickhouse_url: str
+    pg_admin_dsn: str  # the schema owner's
 
     def env(self) -> dict[str, str]:
-        return {ENV_KAFKA: self.kafka, ENV_PG: self.pg_dsn, ENV_CLICKHOUSE: self.clickhouse_url}
+        return {ENV_KAFKA: self.kafka, ENV_PG: self.pg_dsn, ENV_CLICKHOUSE: self.clickhouse_url,
+                ENV_PG_ADMIN: self.pg_admin_dsn}  # fmt: skip
 
 
 def free_ports(n: int) -> list[int]:
@@ -77,7 +87,8 @@ def stack_config(root: Path, **overrides: object) -> StackConfig:
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
     if os.environ.get("CROUPIER_TEST_USE_ENV") == "1":
-        yield Services(os.environ[ENV_KAFKA], os.environ[ENV_PG], os.environ[ENV_CLICKHOUSE])
+        yield Services(os.environ[ENV_KAFKA], os.environ[ENV_PG], os.environ[ENV_CLICKHOUSE],
+                       os.environ.get(ENV_PG_ADMIN, os.environ[ENV_PG]))  # fmt: skip
         return
     root = ROOT / ".stack" / "test"
     stack = Stack(stack_config(root))
@@ -85,18 +96,23 @@ def services() -> Iterator[Services]:
     shutil.rmtree(root, ignore_errors=True)
     try:
         env = stack.up(workers=False, provision=False)
-        yield Services(env[ENV_KAFKA], env[ENV_PG], env[ENV_CLICKHOUSE])
+        yield Services(env[ENV_KAFKA], env[ENV_PG], env[ENV_CLICKHOUSE], env[ENV_PG_ADMIN])
     finally:
         stack.down()
 
 
 @pytest.fixture
 def settings(services: Services) -> Settings:
-    """Settings with this test's own topics (prefix), consumer group and schema, provisioned."""
+    """Settings with this test's own topics (prefix), consumer group and schema, provisioned.
+
+    Workers connect as the application's role (``CROUPIER_PG_DSN``), as in production; a
+    test's own SQL (``helpers.query``) runs as the owner (``migration_dsn``).
+    """
     tag = uuid.uuid4().hex[:10]
     s = Settings(
         KAFKA_BOOTSTRAP_SERVERS=services.kafka,
         CROUPIER_PG_DSN=services.pg_dsn,
+        CROUPIER_PG_ADMIN_DSN=services.pg_admin_dsn,
         CROUPIER_CLICKHOUSE_URL=services.clickhouse_url,
         CROUPIER_PG_SCHEMA=f"t_{tag}",
         CROUPIER_APP_ID=f"croupier-t{tag}",
@@ -108,7 +124,7 @@ def settings(services: Services) -> Settings:
         CROUPIER_AUDIT_CHECKPOINT_INTERVAL=0,
     )
     create_topics(s)
-    migrate(s.pg_dsn.get_secret_value(), s.pg_schema)
+    migrate(s.migration_dsn, s.pg_schema)
     return s
 
 
@@ -117,6 +133,7 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Point ``croupier`` commands run in-process at this test's schema (no ``.stack/env``)."""
     for name, value in {
         "CROUPIER_PG_DSN": settings.pg_dsn.get_secret_value(),
+        "CROUPIER_PG_ADMIN_DSN": settings.migration_dsn,
         "CROUPIER_PG_SCHEMA": settings.pg_schema,
         "CROUPIER_STACK_DIR": "/nonexistent",
     }.items():

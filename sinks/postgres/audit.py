@@ -30,8 +30,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from schemas.records import AuditRecord
-from sinks.postgres.common import PgSink
+from schemas.records import AuditRecord, DeadLetter
+from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, dead_letter_params
 
 GENESIS = bytes(32)
 
@@ -79,6 +79,57 @@ async def append(conn: Any, records: Sequence[AuditRecord]) -> None:
     async with conn.cursor() as cur:
         await cur.executemany(_INSERT_SQL, rows)
         await cur.executemany(_HEAD_SQL, [(c, s, h) for c, (s, h) in sorted(heads.items())])
+
+
+async def append_new(conn: Any, records: Sequence[AuditRecord]) -> None:
+    """``append`` the records the trail does not hold yet (same input, entity and action).
+
+    For flows whose state is idempotent somewhere else (a table keyed by feed time, a
+    dead-letter table keyed by position): a replayed input finds its record there.
+    """
+    if not records:
+        return
+    cursor = await conn.execute(
+        """SELECT source_topic, source_partition, source_offset, entity, entity_id, action
+             FROM audit_records
+            WHERE (source_topic, source_partition, source_offset) IN
+                  (SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[]))""",
+        ([r.source.topic for r in records], [r.source.partition for r in records],
+         [r.source.offset for r in records]),
+    )  # fmt: skip
+    held = {tuple(row) for row in await cursor.fetchall()}
+    await append(conn, [r for r in records if _identity(r) not in held])
+
+
+def _identity(r: AuditRecord) -> tuple[object, ...]:
+    s = r.source
+    return (s.topic, s.partition, s.offset, r.entity, r.entity_id, r.action)
+
+
+def dead_letter_record(letter: DeadLetter) -> AuditRecord:
+    """The audit record of a dead letter: where the input was, why it was refused, its bytes."""
+    src = letter.source
+    return AuditRecord(
+        entity="dead_letter",
+        entity_id=f"{src.topic}/{src.partition}/{src.offset}",
+        action="dead_letter.recorded",
+        source=src,
+        occurred_at=letter.dead_lettered_at,
+        recorded_at=letter.dead_lettered_at,
+        before=None,
+        after={"reason": letter.reason, "error": letter.error, "key_base64": letter.key_base64,
+               "value_base64": letter.value_base64},
+    )  # fmt: skip
+
+
+async def store_dead_letters(conn: Any, letters: Sequence[DeadLetter]) -> None:
+    """Store dead letters (a position's first only) with their audit records, in ``conn``'s
+    transaction."""
+    if not letters:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(DEAD_LETTER_SQL, [dead_letter_params(d) for d in letters])
+    await append_new(conn, [dead_letter_record(d) for d in letters])
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from schemas.money import minor_units
 from schemas.outbound import CasinoResult, ReasonCode
 from schemas.records import AuditRecord, DeadLetter, SourcePosition
 from sinks.postgres import audit, ledger
-from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, dead_letter_params, stored_outputs
+from sinks.postgres.common import PgSink, stored_outputs
 from sinks.postgres.protection import Guarded, guard
 from sinks.postgres.sportsbook import Output, retrying
 
@@ -243,11 +243,7 @@ class CasinoSink(PgSink):
                 raise LedgerDisagrees(msg)
         await self._write(conn, decided, wallet, guarded, now)
         await audit.append(conn, records)
-        if out.dead_letters:
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    DEAD_LETTER_SQL, [dead_letter_params(d) for _, d in out.dead_letters]
-                )
+        await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
         return out
 
     async def _write(

@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from schemas.outbound import ReasonCode
 from schemas.players import PlayerState
-from schemas.records import DeadLetter, SourcePosition
+from schemas.records import AuditRecord, DeadLetter, SourcePosition
 from sinks.base import SinkUnavailable
 
 _PROGRESS_SQL = """
@@ -95,8 +95,17 @@ class PgSink:
             yield conn
 
     async def write_dead_letters(self, letters: list[DeadLetter]) -> None:
-        async with self.transaction() as conn, conn.cursor() as cur:
-            await cur.executemany(DEAD_LETTER_SQL, [dead_letter_params(d) for d in letters])
+        from sinks.postgres.audit import store_dead_letters  # audit builds on this module
+
+        async with self.transaction() as conn:
+            await store_dead_letters(conn, letters)
+
+    async def record_audit(self, records: list[AuditRecord]) -> None:
+        """Append audit records for state kept elsewhere; a replay's records are skipped."""
+        from sinks.postgres.audit import append_new
+
+        async with self.transaction() as conn:
+            await append_new(conn, records)
 
     async def record_progress(self, progress: dict[tuple[str, int], int]) -> None:
         """Record how far each partition is done: rows, outputs and table alike."""

@@ -1,14 +1,44 @@
-"""Apply the numbered SQL files in ``migrations/`` once each, in order, under a lock."""
+"""Apply the numbered SQL files in ``migrations/`` once each, in order, under a lock; then
+give the application's role its rights.
+
+Migrations run as the schema's owner (``CROUPIER_PG_ADMIN_DSN``). The application connects
+as a role that is a member of ``croupier_app`` (``CROUPIER_PG_DSN``), which may read and
+write every table except where the schema says a table is append-only: a ``forbid_change``
+trigger on UPDATE, DELETE or TRUNCATE takes that privilege from the role too. So the trail,
+the ledger's entries and every decision record cannot be changed by the application even
+with the triggers gone, and the triggers still refuse the owner.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from importlib import resources
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 LOCK_KEY = 0x43524F55  # "CROU": one migrator at a time per database
+APP_ROLE = "croupier_app"
+
+_CREATE_ROLE = f"""
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+        CREATE ROLE {APP_ROLE} NOLOGIN;
+    END IF;
+EXCEPTION WHEN duplicate_object THEN NULL;  -- another database's migrator made it first
+END $$"""
+
+# Each append-only guard (forbid_change without a WHEN condition) and the events it refuses.
+_GUARDS = """
+SELECT c.relname, (t.tgtype & 8) <> 0, (t.tgtype & 16) <> 0, (t.tgtype & 32) <> 0
+  FROM pg_trigger t
+  JOIN pg_class c ON c.oid = t.tgrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_proc p ON p.oid = t.tgfoid
+ WHERE n.nspname = %s AND p.proname = 'forbid_change' AND t.tgqual IS NULL
+   AND NOT t.tgisinternal"""
 
 
 class MigrationError(RuntimeError):
@@ -54,4 +84,48 @@ def migrate(dsn: str, schema: str) -> list[str]:
                 (version, checksum),
             )
             applied_now.append(version)
+        grant_app_role(conn, schema)
     return applied_now
+
+
+def ensure_app_login(admin_dsn: str, app_dsn: str) -> str | None:
+    """Make the login ``app_dsn`` names a member of ``croupier_app`` (created, with the DSN's
+    password, if missing); its name, or None when it is the owner's own login."""
+    admin_user = conninfo_to_dict(admin_dsn).get("user")
+    app = conninfo_to_dict(app_dsn)
+    user, password = app.get("user"), app.get("password")
+    if not user or user == admin_user:
+        return None
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(_CREATE_ROLE)
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
+        if not exists:
+            create = sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(str(user)))
+            if password:
+                create += sql.SQL(" PASSWORD {}").format(sql.Literal(str(password)))
+            with contextlib.suppress(psycopg.errors.DuplicateObject):  # another made it first
+                conn.execute(create)
+        conn.execute(sql.SQL("GRANT {} TO {}").format(
+            sql.Identifier(APP_ROLE), sql.Identifier(str(user))))  # fmt: skip
+    return str(user)
+
+
+def grant_app_role(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """Give ``croupier_app`` its rights on ``schema``'s tables, as the triggers allow."""
+    conn.execute(_CREATE_ROLE)
+    ident, role = sql.Identifier(schema), sql.Identifier(APP_ROLE)
+    for statement in (
+        "GRANT USAGE ON SCHEMA {s} TO {r}",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}",
+        "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
+        "REVOKE TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA {s} FROM {r}",
+        "REVOKE INSERT, UPDATE, DELETE ON {s}.schema_migrations FROM {r}",
+    ):
+        conn.execute(sql.SQL(statement).format(s=ident, r=role))
+    for table, delete, update, _truncate in conn.execute(_GUARDS, (schema,)).fetchall():
+        refused = [p for p, on in (("UPDATE", update), ("DELETE", delete)) if on]
+        if refused:
+            conn.execute(sql.SQL("REVOKE {} ON {}.{} FROM {}").format(
+                sql.SQL(", ").join(map(sql.SQL, refused)),
+                ident, sql.Identifier(str(table)), role,
+            ))  # fmt: skip

@@ -10,6 +10,7 @@ a position already stored publishes the stored decision again, byte for byte.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,13 +19,11 @@ from rules.compliance import Action, Blocked
 from rules.policy import Policies
 from schemas.outbound import PaymentDecision, ReasonCode
 from schemas.payments import Deposit, PaymentEvent, Withdrawal, WithdrawalCompleted
-from schemas.records import DeadLetter, SourcePosition
-from sinks.postgres import ledger
+from schemas.records import AuditRecord, DeadLetter, SourcePosition
+from sinks.postgres import audit, ledger
 from sinks.postgres.common import (
-    DEAD_LETTER_SQL,
     PgSink,
     conflict_letter,
-    dead_letter_params,
     stored_outputs,
 )
 from sinks.postgres.protection import guard
@@ -134,6 +133,11 @@ class PaymentsSink(PgSink):
         posted = await ledger.post_on(conn, ops, [i.source for i in moving])
         results = dict(zip((id(i) for i in moving), posted, strict=True))
         rows = []
+        decided: list[AuditRecord] = []  # every decision, after its ledger record
+
+        def currency_of(ev: PaymentEvent) -> str | None:
+            return guarded.currency(ev.player_id)
+
         for item in fresh:
             ev = item.event
             refused = blocked.get(id(item))
@@ -160,6 +164,16 @@ class PaymentsSink(PgSink):
                     decided_at=now,
                 ).model_dump_json()
                 out.decisions.append((ev.player_id.encode(), decision.encode()))
+                amount = getattr(ev, "amount", None)
+                decided.append(AuditRecord(
+                    entity="payment", entity_id=ev.payment_id,
+                    action=f"payment.{'rejected' if reason else 'accepted'}",
+                    source=item.source, occurred_at=ev.timestamp, recorded_at=now, before=None,
+                    after={**json.loads(decision), "type": ev.type,
+                           "amount": None if amount is None else str(amount),
+                           "currency": getattr(ev, "currency", None) or currency_of(ev),
+                           "standing_version": guarded.version(ev.player_id)},
+                ))  # fmt: skip
             src = item.source
             rows.append((src.topic, src.partition, src.offset, ev.payment_id, ev.player_id,
                          ev.type, outcome, decision, guarded.version(ev.player_id)))  # fmt: skip
@@ -171,8 +185,6 @@ class PaymentsSink(PgSink):
                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                     rows,
                 )
-            if out.dead_letters:
-                await cur.executemany(
-                    DEAD_LETTER_SQL, [dead_letter_params(d) for _, d in out.dead_letters]
-                )
+        await audit.append(conn, decided)
+        await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
         return out

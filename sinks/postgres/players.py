@@ -9,10 +9,8 @@ from schemas.players import PlayerState
 from schemas.records import AuditRecord, DeadLetter, SourcePosition
 from sinks.postgres import audit
 from sinks.postgres.common import (
-    DEAD_LETTER_SQL,
     STATE_COLUMNS,
     PgSink,
-    dead_letter_params,
 )
 
 
@@ -102,11 +100,8 @@ class PostgresPlayerSink(PgSink):
                         _SESSION_CLOSE_SQL,
                         (change.at, change.end_reason, change.player_id, change.session_id),
                     )
-            if batch.dead_letters:
-                await cur.executemany(
-                    DEAD_LETTER_SQL, [dead_letter_params(d) for d in batch.dead_letters]
-                )
             await audit.append(conn, batch.audit)
+            await audit.store_dead_letters(conn, batch.dead_letters)
 
 
 def _event_params(row: PlayerEventRow) -> tuple[object, ...]:

@@ -39,7 +39,7 @@ from schemas.odds import BetCancel, BetSettlement, RollbackBetCancel, RollbackBe
 from schemas.outbound import BetDecision, ReasonCode, Settlement
 from schemas.records import AuditRecord, DeadLetter, SourcePosition
 from sinks.postgres import audit, ledger
-from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, conflict_letter, dead_letter_params
+from sinks.postgres.common import PgSink, conflict_letter
 from sinks.postgres.protection import guard
 
 log = logging.getLogger(__name__)
@@ -296,11 +296,8 @@ class SportsbookSink(PgSink):
                        VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING""",
                     [(s.topic, s.partition, s.offset, bet_id) for s, bet_id in duplicates],
                 )
-            if out.dead_letters:
-                await cur.executemany(
-                    DEAD_LETTER_SQL, [dead_letter_params(d) for _, d in out.dead_letters]
-                )
         await audit.append(conn, decided)
+        await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
         return out
 
     # -- settling ------------------------------------------------------------------------

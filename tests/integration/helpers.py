@@ -47,8 +47,9 @@ def produce(settings: Settings, topic: str, items: Iterable[tuple[str, bytes]]) 
 
 
 def query(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run SQL in the test's schema as its owner (a test may do what the application cannot)."""
     with psycopg.connect(
-        settings.pg_dsn.get_secret_value(), options=f"-c search_path={settings.pg_schema}"
+        settings.migration_dsn, options=f"-c search_path={settings.pg_schema}"
     ) as conn:
         return conn.execute(sql.encode(), params).fetchall()
 

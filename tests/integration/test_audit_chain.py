@@ -59,7 +59,7 @@ def trail(settings: Settings, worker_factory: StartWorker) -> Settings:
 @pytest.fixture
 def copy(trail: Settings) -> Iterator[Callable[[], psycopg.Connection[Any]]]:
     """A fresh copy of the trail (no append-only triggers) to tamper with, each call."""
-    dsn, live = trail.pg_dsn.get_secret_value(), trail.pg_schema
+    dsn, live = trail.migration_dsn, trail.pg_schema
     scratch = f"{live}_copy"
     conns: list[psycopg.Connection[Any]] = []
 
@@ -163,7 +163,7 @@ def test_a_signed_checkpoint_catches_a_chain_rewritten_with_recomputed_hashes(
     assert load_or_create_key(tmp_path / "audit" / "ed25519.pem").private_bytes_raw() == (
         key.private_bytes_raw()
     )
-    with psycopg.connect(trail.pg_dsn.get_secret_value(),
+    with psycopg.connect(trail.migration_dsn,
                          options=f"-c search_path={trail.pg_schema}") as live:  # fmt: skip
         cid, chains = checkpoint(live, key)
         assert cid == 1 and chains >= 1
@@ -302,6 +302,6 @@ def test_workers_sign_checkpoints_on_a_timer_when_a_chain_moved(
     produce(timed, "players", [("p-1", player_event("self_excluded", "p-1", until=None))])
     wait_for(lambda: checkpoints() == 2, timeout=30, what="a checkpoint of the new head")
     trusted = public_bytes(load_or_create_key(key_file))  # the file the worker created
-    with psycopg.connect(timed.pg_dsn.get_secret_value(),
+    with psycopg.connect(timed.migration_dsn,
                          options=f"-c search_path={timed.pg_schema}") as conn:  # fmt: skip
         assert verify_checkpoints(conn, trusted) == (2, [])

@@ -172,7 +172,7 @@ def test_every_wallet_rule_answered_and_retries_move_nothing(
     )  # fmt: skip
     assert {r.value.decode() for r in published} == stored
     assert {json.loads(b)["entity"] for b in stored} == {
-        "player", "casino_transaction", "ledger_transaction"
+        "player", "casino_transaction", "ledger_transaction", "payment"
     }  # fmt: skip
     # The stores are append-only: a correction is a new call, never an edit.
     with pytest.raises(Exception, match="append-only"):

@@ -21,7 +21,7 @@ D = Decimal
 
 @pytest.fixture
 def ledger(settings: Settings) -> Iterator[L.Ledger]:
-    lg = L.Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    lg = L.Ledger.connect(settings.migration_dsn, settings.pg_schema)
     yield lg
     lg.close()
 
@@ -208,7 +208,7 @@ def test_reconcile_finds_a_stored_balance_that_disagrees_with_the_entries(
 def test_concurrent_connections_on_one_player_never_overdraw_or_double_apply(
     settings: Settings,
 ) -> None:
-    dsn, schema = settings.pg_dsn.get_secret_value(), settings.pg_schema
+    dsn, schema = settings.migration_dsn, settings.pg_schema
     setup = L.Ledger.connect(dsn, schema)
     setup.post(L.deposit("pay-0", "hot", D("100.00"), "EUR", NOW))
     threads, per_thread = 12, 25
@@ -257,7 +257,7 @@ def test_concurrent_connections_on_one_player_never_overdraw_or_double_apply(
 def test_a_concurrent_duplicate_that_loses_the_race_returns_the_first_result(
     settings: Settings,
 ) -> None:
-    dsn, schema = settings.pg_dsn.get_secret_value(), settings.pg_schema
+    dsn, schema = settings.migration_dsn, settings.pg_schema
     a = L.Ledger.connect(dsn, schema)
     b = L.Ledger.connect(dsn, schema)
     a.post(L.deposit("pay-0", "p-1", D("10.00"), "EUR", NOW))
@@ -283,7 +283,7 @@ def test_the_async_ledger_posts_the_same_way(settings: Settings) -> None:
 
     async def scenario() -> list[L.LedgerResult]:
         pool = AsyncConnectionPool(
-            settings.pg_dsn.get_secret_value(),
+            settings.migration_dsn,
             kwargs={"options": f"-c search_path={settings.pg_schema}"},
             open=False,
         )
@@ -309,7 +309,7 @@ def test_wallet_commands(cli_env: Settings, capsys: pytest.CaptureFixture[str]) 
     from croupier.cli import main
 
     settings = cli_env
-    lg = L.Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    lg = L.Ledger.connect(settings.migration_dsn, settings.pg_schema)
     lg.post(L.deposit("pay-1", "p-1", D("22.50"), "EUR", NOW))
     lg.post(L.stake("b-1", "p-1", D("10.00"), "EUR", NOW))
 

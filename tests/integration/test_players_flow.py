@@ -63,12 +63,19 @@ def test_player_events_flow_to_table_postgres_audit_and_dead_letters(
 
     # The outputs: an audit record per applied change, a dead letter per refused input.
     topics = [settings.topic("audit"), settings.topic("dead-letters")]
-    records = consume_until(settings, topics, want=lambda rs: len(rs) >= 8, timeout=30)
+    records = consume_until(settings, topics, want=lambda rs: len(rs) >= 12, timeout=30)
     audit = [json.loads(r.value) for r in records if r.topic == topics[0]]
-    assert sorted((a["entity_id"], a["after"]["version"]) for a in audit) == [
+    changes = [a for a in audit if a["entity"] == "player"]
+    assert sorted((a["entity_id"], a["after"]["version"]) for a in changes) == [
         ("p-1", 1), ("p-1", 2), ("p-1", 3), ("p-2", 1),
     ]  # fmt: skip
     letters = [json.loads(r.value) for r in records if r.topic == topics[1]]
+    # Each dead letter is in the trail too, with its reason and exact bytes.
+    refused = {a["entity_id"]: a["after"] for a in audit if a["entity"] == "dead_letter"}
+    assert {f"{d['source']['topic']}/{d['source']['partition']}/{d['source']['offset']}":
+            (d["reason"], d["value_base64"]) for d in letters} == {
+        k: (v["reason"], v["value_base64"]) for k, v in refused.items()
+    }  # fmt: skip
     assert sorted(d["reason"] for d in letters) == [
         "already_registered", "invalid", "malformed_json", "unknown_player",
     ]  # fmt: skip

@@ -189,7 +189,7 @@ def test_replay_agrees_with_the_ledger_and_catches_a_tampered_payout(
     assert query(settings, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (kept,)) == [
         (1,)
     ]
-    with psycopg.connect(settings.pg_dsn.get_secret_value(), autocommit=True) as conn:
+    with psycopg.connect(settings.migration_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(kept)))
     later = (decided + timedelta(days=1)).isoformat()
     code, text = run("replay", "--from", later)

@@ -115,7 +115,7 @@ def test_postgres_is_real_recent_and_on_loopback(services: Services) -> None:
 
 
 def test_migrations_apply_once_and_refuse_an_edited_one(settings: Settings) -> None:
-    dsn, schema = settings.pg_dsn.get_secret_value(), settings.pg_schema
+    dsn, schema = settings.migration_dsn, settings.pg_schema
     assert migrate(dsn, schema) == []  # the fixture applied them already
     with psycopg.connect(dsn, options=f"-c search_path={schema}") as conn:
         conn.execute("UPDATE schema_migrations SET checksum = 'edited'")
@@ -133,3 +133,52 @@ def test_player_events_and_dead_letters_are_append_only(settings: Settings) -> N
     for statement in ("UPDATE dead_letters SET reason = 'ok'", "DELETE FROM dead_letters"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
             query(settings, statement + " RETURNING 1")
+
+
+APPEND_ONLY = (
+    "audit_records", "audit_checkpoints", "report_records", "ledger_entries",
+    "ledger_transactions", "dead_letters", "player_events", "settlements", "payment_events",
+    "casino_transactions", "casino_calls", "market_messages", "bet_duplicates",
+)  # fmt: skip
+
+
+def test_the_application_role_cannot_change_or_remove_what_is_append_only(
+    settings: Settings,
+) -> None:
+    """Workers log in as a member of croupier_app: the privilege is gone, not only refused by
+    a trigger the owner could drop."""
+    app_dsn = settings.pg_dsn.get_secret_value()
+    assert app_dsn != settings.migration_dsn
+    options = f"-c search_path={settings.pg_schema}"
+    with psycopg.connect(app_dsn, options=options, autocommit=True) as conn:
+        role = conn.execute("SELECT rolsuper, rolcreaterole, rolbypassrls FROM pg_roles "
+                            "WHERE rolname = current_user").fetchone()  # fmt: skip
+        assert role == (False, False, False)
+        member = conn.execute("SELECT pg_has_role(current_user, 'croupier_app', 'MEMBER')")
+        assert member.fetchone() == (True,)
+        for table in APPEND_ONLY:
+            for statement in (f"UPDATE {table} SET {_a_column(conn, table)} = NULL",
+                              f"DELETE FROM {table}", f"TRUNCATE {table}",
+                              f"ALTER TABLE {table} DISABLE TRIGGER ALL",
+                              f"DROP TABLE {table}"):  # fmt: skip
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement.encode())
+            conn.execute(f"SELECT count(*) FROM {table}".encode())  # reading is allowed
+        # What moves forward stays writable: a balance, a chain's head.
+        for table, column in (("ledger_accounts", "balance"), ("audit_heads", "seq")):
+            conn.execute(f"UPDATE {table} SET {column} = {column} WHERE false".encode())
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(b"DELETE FROM audit_heads")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(b"UPDATE schema_migrations SET checksum = checksum")
+    # The triggers still refuse the owner: see the append-only tests above and test_ledger.
+
+
+def _a_column(conn: psycopg.Connection[tuple[object, ...]], table: str) -> str:
+    row = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+        "AND table_schema = current_schema() ORDER BY ordinal_position LIMIT 1",
+        (table,),
+    ).fetchone()
+    assert row is not None, table
+    return str(row[0])

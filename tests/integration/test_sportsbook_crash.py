@@ -27,6 +27,7 @@ from tests.integration.helpers import (
     audit_trail_holds,
     bet,
     done,
+    feed,
     joined,
     kill_at,
     odds_change,
@@ -89,12 +90,15 @@ def test_sigkill_during_bets_and_settlement_loses_nothing_and_pays_once(
     producer.join()
     wait_for(lambda: done(settings, "bets") >= len(items), timeout=180, what="every bet")
 
-    # Results for every event, streamed while the worker is killed again.
+    # A bet stop and then results for every event, streamed while the worker is killed again.
     results = {e: rng.choice(sorted(PRICES)) for e in range(EVENTS)}
     settles = [
-        (f"m-{e}", settlement(f"m-{e}", {"1x2": {o: "win" if o == w else "lose" for o in PRICES}},
-                              at="2026-11-24T21:00:00Z"))
-        for e, w in results.items()
+        kv for e, w in results.items() for kv in (
+            (f"m-{e}", feed("bet_stop", f"m-{e}", at="2026-11-24T20:55:00Z")),
+            (f"m-{e}", settlement(f"m-{e}", {"1x2": {o: "win" if o == w else "lose"
+                                                     for o in PRICES}},
+                                  at="2026-11-24T21:00:00Z")),
+        )
     ]  # fmt: skip
     producer = paced(settings, "odds", settles, per=1, pause=0.15, out=[])
     kill_at(settings, worker, worker_factory, "odds", EVENTS + len(settles),
@@ -175,6 +179,23 @@ def test_sigkill_during_bets_and_settlement_loses_nothing_and_pays_once(
     decisions = query(settings, "SELECT entity_id, count(*) FROM audit_records "
                       "WHERE entity = 'bet' GROUP BY 1")  # fmt: skip
     assert len(decisions) == BETS and all(n == 1 for _, n in decisions)
+    # So did every other change: odds applied (the bet stops through the kills), payment
+    # decisions, dead letters.
+    changes = query(settings, "SELECT action, entity_id, count(*) FROM audit_records "
+                    "WHERE entity IN ('odds', 'payment', 'dead_letter') GROUP BY 1, 2")  # fmt: skip
+    per_action: dict[str, set[str]] = defaultdict(set)
+    for action, entity_id, n in changes:
+        assert n == 1, (action, entity_id, n)
+        per_action[action].add(entity_id)
+    events = {f"m-{e}" for e in range(EVENTS)}
+    assert per_action.pop("odds.changed") == events
+    assert per_action.pop("odds.stopped") == events
+    assert per_action.pop("payment.accepted") == {f"d-{p}" for p in players}
+    assert per_action.pop("dead_letter.recorded", set()) == {
+        f"{bets_topic}/{p}/{o}" for p, o in query(
+            settings, "SELECT source_partition, source_offset FROM dead_letters")
+    }  # fmt: skip
+    assert not per_action
     audit_trail_holds(settings)
     with psycopg.connect(settings.pg_dsn.get_secret_value(),
                          options=f"-c search_path={settings.pg_schema}") as conn:  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from croupier.stack import ENV_CLICKHOUSE, ENV_KAFKA, ENV_PG, Stack, StackConfig
+from croupier.stack import ENV_CLICKHOUSE, ENV_KAFKA, ENV_PG, ENV_PG_ADMIN, Stack, StackConfig
 from croupier.stack.clickhouse import ping
 from tests.conftest import ROOT, Services, stack_config
 from tests.integration.helpers import player_event, wait_for
@@ -100,6 +100,7 @@ def test_external_services_are_used_and_nothing_is_started(
         external={
             ENV_KAFKA: services.kafka,
             ENV_PG: services.pg_dsn,
+            ENV_PG_ADMIN: services.pg_admin_dsn,
             ENV_CLICKHOUSE: services.clickhouse_url,
         },
     )

@@ -202,9 +202,14 @@ def test_croupier_variables_point_at_the_services(services: dict[str, Service]) 
     pg_env = env_of(services["postgres"])
     assert pg.scheme in ("postgresql", "postgres")
     assert (pg.hostname, pg.port) == ("postgres", 5432)
-    assert pg.username == pg_env["POSTGRES_USER"]
-    assert pg.password == pg_env["POSTGRES_PASSWORD"]
     assert pg.path == f"/{pg_env['POSTGRES_DB']}"
+    # Workers are not the owner; only init holds the owner's DSN, and creates their login.
+    assert pg.username != pg_env["POSTGRES_USER"] and pg.password
+    assert "CROUPIER_PG_ADMIN_DSN" not in env
+    owner = urlsplit(env_of(services["init"])["CROUPIER_PG_ADMIN_DSN"])
+    assert (owner.hostname, owner.port, owner.path) == (pg.hostname, pg.port, pg.path)
+    assert owner.username == pg_env["POSTGRES_USER"]
+    assert owner.password == pg_env["POSTGRES_PASSWORD"]
 
     ch = urlsplit(env["CROUPIER_CLICKHOUSE_URL"])
     ch_env = env_of(services["clickhouse"])

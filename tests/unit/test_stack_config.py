@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from croupier.cli import load_stack_env, main
-from croupier.stack import ENV_KAFKA, ENV_PG, Stack, StackConfig, StackError
+from croupier.stack import ENV_KAFKA, ENV_PG, ENV_PG_ADMIN, Stack, StackConfig, StackError
 from croupier.stack.kafka import KafkaBroker, ensure_jars, new_cluster_id, require_java
 
 
@@ -50,9 +50,21 @@ def test_our_own_values_sourced_back_in_still_mean_embedded(tmp_path: Path) -> N
     stack._write_env(stack.service_env())
     environ: dict[str, str] = {"CROUPIER_STACK_DIR": str(tmp_path)}
     load_stack_env(environ)
-    assert environ[ENV_PG] == "postgresql://postgres@127.0.0.1:55432/croupier"
-    again = Stack(StackConfig(root=tmp_path, external={k: environ[k] for k in (ENV_KAFKA, ENV_PG)}))
-    assert not again.is_external(ENV_KAFKA) and not again.is_external(ENV_PG)
+    assert environ[ENV_PG] == "postgresql://croupier@127.0.0.1:55432/croupier"
+    assert environ[ENV_PG_ADMIN] == "postgresql://postgres@127.0.0.1:55432/croupier"
+    names = (ENV_KAFKA, ENV_PG, ENV_PG_ADMIN)
+    again = Stack(StackConfig(root=tmp_path, external={k: environ[k] for k in names}))
+    assert not any(again.is_external(k) for k in names)
+    assert again.service_env() == stack.service_env()
+
+
+def test_an_external_postgres_brings_its_owner_dsn_or_none(tmp_path: Path) -> None:
+    app = "postgresql://app@db.example/croupier"
+    alone = Stack(StackConfig(root=tmp_path, external={ENV_PG: app}))
+    assert alone.service_env()[ENV_PG] == app and ENV_PG_ADMIN not in alone.service_env()
+    owner = "postgresql://owner@db.example/croupier"
+    both = Stack(StackConfig(root=tmp_path, external={ENV_PG: app, ENV_PG_ADMIN: owner}))
+    assert both.service_env()[ENV_PG_ADMIN] == owner
 
 
 def test_missing_java_or_maven_names_what_to_install(
