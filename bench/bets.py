@@ -30,7 +30,13 @@ of two or three events, 90 % ``odds_change: any`` and 10 % ``none`` at the price
 published (the churn makes some of those ``odds_changed``). Prints a summary and writes
 ``bench/results/bets.json`` (``bets-quick.json`` with ``--quick``). At the end the
 workers stop, the ledger is reconciled, and the topics, consumer group and schema are
-deleted (``--keep`` leaves them, and the worker logs, for inspection). Exit status 1
+deleted (``--keep`` leaves them, and the worker logs, for inspection).
+
+The audit trail's background work (the relay to ``audit``, the regulator reports,
+checkpoints) runs as the stack runs it: in one ``croupier audit run`` process beside the
+workers, whose own timers for it are off; ``--auditor workers`` runs it in the workers'
+timers instead. After the throughput phase the bench also times how long the auditor
+takes to publish the trail and the reports that phase left behind. Exit status 1
 when a bet was lost or decided twice, or the ledger does not reconcile; a goal missed
 is reported, not an error.
 """
@@ -317,6 +323,59 @@ def worker_env(s: Settings, data_dir: Path) -> dict[str, str]:
     return {**inherited, **mine}
 
 
+# What a worker leaves to ``croupier audit run`` when one runs beside it.
+AUDITOR_TIMERS_OFF = {
+    "audit_relay_interval": 0.0, "report_interval": 0.0, "audit_checkpoint_interval": 0.0,
+}  # fmt: skip
+
+
+def start_auditor(s: Settings, where: Path, timeout: float = 60) -> Worker:
+    """``croupier audit run`` on the bench's settings, ready once its sinks are open."""
+    log_path = where / "auditor.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "croupier", "audit", "run"],
+            env=worker_env(s, where / "faust"), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+    auditor = Worker(proc, log_path)
+    deadline = time.monotonic() + timeout
+    while not (log_path.exists() and b"auditor: running" in log_path.read_bytes()):
+        auditor.ready()  # raises if it exited
+        if time.monotonic() > deadline:
+            raise SystemExit(f"auditor not ready in {timeout}s; log {log_path}")
+        time.sleep(0.2)
+    return auditor
+
+
+def audit_backlog(s: Settings, upto: dict[str, int] | None = None) -> tuple[int, int]:
+    """Audit records not yet on ``audit``, and not yet read by the reporter: of those
+    recorded up to ``upto`` (each chain's head then), or of all."""
+    import psycopg
+
+    with psycopg.connect(s.pg_dsn.get_secret_value(),
+                         options=f"-c search_path={s.pg_schema}") as conn:  # fmt: skip
+        rows = conn.execute(
+            """SELECT h.chain, h.seq, coalesce(p.seq, 0), coalesce(r.seq, 0)
+                 FROM audit_heads h
+                 LEFT JOIN audit_published p USING (chain)
+                 LEFT JOIN report_progress r USING (chain)"""
+        ).fetchall()
+    relay = report = 0
+    for chain, head, published, read in rows:
+        last = head if upto is None else upto.get(chain, 0)
+        relay += max(0, last - published)
+        report += max(0, last - read)
+    return relay, report
+
+
+def audit_heads(s: Settings) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(s.pg_dsn.get_secret_value(),
+                         options=f"-c search_path={s.pg_schema}") as conn:  # fmt: skip
+        return dict(conn.execute("SELECT chain, seq FROM audit_heads").fetchall())
+
+
 def start_workers(s: Settings, n: int, where: Path, timeout: float = 120) -> list[Worker]:
     env = worker_env(s, where / "faust")
     workers = []
@@ -482,6 +541,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Plan, argparse.Namesp
     p.add_argument("--keep", action="store_true",
                    help="leave topics, group, schema and worker logs behind")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="results file")
+    p.add_argument("--auditor", choices=["process", "workers"], default="process",
+                   help="where the audit relay, reports and checkpoints run: one `croupier "
+                   "audit run` process (the stack's way) or the workers' timers")  # fmt: skip
     if p.parse_args(argv).quick:  # smaller defaults; options given explicitly still win
         p.set_defaults(players=500, events=100, bets=3_000, rate=200, duration=5,
                        warmup=300, burst_seconds=2, burst_before=2, burst_after_max=30,
@@ -570,8 +632,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     ok = False
     try:
-        workers = start_workers(s, plan.workers, where)
-        log(f"{plan.workers} worker(s) ready; logs in {where}")
+        if args.auditor == "process":
+            workers = [start_auditor(s, where)]
+            workers += start_workers(s.model_copy(update=AUDITOR_TIMERS_OFF), plan.workers, where)
+        else:
+            workers = start_workers(s, plan.workers, where)
+        log(f"{plan.workers} worker(s) ready, the auditor in "
+            f"{'its own process' if args.auditor == 'process' else 'the workers'}; "
+            f"logs in {where}")  # fmt: skip
         results, ok = run(plan, s, threads, readers)
     finally:
         for t in threads:
@@ -695,6 +763,17 @@ def run(
         "latency_under_full_load": bench.latencies(reader, (b for b, _, _ in load))["decision"],
     }
     ok = ok and complete
+    # What the audit trail's background work has left to do once the bets are decided.
+    heads = audit_heads(s)
+    backlog = audit_backlog(s, heads)
+    drained = time.time()
+    while any(audit_backlog(s, heads)) and time.time() - drained < 300:
+        time.sleep(0.2)
+    left = any(audit_backlog(s, heads))
+    thr["audit_backlog_at_end"] = {"relay": backlog[0], "reporter": backlog[1]}
+    thr["audit_drained_s"] = None if left else round(time.time() - drained, 2)
+    log(f"audit backlog when the last bet was decided: {backlog[0]} records to relay, "
+        f"{backlog[1]} to report; drained in {thr['audit_drained_s']} s")  # fmt: skip
     results["throughput"] = thr
     log(f"throughput: {thr['decided']}/{len(load)} bets decided in {elapsed:.2f}s = "
         f"{thr['bets_per_s']} bets/s (produced in {produced_s:.2f}s)")  # fmt: skip

@@ -331,6 +331,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.action == "verify" and args.bundle is not None:
         return _verify_bundle(args)
     settings = _settings()
+    if args.action == "run":
+        from croupier.policies import load_policies
+        from streams.auditor import main
+
+        return main(settings, load_policies(settings.policy_dir))
     with psycopg.connect(
         settings.pg_dsn.get_secret_value(), options=f"-c search_path={settings.pg_schema}"
     ) as conn:
@@ -745,6 +750,10 @@ def build_parser() -> argparse.ArgumentParser:
     averify.add_argument("--bundle", type=Path, metavar="FILE",
                          help="verify an exported bundle alone (no database)")  # fmt: skip
     asub.add_parser("checkpoint", help="sign every chain's head (key: CROUPIER_AUDIT_KEY)")
+    asub.add_parser(
+        "run", help="relay the trail to `audit`, derive the regulator reports and sign "
+        "checkpoints, in the foreground (the workers' timers, in a process of their own)",
+    )  # fmt: skip
     arebuild = asub.add_parser(
         "rebuild", help="a wallet (or every one) rebuilt from the audit trail, beside the ledger"
     )

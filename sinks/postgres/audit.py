@@ -48,12 +48,13 @@ def link(prev: bytes, body: str) -> bytes:
 _HEADS_SQL = (
     "SELECT chain, seq, hash FROM audit_heads WHERE chain = ANY(%s) ORDER BY chain FOR UPDATE"
 )
-_INSERT_SQL = """
-INSERT INTO audit_records (chain, seq, entity, entity_id, action, source_topic,
-                           source_partition, source_offset, body, prev_hash, hash)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+# COPY: several times cheaper per row than INSERT, in Python and in the server alike.
+_COPY_SQL = """
+COPY audit_records (chain, seq, entity, entity_id, action, source_topic, source_partition,
+                    source_offset, body, prev_hash, hash) FROM STDIN"""
 _HEAD_SQL = """
-INSERT INTO audit_heads (chain, seq, hash) VALUES (%s, %s, %s)
+INSERT INTO audit_heads (chain, seq, hash)
+SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bytea[])
 ON CONFLICT (chain) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash"""
 
 
@@ -76,9 +77,13 @@ async def append(conn: Any, records: Sequence[AuditRecord]) -> None:
         rows.append((chain, seq + 1, record.entity, record.entity_id, record.action, src.topic,
                      src.partition, src.offset, body, prev, digest))  # fmt: skip
         heads[chain] = (seq + 1, digest)
+    moved = sorted(heads.items())
     async with conn.cursor() as cur:
-        await cur.executemany(_INSERT_SQL, rows)
-        await cur.executemany(_HEAD_SQL, [(c, s, h) for c, (s, h) in sorted(heads.items())])
+        async with cur.copy(_COPY_SQL) as copy:
+            for row in rows:
+                await copy.write_row(row)
+        await cur.execute(_HEAD_SQL, ([c for c, _ in moved], [s for _, (s, _) in moved],
+                                      [h for _, (_, h) in moved]))  # fmt: skip
 
 
 async def append_new(conn: Any, records: Sequence[AuditRecord]) -> None:

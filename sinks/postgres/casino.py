@@ -237,12 +237,14 @@ class CasinoSink(PgSink):
                                   at=now)  # fmt: skip
                 else:
                     guarded.count_win(call.player_id, amount=call.amount, at=now)
-        for op, result in zip(ops, await ledger.post_on(conn, ops, sources), strict=True):
+        trail: list[AuditRecord] = []  # the moves' records, then every call's
+        for op, result in zip(ops, await ledger.post_on(conn, ops, sources, into=trail),
+                              strict=True):  # fmt: skip
             if not result.applied:
                 msg = f"the ledger refused {op.key} ({result.reason}), which the rules allowed"
                 raise LedgerDisagrees(msg)
         await self._write(conn, decided, wallet, guarded, now)
-        await audit.append(conn, records)
+        await audit.append(conn, trail + records)
         await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
         return out
 

@@ -381,7 +381,11 @@ class Ledger:
 
 
 async def post_on(
-    conn: Any, ops: Sequence[LedgerOp], sources: Sequence[SourcePosition] | None = None
+    conn: Any,
+    ops: Sequence[LedgerOp],
+    sources: Sequence[SourcePosition] | None = None,
+    *,
+    into: list[AuditRecord] | None = None,
 ) -> list[LedgerResult]:
     """Post ``ops`` on ``conn`` inside the caller's transaction (no retry: the caller's
     transaction is the unit that is retried).
@@ -389,7 +393,8 @@ async def post_on(
     With ``sources`` (the Kafka position that caused each op), every operation the ledger
     recorded now (applied or refused; not a duplicate of an earlier one) also leaves an
     audit record in its source partition's hash chain, in the same transaction:
-    ``ledger_records`` says what it holds.
+    ``ledger_records`` says what it holds. With ``into`` the records are added there
+    instead, for the caller to append with its own (one append per transaction).
     """
     if not ops:
         return []
@@ -397,7 +402,11 @@ async def post_on(
     cursor = await conn.execute(_POST_SQL, (_payload(ops, order),))
     results = _results(ops, order, await cursor.fetchall())
     if sources is not None:
-        await audit.append(conn, await ledger_records(conn, ops, results, sources))
+        records = await ledger_records(conn, ops, results, sources)
+        if into is not None:
+            into.extend(records)
+        else:
+            await audit.append(conn, records)
     return results
 
 

@@ -130,7 +130,8 @@ class PaymentsSink(PgSink):
             currency = guarded.currency(ev.player_id) or "EUR"
             ops.append(ledger_op(ev, now, currency))
             moving.append(item)
-        posted = await ledger.post_on(conn, ops, [i.source for i in moving])
+        trail: list[AuditRecord] = []  # the moves' records, then every decision's
+        posted = await ledger.post_on(conn, ops, [i.source for i in moving], into=trail)
         results = dict(zip((id(i) for i in moving), posted, strict=True))
         rows = []
         decided: list[AuditRecord] = []  # every decision, after its ledger record
@@ -185,6 +186,6 @@ class PaymentsSink(PgSink):
                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                     rows,
                 )
-        await audit.append(conn, decided)
+        await audit.append(conn, trail + decided)
         await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
         return out

@@ -82,24 +82,26 @@ class PostgresPlayerSink(PgSink):
 
     async def write(self, batch: PlayerBatch) -> None:
         # One round trip for the whole batch (sessions are one statement each, in order).
-        async with self.transaction() as conn, conn.pipeline(), conn.cursor() as cur:
-            if batch.events:
-                await cur.executemany(_EVENT_SQL, [_event_params(e) for e in batch.events])
-            if batch.states:
-                # In player order, as decisions lock players' rows: no lock cycle between them.
-                states = [batch.states[p] for p in sorted(batch.states)]
-                await cur.executemany(_STATE_SQL, [_state_params(s) for s in states])
-            for change in batch.sessions:  # in event order: a close follows its open
-                if change.end_reason is None:
-                    await cur.execute(
-                        _SESSION_OPEN_SQL,
-                        (change.player_id, change.session_id, change.at, change.ip),
-                    )
-                else:
-                    await cur.execute(
-                        _SESSION_CLOSE_SQL,
-                        (change.at, change.end_reason, change.player_id, change.session_id),
-                    )
+        async with self.transaction() as conn:
+            async with conn.pipeline(), conn.cursor() as cur:
+                if batch.events:
+                    await cur.executemany(_EVENT_SQL, [_event_params(e) for e in batch.events])
+                if batch.states:
+                    # In player order, as decisions lock players' rows: no lock cycle between them.
+                    states = [batch.states[p] for p in sorted(batch.states)]
+                    await cur.executemany(_STATE_SQL, [_state_params(s) for s in states])
+                for change in batch.sessions:  # in event order: a close follows its open
+                    if change.end_reason is None:
+                        await cur.execute(
+                            _SESSION_OPEN_SQL,
+                            (change.player_id, change.session_id, change.at, change.ip),
+                        )
+                    else:
+                        await cur.execute(
+                            _SESSION_CLOSE_SQL,
+                            (change.at, change.end_reason, change.player_id, change.session_id),
+                        )
+            # After the pipeline: the trail is written with COPY, which a pipeline refuses.
             await audit.append(conn, batch.audit)
             await audit.store_dead_letters(conn, batch.dead_letters)
 

@@ -146,12 +146,12 @@ class ReportSink(PgSink):
             done = {chain: seq for chain, seq, *_ in docs}
             async with conn.cursor() as cur:
                 if out:
-                    await cur.executemany(
-                        """INSERT INTO report_records (jurisdiction, seq, entity_id, record_json,
-                               prev_mac, mac, audit_chain, audit_seq)
-                           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
-                        out,
-                    )
+                    async with cur.copy(
+                        """COPY report_records (jurisdiction, seq, entity_id, record_json,
+                               prev_mac, mac, audit_chain, audit_seq) FROM STDIN"""
+                    ) as copy:
+                        for row in out:
+                            await copy.write_row(row)
                     await cur.executemany(
                         """INSERT INTO report_heads (jurisdiction, seq, mac) VALUES (%s, %s, %s)
                            ON CONFLICT (jurisdiction) DO UPDATE

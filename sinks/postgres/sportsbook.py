@@ -225,7 +225,9 @@ class SportsbookSink(PgSink):
                     guarded.count(b.player_id, action="bet", amount=b.stake, at=now)
                 ops.append(ledger.stake(b.bet_id, b.player_id, b.stake, b.currency, now))
                 sources.append(item.source)
-        for op, result in zip(ops, await ledger.post_on(conn, ops, sources), strict=True):
+        trail: list[AuditRecord] = []  # the stakes' records, then every decision's
+        posted = await ledger.post_on(conn, ops, sources, into=trail)
+        for op, result in zip(ops, posted, strict=True):
             bet_id = op.key.removeprefix("bet:")
             if result.status == "conflict":
                 verdicts[bet_id] = Refused(ReasonCode.DUPLICATE_CONFLICT, "stake key in use")
@@ -296,7 +298,7 @@ class SportsbookSink(PgSink):
                        VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING""",
                     [(s.topic, s.partition, s.offset, bet_id) for s, bet_id in duplicates],
                 )
-        await audit.append(conn, decided)
+        await audit.append(conn, trail + decided)
         await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
         return out
 

@@ -1,0 +1,144 @@
+"""The auditor: the audit trail's background work in a process of its own.
+
+Workers write audit records inside the transactions of the changes they record; what
+follows from them is not on any decision's path: publishing them to ``audit`` (the
+relay), turning them into each jurisdiction's report stream (the reporter), and signing
+checkpoints. In a worker those run as timers on the event loop that decides bets, and
+cost it as much as the records themselves (``BENCHMARKS.md``). ``croupier audit run``
+runs them here instead, on another core, and workers started with
+``CROUPIER_AUDIT_RELAY_INTERVAL``, ``CROUPIER_REPORT_INTERVAL`` and
+``CROUPIER_AUDIT_CHECKPOINT_INTERVAL`` at 0 leave them to it (``make up`` does both).
+
+The passes are the same code as the workers' timers (``sinks/postgres/audit.py``,
+``sinks/postgres/reports.py``), under the same advisory locks, so any number of
+auditors and workers may run them at once and each record is still published in order,
+at least once, and derived once. Only the publishing differs: librdkafka (confluent-kafka)
+instead of Faust's aiokafka producer, a few microseconds a message instead of tens, with
+the same murmur2 partitioning of keys as Java clients and Faust, so a republished record
+lands where it did the first time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from confluent_kafka import KafkaException, Producer
+
+from croupier.settings import Settings
+from rules.policy import Policies
+from sinks.base import SinkUnavailable
+from sinks.postgres.audit import AuditRelay, checkpoint_if_moved, load_or_create_key
+from sinks.postgres.reports import ReportSink, load_or_create_keys
+
+log = logging.getLogger(__name__)
+
+READY = "auditor: running"  # logged once both sinks are open
+
+
+class KafkaOut:
+    """Publish batches and return once every message is acknowledged by the brokers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._producer = Producer({
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "partitioner": "murmur2_random",  # Java's and Faust's partitioning of keys
+        })  # fmt: skip
+
+    async def send(self, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+        failures: list[str] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        for key, value in items:
+            while True:
+                try:
+                    self._producer.produce(topic, value, key, on_delivery=delivered)
+                    break
+                except BufferError:  # the local queue is full: let it drain
+                    await asyncio.to_thread(self._producer.poll, 0.1)
+        left = await asyncio.to_thread(self._producer.flush, 60)
+        if left or failures:
+            msg = f"Kafka did not take {left or len(failures)} messages: {failures[:1]}"
+            raise SinkUnavailable(msg)
+
+    def close(self) -> None:
+        self._producer.flush(30)
+
+
+async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) -> None:
+    """Relay, report and checkpoint until ``stop`` is set."""
+    dsn, schema, group = settings.pg_dsn.get_secret_value(), settings.pg_schema, settings.app_id
+    relay = AuditRelay(dsn, schema, consumer_group=group, max_connections=1)
+    reports = ReportSink(dsn, schema, consumer_group=group, max_connections=1)
+    keys = load_or_create_keys(settings.report_key_dir, list(policies.jurisdictions))
+    signing_key = load_or_create_key(settings.audit_key)
+    out = KafkaOut(settings)
+    audit_topic = settings.topic("audit")
+
+    async def to_audit(items: list[tuple[bytes, bytes]]) -> None:
+        await out.send(audit_topic, items)
+
+    async def to_reports(jurisdiction: str, items: list[tuple[bytes, bytes]]) -> None:
+        await out.send(settings.topic(f"reports.{jurisdiction}"), items)
+
+    def sign() -> tuple[int, int] | None:
+        with psycopg.connect(dsn, options=f"-c search_path={schema}", connect_timeout=5) as conn:
+            return checkpoint_if_moved(conn, signing_key)
+
+    await relay.open()
+    await reports.open()
+    log.warning(READY)
+    interval = min(settings.audit_relay_interval or 0.5, settings.report_interval or 1.0)
+    signed_at = time.monotonic()
+    try:
+        while not stop.is_set():
+            try:
+                # Drain the trail first, then the reports derived from it.
+                while await relay.relay(to_audit) > 0:
+                    pass
+                while await reports.derive(keys) > 0:
+                    pass
+                while await reports.publish(to_reports) > 0:
+                    pass
+                every = settings.audit_checkpoint_interval or 60.0
+                if time.monotonic() - signed_at >= every:
+                    signed = await asyncio.to_thread(sign)
+                    signed_at = time.monotonic()
+                    if signed is not None:
+                        log.info("audit checkpoint %d signed %d chain heads", *signed)
+            except (SinkUnavailable, psycopg.Error, KafkaException) as exc:
+                log.warning("auditor: %s; trying again", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+    finally:
+        out.close()
+        await relay.close()
+        await reports.close()
+
+
+def main(settings: Settings, policies: Policies) -> int:
+    """Run until SIGTERM or SIGINT; 0 on a clean stop."""
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s %(message)s")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        stopper: Callable[[], None] = stop.set
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopper)
+        await run(settings, policies, stop=stop)
+
+    asyncio.run(serve())
+    return 0
