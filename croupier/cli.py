@@ -405,6 +405,49 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+def cmd_analytics(args: argparse.Namespace) -> int:
+    from croupier import analytics
+    from sinks.base import SinkUnavailable
+    from sinks.clickhouse.sink import AuditLogWriter
+
+    settings = _settings()
+    if args.action == "run":
+        return analytics.run(settings)
+    if args.action == "wait":
+        if analytics.wait_caught_up(settings, timeout=args.timeout):
+            return EXIT_OK
+        behind = analytics.lag(settings)
+        print(f"croupier: the analytics sink is {behind} record(s) behind after "
+              f"{args.timeout:g} s", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    writer = AuditLogWriter(settings.clickhouse_url, settings.clickhouse_database)
+    try:
+        writer.open()  # applies the schema
+    except SinkUnavailable as exc:
+        print(f"croupier: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        writer.close()
+    print(f"ClickHouse database {settings.clickhouse_database}: schema applied")
+    return EXIT_OK
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from croupier.sql import SqlError, Unreachable, run
+
+    settings = _settings()
+    try:
+        text = run(settings.clickhouse_url, settings.clickhouse_database, args.query, args.format)
+    except Unreachable as exc:
+        print(f"croupier sql: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except SqlError as exc:
+        print(f"croupier sql: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from croupier.demo import run_demo
 
@@ -862,6 +905,25 @@ def build_parser() -> argparse.ArgumentParser:
         one_rep.add_argument("--dir", type=Path, help="default reports/<J>")
         one_rep.add_argument("--idle-timeout", type=float, default=5.0, help=argparse.SUPPRESS)
     reports_cmd.set_defaults(func=cmd_reports)
+
+    analytics_cmd = sub.add_parser(
+        "analytics", help="the ClickHouse fan-out: run the sink, or apply the schema"
+    )
+    analytics_cmd.add_argument(
+        "action", choices=["run", "schema", "wait"],
+        help="run: consume the audit topic into ClickHouse (foreground); schema: apply the "
+        "DDL; wait: until the sink has caught up with the audit topic (exit 1 on --timeout)",
+    )  # fmt: skip
+    analytics_cmd.add_argument("--timeout", type=float, default=60.0, help="wait: seconds")
+    analytics_cmd.set_defaults(func=cmd_analytics)
+
+    sql = sub.add_parser(
+        "sql", help="query ClickHouse (CROUPIER_CLICKHOUSE_URL); exit 1 on a refused query, "
+        "3 when ClickHouse is unreachable",
+    )  # fmt: skip
+    sql.add_argument("query", help='a statement, e.g. "SELECT * FROM ggr_by_market"')
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.set_defaults(func=cmd_sql)
 
     demo = sub.add_parser("demo", help="the main job on the running stack")
     demo.add_argument("--timeout", type=float, default=120.0)

@@ -45,6 +45,14 @@ Environment variables (documented once, here and in the README):
 ``CROUPIER_SESSION_WATCH_INTERVAL``  seconds between passes over open sessions (reality
                                 checks, session-time limits; one worker's pass at a
                                 time; default 1)
+``CROUPIER_CLICKHOUSE_DATABASE``  the ClickHouse database of the analytics tables and
+                                views (default ``croupier``)
+``CROUPIER_ANALYTICS_BATCH_MAX``  most audit records the analytics sink inserts at once
+                                (default 50000)
+``CROUPIER_ANALYTICS_BATCH_WAIT``  seconds the analytics sink waits to fill a batch
+                                (default 0.25)
+``CROUPIER_ANALYTICS_RETRY_MAX``  longest pause, in seconds, between the analytics sink's
+                                attempts to insert while ClickHouse is away (default 5)
 ==============================  ==================================================
 """
 
@@ -110,6 +118,19 @@ class Settings(BaseSettings):
     )
     session_watch_interval: float = Field(
         default=1.0, gt=0, validation_alias="CROUPIER_SESSION_WATCH_INTERVAL"
+    )
+    clickhouse_database: str = Field(
+        default="croupier", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        validation_alias="CROUPIER_CLICKHOUSE_DATABASE",
+    )  # fmt: skip
+    analytics_batch_max: int = Field(
+        default=50_000, ge=1, validation_alias="CROUPIER_ANALYTICS_BATCH_MAX"
+    )
+    analytics_batch_wait: float = Field(
+        default=0.25, gt=0, validation_alias="CROUPIER_ANALYTICS_BATCH_WAIT"
+    )
+    analytics_retry_max: float = Field(
+        default=5.0, gt=0, validation_alias="CROUPIER_ANALYTICS_RETRY_MAX"
     )
 
     @field_validator("policy_dir", mode="before")

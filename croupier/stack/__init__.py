@@ -38,6 +38,8 @@ ENV_PG_ADMIN = "CROUPIER_PG_ADMIN_DSN"  # the schema owner's, for migrations
 ENV_CLICKHOUSE = "CROUPIER_CLICKHOUSE_URL"
 WORKER_MARKER = "croupier worker"
 WORKER_READY = b"[^Worker]: Ready"  # what Faust logs once recovery is done and it fetches
+ANALYTICS_MARKER = "croupier analytics run"
+ANALYTICS_READY = b"analytics sink: consuming"  # logged once the ClickHouse schema is applied
 
 __all__ = ["Stack", "StackConfig", "StackError"]
 
@@ -204,6 +206,7 @@ class Stack:
             self.provision(env)
         if workers:
             self.start_workers(env)
+            self.start_analytics(env)
         return env
 
     def _write_env(self, env: Mapping[str, str]) -> None:
@@ -255,13 +258,47 @@ class Stack:
 
             wait_until(ready, timeout=timeout, what="a worker", logfile=log)
 
+    @property
+    def _analytics_pidfile(self) -> Path:
+        return self.config.root / "run" / "analytics.pid"
+
+    def analytics_pid(self) -> int | None:
+        return read_pid(self._analytics_pidfile, ANALYTICS_MARKER)
+
+    def start_analytics(self, env: Mapping[str, str], *, timeout: float = 60.0) -> None:
+        """Start the analytics sink (``audit`` into ClickHouse) unless it runs; wait until it
+        has applied the ClickHouse schema and consumes."""
+        if self.analytics_pid() is not None:
+            return
+        log = self.logs / "analytics.log"
+        offset = log.stat().st_size if log.exists() else 0
+        argv = [sys.executable, "-m", "croupier", "analytics", "run"]
+        pid = spawn(argv, pidfile=self._analytics_pidfile, logfile=log, env={**os.environ, **env})
+
+        def ready() -> bool:
+            with open(log, "rb") as f:
+                f.seek(offset)
+                if ANALYTICS_READY in f.read():
+                    return True
+            if not pid_alive(pid):
+                msg = f"the analytics sink exited during start-up:\n{tail(log)}"
+                raise StackError(msg)
+            return False
+
+        wait_until(ready, timeout=timeout, what="the analytics sink", logfile=log)
+
     def worker_pids(self) -> dict[str, int | None]:
         run = self.config.root / "run"
         found = sorted(run.glob("worker-*.pid")) if run.exists() else []
         return {p.stem: read_pid(p, WORKER_MARKER) for p in found}
 
     def down(self) -> None:
-        """Stop workers, then the embedded parts; data stays under the root."""
+        """Stop workers and the analytics sink, then the embedded parts; data stays under
+        the root."""
+        pid = self.analytics_pid()
+        if pid is not None:
+            stop_pid(pid, timeout=30)
+        self._analytics_pidfile.unlink(missing_ok=True)
         for name, pid in self.worker_pids().items():
             if pid is not None:
                 stop_pid(pid, timeout=30)
@@ -305,6 +342,10 @@ class Stack:
         for name, pid in self.worker_pids().items():
             where = str(self.logs / f"{name}.log")
             parts.append(PartStatus(name, "embedded", where, pid is not None, pid))
+        if self._analytics_pidfile.exists():
+            pid = self.analytics_pid()
+            where = str(self.logs / "analytics.log")
+            parts.append(PartStatus("analytics", "embedded", where, pid is not None, pid))
         return parts
 
 

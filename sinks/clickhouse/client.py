@@ -33,6 +33,21 @@ class ClickHouse(Protocol):
         """Insert rows, each holding one value per name in ``columns``, into ``table``."""
         ...
 
+    def insert_raw(
+        self,
+        table: str,
+        columns: Sequence[str],
+        data: bytes,
+        fmt: str,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        """Insert rows already encoded in ClickHouse format ``fmt`` (e.g. TabSeparated)."""
+        ...
+
+    def query_raw(self, sql: str, fmt: str, settings: dict[str, Any] | None = None) -> bytes:
+        """Run a statement and return its result as ClickHouse formats it in ``fmt``."""
+        ...
+
     def ping(self) -> bool:
         """True when the engine answers."""
         ...
@@ -56,6 +71,19 @@ class ConnectClickHouse:
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
         self._client.insert(table, rows, column_names=list(columns))
+
+    def insert_raw(
+        self,
+        table: str,
+        columns: Sequence[str],
+        data: bytes,
+        fmt: str,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        self._client.raw_insert(table, list(columns), data, settings=settings, fmt=fmt)
+
+    def query_raw(self, sql: str, fmt: str, settings: dict[str, Any] | None = None) -> bytes:
+        return bytes(self._client.raw_query(sql, settings=settings, fmt=fmt))
 
     def ping(self) -> bool:
         return bool(self._client.ping())
