@@ -31,7 +31,10 @@ RUN pip install --no-cache-dir -c constraints.txt . \
     && rm -rf build *.egg-info
 
 # Faust writes its `<app id>-data` directory into the working directory: the user's home.
-RUN useradd --create-home --uid 10001 --user-group croupier
+# .stack/ exists, owned by that user, so a named volume mounted there (the auditor's keys)
+# starts with the image's ownership.
+RUN useradd --create-home --uid 10001 --user-group croupier \
+    && install -d -o croupier -g croupier /home/croupier/.stack
 USER croupier
 WORKDIR /home/croupier
 

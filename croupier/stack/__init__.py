@@ -38,8 +38,19 @@ ENV_PG_ADMIN = "CROUPIER_PG_ADMIN_DSN"  # the schema owner's, for migrations
 ENV_CLICKHOUSE = "CROUPIER_CLICKHOUSE_URL"
 WORKER_MARKER = "croupier worker"
 WORKER_READY = b"[^Worker]: Ready"  # what Faust logs once recovery is done and it fetches
-ANALYTICS_MARKER = "croupier analytics run"
-ANALYTICS_READY = b"analytics sink: consuming"  # logged once the ClickHouse schema is applied
+
+# The long-running processes beside the workers: (argv after ``croupier``, what the log
+# says once it is ready). The auditor relays the trail, reports and signs checkpoints, so
+# the workers started here leave that to it (``AUDITOR_TIMERS_OFF``).
+SERVICES: dict[str, tuple[tuple[str, ...], bytes]] = {
+    "auditor": (("audit", "run"), b"auditor: running"),
+    "analytics": (("analytics", "run"), b"analytics sink: consuming"),
+}
+AUDITOR_TIMERS_OFF = {
+    "CROUPIER_AUDIT_RELAY_INTERVAL": "0",
+    "CROUPIER_REPORT_INTERVAL": "0",
+    "CROUPIER_AUDIT_CHECKPOINT_INTERVAL": "0",
+}
 
 __all__ = ["Stack", "StackConfig", "StackError"]
 
@@ -205,8 +216,9 @@ class Stack:
         if provision:
             self.provision(env)
         if workers:
+            for name in SERVICES:
+                self.start_service(name, env)
             self.start_workers(env)
-            self.start_analytics(env)
         return env
 
     def _write_env(self, env: Mapping[str, str]) -> None:
@@ -241,7 +253,8 @@ class Stack:
             log = self.logs / f"worker-{n}.log"
             offset = log.stat().st_size if log.exists() else 0
             argv = [sys.executable, "-m", "croupier", "worker", "--name", f"worker-{n}"]
-            worker_env = {"CROUPIER_DATA_DIR": str(self.config.root / "faust"), **os.environ, **env}
+            worker_env = {"CROUPIER_DATA_DIR": str(self.config.root / "faust"), **os.environ, **env,
+                          **AUDITOR_TIMERS_OFF}  # fmt: skip
             pid = spawn(argv, pidfile=pidfile, logfile=log, env=worker_env)
             started.append((pid, log, offset))
         for pid, log, offset in started:
@@ -258,34 +271,35 @@ class Stack:
 
             wait_until(ready, timeout=timeout, what="a worker", logfile=log)
 
-    @property
-    def _analytics_pidfile(self) -> Path:
-        return self.config.root / "run" / "analytics.pid"
+    def _service_pidfile(self, name: str) -> Path:
+        return self.config.root / "run" / f"{name}.pid"
 
-    def analytics_pid(self) -> int | None:
-        return read_pid(self._analytics_pidfile, ANALYTICS_MARKER)
+    def service_pid(self, name: str) -> int | None:
+        argv, _ = SERVICES[name]
+        return read_pid(self._service_pidfile(name), f"croupier {' '.join(argv)}")
 
-    def start_analytics(self, env: Mapping[str, str], *, timeout: float = 60.0) -> None:
-        """Start the analytics sink (``audit`` into ClickHouse) unless it runs; wait until it
-        has applied the ClickHouse schema and consumes."""
-        if self.analytics_pid() is not None:
+    def start_service(self, name: str, env: Mapping[str, str], *, timeout: float = 60.0) -> None:
+        """Start ``name`` (the auditor, or the analytics sink: ``audit`` into ClickHouse)
+        unless it runs; wait until its log says it is ready."""
+        if self.service_pid(name) is not None:
             return
-        log = self.logs / "analytics.log"
+        argv, marker = SERVICES[name]
+        log = self.logs / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
-        argv = [sys.executable, "-m", "croupier", "analytics", "run"]
-        pid = spawn(argv, pidfile=self._analytics_pidfile, logfile=log, env={**os.environ, **env})
+        pid = spawn([sys.executable, "-m", "croupier", *argv], pidfile=self._service_pidfile(name),
+                    logfile=log, env={**os.environ, **env})  # fmt: skip
 
         def ready() -> bool:
             with open(log, "rb") as f:
                 f.seek(offset)
-                if ANALYTICS_READY in f.read():
+                if marker in f.read():
                     return True
             if not pid_alive(pid):
-                msg = f"the analytics sink exited during start-up:\n{tail(log)}"
+                msg = f"the {name} exited during start-up:\n{tail(log)}"
                 raise StackError(msg)
             return False
 
-        wait_until(ready, timeout=timeout, what="the analytics sink", logfile=log)
+        wait_until(ready, timeout=timeout, what=f"the {name}", logfile=log)
 
     def worker_pids(self) -> dict[str, int | None]:
         run = self.config.root / "run"
@@ -293,16 +307,17 @@ class Stack:
         return {p.stem: read_pid(p, WORKER_MARKER) for p in found}
 
     def down(self) -> None:
-        """Stop workers and the analytics sink, then the embedded parts; data stays under
-        the root."""
-        pid = self.analytics_pid()
-        if pid is not None:
-            stop_pid(pid, timeout=30)
-        self._analytics_pidfile.unlink(missing_ok=True)
+        """Stop the workers, the auditor and the analytics sink, then the embedded parts;
+        data stays under the root."""
         for name, pid in self.worker_pids().items():
             if pid is not None:
                 stop_pid(pid, timeout=30)
             self._worker_pidfile(int(name.split("-")[1])).unlink(missing_ok=True)
+        for service in SERVICES:
+            pid = self.service_pid(service)
+            if pid is not None:
+                stop_pid(pid, timeout=30)
+            self._service_pidfile(service).unlink(missing_ok=True)
         for part in (self.clickhouse, self.kafka, self.postgres):
             part.stop()
 
@@ -342,10 +357,11 @@ class Stack:
         for name, pid in self.worker_pids().items():
             where = str(self.logs / f"{name}.log")
             parts.append(PartStatus(name, "embedded", where, pid is not None, pid))
-        if self._analytics_pidfile.exists():
-            pid = self.analytics_pid()
-            where = str(self.logs / "analytics.log")
-            parts.append(PartStatus("analytics", "embedded", where, pid is not None, pid))
+        for service in SERVICES:
+            if self._service_pidfile(service).exists():
+                pid = self.service_pid(service)
+                where = str(self.logs / f"{service}.log")
+                parts.append(PartStatus(service, "embedded", where, pid is not None, pid))
         return parts
 
 

@@ -61,7 +61,7 @@ def test_up_consume_down_up_keeps_data(tmp_path: Path) -> None:
         status = croupier(env, "stack", "status", "--json")
         assert status.returncode == 0, status.stdout
         parts = {p["name"]: p for p in json.loads(status.stdout)}
-        assert set(parts) == {"kafka", "postgres", "clickhouse", "worker-1", "analytics"}
+        assert set(parts) == {"kafka", "postgres", "clickhouse", "worker-1", "auditor", "analytics"}
         assert all(p["running"] and p["mode"] == "embedded" for p in parts.values())
 
         # Any Kafka client will do: here the pure-Python one, with its default partitioner.
