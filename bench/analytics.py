@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from casino import machine  # noqa: E402  (bench/ is on the path: this script's folder)
 
 from croupier.cli import load_stack_env  # noqa: E402
 from croupier.settings import Settings  # noqa: E402
@@ -311,23 +312,6 @@ def lag(s: Settings, ch: ClickHouse, start: int, rate: float, duration: float) -
     print(f"lag at {rate:,.0f}/s: p50 {result['p50_s']} s, p99 {result['p99_s']} s, "
           f"max {result['max_s']} s ({missing} never seen)")  # fmt: skip
     return result
-
-
-def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"node": platform.node(), "cores": os.cpu_count(),
-                            "python": platform.python_version()}  # fmt: skip
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info["loadavg_at_start"] = [round(v, 2) for v in os.getloadavg()]
-    t0 = time.perf_counter()
-    sum(range(10**7))
-    info["probe_sum_range_1e8_s"] = round((time.perf_counter() - t0) * 10, 2)
-    return info
 
 
 def main(argv: Sequence[str] | None = None) -> int:

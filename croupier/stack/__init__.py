@@ -258,18 +258,7 @@ class Stack:
             pid = spawn(argv, pidfile=pidfile, logfile=log, env=worker_env)
             started.append((pid, log, offset))
         for pid, log, offset in started:
-
-            def ready(pid: int = pid, log: Path = log, offset: int = offset) -> bool:
-                with open(log, "rb") as f:
-                    f.seek(offset)
-                    if WORKER_READY in f.read():
-                        return True
-                if not pid_alive(pid):
-                    msg = f"a worker exited during start-up:\n{tail(log)}"
-                    raise StackError(msg)
-                return False
-
-            wait_until(ready, timeout=timeout, what="a worker", logfile=log)
+            _wait_ready(pid, log, offset, WORKER_READY, "a worker", timeout)
 
     def _service_pidfile(self, name: str) -> Path:
         return self.config.root / "run" / f"{name}.pid"
@@ -288,18 +277,7 @@ class Stack:
         offset = log.stat().st_size if log.exists() else 0
         pid = spawn([sys.executable, "-m", "croupier", *argv], pidfile=self._service_pidfile(name),
                     logfile=log, env={**os.environ, **env})  # fmt: skip
-
-        def ready() -> bool:
-            with open(log, "rb") as f:
-                f.seek(offset)
-                if marker in f.read():
-                    return True
-            if not pid_alive(pid):
-                msg = f"the {name} exited during start-up:\n{tail(log)}"
-                raise StackError(msg)
-            return False
-
-        wait_until(ready, timeout=timeout, what=f"the {name}", logfile=log)
+        _wait_ready(pid, log, offset, marker, f"the {name}", timeout)
 
     def worker_pids(self) -> dict[str, int | None]:
         run = self.config.root / "run"
@@ -363,6 +341,22 @@ class Stack:
                 where = str(self.logs / f"{service}.log")
                 parts.append(PartStatus(service, "embedded", where, pid is not None, pid))
         return parts
+
+
+def _wait_ready(pid: int, log: Path, offset: int, marker: bytes, what: str, timeout: float) -> None:
+    """Wait until ``log`` says ``marker`` after ``offset``; raise if ``pid`` dies first."""
+
+    def ready() -> bool:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            if marker in f.read():
+                return True
+        if not pid_alive(pid):
+            msg = f"{what} exited during start-up:\n{tail(log)}"
+            raise StackError(msg)
+        return False
+
+    wait_until(ready, timeout=timeout, what=what, logfile=log)
 
 
 def _redact(url: str) -> str:
