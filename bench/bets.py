@@ -69,9 +69,10 @@ sys.path.insert(0, str(ROOT))
 from croupier.cli import load_stack_env  # noqa: E402
 from croupier.kafka import make_producer  # noqa: E402
 from croupier.settings import Settings  # noqa: E402
-from croupier.stack import WORKER_READY  # noqa: E402
+from croupier.stack import AUDITOR_TIMERS_OFF, WORKER_READY  # noqa: E402
 from sinks.postgres.ledger import Ledger  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402
+from streams.auditor import READY  # noqa: E402
 from topologies.topics import create_topics, topic_specs  # noqa: E402
 
 FEED = "live"
@@ -323,12 +324,6 @@ def worker_env(s: Settings, data_dir: Path) -> dict[str, str]:
     return {**inherited, **mine}
 
 
-# What a worker leaves to ``croupier audit run`` when one runs beside it.
-AUDITOR_TIMERS_OFF = {
-    "audit_relay_interval": 0.0, "report_interval": 0.0, "audit_checkpoint_interval": 0.0,
-}  # fmt: skip
-
-
 def start_auditor(s: Settings, where: Path, timeout: float = 60) -> Worker:
     """``croupier audit run`` on the bench's settings, ready once its sinks are open."""
     log_path = where / "auditor.log"
@@ -339,7 +334,7 @@ def start_auditor(s: Settings, where: Path, timeout: float = 60) -> Worker:
         )  # fmt: skip
     auditor = Worker(proc, log_path)
     deadline = time.monotonic() + timeout
-    while not (log_path.exists() and b"auditor: running" in log_path.read_bytes()):
+    while not (log_path.exists() and READY.encode() in log_path.read_bytes()):
         auditor.ready()  # raises if it exited
         if time.monotonic() > deadline:
             raise SystemExit(f"auditor not ready in {timeout}s; log {log_path}")
@@ -634,7 +629,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.auditor == "process":
             workers = [start_auditor(s, where)]
-            workers += start_workers(s.model_copy(update=AUDITOR_TIMERS_OFF), plan.workers, where)
+            # The stack's way: the workers leave the trail's background work to the auditor.
+            quiet = Settings.model_validate({**s.as_env(), **AUDITOR_TIMERS_OFF})
+            workers += start_workers(quiet, plan.workers, where)
         else:
             workers = start_workers(s, plan.workers, where)
         log(f"{plan.workers} worker(s) ready, the auditor in "

@@ -31,6 +31,7 @@ from croupier.stack.process import (
     tail,
     wait_until,
 )
+from streams.auditor import READY as AUDITOR_READY
 
 ENV_KAFKA = "KAFKA_BOOTSTRAP_SERVERS"
 ENV_PG = "CROUPIER_PG_DSN"
@@ -43,7 +44,7 @@ WORKER_READY = b"[^Worker]: Ready"  # what Faust logs once recovery is done and 
 # says once it is ready). The auditor relays the trail, reports and signs checkpoints, so
 # the workers started here leave that to it (``AUDITOR_TIMERS_OFF``).
 SERVICES: dict[str, tuple[tuple[str, ...], bytes]] = {
-    "auditor": (("audit", "run"), b"auditor: running"),
+    "auditor": (("audit", "run"), AUDITOR_READY.encode()),
     "analytics": (("analytics", "run"), b"analytics sink: consuming"),
 }
 AUDITOR_TIMERS_OFF = {

@@ -136,9 +136,6 @@ class PaymentsSink(PgSink):
         rows = []
         decided: list[AuditRecord] = []  # every decision, after its ledger record
 
-        def currency_of(ev: PaymentEvent) -> str | None:
-            return guarded.currency(ev.player_id)
-
         for item in fresh:
             ev = item.event
             refused = blocked.get(id(item))
@@ -172,7 +169,8 @@ class PaymentsSink(PgSink):
                     source=item.source, occurred_at=ev.timestamp, recorded_at=now, before=None,
                     after={**json.loads(decision), "type": ev.type,
                            "amount": None if amount is None else str(amount),
-                           "currency": getattr(ev, "currency", None) or currency_of(ev),
+                           "currency": getattr(ev, "currency", None)
+                                       or guarded.currency(ev.player_id),
                            "standing_version": guarded.version(ev.player_id)},
                 ))  # fmt: skip
             src = item.source

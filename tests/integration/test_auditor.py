@@ -17,6 +17,7 @@ import pytest
 
 from croupier.kafka import consume_until
 from croupier.settings import Settings
+from streams.auditor import READY as AUDITOR_READY
 from tests.conftest import ROOT, StartWorker, settings_env
 from tests.integration.helpers import (
     audit_trail_holds,
@@ -31,7 +32,7 @@ from tests.integration.helpers import (
 pytestmark = pytest.mark.integration
 
 PLAYERS = 60
-READY = b"auditor: running"
+READY = AUDITOR_READY.encode()
 
 
 def start_auditor(s: Settings, log: Path) -> subprocess.Popen[bytes]:
