@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -159,11 +160,38 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def ephemeral_ports() -> range:
+    """The ports the kernel hands out as the local end of outgoing connections."""
+    try:
+        low, high = (int(v) for v in _EPHEMERAL.read_text().split())
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, below the ephemeral range.
+
+    A port the kernel picks for ``bind(0)`` comes from the ephemeral range, so any
+    outgoing connection (a Kafka or PostgreSQL client) may take it as its local port before
+    the server meant for it binds: a broker restarted on it then fails with "Address already
+    in use". Below that range only a listener asks for a port by number.
+    """
+    top = min(ephemeral_ports().start, 65536)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(max(1024, top - 12000), top)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    msg = f"no free TCP port on 127.0.0.1 below {top}"
+    raise StackError(msg)
 
 
 def wait_until(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from croupier.stack.process import wait_unlocked
+from croupier.stack.process import ephemeral_ports, free_port, wait_unlocked
 
 _EXIT_STATUS = """
 import sys, time
@@ -55,3 +56,12 @@ def test_wait_unlocked_waits_for_the_holder_to_let_go(tmp_path: Path) -> None:
     assert wait_unlocked(lock, timeout=10)
     holder.wait(5)
     assert wait_unlocked(tmp_path / "absent", timeout=0)
+
+
+def test_free_ports_lie_below_the_range_clients_take_their_local_ports_from() -> None:
+    ephemeral = ephemeral_ports()
+    for _ in range(50):
+        port = free_port()
+        assert 1024 <= port < ephemeral.start
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))  # still free: a server could take it now
