@@ -925,6 +925,20 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.set_defaults(func=cmd_sql)
 
+    from croupier import check as check_mod
+    from croupier import simulate as simulate_mod
+    from croupier import status as status_mod
+
+    for name, mod, what in (
+        ("simulate", simulate_mod, "a reproducible match day on the running stack, live"),
+        ("check", check_mod, "the invariants, from topics, ledger, audit trail and ClickHouse; "
+         "exit 1 on any breach"),
+        ("status", status_mod, "the workers' metrics at a glance: rates, lag, decisions, feeds"),
+    ):  # fmt: skip
+        one = sub.add_parser(name, help=what)
+        mod.add_arguments(one)
+        one.set_defaults(func=mod.run)
+
     demo = sub.add_parser("demo", help="the main job on the running stack")
     demo.add_argument("--timeout", type=float, default=120.0)
     demo.set_defaults(func=cmd_demo)

@@ -1,0 +1,14 @@
+"""``croupier check``: being built (issue 9)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's options (filled in with the command)."""
+
+
+def run(args: argparse.Namespace) -> int:
+    msg = "croupier check is being built"
+    raise NotImplementedError(msg)
