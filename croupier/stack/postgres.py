@@ -159,10 +159,12 @@ class EmbeddedPostgres:
         # The application's login; migrations grant croupier_app its rights per schema.
         ensure_app_login(self.admin_dsn, self.dsn)
 
-    def stop(self) -> None:
+    def stop(self, *, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` (a clean shutdown) or ``immediate`` (as if it crashed:
+        the next start replays the WAL; the fault benchmark uses it)."""
         if self.pid() is None:
             return
-        result = self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        result = self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
         if result.returncode != 0 and self.pid() is not None:
             msg = f"PostgreSQL did not stop:\n{result.stdout}{result.stderr}"
             raise StackError(msg)
