@@ -466,7 +466,7 @@ class _Builder:
         return m.event_id, mk, oc, book[mk][oc]
 
     def policy(self) -> str:
-        return self.rng.choices(("none", "higher", "any"), (60, 20, 20))[0]
+        return self.rng.choices(("none", "higher", "any"), (35, 30, 35))[0]
 
     def one_bet(self, at: float, kind: str, pl: Player, matches: list[Match]) -> list[Step]:
         rng = self.rng

@@ -55,7 +55,7 @@ class Outcomes(threading.Thread):
         self.topics = {settings.topic(t): t for t in READ}
         conf: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap_servers}
         try:
-            admin = AdminClient(conf)
+            admin = AdminClient({**conf, "log_level": 0})  # the error says it once
             meta = admin.list_topics(timeout=10).topics
             missing = [
                 t
