@@ -24,6 +24,9 @@ def _consumer(settings: Settings) -> Any:
         "enable.partition.eof": False,
         "fetch.max.bytes": 64 * 1024 * 1024,
         "queued.max.messages.kbytes": 256 * 1024,
+        # An unreachable broker is reported once, by ``reachable``; not by librdkafka's
+        # connection errors, a line every 50 ms.
+        "log_level": 2,
     })  # fmt: skip
 
 

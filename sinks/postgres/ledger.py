@@ -411,8 +411,9 @@ async def post_on(
 
 
 _ENTRIES_SQL = """
-SELECT e.txn_id, a.owner, a.kind, e.amount FROM ledger_entries e
+SELECT e.txn_id, a.owner, a.kind, e.amount, t.amount, t.payout FROM ledger_entries e
   JOIN ledger_accounts a USING (account_id)
+  JOIN ledger_transactions t USING (txn_id)
  WHERE e.txn_id = ANY(%s) ORDER BY e.entry_id"""
 
 
@@ -431,17 +432,22 @@ async def ledger_records(
         return []
     cursor = await conn.execute(_ENTRIES_SQL, ([r.txn_id for _, r, _ in fresh],))
     entries: dict[int, list[dict[str, str]]] = {}
-    for txn_id, owner, kind, amount in await cursor.fetchall():
+    # What the ledger stored: for an operation that refers to another (a settlement's
+    # rollback) the amount and payout are derived there, not given by the request.
+    stored: dict[int, tuple[Decimal, Decimal | None]] = {}
+    for txn_id, owner, kind, amount, txn_amount, txn_payout in await cursor.fetchall():
         entries.setdefault(txn_id, []).append(
             {"owner": owner, "account": kind, "amount": str(amount)}
         )
+        stored[txn_id] = (txn_amount, txn_payout)
     now = datetime.now(UTC)
     records = []
     for op, r, src in fresh:
+        amount, payout = stored.get(r.txn_id, (op.amount, op.payout))
         after = {
             "txn_id": r.txn_id, "key": op.key, "operation": op.operation,
-            "player_id": op.player_id, "currency": op.currency, "amount": str(op.amount),
-            "payout": None if op.payout is None else str(op.payout), "result": op.result,
+            "player_id": op.player_id, "currency": op.currency, "amount": str(amount),
+            "payout": None if payout is None else str(payout), "result": op.result,
             "reference": op.reference, "status": r.status, "reason": r.reason,
             "cash_after": str(r.cash_after), "pending_after": str(r.pending_after),
             "entries": entries.get(r.txn_id, []),
