@@ -33,6 +33,12 @@ import re
 from sinks.clickhouse.client import ClickHouse
 
 MONEY = "Decimal(38, 6)"
+# Prices: an accumulator's is the product of its legs', so it has more places than any
+# leg. 20 places hold ten two-place legs exactly; PostgreSQL keeps them unbounded.
+ODDS_SCALE = 20
+ODDS = f"Decimal(38, {ODDS_SCALE})"
+# Bumped when a mapping's SELECT changes: ``apply`` replaces mappings of another version.
+SCHEMA_VERSION = 2
 AUDIT_LOG = "audit_log"
 AUDIT_COLUMNS = ("kafka_partition", "kafka_offset", "kafka_ts_ms", "body")
 
@@ -88,12 +94,12 @@ CREATE TABLE IF NOT EXISTS {{db}}.bets (
     reason       Nullable(String),
     currency     LowCardinality(String),
     stake        {MONEY},
-    odds         Nullable({MONEY}),
+    odds         Nullable({ODDS}),
     legs         UInt16,
     leg_events   Array(String),
     leg_markets  Array(String),
     leg_outcomes Array(String),
-    leg_odds     Array({MONEY}),
+    leg_odds     Array({ODDS}),
     product      LowCardinality(String),
     placed_at    DateTime64(6, 'UTC'),
     decided_at   DateTime64(6, 'UTC')
@@ -180,7 +186,7 @@ CREATE TABLE IF NOT EXISTS {{db}}.odds_changes (
     action           LowCardinality(String),
     producer         Nullable(String),
     status           LowCardinality(String),
-    odds             Nullable({MONEY}),
+    odds             Nullable({ODDS}),
     market_version   UInt64,
     source_topic     LowCardinality(String),
     source_partition UInt32,
@@ -268,12 +274,13 @@ MAPPINGS: dict[str, tuple[str, str]] = {
         f"""
 SELECT entity_id AS bet_id, player_id, {f("status")} AS status, {f("reason")} AS reason,
        {f("currency")} AS currency, {money(f("stake"))} AS stake,
-       toDecimal128OrNull({f("odds")}, 6) AS odds,
+       toDecimal128OrNull({f("odds")}, {ODDS_SCALE}) AS odds,
        length({f("selections")}) AS legs,
        arrayMap(x -> {f("event_id", "x")}, {f("selections")}) AS leg_events,
        arrayMap(x -> {f("market_id", "x")}, {f("selections")}) AS leg_markets,
        arrayMap(x -> {f("outcome_id", "x")}, {f("selections")}) AS leg_outcomes,
-       arrayMap(x -> {money(f("odds", "x"))}, {f("selections")}) AS leg_odds,
+       arrayMap(x -> toDecimal128OrZero({f("odds", "x")}, {ODDS_SCALE}),
+                {f("selections")}) AS leg_odds,
        'sportsbook' AS product,
        occurred_at AS placed_at,
        {at(f("decided_at"))} AS decided_at
@@ -331,7 +338,7 @@ SELECT entity_id AS payment_id, {f("type")} AS type, player_id, {f("status")} AS
         f"""
 SELECT entity_id AS event_id, market_id, outcome_id, occurred_at AS changed_at, action,
        {f("producer")} AS producer, {f("status", "market")} AS status,
-       toDecimal128OrNull(nullIf(price, ''), 6) AS odds,
+       toDecimal128OrNull(nullIf(price, ''), {ODDS_SCALE}) AS odds,
        {f("version", "market")} AS market_version,
        source_topic, source_partition, source_offset
   FROM {_parsed("odds", _ODDS, "action", "source_topic", "source_partition", "source_offset")}
@@ -430,7 +437,9 @@ SELECT event_id, market_id, outcome_id, currency, count() AS open_bets,
        sum(stake) AS open_stake, sum(payout_part) AS potential_payout,
        potential_payout - open_stake AS liability
   FROM (SELECT leg_event AS event_id, leg_market AS market_id, leg_outcome AS outcome_id,
-               currency, stake, toDecimal128(stake * ifNull(odds, 0), 6) AS payout_part
+               currency, stake,
+               toDecimal128(toDecimal256(stake, 6) * toDecimal256(ifNull(odds, 0), 20), 6)
+                 AS payout_part
           FROM {_ACCEPTED_BETS} b LEFT JOIN {_SETTLED} s USING (bet_id)
          ARRAY JOIN leg_events AS leg_event, leg_markets AS leg_market,
                     leg_outcomes AS leg_outcome
@@ -491,11 +500,17 @@ def statements(database: str) -> list[str]:
         raise ValueError(msg)
     out = [f"CREATE DATABASE IF NOT EXISTS {database}"]
     out += [ddl.format(db=database).strip() for ddl in TABLES.values()]
+    # Tables made by an older version: the same columns, wider types (no-ops otherwise).
+    out += [
+        f"ALTER TABLE {database}.bets MODIFY COLUMN odds Nullable({ODDS}), "
+        f"MODIFY COLUMN leg_odds Array({ODDS})",
+        f"ALTER TABLE {database}.odds_changes MODIFY COLUMN odds Nullable({ODDS})",
+    ]
     for name, (target, select) in MAPPINGS.items():
         body = select.format(db=database).strip()
         out.append(
             f"CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{name} "
-            f"TO {database}.{target} AS {body}"
+            f"TO {database}.{target} AS {body} COMMENT '{_version()}'"
         )
     # Views are replaced: a newer definition takes effect on the next start.
     out += [
@@ -505,7 +520,26 @@ def statements(database: str) -> list[str]:
     return out
 
 
+def _version() -> str:
+    return f"croupier schema {SCHEMA_VERSION}"
+
+
 def apply(ch: ClickHouse, database: str) -> None:
-    """Create the database, tables, mappings and views that are missing (idempotent)."""
-    for statement in statements(database):
+    """Create the database, tables, mappings and views that are missing (idempotent).
+
+    A mapping made by another schema version is dropped first and made again. Audit
+    records inserted between the two would miss that mapping's table, so the sink applies
+    the schema before it consumes; run ``croupier analytics schema`` with the sink stopped.
+    """
+    statements_ = statements(database)
+    ch.command(statements_[0])  # the database
+    names = ", ".join(f"'{name}'" for name in MAPPINGS)
+    found = ch.query(
+        f"SELECT name, comment FROM system.tables WHERE database = '{database}' "
+        f"AND name IN ({names})"
+    )
+    for name, comment in found:
+        if comment != _version():
+            ch.command(f"DROP VIEW IF EXISTS {database}.{name}")
+    for statement in statements_[1:]:
         ch.command(statement)

@@ -627,3 +627,44 @@ def test_the_same_schema_maps_alike_in_embedded_chdb_in_process(
     served = ch.query(f"SELECT key, ggr FROM {db}.ledger_transactions FINAL ORDER BY key")
     assert embedded == [[k, str(g)] for k, g in served]
     assert [g for _, g in served] == [D(0), D(0), D(0), D("-1.5")]
+
+
+def test_an_older_schema_is_upgraded_and_accumulator_odds_stay_exact(
+    asettings: Settings, ch: ClickHouse
+) -> None:
+    """A database made by schema 1 (odds to 6 places, its mappings marked so): applying the
+    current schema widens the columns and replaces the mappings, after which a four-leg
+    accumulator's price (8 places) arrives exactly as the ledger holds it."""
+    db = asettings.clickhouse_database
+    from sinks.clickhouse import schema
+
+    old = [s.replace(schema.ODDS, "Decimal(38, 6)").replace(
+        f"OrNull(nullIf(price, ''), {schema.ODDS_SCALE})", "OrNull(nullIf(price, ''), 6)")
+        .replace(f"COMMENT '{schema._version()}'", "COMMENT 'croupier schema 1'")
+        for s in schema.statements(db) if not s.startswith("ALTER")]  # fmt: skip
+    for statement in old:
+        ch.command(statement)
+    column = f"SELECT type FROM system.columns WHERE database = '{db}' AND table = 'bets' "
+    assert scalar(ch, column + "AND name = 'odds'") == "Nullable(Decimal(38, 6))"
+    schema.apply(ch, db)
+    schema.apply(ch, db)  # idempotent: nothing is replaced twice
+    comments = {c for (c,) in ch.query(f"SELECT comment FROM system.tables WHERE database = "
+                                       f"'{db}' AND engine = 'MaterializedView'")}  # fmt: skip
+    assert comments == {schema._version()}
+    legs = [{"event_id": f"m-{i}", "market_id": "1x2", "outcome_id": "home", "odds": o}
+            for i, o in enumerate(["1.37", "2.13", "1.91", "3.07"])]  # fmt: skip
+    price = Decimal("1.37") * Decimal("2.13") * Decimal("1.91") * Decimal("3.07")
+    assert price.as_tuple().exponent == -8
+    body = record("bet", "b-acca", "bet.accepted", 1, {
+        "player_id": "p-1", "reason": None, "decided_at": T, "currency": "EUR",
+        "standing_version": 1, "bet_id": "b-acca", "status": "accepted", "odds": str(price),
+        "stake": "10.00", "selections": legs})  # fmt: skip
+    writer = AuditLogWriter(asettings.clickhouse_url, db)
+    writer.open()
+    try:
+        writer.write([Fetched(0, 1, 0, body)])
+    finally:
+        writer.close()
+    odds, leg_odds = ch.query(f"SELECT odds, leg_odds FROM {db}.bets FINAL")[0]
+    assert Decimal(odds) == price
+    assert [Decimal(x) for x in leg_odds] == [Decimal(x["odds"]) for x in legs]

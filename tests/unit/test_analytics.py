@@ -218,7 +218,8 @@ def test_the_ddl_names_its_database_everywhere_and_is_idempotent() -> None:
     assert ddl[0] == "CREATE DATABASE IF NOT EXISTS analytics_x"
     for statement in ddl[1:]:
         assert statement.startswith(
-            ("CREATE TABLE IF NOT EXISTS analytics_x.", "CREATE MATERIALIZED VIEW IF NOT EXISTS "
+            ("CREATE TABLE IF NOT EXISTS analytics_x.", "ALTER TABLE analytics_x.",
+             "CREATE MATERIALIZED VIEW IF NOT EXISTS "
              "analytics_x.", "CREATE OR REPLACE VIEW analytics_x.")
         )  # fmt: skip
         assert "{db}" not in statement
