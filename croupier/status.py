@@ -298,8 +298,10 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if answering == len(endpoints) else EXIT_FAILED
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
+def _num(value: float | None, places: int | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:g}" if places is None else f"{value:.{places}f}"
 
 
 def print_report(r: dict[str, Any]) -> None:
@@ -331,11 +333,12 @@ def print_report(r: dict[str, Any]) -> None:
         print(f"\n{title + ' (ms)':<24} {'p50':>8} {'p99':>8} {'now p50':>8} {'now p99':>8} "
               f"{'batches':>9} {'mean size':>9}")  # fmt: skip
         for name, b in table.items():
-            print(f"  {name:<22} {_num(b['p50_ms']):>8} {_num(b['p99_ms']):>8} "
-                  f"{_num(b['recent_p50_ms']):>8} {_num(b['recent_p99_ms']):>8} "
+            print(f"  {name:<22} {_num(b['p50_ms'], 1):>8} {_num(b['p99_ms'], 1):>8} "
+                  f"{_num(b['recent_p50_ms'], 1):>8} {_num(b['recent_p99_ms'], 1):>8} "
                   f"{b['batches']:>9} {_num(b['mean_size']):>9}")  # fmt: skip
     if r["feeds"]:
         print("\nfeeds")
         for producer, f in r["feeds"].items():
             state = "up" if f["up"] else "SUSPENDED"
-            print(f"  {producer:<22} {state:<10} last alive {_num(f['alive_age_seconds'])} s ago")
+            age = _num(f["alive_age_seconds"], 1)
+            print(f"  {producer:<22} {state:<10} last alive {age} s ago")

@@ -70,23 +70,20 @@ LAG = Gauge(
 )
 INFO = Gauge("croupier_process_info", "This Croupier process: its role and pid", ["role", "pid"])
 
-_DECIDED = re.compile(rb'"status":"([a-z_]*)"')
-_REASON = re.compile(rb'"(?:reason|error)":"([a-z_]*)"')
+# A decision's status and its reason code (``error`` in a casino answer), in the compact
+# JSON pydantic writes: every outbound model writes both fields, and no newline.
+_DECIDED = re.compile(rb'"status":"([a-z_]*)"[^\n]*?"(?:reason|error)":(?:null|"([a-z_]*)")')
 
 
 def count_decisions(flow: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
     """Count a batch's published decisions (``(key, JSON)``) by status and reason.
 
-    The JSON is the compact form pydantic writes; two regular-expression searches a record
-    are cheaper than decoding it, and the counter moves once per distinct label set.
+    One regular-expression pass over the batch's records, joined, is several times cheaper
+    than decoding them; the counter then moves once per distinct label set.
     """
-    tally: Tally[tuple[bytes, bytes]] = Tally()
-    for _, value in records:
-        status = _DECIDED.search(value)
-        reason = _REASON.search(value)
-        tally[status.group(1) if status else b"unknown", reason.group(1) if reason else b""] += 1
-    for (status_b, reason_b), n in tally.items():
-        DECISIONS.labels(flow, status_b.decode(), reason_b.decode()).inc(n)
+    found = _DECIDED.findall(b"\n".join(value for _, value in records))
+    for (status, reason), n in Tally(found).items():
+        DECISIONS.labels(flow, status.decode(), reason.decode()).inc(n)
 
 
 def count_dead_letters(letters: Iterable[tuple[str, str]]) -> None:
