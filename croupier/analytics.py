@@ -38,6 +38,7 @@ from typing import Any
 from croupier.settings import Settings
 from sinks.base import SinkUnavailable
 from sinks.clickhouse.sink import AuditLogWriter, encode_row
+from streams import metrics
 
 log = logging.getLogger("croupier.analytics")
 
@@ -296,6 +297,7 @@ class AnalyticsSink:
             self.stats.committed.update(batch.next_offsets)
         self.stats.rows += len(batch)
         self.stats.batches += 1
+        metrics.observe_sink("clickhouse", time.monotonic() - inflight.started, len(batch))
         oldest = (time.time() * 1000 - (batch.oldest_ms or 0)) / 1000
         log.info("analytics sink: inserted %d record(s) in %.3f s; oldest %.3f s old",
                  len(batch), time.monotonic() - inflight.started, oldest)  # fmt: skip
@@ -382,6 +384,7 @@ def run(settings: Settings) -> int:
     # The sink says when ClickHouse is away, once; the HTTP stack would say it every retry.
     for noisy in ("urllib3.connectionpool", "clickhouse_connect.driver._backend.http_sync"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    metrics.serve(settings.metrics_port, "analytics")
     sink = AnalyticsSink(settings)
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -36,6 +36,7 @@ from rules.policy import Policies
 from sinks.base import SinkUnavailable
 from sinks.postgres.audit import AuditRelay, checkpoint_if_moved, load_or_create_key
 from sinks.postgres.reports import ReportSink, load_or_create_keys
+from streams import metrics
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,12 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
         while not stop.is_set():
             try:
                 # Drain the trail first, then the reports derived from it.
-                while await relay.relay(to_audit) > 0:
-                    pass
+                while True:
+                    started = time.perf_counter()
+                    relayed = await relay.relay(to_audit)
+                    if relayed <= 0:
+                        break
+                    metrics.observe_sink("audit.relay", time.perf_counter() - started, relayed)
                 while await reports.derive(keys) > 0:
                     pass
                 while await reports.publish(to_reports) > 0:
@@ -131,6 +136,7 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
 def main(settings: Settings, policies: Policies) -> int:
     """Run until SIGTERM or SIGINT; 0 on a clean stop."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s %(message)s")
+    metrics.serve(settings.metrics_port, "auditor")
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -25,6 +25,7 @@ from rules.odds import EventBook, Market, ProducerHealth
 from rules.sportsbook import decide_bet
 from schemas.bets import BET_REQUEST, BetRequest
 from sinks.postgres.sportsbook import BetBatch, BetInput, SportsbookSink
+from streams import metrics
 from streams.batching import until_available
 from streams.context import decode_all, letter_records, position, publish
 from streams.flow import declare_flow
@@ -99,8 +100,10 @@ def register(
                     event.message.value or b"",
                 )
             )
-        placed = await until_available(lambda: sink.place(batch, now), what="PostgreSQL")
+        with metrics.sink_batch("ledger.bets", len(batch.inputs)):
+            placed = await until_available(lambda: sink.place(batch, now), what="PostgreSQL")
         await publish(app, decisions, placed.decisions)
+        metrics.count_decisions("bets", placed.decisions)
         await publish(app, dead_letters, letter_records(placed.dead_letters))
         await app.producer.flush()
         await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")

@@ -16,6 +16,7 @@ from typing import Any
 from croupier.settings import Settings
 from schemas.casino import CASINO_CALL
 from sinks.postgres.casino import CasinoBatch, CasinoInput, CasinoSink
+from streams import metrics
 from streams.batching import until_available
 from streams.context import decode_all, letter_records, position, publish
 from streams.flow import declare_flow
@@ -35,8 +36,10 @@ def register(app: Any, settings: Settings, *, sink: CasinoSink) -> Any:
                 CasinoInput(position(event), call, event.message.key, event.message.value or b"")
             )
         now = datetime.now(UTC)
-        answered = await until_available(lambda: sink.decide(batch, now), what="PostgreSQL")
+        with metrics.sink_batch("ledger.casino", len(batch.inputs)):
+            answered = await until_available(lambda: sink.decide(batch, now), what="PostgreSQL")
         await publish(app, results, answered.answers)
+        metrics.count_decisions("casino", answered.answers)
         await publish(app, dead_letters, letter_records(answered.dead_letters))
         await app.producer.flush()
         await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")

@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 
 from schemas.decode import DecodeFailure, decode
 from schemas.records import DeadLetter, SourcePosition
+from streams import metrics
 from streams.gaps import advance
 
 T = TypeVar("T")
@@ -88,5 +89,7 @@ async def publish(app: Any, topic: str, records: Iterable[tuple[bytes | None, by
 
 
 def letter_records(letters: Letters) -> list[tuple[bytes | None, bytes]]:
-    """Dead letters as records to publish, under their original keys."""
+    """Dead letters as records to publish, under their original keys (and counted)."""
+    if letters:
+        metrics.count_dead_letters((letter.source.topic, letter.reason) for _, letter in letters)
     return [(key, letter.model_dump_json().encode()) for key, letter in letters]

@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from croupier.settings import Settings
+from streams import metrics
 from streams.batching import run_batch, until_available
 from streams.context import in_partition_of
 from streams.gaps import Positions, by_partition, fill_gaps, read_range, repair_plan
@@ -82,10 +84,17 @@ def declare_flow(
             finished[partition] = max(have) + 1
 
     batches = [0, 0]  # batches finished: now, and at the repair timer's last look
+    flow = name.removeprefix("croupier.")
+    consumed = metrics.EVENTS.labels(source_topic)
+    seconds, sizes = metrics.FLOW_SECONDS.labels(flow), metrics.FLOW_SIZE.labels(flow)
 
     async def one_batch(events: list[Any]) -> None:
         async with lock:
+            started = time.perf_counter()
             await run_batch(functools.partial(complete, events))
+            seconds.observe(time.perf_counter() - started)
+            sizes.observe(len(events))
+            consumed.inc(len(events))
             batches[0] += 1
 
     @app.agent(source, name=name)  # type: ignore[untyped-decorator]  # app is Any
@@ -145,5 +154,26 @@ def declare_flow(
                 source_topic, partition, start, why, start, end - 1,
             )  # fmt: skip
             await read_back(partition, start, end)
+
+    if settings.metrics_port > 0:
+        lagging: list[set[int]] = [set()]
+
+        @app.timer(interval=metrics.LAG_INTERVAL)  # type: ignore[untyped-decorator]
+        async def measure_lag() -> None:
+            """The lag of each partition this worker owns: its end minus what is done."""
+            tps = [tp for tp in app.consumer.assignment() if tp.topic == source_topic]
+            try:
+                ends = await app.consumer.highwaters(*tps) if tps else {}
+                lags = {}
+                for tp in tps:
+                    done = finished.get(tp.partition)
+                    if done is None:  # nothing processed here yet: where the consumer is
+                        done = await app.consumer.position(tp)
+                    if done is not None and ends.get(tp) is not None:
+                        lags[tp.partition] = ends[tp] - done
+            except Exception as exc:  # a broker that cannot answer now: look again next time
+                log.debug("%s: lag not measured: %r", source_topic, exc)
+                return
+            lagging[0] = metrics.set_lag(source_topic, lags, lagging[0])
 
     return agent

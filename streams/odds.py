@@ -38,6 +38,7 @@ from rules.odds import (
 from schemas.odds import ODDS_MESSAGE, Alive, BetStop, OddsChange
 from schemas.records import AuditRecord, SourcePosition
 from sinks.postgres.sportsbook import SportsbookSink
+from streams import metrics
 from streams.batching import until_available
 from streams.context import Letters, decode_all, letter_records, position, publish
 from streams.flow import declare_flow
@@ -101,6 +102,7 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
                         log.warning("producer %s is back; its markets reopen with fresh odds",
                                     msg.producer)  # fmt: skip
                     health[msg.producer] = new_health.to_json()
+                    metrics.FEEDS.alive(msg.producer, new_health.last_alive)
                 continue
             book = book_now(msg.event_id)
             if isinstance(msg, OddsChange | BetStop):
@@ -129,7 +131,8 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
                     book = changed
                     books[msg.event_id] = changed.to_json()
         if records:
-            await until_available(lambda: sink.record_audit(records), what="PostgreSQL")
+            with metrics.sink_batch("postgres.odds", len(records)):
+                await until_available(lambda: sink.record_audit(records), what="PostgreSQL")
         for event_id, value in books.items():
             odds[event_id] = value
         if letters:
@@ -140,6 +143,7 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
         await until_available(lambda: sink.record_progress(progress), what="PostgreSQL")
 
     down: set[str] = set()
+    metrics.FEEDS.timeout = settings.feed_timeout
 
     @app.timer(interval=max(1.0, settings.feed_timeout / 4))  # type: ignore[untyped-decorator]
     async def watch_feeds() -> None:
@@ -147,6 +151,7 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
         now = datetime.now(UTC)
         for name, value in list(health.items()):
             h = ProducerHealth.from_json(value)
+            metrics.FEEDS.alive(name, h.last_alive)  # the table holds every worker's feeds
             if not h.is_up(now, timeout) and name not in down:
                 down.add(name)
                 log.warning("producer %s silent since %s: its markets are suspended",

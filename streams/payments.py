@@ -18,6 +18,7 @@ from typing import Any
 from croupier.settings import Settings
 from schemas.payments import PAYMENT_EVENT
 from sinks.postgres.payments import PaymentBatch, PaymentInput, PaymentsSink
+from streams import metrics
 from streams.batching import until_available
 from streams.context import decode_all, letter_records, position, publish
 from streams.flow import declare_flow
@@ -40,8 +41,10 @@ def register(app: Any, settings: Settings, *, sink: PaymentsSink) -> Any:
                 )
             )
         now = datetime.now(UTC)
-        decided = await until_available(lambda: sink.decide(batch, now), what="PostgreSQL")
+        with metrics.sink_batch("ledger.payments", len(batch.inputs)):
+            decided = await until_available(lambda: sink.decide(batch, now), what="PostgreSQL")
         await publish(app, decisions, decided.decisions)
+        metrics.count_decisions("payments", decided.decisions)
         await publish(app, dead_letters, letter_records(decided.dead_letters))
         await app.producer.flush()
         await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")

@@ -36,6 +36,7 @@ from schemas.players import PLAYER_EVENT, PlayerEvent, PlayerState, SessionEnded
 from schemas.records import AuditRecord, DeadLetter
 from sinks.base import ProgressSink
 from sinks.postgres.players import PlayerBatch, PlayerEventRow, SessionChange
+from streams import metrics
 from streams.batching import until_available
 from streams.context import dead_letter, in_partition_of, letter_records, position, publish
 from streams.flow import declare_flow
@@ -193,7 +194,8 @@ def register(
         # once committed (streams/audit.py).
         await publish(app, dead_letters, letter_records(out.dead_letters))
         await app.producer.flush()
-        await until_available(lambda: sink.write(batch), what="PostgreSQL")
+        with metrics.sink_batch("postgres.players", len(batch.events) + len(batch.dead_letters)):
+            await until_available(lambda: sink.write(batch), what="PostgreSQL")
         for event, key, state in out.table:
             with in_partition_of(event):
                 table[key] = state.model_dump(mode="json")

@@ -18,7 +18,7 @@ from sinks.postgres.players import PostgresPlayerSink
 from sinks.postgres.protection import SessionSink
 from sinks.postgres.reports import ReportSink
 from sinks.postgres.sportsbook import SportsbookSink
-from streams import audit, bets, casino, odds, payments, players, protection, reports
+from streams import audit, bets, casino, metrics, odds, payments, players, protection, reports
 
 
 def broker_url(settings: Settings) -> str:
@@ -106,4 +106,11 @@ def create_app(
         app, settings, sink=ReportSink(dsn, schema, consumer_group=group, max_connections=1),
         policies=policies,
     )  # fmt: skip
+    if settings.metrics_port > 0:
+
+        @app.task  # type: ignore[untyped-decorator]  # app is Any
+        async def serve_metrics() -> None:
+            """The worker's /metrics endpoint, once the worker starts."""
+            metrics.serve(settings.metrics_port, "worker")
+
     return app

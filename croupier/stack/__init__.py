@@ -24,6 +24,7 @@ from croupier.stack.postgres import EmbeddedPostgres
 from croupier.stack.process import (
     StackError,
     pid_alive,
+    port_free,
     port_open,
     read_pid,
     spawn,
@@ -39,6 +40,10 @@ ENV_PG_ADMIN = "CROUPIER_PG_ADMIN_DSN"  # the schema owner's, for migrations
 ENV_CLICKHOUSE = "CROUPIER_CLICKHOUSE_URL"
 WORKER_MARKER = "croupier worker"
 WORKER_READY = b"[^Worker]: Ready"  # what Faust logs once recovery is done and it fetches
+# The first metrics port the stack hands out (CROUPIER_METRICS_PORT; 0: none): one per
+# worker, the auditor and the analytics sink, the next free one each, recorded in
+# <root>/metrics.json for `croupier status`. Below any kernel's ephemeral range.
+METRICS_PORT = 9400
 
 # The long-running processes beside the workers: (argv after ``croupier``, what the log
 # says once it is ready). The auditor relays the trail, reports and signs checkpoints, so
@@ -78,6 +83,7 @@ class StackConfig:
     pg_port: int = 55432
     clickhouse_port: int = 8123
     workers: int = 1
+    metrics_port: int = METRICS_PORT
     kafka_heap: str = "1g"
     external: Mapping[str, str] = field(default_factory=dict)
 
@@ -99,6 +105,7 @@ class StackConfig:
             pg_port=_int(env, "CROUPIER_PG_PORT", 55432),
             clickhouse_port=_int(env, "CROUPIER_CLICKHOUSE_PORT", 8123),
             workers=_int(env, "CROUPIER_WORKERS", 1),
+            metrics_port=_int(env, "CROUPIER_METRICS_PORT", METRICS_PORT),
             kafka_heap=env.get("CROUPIER_KAFKA_HEAP", "1g"),
             external=external,
         )
@@ -255,8 +262,9 @@ class Stack:
             offset = log.stat().st_size if log.exists() else 0
             argv = [sys.executable, "-m", "croupier", "worker", "--name", f"worker-{n}"]
             worker_env = {"CROUPIER_DATA_DIR": str(self.config.root / "faust"), **os.environ, **env,
-                          **AUDITOR_TIMERS_OFF}  # fmt: skip
+                          **AUDITOR_TIMERS_OFF, **self._metrics_env(f"worker-{n}")}  # fmt: skip
             pid = spawn(argv, pidfile=pidfile, logfile=log, env=worker_env)
+            self._record_endpoint(f"worker-{n}", pid, worker_env)
             started.append((pid, log, offset))
         for pid, log, offset in started:
             _wait_ready(pid, log, offset, WORKER_READY, "a worker", timeout)
@@ -276,9 +284,48 @@ class Stack:
         argv, marker = SERVICES[name]
         log = self.logs / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
+        service_env = {**os.environ, **env, **self._metrics_env(name)}
         pid = spawn([sys.executable, "-m", "croupier", *argv], pidfile=self._service_pidfile(name),
-                    logfile=log, env={**os.environ, **env})  # fmt: skip
+                    logfile=log, env=service_env)  # fmt: skip
+        self._record_endpoint(name, pid, service_env)
         _wait_ready(pid, log, offset, marker, f"the {name}", timeout)
+
+    # -- metrics endpoints ----------------------------------------------------------------
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.config.root / "metrics.json"
+
+    def endpoints(self) -> dict[str, dict[str, object]]:
+        """``metrics.json``: per process name, its ``url`` and ``pid``."""
+        try:
+            data = json.loads(self.metrics_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): dict(v) for k, v in data.items() if isinstance(v, dict)}
+
+    def _metrics_env(self, name: str) -> dict[str, str]:
+        """``CROUPIER_METRICS_PORT`` for the process ``name`` about to start: the first port
+        from the base that no live endpoint of ours holds and nothing listens on."""
+        if self.config.metrics_port <= 0:
+            return {"CROUPIER_METRICS_PORT": "0"}
+        taken = {
+            int(str(e["url"]).rsplit(":", 1)[1].split("/")[0])
+            for n, e in self.endpoints().items()
+            if n != name and isinstance(e.get("pid"), int) and pid_alive(int(str(e["pid"])))
+        }
+        port = self.config.metrics_port
+        while port in taken or not port_free(port):
+            port += 1
+        return {"CROUPIER_METRICS_PORT": str(port)}
+
+    def _record_endpoint(self, name: str, pid: int, env: Mapping[str, str]) -> None:
+        port = int(env.get("CROUPIER_METRICS_PORT") or 0)
+        found = self.endpoints()
+        found.pop(name, None)
+        if port > 0:
+            found[name] = {"url": f"http://127.0.0.1:{port}/metrics", "pid": pid}
+        self.metrics_file.write_text(json.dumps(found, indent=2, sort_keys=True) + "\n")
 
     def worker_pids(self) -> dict[str, int | None]:
         run = self.config.root / "run"
@@ -297,6 +344,7 @@ class Stack:
             if pid is not None:
                 stop_pid(pid, timeout=30)
             self._service_pidfile(service).unlink(missing_ok=True)
+        self.metrics_file.unlink(missing_ok=True)
         for part in (self.clickhouse, self.kafka, self.postgres):
             part.stop()
 

@@ -71,12 +71,23 @@ def test_up_consume_down_up_keeps_data(tmp_path: Path) -> None:
         producer.flush(30)
         producer.close()
         wait_for(lambda: pg_rows(dsn) == 1, timeout=90, what="the worker to consume")
+        # Each process got its own metrics port, recorded for `croupier status`.
+        status = croupier(env, "status", "--json", "--interval", "0.2")
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        assert sorted((p["name"], p["role"], p["up"]) for p in report["processes"]) == [
+            ("analytics", "analytics", True), ("auditor", "auditor", True),
+            ("worker-1", "worker", True),
+        ]  # fmt: skip
+        assert len({p["url"] for p in report["processes"]}) == 3
+        assert report["topics"]["players"]["events"] == 1
 
         down = croupier(env, "stack", "down")
         assert down.returncode == 0, down.stderr
         stopped = croupier(env, "stack", "status")
         assert stopped.returncode == 3
         assert "running" not in stopped.stdout
+        assert croupier(env, "status").returncode == 3
         assert not ping(f"http://127.0.0.1:{cfg.clickhouse_port}")
 
         again = croupier(env, "stack", "up")
