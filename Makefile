@@ -38,9 +38,13 @@ status: install
 topics: install
 	$(CROUPIER) topics create
 
+# The walk-through (every rule, step by step), then a whole match day with its spike,
+# then the invariants over everything the stack holds. Each step exits non-zero on failure.
 demo: install
 	$(CROUPIER) stack up
 	$(CROUPIER) demo
+	$(CROUPIER) simulate
+	$(CROUPIER) check
 
 lint: install
 	$(VENV)/bin/ruff check .
