@@ -16,8 +16,8 @@ round per fault, it runs ``croupier simulate`` (a fresh run id each round, seed
   the WAL), down ``--outage`` seconds, start it again;
 - ``clickhouse``: stop the ClickHouse engine for ``--clickhouse-outage`` seconds.
 
-After the fault the bench acts as a supervisor would (systemd, compose's ``restart:``):
-any worker or service that exited is started again, and that is recorded. When the
+Throughout, the bench acts as a supervisor would (systemd, compose's ``restart:``): any
+worker or service that exits is started again within seconds, and that is recorded. When the
 simulation has finished, ``croupier check --run <run id>`` must pass. A last
 ``croupier check`` over the whole stack ends the bench. Prints a table, writes
 ``bench/results/faults.json``; exit status 1 when a check failed or a simulation did not
@@ -219,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with private_stack(args.workers, keep=args.keep) as ps:
         out = ps.stack.config.root / "faults"
         out.mkdir(parents=True, exist_ok=True)
+        ps.supervise_in_background()
         for n, fault in enumerate(args.fault_list, start=1):
             rounds.append(run_round(ps, fault, n, args, out))
         final = check(ps, None, args.wait)

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,6 +44,8 @@ class PrivateStack:
     stack: Stack
     env: dict[str, str]
     events: list[dict[str, Any]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     def note(self, what: str, **detail: Any) -> None:
         self.events.append({"at": round(time.time(), 3), "what": what, **detail})
@@ -78,13 +81,35 @@ class PrivateStack:
     def supervise(self) -> list[str]:
         """What a supervisor (systemd, compose's ``restart:``) does: start every worker and
         service that is not running. Returns what it had to restart."""
-        env = self.stack.service_env()
-        dead = [n for n, pid in self.workers().items() if pid is None]
-        dead += [s for s in SERVICES if self.stack.service_pid(s) is None]
-        for service in SERVICES:
-            self.stack.start_service(service, env, timeout=120)
-        self.stack.start_workers(env, timeout=180)
-        return dead
+        with self._lock:
+            env = self.stack.service_env()
+            dead = [n for n, pid in self.workers().items() if pid is None]
+            dead += [s for s in SERVICES if self.stack.service_pid(s) is None]
+            for service in SERVICES:
+                self.stack.start_service(service, env, timeout=120)
+            self.stack.start_workers(env, timeout=180)
+            return dead
+
+    def supervise_in_background(self, every: float = 2.0) -> None:
+        """Keep supervising, as systemd would, until the stack stops: a process that dies
+        at any time (not only when a fault is injected) is started again, and noted."""
+
+        def loop() -> None:
+            while not self._stop.wait(every):
+                try:
+                    restarted = self.supervise()
+                except Exception as exc:  # a service still down: try again
+                    self.note("supervisor: not restarted yet", error=str(exc)[:160])
+                    continue
+                if restarted:
+                    self.note("supervisor restarted", processes=",".join(restarted))
+
+        threading.Thread(target=loop, name="supervisor", daemon=True).start()
+
+    def stop_supervising(self) -> None:
+        self._stop.set()
+        with self._lock:  # let a restart under way finish
+            pass
 
 
 @contextmanager
@@ -113,14 +138,18 @@ def private_stack(
     os.environ.clear()
     os.environ.update(env)  # Stack spawns its processes with this environment
     stack = Stack(StackConfig.from_env(env))
+    ps: PrivateStack | None = None
     try:
         start = time.monotonic()
         stack.up()
         log(f"private stack up in {time.monotonic() - start:.1f} s under {tmp} "
             f"({workers} worker(s))")  # fmt: skip
-        yield PrivateStack(stack, env)
+        ps = PrivateStack(stack, env)
+        yield ps
     finally:
         try:
+            if ps is not None:
+                ps.stop_supervising()
             stack.down()
         finally:
             os.environ.clear()

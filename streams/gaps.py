@@ -114,10 +114,17 @@ class Positions:
     """
 
     def __init__(self, bootstrap: str, group: str) -> None:
+        self._bootstrap = bootstrap
+        self._group = group
+        self._admin = self._new_admin()
+
+    def _new_admin(self) -> Any:
+        """After a broker restart librdkafka's admin client has been seen to time out every
+        request from then on while new clients work (and, librdkafka issue #4605, to abort
+        the process): the repair timer starts over with a new one after a failed look."""
         from confluent_kafka.admin import AdminClient
 
-        self._admin = AdminClient({"bootstrap.servers": bootstrap})
-        self._group = group
+        return AdminClient({"bootstrap.servers": self._bootstrap, "log_level": 3})
 
     def committed(
         self, topic: str, partitions: list[int], *, timeout: float = 10.0
