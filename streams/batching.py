@@ -30,21 +30,47 @@ def _die(code: int, what: str) -> None:
     os._exit(code)
 
 
+UNIQUE_VIOLATION = "23505"
+RACE_RETRIES = 3
+
+
+def raced(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a row another transaction has just stored
+    under the same key: during a rebalance, two workers can hold the same positions for a
+    moment, and the second one's transaction (rolled back whole) lost the race."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) == UNIQUE_VIOLATION:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 async def run_batch(batch: Callable[[], Awaitable[T]]) -> T:
-    """Run ``batch`` to completion whatever happens to the calling task."""
-    task: asyncio.Task[T] = asyncio.ensure_future(batch())
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
+    """Run ``batch`` to completion whatever happens to the calling task.
+
+    A batch that lost a race on a business key to another worker runs again (its
+    transaction was rolled back; run again, it finds what the other stored and answers
+    with that, as a redelivery would); any other failure ends the process."""
+    attempt = 0
+    while True:
+        task: asyncio.Task[T] = asyncio.ensure_future(batch())
         try:
-            await asyncio.wait_for(asyncio.shield(task), FINISH_ON_CANCEL_SECONDS)
-        except BaseException:
-            _die(EXIT_BATCH_FAILED, "a batch could not finish during shutdown")
-        raise
-    except Exception:
-        log.exception("batch failed")
-        _die(EXIT_BATCH_FAILED, "a batch failed")
-        raise  # unreachable: _die exits
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), FINISH_ON_CANCEL_SECONDS)
+            except BaseException:
+                _die(EXIT_BATCH_FAILED, "a batch could not finish during shutdown")
+            raise
+        except Exception as exc:
+            if attempt < RACE_RETRIES and raced(exc):
+                attempt += 1
+                log.warning("batch lost a race to another worker (%s); running it again", exc)
+                continue
+            log.exception("batch failed")
+            _die(EXIT_BATCH_FAILED, "a batch failed")
+            raise  # unreachable: _die exits
 
 
 async def until_available(

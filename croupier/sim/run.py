@@ -192,7 +192,11 @@ def pending(plan: Plan, sender: Sender, outcomes: Outcomes) -> dict[str, list[st
                 continue
             final = finals.get(step.ref)
             legs = (step.doc or {}).get("selections", [])
-            want = "resettled" if any(x["event_id"] == plan.rolled_back for x in legs) else None
+            # A single on the rolled-back match is settled, rolled back and settled again.
+            # An accumulator is settled when its last leg is: if another match ends after
+            # the correction, it is settled once, already on the corrected result.
+            on_it = len(legs) == 1 and legs[0]["event_id"] == plan.rolled_back
+            want = "resettled" if on_it else None
             if (
                 final is None
                 or final.get("kind") == "rolled_back"

@@ -62,3 +62,46 @@ def test_an_unavailable_sink_is_retried_until_it_takes_the_batch() -> None:
 
     asyncio.run(until_available(write, what="test sink", max_delay=0.01))
     assert len(attempts) == 3
+
+
+class _UniqueViolation(Exception):
+    sqlstate = "23505"  # what psycopg's errors.UniqueViolation carries
+
+
+def test_a_batch_that_lost_a_race_on_a_key_runs_again() -> None:
+    calls = []
+
+    async def batch() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            try:
+                raise _UniqueViolation("duplicate key value violates unique constraint")
+            except _UniqueViolation as exc:
+                raise RuntimeError("insert failed") from exc  # wrapped, as sinks do
+        return "stored answers"
+
+    assert asyncio.run(run_batch(batch)) == "stored answers"
+    assert len(calls) == 3
+
+
+def test_a_batch_that_keeps_losing_the_race_ends_the_process() -> None:
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from streams.batching import run_batch
+
+        class UniqueViolation(Exception):
+            sqlstate = "23505"
+
+        async def batch():
+            raise UniqueViolation("always")
+
+        asyncio.run(run_batch(batch))
+        print("returned")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, check=False)  # fmt: skip
+    assert result.returncode == EXIT_BATCH_FAILED
+    assert "returned" not in result.stdout
+    assert result.stderr.count("lost a race") == 3
