@@ -147,7 +147,7 @@ def declare_flow(
             plans = await plan_repairs(mine)
         except Exception as exc:  # a broker that cannot answer now: look again next time
             log.warning("%s: repair check failed: %r", source_topic, exc)
-            views.clear()  # the next look asks with a new admin client (see Positions.renew)
+            views.clear()  # the next look asks with a new client
             return
         for partition, (start, end, why) in plans.items():
             log.warning(
