@@ -198,6 +198,20 @@ def repair_plan(
     return plans
 
 
+def unique_positions(events: list[Any]) -> list[Any]:
+    """``events`` with each position once (the first copy). Around a rebalance a batch can
+    hold the same offset twice (a fetch from before it and the re-fetch after); decided
+    twice in one transaction, its stored outcome's key is refused and the batch with it."""
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for event in events:
+        at = (event.message.partition, event.message.offset)
+        if at not in seen:
+            seen.add(at)
+            out.append(event)
+    return out
+
+
 def by_partition(events: Iterable[Any]) -> dict[int, list[int]]:
     offsets: dict[int, list[int]] = defaultdict(list)
     for event in events:
