@@ -32,7 +32,14 @@ from croupier.settings import Settings
 from streams import metrics
 from streams.batching import run_batch, until_available
 from streams.context import in_partition_of
-from streams.gaps import Positions, by_partition, fill_gaps, read_range, repair_plan
+from streams.gaps import (
+    Positions,
+    by_partition,
+    fill_gaps,
+    read_range,
+    repair_plan,
+    unique_positions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,7 @@ def declare_flow(
     finished: dict[int, int] = {}
 
     async def complete(events: list[Any]) -> None:
+        events = unique_positions(events)
         offsets = by_partition(events)
         if not all(follows(finished.get(p), have) for p, have in offsets.items()):
             events = await fill_gaps(
@@ -147,7 +155,7 @@ def declare_flow(
             plans = await plan_repairs(mine)
         except Exception as exc:  # a broker that cannot answer now: look again next time
             log.warning("%s: repair check failed: %r", source_topic, exc)
-            views.clear()  # the next look asks with a new admin client (see Positions.renew)
+            views.clear()  # the next look asks with a new client
             return
         for partition, (start, end, why) in plans.items():
             log.warning(

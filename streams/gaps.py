@@ -107,52 +107,46 @@ def read_range(
 
 
 class Positions:
-    """Where a group's commits and a topic's ends are, asked of the brokers (admin API).
+    """Where a group's commits and a topic's ends are, asked of the brokers.
 
-    An admin client, not a consumer with the group's id: nothing here can touch the
-    group's membership or its commits.
+    A consumer that never subscribes: it joins no group and commits nothing, it only asks
+    the group's coordinator for the commits (OffsetFetch) and the partitions' leaders for
+    their ends. Not librdkafka's admin client: after a broker restart that client was
+    seen to time out every request from then on, and to abort the whole worker
+    (``rd_kafka_enq_once_del_source_return: Assertion`` failed, librdkafka issue #4605).
     """
 
     def __init__(self, bootstrap: str, group: str) -> None:
-        self._bootstrap = bootstrap
-        self._group = group
-        self._admin = self._new_admin()
+        from confluent_kafka import Consumer
 
-    def _new_admin(self) -> Any:
-        """After a broker restart librdkafka's admin client has been seen to time out every
-        request from then on while new clients work (and, librdkafka issue #4605, to abort
-        the process): the repair timer starts over with a new one after a failed look."""
-        from confluent_kafka.admin import AdminClient
-
-        return AdminClient({"bootstrap.servers": self._bootstrap, "log_level": 3})
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "log_level": 3,
+        })  # fmt: skip
 
     def committed(
         self, topic: str, partitions: list[int], *, timeout: float = 10.0
     ) -> dict[int, int]:
         """The group's committed offset per partition of ``topic`` (absent: none)."""
-        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+        from confluent_kafka import TopicPartition
 
-        request = ConsumerGroupTopicPartitions(
-            self._group, [TopicPartition(topic, p) for p in partitions]
+        result = self._consumer.committed(
+            [TopicPartition(topic, p) for p in partitions], timeout=timeout
         )
-        (future,) = self._admin.list_consumer_group_offsets(
-            [request], request_timeout=timeout
-        ).values()
-        result = future.result()
-        return {tp.partition: tp.offset for tp in result.topic_partitions
+        return {tp.partition: tp.offset for tp in result
                 if tp.error is None and tp.offset >= 0}  # fmt: skip
 
     def ends(self, topic: str, partitions: list[int], *, timeout: float = 10.0) -> dict[int, int]:
         """The end (next offset) of each partition of ``topic``, as read_committed sees it."""
-        from confluent_kafka import IsolationLevel, TopicPartition
-        from confluent_kafka.admin import OffsetSpec
+        from confluent_kafka import TopicPartition
 
-        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped in the stubs
-        request = {TopicPartition(topic, p): latest for p in partitions}
-        futures = self._admin.list_offsets(
-            request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=timeout
-        )
-        return {tp.partition: future.result().offset for tp, future in futures.items()}
+        return {
+            p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+            for p in partitions
+        }
 
 
 BUSY_LOOKS = 6
@@ -202,6 +196,20 @@ def repair_plan(
         del behind[partition]
         plans[partition] = (start, end, why)
     return plans
+
+
+def unique_positions(events: list[Any]) -> list[Any]:
+    """``events`` with each position once (the first copy). Around a rebalance a batch can
+    hold the same offset twice (a fetch from before it and the re-fetch after); decided
+    twice in one transaction, its stored outcome's key is refused and the batch with it."""
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for event in events:
+        at = (event.message.partition, event.message.offset)
+        if at not in seen:
+            seen.add(at)
+            out.append(event)
+    return out
 
 
 def by_partition(events: Iterable[Any]) -> dict[int, list[int]]:

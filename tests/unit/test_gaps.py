@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from streams.gaps import BUSY_LOOKS, missing_ranges, repair_plan
+from streams.gaps import (
+    BUSY_LOOKS,
+    RawEvent,
+    RawMessage,
+    missing_ranges,
+    repair_plan,
+    unique_positions,
+)
 
 
 def test_a_batch_that_starts_past_the_recorded_progress_lacks_the_offsets_between() -> None:
@@ -58,3 +65,15 @@ def test_a_partition_waiting_its_turn_behind_a_busy_flow_is_not_read_back_at_onc
     assert repair_plan([1], {1: 7}, {1: 9}, {1: 9}, behind, 100, busy=True) == {
         1: (7, 9, "committed past it")
     }
+
+
+def test_a_position_twice_in_a_batch_is_processed_once() -> None:
+    def at(partition: int, offset: int, value: bytes) -> RawEvent:
+        return RawEvent(RawMessage("casino", partition, offset, b"k", value))
+
+    batch = [at(0, 5, b"a"), at(1, 5, b"b"), at(0, 6, b"c"), at(0, 5, b"a"), at(0, 7, b"d")]
+    kept = unique_positions(batch)
+    assert [(e.message.partition, e.message.offset) for e in kept] == [
+        (0, 5), (1, 5), (0, 6), (0, 7),
+    ]  # fmt: skip
+    assert kept[0] is batch[0]
