@@ -1,7 +1,7 @@
 """Worker memory benchmark: one worker's resident memory over a long run of bets.
 
     .venv/bin/python bench/memory.py [--bets 1000000] [--chunk 50000] [--warmup-bets N]
-        [--players 10000] [--events 500] [--markets 4] [--odds-rate 10]
+        [--players 2000] [--events 500] [--markets 4] [--odds-rate 10]
         [--flat-slope 1.0] [--keep] [--out bench/results/memory.json]
 
 Needs Kafka and PostgreSQL (the stack ``make up`` runs, via ``.stack/env``). Like
@@ -20,7 +20,9 @@ memory is flat when the slope is under ``--flat-slope`` MB per 100,000 bets.
 
 Prints the samples and the verdict and writes ``bench/results/memory.json``. Exit 1
 when a bet was lost or decided twice, or the ledger does not reconcile; memory that
-grows is reported (``"flat": false``), not an exit status.
+grows is reported (``"flat": false``), not an exit status. The JSON is rewritten after
+every sample (``"complete": false`` until the end), so a long run stopped early keeps
+what it measured.
 """
 
 from __future__ import annotations
@@ -114,7 +116,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--chunk", type=int, default=None, help="bets between two samples")
     p.add_argument("--warmup-bets", type=int, default=None,
                    help="bets before the samples that count (default: --bets / 10)")  # fmt: skip
-    p.add_argument("--players", type=int, default=10_000)
+    p.add_argument("--players", type=int, default=2_000,
+                   help="players, each with a session open (the session watch reads them all "
+                   "every second: 10,000 slow a worker to ~100 bets/s here)")  # fmt: skip
     p.add_argument("--events", type=int, default=500)
     p.add_argument("--markets", type=int, default=4, help="markets per event")
     p.add_argument("--odds-rate", type=float, default=10, help="odds changes a second")
@@ -225,10 +229,16 @@ def run(
             ok = False
             break
         samples.append(sample(done, t0))
+        # What a long run has so far, should it be stopped before the end.
+        partial = {**results, "samples": samples, "complete": False,
+                   "verdict": verdict(samples, a.warmup_bets, a.flat_slope)}  # fmt: skip
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(partial, indent=2) + "\n")
         x = samples[-1]
         log(f"{done:>9,} bets: worker RSS {x['worker_rss_mb']} MB, auditor "
             f"{x['auditor_rss_mb']} MB, {done / x['seconds']:.0f} bets/s")  # fmt: skip
     results["samples"] = samples
+    results["complete"] = ok
     results["bets_decided"] = reader.decided["m"]
     results["duplicates"] = reader.duplicates["m"]
     results["outcomes"] = dict(reader.outcomes.get("m", {}))
