@@ -92,6 +92,7 @@ from sinks.postgres.migrate import migrate  # noqa: E402
 from topologies.topics import create_topics  # noqa: E402
 
 HARNESS_READY = "stages harness: consuming"
+HARNESS_STATS = "stages harness: stats "
 STAGES = ("kafka", "rules", "ledger", "trail")  # the harness's stages
 LABELS = {
     "kafka": "(a) Kafka only",
@@ -251,6 +252,8 @@ async def _harness(stage: str, bets_topic: str, decisions_topic: str, group: str
                               policies=load_policies(s.policy_dir))  # fmt: skip
         await sink.open()
     print(HARNESS_READY, flush=True)
+    # Where the time goes: batches, bets, and seconds in each step (printed at the end).
+    stats = {"batches": 0, "bets": 0, "decide_s": 0.0, "sink_s": 0.0, "publish_s": 0.0}
     try:
         while not stopping.is_set():
             msgs: list[Any] = await asyncio.to_thread(consumer.consume, s.batch_max, s.batch_within)
@@ -264,13 +267,20 @@ async def _harness(stage: str, bets_topic: str, decisions_topic: str, group: str
                     bets.append(m)
             if not bets:
                 continue
+            t0 = time.perf_counter()
+            stats["batches"] += 1
+            stats["bets"] += len(bets)
             if stage == "kafka":
                 out = kafka_decisions(bets)
             elif stage == "rules":
                 out = rules_decisions(decide_all(book, bets))
-            elif sink is not None:  # the ledger stage
+            elif sink is not None:  # the ledger stages
                 batch = BetBatch()
-                for m, bet, digest, verdict in decide_all(book, bets):
+                decided = decide_all(book, bets)
+                t1 = time.perf_counter()
+                stats["decide_s"] += t1 - t0
+                t0 = t1
+                for m, bet, digest, verdict in decided:
                     src = SourcePosition(topic=m.topic(), partition=m.partition(),
                                          offset=m.offset())  # fmt: skip
                     batch.inputs.append(BetInput(src, bet, digest, verdict, m.key(), m.value()))
@@ -279,13 +289,25 @@ async def _harness(stage: str, bets_topic: str, decisions_topic: str, group: str
                     batch.progress[tp] = max(batch.progress.get(tp, 0), int(m.offset()) + 1)
                 placed = await sink.place(batch, datetime.now(UTC))
                 out = placed.decisions
+                t1 = time.perf_counter()
+                stats["sink_s"] += t1 - t0
+                t0 = t1
+            else:
+                out = []
+            if sink is None:
+                stats["decide_s"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
             for key, value in out:
                 producer.produce(decisions_topic, key=key, value=value)
             await asyncio.to_thread(producer.flush, 30)
+            stats["publish_s"] += time.perf_counter() - t0
             if sink is not None:
+                t0 = time.perf_counter()
                 await sink.record_progress(batch.progress)
+                stats["sink_s"] += time.perf_counter() - t0
             consumer.commit(asynchronous=True)
     finally:
+        print(f"{HARNESS_STATS}{json.dumps(stats)}", flush=True)
         consumer.close()
         if sink is not None:
             await sink.close()
@@ -330,6 +352,22 @@ def start_harness(s: Settings, stage: str, where: Path, timeout: float = 60) -> 
             raise SystemExit(f"harness {stage} did not start:\n{tail}")
         time.sleep(0.1)
     return h
+
+
+def harness_stats(log_path: Path) -> dict[str, Any]:
+    """The harness's own account (warm-up included): bets per batch, and per 1,000 bets
+    the ms spent deciding (decode and rules), in the sink and publishing."""
+    for line in log_path.read_text().splitlines():
+        if line.startswith(HARNESS_STATS):
+            st = json.loads(line.removeprefix(HARNESS_STATS))
+            n = max(1, st["bets"])
+            return {"harness": {
+                "batches": st["batches"], "bets": st["bets"],
+                "bets_per_batch": round(st["bets"] / max(1, st["batches"]), 1),
+                **{f"{k.removesuffix('_s')}_ms_per_1000": round(st[k] / n * 1e6, 1)
+                   for k in ("decide_s", "sink_s", "publish_s")},
+            }}  # fmt: skip
+    return {}
 
 
 def measure(
@@ -577,6 +615,7 @@ def run(
         row = measure(ready, reader, phase, a.bets, mine.topic("bets"))
         h.stop()
         procs.remove(h)
+        row.update(harness_stats(h.log))
         rows.append({"stage": stage, "label": LABELS[stage], **row})
         log(f"{LABELS[stage]}: {row['bets_per_s']} bets/s ({row['decided']}/{a.bets} decided)")
 
