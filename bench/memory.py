@@ -117,8 +117,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup-bets", type=int, default=None,
                    help="bets before the samples that count (default: --bets / 10)")  # fmt: skip
     p.add_argument("--players", type=int, default=2_000,
-                   help="players, each with a session open (the session watch reads them all "
-                   "every second: 10,000 slow a worker to ~100 bets/s here)")  # fmt: skip
+                   help="players, each registered, funded and with a session open")  # fmt: skip
     p.add_argument("--events", type=int, default=500)
     p.add_argument("--markets", type=int, default=4, help="markets per event")
     p.add_argument("--odds-rate", type=float, default=10, help="odds changes a second")

@@ -35,7 +35,7 @@ ClickHouse holding every fact, whichever is later):
 (d) audit: the real ``croupier worker`` as the stack runs it (audit rows in the same
     transaction, the auditor process relaying them to ``audit``), so beside (c+) it adds
     Faust's consumer and producer, the flow's repair timer and the worker's other timers
-    (player protection's session watch reads every open session each second);
+    (player protection's session watch among them);
 (e) clickhouse: (d) with ``croupier analytics run`` consuming ``audit`` into ClickHouse,
     timed until ClickHouse's ``audit_log`` holds as many records as PostgreSQL's trail.
 

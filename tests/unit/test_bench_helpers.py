@@ -72,3 +72,15 @@ def test_rates_are_positive_numbers_separated_by_commas() -> None:
     for bad in ("", "100,x", "0,100", "-5"):
         with pytest.raises(argparse.ArgumentTypeError):
             bets.rate_list(bad)
+
+
+def test_the_harness_account_is_read_back_from_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "harness.log"
+    stats = '{"batches": 4, "bets": 2000, "decide_s": 0.3, "sink_s": 1.2, "publish_s": 0.05}'
+    log.write_text(f"{stages.HARNESS_READY}\nnoise\n{stages.HARNESS_STATS}{stats}\n")
+    assert stages.harness_stats(log) == {"harness": {
+        "batches": 4, "bets": 2000, "bets_per_batch": 500.0, "decide_ms_per_1000": 150.0,
+        "sink_ms_per_1000": 600.0, "publish_ms_per_1000": 25.0,
+    }}  # fmt: skip
+    log.write_text(f"{stages.HARNESS_READY}\n")  # killed before it could say
+    assert stages.harness_stats(log) == {}
