@@ -1,7 +1,8 @@
 """End-to-end bets benchmark: producer to decision on the local stack, under odds churn.
 
     .venv/bin/python bench/bets.py [--players 10000] [--events 500] [--markets 4]
-        [--bets 50000] [--rate 1000] [--duration 20] [--workers 2] [--quick] [--keep]
+        [--bets 50000] [--rate 1000] [--rates 100,500,1000] [--duration 20] [--workers 2]
+        [--quick] [--keep]
 
 Needs Kafka and PostgreSQL (the stack ``make up`` runs, via ``.stack/env``, or the
 service variables). It never touches the stack's own flows: it creates its own topics
@@ -19,7 +20,8 @@ this machine's clock (the same process produces the bets and consumes the decisi
    the first send to the last bet's first decision on ``bet-decisions``;
 2. latency: ``--rate`` bets/s for ``--duration`` seconds; per bet, decision latency =
    when its decision is consumed minus when the bet was sent (p50, p90, p99, max);
-   also up to when the worker published it (the decision's Kafka timestamp);
+   also up to when the worker published it (the decision's Kafka timestamp); with
+   ``--rates``, the phase runs at each rate in turn (``latency_by_rate`` in the JSON);
 3. burst: ``--burst-base`` bets/s, then ``--burst-factor`` times that for
    ``--burst-seconds``, then the base rate again until the backlog is gone: every bet
    must have exactly one decision; reports the backlog, the drain time (end of burst to
@@ -426,6 +428,7 @@ class Plan:
     bets: int
     rate: float
     duration: float
+    rates: list[float]
     burst_base: float
     burst_factor: float
     burst_before: float
@@ -476,9 +479,11 @@ class Bench:
         bets: Sequence[tuple[str, str, bytes]],
         rate: float,
         until: Callable[[], bool] | None = None,
+        topic: str | None = None,
     ) -> tuple[int, float]:
-        """Send ``bets`` at ``rate`` a second (or until ``until()``); (sent, seconds)."""
-        topic = self.settings.topic("bets")
+        """Send ``bets`` at ``rate`` a second (or until ``until()``) to ``topic`` (the
+        settings' ``bets``); (sent, seconds)."""
+        topic = topic or self.settings.topic("bets")
         start = time.monotonic()
         sent = 0
         while sent < len(bets):
@@ -508,6 +513,18 @@ class Bench:
         return {"decision": distribution_ms(consumed), "published": distribution_ms(published)}
 
 
+def rate_list(text: str) -> list[float]:
+    """``--rates``: comma-separated positive bets/s."""
+    try:
+        rates = [float(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        rates = []
+    if not rates or any(r <= 0 for r in rates):
+        msg = f"expected positive numbers separated by commas, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return rates
+
+
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Plan, argparse.Namespace]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--players", type=int, default=10_000)
@@ -516,6 +533,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Plan, argparse.Namesp
     p.add_argument("--bets", type=int, default=50_000, help="bets in the throughput phase")
     p.add_argument("--rate", type=float, default=1_000, help="bets/s in the latency phase")
     p.add_argument("--duration", type=float, default=20, help="seconds of the latency phase")
+    p.add_argument("--rates", type=rate_list, default=None,
+                   help="latency phase at each of these bets/s in turn, e.g. 100,500,1000 "
+                   "(default: --rate alone)")  # fmt: skip
     p.add_argument("--burst-base", type=float, default=None, help="bets/s around the burst "
                    "(default: --rate)")  # fmt: skip
     p.add_argument("--burst-factor", type=float, default=20)
@@ -547,7 +567,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Plan, argparse.Namesp
     base = Settings()
     plan = Plan(
         players=a.players, events=a.events, markets=a.markets, bets=a.bets, rate=a.rate,
-        duration=a.duration, burst_base=a.burst_base or a.rate, burst_factor=a.burst_factor,
+        duration=a.duration, rates=a.rates or [a.rate], burst_base=a.burst_base or a.rate,
+        burst_factor=a.burst_factor,
         burst_before=a.burst_before, burst_seconds=a.burst_seconds,
         burst_after_max=a.burst_after_max, odds_rate=a.odds_rate, warmup=a.warmup,
         workers=a.workers, partitions=a.partitions,
@@ -665,10 +686,27 @@ def reconcile(s: Settings) -> bool:
         ledger.close()
 
 
-def run(
-    plan: Plan, s: Settings, threads: list[Paced], readers: list[DecisionReader]
-) -> tuple[dict[str, Any], bool]:
-    """Set up the players and the feed, then the three phases; (results, all good)."""
+@dataclass
+class Prepared:
+    """A bench schema with funded players, a priced feed, a decision reader, warmed up."""
+
+    bench: Bench
+    producer: Any
+    feed: Any
+    reader: DecisionReader
+    warmup: dict[str, Any]
+
+
+def prepare(
+    plan: Plan,
+    s: Settings,
+    threads: list[Paced],
+    readers: list[DecisionReader],
+    *,
+    warm: bool = True,
+) -> Prepared:
+    """Register and fund the players, price every event, start the heartbeats (and the
+    churn when ``plan.odds_rate``), the decision reader, and (``warm``) the warm-up."""
     rng = random.Random(plan.seed)
     book = Book(plan.events, plan.markets, rng)
     bench = Bench(plan, s, rng, book)
@@ -715,28 +753,49 @@ def run(
         event = churn_rng.choice(book.events)
         send(feed, odds_topic, event, book.odds_change(event, bench.clock(), move=True))
 
-    threads.append(Paced("churn", plan.odds_rate, churn))
-    threads[-1].start()
+    if plan.odds_rate > 0:
+        threads.append(Paced("churn", plan.odds_rate, churn))
+        threads[-1].start()
 
     reader = DecisionReader(s)
     readers.append(reader)
     reader.start()
+    ready = Prepared(bench, producer, feed, reader, {})
+    if warm:
+        ready.warmup = warm_up(ready, "w", plan.warmup, max(plan.rate, 500))
+    return ready
+
+
+def warm_up(
+    ready: Prepared, phase: str, n: int, rate: float, topic: str | None = None
+) -> dict[str, Any]:
+    """Every worker has joined, every table is full, every pool is open: ``n`` bets of
+    ``phase`` sent at ``rate`` (to ``topic``, the settings' ``bets``) and all decided."""
+    bench, reader = ready.bench, ready.reader
+    warm = bench.bets(phase, n)
+    bench.produce_paced(ready.producer, warm, rate, topic=topic)
+    ready.producer.flush(30)
+    if not reader.wait([phase], len(warm), 120):
+        raise SystemExit(f"warm-up: {reader.decided[phase]} of {len(warm)} decided in 120s")
+    outcomes = dict(reader.outcomes.get(phase, {}))
+    log(f"warm-up: {len(warm)} bets decided ({outcomes})")
+    return {"bets": len(warm), "outcomes": outcomes}
+
+
+def run(
+    plan: Plan, s: Settings, threads: list[Paced], readers: list[DecisionReader]
+) -> tuple[dict[str, Any], bool]:
+    """Set up the players and the feed, then the three phases; (results, all good)."""
+    ready = prepare(plan, s, threads, readers)
+    bench, producer, feed, reader = ready.bench, ready.producer, ready.feed, ready.reader
     results: dict[str, Any] = {
         "machine": f"{platform.node()} {os.cpu_count()} cores",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "plan": asdict(plan),
         "markets_total": plan.events * plan.markets,
+        "warmup": ready.warmup,
     }
     ok = True
-
-    # Warm-up: every worker has joined, every table is full, every pool is open.
-    warm = bench.bets("w", plan.warmup)
-    bench.produce_paced(producer, warm, max(plan.rate, 500))
-    producer.flush(30)
-    if not reader.wait(["w"], len(warm), 120):
-        raise SystemExit(f"warm-up: {reader.decided['w']} of {len(warm)} decided in 120s")
-    results["warmup"] = {"bets": len(warm), "outcomes": dict(reader.outcomes.get("w", {}))}
-    log(f"warm-up: {len(warm)} bets decided ({dict(reader.outcomes.get('w', {}))})")
 
     # 1. Throughput.
     load = bench.bets("t", plan.bets)
@@ -775,28 +834,16 @@ def run(
     log(f"throughput: {thr['decided']}/{len(load)} bets decided in {elapsed:.2f}s = "
         f"{thr['bets_per_s']} bets/s (produced in {produced_s:.2f}s)")  # fmt: skip
 
-    # 2. Latency at a fixed rate.
-    n = int(plan.rate * plan.duration)
-    load = bench.bets("l", n)
-    sent, took = bench.produce_paced(producer, load, plan.rate)
-    producer.flush(30)
-    complete = reader.wait(["l"], n, 60)
-    lat = bench.latencies(reader, (b for b, _, _ in load))
-    results["latency"] = {
-        "rate": plan.rate,
-        "achieved_rate": round(sent / took),
-        "seconds": plan.duration,
-        "bets": n,
-        "decided": reader.decided["l"],
-        "duplicates": reader.duplicates["l"],
-        "outcomes": dict(reader.outcomes.get("l", {})),
-        **lat,
-    }
-    ok = ok and complete
-    d = lat["decision"]
-    log(f"latency at {plan.rate:.0f}/s (sent at {sent / took:.0f}/s): p50 {d.get('p50_ms')} "
-        f"p99 {d.get('p99_ms')} max {d.get('max_ms')} ms; decided "
-        f"{reader.decided['l']}/{n}")  # fmt: skip
+    # 2. Latency at fixed rates: each rate in turn, the plan's own (``--rate``) reported
+    # as "latency", every one in "latency_by_rate".
+    by_rate = []
+    for i, rate in enumerate(plan.rates or [plan.rate]):
+        entry = latency_phase(bench, reader, producer, "l" if rate == plan.rate else f"l{i}",
+                              rate, plan.duration)  # fmt: skip
+        ok = ok and entry.pop("complete")
+        by_rate.append(entry)
+    results["latency_by_rate"] = by_rate
+    results["latency"] = next((e for e in by_rate if e["rate"] == plan.rate), by_rate[-1])
 
     # 3. Burst.
     results["burst"] = burst(bench, reader, producer)
@@ -807,12 +854,40 @@ def run(
     results["postgres"] = {"bets_rows": rows[0], "bet_duplicates": rows[1],
                            "bets_sent": sent_total}  # fmt: skip
     ok = ok and rows[0] == sent_total and rows[1] == 0
-    results["odds_changes_sent"] = threads[-1].count
+    results["odds_changes_sent"] = sum(t.count for t in threads if t.name == "churn")
     results["goals"] = goals(results, plan)
     for t in threads:
         t.stop()
     feed.flush(10)
     return results, ok
+
+
+def latency_phase(
+    bench: Bench, reader: DecisionReader, producer: Any, phase: str, rate: float, seconds: float
+) -> dict[str, Any]:
+    """``rate`` bets/s for ``seconds``: each bet's decision latency (and "complete": every
+    bet decided within a minute of the last send)."""
+    n = int(rate * seconds)
+    load = bench.bets(phase, n)
+    sent, took = bench.produce_paced(producer, load, rate)
+    producer.flush(30)
+    complete = reader.wait([phase], n, 60)
+    lat = bench.latencies(reader, (b for b, _, _ in load))
+    d = lat["decision"]
+    log(f"latency at {rate:.0f}/s (sent at {sent / took:.0f}/s): p50 {d.get('p50_ms')} "
+        f"p99 {d.get('p99_ms')} max {d.get('max_ms')} ms; decided "
+        f"{reader.decided[phase]}/{n}")  # fmt: skip
+    return {
+        "rate": rate,
+        "achieved_rate": round(sent / took),
+        "seconds": seconds,
+        "bets": n,
+        "decided": reader.decided[phase],
+        "duplicates": reader.duplicates[phase],
+        "outcomes": dict(reader.outcomes.get(phase, {})),
+        "complete": complete and reader.duplicates[phase] == 0,
+        **lat,
+    }
 
 
 def burst(bench: Bench, reader: DecisionReader, producer: Any) -> dict[str, Any]:
@@ -890,10 +965,11 @@ def query_counts(s: Settings) -> tuple[int, int]:
 def goals(results: dict[str, Any], plan: Plan) -> dict[str, Any]:
     thr = results["throughput"]["bets_per_s"]
     p99 = results["latency"]["decision"].get("p99_ms")
+    at_1000 = results["latency"]["rate"] == 1000
     b = results["burst"]
     return {
         "throughput_5000_per_s": thr >= 5000,
-        "p99_100ms_at_1000_per_s": (p99 is not None and p99 <= 100) if plan.rate == 1000 else None,
+        "p99_100ms_at_1000_per_s": (p99 is not None and p99 <= 100) if at_1000 else None,
         "burst_20x_nothing_lost": b["all_decided_once"] if plan.burst_factor >= 20 else None,
         "drain_vs_throughput": round((b["drain_decisions_per_s"] or 0) / thr, 2) if thr else None,
     }
@@ -910,6 +986,10 @@ def summary(r: dict[str, Any]) -> None:
         (f"latency at {lat.get('rate')}/s: p50 / p90 / p99 / max ms",
          f"{d.get('p50_ms')} / {d.get('p90_ms')} / {d.get('p99_ms')} / {d.get('max_ms')}"),
         ("  to the worker's publish: p50 / p99 ms", f"{pub.get('p50_ms')} / {pub.get('p99_ms')}"),
+        *((f"latency at {e['rate']:.0f}/s: p50 / p99 / max ms",
+           f"{e['decision'].get('p50_ms')} / {e['decision'].get('p99_ms')} / "
+           f"{e['decision'].get('max_ms')}")
+          for e in r.get("latency_by_rate", []) if e["rate"] != lat.get("rate")),
         (f"burst {b.get('base_rate')}/s -> {b.get('burst_rate')}/s: backlog at end",
          b.get("backlog_at_burst_end")),
         ("  drain s / decisions/s", f"{b.get('drain_s')} / {b.get('drain_decisions_per_s')}"),
