@@ -46,6 +46,7 @@ is reported, not an error.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -258,7 +259,12 @@ class DecisionReader(threading.Thread):
         self.seen: dict[str, float] = {}  # bet_id -> wall time the decision was consumed
         self.published: dict[str, float] = {}  # bet_id -> the decision's Kafka timestamp
         self.decided: Counter[str] = Counter()  # phase -> distinct bets decided
-        self.duplicates: Counter[str] = Counter()  # phase -> decisions beyond the first
+        # phase -> a second, different decision for a bet (decided twice: a failure)
+        self.duplicates: Counter[str] = Counter()
+        # phase -> the same decision published again byte for byte (a batch replayed after
+        # a crash, or read back by the repair timer: the stored answer, not a new decision)
+        self.republished: Counter[str] = Counter()
+        self.digests: dict[str, bytes] = {}  # bet_id -> digest of its first decision
         self.outcomes: dict[str, Counter[str]] = {}  # phase -> accepted / rejection reason
         self.stopping = threading.Event()
 
@@ -271,9 +277,14 @@ class DecisionReader(threading.Thread):
             doc = json.loads(msg.value() or b"{}")
             bet_id = str(doc.get("bet_id"))
             phase = bet_id.split("-", 1)[0]
+            digest = hashlib.blake2b(msg.value() or b"", digest_size=16).digest()
             if bet_id in self.seen:
-                self.duplicates[phase] += 1
+                if self.digests.get(bet_id) == digest:
+                    self.republished[phase] += 1
+                else:
+                    self.duplicates[phase] += 1
                 continue
+            self.digests[bet_id] = digest
             self.seen[bet_id] = now
             kind, stamp = msg.timestamp()
             if kind != 0:  # TIMESTAMP_NOT_AVAILABLE
@@ -812,6 +823,7 @@ def run(
         "bets": len(load),
         "decided": reader.decided["t"],
         "duplicates": reader.duplicates["t"],
+        "republished": reader.republished["t"],
         "produce_s": round(produced_s, 2),
         "seconds": round(elapsed, 2),
         "bets_per_s": round(reader.decided["t"] / elapsed) if elapsed > 0 else 0,

@@ -240,6 +240,7 @@ def run(
     results["complete"] = ok
     results["bets_decided"] = reader.decided["m"]
     results["duplicates"] = reader.duplicates["m"]
+    results["republished"] = reader.republished["m"]
     results["outcomes"] = dict(reader.outcomes.get("m", {}))
     results["verdict"] = verdict(samples, a.warmup_bets, a.flat_slope)
     rows, dups = query_counts(s)
