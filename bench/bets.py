@@ -61,7 +61,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,7 @@ sys.path.insert(0, str(ROOT))
 from croupier.cli import load_stack_env  # noqa: E402
 from croupier.kafka import make_producer  # noqa: E402
 from croupier.settings import Settings  # noqa: E402
+from croupier.sim.run import FeedClock  # noqa: E402
 from croupier.stack import AUDITOR_TIMERS_OFF, WORKER_READY  # noqa: E402
 from sinks.postgres.ledger import Ledger  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402
@@ -96,17 +97,7 @@ def log(text: str) -> None:
 # -- the feed --------------------------------------------------------------------------------
 
 
-class FeedClock:
-    """Feed timestamps: now, strictly after the last one (feed order is time order)."""
-
-    def __init__(self) -> None:
-        self._last = datetime.now(UTC)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> str:
-        with self._lock:
-            self._last = max(datetime.now(UTC), self._last + timedelta(microseconds=1))
-            return self._last.isoformat()
+# FeedClock: the simulator's (feed timestamps strictly increasing).
 
 
 def market_names(n: int) -> list[tuple[str, tuple[str, ...]]]:
@@ -404,6 +395,23 @@ def start_workers(s: Settings, n: int, where: Path, timeout: float = 120) -> lis
 
 
 # -- statistics ----------------------------------------------------------------------------
+
+
+def stop_all(
+    threads: Sequence[Any],
+    flushing: Sequence[Any],
+    readers: Sequence[Any],
+    procs: Sequence[Any],
+) -> None:
+    """Stop a bench's pacers, flush the feed, stop the readers and the workers."""
+    for t in threads:
+        t.stop()
+    for producer in flushing:
+        producer.flush(10)
+    for r in readers:
+        r.stop()
+    for w in procs:
+        w.stop()
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

@@ -54,6 +54,7 @@ from bets import (  # noqa: E402  (bench/ is on the path: this script's folder)
     send,
     start_auditor,
     start_workers,
+    stop_all,
 )
 from casino import machine  # noqa: E402
 
@@ -166,14 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ok = run(a, plan, s, where, procs, threads, readers, results, flushing)
     finally:
-        for t in threads:
-            t.stop()
-        for producer in flushing:
-            producer.flush(10)
-        for r in readers:
-            r.stop()
-        for w in procs:
-            w.stop()
+        stop_all(threads, flushing, readers, procs)
         results["reconcile_ok"] = reconciled = reconcile(s)
         cleanup(s, where, keep=a.keep, keep_logs=not ok)
     ok = ok and reconciled
