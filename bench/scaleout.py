@@ -45,7 +45,7 @@ def assignment(ps: PrivateStack) -> dict[str, list[str]]:
         inbound = sorted(f"{tp.topic}/{tp.partition}" for tp in parts
                          if tp.topic.split(".")[-1] in ("bets", "odds", "payments", "casino",
                                                         "players"))  # fmt: skip
-        out[f"{member.client_id}@{member.host}"] = inbound
+        out[f"{member.member_id}@{member.host}"] = inbound
     return out
 
 
