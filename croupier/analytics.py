@@ -384,7 +384,7 @@ def run(settings: Settings) -> int:
     # The sink says when ClickHouse is away, once; the HTTP stack would say it every retry.
     for noisy in ("urllib3.connectionpool", "clickhouse_connect.driver._backend.http_sync"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    metrics.serve(settings.metrics_port, "analytics")
+    metrics.serve(settings.metrics_port, "analytics", settings.metrics_bind)
     sink = AnalyticsSink(settings)
 
     def stop(signum: int, frame: FrameType | None) -> None:

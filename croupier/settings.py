@@ -20,6 +20,8 @@ Environment variables (documented once, here and in the README):
 ``CROUPIER_WEB_PORT``           worker's Faust web port on 127.0.0.1; 0 disables it
 ``CROUPIER_METRICS_PORT``       the process's Prometheus endpoint (``/metrics``) on
                                 127.0.0.1; 0 (the default) disables it
+``CROUPIER_METRICS_BIND``       the endpoint's address (default 127.0.0.1; 0.0.0.0 only
+                                inside a container, for a scraper on its network)
 ``CROUPIER_DATA_DIR``           where a worker keeps Faust's local state (default
                                 ``.stack/faust``; tables are rebuilt from changelogs)
 ``CROUPIER_SESSION_TIMEOUT``    seconds before a silent worker's partitions move to
@@ -98,6 +100,7 @@ class Settings(BaseSettings):
     batch_within: float = Field(default=0.01, gt=0, validation_alias="CROUPIER_BATCH_WITHIN")
     web_port: int = Field(default=0, ge=0, le=65535, validation_alias="CROUPIER_WEB_PORT")
     metrics_port: int = Field(default=0, ge=0, le=65535, validation_alias="CROUPIER_METRICS_PORT")
+    metrics_bind: str = Field(default="127.0.0.1", validation_alias="CROUPIER_METRICS_BIND")
     data_dir: Path = Field(default=Path(".stack/faust"), validation_alias="CROUPIER_DATA_DIR")
     session_timeout: float = Field(default=10.0, ge=6, validation_alias="CROUPIER_SESSION_TIMEOUT")
     feed_timeout: float = Field(default=20.0, gt=0, validation_alias="CROUPIER_FEED_TIMEOUT")

@@ -158,20 +158,22 @@ REGISTRY.register(FEEDS)
 _served: list[int] = []
 
 
-def serve(port: int, role: str) -> bool:
-    """Serve ``/metrics`` on 127.0.0.1:``port`` in a daemon thread (once a process).
+def serve(port: int, role: str, bind: str = "127.0.0.1") -> bool:
+    """Serve ``/metrics`` on ``bind``:``port`` in a daemon thread (once a process).
 
-    False, after logging why, when the port cannot be bound: the process goes on without
-    an endpoint (``croupier status`` then reports it as not answering).
+    ``bind`` is 127.0.0.1 everywhere but inside a container, whose own network is the only
+    one it can reach (compose sets ``CROUPIER_METRICS_BIND=0.0.0.0`` there and publishes
+    no port). False, after logging why, when the port cannot be bound: the process goes
+    on without an endpoint (``croupier status`` then reports it as not answering).
     """
     INFO.labels(role, str(os.getpid())).set(1)
     if port <= 0 or _served:
         return bool(_served)
     try:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=bind)
     except OSError as exc:
-        log.error("metrics endpoint not started on 127.0.0.1:%d: %s", port, exc)
+        log.error("metrics endpoint not started on %s:%d: %s", bind, port, exc)
         return False
     _served.append(port)
-    log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    log.info("metrics on http://%s:%d/metrics", bind, port)
     return True

@@ -111,6 +111,6 @@ def create_app(
         @app.task  # type: ignore[untyped-decorator]  # app is Any
         async def serve_metrics() -> None:
             """The worker's /metrics endpoint, once the worker starts."""
-            metrics.serve(settings.metrics_port, "worker")
+            metrics.serve(settings.metrics_port, "worker", settings.metrics_bind)
 
     return app
