@@ -2,31 +2,28 @@
 
 ``sinks/postgres/replay.py`` loads one bet with a handful of queries; a check of every
 settled bet cannot afford that per bet. This reads the same rows for a chunk of bets in
-one query each (the settlement-kind messages once for all), builds the same
-``SettlementReport`` and runs the same ``settlement_checks``.
+one query each (the settlement-kind messages once for all), then builds each report
+with the same ``stored_bet`` and ``report_for`` and runs the same ``settlement_checks``.
 """
 
 from __future__ import annotations
 
-import json
-from bisect import bisect_left
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 
-from rules.replay import LegSpec, replay_bet
-from schemas.bets import BET_REQUEST
 from sinks.postgres.replay import (
+    BET_COLUMNS,
     LedgerTxn,
     SettlementReport,
-    StoredBet,
     StoredLeg,
     StoredSettlement,
     _seq_of,
-    decode_settlement_message,
+    report_for,
     settlement_checks,
+    stored_bet,
 )
 
 CHUNK = 2000
@@ -57,9 +54,7 @@ def _chunk(
     conn: psycopg.Connection[Any], ids: list[str], messages: dict[str, list[Message]]
 ) -> Iterator[SettlementReport]:
     bets = conn.execute(
-        """SELECT bet_id, player_id, currency, stake, odds, status, reason, request,
-                  request_hash, decision, decided_at, settlement_id, result, payout, settle_seq
-             FROM bets WHERE bet_id = ANY(%s)""",
+        f"SELECT {BET_COLUMNS} FROM bets WHERE bet_id = ANY(%s)",  # noqa: S608 - a constant
         (ids,),
     ).fetchall()
     legs: dict[str, list[StoredLeg]] = {}
@@ -104,9 +99,7 @@ def _chunk(
         )  # fmt: skip
     for row in bets:
         bet_id = row[0]
-        request = BET_REQUEST.validate_json(json.dumps(row[7]))
-        bet = StoredBet(row[0], row[1], row[2].strip(), row[3], row[4], row[5], row[6], request,
-                        *row[8:])  # fmt: skip
+        bet = stored_bet(row)
         stake = txns.get(f"bet:{bet_id}")
         ledger = sorted(
             (t for k, t in txns.items() if k.startswith(f"settlement:{bet_id}/")
@@ -120,20 +113,10 @@ def _chunk(
             for event in events
             for n, at, payload in messages.get(event, [])
         )
-        replay = None
-        if bet.status != "rejected":
-            specs = [
-                LegSpec(leg.event_id, leg.market_id, leg.outcome_id, leg.odds, request.placed_at)
-                for leg in bet_legs
-            ]
-            decoded = [(e, decode_settlement_message(p)) for _, _, e, p in rows]
-            placed = stake.recorded_at if stake is not None else bet.decided_at
-            placed_after = bisect_left([m[1] for m in rows], placed)
-            replay = replay_bet(bet_id, bet.stake, bet.currency, specs, decoded, placed_after)
-        report = SettlementReport(
-            bet, bet_legs, replay, stake, ledger,
+        report = report_for(
+            bet, bet_legs,
             sorted(settlements.get(bet_id, []), key=lambda s: _seq_of(s.settlement_id)),
-            len(rows),
+            stake, ledger, [(event, payload, at) for _, at, event, payload in rows],
         )  # fmt: skip
         report.checks = settlement_checks(report)
         yield report

@@ -299,17 +299,13 @@ def replay_settlement(dsn: str, schema: str, bet_id: str) -> SettlementReport:
 
 def _load_bet(conn: psycopg.Connection[Any], bet_id: str) -> SettlementReport:
     row = conn.execute(
-        """SELECT bet_id, player_id, currency, stake, odds, status, reason, request,
-                  request_hash, decision, decided_at, settlement_id, result, payout, settle_seq
-             FROM bets WHERE bet_id = %s""",
+        f"SELECT {BET_COLUMNS} FROM bets WHERE bet_id = %s",  # noqa: S608 - a constant
         (bet_id,),
     ).fetchone()
     if row is None:
         msg = f"no bet {bet_id!r} was ever decided"
         raise UnknownBet(msg)
-    request = BET_REQUEST.validate_json(json.dumps(row[7]))
-    bet = StoredBet(row[0], row[1], row[2].strip(), row[3], row[4], row[5], row[6], request,
-                    *row[8:])  # fmt: skip
+    bet = stored_bet(row)
     legs = [
         StoredLeg(*r)
         for r in conn.execute(
@@ -378,18 +374,44 @@ def _load_bet(conn: psycopg.Connection[Any], bet_id: str) -> SettlementReport:
             ORDER BY recorded_at, source_topic, source_partition, source_offset""",
         (events,),
     ).fetchall()
+    return report_for(bet, legs, settlements, stake, ledger_settlements, message_rows)
+
+
+# The columns of ``bets`` a report reads, in ``stored_bet``'s order.
+BET_COLUMNS = """bet_id, player_id, currency, stake, odds, status, reason, request,
+                  request_hash, decision, decided_at, settlement_id, result, payout, settle_seq"""
+
+
+def stored_bet(row: Sequence[Any]) -> StoredBet:
+    """A ``bets`` row (``BET_COLUMNS``) as stored."""
+    request = BET_REQUEST.validate_json(json.dumps(row[7]))
+    return StoredBet(row[0], row[1], row[2].strip(), row[3], row[4], row[5], row[6], request,
+                     *row[8:])  # fmt: skip
+
+
+def report_for(
+    bet: StoredBet,
+    legs: list[StoredLeg],
+    settlements: list[StoredSettlement],
+    stake: LedgerTxn | None,
+    ledger_settlements: list[LedgerTxn],
+    messages: Sequence[tuple[str, Any, datetime]],
+) -> SettlementReport:
+    """A bet's stored rows beside its replay from ``messages``: its events' settlement
+    messages (event id, payload, recorded at) in the order they were processed. Messages
+    recorded before the stake are history the bet was placed after."""
     replay = None
     if bet.status != "rejected":
         specs = [
-            LegSpec(leg.event_id, leg.market_id, leg.outcome_id, leg.odds, request.placed_at)
+            LegSpec(leg.event_id, leg.market_id, leg.outcome_id, leg.odds, bet.request.placed_at)
             for leg in legs
         ]
-        messages = [(r[0], decode_settlement_message(r[1])) for r in message_rows]
+        decoded = [(event, decode_settlement_message(payload)) for event, payload, _ in messages]
         placed = stake.recorded_at if stake is not None else bet.decided_at
-        placed_after = bisect_left([r[2] for r in message_rows], placed)
-        replay = replay_bet(bet_id, bet.stake, bet.currency, specs, messages, placed_after)
+        placed_after = bisect_left([m[2] for m in messages], placed)
+        replay = replay_bet(bet.bet_id, bet.stake, bet.currency, specs, decoded, placed_after)
     return SettlementReport(bet, legs, replay, stake, ledger_settlements, settlements,
-                            len(message_rows))  # fmt: skip
+                            len(messages))  # fmt: skip
 
 
 def _seq_of(settlement_id: str) -> int:
