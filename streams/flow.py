@@ -22,6 +22,7 @@ idempotent sinks, and a redelivered output is the stored one, byte for byte.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -155,7 +156,9 @@ def declare_flow(
             plans = await plan_repairs(mine)
         except Exception as exc:  # a broker that cannot answer now: look again next time
             log.warning("%s: repair check failed: %r", source_topic, exc)
-            views.clear()  # the next look asks with a new client
+            if views:  # the next look asks with a new client
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(views.pop().close)
             return
         for partition, (start, end, why) in plans.items():
             log.warning(

@@ -127,6 +127,9 @@ class Positions:
             "log_level": 3,
         })  # fmt: skip
 
+    def close(self) -> None:
+        self._consumer.close()
+
     def committed(
         self, topic: str, partitions: list[int], *, timeout: float = 10.0
     ) -> dict[int, int]:
