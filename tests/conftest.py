@@ -179,6 +179,19 @@ class WorkerProcess:
         self.history.append(code)
         return code
 
+    def problems(self, lines: int = 60) -> str:
+        """The log's errors, crashes and tracebacks, and its last warnings: why a stop was
+        not clean."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        errors = [
+            line for line in text.splitlines()
+            if not line.startswith("[") or "[ERROR]" in line or "[CRITICAL]" in line
+            or "Crash" in line
+        ]  # fmt: skip
+        warnings = [line for line in text.splitlines() if "[WARNING]" in line]
+        worth = [*errors[-lines:], "-- last warnings --", *warnings[-10:]]
+        return f"history {self.history}; log {self.log}:\n" + "\n".join(worth[-lines:])
+
 
 class StartWorker(Protocol):
     def __call__(self, s: Settings, restart_of: WorkerProcess | None = None) -> WorkerProcess: ...

@@ -186,7 +186,7 @@ def kill_at(settings: Settings, worker: WorkerProcess, start: StartWorker, topic
         if how == "kill":
             worker.kill()
         else:
-            assert worker.terminate() == 0
+            assert worker.terminate() == 0, worker.problems()
         start(settings, restart_of=worker)
         worker.wait_ready()
 

@@ -134,7 +134,7 @@ def test_check_passes_a_mixed_workload_and_fails_each_breach(
 
     # A bet nobody decides: the workers do not catch up (its own line), and once the
     # flow's progress claims it done, the input has no outcome.
-    assert worker.terminate() == 0
+    assert worker.terminate() == 0, worker.problems()
     (msg,) = produce(s, "bets", [("r1-p-2", bet("r1-b-3", "r1-p-2", "1.00", [away]))])
     code, report = check(capsys, "--wait", "2", "--skip-clickhouse")
     assert code == 1 and failing(report) == {TWICE, CATCH_UP}, report

@@ -75,7 +75,7 @@ def test_a_silent_producer_suspends_its_markets_until_fresh_odds(
     assert (refused["status"], refused["reason"]) == ("rejected", "market_suspended")
 
     # A worker restart keeps all of it: the tables come back from their changelogs.
-    assert worker.terminate() == 0
+    assert worker.terminate() == 0, worker.problems()
     worker_factory(s, restart_of=worker)
     worker.wait_ready()
 

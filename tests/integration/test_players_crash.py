@@ -93,7 +93,7 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
         if how == "kill":
             worker.kill()
         else:
-            assert worker.terminate() == 0
+            assert worker.terminate() == 0, worker.problems()
         worker_factory(settings, restart_of=worker)
         worker.wait_ready()
     producer.join()

@@ -91,4 +91,4 @@ def test_player_events_flow_to_table_postgres_audit_and_dead_letters(
     assert latest["p-1"][1]["version"] == 3
     assert latest["p-1"][0] == delivered[0].partition()
     assert latest["p-2"][0] == delivered[1].partition()
-    assert worker.terminate() == 0
+    assert worker.terminate() == 0, worker.problems()

@@ -35,7 +35,7 @@ def three_rows_then_stop(settings: Settings, worker_factory: StartWorker) -> Wor
     worker = worker_factory(settings)
     worker.wait_ready()
     wait_for(lambda: rows_recorded(settings) == 3, timeout=60, what="the first three rows")
-    assert worker.terminate() == 0
+    assert worker.terminate() == 0, worker.problems()
     return worker
 
 

@@ -137,7 +137,7 @@ def play_the_match_day(settings: Settings, worker_factory: StartWorker) -> None:
     )
     wait_for(lambda: done(settings, "bets") == len(bets) + 1, timeout=60, what="late bet")
     assert balance(settings, "p-2") == (D("65.00"), D("6.00"))
-    assert worker.terminate() == 0
+    assert worker.terminate() == 0, worker.problems()
 
 
 def test_replay_agrees_with_the_ledger_and_catches_a_tampered_payout(

@@ -192,4 +192,4 @@ def test_bets_are_decided_once_settled_rolled_back_and_resettled(
         assert ledger.reconcile().ok
     finally:
         ledger.close()
-    assert worker.terminate() == 0
+    assert worker.terminate() == 0, worker.problems()
