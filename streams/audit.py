@@ -26,7 +26,7 @@ import psycopg
 from croupier.settings import Settings
 from sinks.base import SinkUnavailable
 from sinks.postgres.audit import AuditRelay, checkpoint_if_moved, load_or_create_key
-from streams.context import publish
+from streams.context import app_timer, publish
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def register(app: Any, settings: Settings, *, relay: AuditRelay) -> None:
     relay_open: list[bool] = []
     if settings.audit_relay_interval > 0:
 
-        @app.timer(interval=settings.audit_relay_interval)  # type: ignore[untyped-decorator]
+        @app_timer(app, settings.audit_relay_interval)
         async def audit_relay() -> None:
             if not relay_open:
                 await relay.open()
@@ -62,7 +62,7 @@ def register(app: Any, settings: Settings, *, relay: AuditRelay) -> None:
         with psycopg.connect(dsn, options=f"-c search_path={schema}", connect_timeout=5) as conn:
             return checkpoint_if_moved(conn, key)
 
-    @app.timer(interval=settings.audit_checkpoint_interval)  # type: ignore[untyped-decorator]
+    @app_timer(app, settings.audit_checkpoint_interval)
     async def audit_checkpoint() -> None:
         try:
             signed = await asyncio.to_thread(sign)

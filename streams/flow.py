@@ -26,13 +26,13 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from croupier.settings import Settings
 from streams import metrics
 from streams.batching import run_batch, until_available
-from streams.context import in_partition_of
+from streams.context import app_timer, in_partition_of
 from streams.gaps import (
     Positions,
     by_partition,
@@ -64,6 +64,36 @@ def follows(done: int | None, offsets: list[int]) -> bool:
     return done is not None and sorted(offsets) == list(range(done, done + len(offsets)))
 
 
+class SinkTurns:
+    """A flow's sink taken in turns: one batch at a time, and open or closed between them.
+
+    The agent and the repair timer share the sink. The timer is the app's, not the
+    agent's, so it can fire while the agent stops: it takes a turn only while the sink is
+    open, and the agent closes the sink between turns, never under a repair's batch.
+    """
+
+    def __init__(self, sink: Tracked) -> None:
+        self.sink = sink
+        self.lock = asyncio.Lock()
+        self.open = False
+
+    async def start(self) -> None:
+        async with self.lock:
+            await self.sink.open()
+            self.open = True
+
+    async def stop(self) -> None:
+        self.open = False  # no turn starts now; one under way finishes first
+        async with self.lock:
+            await self.sink.close()
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[bool]:
+        """Hold the sink for one batch; yields whether it is open (if not, do nothing)."""
+        async with self.lock:
+            yield self.open
+
+
 def declare_flow(
     app: Any,
     settings: Settings,
@@ -75,7 +105,7 @@ def declare_flow(
 ) -> Any:
     """Declare the agent ``name`` on ``source_topic`` and its repair timer; returns the agent."""
     source = app.topic(source_topic, key_type=bytes, value_type=bytes)
-    lock = asyncio.Lock()
+    turns = SinkTurns(sink)
 
     # Partition -> the next offset this process finished. A batch that starts exactly
     # there with no hole cannot have skipped anything, so PostgreSQL is not asked.
@@ -97,23 +127,24 @@ def declare_flow(
     consumed = metrics.EVENTS.labels(source_topic)
     seconds, sizes = metrics.FLOW_SECONDS.labels(flow), metrics.FLOW_SIZE.labels(flow)
 
-    async def one_batch(events: list[Any]) -> None:
-        async with lock:
-            started = time.perf_counter()
-            await run_batch(functools.partial(complete, events))
-            seconds.observe(time.perf_counter() - started)
-            sizes.observe(len(events))
-            consumed.inc(len(events))
-            batches[0] += 1
+    async def locked_batch(events: list[Any]) -> None:
+        """One batch; the caller holds the sink's turn."""
+        started = time.perf_counter()
+        await run_batch(functools.partial(complete, events))
+        seconds.observe(time.perf_counter() - started)
+        sizes.observe(len(events))
+        consumed.inc(len(events))
+        batches[0] += 1
 
     @app.agent(source, name=name)  # type: ignore[untyped-decorator]  # app is Any
     async def agent(stream: Any) -> None:
-        await sink.open()
+        await turns.start()
         try:
             async for events in stream.take_events(settings.batch_max, settings.batch_within):
-                await one_batch(list(events))
+                async with turns.turn():
+                    await locked_batch(list(events))
         finally:
-            await sink.close()
+            await turns.stop()
 
     behind: dict[int, tuple[int, int]] = {}  # partition -> (progress seen behind, looks)
     views: list[Positions] = []  # made on first use, kept for the process
@@ -135,20 +166,25 @@ def declare_flow(
             events = await asyncio.to_thread(
                 read_range, bootstrap, source_topic, partition, start, end
             )
-        except TimeoutError as exc:  # the next look tries again
-            log.warning("%s[%d]: could not read back: %s", source_topic, partition, exc)
+        except Exception as exc:  # a broker that cannot answer now: the next look tries again
+            log.warning("%s[%d]: could not read back: %r", source_topic, partition, exc)
             return
-        if events:
-            # A table write needs a current event to find its changelog partition.
-            with in_partition_of(events[0]):
-                await one_batch(events)
-            return
-        # Nothing a reader can see there (transaction markers): nothing to process.
-        skipped = {(source_topic, partition): end}
-        await until_available(lambda: sink.record_progress(skipped), what="PostgreSQL")
+        async with turns.turn() as open_:
+            if not open_ or app.should_stop:
+                return  # stopping: whoever owns the partition next finds it behind
+            if events:
+                # A table write needs a current event to find its changelog partition.
+                with in_partition_of(events[0]):
+                    await locked_batch(events)
+                return
+            # Nothing a reader can see there (transaction markers): nothing to process.
+            skipped = {(source_topic, partition): end}
+            await until_available(lambda: sink.record_progress(skipped), what="PostgreSQL")
 
-    @app.timer(interval=settings.repair_interval)  # type: ignore[untyped-decorator]
+    @app_timer(app, settings.repair_interval)
     async def repair() -> None:
+        if not turns.open:
+            return
         mine = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == source_topic)
         if not mine:
             return
@@ -161,6 +197,8 @@ def declare_flow(
                     await asyncio.to_thread(views.pop().close)
             return
         for partition, (start, end, why) in plans.items():
+            if app.should_stop:
+                return
             log.warning(
                 "%s[%d]: done only to %d, %s; reading %d..%d back",
                 source_topic, partition, start, why, start, end - 1,
@@ -170,7 +208,7 @@ def declare_flow(
     if settings.metrics_port > 0:
         lagging: list[set[int]] = [set()]
 
-        @app.timer(interval=metrics.LAG_INTERVAL)  # type: ignore[untyped-decorator]
+        @app_timer(app, metrics.LAG_INTERVAL)
         async def measure_lag() -> None:
             """The lag of each partition this worker owns: its end minus what is done."""
             tps = [tp for tp in app.consumer.assignment() if tp.topic == source_topic]

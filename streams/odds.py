@@ -40,7 +40,7 @@ from schemas.records import AuditRecord, SourcePosition
 from sinks.postgres.sportsbook import SportsbookSink
 from streams import metrics
 from streams.batching import until_available
-from streams.context import Letters, decode_all, letter_records, position, publish
+from streams.context import Letters, app_timer, decode_all, letter_records, position, publish
 from streams.flow import declare_flow
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
     down: set[str] = set()
     metrics.FEEDS.timeout = settings.feed_timeout
 
-    @app.timer(interval=max(1.0, settings.feed_timeout / 4))  # type: ignore[untyped-decorator]
+    @app_timer(app, max(1.0, settings.feed_timeout / 4))
     async def watch_feeds() -> None:
         """Say when a producer falls silent (its markets are closed for betting)."""
         now = datetime.now(UTC)

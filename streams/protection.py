@@ -34,7 +34,7 @@ from schemas.money import minor_units
 from schemas.outbound import PlayerNotification
 from sinks.base import SinkUnavailable
 from sinks.postgres.protection import OpenSessionRow, RealityCheck, SessionSink
-from streams.context import publish
+from streams.context import app_timer, publish
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def register(app: Any, settings: Settings, *, sink: SessionSink, policies: Polic
             log.info("session %s of %s ended: session-time limit used up",
                      r.session_id, r.player_id)  # fmt: skip
 
-    @app.timer(interval=settings.session_watch_interval)  # type: ignore[untyped-decorator]
+    @app_timer(app, settings.session_watch_interval)
     async def watch_sessions() -> None:
         """Send the reality checks that are due; end sessions over their time limit."""
         if not opened:

@@ -16,7 +16,7 @@ from croupier.settings import Settings
 from rules.policy import Policies
 from sinks.base import SinkUnavailable
 from sinks.postgres.reports import ReportSink, load_or_create_keys
-from streams.context import publish
+from streams.context import app_timer, publish
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def register(app: Any, settings: Settings, *, sink: ReportSink, policies: Polici
         await publish(app, settings.topic(f"reports.{jurisdiction}"), items)
         await app.producer.flush()
 
-    @app.timer(interval=settings.report_interval)  # type: ignore[untyped-decorator]
+    @app_timer(app, settings.report_interval)
     async def reporter() -> None:
         if not opened:
             await sink.open()
