@@ -406,9 +406,10 @@ def _aggregate(rows: list[Any]) -> Aggregate:
 def clickhouse_facts(
     conn: psycopg.Connection[Any], settings: Settings, prefix: str | None, ch: Any
 ) -> Row:
-    """Row 8: ClickHouse's ledger transactions and bets against PostgreSQL's: per currency
-    and kind the count, the money moved (credit entries) and payouts, or stakes and prices;
-    and the sets of business keys (idempotency keys, bet ids)."""
+    """Row 8: ClickHouse's ledger transactions, bets and casino wallet calls against
+    PostgreSQL's: per currency and kind the count, the money moved (credit entries) and
+    payouts, stakes and prices, or amounts and how many moved money; and the sets of
+    business keys (idempotency keys, bet ids, transaction ids)."""
     row = Row("ClickHouse holds exactly the ledger's facts")
     db, where = settings.clickhouse_database, _ch_prefix(prefix)
     like = {"like": like_prefix(prefix)}
@@ -438,11 +439,24 @@ def clickhouse_facts(
                   FROM {db}.bets FINAL WHERE {where} GROUP BY 1, 2""",  # noqa: S608 - as above
             "bet_id",
         ),
+        (
+            "casino_transactions",
+            # Every wallet call a game made, the refused ones too (those move no money, so
+            # the ledger's transactions alone do not show them).
+            """SELECT currency, type, status, count(*), sum(amount),
+                      count(*) FILTER (WHERE moved)
+                 FROM casino_transactions WHERE player_id LIKE %(like)s GROUP BY 1, 2, 3""",
+            f"""SELECT currency, type, status, count(), sum(amount), countIf(moved)
+                  FROM {db}.casino_transactions FINAL WHERE {where} GROUP BY 1, 2, 3""",  # noqa: S608 - as above
+            "transaction_id",
+        ),
     ]
     keys_sql = {
         "ledger_transactions": "SELECT idempotency_key FROM ledger_transactions "
         "WHERE player_id LIKE %(like)s",
         "bets": "SELECT bet_id FROM bets WHERE player_id LIKE %(like)s",
+        "casino_transactions": "SELECT transaction_id FROM casino_transactions "
+        "WHERE player_id LIKE %(like)s",
     }
     for table, pg_sql, ch_sql, key in pairs:
         ledger = _aggregate(conn.execute(pg_sql.encode(), like).fetchall())

@@ -146,7 +146,7 @@ def test_check_passes_a_mixed_workload_and_fails_each_breach(
     where = f"{msg.partition()}/{msg.offset()}: no outcome"
     assert any(where in e for e in rows(report)[OUTCOME]["examples"]), report
 
-    # A fact in ClickHouse the ledger lacks.
+    # Facts in ClickHouse the ledger lacks: a stake, and a refused casino call.
     ch: ClickHouse = connect(s.clickhouse_url)
     try:
         ch.command(f"INSERT INTO {db}.ledger_transactions (key, operation, player_id, currency, "
@@ -157,6 +157,21 @@ def test_check_passes_a_mixed_workload_and_fails_each_breach(
     code, report = check(capsys, "--wait", "2")
     assert code == 1 and CLICKHOUSE in failing(report), report
     assert any("bet:r1-ghost" in e for e in rows(report)[CLICKHOUSE]["examples"]), report
+    ch = connect(s.clickhouse_url)
+    try:
+        ch.command(f"ALTER TABLE {db}.ledger_transactions DELETE WHERE key = 'bet:r1-ghost' "
+                   "SETTINGS mutations_sync = 1")  # fmt: skip
+        ch.command(f"INSERT INTO {db}.casino_transactions (transaction_id, type, player_id, "
+                   "round_id, game_id, amount, currency, status, error, moved) VALUES "
+                   "('r1-tx-ghost', 'debit', 'r1-p-2', 'r1-r-9', 'dice', 2, 'EUR', "
+                   "'rejected', 'insufficient_funds', false)")  # fmt: skip
+    finally:
+        ch.close()
+    code, report = check(capsys, "--wait", "2")
+    assert code == 1 and CLICKHOUSE in failing(report), report
+    examples = rows(report)[CLICKHOUSE]["examples"]
+    assert any("r1-tx-ghost" in e for e in examples), report
+    assert not any("bet:r1-ghost" in e for e in examples), report
 
     # The audit trail altered by the schema's owner, its append-only trigger switched off.
     with psycopg.connect(s.migration_dsn, options=f"-c search_path={s.pg_schema}") as conn:
