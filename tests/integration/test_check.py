@@ -52,6 +52,16 @@ def csettings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[S
     ch.close()
 
 
+def clickhouse(s: Settings, *commands: str) -> None:
+    """Run ``commands`` on the analytics database, as an intruder or a bug would."""
+    ch: ClickHouse = connect(s.clickhouse_url)
+    try:
+        for command in commands:
+            ch.command(command)
+    finally:
+        ch.close()
+
+
 def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
     capsys.readouterr()
     code = croupier_main(["check", "--json", *args])
@@ -147,26 +157,18 @@ def test_check_passes_a_mixed_workload_and_fails_each_breach(
     assert any(where in e for e in rows(report)[OUTCOME]["examples"]), report
 
     # Facts in ClickHouse the ledger lacks: a stake, and a refused casino call.
-    ch: ClickHouse = connect(s.clickhouse_url)
-    try:
-        ch.command(f"INSERT INTO {db}.ledger_transactions (key, operation, player_id, currency, "
-                   "amount, status) VALUES ('bet:r1-ghost', 'stake', 'r1-p-1', 'EUR', 1, "
-                   "'applied')")  # fmt: skip
-    finally:
-        ch.close()
+    clickhouse(s, f"INSERT INTO {db}.ledger_transactions (key, operation, player_id, currency, "
+               "amount, status) VALUES ('bet:r1-ghost', 'stake', 'r1-p-1', 'EUR', 1, "
+               "'applied')")  # fmt: skip
     code, report = check(capsys, "--wait", "2")
     assert code == 1 and CLICKHOUSE in failing(report), report
     assert any("bet:r1-ghost" in e for e in rows(report)[CLICKHOUSE]["examples"]), report
-    ch = connect(s.clickhouse_url)
-    try:
-        ch.command(f"ALTER TABLE {db}.ledger_transactions DELETE WHERE key = 'bet:r1-ghost' "
-                   "SETTINGS mutations_sync = 1")  # fmt: skip
-        ch.command(f"INSERT INTO {db}.casino_transactions (transaction_id, type, player_id, "
-                   "round_id, game_id, amount, currency, status, error, moved) VALUES "
-                   "('r1-tx-ghost', 'debit', 'r1-p-2', 'r1-r-9', 'dice', 2, 'EUR', "
-                   "'rejected', 'insufficient_funds', false)")  # fmt: skip
-    finally:
-        ch.close()
+    clickhouse(s, f"ALTER TABLE {db}.ledger_transactions DELETE WHERE key = 'bet:r1-ghost' "
+               "SETTINGS mutations_sync = 1",
+               f"INSERT INTO {db}.casino_transactions (transaction_id, type, player_id, "
+               "round_id, game_id, amount, currency, status, error, moved) VALUES "
+               "('r1-tx-ghost', 'debit', 'r1-p-2', 'r1-r-9', 'dice', 2, 'EUR', "
+               "'rejected', 'insufficient_funds', false)")  # fmt: skip
     code, report = check(capsys, "--wait", "2")
     assert code == 1 and CLICKHOUSE in failing(report), report
     examples = rows(report)[CLICKHOUSE]["examples"]
