@@ -27,6 +27,18 @@ Reason codes (``ReasonCode``), the closed set every refusal and dead letter uses
 - ``underage``: the player is below the jurisdiction's minimum age.
 - ``unlicensed_jurisdiction``: a registration in a jurisdiction Croupier has no policy for.
 - ``internal_error``: Croupier failed; the input is kept for a replay.
+- ``processing_error``: processing this one message failed again and again at the same
+  position; it was set aside (dead-lettered, the error kept for an operator) so the
+  partition goes on.
+- ``too_large``: the message is larger than the wire contract's per-message limit.
+- ``clock_skew``: the producer's timestamp is too far from the server's clock to decide on.
+- ``max_stake``: the stake is above the jurisdiction's (or the house's) maximum stake.
+- ``max_legs``: the accumulator has more legs than the policy allows.
+- ``max_odds``: the combined odds are above the policy's maximum.
+- ``max_payout``: the potential payout is above the policy's maximum per bet.
+- ``retry_later``: the call names something not seen yet (a credit before its debit, a
+  withdrawal's close before its reserve); nothing is stored, and the same id sent again
+  is decided on its merits.
 """
 
 from __future__ import annotations
@@ -76,6 +88,14 @@ class ReasonCode(StrEnum):
     UNDERAGE = "underage"
     UNLICENSED_JURISDICTION = "unlicensed_jurisdiction"
     INTERNAL_ERROR = "internal_error"
+    PROCESSING_ERROR = "processing_error"
+    TOO_LARGE = "too_large"
+    CLOCK_SKEW = "clock_skew"
+    MAX_STAKE = "max_stake"
+    MAX_LEGS = "max_legs"
+    MAX_ODDS = "max_odds"
+    MAX_PAYOUT = "max_payout"
+    RETRY_LATER = "retry_later"
 
 
 class _Outbound(WireModel):
