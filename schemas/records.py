@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
-from typing import Any, Literal
+import hashlib
+from datetime import datetime
+from typing import Any, Literal, Self
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, PrivateAttr
 
 from schemas.base import WireModel
 
@@ -18,8 +20,27 @@ class SourcePosition(WireModel):
     offset: int = Field(ge=0)
 
 
+# A dead letter must fit a Kafka record (1 MB by default) once base64-encoded, with its
+# audit record around it: it carries at most this much of the input's value and key. The
+# whole input is stored in PostgreSQL's ``dead_letters`` and stays at its Kafka position.
+MAX_LETTER_VALUE_BYTES = 256 * 1024
+MAX_LETTER_KEY_BYTES = 4 * 1024
+MAX_LETTER_ERROR_CHARS = 1000
+
+
+def safe_text(text: str, limit: int = MAX_LETTER_ERROR_CHARS) -> str:
+    """``text`` made printable (control characters as ``?``) and cut to ``limit``."""
+    text = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class DeadLetter(WireModel):
-    """An input that could not become a decision: its exact bytes, where it was, and why."""
+    """An input that could not become a decision: its exact bytes, where it was, and why.
+
+    A value over ``MAX_LETTER_VALUE_BYTES`` (or a key over ``MAX_LETTER_KEY_BYTES``) is
+    carried cut to that size, with ``truncated`` set and the whole value's size and
+    SHA-256; PostgreSQL's ``dead_letters`` keeps the whole bytes.
+    """
 
     schema_version: Literal[1] = 1
     source: SourcePosition
@@ -28,10 +49,54 @@ class DeadLetter(WireModel):
     reason: str
     error: str
     dead_lettered_at: AwareDatetime
+    truncated: bool = False
+    value_size: int | None = Field(default=None, ge=0)
+    value_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    key_size: int | None = Field(default=None, ge=0)
+
+    _whole: tuple[bytes | None, bytes] | None = PrivateAttr(default=None)
+
+    @classmethod
+    def of(
+        cls,
+        source: SourcePosition,
+        key: bytes | None,
+        value: bytes,
+        reason: str,
+        error: str,
+        at: datetime,
+    ) -> Self:
+        """The dead letter of ``key``/``value`` at ``source``, cut to fit a Kafka record."""
+        cut_value = len(value) > MAX_LETTER_VALUE_BYTES
+        cut_key = key is not None and len(key) > MAX_LETTER_KEY_BYTES
+        letter = cls(
+            source=source,
+            key_base64=None
+            if key is None
+            else base64.b64encode(key[:MAX_LETTER_KEY_BYTES]).decode(),
+            value_base64=base64.b64encode(value[:MAX_LETTER_VALUE_BYTES]).decode(),
+            reason=reason,
+            error=safe_text(error),
+            dead_lettered_at=at,
+            truncated=cut_value or cut_key,
+            value_size=len(value) if cut_value else None,
+            value_sha256=hashlib.sha256(value).hexdigest() if cut_value else None,
+            key_size=len(key) if cut_key and key is not None else None,
+        )
+        letter._whole = (key, value)
+        return letter
 
     @property
     def value(self) -> bytes:
-        return base64.b64decode(self.value_base64)
+        """The input's value: whole when this process built the letter, else as carried."""
+        return self._whole[1] if self._whole is not None else base64.b64decode(self.value_base64)
+
+    @property
+    def key(self) -> bytes | None:
+        """The input's key: whole when this process built the letter, else as carried."""
+        if self._whole is not None:
+            return self._whole[0]
+        return None if self.key_base64 is None else base64.b64decode(self.key_base64)
 
 
 class AuditRecord(WireModel):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Generic, Protocol, TypeVar
 
+from schemas.records import DeadLetter
+
 B_contra = TypeVar("B_contra", contravariant=True)
 
 
@@ -24,6 +26,23 @@ class ProgressSink(Sink[B_contra], Protocol):
 
     async def record_progress(self, progress: dict[tuple[str, int], int]) -> None: ...
 
+    async def set_aside(self, letter: DeadLetter, progress: dict[tuple[str, int], int]) -> None:
+        """Store a message's dead letter and ``progress`` past it, in one transaction."""
+        ...
+
 
 class SinkUnavailable(RuntimeError):
     """The destination cannot take writes now; the caller retries the same batch later."""
+
+
+# SQLSTATE classes that are the data's own fault, not the database's: a data exception
+# (22: a value out of range, too long, a NUL in text), an integrity violation (23) and a
+# program limit (54: an index row too large). psycopg files 54 under OperationalError,
+# beside a lost connection, so the class is what tells them apart.
+DATA_SQLSTATES = ("22", "23", "54")
+
+
+def caused_by_data(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database refusing a value rather than being unavailable."""
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(state, str) and state.startswith(DATA_SQLSTATES)

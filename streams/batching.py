@@ -1,10 +1,25 @@
-"""Running one agent batch so that an ack always means the batch is done.
+"""Running one agent batch so that one message can never stop a partition.
 
-Faust's ``take_events`` acks a batch in a ``finally`` block, so a batch whose processing
-raised or was cancelled (shutdown, rebalance) would be acked, and its offsets committed,
-half done. Each batch therefore runs as its own task: a cancelled agent waits for it to
-finish; a batch that cannot finish ends the process at once, without committing, which
-is no worse than a SIGKILL: the batch is redelivered and the idempotent sinks absorb it.
+**Finished before acked.** Faust's ``take_events`` acks a batch in a ``finally`` block,
+so a batch whose processing was cancelled (shutdown, rebalance) would be acked, and its
+offsets committed, half done. Each batch therefore runs as its own task: a cancelled
+agent waits for it to finish; a batch that cannot finish during the stop ends the process
+at once, without committing, which is no worse than a SIGKILL: the batch is redelivered
+and the idempotent sinks absorb it.
+
+**Infrastructure errors hold the batch; everything else is one message's.** Whatever
+fails a batch is sorted in one place (``infrastructure``):
+
+- a service away (PostgreSQL, Kafka), a serialization failure or deadlock, a race on a
+  business key with another worker, or a deployment fault (a missing table or function,
+  a refused privilege): the batch is run again, with backoff, for as long as it takes.
+  Nothing is dropped and nothing is skipped.
+- anything else (a bug a message reaches, a value PostgreSQL refuses, an output Kafka
+  refuses as too large): the batch is split in halves, each run on its own, until the
+  message that fails alone is found. That message is tried ``MESSAGE_TRIES`` times and
+  then set aside: dead-lettered with reason ``processing_error`` (or ``invalid`` when
+  PostgreSQL refused its data), the error kept for an operator, a log line and the dead
+  letter counter. Every other message of the batch is decided as usual, in order.
 """
 
 from __future__ import annotations
@@ -12,16 +27,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
-from sinks.base import SinkUnavailable
+from sinks.base import DATA_SQLSTATES, SinkUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EXIT_BATCH_FAILED = 70
 FINISH_ON_CANCEL_SECONDS = 30.0
+MESSAGE_TRIES = 3
+MAX_BACKOFF_SECONDS = 5.0
+
+UNIQUE_VIOLATION = "23505"
+# SQLSTATE classes that say the database, not the data, is in the way: connection (08),
+# transaction rollback: serialization failure, deadlock (40), the server's resources (53),
+# an operator's intervention or a cancelled statement (57), a system error (58), an
+# internal error (XX), and the deployment: a missing relation or function, a refused
+# privilege (42), an invalid schema (3F), refused credentials (28). Classes 22 (data
+# exception), 23 (integrity) and 54 (a program limit, e.g. an index row too large) are
+# the data's own fault.
+INFRASTRUCTURE_SQLSTATES = ("08", "40", "53", "57", "58", "XX", "42", "3F", "28")
+
+Process = Callable[[list[Any]], Awaitable[None]]
+SetAside = Callable[[Any, BaseException, str], Awaitable[None]]
 
 
 def _die(code: int, what: str) -> None:
@@ -30,51 +60,151 @@ def _die(code: int, what: str) -> None:
     os._exit(code)
 
 
-UNIQUE_VIOLATION = "23505"
-RACE_RETRIES = 3
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    state = getattr(exc, "sqlstate", None)
+    return state if isinstance(state, str) else None
 
 
 def raced(exc: BaseException) -> bool:
     """Whether ``exc`` is PostgreSQL refusing a row another transaction has just stored
     under the same key: during a rebalance, two workers can hold the same positions for a
     moment, and the second one's transaction (rolled back whole) lost the race."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if getattr(seen, "sqlstate", None) == UNIQUE_VIOLATION:
-            return True
-        seen = seen.__cause__ or seen.__context__
+    return any(_sqlstate(e) == UNIQUE_VIOLATION for e in _chain(exc))
+
+
+def _retriable_kafka(exc: BaseException) -> bool:
+    # aiokafka's errors carry ``retriable`` as a class attribute; confluent-kafka's
+    # KafkaException carries a KafkaError whose ``retriable()`` and ``code()`` are methods.
+    flag = getattr(exc, "retriable", None)
+    if isinstance(flag, bool):
+        return flag
+    for arg in getattr(exc, "args", ())[:1]:
+        retriable, code = getattr(arg, "retriable", None), getattr(arg, "code", None)
+        if callable(retriable) and callable(code):
+            return bool(retriable()) or code() in _KAFKA_AWAY
     return False
+
+
+# librdkafka's codes for "the cluster is not there" (transport, all brokers down, timed out).
+_KAFKA_AWAY = frozenset({-195, -187, -185})
+
+
+def infrastructure(exc: BaseException) -> bool:
+    """Whether ``exc`` says a service is away (run the batch again), not that a message is bad."""
+    for e in _chain(exc):
+        if isinstance(e, SinkUnavailable | ConnectionError | TimeoutError):
+            return True
+        state = _sqlstate(e)
+        if state is not None:
+            if state.startswith(INFRASTRUCTURE_SQLSTATES):
+                return True
+            if state.startswith(DATA_SQLSTATES):
+                return False
+        if _retriable_kafka(e):
+            return True
+    return False
+
+
+def refused_data(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a value (too long, out of range, a NUL...)."""
+    states = [_sqlstate(e) for e in _chain(exc)]
+    return any(
+        s is not None and s != UNIQUE_VIOLATION and s.startswith(DATA_SQLSTATES) for s in states
+    )
+
+
+def describe(exc: BaseException, limit: int = 500) -> str:
+    """A short, printable account of ``exc`` for a dead letter (no control characters)."""
+    text = f"{type(exc).__name__}: {exc}"
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+async def hold_until_available(call: Callable[[], Awaitable[T]]) -> T:
+    """``call`` until it returns or fails for a reason that is not infrastructure's.
+
+    A race on a business key is run again at once, a few times; a service away, with
+    backoff, for as long as it takes."""
+    delay, races = 0.1, 0
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if raced(exc) and races < MESSAGE_TRIES:
+                races += 1
+                log.warning("batch lost a race to another worker (%s); running it again", exc)
+                continue
+            if raced(exc) or not infrastructure(exc):
+                raise
+            log.warning("batch held back, retrying in %.1fs: %s", delay, describe(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+
+
+async def isolate(events: Sequence[Any], process: Process, set_aside: SetAside) -> None:
+    """Process ``events``; a failure that is no service's is narrowed down to its message.
+
+    The batch runs whole first (the fast path). If it fails for a reason of its own, its
+    halves run in order, each the same way, so the messages before and after a bad one
+    are decided as usual; a single message that fails ``MESSAGE_TRIES`` times (once, if
+    PostgreSQL refused its data) is handed to ``set_aside``.
+    """
+    tries = 0
+    while True:
+        try:
+            await hold_until_available(lambda: process(list(events)))
+            return
+        except Exception as exc:
+            if len(events) > 1:
+                log.warning("a batch of %d failed (%s); splitting it to find the message",
+                            len(events), describe(exc))  # fmt: skip
+                middle = len(events) // 2
+                await isolate(events[:middle], process, set_aside)
+                await isolate(events[middle:], process, set_aside)
+                return
+            tries += 1
+            data = refused_data(exc)
+            if data or tries >= MESSAGE_TRIES:
+                log.error("setting a message aside after %d tries", tries, exc_info=exc)
+                await set_aside(events[0], exc, "invalid" if data else "processing_error")
+                return
+            log.warning("a message failed (try %d of %d): %s", tries, MESSAGE_TRIES,
+                        describe(exc))  # fmt: skip
 
 
 async def run_batch(batch: Callable[[], Awaitable[T]]) -> T:
     """Run ``batch`` to completion whatever happens to the calling task.
 
-    A batch that lost a race on a business key to another worker runs again (its
-    transaction was rolled back; run again, it finds what the other stored and answers
-    with that, as a redelivery would); any other failure ends the process."""
-    attempt = 0
-    while True:
-        task: asyncio.Task[T] = asyncio.ensure_future(batch())
+    A cancelled caller waits for the batch to finish; a batch that cannot finish within
+    ``FINISH_ON_CANCEL_SECONDS`` of the cancel ends the process without committing. A
+    batch that raises ends the process too: pass a batch that cannot raise (``isolate``).
+    """
+    task: asyncio.Task[T] = asyncio.ensure_future(batch())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
         try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), FINISH_ON_CANCEL_SECONDS)
-            except BaseException:
-                _die(EXIT_BATCH_FAILED, "a batch could not finish during shutdown")
-            raise
-        except Exception as exc:
-            if attempt < RACE_RETRIES and raced(exc):
-                attempt += 1
-                log.warning("batch lost a race to another worker (%s); running it again", exc)
-                continue
-            log.exception("batch failed")
-            _die(EXIT_BATCH_FAILED, "a batch failed")
-            raise  # unreachable: _die exits
+            await asyncio.wait_for(asyncio.shield(task), FINISH_ON_CANCEL_SECONDS)
+        except BaseException:
+            _die(EXIT_BATCH_FAILED, "a batch could not finish during shutdown")
+        raise
+    except Exception:
+        log.exception("batch failed")
+        _die(EXIT_BATCH_FAILED, "a batch failed")
+        raise  # unreachable: _die exits
 
 
 async def until_available(
-    call: Callable[[], Awaitable[T]], *, what: str, max_delay: float = 5.0
+    call: Callable[[], Awaitable[T]], *, what: str, max_delay: float = MAX_BACKOFF_SECONDS
 ) -> T:
     """Retry ``call`` while its destination is unavailable, backing off up to ``max_delay``."""
     delay = 0.1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import logging
@@ -15,7 +14,7 @@ from faust.streams import _current_event
 from pydantic import TypeAdapter
 
 from schemas.decode import DecodeFailure, decode
-from schemas.records import DeadLetter, SourcePosition
+from schemas.records import MAX_LETTER_KEY_BYTES, DeadLetter, SourcePosition
 from streams import metrics
 from streams.gaps import advance
 
@@ -76,18 +75,10 @@ def position(event: Any) -> SourcePosition:
 
 
 def dead_letter(event: Any, reason: str, error: str) -> DeadLetter:
-    """The dead-letter record for ``event``: its exact bytes, position and the error."""
+    """The dead-letter record for ``event``: its bytes, position and the error."""
     msg = event.message
-    key = msg.key
     value = msg.value if msg.value is not None else b""
-    return DeadLetter(
-        source=position(event),
-        key_base64=base64.b64encode(key).decode() if key is not None else None,
-        value_base64=base64.b64encode(value).decode(),
-        reason=reason,
-        error=error,
-        dead_lettered_at=datetime.now(UTC),
-    )
+    return DeadLetter.of(position(event), msg.key, value, reason, error, datetime.now(UTC))
 
 
 def decode_all(
@@ -125,4 +116,7 @@ def letter_records(letters: Letters) -> list[tuple[bytes | None, bytes]]:
     """Dead letters as records to publish, under their original keys (and counted)."""
     if letters:
         metrics.count_dead_letters((letter.source.topic, letter.reason) for _, letter in letters)
-    return [(key, letter.model_dump_json().encode()) for key, letter in letters]
+    return [
+        (None if key is None else key[:MAX_LETTER_KEY_BYTES], letter.model_dump_json().encode())
+        for key, letter in letters
+    ]

@@ -30,9 +30,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from croupier.settings import Settings
+from schemas.records import DeadLetter
 from streams import metrics
-from streams.batching import run_batch, until_available
-from streams.context import app_timer, in_partition_of
+from streams.batching import (
+    describe,
+    hold_until_available,
+    isolate,
+    run_batch,
+    until_available,
+)
+from streams.context import app_timer, dead_letter, in_partition_of, letter_records, publish
 from streams.gaps import (
     Positions,
     by_partition,
@@ -58,10 +65,22 @@ class Tracked(Protocol):
 
     async def record_progress(self, progress: dict[tuple[str, int], int]) -> None: ...
 
+    async def set_aside(self, letter: DeadLetter, progress: dict[tuple[str, int], int]) -> None:
+        """Store ``letter`` and ``progress`` (past its message) in one transaction."""
+        ...
+
 
 def follows(done: int | None, offsets: list[int]) -> bool:
     """Whether ``offsets`` continue exactly from ``done`` (the next offset), with no hole."""
     return done is not None and sorted(offsets) == list(range(done, done + len(offsets)))
+
+
+class Lifecycle(Protocol):
+    """A sink that opens and closes."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class SinkTurns:
@@ -72,7 +91,7 @@ class SinkTurns:
     open, and the agent closes the sink between turns, never under a repair's batch.
     """
 
-    def __init__(self, sink: Tracked) -> None:
+    def __init__(self, sink: Lifecycle) -> None:
         self.sink = sink
         self.lock = asyncio.Lock()
         self.open = False
@@ -111,14 +130,30 @@ def declare_flow(
     # there with no hole cannot have skipped anything, so PostgreSQL is not asked.
     finished: dict[int, int] = {}
 
+    dead_letters = settings.topic("dead-letters")
+
+    async def set_aside(event: Any, exc: BaseException, reason: str) -> None:
+        """Dead-letter a message its flow cannot get past, and move its partition on."""
+        letter = dead_letter(event, reason, describe(exc))
+        msg = event.message
+        log.error("%s[%d]@%d set aside as %s: %s", msg.topic, msg.partition, msg.offset,
+                  reason, letter.error)  # fmt: skip
+        progress = {(msg.topic, msg.partition): msg.offset + 1}
+        await until_available(lambda: sink.set_aside(letter, progress), what="PostgreSQL")
+        await hold_until_available(
+            lambda: publish(app, dead_letters, letter_records([(msg.key, letter)]))
+        )
+        await hold_until_available(app.producer.flush)
+
     async def complete(events: list[Any]) -> None:
         events = unique_positions(events)
         offsets = by_partition(events)
         if not all(follows(finished.get(p), have) for p, have in offsets.items()):
-            events = await fill_gaps(
-                events, sink=sink, bootstrap=settings.kafka_bootstrap_servers, topic=source_topic
+            bootstrap = settings.kafka_bootstrap_servers
+            events = await hold_until_available(
+                lambda: fill_gaps(events, sink=sink, bootstrap=bootstrap, topic=source_topic)
             )
-        await process(events)
+        await isolate(events, process, set_aside)
         for partition, have in by_partition(events).items():
             finished[partition] = max(have) + 1
 

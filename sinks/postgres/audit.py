@@ -123,7 +123,9 @@ def dead_letter_record(letter: DeadLetter) -> AuditRecord:
         recorded_at=letter.dead_lettered_at,
         before=None,
         after={"reason": letter.reason, "error": letter.error, "key_base64": letter.key_base64,
-               "value_base64": letter.value_base64},
+               "value_base64": letter.value_base64,
+               **({"value_size": letter.value_size, "value_sha256": letter.value_sha256,
+                   "key_size": letter.key_size} if letter.truncated else {})},
     )  # fmt: skip
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from schemas.outbound import ReasonCode
 from schemas.players import PlayerState
 from schemas.records import AuditRecord, DeadLetter, SourcePosition
-from sinks.base import SinkUnavailable
+from sinks.base import SinkUnavailable, caused_by_data
 
 _PROGRESS_SQL = """
 INSERT INTO consumer_progress (consumer_group, topic, partition, next_offset)
@@ -36,9 +35,8 @@ STATE_COLUMNS = (
 
 
 def dead_letter_params(dl: DeadLetter) -> tuple[object, ...]:
-    key = base64.b64decode(dl.key_base64) if dl.key_base64 is not None else None
     src = dl.source
-    return (src.topic, src.partition, src.offset, key, dl.value, dl.reason, dl.error,
+    return (src.topic, src.partition, src.offset, dl.key, dl.value, dl.reason, dl.error,
             dl.dead_lettered_at)  # fmt: skip
 
 
@@ -46,13 +44,8 @@ def conflict_letter(
     source: SourcePosition, key: bytes | None, value: bytes, error: str
 ) -> DeadLetter:
     """The dead letter for a business id reused with other content."""
-    return DeadLetter(
-        source=source,
-        key_base64=base64.b64encode(key).decode() if key is not None else None,
-        value_base64=base64.b64encode(value).decode(),
-        reason=ReasonCode.DUPLICATE_CONFLICT.value,
-        error=error,
-        dead_lettered_at=datetime.now(UTC),
+    return DeadLetter.of(
+        source, key, value, ReasonCode.DUPLICATE_CONFLICT.value, error, datetime.now(UTC)
     )
 
 
@@ -86,6 +79,8 @@ class PgSink:
             async with self._pool.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
+            if caused_by_data(exc):  # e.g. an index row too large: the data, not the server
+                raise
             msg = f"PostgreSQL unavailable: {exc}"
             raise SinkUnavailable(msg) from exc
 
@@ -99,6 +94,18 @@ class PgSink:
 
         async with self.transaction() as conn:
             await store_dead_letters(conn, letters)
+
+    async def set_aside(self, letter: DeadLetter, progress: dict[tuple[str, int], int]) -> None:
+        """Store a message's dead letter and move its partition past it, in one transaction."""
+        from sinks.postgres.audit import store_dead_letters
+
+        async with self.transaction() as conn:
+            await store_dead_letters(conn, [letter])
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    _PROGRESS_SQL,
+                    [(self.consumer_group, t, p, o) for (t, p), o in progress.items()],
+                )
 
     async def record_audit(self, records: list[AuditRecord]) -> None:
         """Append audit records for state kept elsewhere; a replay's records are skipped."""
