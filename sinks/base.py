@@ -43,6 +43,13 @@ DATA_SQLSTATES = ("22", "23", "54")
 
 
 def caused_by_data(exc: BaseException) -> bool:
-    """Whether ``exc`` is a database refusing a value rather than being unavailable."""
+    """Whether ``exc`` is a database refusing a value rather than being unavailable.
+
+    psycopg refuses some values before they reach the server (a NUL in text): a
+    ``DataError`` with no SQLSTATE, the data's fault all the same."""
+    import psycopg  # the adapters' driver; imported here so the contract stays light
+
     state = getattr(exc, "sqlstate", None)
-    return isinstance(state, str) and state.startswith(DATA_SQLSTATES)
+    if isinstance(state, str):
+        return state.startswith(DATA_SQLSTATES)
+    return isinstance(exc, psycopg.DataError)

@@ -30,7 +30,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from sinks.base import DATA_SQLSTATES, SinkUnavailable
+from sinks.base import DATA_SQLSTATES, SinkUnavailable, caused_by_data
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -116,10 +116,7 @@ def infrastructure(exc: BaseException) -> bool:
 
 def refused_data(exc: BaseException) -> bool:
     """Whether ``exc`` is PostgreSQL refusing a value (too long, out of range, a NUL...)."""
-    states = [_sqlstate(e) for e in _chain(exc)]
-    return any(
-        s is not None and s != UNIQUE_VIOLATION and s.startswith(DATA_SQLSTATES) for s in states
-    )
+    return any(_sqlstate(e) != UNIQUE_VIOLATION and caused_by_data(e) for e in _chain(exc))
 
 
 def describe(exc: BaseException, limit: int = 500) -> str:

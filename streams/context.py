@@ -78,7 +78,17 @@ def dead_letter(event: Any, reason: str, error: str) -> DeadLetter:
     """The dead-letter record for ``event``: its bytes, position and the error."""
     msg = event.message
     value = msg.value if msg.value is not None else b""
-    return DeadLetter.of(position(event), msg.key, value, reason, error, datetime.now(UTC))
+    where = SourcePosition(topic=msg.topic, partition=msg.partition, offset=msg.offset)
+    return DeadLetter.of(where, msg.key, value, reason, error, datetime.now(UTC))
+
+
+def decode_safely(adapter: TypeAdapter[T], raw: bytes | None) -> T | DecodeFailure:
+    """``decode``, and a failure of the decoder itself is the message's, not the batch's."""
+    try:
+        return decode(adapter, raw)
+    except Exception as exc:  # whatever the bytes do to the decoder
+        log.warning("the decoder failed on a message: %r", exc)
+        return DecodeFailure("invalid", f"could not be decoded: {type(exc).__name__}")
 
 
 def decode_all(
@@ -92,7 +102,7 @@ def decode_all(
     out: list[tuple[Any, T]] = []
     for event in events:
         advance(progress, event)
-        result = decode(adapter, event.message.value)
+        result = decode_safely(adapter, event.message.value)
         if isinstance(result, DecodeFailure):
             letters.append((event.message.key, dead_letter(event, result.reason, result.error)))
         else:

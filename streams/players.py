@@ -31,14 +31,21 @@ from typing import Any, Protocol
 from croupier.settings import Settings
 from rules.players import Rejected, Unchanged, apply_player_event
 from rules.policy import Policies
-from schemas.decode import DecodeFailure, decode
+from schemas.decode import DecodeFailure
 from schemas.players import PLAYER_EVENT, PlayerEvent, PlayerState, SessionEnded
 from schemas.records import AuditRecord, DeadLetter
 from sinks.base import ProgressSink
 from sinks.postgres.players import PlayerBatch, PlayerEventRow, SessionChange
 from streams import metrics
 from streams.batching import until_available
-from streams.context import dead_letter, in_partition_of, letter_records, position, publish
+from streams.context import (
+    dead_letter,
+    decode_safely,
+    in_partition_of,
+    letter_records,
+    position,
+    publish,
+)
 from streams.flow import declare_flow
 
 log = logging.getLogger(__name__)
@@ -62,7 +69,7 @@ Decoded = list[tuple[Any, PlayerEvent | DecodeFailure]]
 def decode_batch(events: list[Any]) -> Decoded:
     out: Decoded = []
     for event in events:
-        result = decode(PLAYER_EVENT, event.message.value)
+        result = decode_safely(PLAYER_EVENT, event.message.value)
         out.append((event, result))
     return out
 

@@ -177,12 +177,15 @@ def outcomes_and_decisions(
         done = progress(conn, settings, name)
         counts = _outcome_counts(conn, topic, _OUTCOME_TABLES[name])
         result = classify_outcomes(topic, needs, counts, done)
-        # A table-only odds message has its outcome in the odds table; none may also be
-        # dead-lettered (that would be two outcomes).
+        # A table-only odds message has its outcome in the odds table, or, when the flow
+        # refused it after decoding (a clock too far off, a message set aside), in its one
+        # dead letter: the table did not take it.
         result.inputs += len(table_only)
         for pos in table_only:
-            if counts.get(pos, 0) > 0:
-                result.several.append((pos, counts[pos] + 1))
+            if counts.get(pos, 0) > 1:
+                result.several.append((pos, counts[pos]))
+            elif counts.get(pos, 0) == 1:
+                result.decided += 1
             elif pos[1] >= done.get(pos[0], 0):
                 result.pending.append(pos)
             else:
@@ -200,7 +203,7 @@ def outcomes_and_decisions(
                 (topic,),
             )
         }
-        wanted = stored_letters & set(needs)
+        wanted = stored_letters & {*needs, *table_only}
         for p, o in sorted(wanted):
             if (topic, p, o) not in published_letters:
                 one.breach(f"{topic} {p}/{o}: dead letter stored, never published on dead-letters")

@@ -175,7 +175,8 @@ class CasinoSink(PgSink):
 
     async def _decide(self, conn: Any, batch: CasinoBatch, now: datetime) -> Answered:
         out = Answered(dead_letters=list(batch.dead_letters))
-        if not batch.inputs:
+        if not batch.inputs:  # only dead letters: stored all the same, with their records
+            await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
             return out
         fresh = await self._stored(conn, batch, out)
         guarded = await guard(conn, self.policies, [i.call.player_id for i in fresh], now)

@@ -97,7 +97,8 @@ class PaymentsSink(PgSink):
 
     async def _decide(self, conn: Any, batch: PaymentBatch, now: datetime) -> Decided:
         out = Decided(dead_letters=list(batch.dead_letters))
-        if not batch.inputs:
+        if not batch.inputs:  # only dead letters: stored all the same, with their records
+            await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
             return out
         stored = await stored_outputs(
             conn, "payment_events", "decision", [i.source for i in batch.inputs]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import psycopg
 import pytest
 
 from sinks.base import SinkUnavailable
@@ -131,6 +132,8 @@ def test_infrastructure_errors_are_told_from_a_message_s_own() -> None:
     assert not infrastructure(ValueError("a bug a message reaches"))
     assert refused_data(_DataError("x")) and refused_data(_ProgramLimit("x"))
     assert not refused_data(_UniqueViolation("race")) and not refused_data(ValueError())
+    # psycopg refuses a NUL in text before it reaches the server: no SQLSTATE, still data.
+    assert refused_data(psycopg.DataError("PostgreSQL text fields cannot contain NUL"))
 
 
 def test_describe_is_short_and_printable() -> None:
