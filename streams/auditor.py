@@ -125,6 +125,8 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
                         log.info("audit checkpoint %d signed %d chain heads", *signed)
             except (SinkUnavailable, psycopg.Error, KafkaException) as exc:
                 log.warning("auditor: %s; trying again", exc)
+            except Exception:  # a bug: logged whole, and the auditor stays up to try again
+                log.exception("auditor: a pass failed; trying again")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
     finally:
