@@ -32,11 +32,15 @@ def app_timer(app: Any, interval: float) -> Callable[[Tick], Any]:
     timer's exception crashes the worker: a graceful stop would exit 1. So a tick does
     nothing once the app is stopping, and one the stop interrupts ends with a log line.
     Nothing is lost: every tick's work waits in PostgreSQL (an outbox, a watch) for the
-    next tick, here or on the worker that comes next. A failure while the app is not
-    stopping still crashes the worker, as before.
+    next tick, here or on the worker that comes next. For the same reason a tick that
+    fails while the app runs is logged whole and counted (``croupier_timer_failures``),
+    and the next tick tries again: a crash would only come back on every start (a
+    session whose reality check cannot be sent would stop every worker in turn).
     """
 
     def declare(tick: Tick) -> Any:
+        failures = metrics.TIMER_FAILURES.labels(tick.__name__)
+
         @functools.wraps(tick)
         async def guarded() -> None:
             if app.should_stop:
@@ -44,9 +48,11 @@ def app_timer(app: Any, interval: float) -> Callable[[Tick], Any]:
             try:
                 await tick()
             except Exception as exc:
-                if not app.should_stop:
-                    raise
-                log.info("%s: interrupted by the stop: %r", tick.__name__, exc)
+                if app.should_stop:
+                    log.info("%s: interrupted by the stop: %r", tick.__name__, exc)
+                    return
+                failures.inc()
+                log.exception("%s: the tick failed; the next one tries again", tick.__name__)
 
         return app.timer(interval=interval)(guarded)
 

@@ -53,6 +53,11 @@ DEAD_LETTERS = Counter(
     "Dead letters published, by source topic and reason",
     ["topic", "reason"],
 )
+TIMER_FAILURES = Counter(
+    "croupier_timer_failures",
+    "Timer ticks that failed (logged whole; the next tick tries again), by timer",
+    ["timer"],
+)
 SINK_SECONDS = Histogram(
     "croupier_sink_batch_seconds",
     "Time of one batch's write to a sink (a PostgreSQL ledger transaction, the audit relay, "
