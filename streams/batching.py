@@ -160,22 +160,25 @@ async def isolate(events: Sequence[Any], process: Process, set_aside: SetAside) 
         try:
             await hold_until_available(lambda: process(list(events)))
             return
-        except Exception as exc:
-            if len(events) > 1:
-                log.warning("a batch of %d failed (%s); splitting it to find the message",
-                            len(events), describe(exc))  # fmt: skip
-                middle = len(events) // 2
-                await isolate(events[:middle], process, set_aside)
-                await isolate(events[middle:], process, set_aside)
-                return
-            tries += 1
-            data = refused_data(exc)
-            if data or tries >= MESSAGE_TRIES:
-                log.error("setting a message aside after %d tries", tries, exc_info=exc)
-                await set_aside(events[0], exc, "invalid" if data else "processing_error")
-                return
-            log.warning("a message failed (try %d of %d): %s", tries, MESSAGE_TRIES,
-                        describe(exc))  # fmt: skip
+        except Exception as exc:  # sorted below, outside this handler
+            failure = exc
+        # Outside the handler: what the halves raise must not chain to this failure (a
+        # PostgreSQL refusal here would make a bug there look like the data's fault).
+        if len(events) > 1:
+            log.warning("a batch of %d failed (%s); splitting it to find the message",
+                        len(events), describe(failure))  # fmt: skip
+            middle = len(events) // 2
+            await isolate(events[:middle], process, set_aside)
+            await isolate(events[middle:], process, set_aside)
+            return
+        tries += 1
+        data = refused_data(failure)
+        if data or tries >= MESSAGE_TRIES:
+            log.error("setting a message aside after %d tries", tries, exc_info=failure)
+            await set_aside(events[0], failure, "invalid" if data else "processing_error")
+            return
+        log.warning("a message failed (try %d of %d): %s", tries, MESSAGE_TRIES,
+                    describe(failure))  # fmt: skip
 
 
 async def run_batch(batch: Callable[[], Awaitable[T]]) -> T:

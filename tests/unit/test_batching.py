@@ -179,6 +179,24 @@ def test_a_message_postgresql_refuses_is_set_aside_as_invalid_after_one_try() ->
     assert [(e, r) for e, r, _ in flow.aside] == [(3, "invalid")]
 
 
+def test_a_bug_beside_a_refused_value_is_still_a_processing_error() -> None:
+    # The bug's message is found while the batch's first failure (PostgreSQL refusing the
+    # other message's value) is still around: it must not be taken for the data's fault.
+    async def process(events: list[int]) -> None:
+        if 1 in events:
+            raise _DataError("invalid byte sequence")
+        if 2 in events:
+            raise ValueError("a bug")
+
+    aside: list[tuple[int, str]] = []
+
+    async def set_aside(event: int, exc: BaseException, reason: str) -> None:
+        aside.append((event, reason))
+
+    asyncio.run(isolate([0, 1, 2, 3], process, set_aside))
+    assert aside == [(1, "invalid"), (2, "processing_error")]
+
+
 def test_a_failing_message_is_tried_a_bounded_number_of_times() -> None:
     flow = _Flow({0})
     asyncio.run(isolate([0], flow.process, flow.set_aside))
