@@ -30,6 +30,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from rules import ledger_keys
 from rules.casino import KnownTx, Round, Verdict, Wallet
 from rules.games import Catalogue
 from rules.policy import Policies
@@ -336,7 +337,8 @@ def _audit(
             **what, "status": verdict.status,
             "error": verdict.error.value if verdict.error else None,
             "moved": verdict.moves is not None,
-            "ledger_key": f"casino:{call.transaction_id}" if verdict.moves else None,
+            "ledger_key": ledger_keys.casino(call.type, call.transaction_id)
+                          if verdict.moves else None,
             "balance": str(after),
         },
     )  # fmt: skip

@@ -132,12 +132,12 @@ def test_every_wallet_rule_answered_and_retries_move_nothing(
                   "WHERE operation LIKE 'casino%%' AND status = 'applied' "
                   "ORDER BY txn_id")  # fmt: skip
     assert moved == [
-        ("casino:tx-1", "casino_debit", D("10.00")),
-        ("casino:tx-2", "casino_credit", D("25.00")),
-        ("casino:tx-4", "casino_debit", D("5.00")),
-        ("casino:tx-5", "casino_credit", D("0.00")),
-        ("casino:tx-9", "casino_debit", D("5.00")),
-        ("casino:tx-10", "casino_rollback", D("5.00")),
+        ("casino-debit:tx-1", "casino_debit", D("10.00")),
+        ("casino-credit:tx-2", "casino_credit", D("25.00")),
+        ("casino-debit:tx-4", "casino_debit", D("5.00")),
+        ("casino-credit:tx-5", "casino_credit", D("0.00")),
+        ("casino-debit:tx-9", "casino_debit", D("5.00")),
+        ("casino-rollback:tx-10", "casino_rollback", D("5.00")),
     ]
     cash = query(settings, "SELECT balance FROM ledger_accounts WHERE owner = %s AND kind = "
                  "'cash'", (p,))  # fmt: skip
@@ -159,7 +159,7 @@ def test_every_wallet_rule_answered_and_retries_move_nothing(
     assert len(trail) == 15
     first = json.loads(trail[0][2])
     assert first["before"]["balance"] == "100.00" and first["after"]["balance"] == "90.00"
-    assert first["after"]["ledger_key"] == "casino:tx-1" and first["after"]["moved"] is True
+    assert first["after"]["ledger_key"] == "casino-debit:tx-1" and first["after"]["moved"] is True
     refused = json.loads(trail[2][2])["after"]
     assert refused["error"] == "rollback_after_credit" and refused["moved"] is False
     audit_trail_holds(settings)
