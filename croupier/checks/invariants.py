@@ -6,8 +6,8 @@ per input (its *outcome*, keyed by the input's Kafka position):
 
 ``bets``      a ``bets`` row (decided), a ``bet_duplicates`` row (a producer's retry of a bet
               decided before), or a dead letter (undecodable; same id, other content)
-``payments``  a ``payment_events`` row (decided or duplicate), or a dead letter
-``casino``    a ``casino_calls`` row (decided, duplicate or conflict), or a dead letter
+``payments``  a ``payment_events`` row (decided, duplicate or retry), or a dead letter
+``casino``    a ``casino_calls`` row (decided, duplicate, conflict or retry), or a dead letter
 ``players``   a ``player_events`` row (applied or unchanged), or a dead letter
 ``odds``      settlement-kind messages a ``market_messages`` row, or a dead letter;
               ``odds_change``, ``bet_stop`` and ``alive`` only move the odds and feed-health
