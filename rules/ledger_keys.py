@@ -58,6 +58,11 @@ def key(kind: Kind, business_id: str) -> str:
     return f"{kind}:{business_id}"
 
 
+def prefix(kind: Kind) -> str:
+    """What every key of ``kind`` starts with (for SQL that joins keys to business ids)."""
+    return key(kind, "-").removesuffix("-")
+
+
 def split(idempotency_key: str) -> tuple[Kind, str]:
     """(kind, business id) of a key; ``InvalidKey`` when it is not one of ours."""
     kind, colon, business_id = idempotency_key.partition(":")
@@ -105,7 +110,7 @@ def settlement_id(bet_id: str, n: int) -> str:
 def settlements_of(bet_id: str) -> str:
     """The prefix every settlement key of ``bet_id`` starts with (for ``LIKE`` or
     ``startswith``; the rest is the step number)."""
-    return key("settlement", settlement_id(bet_id, 0)).removesuffix("0")
+    return prefix("settlement") + settlement_id(bet_id, 0).removesuffix("0")
 
 
 def casino_debit(transaction_id: str) -> str:

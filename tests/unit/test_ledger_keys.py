@@ -56,6 +56,7 @@ def test_kinds_hold_no_colon_and_keys_read_back() -> None:
     assert keys.business_id("bet:b-1", "settlement") is None
     assert keys.business_id("payment:p-1", "deposit") is None  # the old form is no key
     assert keys.settlements_of("b-1") == "settlement:b-1/"
+    assert keys.prefix("withdrawal-close") + "W1" == keys.withdrawal_close("W1")
     assert keys.settlement(keys.settlement_id("b-1", 3)) == "settlement:b-1/3"
     assert keys.casino("rollback", "t") == "casino-rollback:t"
     for bad in ("", "bet:", "nokind:x", "bet"):
