@@ -145,3 +145,18 @@ def test_closes_wait_for_their_withdrawal_and_keys_never_collide(
     assert query(settings, "SELECT count(*) FROM dead_letters") == [(0,)]
     ledger_reconciles(settings)
     audit_trail_holds(settings)
+
+
+def test_a_batch_of_only_undecodable_payments_stores_its_dead_letters(
+    settings: Settings, worker_factory: StartWorker
+) -> None:
+    worker = worker_factory(settings)
+    worker.wait_ready()
+    produce(settings, "payments", [("p-1", b"not json")])
+    wait_for(lambda: done(settings, "payments") == 1, timeout=60, what="the bad payment")
+    assert query(settings, "SELECT reason FROM dead_letters WHERE source_topic = %s",
+                 (settings.topic("payments"),)) == [("malformed_json",)]  # fmt: skip
+    produce(settings, "casino", [("p-1", b"{}")])
+    wait_for(lambda: done(settings, "casino") == 1, timeout=60, what="the bad casino call")
+    assert query(settings, "SELECT reason FROM dead_letters WHERE source_topic = %s",
+                 (settings.topic("casino"),)) == [("invalid",)]  # fmt: skip
