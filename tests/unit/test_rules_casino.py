@@ -6,6 +6,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from rules.casino import Verdict, Wallet
 from schemas.casino import CASINO_CALL, CasinoCall, Debit
 from schemas.outbound import ReasonCode
@@ -150,3 +153,33 @@ def test_a_rollback_in_another_currency_than_its_debit_is_invalid() -> None:
     assert play(call("rollback", "t3", reference_transaction_id="t1", amount="2.00")) == (
         "ok:10.00"
     )
+
+
+calls = st.tuples(
+    st.sampled_from(["debit", "credit", "rollback"]), st.sampled_from(["t1", "t2", "t3"]),
+    st.sampled_from(["p-1", "p-2"]), st.sampled_from(["t1", "t2", "t3"]),
+    st.sampled_from(["r-1", "r-2"]),
+)  # fmt: skip
+
+
+@given(st.lists(calls, max_size=20))
+def test_no_player_blocks_another_and_a_retry_later_never_sticks(
+    items: list[tuple[str, str, str, str, str]],
+) -> None:
+    wallet = Wallet({"p-1": D("10.00"), "p-2": D("10.00")})
+    named: set[tuple[str, str]] = set()  # (debit id, player) a rollback of that player named
+    for kind, tx, player, ref, rnd in items:
+        extra = {"reference_transaction_id": ref} if kind == "rollback" else {}
+        if kind == "rollback" and ref == tx:
+            continue  # the wire contract refuses a rollback of itself
+        c = call(kind, tx, rnd, player_id=player, **extra)
+        before = dict(wallet.known)
+        v = wallet.decide(c, c.model_dump_json(exclude={"timestamp"}), AT, protection=allow,
+                          certified=allow)  # fmt: skip
+        if v.error is ReasonCode.TRANSACTION_ROLLED_BACK:
+            assert (tx, player) in named
+        if v.error is ReasonCode.RETRY_LATER:
+            assert kind == "credit" and wallet.known == before
+        if kind == "rollback" and v.status == "ok" and v.duplicate_of is None:
+            named.add((ref, player))
+        assert all(b >= 0 for b in wallet.balances.values())

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from rules.payments import Book, Prior, phase_of, request_hash
 from schemas.outbound import ReasonCode
 from schemas.payments import PAYMENT_EVENT, Deposit, PaymentEvent, Withdrawal
@@ -101,3 +104,48 @@ def test_the_request_hash_ignores_the_timestamp_only() -> None:
     assert request_hash(a) == request_hash(event("deposit", "P1", at="2027-01-01T00:00:00Z"))
     assert request_hash(a) != request_hash(event("deposit", "P1", amount="10.01"))
     assert phase_of(a) == "open" and phase_of(event("withdrawal_failed", "P1")) == "close"
+
+
+KINDS = ["deposit", "withdrawal", "withdrawal_completed", "withdrawal_failed"]
+events = st.tuples(
+    st.sampled_from(KINDS), st.sampled_from(["P1", "P2", "P1:close"]),
+    st.sampled_from(["p-1", "p-2"]), st.sampled_from(["5.00", "6.00"]), st.booleans(),
+)  # fmt: skip
+
+
+@given(st.lists(events, max_size=25), st.randoms(use_true_random=False))
+def test_each_phase_of_a_payment_id_is_decided_once_whatever_the_order(
+    items: list[tuple[str, str, str, str, bool]], rng: Any
+) -> None:
+    book = Book()
+    first: dict[tuple[str, str], tuple[str, str]] = {}  # (id, phase) -> (hash, decision)
+    for kind, pid, player, amount, refused in items:
+        ev = event(kind, pid, player, amount)
+        hashed = request_hash(ev)
+        key = (pid, phase_of(ev))
+        before = dict(book.known)
+        v = book.decide(ev, hashed, excluded if refused else allow)
+        if key in first:
+            # Decided before: the same content repeats that decision, other content conflicts.
+            assert v.kind == ("repeat" if first[key][0] == hashed else "conflict")
+            if v.kind == "repeat":
+                assert v.prior is not None and v.prior.decision == first[key][1]
+            assert book.known == before
+            continue
+        if v.kind == "answer":  # does not stick: nothing remembered
+            assert book.known == before and v.reason in (ReasonCode.RETRY_LATER,
+                                                         ReasonCode.INVALID)  # fmt: skip
+            opened = book.known.get((pid, "open"))
+            assert (opened is None) == (v.reason is ReasonCode.RETRY_LATER)
+            continue
+        assert v.kind in ("move", "refuse")
+        if v.kind == "move" and phase_of(ev) == "close":
+            opened = book.known[(pid, "open")]
+            assert opened.type == "withdrawal" and opened.player_id == player
+            assert opened.status != "rejected"
+        decision = f"{pid}/{kind}/{len(first)}"
+        if v.kind == "move":
+            book.settle(ev, accepted=rng.random() < 0.8, decision=decision)
+        else:
+            book.answered(ev, decision)
+        first[key] = (hashed, decision)
