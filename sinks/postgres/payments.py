@@ -94,8 +94,10 @@ async def priors(conn: Any, payment_ids: list[str]) -> Book:
 
 class PaymentsSink(PgSink):
     """Payments through the ledger, each deposit and withdrawal request asking player
-    protection first, in the same transaction (``sinks/postgres/protection.py``); the rules
-    are ``rules/payments.py``, this sink loads, locks and writes."""
+    protection first, in the same transaction (``sinks/postgres/protection.py``). The rules
+    are ``rules/payments.py``; this sink loads what they need, posts and writes. Two workers
+    deciding one payment id at once collide on ``payment_decisions``' key: the loser's
+    transaction is retried and finds the winner's decision."""
 
     def __init__(
         self,
