@@ -99,7 +99,7 @@ TEMPLATES = [
         "type": "debit", "player_id": "p-7", "round_id": "r", "game_id": "croupier-dice",
         "amount": "1.00", "currency": "EUR", "reference_transaction_id": None,
         "rng_build": None, "request_hash": "0" * 64, "status": "ok", "error": None,
-        "moved": True, "ledger_key": "casino:x", "balance": "9.00"},
+        "moved": True, "ledger_key": "casino-debit:x", "balance": "9.00"},
         before={"balance": "10.00", "currency": "EUR"})] * 2,
     _template("odds", "odds.changed", {"producer": "live", "markets": {"1x2": {
         "status": "active", "odds": {"home": "2.10", "draw": "3.40", "away": "3.60"},

@@ -18,16 +18,21 @@ promises:
   the game must hold a valid certification for the player's jurisdiction);
   ``insufficient_funds``, answered with the current balance.
 * **Credit** pays a win (zero closes a lost round) and is never refused for protection
-  reasons: money owed is paid. Refused only when it cannot be matched: ``unknown_round``
-  (no debit was ever taken in the round), ``invalid`` (another player or currency), or
-  ``round_closed``. ``round_closed: true`` on a credit closes the round.
+  reasons: money owed is paid. Refused when it cannot be matched: ``invalid`` (another
+  player or currency) or ``round_closed``. ``round_closed: true`` on a credit closes the
+  round. A credit for a round in which no debit was taken (yet) is answered
+  ``retry_later`` and **not** stored as the transaction's answer: the debit may still be on
+  its way, and the aggregator's retry is decided on its merits.
 * **Rollback** undoes a debit named by ``reference_transaction_id`` and is never refused for
-  protection reasons either. A rollback of a debit Croupier never saw is recorded and
-  answered ``ok`` with nothing moved, so the debit, should it arrive late, is refused. A
-  rollback of a refused debit, or of one already rolled back, moves nothing and is ``ok``.
-  A rollback once the round has been credited is refused ``rollback_after_credit`` (the
-  win would stay paid on a stake given back); one whose amount or player differs from the
-  debit's is ``invalid``.
+  protection reasons either. A rollback of a debit Croupier never saw is recorded (a
+  tombstone, the player's) and answered ``ok`` with nothing moved, so that player's
+  debit, should it arrive late, is refused; another player's debit with that id is not
+  (no player can block another's). A rollback of a refused debit, or of one already
+  rolled back, moves nothing and is ``ok``. A rollback once the round has been credited is
+  refused ``rollback_after_credit`` (the win would stay paid on a stake given back); one
+  whose amount, currency or player differs from the debit's is ``invalid``.
+* **Answers that do not stick** (``retry_later``) are answered for that call only: nothing
+  is remembered for its transaction id, nothing moves.
 
 This module keeps the state of one batch's calls in memory (``Wallet``), so a batch can
 be decided in order, call after call, and then written in one database transaction. It
@@ -63,6 +68,7 @@ class KnownTx:
     moved: bool
     reference: str | None = None
     answer: str | None = None  # the JSON first answered, once known
+    currency: str = ""  # the call's currency
 
 
 @dataclass
@@ -92,6 +98,11 @@ class Verdict:
     def conflict(self) -> bool:
         return self.error is ReasonCode.DUPLICATE_CONFLICT
 
+    @property
+    def sticks(self) -> bool:
+        """Whether this is the transaction id's answer (stored, answered to every retry)."""
+        return self.error is not ReasonCode.RETRY_LATER and not self.conflict
+
 
 def _refused(reason: ReasonCode, detail: str) -> Verdict:
     return Verdict("rejected", reason, detail)
@@ -109,8 +120,9 @@ class Wallet:
     balances: dict[str, Decimal]
     known: dict[str, KnownTx] = field(default_factory=dict)
     rounds: dict[str, Round] = field(default_factory=dict)
-    # debit id -> the rollback that named it (stored or decided in this batch)
-    rollbacks: dict[str, KnownTx] = field(default_factory=dict)
+    # (debit id, player id) -> the player's rollback that named it (stored or decided in
+    # this batch): a tombstone blocks its own player's late debit, no one else's
+    rollbacks: dict[tuple[str, str], KnownTx] = field(default_factory=dict)
 
     def balance(self, player_id: str) -> Decimal:
         return self.balances.get(player_id, Decimal(0))
@@ -141,7 +153,8 @@ class Wallet:
                 verdict = self._credit(call)
             case Rollback():
                 verdict = self._rollback(call)
-        self._remember(call, request_hash, verdict)
+        if verdict.sticks:
+            self._remember(call, request_hash, verdict)
         return verdict
 
     # -- the three calls ------------------------------------------------------------------
@@ -152,10 +165,11 @@ class Wallet:
         refused = protection(call)
         if refused is not None:
             return _refused(refused, "player protection")
-        if call.transaction_id in self.rollbacks:
+        tombstone = self.rollbacks.get((call.transaction_id, call.player_id))
+        if tombstone is not None:
             return _refused(
                 ReasonCode.TRANSACTION_ROLLED_BACK,
-                f"rollback {self.rollbacks[call.transaction_id].transaction_id} came first",
+                f"rollback {tombstone.transaction_id} came first",
             )
         rnd = self.rounds.get(call.round_id)
         if rnd is not None:
@@ -185,7 +199,10 @@ class Wallet:
     def _credit(self, call: Credit) -> Verdict:
         rnd = self.rounds.get(call.round_id)
         if rnd is None:
-            return _refused(ReasonCode.UNKNOWN_ROUND, f"no debit was taken in {call.round_id}")
+            return _refused(
+                ReasonCode.RETRY_LATER,
+                f"no debit taken in {call.round_id} yet: retry once its debit is answered",
+            )
         if (rnd.player_id, rnd.currency) != (call.player_id, call.currency):
             return _refused(
                 ReasonCode.INVALID, f"round {call.round_id} is {rnd.player_id}'s in {rnd.currency}"
@@ -207,12 +224,15 @@ class Wallet:
                 ReasonCode.INVALID,
                 f"{call.reference_transaction_id} is a {debit.type}, not a debit",
             )
-        if debit.player_id != call.player_id or debit.amount != call.amount:
+        if (debit.player_id, debit.amount, debit.currency or call.currency) != (
+            call.player_id, call.amount, call.currency
+        ):  # fmt: skip
             return _refused(
                 ReasonCode.INVALID,
-                f"{call.reference_transaction_id} was {debit.player_id}'s debit of {debit.amount}",
+                f"{call.reference_transaction_id} was {debit.player_id}'s debit of "
+                f"{debit.amount} {debit.currency}",
             )
-        if not debit.moved or call.reference_transaction_id in self.rollbacks:
+        if not debit.moved or (call.reference_transaction_id, call.player_id) in self.rollbacks:
             return Verdict("ok", detail="nothing to give back")
         rnd = self.rounds.get(debit.round_id)
         if rnd is not None and rnd.credited:
@@ -227,7 +247,8 @@ class Wallet:
             call.transaction_id, call.type, call.player_id, call.round_id, call.amount,
             request_hash, verdict.status, moved=verdict.moves is not None,
             reference=call.reference_transaction_id if isinstance(call, Rollback) else None,
+            currency=call.currency,
         )  # fmt: skip
         self.known[call.transaction_id] = tx
         if isinstance(call, Rollback) and verdict.status == "ok":
-            self.rollbacks.setdefault(call.reference_transaction_id, tx)
+            self.rollbacks.setdefault((call.reference_transaction_id, call.player_id), tx)

@@ -6,8 +6,8 @@ per input (its *outcome*, keyed by the input's Kafka position):
 
 ``bets``      a ``bets`` row (decided), a ``bet_duplicates`` row (a producer's retry of a bet
               decided before), or a dead letter (undecodable; same id, other content)
-``payments``  a ``payment_events`` row (decided or duplicate), or a dead letter
-``casino``    a ``casino_calls`` row (decided, duplicate or conflict), or a dead letter
+``payments``  a ``payment_events`` row (decided, duplicate or retry), or a dead letter
+``casino``    a ``casino_calls`` row (decided, duplicate, conflict or retry), or a dead letter
 ``players``   a ``player_events`` row (applied or unchanged), or a dead letter
 ``odds``      settlement-kind messages a ``market_messages`` row, or a dead letter;
               ``odds_change``, ``bet_stop`` and ``alive`` only move the odds and feed-health
@@ -38,6 +38,7 @@ from croupier.checks import (
 )
 from croupier.checks.kafka import ends, scan
 from croupier.settings import Settings
+from rules import ledger_keys
 from topologies.topics import INBOUND
 
 _OUTCOME_TABLES = {
@@ -245,7 +246,7 @@ def outcomes_and_decisions(
 
 _STAKES_SQL = """
 SELECT b.bet_id, b.status, b.stake, t.operation, t.status, t.amount
-  FROM bets b LEFT JOIN ledger_transactions t ON t.idempotency_key = 'bet:' || b.bet_id
+  FROM bets b LEFT JOIN ledger_transactions t ON t.idempotency_key = %(bet)s || b.bet_id
  WHERE b.bet_id LIKE %(like)s
    AND ((b.status <> 'rejected' AND (t.txn_id IS NULL OR t.status <> 'applied'
                                      OR t.operation <> 'stake' OR t.amount <> b.stake))
@@ -254,7 +255,7 @@ SELECT b.bet_id, b.status, b.stake, t.operation, t.status, t.amount
 
 _ORPHAN_STAKES_SQL = """
 SELECT t.idempotency_key, t.amount, t.currency
-  FROM ledger_transactions t LEFT JOIN bets b ON t.idempotency_key = 'bet:' || b.bet_id
+  FROM ledger_transactions t LEFT JOIN bets b ON t.idempotency_key = %(bet)s || b.bet_id
  WHERE t.operation = 'stake' AND t.status = 'applied' AND b.bet_id IS NULL
    AND t.player_id LIKE %(like)s
  LIMIT 1000"""
@@ -262,7 +263,8 @@ SELECT t.idempotency_key, t.amount, t.currency
 # Per bet, the settlements in force (applied, no applied unsettle) against the book.
 _PAYOUTS_SQL = """
 WITH live AS (
-    SELECT substr(st.idempotency_key, 5) AS bet_id, s.idempotency_key AS key, s.payout
+    SELECT substr(st.idempotency_key, length(%(bet)s) + 1) AS bet_id, s.idempotency_key AS key,
+           s.payout
       FROM ledger_transactions s JOIN ledger_transactions st ON st.txn_id = s.reference_id
      WHERE s.operation = 'settle' AND s.status = 'applied' AND s.player_id LIKE %(like)s
        AND NOT EXISTS (SELECT 1 FROM ledger_transactions u
@@ -275,7 +277,7 @@ book AS (SELECT bet_id, settlement_id, payout FROM bets
 SELECT coalesce(b.bet_id, l.bet_id), l.n, l.key, l.payout, b.settlement_id, b.payout
   FROM book b FULL JOIN per_bet l ON l.bet_id = b.bet_id
  WHERE l.n IS DISTINCT FROM 1 OR b.bet_id IS NULL
-    OR l.key IS DISTINCT FROM 'settlement:' || b.settlement_id
+    OR l.key IS DISTINCT FROM %(settlement)s || b.settlement_id
     OR l.payout IS DISTINCT FROM b.payout
  LIMIT 1000"""
 
@@ -291,17 +293,23 @@ def money_moved_once(conn: psycopg.Connection[Any], prefix: str | None) -> Row:
         "AND player_id LIKE %(like)s",
         like,
     )
-    for bet_id, status, stake, op, t_status, amount in conn.execute(_STAKES_SQL, like):
+    # The ledger's key prefixes (rules/ledger_keys.py), bound as parameters.
+    keyed = like | {
+        "bet": ledger_keys.prefix("bet"),
+        "settlement": ledger_keys.prefix("settlement"),
+    }
+    for bet_id, status, stake, op, t_status, amount in conn.execute(_STAKES_SQL, keyed):
+        key = ledger_keys.stake(bet_id)
         if status == "rejected":
-            row.breach(f"bet {bet_id}: rejected, yet bet:{bet_id} reserved {amount}")
+            row.breach(f"bet {bet_id}: rejected, yet {key} reserved {amount}")
         elif op is None:
-            row.breach(f"bet {bet_id}: {status} with no stake transaction bet:{bet_id}")
+            row.breach(f"bet {bet_id}: {status} with no stake transaction {key}")
         else:
-            row.breach(f"bet {bet_id}: {status} stake {stake}, ledger bet:{bet_id} is "
+            row.breach(f"bet {bet_id}: {status} stake {stake}, ledger {key} is "
                        f"{op} {t_status} {amount}")  # fmt: skip
-    for key, amount, currency in conn.execute(_ORPHAN_STAKES_SQL, like):
+    for key, amount, currency in conn.execute(_ORPHAN_STAKES_SQL, keyed):
         row.breach(f"{key}: stake of {amount} {currency} reserved for no decided bet")
-    for bet_id, n, key, payout, settlement_id, book_payout in conn.execute(_PAYOUTS_SQL, like):
+    for bet_id, n, key, payout, settlement_id, book_payout in conn.execute(_PAYOUTS_SQL, keyed):
         if n and n > 1:
             row.breach(f"bet {bet_id}: {n} settlements in force in the ledger (paid twice)")
         elif settlement_id is None:

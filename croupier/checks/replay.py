@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from rules import ledger_keys
 from sinks.postgres.replay import (
     BET_COLUMNS,
     LedgerTxn,
@@ -74,8 +75,9 @@ def _chunk(
         settlements.setdefault(r[0], []).append(StoredSettlement(*r[1:]))
     # A bet's ledger keys: its stake and settlement:<bet_id>/1 .. /settle_seq+1 (a refused
     # settlement keeps the next number, so it is at most one past the count).
-    keys = [f"bet:{b[0]}" for b in bets]
-    keys += [f"settlement:{b[0]}/{n}" for b in bets for n in range(1, int(b[14]) + 2)]
+    keys = [ledger_keys.stake(b[0]) for b in bets]
+    keys += [ledger_keys.settlement(ledger_keys.settlement_id(b[0], n))
+             for b in bets for n in range(1, int(b[14]) + 2)]  # fmt: skip
     txn_rows = conn.execute(
         """SELECT t.txn_id, t.idempotency_key, t.operation, t.status, t.reason, t.amount,
                   t.result, r.idempotency_key, t.recorded_at,
@@ -100,10 +102,10 @@ def _chunk(
     for row in bets:
         bet_id = row[0]
         bet = stored_bet(row)
-        stake = txns.get(f"bet:{bet_id}")
+        stake = txns.get(ledger_keys.stake(bet_id))
         ledger = sorted(
-            (t for k, t in txns.items() if k.startswith(f"settlement:{bet_id}/")
-             and k.removeprefix(f"settlement:{bet_id}/").isdigit()),
+            (t for k, t in txns.items() if k.startswith(ledger_keys.settlements_of(bet_id))
+             and k.removeprefix(ledger_keys.settlements_of(bet_id)).isdigit()),
             key=lambda t: _seq_of(t.key),
         )  # fmt: skip
         bet_legs = legs.get(bet_id, [])

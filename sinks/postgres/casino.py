@@ -18,7 +18,8 @@ what they decided, all inside one transaction:
    rounds are opened, credited and closed, every call's answer is stored by position
    (``casino_calls``), and every decided call leaves an audit record (the balance before
    and after, what moved, the RNG build) in its partition's hash chain
-   (``sinks/postgres/audit.py``). A retry or a conflict changes nothing and records none.
+   (``sinks/postgres/audit.py``). A retry, a conflict or a ``retry_later`` (an answer that
+   does not stick: a credit before its debit) changes nothing and records none.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from rules import ledger_keys
 from rules.casino import KnownTx, Round, Verdict, Wallet
 from rules.games import Catalogue
 from rules.policy import Policies
@@ -84,7 +86,7 @@ SELECT owner, currency, balance FROM ledger_accounts
  ORDER BY owner, currency FOR NO KEY UPDATE"""
 
 _TX_COLUMNS = """transaction_id, type, player_id, round_id, amount, request_hash, status, moved,
-                 reference_id, answer"""
+                 reference_id, answer, currency"""
 
 _KNOWN_SQL = f"SELECT {_TX_COLUMNS} FROM casino_transactions WHERE transaction_id = ANY(%s)"  # noqa: S608
 
@@ -98,9 +100,9 @@ SELECT round_id, player_id, game_id, currency, opened_at, credited_at IS NOT NUL
 
 
 def _known(row: Any) -> KnownTx:
-    tx_id, kind, player, round_id, amount, req, status, moved, ref, answer = row
+    tx_id, kind, player, round_id, amount, req, status, moved, ref, answer, currency = row
     return KnownTx(tx_id, kind, player, round_id, Decimal(amount), req, status, moved, ref,
-                   answer)  # fmt: skip
+                   answer, currency.strip())  # fmt: skip
 
 
 class CasinoSink(PgSink):
@@ -161,10 +163,10 @@ class CasinoSink(PgSink):
         known = {tx.transaction_id: tx for tx in map(_known, await cursor.fetchall())}
         debits = sorted(ids)
         cursor = await conn.execute(_ROLLBACKS_SQL, (debits,))
-        rollbacks: dict[str, KnownTx] = {}
+        rollbacks: dict[tuple[str, str], KnownTx] = {}
         for tx in map(_known, await cursor.fetchall()):
             assert tx.reference is not None  # a rollback row has one (CHECK)
-            rollbacks.setdefault(tx.reference, tx)
+            rollbacks.setdefault((tx.reference, tx.player_id), tx)
         round_ids = {i.call.round_id for i in fresh} | {tx.round_id for tx in known.values()}
         cursor = await conn.execute(_ROUNDS_SQL, (sorted(round_ids),))
         rounds = {
@@ -175,7 +177,7 @@ class CasinoSink(PgSink):
 
     async def _decide(self, conn: Any, batch: CasinoBatch, now: datetime) -> Answered:
         out = Answered(dead_letters=list(batch.dead_letters))
-        if not batch.inputs:  # only dead letters: stored all the same, with their records
+        if not batch.inputs:  # only dead letters: stored all the same, for croupier check
             await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
             return out
         fresh = await self._stored(conn, batch, out)
@@ -222,7 +224,7 @@ class CasinoSink(PgSink):
                     error=verdict.error,
                     decided_at=now,
                 ).model_dump_json()
-                if not verdict.conflict:
+                if verdict.sticks:  # the id's answer; retry_later is this call's only
                     wallet.known[call.transaction_id].answer = answer
                     records.append(_audit(item, verdict, before, balance, currency, now))
             decided.append((item, verdict, answer))
@@ -263,6 +265,8 @@ class CasinoSink(PgSink):
             outcome = "duplicate" if verdict.duplicate_of else "decided"
             if verdict.conflict:
                 outcome = "conflict"
+            elif not verdict.sticks:
+                outcome = "retry"
             version = guarded.version(call.player_id)
             calls.append((src.topic, src.partition, src.offset, call.transaction_id,
                           call.player_id, outcome, answer, version))  # fmt: skip
@@ -337,7 +341,8 @@ def _audit(
             **what, "status": verdict.status,
             "error": verdict.error.value if verdict.error else None,
             "moved": verdict.moves is not None,
-            "ledger_key": f"casino:{call.transaction_id}" if verdict.moves else None,
+            "ledger_key": ledger_keys.casino(call.type, call.transaction_id)
+                          if verdict.moves else None,
             "balance": str(after),
         },
     )  # fmt: skip

@@ -11,8 +11,9 @@ Model
   the sum of its entries; the stored player balances are a cache of that sum which
   ``reconcile()`` proves.
 * **Transactions.** One row per business operation, unique by its idempotency key (the
-  business id that caused it: ``bet:<bet_id>``, ``payment:<payment_id>``,
-  ``casino:<transaction_id>``, ``settlement:<id>``). The row records the first result,
+  business id that caused it, namespaced by kind: ``deposit:<payment_id>``,
+  ``bet:<bet_id>``, ``casino-debit:<transaction_id>``, ...; ``rules/ledger_keys.py``
+  spells them all). The row records the first result,
   applied or rejected with a reason, and a hash of the request: the same key again
   returns that first result and moves nothing; the same key with other content is a
   conflict, never a silent success.
@@ -54,6 +55,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import errors as pg_errors
 
+from rules import ledger_keys as keys
 from schemas.money import check_scale, minor_units
 from schemas.records import AuditRecord, SourcePosition
 from sinks.postgres import audit
@@ -187,13 +189,15 @@ class LedgerResult:
 def deposit(
     payment_id: str, player_id: str, amount: Decimal, currency: str, at: datetime
 ) -> LedgerOp:
-    return LedgerOp(f"payment:{payment_id}", "deposit", player_id, currency, at, amount)
+    return LedgerOp(keys.deposit(payment_id), "deposit", player_id, currency, at, amount)
 
 
 def withdrawal_reserve(
     payment_id: str, player_id: str, amount: Decimal, currency: str, at: datetime
 ) -> LedgerOp:
-    return LedgerOp(f"payment:{payment_id}", "withdrawal_reserve", player_id, currency, at, amount)
+    return LedgerOp(
+        keys.withdrawal(payment_id), "withdrawal_reserve", player_id, currency, at, amount
+    )
 
 
 def withdrawal_close(
@@ -201,12 +205,12 @@ def withdrawal_close(
 ) -> LedgerOp:
     """Confirm (paid out) or release (back to cash) a reserve; one key, so only one wins."""
     operation: Operation = "withdrawal_confirm" if completed else "withdrawal_release"
-    return LedgerOp(f"payment:{payment_id}:close", operation, player_id, currency, at,
-                    reference=f"payment:{payment_id}")  # fmt: skip
+    return LedgerOp(keys.withdrawal_close(payment_id), operation, player_id, currency, at,
+                    reference=keys.withdrawal(payment_id))  # fmt: skip
 
 
 def stake(bet_id: str, player_id: str, amount: Decimal, currency: str, at: datetime) -> LedgerOp:
-    return LedgerOp(f"bet:{bet_id}", "stake", player_id, currency, at, amount)
+    return LedgerOp(keys.stake(bet_id), "stake", player_id, currency, at, amount)
 
 
 def settle(
@@ -214,35 +218,35 @@ def settle(
     result: str, at: datetime,
 ) -> LedgerOp:  # fmt: skip
     """Close an open stake: the stake goes to the house, ``payout`` to the player's cash."""
-    return LedgerOp(f"settlement:{settlement_id}", "settle", player_id, currency, at,
-                    reference=f"bet:{bet_id}", payout=payout, result=result)  # fmt: skip
+    return LedgerOp(keys.settlement(settlement_id), "settle", player_id, currency, at,
+                    reference=keys.stake(bet_id), payout=payout, result=result)  # fmt: skip
 
 
 def unsettle(
     rollback_id: str, settlement_id: str, player_id: str, currency: str, at: datetime
 ) -> LedgerOp:
     """Reverse a settlement with new entries; the bet is open again."""
-    return LedgerOp(f"settlement:{rollback_id}", "unsettle", player_id, currency, at,
-                    reference=f"settlement:{settlement_id}")  # fmt: skip
+    return LedgerOp(keys.settlement(rollback_id), "unsettle", player_id, currency, at,
+                    reference=keys.settlement(settlement_id))  # fmt: skip
 
 
 def casino_debit(
     tx_id: str, player_id: str, amount: Decimal, currency: str, at: datetime
 ) -> LedgerOp:
-    return LedgerOp(f"casino:{tx_id}", "casino_debit", player_id, currency, at, amount)
+    return LedgerOp(keys.casino_debit(tx_id), "casino_debit", player_id, currency, at, amount)
 
 
 def casino_credit(
     tx_id: str, player_id: str, amount: Decimal, currency: str, at: datetime
 ) -> LedgerOp:
-    return LedgerOp(f"casino:{tx_id}", "casino_credit", player_id, currency, at, amount)
+    return LedgerOp(keys.casino_credit(tx_id), "casino_credit", player_id, currency, at, amount)
 
 
 def casino_rollback(
     tx_id: str, debit_tx_id: str, player_id: str, currency: str, at: datetime
 ) -> LedgerOp:
-    return LedgerOp(f"casino:{tx_id}", "casino_rollback", player_id, currency, at,
-                    reference=f"casino:{debit_tx_id}")  # fmt: skip
+    return LedgerOp(keys.casino_rollback(tx_id), "casino_rollback", player_id, currency, at,
+                    reference=keys.casino_debit(debit_tx_id))  # fmt: skip
 
 
 # -- posting -------------------------------------------------------------------------------

@@ -1,11 +1,20 @@
 """The payments flow's PostgreSQL side: deposits and withdrawals through the ledger.
 
-One transaction per batch. Each input becomes a decision (stored with the exact JSON
-published on ``payment-decisions``) or, when its payment id was already decided at another
-position (a provider's retry), a ``duplicate`` row that publishes nothing: the ledger
-keys every payment by ``payment:<id>`` and answers a retry with the first result. The
-same payment id with other content is a dead letter (``duplicate_conflict``). A replay of
-a position already stored publishes the stored decision again, byte for byte.
+One transaction per batch; the decisions are ``rules/payments.py``'s, this sink loads what
+they need, posts to the ledger and writes what they decided:
+
+1. Positions already answered (a replay after a crash) publish their stored answer again,
+   byte for byte.
+2. The payment ids' phases already decided are read (``payment_decisions``), and ``guard``
+   reads the players' standings for player protection.
+3. Each input is decided in arrival order; the moves are posted by one ``ledger_post``
+   (keys ``deposit:``, ``withdrawal:``, ``withdrawal-close:<payment_id>``), whose refusals
+   (``insufficient_funds``) are the decisions of those payments.
+4. Every payment id phase's first decision is stored (``payment_decisions``, append-only,
+   refused or not), every input's answer by position (``payment_events``: ``decided``,
+   ``duplicate`` when it repeats a stored decision, ``retry`` for an answer that does not
+   stick), and every decision leaves an audit record. A same id with other content is a
+   dead letter (``duplicate_conflict``).
 """
 
 from __future__ import annotations
@@ -15,7 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rules.compliance import Action, Blocked
+from rules.compliance import Action
+from rules.payments import Book, Prior, Verdict, phase_of, request_hash
 from rules.policy import Policies
 from schemas.outbound import PaymentDecision, ReasonCode
 from schemas.payments import Deposit, PaymentEvent, Withdrawal, WithdrawalCompleted
@@ -52,7 +62,7 @@ class Decided:
 
 
 def ledger_op(event: PaymentEvent, at: datetime, currency: str) -> ledger.LedgerOp:
-    """The ledger operation a payment event asks for."""
+    """The ledger operation a payment event asks for (a close in ``currency``, the reserve's)."""
     match event:
         case Deposit():
             return ledger.deposit(event.payment_id, event.player_id, event.amount,
@@ -67,9 +77,27 @@ def ledger_op(event: PaymentEvent, at: datetime, currency: str) -> ledger.Ledger
             )  # fmt: skip
 
 
+_PRIORS_SQL = """
+SELECT payment_id, phase, type, player_id, request_hash, status, currency, decision
+  FROM payment_decisions WHERE payment_id = ANY(%s)"""
+
+
+async def priors(conn: Any, payment_ids: list[str]) -> Book:
+    """The phases of these payment ids already decided."""
+    cursor = await conn.execute(_PRIORS_SQL, (sorted(set(payment_ids)),))
+    book = Book()
+    for pid, phase, kind, player, hashed, status, currency, decision in await cursor.fetchall():
+        book.known[(pid, phase)] = Prior(pid, phase, kind, player, hashed, status,
+                                         currency and currency.strip(), decision)  # fmt: skip
+    return book
+
+
 class PaymentsSink(PgSink):
     """Payments through the ledger, each deposit and withdrawal request asking player
-    protection first, in the same transaction (``sinks/postgres/protection.py``)."""
+    protection first, in the same transaction (``sinks/postgres/protection.py``). The rules
+    are ``rules/payments.py``; this sink loads what they need, posts and writes. Two workers
+    deciding one payment id at once collide on ``payment_decisions``' key: the loser's
+    transaction is retried and finds the winner's decision."""
 
     def __init__(
         self,
@@ -97,7 +125,7 @@ class PaymentsSink(PgSink):
 
     async def _decide(self, conn: Any, batch: PaymentBatch, now: datetime) -> Decided:
         out = Decided(dead_letters=list(batch.dead_letters))
-        if not batch.inputs:  # only dead letters: stored all the same, with their records
+        if not batch.inputs:  # only dead letters: stored all the same, for croupier check
             await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
             return out
         stored = await stored_outputs(
@@ -110,51 +138,62 @@ class PaymentsSink(PgSink):
                 fresh.append(item)
             elif got[1] is not None:
                 out.decisions.append((got[0].encode(), got[1].encode()))
+        book = await priors(conn, [i.event.payment_id for i in fresh])
         guarded = await guard(conn, self.policies, [i.event.player_id for i in fresh], now)
+
+        def protection(ev: Deposit | Withdrawal) -> ReasonCode | None:
+            action: Action = "deposit" if isinstance(ev, Deposit) else "withdrawal"
+            refused = guarded.check(
+                ev.player_id, action=action, currency=ev.currency, amount=ev.amount, at=now
+            )
+            if refused is not None:
+                return refused.reason
+            guarded.count(ev.player_id, action=action, amount=ev.amount, at=now)
+            return None
+
+        verdicts: list[tuple[PaymentInput, Verdict]] = []
         ops: list[ledger.LedgerOp] = []
         moving: list[PaymentInput] = []
-        blocked: dict[int, Blocked] = {}
         for item in fresh:
             ev = item.event
-            if isinstance(ev, Deposit | Withdrawal):
-                action: Action = "deposit" if isinstance(ev, Deposit) else "withdrawal"
-                refusal = guarded.check(
-                    ev.player_id, action=action, currency=ev.currency, amount=ev.amount, at=now
-                )
-                if refusal is not None:
-                    blocked[id(item)] = refusal
-                    continue
-                guarded.count(ev.player_id, action=action, amount=ev.amount, at=now)
-            # A provider's result on a withdrawal is always applied, in the wallet's currency.
-            # The ledger dates every payment when Croupier applies it: the limit windows
-            # count that time, not a provider's clock.
-            currency = guarded.currency(ev.player_id) or "EUR"
-            ops.append(ledger_op(ev, now, currency))
-            moving.append(item)
+            verdict = book.decide(ev, request_hash(ev), protection)
+            verdicts.append((item, verdict))
+            if verdict.kind == "move":
+                # The ledger dates every payment when Croupier applies it: the limit windows
+                # count that time, not a provider's clock. A close moves in the reserve's
+                # currency (the wallet's, for a reserve from before the decisions table).
+                currency = verdict.currency or guarded.currency(ev.player_id) or "EUR"
+                ops.append(ledger_op(ev, now, currency))
+                moving.append(item)
         trail: list[AuditRecord] = []  # the moves' records, then every decision's
         posted = await ledger.post_on(conn, ops, [i.source for i in moving], into=trail)
         results = dict(zip((id(i) for i in moving), posted, strict=True))
-        rows = []
+        events, decisions = [], []
         decided: list[AuditRecord] = []  # every decision, after its ledger record
-
-        for item in fresh:
-            ev = item.event
-            refused = blocked.get(id(item))
-            reason: ReasonCode | None = refused.reason if refused else None
-            result = results.get(id(item))
-            outcome = "decided"
-            if result is not None and result.status == "conflict":
-                error = f"payment_id {ev.payment_id} was used before for a different request"
+        for item, verdict in verdicts:
+            ev, src = item.event, item.source
+            reason = verdict.reason
+            decision: str | None = None
+            if verdict.kind == "move":
+                result = results[id(item)]
+                if result.status == "conflict":  # the key was taken outside this table
+                    verdict = Verdict("conflict", ReasonCode.DUPLICATE_CONFLICT,
+                                      f"ledger key {result.key} was used before")  # fmt: skip
+                elif not result.applied:
+                    reason = reason_code(result.reason)
+            if verdict.kind == "repeat":
+                decision = verdict.prior.decision if verdict.prior else None
+                if decision is None:  # its first was a ledger conflict in this batch
+                    verdict = Verdict("conflict", ReasonCode.DUPLICATE_CONFLICT,
+                                      f"payment_id {ev.payment_id} was never decided")  # fmt: skip
+            if verdict.kind == "conflict":
+                error = f"{verdict.detail}; payment_id {ev.payment_id} other content"
                 out.dead_letters.append(
                     (item.key, conflict_letter(item.source, item.key, item.value, error))
                 )
                 continue
-            if result is not None and result.duplicate:
-                outcome = "duplicate"
-            elif result is not None and not result.applied:
-                reason = reason_code(result.reason)
-            decision = None
-            if outcome == "decided":
+            outcome = {"repeat": "duplicate", "answer": "retry"}.get(verdict.kind, "decided")
+            if decision is None:
                 decision = PaymentDecision(
                     payment_id=ev.payment_id,
                     player_id=ev.player_id,
@@ -162,28 +201,43 @@ class PaymentsSink(PgSink):
                     reason=reason,
                     decided_at=now,
                 ).model_dump_json()
-                out.decisions.append((ev.player_id.encode(), decision.encode()))
-                amount = getattr(ev, "amount", None)
-                decided.append(AuditRecord(
-                    entity="payment", entity_id=ev.payment_id,
-                    action=f"payment.{'rejected' if reason else 'accepted'}",
-                    source=item.source, occurred_at=ev.timestamp, recorded_at=now, before=None,
-                    after={**json.loads(decision), "type": ev.type,
-                           "amount": None if amount is None else str(amount),
-                           "currency": getattr(ev, "currency", None)
-                                       or guarded.currency(ev.player_id),
-                           "standing_version": guarded.version(ev.player_id)},
-                ))  # fmt: skip
-            src = item.source
-            rows.append((src.topic, src.partition, src.offset, ev.payment_id, ev.player_id,
-                         ev.type, outcome, decision, guarded.version(ev.player_id)))  # fmt: skip
+            out.decisions.append((ev.player_id.encode(), decision.encode()))
+            version = guarded.version(ev.player_id)
+            events.append((src.topic, src.partition, src.offset, ev.payment_id, ev.player_id,
+                           ev.type, outcome, decision, version))  # fmt: skip
+            if outcome != "decided":
+                continue  # a repeat changes nothing; an answer that does not stick neither
+            book.settle(ev, accepted=reason is None, decision=decision)
+            amount = getattr(ev, "amount", None)
+            paid_in = getattr(ev, "currency", None) or verdict.currency
+            decisions.append((ev.payment_id, phase_of(ev), ev.type, ev.player_id,
+                              request_hash(ev), "rejected" if reason else "accepted",
+                              reason.value if reason else None, paid_in, decision, now,
+                              src.topic, src.partition, src.offset))  # fmt: skip
+            decided.append(AuditRecord(
+                entity="payment", entity_id=ev.payment_id,
+                action=f"payment.{'rejected' if reason else 'accepted'}",
+                source=src, occurred_at=ev.timestamp, recorded_at=now, before=None,
+                after={**json.loads(decision), "type": ev.type,
+                       "amount": None if amount is None else str(amount),
+                       "currency": paid_in or guarded.currency(ev.player_id),
+                       "standing_version": version},
+            ))  # fmt: skip
         async with conn.cursor() as cur:
-            if rows:
+            if decisions:
+                await cur.executemany(
+                    """INSERT INTO payment_decisions (payment_id, phase, type, player_id,
+                           request_hash, status, reason, currency, decision, decided_at,
+                           source_topic, source_partition, source_offset)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                    decisions,
+                )
+            if events:
                 await cur.executemany(
                     """INSERT INTO payment_events (source_topic, source_partition, source_offset,
                            payment_id, player_id, type, outcome, decision, standing_version)
                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                    rows,
+                    events,
                 )
         await audit.append(conn, trail + decided)
         await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])

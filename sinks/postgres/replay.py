@@ -81,6 +81,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from rules import ledger_keys
 from rules.replay import (
     Anchor,
     BetReplay,
@@ -325,9 +326,9 @@ def _load_bet(conn: psycopg.Connection[Any], bet_id: str) -> SettlementReport:
         ),
         key=lambda s: _seq_of(s.settlement_id),
     )
-    stake_key = f"bet:{bet_id}"
-    prefix = f"settlement:{bet_id}/"
-    keys = [stake_key, *(f"settlement:{s.settlement_id}" for s in settlements)]
+    stake_key = ledger_keys.stake(bet_id)
+    prefix = ledger_keys.settlements_of(bet_id)
+    keys = [stake_key, *(ledger_keys.settlement(s.settlement_id) for s in settlements)]
     # Settlement transactions hang off the stake (settle) and off a settle (unsettle); the
     # settlements table names the rest, refusals included.
     txn_rows = conn.execute(
@@ -519,7 +520,7 @@ def _in_force_check(report: SettlementReport, replay: BetReplay) -> Check:
     ledger_view = (
         ("open", None, None, None)
         if txn is None
-        else ("settled", txn.key.removeprefix("settlement:"), txn.result, txn.cash)
+        else ("settled", ledger_keys.business_id(txn.key, "settlement"), txn.result, txn.cash)
     )
     ok = replay_view == book_view == ledger_view
 
@@ -542,7 +543,7 @@ def _history_check(report: SettlementReport, replay: BetReplay) -> Check:
     by_key = {t.key: t for t in report.ledger}
     ledger_view: list[tuple[str, str, str | None, Decimal]] = []
     for t in report.ledger:
-        sid = t.key.removeprefix("settlement:")
+        sid = ledger_keys.business_id(t.key, "settlement") or t.key
         if not _ok(t):
             ledger_view.append((sid, f"{t.operation} {t.status}: {t.reason}", None, Decimal(0)))
         elif t.operation == "unsettle":
@@ -779,8 +780,8 @@ def _load_range(conn: psycopg.Connection[Any], since: datetime | None,
         (players,),
     ).fetchall()
     rerun = set(bet_ids)
-    stakes = {r[1].removeprefix("bet:"): (r[0], r[11]) for r in txn_rows
-              if r[1].startswith("bet:") and r[1].removeprefix("bet:") in rerun}  # fmt: skip
+    stakes = {bet: (r[0], r[11]) for r in txn_rows
+              if (bet := ledger_keys.business_id(r[1], "bet") or "") in rerun}  # fmt: skip
 
     steps: list[tuple[Anchor, _Step]] = []
     # Placements, one per live batch (a batch's bets share their decided_at).
@@ -812,7 +813,7 @@ def _load_range(conn: psycopg.Connection[Any], since: datetime | None,
         ([p[0] for p in positions], [p[1] for p in positions], [p[2] for p in positions]),
     ).fetchall():
         posted_by.setdefault((r[0], r[1], r[2]), []).append((r[3], r[4]))
-    keys = [f"settlement:{sid}" for rows in posted_by.values() for sid, _ in rows]
+    keys = [ledger_keys.settlement(sid) for rows in posted_by.values() for sid, _ in rows]
     txn_of = {
         k: (t, at)
         for k, t, at in conn.execute(
@@ -824,8 +825,8 @@ def _load_range(conn: psycopg.Connection[Any], since: datetime | None,
     for n, r in enumerate(message_rows):
         position = (r[0], r[1], r[2])
         published = posted_by.get(position, [])
-        posted = [txn_of[f"settlement:{sid}"] for sid, _ in published
-                  if f"settlement:{sid}" in txn_of]  # fmt: skip
+        posted = [txn_of[ledger_keys.settlement(sid)] for sid, _ in published
+                  if ledger_keys.settlement(sid) in txn_of]  # fmt: skip
         first = min(posted) if posted else None
         now = SETTLEMENT.validate_json(published[0][1]).settled_at if published else r[6]
         source = SourcePosition(topic=r[0], partition=r[1], offset=r[2])
@@ -873,10 +874,12 @@ def _product(values: Iterable[Decimal]) -> Decimal:
 
 def _rerun_key(key: str, rerun: set[str]) -> bool:
     """A key the re-run posts itself: a re-run bet's stake or one of its settlements."""
-    if key.startswith("bet:"):
-        return key.removeprefix("bet:") in rerun
-    if key.startswith("settlement:"):
-        bet_id, _, n = key.removeprefix("settlement:").rpartition("/")
+    stake = ledger_keys.business_id(key, "bet")
+    if stake is not None:
+        return stake in rerun
+    step = ledger_keys.business_id(key, "settlement")
+    if step is not None:
+        bet_id, _, n = step.rpartition("/")
         return n.isdigit() and bet_id in rerun
     return False
 

@@ -31,6 +31,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from rules import ledger_keys
 from rules.policy import Policies
 from rules.sportsbook import Leg, Outcome, Priced, Refused, settle_bet
 from schemas.bets import BetRequest
@@ -228,7 +229,7 @@ class SportsbookSink(PgSink):
         trail: list[AuditRecord] = []  # the stakes' records, then every decision's
         posted = await ledger.post_on(conn, ops, sources, into=trail)
         for op, result in zip(ops, posted, strict=True):
-            bet_id = op.key.removeprefix("bet:")
+            bet_id = ledger_keys.business_id(op.key, "bet") or op.key
             if result.status == "conflict":
                 verdicts[bet_id] = Refused(ReasonCode.DUPLICATE_CONFLICT, "stake key in use")
             elif not result.applied:
@@ -585,7 +586,7 @@ class _Plan:
             stake=self.stake,
             payout=zero(self.currency) if rolled_back or self.want is None else self.want.payout,
             currency=self.currency,
-            ledger_reference=f"settlement:{self.settlement_id()}",
+            ledger_reference=ledger_keys.settlement(self.settlement_id()),
             settled_at=now,
         )
         out.settlements.append((self.player.encode(), message.model_dump_json().encode()))

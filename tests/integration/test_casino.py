@@ -112,7 +112,7 @@ def test_every_wallet_rule_answered_and_retries_move_nothing(
         "tx-4 ok 110.00",
         "tx-5 ok 110.00",
         "tx-6 round_closed 110.00",
-        "tx-7 unknown_round 110.00",
+        "tx-7 retry_later 110.00",
         "tx-8 insufficient_funds 110.00",
         "tx-9 ok 105.00",
         "tx-10 ok 110.00",
@@ -132,12 +132,12 @@ def test_every_wallet_rule_answered_and_retries_move_nothing(
                   "WHERE operation LIKE 'casino%%' AND status = 'applied' "
                   "ORDER BY txn_id")  # fmt: skip
     assert moved == [
-        ("casino:tx-1", "casino_debit", D("10.00")),
-        ("casino:tx-2", "casino_credit", D("25.00")),
-        ("casino:tx-4", "casino_debit", D("5.00")),
-        ("casino:tx-5", "casino_credit", D("0.00")),
-        ("casino:tx-9", "casino_debit", D("5.00")),
-        ("casino:tx-10", "casino_rollback", D("5.00")),
+        ("casino-debit:tx-1", "casino_debit", D("10.00")),
+        ("casino-credit:tx-2", "casino_credit", D("25.00")),
+        ("casino-debit:tx-4", "casino_debit", D("5.00")),
+        ("casino-credit:tx-5", "casino_credit", D("0.00")),
+        ("casino-debit:tx-9", "casino_debit", D("5.00")),
+        ("casino-rollback:tx-10", "casino_rollback", D("5.00")),
     ]
     cash = query(settings, "SELECT balance FROM ledger_accounts WHERE owner = %s AND kind = "
                  "'cash'", (p,))  # fmt: skip
@@ -148,7 +148,7 @@ def test_every_wallet_rule_answered_and_retries_move_nothing(
     )
     assert rounds == {"r-1": (True, True), "r-3": (False, False)}
     outcomes = query(settings, "SELECT outcome, count(*) FROM casino_calls GROUP BY 1 ORDER BY 1")
-    assert outcomes == [("conflict", 1), ("decided", 15), ("duplicate", 2)]
+    assert outcomes == [("conflict", 1), ("decided", 14), ("duplicate", 2), ("retry", 1)]
     ledger_reconciles(settings)
     # Each decided call left one audit record, hash-chained: the balance before and after.
     trail = query(settings, "SELECT entity_id, action, body FROM audit_records "
@@ -156,10 +156,10 @@ def test_every_wallet_rule_answered_and_retries_move_nothing(
     assert [(e, a) for e, a, _ in trail][:3] == [
         ("tx-1", "casino.debit"), ("tx-2", "casino.credit"), ("tx-3", "casino.rollback")
     ]  # fmt: skip
-    assert len(trail) == 15
+    assert len(trail) == 14  # tx-7 (retry_later) changed nothing and records nothing
     first = json.loads(trail[0][2])
     assert first["before"]["balance"] == "100.00" and first["after"]["balance"] == "90.00"
-    assert first["after"]["ledger_key"] == "casino:tx-1" and first["after"]["moved"] is True
+    assert first["after"]["ledger_key"] == "casino-debit:tx-1" and first["after"]["moved"] is True
     refused = json.loads(trail[2][2])["after"]
     assert refused["error"] == "rollback_after_credit" and refused["moved"] is False
     audit_trail_holds(settings)
@@ -222,6 +222,44 @@ def test_protection_stops_debits_but_credits_and_rollbacks_are_always_paid(
         "l-4 ok 40.00", "l-5 ok 30.00",
     ]  # fmt: skip
     ledger_reconciles(settings)
+
+
+def test_out_of_order_calls_are_retryable_and_players_cannot_block_each_other(
+    settings: Settings, worker_factory: StartWorker
+) -> None:
+    worker = casino_ready(settings, worker_factory, {"p-a": "50.00", "p-b": "50.00"})
+    credit = call("credit", "o-2", "p-a", "ro-1", "4.00", round_closed=True)
+    produce(settings, "casino", [
+        ("p-a", credit),  # before its debit: retry_later, not the id's answer
+        ("p-a", call("rollback", "o-9", "p-a", "ro-2", "3.00", reference_transaction_id="s-1")),
+    ])  # fmt: skip
+    assert len(answers(settings, "p-a", 2)) == 2  # the tombstone is in before p-b's debit
+    produce(settings, "casino", [
+        ("p-b", call("debit", "s-1", "p-b", "ro-3", "3.00")),  # p-a's tombstone is not p-b's
+        ("p-a", call("debit", "o-1", "p-a", "ro-1", "2.00")),
+        ("p-a", call("rollback", "o-3", "p-a", "ro-1", "2.00", currency="USD",
+                     reference_transaction_id="o-1")),  # another currency than its debit
+        ("p-a", credit),  # the aggregator's retry, now after the debit
+    ])  # fmt: skip
+    assert [brief(a) for a in answers(settings, "p-a", 5)] == [
+        "o-2 retry_later 50.00", "o-9 ok 50.00", "o-1 ok 48.00", "o-3 invalid 48.00",
+        "o-2 ok 52.00",
+    ]  # fmt: skip
+    assert [brief(a) for a in answers(settings, "p-b", 1)] == ["s-1 ok 47.00"]
+    # The worker went on: the same process answers the next call.
+    produce(settings, "casino", [("p-a", call("debit", "o-4", "p-a", "ro-4", "1.00"))])
+    assert brief(answers(settings, "p-a", 6)[5]) == "o-4 ok 51.00"
+    assert worker.proc.poll() is None and worker.history == []
+    stored = query(settings, "SELECT transaction_id, status, error FROM casino_transactions "
+                   "WHERE transaction_id LIKE 'o-%%'")  # fmt: skip
+    assert sorted(stored) == [
+        ("o-1", "ok", None), ("o-2", "ok", None), ("o-3", "rejected", "invalid"),
+        ("o-4", "ok", None), ("o-9", "ok", None),
+    ]  # fmt: skip
+    assert query(settings, "SELECT outcome, count(*) FROM casino_calls WHERE transaction_id "
+                 "= 'o-2' GROUP BY 1 ORDER BY 1") == [("decided", 1), ("retry", 1)]  # fmt: skip
+    ledger_reconciles(settings)
+    audit_trail_holds(settings)
 
 
 ROUNDS_PLAYERS = 30

@@ -98,7 +98,7 @@ def test_a_repeated_key_returns_the_first_result_and_moves_nothing(ledger: L.Led
     again = lg.post(L.deposit("pay-1", "p-1", D("20.00"), "EUR", NOW.replace(hour=22)))
     assert again.duplicate and (again.txn_id, again.cash_after) == (first.txn_id, D("20.00"))
     assert entries(lg) == count and cash(lg, "p-1") == (D("15.00"), D("5.00"))
-    with pytest.raises(L.IdempotencyConflict, match="payment:pay-1"):
+    with pytest.raises(L.IdempotencyConflict, match="deposit:pay-1"):
         lg.post(L.deposit("pay-1", "p-1", D("99.00"), "EUR", NOW))
     # A confirm after a release of the same withdrawal is the same key with other content.
     lg.post(L.withdrawal_reserve("pay-2", "p-1", D("5.00"), "EUR", NOW))
@@ -134,10 +134,10 @@ def test_a_batch_is_all_or_nothing_per_operation(ledger: L.Ledger) -> None:
     ]
     results = lg.post_batch(ops)
     assert [(r.key, r.status, r.duplicate) for r in results] == [
-        ("payment:pay-1", "applied", False), ("bet:b-1", "applied", False),
+        ("deposit:pay-1", "applied", False), ("bet:b-1", "applied", False),
         ("bet:b-2", "rejected", False), ("bet:b-3", "applied", False),
-        ("payment:pay-2", "applied", False), ("casino:tx-1", "applied", False),
-        ("payment:pay-1", "applied", True),
+        ("deposit:pay-2", "applied", False), ("casino-debit:tx-1", "applied", False),
+        ("deposit:pay-1", "applied", True),
     ]  # fmt: skip
     assert [r.cash_after for r in results[:4]] == [D("10.00"), D("4.00"), D("4.00"), D("0.00")]
     assert cash(lg, "p-1") == (D("0.00"), D("10.00")) and cash(lg, "p-2") == (D("2.00"), D("0"))

@@ -56,7 +56,7 @@ def test_every_wallet_rebuilds_from_the_trail_and_a_missing_record_shows(
     with psycopg.connect(settings.pg_dsn.get_secret_value(),
                          options=f"-c search_path={settings.pg_schema}") as conn:  # fmt: skip
         records: list[dict[str, Any]] = _trail(conn, "p-1")["p-1"]
-        credit = next(r for r in records if r["key"] == "casino:t-2")
+        credit = next(r for r in records if r["key"] == "casino-credit:t-2")
         short = replay("p-1", [r for r in records if r is not credit])
         _compare(conn, short, {int(r["txn_id"]) for r in records if r is not credit})
     assert not short.ok

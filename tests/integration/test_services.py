@@ -139,6 +139,7 @@ APPEND_ONLY = (
     "audit_records", "audit_checkpoints", "report_records", "ledger_entries",
     "ledger_transactions", "dead_letters", "player_events", "settlements", "payment_events",
     "casino_transactions", "casino_calls", "market_messages", "bet_duplicates",
+    "payment_decisions",
 )  # fmt: skip
 
 

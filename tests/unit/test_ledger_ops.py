@@ -39,7 +39,7 @@ def test_the_request_hash_ignores_when_it_was_sent_but_not_what_it_asks() -> Non
         == L.deposit("p-1", "x", Decimal("10.00"), "EUR", NOW.replace(hour=1)).request_hash
     )
     assert a.request_hash != L.deposit("p-1", "x", Decimal("10.01"), "EUR", NOW).request_hash
-    assert a.key == "payment:p-1"
+    assert a.key == "deposit:p-1"
     close = L.withdrawal_close("p-2", "x", "EUR", NOW, completed=True)
     release = L.withdrawal_close("p-2", "x", "EUR", NOW, completed=False)
     assert close.key == release.key and close.request_hash != release.request_hash
