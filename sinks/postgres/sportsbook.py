@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Any
 
 from rules.policy import Policies
-from rules.sportsbook import Leg, Outcome, Priced, Refused, settle_bet
+from rules.sportsbook import Leg, Outcome, Priced, Refused, settle_bet, within_limits
 from schemas.bets import BetRequest
 from schemas.money import minor_units
 from schemas.odds import BetCancel, BetSettlement, RollbackBetCancel, RollbackBetSettlement
@@ -215,6 +215,9 @@ class SportsbookSink(PgSink):
                 )
                 if blocked is not None:
                     verdict = Refused(blocked.reason, blocked.detail)
+                elif isinstance(verdict, Priced):  # the liability limits of the player's policy
+                    limits = guarded.policies.liability(guarded.jurisdiction(b.player_id))
+                    verdict = within_limits(b, verdict, limits) or verdict
             if isinstance(verdict, Priced) and any(
                 (s.event_id, s.market_id) in closed for s in b.selections
             ):
