@@ -14,6 +14,14 @@ applying the same messages again, in any redelivery, gives the same book:
   is up and the market's prices are newer than the producer's last recovery: a dead feed
   never leaves old prices open, and a recovered one reopens a market only with fresh odds.
   A producer that never sent a heartbeat is not monitored.
+
+Because feed time orders everything here, a feed time ahead of the server's clock would
+rule for ever: an ``alive`` stamped in year 9999 would keep its producer "up", and an
+``odds_change`` or settlement stamped there would make every later message "stale". So
+``feed_clock_problem`` refuses any feed message stamped beyond the server's ``now`` plus
+the clock tolerance (``clock_skew``): the odds flow dead-letters it before it touches a
+book, a producer's health or a market's settlement state. A late message (stamped in the
+past) is harmless: it is stale or applies in feed order as before.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from schemas.odds import Alive, BetStop, OddsChange
+from rules.clock import ahead
+from schemas.odds import Alive, BetStop, OddsChange, OddsMessage
 
 TERMINAL = frozenset({"settled", "cancelled"})
 
@@ -106,6 +115,12 @@ class ProducerHealth:
 
     def is_up(self, now: datetime, timeout: timedelta) -> bool:
         return now - self.last_alive <= timeout
+
+
+def feed_clock_problem(msg: OddsMessage, now: datetime, tolerance: timedelta) -> str | None:
+    """Why ``msg`` is refused (``clock_skew``): its feed time is more than ``tolerance``
+    ahead of the server's ``now``; ``None`` when it is not."""
+    return ahead(msg.timestamp, now, tolerance, what=f"{msg.type} timestamp")
 
 
 def apply_alive(

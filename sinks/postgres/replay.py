@@ -403,7 +403,7 @@ def report_for(
     replay = None
     if bet.status != "rejected":
         specs = [
-            LegSpec(leg.event_id, leg.market_id, leg.outcome_id, leg.odds, bet.request.placed_at)
+            LegSpec(leg.event_id, leg.market_id, leg.outcome_id, leg.odds, bet.decided_at)
             for leg in legs
         ]
         decoded = [(event, decode_settlement_message(payload)) for event, payload, _ in messages]

@@ -272,9 +272,11 @@ class SportsbookSink(PgSink):
             ))  # fmt: skip
             if isinstance(verdict, Priced):
                 out.accepted += 1
+                # A leg's placed_at is when the house took the bet (the decision time), not
+                # the player's claim: a time-windowed bet_cancel voids by it.
                 for n, (sel, price) in enumerate(zip(b.selections, verdict.leg_odds, strict=True)):
                     leg_rows.append((b.bet_id, n, sel.event_id, sel.market_id, sel.outcome_id,
-                                     price, b.placed_at))  # fmt: skip
+                                     price, now))  # fmt: skip
             else:
                 out.rejected += 1
         async with conn.pipeline(), conn.cursor() as cur:  # one round trip for all of it
