@@ -81,6 +81,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from rules.decimals import MONEY_CONTEXT, minor_unit
 from rules.replay import (
     Anchor,
     BetReplay,
@@ -93,7 +94,6 @@ from rules.replay import (
 )
 from rules.sportsbook import Leg, Priced, Refused, price_text
 from schemas.bets import BET_REQUEST, BetRequest
-from schemas.money import minor_units
 from schemas.odds import (
     ODDS_MESSAGE,
     BetCancel,
@@ -125,7 +125,7 @@ def money(value: Decimal | None, currency: str) -> str:
     """An amount in its currency's minor units (``21.00``); ``-`` for none."""
     if value is None:
         return "-"
-    return format(value.quantize(Decimal(1).scaleb(-minor_units(currency))), "f")
+    return format(value.quantize(minor_unit(currency), context=MONEY_CONTEXT), "f")
 
 
 def request_hash(bet: BetRequest) -> str:
