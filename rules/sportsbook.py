@@ -2,10 +2,10 @@
 
 Acceptance (``decide_bet``): the bet's ``placed_at`` must be within the clock tolerance of
 the server's decision time (``clock_skew``; ``rules/clock.py``). Then, per selection in
-order: the event and market must be known
-(``market_unknown``), the market open for betting (``market_suspended``: suspended,
-stopped, settled, cancelled, or its producer's feed is down or not yet refreshed), the
-outcome priced (``market_unknown``), and the current price acceptable under the bet's
+order: the event and market must be known (``market_unknown``), the market open for
+betting (``market_suspended``: suspended, stopped, settled, cancelled, or its producer's
+feed is down or not yet refreshed), the outcome priced (``market_unknown``), and the
+current price acceptable under the bet's
 ``odds_change`` policy (``odds_changed``): ``none`` takes only the price the player saw,
 ``higher`` takes the current price when it is at least that, ``any`` takes the current
 price. An accepted bet is priced at the current prices; an accumulator's price is their
