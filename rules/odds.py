@@ -91,30 +91,40 @@ class EventBook:
 
 @dataclass(frozen=True)
 class ProducerHealth:
-    """A producer's heartbeats: the last one, and when it last came back after silence."""
+    """A producer's heartbeats: the last one, and when it last came back after silence.
+
+    ``last_alive`` is the feed time of the last heartbeat (it orders them); ``seen_at``
+    is when that heartbeat counts as proof of life on the server's clock: the earlier of
+    its feed time and the server's time at it, so a producer whose clock runs ahead (within
+    the tolerance) is not kept "up" after it falls silent.
+    """
 
     producer: str
     last_alive: datetime
     recovered_at: datetime | None = None
+    seen_at: datetime | None = None  # None: as last_alive (state written before it existed)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "producer": self.producer,
             "last_alive": self.last_alive.isoformat(),
             "recovered_at": self.recovered_at.isoformat() if self.recovered_at else None,
+            "seen_at": self.seen_at.isoformat() if self.seen_at else None,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ProducerHealth:
-        rec = data.get("recovered_at")
+        rec, seen = data.get("recovered_at"), data.get("seen_at")
         return cls(
             producer=data["producer"],
             last_alive=datetime.fromisoformat(data["last_alive"]),
             recovered_at=datetime.fromisoformat(rec) if rec else None,
+            seen_at=datetime.fromisoformat(seen) if seen else None,
         )
 
     def is_up(self, now: datetime, timeout: timedelta) -> bool:
-        return now - self.last_alive <= timeout
+        alive = self.last_alive if self.seen_at is None else self.seen_at
+        return now - alive <= timeout
 
 
 def feed_clock_problem(msg: OddsMessage, now: datetime, tolerance: timedelta) -> str | None:
@@ -124,16 +134,21 @@ def feed_clock_problem(msg: OddsMessage, now: datetime, tolerance: timedelta) ->
 
 
 def apply_alive(
-    health: ProducerHealth | None, msg: Alive, timeout: timedelta
+    health: ProducerHealth | None,
+    msg: Alive,
+    timeout: timedelta,
+    now: datetime | None = None,
 ) -> ProducerHealth | None:
-    """The producer's health after a heartbeat; ``None`` when it changes nothing (stale)."""
+    """The producer's health after a heartbeat processed at the server's ``now``; ``None``
+    when it changes nothing (stale). Without ``now`` the feed time stands for it."""
+    seen = msg.timestamp if now is None else min(msg.timestamp, now)
     if health is None:
-        return ProducerHealth(msg.producer, msg.timestamp, None)
+        return ProducerHealth(msg.producer, msg.timestamp, None, seen)
     if msg.timestamp <= health.last_alive:
         return None
     silent = msg.timestamp - health.last_alive > timeout
     return ProducerHealth(
-        msg.producer, msg.timestamp, msg.timestamp if silent else health.recovered_at
+        msg.producer, msg.timestamp, msg.timestamp if silent else health.recovered_at, seen
     )
 
 

@@ -111,7 +111,7 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
                 letters.append((event.message.key, dead_letter(event, "clock_skew", skew)))
                 continue
             if isinstance(msg, Alive):
-                new_health = apply_alive(health_of(health, msg.producer), msg, timeout)
+                new_health = apply_alive(health_of(health, msg.producer), msg, timeout, now)
                 if new_health is not None:
                     if new_health.recovered_at == msg.timestamp:
                         log.warning("producer %s is back; its markets reopen with fresh odds",

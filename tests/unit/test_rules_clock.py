@@ -216,3 +216,15 @@ def test_a_session_or_check_dated_slightly_ahead_counts_from_the_servers_clock()
     back = apply(registered(), event("session_started", NOW - timedelta(hours=1), session_id="s"))
     assert isinstance(back, PlayerState) and back.session is not None
     assert back.session.started_at == NOW - timedelta(hours=1)
+
+
+def test_a_producer_whose_clock_runs_ahead_is_not_kept_up_after_it_falls_silent() -> None:
+    timeout = timedelta(seconds=20)
+    ahead_4_min = feed("alive", NOW + 4 * MINUTE, producer="live")
+    assert feed_clock_problem(ahead_4_min, NOW, DEFAULT_CLOCK_SKEW) is None  # within it
+    health = apply_alive(None, ahead_4_min, timeout, NOW)
+    assert health is not None and health.seen_at == NOW
+    assert health.is_up(NOW + timeout, timeout)
+    assert not health.is_up(NOW + timeout + timedelta(seconds=1), timeout)  # not 4 min more
+    restored = ProducerHealth.from_json(json.loads(json.dumps(health.to_json())))
+    assert restored == health
