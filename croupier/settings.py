@@ -28,6 +28,10 @@ Environment variables (documented once, here and in the README):
                                 another (default 10; a killed worker's are held that long)
 ``CROUPIER_FEED_TIMEOUT``       seconds without an ``alive`` heartbeat after which a
                                 producer's markets are suspended (default 20)
+``CROUPIER_CLOCK_SKEW_SECONDS``  how far a producer's time may be from the server's clock
+                                before the message is refused (``clock_skew``): a bet's
+                                ``placed_at`` either way, any time ahead on the feed and
+                                the players topic (default 300; ``rules/clock.py``)
 ``CROUPIER_REPAIR_INTERVAL``    seconds between a worker's checks that no partition it
                                 owns is committed past, or stalled behind, PostgreSQL's
                                 progress (default 5)
@@ -62,6 +66,7 @@ Environment variables (documented once, here and in the README):
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -69,6 +74,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from croupier.games import DEFAULT_CATALOGUE
 from croupier.policies import DEFAULT_POLICY_DIR
+from rules.clock import DEFAULT_CLOCK_SKEW
 
 POLICY_DIR = DEFAULT_POLICY_DIR  # the jurisdiction policies shipped with Croupier
 
@@ -104,6 +110,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".stack/faust"), validation_alias="CROUPIER_DATA_DIR")
     session_timeout: float = Field(default=10.0, ge=6, validation_alias="CROUPIER_SESSION_TIMEOUT")
     feed_timeout: float = Field(default=20.0, gt=0, validation_alias="CROUPIER_FEED_TIMEOUT")
+    clock_skew_seconds: float = Field(
+        default=DEFAULT_CLOCK_SKEW.total_seconds(), gt=0, le=366 * 86_400,
+        validation_alias="CROUPIER_CLOCK_SKEW_SECONDS",
+    )  # fmt: skip
     repair_interval: float = Field(default=5.0, gt=0, validation_alias="CROUPIER_REPAIR_INTERVAL")
     policy_dir: Path = Field(default=POLICY_DIR, validation_alias="CROUPIER_POLICY_DIR")
     games_catalogue: Path = Field(
@@ -177,6 +187,11 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The real topic name for a contract topic name."""
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def clock_skew(self) -> timedelta:
+        """How far a producer's time may be from the server's (``CROUPIER_CLOCK_SKEW_SECONDS``)."""
+        return timedelta(seconds=self.clock_skew_seconds)
 
     @property
     def bootstrap_list(self) -> list[str]:

@@ -48,6 +48,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
+from rules.decimals import MONEY_CONTEXT
 from schemas.casino import CasinoCall, Credit, Debit, Rollback
 from schemas.outbound import ReasonCode
 
@@ -188,7 +189,7 @@ class Wallet:
         balance = self.balance(call.player_id)
         if balance < call.amount:
             return _refused(ReasonCode.INSUFFICIENT_FUNDS, f"balance {balance}")
-        self.balances[call.player_id] = balance - call.amount
+        self.balances[call.player_id] = MONEY_CONTEXT.subtract(balance, call.amount)
         if rnd is None:
             self.rounds[call.round_id] = Round(
                 call.round_id, call.player_id, call.game_id, call.currency, at,
@@ -209,7 +210,7 @@ class Wallet:
             )
         if rnd.closed:
             return _refused(ReasonCode.ROUND_CLOSED, f"round {call.round_id} is closed")
-        self.balances[call.player_id] = self.balance(call.player_id) + call.amount
+        self.balances[call.player_id] = MONEY_CONTEXT.add(self.balance(call.player_id), call.amount)
         rnd.credited = True
         rnd.closed = rnd.closed or call.round_closed
         rnd.dirty = True
@@ -239,7 +240,9 @@ class Wallet:
             return _refused(
                 ReasonCode.ROLLBACK_AFTER_CREDIT, f"round {debit.round_id} was already credited"
             )
-        self.balances[call.player_id] = self.balance(call.player_id) + debit.amount
+        self.balances[call.player_id] = MONEY_CONTEXT.add(
+            self.balance(call.player_id), debit.amount
+        )
         return Verdict("ok", moves="rollback")
 
     def _remember(self, call: CasinoCall, request_hash: str, verdict: Verdict) -> None:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal
 
+from rules.decimals import MONEY_CONTEXT, to_minor_unit
 from schemas.money import minor_units
 
 GAME_ID = "croupier-dice"
 FACES = 6
 PAYOUT = Decimal("5.82")
-RTP_PERCENT = (PAYOUT / FACES * 100).quantize(Decimal("0.01"))  # 97.00
+RTP_PERCENT = MONEY_CONTEXT.multiply(MONEY_CONTEXT.divide(PAYOUT, FACES), 100).quantize(
+    Decimal("0.01"), context=MONEY_CONTEXT
+)  # 97.00
 
 
 def win(stake: Decimal, pick: int, roll: int, currency: str) -> Decimal:
@@ -27,4 +30,4 @@ def win(stake: Decimal, pick: int, roll: int, currency: str) -> Decimal:
         raise ValueError(msg)
     if roll != pick:
         return Decimal(0).scaleb(-minor_units(currency))
-    return (stake * PAYOUT).quantize(Decimal(1).scaleb(-minor_units(currency)), ROUND_DOWN)
+    return to_minor_unit(MONEY_CONTEXT.multiply(stake, PAYOUT), currency, ROUND_DOWN)

@@ -33,6 +33,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from rules.decimals import MONEY_CONTEXT
+
 # A closed set, not free text: regulators accept reports only from the labs they approved,
 # and a typo ("GLI " or "Gaming Labs") would otherwise pass as a new lab and split every
 # report by lab. A lab we start working with is a one-line, reviewed change here.
@@ -153,10 +155,10 @@ class Certification(GameModel):
                 "must be a percentage from {low} up to, not including, 100",
             )
             raise PydanticCustomError(kind, template, {"low": str(RTP_MIN)})
-        if value != value.quantize(_CENT):
+        if value != value.quantize(_CENT, context=MONEY_CONTEXT):
             kind, template = "rtp_precision", "has more than two decimals; write it as certified"
             raise PydanticCustomError(kind, template)
-        return value.quantize(_CENT)
+        return value.quantize(_CENT, context=MONEY_CONTEXT)
 
     @field_validator("build_hash")
     @classmethod

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from rules.decimals import MONEY_CONTEXT, total
 from schemas.players import LimitKind, LimitSet, PendingLimit, Period, PlayerLimit
 
 _FIXED = {"day": timedelta(hours=24), "week": timedelta(days=7)}
@@ -85,14 +86,22 @@ def in_force(limit: PlayerLimit, at: datetime) -> Value:
 
 
 def set_limit(
-    limits: Sequence[PlayerLimit], event: LimitSet, cooling_off: timedelta
+    limits: Sequence[PlayerLimit],
+    event: LimitSet,
+    cooling_off: timedelta,
+    *,
+    at: datetime | None = None,
 ) -> tuple[PlayerLimit, ...]:
-    """The limits after ``event``: tighter at once, looser after ``cooling_off``.
+    """The limits after ``event``, decided at ``at``: tighter at once, looser after
+    ``cooling_off``.
 
-    Every pending change that has matured by the event's time is folded in first. Setting
-    the value already in force (or a tighter one) cancels a pending loosening.
+    ``at`` is when the change is decided: the player rules pass the later of the event's
+    time and the server's, so a loosening dated back still waits its full cooling-off
+    (left out, the event's own time). Every pending change that has matured by then is
+    folded in first. Setting the value already in force (or a tighter one) cancels a
+    pending loosening.
     """
-    at = event.timestamp
+    at = event.timestamp if at is None else at
     out: list[PlayerLimit] = []
     current: PlayerLimit | None = None
     for item in limits:
@@ -145,7 +154,7 @@ def money_total(
     records: Iterable[tuple[datetime, Decimal]], since: datetime, at: datetime
 ) -> Decimal:
     """The sum of the records in the window ``(since, at]``."""
-    return sum((amount for t, amount in records if since < t <= at), Decimal(0))
+    return total(amount for t, amount in records if since < t <= at)
 
 
 def session_seconds(
@@ -196,8 +205,9 @@ def money_breach(
         if cap is None:
             continue
         used = money_total(records, window_start(item.period, at), at)
-        if used + amount > Decimal(cap):
-            return Breach(kind, item.period, used + amount, cap)
+        after = MONEY_CONTEXT.add(used, amount)
+        if after > Decimal(cap):
+            return Breach(kind, item.period, after, cap)
     return None
 
 

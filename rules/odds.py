@@ -14,6 +14,14 @@ applying the same messages again, in any redelivery, gives the same book:
   is up and the market's prices are newer than the producer's last recovery: a dead feed
   never leaves old prices open, and a recovered one reopens a market only with fresh odds.
   A producer that never sent a heartbeat is not monitored.
+
+Because feed time orders everything here, a feed time ahead of the server's clock would
+rule for ever: an ``alive`` stamped in year 9999 would keep its producer "up", and an
+``odds_change`` or settlement stamped there would make every later message "stale". So
+``feed_clock_problem`` refuses any feed message stamped beyond the server's ``now`` plus
+the clock tolerance (``clock_skew``): the odds flow dead-letters it before it touches a
+book, a producer's health or a market's settlement state. A late message (stamped in the
+past) is harmless: it is stale or applies in feed order as before.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from schemas.odds import Alive, BetStop, OddsChange
+from rules.clock import ahead
+from schemas.odds import Alive, BetStop, OddsChange, OddsMessage
 
 TERMINAL = frozenset({"settled", "cancelled"})
 
@@ -82,43 +91,64 @@ class EventBook:
 
 @dataclass(frozen=True)
 class ProducerHealth:
-    """A producer's heartbeats: the last one, and when it last came back after silence."""
+    """A producer's heartbeats: the last one, and when it last came back after silence.
+
+    ``last_alive`` is the feed time of the last heartbeat (it orders them); ``seen_at``
+    is when that heartbeat counts as proof of life on the server's clock: the earlier of
+    its feed time and the server's time at it, so a producer whose clock runs ahead (within
+    the tolerance) is not kept "up" after it falls silent.
+    """
 
     producer: str
     last_alive: datetime
     recovered_at: datetime | None = None
+    seen_at: datetime | None = None  # None: as last_alive (state written before it existed)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "producer": self.producer,
             "last_alive": self.last_alive.isoformat(),
             "recovered_at": self.recovered_at.isoformat() if self.recovered_at else None,
+            "seen_at": self.seen_at.isoformat() if self.seen_at else None,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ProducerHealth:
-        rec = data.get("recovered_at")
+        rec, seen = data.get("recovered_at"), data.get("seen_at")
         return cls(
             producer=data["producer"],
             last_alive=datetime.fromisoformat(data["last_alive"]),
             recovered_at=datetime.fromisoformat(rec) if rec else None,
+            seen_at=datetime.fromisoformat(seen) if seen else None,
         )
 
     def is_up(self, now: datetime, timeout: timedelta) -> bool:
-        return now - self.last_alive <= timeout
+        alive = self.last_alive if self.seen_at is None else self.seen_at
+        return now - alive <= timeout
+
+
+def feed_clock_problem(msg: OddsMessage, now: datetime, tolerance: timedelta) -> str | None:
+    """Why ``msg`` is refused (``clock_skew``): its feed time is more than ``tolerance``
+    ahead of the server's ``now``; ``None`` when it is not."""
+    return ahead(msg.timestamp, now, tolerance, what=f"{msg.type} timestamp")
 
 
 def apply_alive(
-    health: ProducerHealth | None, msg: Alive, timeout: timedelta
+    health: ProducerHealth | None,
+    msg: Alive,
+    timeout: timedelta,
+    now: datetime | None = None,
 ) -> ProducerHealth | None:
-    """The producer's health after a heartbeat; ``None`` when it changes nothing (stale)."""
+    """The producer's health after a heartbeat processed at the server's ``now``; ``None``
+    when it changes nothing (stale). Without ``now`` the feed time stands for it."""
+    seen = msg.timestamp if now is None else min(msg.timestamp, now)
     if health is None:
-        return ProducerHealth(msg.producer, msg.timestamp, None)
+        return ProducerHealth(msg.producer, msg.timestamp, None, seen)
     if msg.timestamp <= health.last_alive:
         return None
     silent = msg.timestamp - health.last_alive > timeout
     return ProducerHealth(
-        msg.producer, msg.timestamp, msg.timestamp if silent else health.recovered_at
+        msg.producer, msg.timestamp, msg.timestamp if silent else health.recovered_at, seen
     )
 
 

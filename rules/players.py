@@ -5,6 +5,15 @@ and geolocation. Every change bumps the version that makes updates idempotent; a
 that restates what the standing already says is ``Unchanged``; one that cannot apply is
 ``Rejected`` with a reason code. The rules that judge play against the standing are in
 ``rules/compliance.py``.
+
+The server's clock decides (``rules/clock.py``). An event's ``timestamp`` (and a
+geolocation's ``checked_at``) more than the clock tolerance ahead of the server's ``now``
+is refused (``clock_skew``). Within it, a producer's time can only make a decision
+stricter, never looser: a limit's loosening waits its cooling-off from the later of the
+event's time and ``now`` (an increase dated back still waits the full period); a session
+starts, and a geolocation check counts from, the earlier of the two (a check dated ahead
+does not last longer); a registration's age is taken on the earlier day. A time in the
+past is kept: it orders the producer's own messages and is recorded.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from rules.clock import DEFAULT_CLOCK_SKEW, ahead
 from rules.limits import set_limit
 from rules.policy import JurisdictionPolicy, Policies
 from schemas.players import (
@@ -65,16 +75,24 @@ def apply_player_event(
     partition: int,
     offset: int,
     policies: Policies,
+    now: datetime,
+    clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
 ) -> PlayerState | Unchanged | Rejected:
-    """The standing after ``event``, which sits at ``partition``/``offset`` of its topic."""
+    """The standing after ``event``, which sits at ``partition``/``offset`` of its topic,
+    decided at the server's ``now``."""
+    skew = ahead(event.timestamp, now, clock_skew, what="timestamp")
+    if skew is None and isinstance(event, Geolocation):
+        skew = ahead(event.checked_at, now, clock_skew, what="checked_at")
+    if skew is not None:
+        return Rejected("clock_skew", skew)
     if isinstance(event, Registered):
-        return _register(state, event, partition, offset, policies)
+        return _register(state, event, partition, offset, policies, now)
     if state is None:
         return Rejected("unknown_player", f"player {event.player_id} is not registered")
     policy = policies.get(state.jurisdiction)
     if policy is None:
         return Rejected("invalid", f"no policy for the player's jurisdiction {state.jurisdiction}")
-    change = _change(state, event, policy)
+    change = _change(state, event, policy, now)
     if isinstance(change, Unchanged | Rejected):
         return change
     return state.model_copy(
@@ -90,7 +108,12 @@ def apply_player_event(
 
 
 def _register(
-    state: PlayerState | None, event: Registered, partition: int, offset: int, policies: Policies
+    state: PlayerState | None,
+    event: Registered,
+    partition: int,
+    offset: int,
+    policies: Policies,
+    now: datetime,
 ) -> PlayerState | Unchanged | Rejected:
     if state is not None:
         same = (state.jurisdiction, state.currency, state.birth_date) == (
@@ -111,7 +134,7 @@ def _register(
             f"Croupier holds no licence policy for {event.jurisdiction} "
             f"(licensed: {', '.join(policies.jurisdictions)})",
         )
-    age = age_on(event.birth_date, event.timestamp.date())
+    age = age_on(event.birth_date, min(event.timestamp, now).date())
     if age < policy.minimum_age:
         return Rejected(
             "underage",
@@ -132,10 +155,11 @@ def _register(
 
 
 def _change(
-    state: PlayerState, event: PlayerEvent, policy: JurisdictionPolicy
+    state: PlayerState, event: PlayerEvent, policy: JurisdictionPolicy, now: datetime
 ) -> dict[str, Any] | Unchanged | Rejected:
     """The fields ``event`` changes, or why it changes nothing."""
     at = event.timestamp
+    earliest, latest = min(at, now), max(at, now)
     match event:
         case SelfExcluded():
             if event.until is not None and event.until <= at:
@@ -159,13 +183,15 @@ def _change(
                     "invalid",
                     f"a limit in {event.currency}, but the wallet is in {state.currency}",
                 )
-            limits = set_limit(state.limits, event, policy.limits.cooling_off)
+            limits = set_limit(state.limits, event, policy.limits.cooling_off, at=latest)
             return Unchanged() if limits == state.limits else {"limits": limits}
         case SessionStarted():
             if state.session is not None and state.session.session_id == event.session_id:
                 return Unchanged()
             change: dict[str, Any] = {
-                "session": OpenSession(session_id=event.session_id, started_at=at, ip=event.ip)
+                "session": OpenSession(
+                    session_id=event.session_id, started_at=earliest, ip=event.ip
+                )
             }
             geo = state.geolocation
             if (
@@ -185,7 +211,9 @@ def _change(
             if geo is not None and event.checked_at <= geo.checked_at:
                 return Unchanged()  # a retry, or an older check: never replaces a newer one
             valid_until = (
-                event.checked_at + timedelta(seconds=event.geolocate_in) - policy.geolocation.buffer
+                min(event.checked_at, now)
+                + timedelta(seconds=event.geolocate_in)
+                - policy.geolocation.buffer
             )
             # A check taken before the open session started, from another address than the
             # session's, is already out of date: the address changed after it.

@@ -2,28 +2,42 @@
 
 A policy says how old a player must be, which limit periods players may set and how long
 an increase or removal of a limit waits, whether play needs an open session and a fresh
-geolocation check, and where and how regulator reports go. The files live in
-``policies/`` (one per jurisdiction, ``UK.toml`` holds ``jurisdiction = "UK"``);
-``croupier.policies.load_policies`` reads them, this module only parses and validates
-text, so the rules stay pure.
+geolocation check, where and how regulator reports go, and the house's liability limits
+per bet. The files live in ``policies/`` (one per jurisdiction, ``UK.toml`` holds
+``jurisdiction = "UK"``); ``croupier.policies.load_policies`` reads them, this module only
+parses and validates text, so the rules stay pure.
+
+Liability limits (``[liability]``, optional): the house default is ``HOUSE_LIABILITY``
+below, in code, so every jurisdiction has limits even when its file says nothing; a
+policy's ``[liability]`` table overrides it key by key, and its ``max_stake`` and
+``max_payout`` tables currency by currency. ``JurisdictionPolicy.liability_limits`` is the
+result, and ``Policies.liability`` gives the house default for a player of no known
+jurisdiction.
 """
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, Literal, NoReturn
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     field_serializer,
+    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
+
+from schemas.money import CURRENCY_PATTERN, check_scale
 
 Period = Literal["day", "week", "month"]
 ReportFormat = Literal["json", "safe", "sci"]
@@ -98,6 +112,106 @@ class ReportingPolicy(PolicyModel):
     format: ReportFormat
 
 
+# No policy may accept combined odds above this, and a bet priced above it is refused
+# before its price is even rounded: the analytics store keeps 18 integer digits of odds.
+ODDS_CEILING = Decimal(10) ** 12
+
+
+def _exact_number(value: Any) -> Any:
+    # A TOML float is binary (0.1 is not 0.1): limits are written as integers or strings.
+    if isinstance(value, bool | float):
+        msg = 'write the number as an integer or a string such as "10000.00", not a float'
+        raise ValueError(msg)
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, str):
+        try:
+            number = Decimal(value)
+        except ArithmeticError:
+            number = None
+        if number is None or not number.is_finite():
+            msg = f"{value!r} is not a decimal number"
+            raise ValueError(msg)
+        return number
+    return value
+
+
+LimitNumber = Annotated[Decimal, BeforeValidator(_exact_number), Field(gt=0)]
+Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN)]
+
+
+class LiabilityPolicy(PolicyModel):
+    """The most one bet may risk for the house; a key left out keeps the house default.
+
+    ``max_stake`` and ``max_payout`` are per currency (a table of ISO 4217 codes), since
+    a policy has no exchange rates: a bet in a currency no table names is refused.
+    """
+
+    max_stake: dict[Currency, LimitNumber] | None = None
+    max_legs: int | None = Field(default=None, ge=1)
+    max_odds: LimitNumber | None = None
+    max_payout: dict[Currency, LimitNumber] | None = None
+
+    @field_validator("max_stake", "max_payout")
+    @classmethod
+    def _fits_the_currency(cls, amounts: dict[str, Decimal] | None) -> dict[str, Decimal] | None:
+        for currency, amount in (amounts or {}).items():
+            check_scale(amount, currency)
+        return amounts
+
+    @field_validator("max_odds")
+    @classmethod
+    def _odds_in_range(cls, odds: Decimal | None) -> Decimal | None:
+        if odds is not None and not Decimal(1) < odds <= ODDS_CEILING:
+            msg = f"must be above 1 and at most {ODDS_CEILING:,}"
+            raise ValueError(msg)
+        return odds
+
+    @field_serializer("max_stake", "max_payout")
+    def _amounts_as_text(self, amounts: dict[str, Decimal] | None) -> dict[str, str] | None:
+        return None if amounts is None else {c: str(a) for c, a in sorted(amounts.items())}
+
+    @field_serializer("max_odds")
+    def _odds_as_text(self, odds: Decimal | None) -> str | None:
+        return None if odds is None else str(odds)
+
+
+@dataclass(frozen=True)
+class LiabilityLimits:
+    """The limits in force for one jurisdiction's bets: every key set."""
+
+    max_stake: Mapping[str, Decimal]
+    max_legs: int
+    max_odds: Decimal
+    max_payout: Mapping[str, Decimal]
+
+    def over(self, policy: LiabilityPolicy) -> LiabilityLimits:
+        """These limits with ``policy``'s keys (and currencies) in place of ours."""
+        return LiabilityLimits(
+            max_stake=MappingProxyType({**self.max_stake, **(policy.max_stake or {})}),
+            max_legs=self.max_legs if policy.max_legs is None else policy.max_legs,
+            max_odds=self.max_odds if policy.max_odds is None else policy.max_odds,
+            max_payout=MappingProxyType({**self.max_payout, **(policy.max_payout or {})}),
+        )
+
+
+def _per_currency(stake: int) -> Mapping[str, Decimal]:
+    # Round amounts of about the same value in each currency the house takes.
+    rates = {"EUR": "1", "GBP": "1", "USD": "1", "CHF": "1", "CAD": "1.5", "AUD": "1.5",
+             "DKK": "7.5", "SEK": "10", "NOK": "10", "JPY": "150"}  # fmt: skip
+    return MappingProxyType({c: stake * Decimal(r) for c, r in sorted(rates.items())})
+
+
+# The house default: what a sportsbook typically caps a single bet at. A jurisdiction's
+# [liability] table overrides it; edit here to change it for every jurisdiction.
+HOUSE_LIABILITY = LiabilityLimits(
+    max_stake=_per_currency(10_000),
+    max_legs=20,
+    max_odds=Decimal(10_000),
+    max_payout=_per_currency(250_000),
+)
+
+
 class JurisdictionPolicy(PolicyModel):
     """Everything Croupier enforces differently per licence, as one versioned document."""
 
@@ -110,6 +224,12 @@ class JurisdictionPolicy(PolicyModel):
     sessions: SessionPolicy
     geolocation: GeolocationPolicy
     reporting: ReportingPolicy
+    liability: LiabilityPolicy = LiabilityPolicy()
+
+    @property
+    def liability_limits(self) -> LiabilityLimits:
+        """The liability limits of this jurisdiction's bets: the house's, overridden."""
+        return HOUSE_LIABILITY.over(self.liability)
 
     @model_validator(mode="after")
     def _topic_matches(self) -> JurisdictionPolicy:
@@ -161,7 +281,8 @@ def _problem(error: ErrorDetails) -> str:
 
 _LAYOUT = (
     "a policy has the keys jurisdiction, version, effective_from, regulator, minimum_age "
-    "and the tables [limits], [sessions], [geolocation], [reporting]"
+    "and the tables [limits], [sessions], [geolocation], [reporting] (and, optionally, "
+    "[liability])"
 )
 
 
@@ -236,3 +357,9 @@ class Policies(Mapping[str, JurisdictionPolicy]):
     def jurisdictions(self) -> tuple[str, ...]:
         """The jurisdictions with a policy, sorted."""
         return tuple(self._by_jurisdiction)
+
+    def liability(self, jurisdiction: str | None) -> LiabilityLimits:
+        """The liability limits for a player of ``jurisdiction``; the house default for
+        one with no policy (or none known)."""
+        policy = self._by_jurisdiction.get(jurisdiction) if jurisdiction else None
+        return HOUSE_LIABILITY if policy is None else policy.liability_limits

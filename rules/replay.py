@@ -20,14 +20,15 @@ The market rules (the same as ``SportsbookSink._apply``), per market:
 * ``bet_settlement`` gives each leg on a named outcome that outcome's result and dead-heat
   factor (a leg whose outcome it does not name keeps what it had);
   ``rollback_bet_settlement`` clears every leg's result; ``bet_cancel`` voids the legs
-  placed in ``[start_time, end_time)`` (the whole market when neither is given) and
+  placed in ``[start_time, end_time)`` (the whole market when neither is given; placed
+  means when the house decided the bet, never the player's ``placed_at``) and
   ``rollback_bet_cancel`` makes them stand again. A voided leg counts as ``void``
   whatever its result.
 
 One deliberate difference from the live sink: the live sink can only touch legs that
 exist when a message is applied, whereas the replay applies every recorded message of
 the market to the leg, as the feed defines them. The two agree except for a bet decided
-after a windowed ``bet_cancel`` whose window covers its ``placed_at``: the feed says such
+after a windowed ``bet_cancel`` whose window covers its decision time: the feed says such
 a bet is void, and the replay says so too (and so disagrees with the live book). No
 settlement is expected for the messages processed before the bet was placed
 (``placed_after``): the history starts with the bet.
@@ -57,7 +58,8 @@ Results = dict[str, tuple[str, str | None]]  # outcome -> (result, dead-heat fac
 
 @dataclass(frozen=True)
 class LegSpec:
-    """A leg as placed: where it is, the price taken, and when the bet was placed."""
+    """A leg as placed: where it is, the price taken, and when the house took the bet
+    (its decision time, by the server's clock)."""
 
     event_id: str
     market_id: str

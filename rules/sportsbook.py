@@ -1,19 +1,35 @@
 """Bet acceptance against the odds table, and settlement math. Pure: no I/O.
 
-Acceptance (``decide_bet``), per selection in order: the event and market must be known
-(``market_unknown``), the market open for betting (``market_suspended``: suspended,
-stopped, settled, cancelled, or its producer's feed is down or not yet refreshed), the
-outcome priced (``market_unknown``), and the current price acceptable under the bet's
+Acceptance (``decide_bet``): the bet's ``placed_at`` must be within the clock tolerance of
+the server's decision time (``clock_skew``; ``rules/clock.py``). Then, per selection in
+order: the event and market must be known (``market_unknown``), the market open for
+betting (``market_suspended``: suspended, stopped, settled, cancelled, or its producer's
+feed is down or not yet refreshed), the outcome priced (``market_unknown``), and the
+current price acceptable under the bet's
 ``odds_change`` policy (``odds_changed``): ``none`` takes only the price the player saw,
 ``higher`` takes the current price when it is at least that, ``any`` takes the current
 price. An accepted bet is priced at the current prices; an accumulator's price is their
-product.
+product, computed in ``MONEY_CONTEXT`` (``rules/decimals.py``); a product above
+``ODDS_CEILING``, beyond what any policy accepts, is refused (``max_odds``) before it is
+rounded.
+
+Liability (``within_limits``), once the player's jurisdiction is known (the sportsbook
+sink reads it with the player's standing, in the placement's transaction): the bet's
+jurisdiction policy over the house default (``rules/policy.py``) caps the legs per
+accumulator (``max_legs``), the stake (``max_stake``), the combined odds (``max_odds``)
+and the potential payout, stake times odds (``max_payout``); stake and payout per currency,
+and a currency the limits do not name is refused (``max_stake``).
 
 Settlement (``settle_bet``): each leg contributes a factor: ``win`` its odds (times the
 dead-heat factor), ``lose`` 0, ``void`` 1 (the leg drops out), ``half_win`` (odds + 1) / 2,
 ``half_lose`` 1/2. The payout is the stake times the product, rounded down to the
 currency's minor unit (a fraction of a cent is never paid that was not won). A bet
 settles when every leg has a result.
+
+The settlement cap: a payout never exceeds the bet's potential payout at acceptance, the
+stake times its accepted prices, which acceptance held within ``max_payout`` of the policy
+in force then. So no resettlement, dead heat or later policy change pays above the cap a
+bet was accepted under (a whole void returns the stake, which is never above it).
 """
 
 from __future__ import annotations
@@ -21,11 +37,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 
+from rules.clock import DEFAULT_CLOCK_SKEW, skewed
+from rules.decimals import MONEY_CONTEXT, product, to_minor_unit
 from rules.odds import EventBook, ProducerHealth, market_open
+from rules.policy import ODDS_CEILING, LiabilityLimits
 from schemas.bets import BetRequest
-from schemas.money import minor_units
 from schemas.outbound import ReasonCode
 
 HALF = Decimal("0.5")
@@ -51,8 +69,14 @@ def decide_bet(
     producers: Mapping[str, ProducerHealth],
     now: datetime,
     heartbeat_timeout: timedelta,
+    *,
+    clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
 ) -> Priced | Refused:
-    """Price ``bet`` against the odds table, or say why it cannot be taken."""
+    """Price ``bet`` against the odds table at the server's ``now``, or say why it cannot be
+    taken."""
+    skew = skewed(bet.placed_at, now, clock_skew, what="placed_at")
+    if skew is not None:
+        return Refused(ReasonCode.CLOCK_SKEW, skew)
     prices: list[Decimal] = []
     for leg in bet.selections:
         where = f"{leg.event_id}/{leg.market_id}"
@@ -72,16 +96,52 @@ def decide_bet(
             )
         prices.append(current)
     total = Decimal(1)
-    for p in prices:
-        total *= p
+    for price in prices:
+        total = MONEY_CONTEXT.multiply(total, price)
+        if total > ODDS_CEILING:  # stop before the product grows past any precision
+            return Refused(ReasonCode.MAX_ODDS, f"combined odds above {ODDS_CEILING:,}")
     return Priced(tuple(prices), price_text(total))
 
 
 def price_text(odds: Decimal) -> Decimal:
     """``odds`` without trailing zeros past the second decimal (3.40 x 1.50 is 5.10)."""
-    exact = odds.normalize()
+    exact = odds.normalize(MONEY_CONTEXT)
     exponent = exact.as_tuple().exponent
-    return exact if isinstance(exponent, int) and exponent <= -2 else odds.quantize(Decimal("0.01"))
+    if isinstance(exponent, int) and exponent <= -2:
+        return exact
+    return odds.quantize(Decimal("0.01"), context=MONEY_CONTEXT)
+
+
+def potential_payout(stake: Decimal, odds: Decimal) -> Decimal:
+    """What a bet pays if every leg wins: the stake times its odds, unrounded."""
+    return MONEY_CONTEXT.multiply(stake, odds)
+
+
+def within_limits(bet: BetRequest, priced: Priced, limits: LiabilityLimits) -> Refused | None:
+    """``None`` when the priced bet is within the liability ``limits``; else the first
+    limit it breaks, in the order legs, stake, odds, payout."""
+    legs = len(bet.selections)
+    if legs > limits.max_legs:
+        return Refused(ReasonCode.MAX_LEGS, f"{legs} legs; at most {limits.max_legs}")
+    currency = bet.currency
+    max_stake = limits.max_stake.get(currency)
+    if max_stake is None:
+        return Refused(ReasonCode.MAX_STAKE, f"no stake limit is set for {currency}")
+    if bet.stake > max_stake:
+        return Refused(ReasonCode.MAX_STAKE, f"stake {bet.stake} {currency}; at most {max_stake}")
+    if priced.odds > limits.max_odds:
+        limit = limits.max_odds
+        return Refused(ReasonCode.MAX_ODDS, f"combined odds {priced.odds}; at most {limit}")
+    max_payout = limits.max_payout.get(currency)
+    if max_payout is None:
+        return Refused(ReasonCode.MAX_PAYOUT, f"no payout limit is set for {currency}")
+    payout = potential_payout(bet.stake, priced.odds)
+    if payout > max_payout:
+        shown = to_minor_unit(payout, currency)
+        return Refused(
+            ReasonCode.MAX_PAYOUT, f"potential payout {shown} {currency}; at most {max_payout}"
+        )
+    return None
 
 
 def acceptable(requested: Decimal, current: Decimal, policy: str) -> bool:
@@ -102,15 +162,17 @@ class Leg:
 
 
 def leg_factor(leg: Leg) -> Decimal:
+    """What one resolved leg multiplies the stake by (in ``MONEY_CONTEXT``)."""
+    ctx = MONEY_CONTEXT
     match leg.result:
         case "win":
-            return leg.odds * (leg.dead_heat_factor or 1)
+            return ctx.multiply(leg.odds, leg.dead_heat_factor or Decimal(1))
         case "lose":
             return Decimal(0)
         case "void":
             return Decimal(1)
         case "half_win":
-            return (leg.odds + 1) * HALF
+            return ctx.multiply(ctx.add(leg.odds, Decimal(1)), HALF)
         case "half_lose":
             return HALF
     msg = f"leg has no result: {leg.result!r}"
@@ -126,13 +188,16 @@ class Outcome:
 
 
 def settle_bet(stake: Decimal, currency: str, legs: Sequence[Leg]) -> Outcome | None:
-    """The bet's result and payout, or None while any leg is unresolved."""
+    """The bet's result and payout, or None while any leg is unresolved.
+
+    The payout is capped at the potential payout the bet was accepted at (stake times the
+    legs' prices): see the module's docstring.
+    """
     if any(leg.result is None for leg in legs):
         return None
-    factor = Decimal(1)
-    for leg in legs:
-        factor *= leg_factor(leg)
-    payout = (stake * factor).quantize(Decimal(1).scaleb(-minor_units(currency)), ROUND_DOWN)
+    won = potential_payout(stake, product(leg_factor(leg) for leg in legs))
+    cap = potential_payout(stake, product(leg.odds for leg in legs))
+    payout = to_minor_unit(min(won, cap), currency)
     results = {leg.result for leg in legs}
     if "lose" in results:
         result = "lose"  # the factor is 0: the payout is 0 in the currency's minor units

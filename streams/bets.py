@@ -78,6 +78,7 @@ def register(
     source_topic = settings.topic("bets")
     decisions, dead_letters = settings.topic("bet-decisions"), settings.topic("dead-letters")
     timeout = timedelta(seconds=settings.feed_timeout)
+    skew = settings.clock_skew
 
     async def process(events: list[Any]) -> None:
         batch = BetBatch()
@@ -89,7 +90,7 @@ def register(
         producers = read_producers(health, books.values())
         now = datetime.now(UTC)
         for event, bet in decoded:
-            verdict = decide_bet(bet, books, producers, now, timeout)
+            verdict = decide_bet(bet, books, producers, now, timeout, clock_skew=skew)
             batch.inputs.append(
                 BetInput(
                     position(event),

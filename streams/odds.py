@@ -16,7 +16,9 @@ messages change nothing, so a replay is harmless); ``alive`` updates its produce
 health; ``bet_settlement``, ``bet_cancel`` and the rollbacks are applied in PostgreSQL
 first (market state, bet legs, ledger; idempotent by Kafka position), then their
 settlements are published and the table follows the statuses PostgreSQL decided. A
-message that does not decode is a dead letter. Progress is recorded last, so messages the
+message that does not decode is a dead letter, and so is one stamped beyond the server's
+clock plus ``CROUPIER_CLOCK_SKEW_SECONDS`` (``clock_skew``), before it touches a book, a
+producer's health or a market. Progress is recorded last, so messages the
 consumer skips are read back (``streams/gaps.py``).
 """
 
@@ -33,6 +35,7 @@ from rules.odds import (
     ProducerHealth,
     apply_alive,
     apply_odds_message,
+    feed_clock_problem,
     set_status,
 )
 from schemas.odds import ODDS_MESSAGE, Alive, BetStop, OddsChange
@@ -40,7 +43,15 @@ from schemas.records import AuditRecord, SourcePosition
 from sinks.postgres.sportsbook import SportsbookSink
 from streams import metrics
 from streams.batching import until_available
-from streams.context import Letters, app_timer, decode_all, letter_records, position, publish
+from streams.context import (
+    Letters,
+    app_timer,
+    dead_letter,
+    decode_all,
+    letter_records,
+    position,
+    publish,
+)
 from streams.flow import declare_flow
 
 log = logging.getLogger(__name__)
@@ -95,8 +106,12 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
             return None if value is None else EventBook.from_json(value)
 
         for event, msg in decode_all(ODDS_MESSAGE, events, progress=progress, letters=letters):
+            skew = feed_clock_problem(msg, now, settings.clock_skew)
+            if skew is not None:  # a feed time ahead of ours would rule the book for ever
+                letters.append((event.message.key, dead_letter(event, "clock_skew", skew)))
+                continue
             if isinstance(msg, Alive):
-                new_health = apply_alive(health_of(health, msg.producer), msg, timeout)
+                new_health = apply_alive(health_of(health, msg.producer), msg, timeout, now)
                 if new_health is not None:
                     if new_health.recovered_at == msg.timestamp:
                         log.warning("producer %s is back; its markets reopen with fresh odds",

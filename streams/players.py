@@ -25,10 +25,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from croupier.settings import Settings
+from rules.clock import DEFAULT_CLOCK_SKEW
 from rules.players import Rejected, Unchanged, apply_player_event
 from rules.policy import Policies
 from schemas.decode import DecodeFailure
@@ -111,6 +112,7 @@ def plan_batch(
     stored: Mapping[str, PlayerState] | None = None,
     *,
     policies: Policies,
+    clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
 ) -> tuple[PlayerBatch, _Outputs]:
     """Decide every event of a batch; no I/O beyond reading the table.
 
@@ -146,8 +148,9 @@ def plan_batch(
         ):
             continue  # applied before a crash; PostgreSQL and the outputs already have it
         result = apply_player_event(
-            before, decoded, partition=pos.partition, offset=pos.offset, policies=policies
-        )
+            before, decoded, partition=pos.partition, offset=pos.offset, policies=policies,
+            now=now, clock_skew=clock_skew,
+        )  # fmt: skip
         row: dict[str, Any] = {
             "source": pos,
             "player_id": pid,
@@ -193,7 +196,9 @@ def register(
         decoded = decode_batch(events)
         players = sorted({d.player_id for _, d in decoded if not isinstance(d, DecodeFailure)})
         stored = await until_available(lambda: sink.standings(players), what="PostgreSQL")
-        batch, out = plan_batch(decoded, table, stored, policies=policies)
+        batch, out = plan_batch(
+            decoded, table, stored, policies=policies, clock_skew=settings.clock_skew
+        )
         # The dead letters reach Kafka before PostgreSQL commits: a crash before the commit
         # replays the batch and sends them again (keyed by source position); after it,
         # the replay finds the batch committed and they are already out. The audit

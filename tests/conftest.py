@@ -122,6 +122,8 @@ def settings(services: Services) -> Settings:
         CROUPIER_REPAIR_INTERVAL=1.0,
         # Off unless a test turns it on: tests count and number checkpoints themselves.
         CROUPIER_AUDIT_CHECKPOINT_INTERVAL=0,
+        # A day: the helpers stamp bets once per test session (helpers.BETS_AT).
+        CROUPIER_CLOCK_SKEW_SECONDS=86_400,
     )
     create_topics(s)
     migrate(s.migration_dsn, s.pg_schema)

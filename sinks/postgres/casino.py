@@ -33,10 +33,10 @@ from typing import Any
 
 from rules import ledger_keys
 from rules.casino import KnownTx, Round, Verdict, Wallet
+from rules.decimals import MONEY_CONTEXT, minor_unit
 from rules.games import Catalogue
 from rules.policy import Policies
 from schemas.casino import CasinoCall, Debit, Rollback
-from schemas.money import minor_units
 from schemas.outbound import CasinoResult, ReasonCode
 from schemas.records import AuditRecord, DeadLetter, SourcePosition
 from sinks.postgres import audit, ledger
@@ -219,7 +219,7 @@ class CasinoSink(PgSink):
                     player_id=call.player_id,
                     status=verdict.status,
                     # in the currency's minor units, as every amount on the wire ("0.00")
-                    balance=balance.quantize(Decimal(1).scaleb(-minor_units(currency))),
+                    balance=balance.quantize(minor_unit(currency), context=MONEY_CONTEXT),
                     currency=currency,
                     error=verdict.error,
                     decided_at=now,

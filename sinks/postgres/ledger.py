@@ -56,7 +56,8 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from rules import ledger_keys as keys
-from schemas.money import check_scale, minor_units
+from rules.decimals import MONEY_CONTEXT, minor_unit
+from schemas.money import check_scale
 from schemas.records import AuditRecord, SourcePosition
 from sinks.postgres import audit
 
@@ -550,4 +551,4 @@ class Reconciliation:
 
 def _money(value: Decimal, currency: str) -> str:
     """The amount in the currency's minor units (``12.50`` EUR, ``1200`` JPY)."""
-    return format(value.quantize(Decimal(1).scaleb(-minor_units(currency))), "f")
+    return format(value.quantize(minor_unit(currency), context=MONEY_CONTEXT), "f")

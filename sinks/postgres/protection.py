@@ -105,6 +105,10 @@ class Guarded:
         standing = self.standings.get(player_id)
         return None if standing is None else standing.version
 
+    def jurisdiction(self, player_id: str) -> str | None:
+        standing = self.standings.get(player_id)
+        return None if standing is None else standing.jurisdiction
+
     def currency(self, player_id: str) -> str | None:
         standing = self.standings.get(player_id)
         return None if standing is None else standing.currency

@@ -82,6 +82,7 @@ import psycopg
 from psycopg import sql
 
 from rules import ledger_keys
+from rules.decimals import MONEY_CONTEXT, minor_unit
 from rules.replay import (
     Anchor,
     BetReplay,
@@ -94,7 +95,6 @@ from rules.replay import (
 )
 from rules.sportsbook import Leg, Priced, Refused, price_text
 from schemas.bets import BET_REQUEST, BetRequest
-from schemas.money import minor_units
 from schemas.odds import (
     ODDS_MESSAGE,
     BetCancel,
@@ -126,7 +126,7 @@ def money(value: Decimal | None, currency: str) -> str:
     """An amount in its currency's minor units (``21.00``); ``-`` for none."""
     if value is None:
         return "-"
-    return format(value.quantize(Decimal(1).scaleb(-minor_units(currency))), "f")
+    return format(value.quantize(minor_unit(currency), context=MONEY_CONTEXT), "f")
 
 
 def request_hash(bet: BetRequest) -> str:
@@ -404,7 +404,7 @@ def report_for(
     replay = None
     if bet.status != "rejected":
         specs = [
-            LegSpec(leg.event_id, leg.market_id, leg.outcome_id, leg.odds, bet.request.placed_at)
+            LegSpec(leg.event_id, leg.market_id, leg.outcome_id, leg.odds, bet.decided_at)
             for leg in legs
         ]
         decoded = [(event, decode_settlement_message(payload)) for event, payload, _ in messages]

@@ -33,7 +33,7 @@ from typing import Any
 
 from rules import ledger_keys
 from rules.policy import Policies
-from rules.sportsbook import Leg, Outcome, Priced, Refused, settle_bet
+from rules.sportsbook import Leg, Outcome, Priced, Refused, settle_bet, within_limits
 from schemas.bets import BetRequest
 from schemas.money import minor_units
 from schemas.odds import BetCancel, BetSettlement, RollbackBetCancel, RollbackBetSettlement
@@ -216,6 +216,9 @@ class SportsbookSink(PgSink):
                 )
                 if blocked is not None:
                     verdict = Refused(blocked.reason, blocked.detail)
+                elif isinstance(verdict, Priced):  # the liability limits of the player's policy
+                    limits = guarded.policies.liability(guarded.jurisdiction(b.player_id))
+                    verdict = within_limits(b, verdict, limits) or verdict
             if isinstance(verdict, Priced) and any(
                 (s.event_id, s.market_id) in closed for s in b.selections
             ):
@@ -270,9 +273,11 @@ class SportsbookSink(PgSink):
             ))  # fmt: skip
             if isinstance(verdict, Priced):
                 out.accepted += 1
+                # A leg's placed_at is when the house took the bet (the decision time), not
+                # the player's claim: a time-windowed bet_cancel voids by it.
                 for n, (sel, price) in enumerate(zip(b.selections, verdict.leg_odds, strict=True)):
                     leg_rows.append((b.bet_id, n, sel.event_id, sel.market_id, sel.outcome_id,
-                                     price, b.placed_at))  # fmt: skip
+                                     price, now))  # fmt: skip
             else:
                 out.rejected += 1
         async with conn.pipeline(), conn.cursor() as cur:  # one round trip for all of it

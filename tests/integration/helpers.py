@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -94,6 +95,10 @@ def joined(player_id: str, **registration: Any) -> list[tuple[str, bytes]]:
 # -- the sportsbook's wire messages --------------------------------------------------------
 
 T0 = "2026-11-24T19:00:00Z"
+# A bet's placed_at must be within the clock tolerance of the server's decision time
+# (the test settings allow a day): one time per test session, so a producer's retry built
+# twice is byte for byte the same bet.
+BETS_AT = datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def odds_change(event_id: str, markets: dict[str, dict[str, str]], *, at: str = T0,
@@ -127,7 +132,7 @@ def settlement(event_id: str, results: dict[str, dict[str, str]], *, at: str) ->
 
 
 def bet(bet_id: str, player_id: str, stake: str, legs: list[tuple[str, str, str, str]], *,
-        policy: str = "none", currency: str = "EUR", at: str = T0) -> bytes:  # fmt: skip
+        policy: str = "none", currency: str = "EUR", at: str = BETS_AT) -> bytes:  # fmt: skip
     return json.dumps({
         "bet_id": bet_id, "player_id": player_id, "placed_at": at, "stake": stake,
         "currency": currency, "odds_change": policy,

@@ -195,18 +195,19 @@ def test_limits_hold_to_the_cent_count_winnings_and_loosen_only_after_cooling_of
     players_done(settings, 9)
     assert pay(settings, "p-2", ("deposit", "a-5", "0.01")) == ["deposit_limit"]
 
-    # p-3's increase was asked for 24 hours minus 8 seconds ago: it applies in 8 seconds
-    # (a margin for a loaded machine to decide the deposit before it).
+    # p-3's increase is dated 24 hours minus 8 seconds back, as if its cooling-off were
+    # nearly over: the server's clock decides, so it waits the full 24 hours from now.
     assert pay(settings, "p-3", ("deposit", "c-1", "10.00"), ("deposit", "c-2", "5.00")) == [
         "accepted", "deposit_limit",
     ]  # fmt: skip
-    raise_at = datetime.now(UTC) + timedelta(seconds=8)
-    asked = (raise_at - timedelta(hours=24)).isoformat()
+    sent = datetime.now(UTC)
+    asked = (sent + timedelta(seconds=8) - timedelta(hours=24)).isoformat()
     produce(settings, "players", [("p-3", limit("p-3", "deposit", "day", "100.00", at=asked))])
     players_done(settings, 10)
     assert pay(settings, "p-3", ("deposit", "c-3", "5.00")) == ["deposit_limit"]
-    time.sleep(max(0.0, (raise_at - datetime.now(UTC)).total_seconds()) + 0.5)
-    assert pay(settings, "p-3", ("deposit", "c-4", "5.00")) == ["accepted"]
+    pending = query(settings, "SELECT standing -> 'limits' -> 0 -> 'pending' ->> 'effective_at' "
+                    "FROM players WHERE player_id = 'p-3'")[0][0]  # fmt: skip
+    assert datetime.fromisoformat(pending) >= sent + timedelta(hours=24)
 
     ledger = query(
         settings,

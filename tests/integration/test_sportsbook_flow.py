@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -193,3 +194,71 @@ def test_bets_are_decided_once_settled_rolled_back_and_resettled(
     finally:
         ledger.close()
     assert worker.terminate() == 0, worker.problems()
+
+
+def test_liability_limits_and_the_servers_clock_decide_at_placement(
+    settings: Settings, worker_factory: StartWorker
+) -> None:
+    """The house limits refuse each kind of bet that breaks one; a bet or a feed message
+    stamped far from the server's clock is refused; a bet_cancel window voids by the time
+    the bet was decided, not by the player's placed_at."""
+    worker = worker_factory(settings)
+    worker.wait_ready()
+    produce(settings, "players", [*joined("p-1")])
+    produce(settings, "payments", [("p-1", payment("deposit", "pay-1", "p-1", "100.00"))])
+    events = [f"l-{n}" for n in range(70)]
+    produce(settings, "odds", [
+        *[(e, odds_change(e, {"1x2": {"home": "2.00", "short": "1.10"}})) for e in events],
+        ("big", odds_change("big", {"1x2": {"home": "9000.00", "away": "101.00"}})),
+        ("big-2", odds_change("big-2", {"1x2": {"away": "101.00"}})),
+    ])  # fmt: skip
+    wait_for(lambda: done(settings, "odds") == 72 and done(settings, "payments") == 1,
+             timeout=60, what="odds and the deposit")  # fmt: skip
+
+    far_ahead = "2100-01-01T00:00:00+00:00"
+    bets = [
+        ("p-1", bet("ok", "p-1", "1.00", [(e, "1x2", "home", "2.00") for e in events[:3]])),
+        ("p-1", bet("legs", "p-1", "1.00", [(e, "1x2", "short", "1.10") for e in events[:21]])),
+        ("p-1", bet("seventy", "p-1", "1.00", [(e, "1x2", "home", "2.00") for e in events])),
+        ("p-1", bet("stake", "p-1", "10000.01", [("l-0", "1x2", "home", "2.00")])),
+        ("p-1", bet("odds", "p-1", "1.00",
+                    [("big", "1x2", "away", "101.00"), ("big-2", "1x2", "away", "101.00")])),
+        ("p-1", bet("payout", "p-1", "30.00", [("big", "1x2", "home", "9000.00")])),
+        ("p-1", bet("ahead", "p-1", "1.00", [("l-0", "1x2", "home", "2.00")], at=far_ahead)),
+    ]  # fmt: skip
+    produce(settings, "bets", bets)
+    got = decisions(settings, len(bets))
+    assert {b: (d[0]["status"], d[0]["reason"]) for b, d in got.items()} == {
+        "ok": ("accepted", None),
+        "legs": ("rejected", "max_legs"),
+        "seventy": ("rejected", "max_odds"),  # 1.18e21: refused before it is even rounded
+        "stake": ("rejected", "max_stake"),
+        "odds": ("rejected", "max_odds"),  # 10201 > 10000
+        "payout": ("rejected", "max_payout"),  # 270000.00 > 250000
+        "ahead": ("rejected", "clock_skew"),
+    }
+    assert balance(settings, "p-1") == (D("99.00"), D("1.00"))
+
+    # A heartbeat from year 2100 is a dead letter: it never marks the producer up.
+    produce(settings, "odds", [
+        ("live", json.dumps({"type": "alive", "producer": "live",
+                             "timestamp": far_ahead}).encode()),
+    ])  # fmt: skip
+    wait_for(lambda: done(settings, "odds") == 73, timeout=30, what="the heartbeat")
+    assert query(settings, "SELECT reason FROM dead_letters WHERE source_topic = %s",
+                 (settings.topic("odds"),)) == [("clock_skew",)]  # fmt: skip
+
+    # The accepted bet's legs carry its decision time; a window that covers the player's
+    # placed_at but ends before the decision voids nothing, one that covers it voids.
+    decided = query(settings, "SELECT decided_at FROM bets WHERE bet_id = 'ok'")[0][0]
+    assert query(settings, "SELECT DISTINCT placed_at FROM bet_legs WHERE bet_id = 'ok'") == [
+        (decided,)
+    ]
+    before = (decided - timedelta(microseconds=1)).isoformat()
+    produce(settings, "odds", [
+        ("l-0", feed("bet_cancel", "l-0", at=before, end_time=before)),
+        ("l-1", feed("bet_cancel", "l-1", at=before, start_time=decided.isoformat())),
+    ])  # fmt: skip
+    wait_for(lambda: done(settings, "odds") == 75, timeout=30, what="the cancels")
+    assert query(settings, "SELECT event_id, cancelled FROM bet_legs WHERE bet_id = 'ok' "
+                 "ORDER BY leg") == [("l-0", False), ("l-1", True), ("l-2", False)]  # fmt: skip

@@ -95,3 +95,14 @@ def test_a_newer_standing_in_postgresql_wins_over_a_table_left_behind_by_a_crash
     assert batch.states["p-1"].version == 3
     redelivered, _ = plan(decode_batch([event(1, doc("session_started"))]), behind, stored)
     assert redelivered.events == []
+
+
+def test_an_event_stamped_ahead_of_the_servers_clock_is_a_clock_skew_dead_letter() -> None:
+    ahead = json.loads(doc("session_started"))
+    ahead["timestamp"] = "9999-01-01T00:00:00Z"
+    events = [event(0, doc("registered")), event(1, json.dumps(ahead).encode())]
+    batch, out = plan(decode_batch(events), {})
+    assert [(e.source.offset, e.outcome) for e in batch.events] == [(0, "applied")]
+    assert [(d.source.offset, d.reason) for d in batch.dead_letters] == [(1, "clock_skew")]
+    assert batch.states["p-1"].session is None
+    assert len(out.dead_letters) == 1

@@ -34,8 +34,13 @@ T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
 POLICIES = load_policies(POLICY_DIR)
 
 
-def apply_player_event(state: PlayerState | None, event: Any, **where: int) -> Any:
-    return players.apply_player_event(state, event, policies=POLICIES, **where)
+def apply_player_event(
+    state: PlayerState | None, event: Any, *, partition: int, offset: int
+) -> Any:
+    # Decided as the event arrives: the server's clock agrees with the producer's.
+    return players.apply_player_event(
+        state, event, partition=partition, offset=offset, policies=POLICIES, now=event.timestamp
+    )
 
 
 def registered(pid: str = "p-1", jurisdiction: str = "UK") -> Registered:
@@ -118,7 +123,9 @@ WITH_GI = Policies([*POLICIES.values(), GI])
 def apply(
     state: PlayerState | None, event: Any, *, offset: int = 1, policies: Policies = WITH_GI
 ) -> PlayerState | Unchanged | Rejected:
-    return players.apply_player_event(state, event, partition=0, offset=offset, policies=policies)
+    return players.apply_player_event(
+        state, event, partition=0, offset=offset, policies=policies, now=event.timestamp
+    )
 
 
 def applied(state: PlayerState | None, event: Any, *, offset: int = 1) -> PlayerState:
@@ -518,7 +525,7 @@ def test_every_applied_event_bumps_the_version_by_one_and_records_where_it_came_
     ]
     for offset, event in enumerate(events, start=10):
         after = players.apply_player_event(
-            state, event, partition=3, offset=offset, policies=POLICIES
+            state, event, partition=3, offset=offset, policies=POLICIES, now=event.timestamp
         )
         assert isinstance(after, PlayerState), after
         assert after.version == state.version + 1
