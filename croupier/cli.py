@@ -153,9 +153,7 @@ def _wallet_reconcile(ledger: Any, args: argparse.Namespace) -> int:
             "unbalanced_transactions": [[str(v) for v in r] for r in rec.unbalanced_transactions],
             "balance_drift": [[str(v) for v in r] for r in rec.balance_drift],
             "house": [[str(v) for v in r] for r in rec.house],
-            "debts": [{"currency": d.currency, "accounts": d.accounts,
-                       "players_in_debt": d.in_debt, "owed": str(d.owed)}
-                      for d in rec.debts],
+            "debts": [d.as_json() for d in rec.debts],
         }))  # fmt: skip
     else:
         for c in rec.currencies:
@@ -167,8 +165,9 @@ def _wallet_reconcile(ledger: Any, args: argparse.Namespace) -> int:
         for owner, kind, cur, stored, derived in rec.balance_drift:
             print(f"balance drift {owner} {kind} {cur}: stored {stored}, entries say {derived}")
         for d in rec.debts:
+            shown = d.as_json()
             print(f"{d.currency}  debt accounts {d.accounts}  in debt {d.in_debt}  "
-                  f"owed {d.owed}")  # fmt: skip
+                  f"owed {shown['owed']}")  # fmt: skip
         print("books balance" if rec.ok else "books DO NOT balance")
     return EXIT_OK if rec.ok else EXIT_FAILED
 

@@ -556,6 +556,12 @@ class DebtTotals:
     in_debt: int
     owed: Decimal
 
+    def as_json(self) -> dict[str, Any]:
+        """The shape ``croupier wallet reconcile --json`` prints under ``debts``."""
+        owed = _money(self.owed, self.currency)
+        return {"currency": self.currency, "accounts": self.accounts,
+                "players_in_debt": self.in_debt, "owed": owed}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Reconciliation:
