@@ -10,6 +10,8 @@ older version refused is never reused.
 from __future__ import annotations
 
 import json
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from croupier.analytics import AnalyticsSink
 from croupier.cli import main
 from croupier.settings import Settings
+from sinks.clickhouse.client import connect
 from sinks.postgres import ledger as L
 from tests.conftest import StartWorker
 from tests.integration.helpers import (
@@ -51,11 +55,22 @@ def ledger(settings: Settings) -> Iterator[L.Ledger]:
 
 
 @pytest.fixture
+def chsettings(settings: Settings) -> Iterator[Settings]:
+    """The test's settings with a ClickHouse database of its own (dropped afterwards)."""
+    s = settings.model_copy(update={"clickhouse_database": f"t_{uuid.uuid4().hex[:10]}",
+                                    "analytics_batch_wait": 0.1})  # fmt: skip
+    yield s
+    ch = connect(s.clickhouse_url)
+    ch.command(f"DROP DATABASE IF EXISTS {s.clickhouse_database}")
+    ch.close()
+
+
+@pytest.fixture
 def run(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    chsettings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Run:
     """Run ``croupier ...`` in-process on this test's stack; (exit status, JSON or text)."""
-    for name, value in settings.as_env().items():
+    for name, value in chsettings.as_env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("CROUPIER_STACK_DIR", "/nonexistent")
 
@@ -135,8 +150,9 @@ def test_the_ledger_turns_a_shortfall_into_debt_and_recovers_it_first(ledger: L.
 
 
 def test_the_debt_path_end_to_end(
-    settings: Settings, worker_factory: StartWorker, ledger: L.Ledger, run: Run
-) -> None:
+    settings: Settings, chsettings: Settings, worker_factory: StartWorker, ledger: L.Ledger,
+    run: Run,
+) -> None:  # fmt: skip
     s = settings
     worker = worker_factory(s)
     worker.wait_ready()
@@ -245,9 +261,17 @@ def test_the_debt_path_end_to_end(
         assert code == 0, report["checks"]
     code, report = run("replay", "--json")
     assert code == 0, report["differences"]
-    # Every invariant of `croupier check` holds with a debt on the books.
-    code, checked = run("check", "--json", "--wait", "60", "--skip-clickhouse")
+    # Every invariant of `croupier check` holds with a debt on the books, ClickHouse's too.
+    sink = AnalyticsSink(chsettings)
+    thread = threading.Thread(target=sink.run)
+    thread.start()
+    try:
+        code, checked = run("check", "--json", "--wait", "60")
+    finally:
+        sink.stop.set()
+        thread.join(30)
     assert code == 0, json.dumps(checked, indent=1)
+    assert all(row["ok"] and not row["skipped"] for row in checked["rows"]), checked
     assert worker.terminate() == 0, worker.problems()
 
 
