@@ -45,6 +45,13 @@ NOW = datetime(2026, 11, 24, 19, 0, tzinfo=UTC)
 Run = Callable[..., tuple[int, Any]]
 HOME = {"1x2": {"home": "win", "draw": "lose", "away": "lose"}}
 AWAY = {"1x2": {"home": "lose", "draw": "lose", "away": "win"}}
+DEAD_HEAT = json.dumps({
+    "type": "bet_settlement", "event_id": "m-2", "timestamp": "2026-11-24T21:13:00Z",
+    "markets": [{"market_id": "1x2", "outcomes": [
+        {"outcome_id": "home", "result": "win", "dead_heat_factor": "0.5"},
+        {"outcome_id": "draw", "result": "lose"},
+        {"outcome_id": "away", "result": "win", "dead_heat_factor": "0.5"}]}],
+}).encode()  # fmt: skip
 
 
 @pytest.fixture
@@ -208,16 +215,18 @@ def test_the_debt_path_end_to_end(
     # Resettled as a loss: the stake goes to the house.
     produce(s, "odds", [("m-1", settlement("m-1", AWAY, at="2026-11-24T21:11:00Z"))])
 
-    # p-2: a resettlement to a loss, a void, and the void withdrawn, each applied in order,
-    # though the player holds nothing.
+    # p-2: a resettlement to a loss, a void, the void withdrawn, then a dead heat: each
+    # applied in order, though the player holds nothing. The void's stake and the dead
+    # heat's half payout each pay the debt down.
     produce(s, "odds", [
         ("m-2", settlement("m-2", AWAY, at="2026-11-24T21:10:00Z")),
         ("m-2", feed("bet_cancel", "m-2", at="2026-11-24T21:11:00Z")),
         ("m-2", feed("rollback_bet_cancel", "m-2", at="2026-11-24T21:12:00Z")),
+        ("m-2", DEAD_HEAT),
     ])  # fmt: skip
-    wait_for(lambda: done(s, "odds") == 9, timeout=60, what="the corrections")
+    wait_for(lambda: done(s, "odds") == 10, timeout=60, what="the corrections")
     assert wallet(ledger, "p-1") == (D("30.00"), D("0.00"), D("0.00"), D(0))
-    assert wallet(ledger, "p-2") == (D("0.00"), D("0.00"), D("0.00"), D("20.00"))
+    assert wallet(ledger, "p-2") == (D("0.00"), D("0.00"), D("0.00"), D("10.00"))
     assert query(s, "SELECT settlement_id, kind, result, payout FROM settlements "
                  "ORDER BY 1") == [
         ("b-1/1", "settled", "win", D("21.00")), ("b-1/2", "rolled_back", None, D(0)),
@@ -225,15 +234,16 @@ def test_the_debt_path_end_to_end(
         ("b-2/1", "settled", "win", D("20.00")), ("b-2/2", "rolled_back", None, D(0)),
         ("b-2/3", "resettled", "lose", D(0)), ("b-2/4", "rolled_back", None, D(0)),
         ("b-2/5", "voided", "void", D("10.00")), ("b-2/6", "rolled_back", None, D(0)),
-        ("b-2/7", "resettled", "lose", D(0)),
+        ("b-2/7", "resettled", "lose", D(0)), ("b-2/8", "rolled_back", None, D(0)),
+        ("b-2/9", "resettled", "win", D("10.00")),
     ]  # fmt: skip
-    assert query(s, "SELECT bet_id, status, result FROM bets ORDER BY 1") == [
-        ("b-1", "settled", "lose"), ("b-2", "settled", "lose")]  # fmt: skip
+    assert query(s, "SELECT bet_id, status, result, payout FROM bets ORDER BY 1") == [
+        ("b-1", "settled", "lose", D(0)), ("b-2", "settled", "win", D("10.00"))]  # fmt: skip
 
     # Where it shows: the wallet, the statement, the books.
     code, shown = run("wallet", "balance", "p-2", "--json")
     assert code == 0 and shown == {"player_id": "p-2", "currency": "EUR", "balance": "0.00",
-                                   "pending": "0.00", "debt": "20.00"}, shown  # fmt: skip
+                                   "pending": "0.00", "debt": "10.00"}, shown  # fmt: skip
     code, text = run("wallet", "balance", "p-1")
     assert code == 0 and "balance 30.00" in text and "debt 0.00" in text, text
     code, lines = run("wallet", "statement", "p-1", "--json")
@@ -244,9 +254,9 @@ def test_the_debt_path_end_to_end(
     code, books = run("wallet", "reconcile", "--json")
     assert code == 0 and books["ok"], books
     assert books["debts"] == [{"currency": "EUR", "accounts": 2, "players_in_debt": 1,
-                               "owed": "20.00"}]  # fmt: skip
+                               "owed": "10.00"}]  # fmt: skip
     code, text = run("wallet", "reconcile")
-    assert code == 0 and "in debt 1  owed 20.00" in text and "books balance" in text, text
+    assert code == 0 and "in debt 1  owed 10.00" in text and "books balance" in text, text
 
     # The trail: it verifies, and rebuilds both wallets, debt included.
     code, verified = run("audit", "verify", "--json")
@@ -254,7 +264,7 @@ def test_the_debt_path_end_to_end(
     code, rebuilt = run("audit", "rebuild", "--all", "--json")
     assert code == 0 and rebuilt["ok"], rebuilt
     p2 = next(w for w in rebuilt["wallets"] if w["player_id"] == "p-2")
-    assert {"currency": "EUR", "account": "debt", "balance": "-20.00"} in p2["balances"]
+    assert {"currency": "EUR", "account": "debt", "balance": "-10.00"} in p2["balances"]
     # Replays agree with the book and the ledger (a payout that paid a debt moved it all).
     for bet_id in ("b-1", "b-2"):
         code, report = run("replay", "settlement", bet_id, "--json")
