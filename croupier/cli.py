@@ -123,7 +123,8 @@ def _wallet_balance(ledger: Any, args: argparse.Namespace) -> int:
         for b in balances:
             shown = b.as_json()
             print(f"{b.player_id}  {b.currency}  balance {shown['balance']}  "
-                  f"pending {shown['pending']}  reserved {b.withdrawal_reserved}")  # fmt: skip
+                  f"pending {shown['pending']}  reserved {b.withdrawal_reserved}  "
+                  f"debt {shown['debt']}")  # fmt: skip
     return EXIT_OK
 
 
@@ -152,6 +153,7 @@ def _wallet_reconcile(ledger: Any, args: argparse.Namespace) -> int:
             "unbalanced_transactions": [[str(v) for v in r] for r in rec.unbalanced_transactions],
             "balance_drift": [[str(v) for v in r] for r in rec.balance_drift],
             "house": [[str(v) for v in r] for r in rec.house],
+            "debts": [d.as_json() for d in rec.debts],
         }))  # fmt: skip
     else:
         for c in rec.currencies:
@@ -162,6 +164,10 @@ def _wallet_reconcile(ledger: Any, args: argparse.Namespace) -> int:
             print(f"unbalanced transaction {row[0]} in {row[1]}: {row[2]}")
         for owner, kind, cur, stored, derived in rec.balance_drift:
             print(f"balance drift {owner} {kind} {cur}: stored {stored}, entries say {derived}")
+        for d in rec.debts:
+            shown = d.as_json()
+            print(f"{d.currency}  debt accounts {d.accounts}  in debt {d.in_debt}  "
+                  f"owed {shown['owed']}")  # fmt: skip
         print("books balance" if rec.ok else "books DO NOT balance")
     return EXIT_OK if rec.ok else EXIT_FAILED
 

@@ -324,11 +324,14 @@ def money_moved_once(conn: psycopg.Connection[Any], prefix: str | None) -> Row:
 
 
 def no_negative_balance(conn: psycopg.Connection[Any]) -> Row:
-    """Row 4: no wallet account below zero, now or after any transaction."""
+    """Row 4: no wallet account below zero, now or after any transaction. A debt account
+    is the one the other way round: zero or below (what the player owes, negated), never
+    above (a debt account holding credit would be money kept off the cash)."""
     row = Row("no negative balance")
     row.checked = _count(conn, "SELECT count(*) FROM ledger_accounts WHERE balance IS NOT NULL")
     for owner, kind, currency, balance in conn.execute(
-        "SELECT owner, kind, currency, balance FROM ledger_accounts WHERE balance < 0 LIMIT 100"
+        """SELECT owner, kind, currency, balance FROM ledger_accounts
+            WHERE CASE WHEN kind = 'debt' THEN balance > 0 ELSE balance < 0 END LIMIT 100"""
     ):
         row.breach(f"{owner} {kind} {currency.strip()}: {balance}")
     for key, cash, pending in conn.execute(

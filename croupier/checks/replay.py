@@ -81,13 +81,13 @@ def _chunk(
     txn_rows = conn.execute(
         """SELECT t.txn_id, t.idempotency_key, t.operation, t.status, t.reason, t.amount,
                   t.result, r.idempotency_key, t.recorded_at,
-                  coalesce(sum(e.amount) FILTER (WHERE a.kind = 'cash'), 0),
+                  coalesce(sum(e.amount) FILTER (WHERE a.kind IN ('cash', 'debt')), 0),
                   coalesce(sum(e.amount) FILTER (WHERE a.kind = 'pending'), 0)
              FROM ledger_transactions t
              LEFT JOIN ledger_transactions r ON r.txn_id = t.reference_id
              LEFT JOIN ledger_entries e ON e.txn_id = t.txn_id
              LEFT JOIN ledger_accounts a ON a.account_id = e.account_id
-                   AND a.owner = t.player_id AND a.kind IN ('cash', 'pending')
+                   AND a.owner = t.player_id AND a.kind IN ('cash', 'pending', 'debt')
             WHERE t.idempotency_key = ANY(%s)
             GROUP BY t.txn_id, r.idempotency_key""",
         (keys,),

@@ -3,9 +3,14 @@
 Model
 -----
 * **Accounts.** Per player and currency: ``cash`` (spendable), ``pending`` (stakes of open
-  bets) and ``withdrawal_reserve`` (withdrawals awaiting the provider). Each has a stored
-  balance with ``CHECK (balance >= 0)``. The house has ``house_stakes``, ``house_payouts``,
-  ``house_payments`` and ``house_casino`` per currency.
+  bets), ``withdrawal_reserve`` (withdrawals awaiting the provider), each with a stored
+  balance of zero or more, and ``debt`` (migration 0014), zero or less: what the player
+  owes, negated (the house's receivable). The house has ``house_stakes``,
+  ``house_payouts``, ``house_payments`` and ``house_casino`` per currency.
+* **Debt.** A settlement's rollback takes the payout back from cash as far as it goes; the
+  rest becomes debt, so a correction is never refused for want of cash. A later deposit,
+  sportsbook payout or released withdrawal pays the debt first, in its own transaction
+  (``rules/ledger.py`` states the rule).
 * **Entries.** Signed amounts; the entries of one transaction sum to zero per currency
   (a statement-level trigger refuses any insert that does not). An account's balance is
   the sum of its entries; the stored player balances are a cache of that sum which
@@ -57,6 +62,7 @@ from psycopg import errors as pg_errors
 
 from rules import ledger_keys as keys
 from rules.decimals import MONEY_CONTEXT, minor_unit
+from rules.ledger import owed
 from schemas.money import check_scale
 from schemas.records import AuditRecord, SourcePosition
 from sinks.postgres import audit
@@ -325,19 +331,21 @@ class Ledger:
             """SELECT currency,
                       max(balance) FILTER (WHERE kind = 'cash'),
                       max(balance) FILTER (WHERE kind = 'pending'),
-                      max(balance) FILTER (WHERE kind = 'withdrawal_reserve')
+                      max(balance) FILTER (WHERE kind = 'withdrawal_reserve'),
+                      coalesce(max(balance) FILTER (WHERE kind = 'debt'), 0)
                  FROM ledger_accounts WHERE owner = %s GROUP BY currency ORDER BY currency""",
             (player_id,),
         ).fetchall()
         return [
-            Balance(player_id, cur, cash, pending, reserved)
-            for cur, cash, pending, reserved in rows
+            Balance(player_id, cur, cash, pending, reserved, owed(debt))
+            for cur, cash, pending, reserved, debt in rows
         ]
 
     def statement(
         self, player_id: str, since: datetime | None = None, until: datetime | None = None
     ) -> list[StatementLine]:
-        """Every entry on the player's accounts in ``[since, until)``, with running balances."""
+        """Every entry on the player's accounts in ``[since, until)``, with running balances
+        (a debt account's: zero or below, what the player owes negated)."""
         rows = self.conn.execute(
             """SELECT * FROM (
                  SELECT t.recorded_at, t.idempotency_key, t.operation, a.kind, e.currency,
@@ -355,7 +363,8 @@ class Ledger:
         return [StatementLine(*row) for row in rows]
 
     def reconcile(self) -> Reconciliation:
-        """Prove the books: entries balance per currency, stored balances equal entries."""
+        """Prove the books: entries balance per currency, stored balances equal entries
+        (debt accounts included); count the debt accounts and what they hold."""
         totals = self.conn.execute(
             """SELECT currency, coalesce(sum(amount) FILTER (WHERE amount > 0), 0),
                       coalesce(-sum(amount) FILTER (WHERE amount < 0), 0), count(*)
@@ -377,11 +386,17 @@ class Ledger:
                  FROM ledger_accounts a LEFT JOIN ledger_entries e USING (account_id)
                 WHERE a.owner = 'house' GROUP BY a.account_id ORDER BY 3, 2"""
         ).fetchall()
+        debts = self.conn.execute(
+            """SELECT currency, count(*), count(*) FILTER (WHERE balance < 0),
+                      coalesce(-sum(balance), 0)
+                 FROM ledger_accounts WHERE kind = 'debt' GROUP BY currency ORDER BY 1"""
+        ).fetchall()
         return Reconciliation(
             currencies=[CurrencyTotals(c, d, cr, n) for c, d, cr, n in totals],
             unbalanced_transactions=[tuple(r) for r in unbalanced],
             balance_drift=[tuple(r) for r in drift],
             house=[tuple(r) for r in accounts],
+            debts=[DebtTotals(c.strip(), n, d, o) for c, n, d, o in debts],
         )
 
 
@@ -497,17 +512,21 @@ class AsyncLedger:
 
 @dataclass(frozen=True)
 class Balance:
+    """A player's wallet in one currency; ``debt`` is what they owe (zero or more)."""
+
     player_id: str
     currency: str
     cash: Decimal
     pending: Decimal
     withdrawal_reserved: Decimal
+    debt: Decimal = Decimal(0)
 
     def as_json(self) -> dict[str, str]:
         """The shape ``croupier wallet balance PLAYER --json`` prints."""
         return {"player_id": self.player_id, "currency": self.currency,
                 "balance": _money(self.cash, self.currency),
-                "pending": _money(self.pending, self.currency)}  # fmt: skip
+                "pending": _money(self.pending, self.currency),
+                "debt": _money(self.debt, self.currency)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -534,11 +553,28 @@ class CurrencyTotals:
 
 
 @dataclass(frozen=True)
+class DebtTotals:
+    """The debt accounts of one currency: how many, how many owe, and what they owe."""
+
+    currency: str
+    accounts: int
+    in_debt: int
+    owed: Decimal
+
+    def as_json(self) -> dict[str, Any]:
+        """The shape ``croupier wallet reconcile --json`` prints under ``debts``."""
+        owed = _money(self.owed, self.currency)
+        return {"currency": self.currency, "accounts": self.accounts,
+                "players_in_debt": self.in_debt, "owed": owed}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Reconciliation:
     currencies: list[CurrencyTotals]
     unbalanced_transactions: list[tuple[Any, ...]] = field(default_factory=list)
     balance_drift: list[tuple[Any, ...]] = field(default_factory=list)
     house: list[tuple[Any, ...]] = field(default_factory=list)
+    debts: list[DebtTotals] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

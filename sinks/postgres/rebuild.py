@@ -5,14 +5,17 @@ Every operation the ledger records through a flow leaves an audit record
 (``entity = 'ledger_transaction'``, see ``ledger.ledger_records``) with the request, the
 ledger's answer and every entry it posted. Replaying a player's records in ledger order
 (the transaction id each names) gives their accounts (cash, pending, withdrawal reserve
-per currency), their balances and every entry, without reading a ledger table. The
+and debt per currency), their balances and every entry, without reading a ledger table. The
 rebuild is then compared with the ledger: the stored balances, every entry of the
 player's accounts, and the balance after each operation the ledger answered with. A
 ledger transaction of the player with no audit record, or the other way round, is a
 difference too: the trail must be complete to be the truth.
 
-The replay checks the trail's own arithmetic as it goes: no account goes below zero, and
-the cash and pending balances after each applied record are the ones the record states.
+The replay checks the trail's own arithmetic as it goes: no account goes below zero (a
+debt account: above zero), each operation split its money between cash and debt as the
+debt rule says (``rules/ledger.py``: a rollback's shortfall becomes debt, money coming back
+pays a debt first), and the cash and pending balances after each applied record are the
+ones the record states.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from typing import Any
 
 import psycopg
 
-PLAYER_ACCOUNTS = ("cash", "pending", "withdrawal_reserve")
+from rules.ledger import split
+
+PLAYER_ACCOUNTS = ("cash", "pending", "withdrawal_reserve", "debt")
+_ZERO = Decimal(0)
 
 
 @dataclass
@@ -60,17 +66,25 @@ def replay(player_id: str, records: Iterable[dict[str, Any]]) -> Wallet:
         if rec["status"] != "applied":
             continue
         currency = str(rec["currency"])
+        cash_before = wallet.balances.get((currency, "cash"), _ZERO)
+        debt_before = wallet.balances.get((currency, "debt"), _ZERO)
+        moved: dict[str, Decimal] = {}
         for entry in rec["entries"]:
             if entry["owner"] != player_id:
                 continue  # the house's side
-            slot = (currency, str(entry["account"]))
+            kind = str(entry["account"])
+            slot = (currency, kind)
             amount = Decimal(entry["amount"])
-            wallet.balances[slot] = wallet.balances.get(slot, Decimal(0)) + amount
-            wallet.entries.append((int(rec["txn_id"]), currency, str(entry["account"]), amount))
-            if wallet.balances[slot] < 0:
+            moved[kind] = moved.get(kind, _ZERO) + amount
+            wallet.balances[slot] = wallet.balances.get(slot, _ZERO) + amount
+            wallet.entries.append((int(rec["txn_id"]), currency, kind, amount))
+            held = wallet.balances[slot]
+            if held > 0 if kind == "debt" else held < 0:
+                side = "above" if kind == "debt" else "below"
                 wallet.differences.append(
-                    f"{rec['key']}: {entry['account']} {currency} below zero in the trail"
+                    f"{rec['key']}: {kind} {currency} {side} zero in the trail"
                 )
+        _check_debt_rule(wallet, rec, cash_before, debt_before, moved)
         for kind, stated in (("cash", rec["cash_after"]), ("pending", rec["pending_after"])):
             held = wallet.balances.get((currency, kind), Decimal(0))
             if held != Decimal(stated):
@@ -78,6 +92,20 @@ def replay(player_id: str, records: Iterable[dict[str, Any]]) -> Wallet:
                     f"{rec['key']}: the trail sums {kind} to {held}, the record says {stated}"
                 )
     return wallet
+
+
+def _check_debt_rule(
+    wallet: Wallet, rec: dict[str, Any], cash: Decimal, debt: Decimal, moved: dict[str, Decimal]
+) -> None:
+    """Did the record split the player's money between cash and debt as the rule says?"""
+    got = (moved.get("cash", _ZERO), moved.get("debt", _ZERO))
+    # A trail already broken (flagged above) is read as kindly as it allows.
+    want = split(str(rec["operation"]), max(cash, _ZERO), max(-debt, _ZERO), got[0] + got[1])
+    if got != (want.cash, want.debt):
+        wallet.differences.append(
+            f"{rec['key']}: moved cash {got[0]} and debt {got[1]}; the debt rule says cash "
+            f"{want.cash} and debt {want.debt}"
+        )
 
 
 _TRAIL_SQL = """

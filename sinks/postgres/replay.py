@@ -193,7 +193,9 @@ class LedgerTxn:
     amount: Decimal
     result: str | None
     reference: str | None
-    cash: Decimal  # the sum of its entries on the player's cash account
+    # The sum of its entries on the player's cash and debt accounts: what the player's money
+    # moved (a payout that paid a debt down, or a rollback that ran into debt, moved it all).
+    cash: Decimal
     pending: Decimal  # ... and on the pending account
     recorded_at: datetime
 
@@ -427,11 +429,12 @@ def _is_settlement_of(key: str, prefix: str) -> bool:
 def _moved(
     conn: psycopg.Connection[Any], player: str, currency: str, txn_ids: list[int]
 ) -> dict[tuple[int, str], Decimal]:
-    """What each transaction moved on the player's cash and pending accounts."""
+    """What each transaction moved on the player's money (cash and debt: ``cash``) and
+    pending accounts."""
     rows = conn.execute(
-        """SELECT e.txn_id, a.kind, sum(e.amount)
+        """SELECT e.txn_id, CASE a.kind WHEN 'debt' THEN 'cash' ELSE a.kind END, sum(e.amount)
              FROM ledger_accounts a JOIN ledger_entries e USING (account_id)
-            WHERE a.owner = %s AND a.currency = %s AND a.kind IN ('cash', 'pending')
+            WHERE a.owner = %s AND a.currency = %s AND a.kind IN ('cash', 'pending', 'debt')
               AND e.txn_id = ANY(%s)
             GROUP BY 1, 2""",
         (player, currency, txn_ids),
@@ -673,7 +676,8 @@ def read_book(conn: psycopg.Connection[Any], players: list[str], bet_ids: list[s
         book["ledger"][r[0]] = dict(zip(_TXN_FIELDS, r[1:], strict=True))
     for owner, currency, kind, balance in conn.execute(
         """SELECT owner, currency, kind, balance FROM ledger_accounts
-            WHERE owner = ANY(%s) AND kind IN ('cash', 'pending', 'withdrawal_reserve')""",
+            WHERE owner = ANY(%s)
+              AND kind IN ('cash', 'pending', 'withdrawal_reserve', 'debt')""",
         (players,),
     ).fetchall():
         book["balance"].setdefault(f"{owner} {currency.strip()}", {})[kind] = balance

@@ -11,7 +11,9 @@ Settling (``apply_market_message``) is one transaction per settlement, cancel or
 message: the market's state moves (in feed-time order; a repeat or an older message
 changes nothing), its legs take their results, and every bet whose outcome changes is
 unsettled and/or settled in the ledger (key ``settlement:<bet_id>/<n>``, n counting the
-bet's settlements and rollbacks, so each settlement version of a bet posts once).
+bet's settlements and rollbacks, so each settlement version of a bet posts once). A
+rollback is never refused for want of cash: what the player no longer holds becomes their
+debt (``rules/ledger.py``), so every bet ends at the feed's latest result, in order.
 
 The fence. A bet accepted against the odds table could race a settlement of its market
 processed by another agent. Each placement takes a shared advisory lock per market and
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -88,7 +90,6 @@ class MarketOutcome:
 
     changed: dict[str, str] = field(default_factory=dict)
     settlements: list[Output] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)  # rollbacks the ledger could not apply
 
 
 def _sorted_markets(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
@@ -501,38 +502,18 @@ class SportsbookSink(PgSink):
                 continue
             plans.append(_Plan(bet_id, player, currency.strip(), stake, current_id, seq, want))
 
-        # Rollbacks first: a payout the player no longer holds cannot be taken back (a
-        # balance never goes below zero); such a bet keeps its settlement and is reported.
+        # Rollbacks first. The ledger never refuses one for want of cash: a payout the
+        # player no longer holds becomes their debt (migration 0014), so every bet moves to
+        # the feed's latest result.
         undo = [p for p in plans if p.current_id is not None]
-        undo_ops = [
-            ledger.unsettle(p.next_id(), p.current_id, p.player, p.currency, now)
-            for p in undo
-            if p.current_id is not None
-        ]
-        undone = await ledger.post_on(conn, undo_ops, [source] * len(undo_ops))
-        for plan, result in zip(undo, undone, strict=True):
-            if result.applied:
-                plan.seq += 1
-                plan.emit(outcome, source, now, kind="rolled_back")
-                plan.current_id = None
-            else:
-                log.error("rollback of %s refused by the ledger: %s", plan.bet_id, result.reason)
-                outcome.refused.append(plan.bet_id)
-                plan.want = None
-                plan.blocked = True
-        settle = [p for p in plans if p.want is not None and not p.blocked]
-        settle_ops = [
-            ledger.settle(
-                p.next_id(), p.bet_id, p.player, p.currency, p.want.payout, p.want.result, now
-            )
-            for p in settle
-            if p.want is not None
-        ]
-        settled = await ledger.post_on(conn, settle_ops, [source] * len(settle_ops))
-        for plan, result in zip(settle, settled, strict=True):
-            if not result.applied:
-                msg = f"settlement of {plan.bet_id} refused by the ledger: {result.reason}"
-                raise RuntimeError(msg)
+        await _post_steps(conn, undo, _unsettle_op(now), source)
+        for plan in undo:
+            plan.seq += 1
+            plan.emit(outcome, source, now, kind="rolled_back")
+            plan.current_id = None
+        settle = [p for p in plans if p.want is not None]
+        await _post_steps(conn, settle, _settle_op(now), source)
+        for plan in settle:
             plan.seq += 1
             plan.current_id = plan.settlement_id()
             kind = "voided" if plan.want and plan.want.result == "void" else (
@@ -547,7 +528,7 @@ class SportsbookSink(PgSink):
                     ("settled" if p.current_id else "open", p.current_id,
                      p.want.result if p.current_id and p.want else None,
                      p.want.payout if p.current_id and p.want else None, p.seq, p.bet_id)
-                    for p in plans if not p.blocked
+                    for p in plans
                 ],
             )  # fmt: skip
             if outcome.settlements:
@@ -572,7 +553,6 @@ class _Plan:
     current_id: str | None
     seq: int
     want: Outcome | None
-    blocked: bool = False
 
     def next_id(self) -> str:
         return f"{self.bet_id}/{self.seq + 1}"
@@ -595,6 +575,69 @@ class _Plan:
             settled_at=now,
         )
         out.settlements.append((self.player.encode(), message.model_dump_json().encode()))
+
+
+class SettlementRefused(RuntimeError):
+    """The ledger refused a settlement step the book needs: a bug (the book and the ledger
+    disagree), never a balance. It fails the transaction, so the refusal is not stored and
+    its key stays free for the correct retry."""
+
+
+# Each call builds one plan's next settlement step (``settlement:<bet_id>/<seq + 1>``).
+StepOp = Callable[["_Plan"], ledger.LedgerOp]
+
+
+def _unsettle_op(now: datetime) -> StepOp:
+    def build(p: _Plan) -> ledger.LedgerOp:
+        if p.current_id is None:
+            msg = f"bet {p.bet_id} has no settlement to roll back"
+            raise SettlementRefused(msg)
+        return ledger.unsettle(p.next_id(), p.current_id, p.player, p.currency, now)
+
+    return build
+
+
+def _settle_op(now: datetime) -> StepOp:
+    def build(p: _Plan) -> ledger.LedgerOp:
+        if p.want is None:
+            msg = f"bet {p.bet_id} has no outcome to settle"
+            raise SettlementRefused(msg)
+        return ledger.settle(
+            p.next_id(), p.bet_id, p.player, p.currency, p.want.payout, p.want.result, now
+        )
+
+    return build
+
+
+# How many refused keys of an older version one step may skip (one per bet at most: the
+# older version retried the same key, so it stored one refusal).
+_STALE_KEYS = 3
+
+
+async def _post_steps(conn: Any, plans: list[_Plan], build: StepOp, source: SourcePosition) -> None:
+    """Post each plan's next settlement step; every one must apply.
+
+    A key is never reused after a refusal: a refusal fails the transaction (nothing is
+    stored), and a refusal an older version stored under a step's key (before the debt
+    account, a rollback was refused when the player had spent the payout) is skipped: that
+    settlement number stays burnt and the step takes the next one.
+    """
+    results = await ledger.post_on(conn, [build(p) for p in plans], [source] * len(plans))
+    for _ in range(_STALE_KEYS):
+        stale = [i for i, r in enumerate(results) if r.duplicate and not r.applied]
+        if not stale:
+            break
+        for i in stale:
+            log.warning("settlement key %s holds an earlier refusal (%s); using the next",
+                        results[i].key, results[i].reason)  # fmt: skip
+            plans[i].seq += 1
+        again = await ledger.post_on(conn, [build(plans[i]) for i in stale], [source] * len(stale))
+        for i, r in zip(stale, again, strict=True):
+            results[i] = r
+    for plan, result in zip(plans, results, strict=True):
+        if not result.applied:
+            msg = f"{result.key} of bet {plan.bet_id} refused by the ledger: {result.reason}"
+            raise SettlementRefused(msg)
 
 
 def zero(currency: str) -> Decimal:

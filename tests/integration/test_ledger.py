@@ -316,6 +316,7 @@ def test_wallet_commands(cli_env: Settings, capsys: pytest.CaptureFixture[str]) 
     assert main(["wallet", "balance", "p-1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {
         "player_id": "p-1", "currency": "EUR", "balance": "12.50", "pending": "10.00",
+        "debt": "0.00",
     }  # fmt: skip
     assert main(["wallet", "balance", "nobody", "--json"]) == 1
     assert "has no wallet" in capsys.readouterr().err
@@ -331,4 +332,12 @@ def test_wallet_commands(cli_env: Settings, capsys: pytest.CaptureFixture[str]) 
     assert main(["wallet", "reconcile", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is False and report["balance_drift"][0][:2] == ["p-1", "cash"]
+    # A debt written off outside the ledger is drift too: the debt account is counted.
+    assert report["debts"] == [{"currency": "EUR", "accounts": 1, "players_in_debt": 0,
+                                "owed": "0.00"}]  # fmt: skip
+    lg.conn.execute("UPDATE ledger_accounts SET balance = -5 WHERE owner = 'p-1' AND kind = 'debt'")
+    assert main(["wallet", "reconcile", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert ["p-1", "debt", "EUR", "-5", "0"] in report["balance_drift"]
+    assert report["debts"][0]["players_in_debt"] == 1 and report["debts"][0]["owed"] == "5.00"
     lg.close()
