@@ -105,16 +105,17 @@ IpAddress = Annotated[
 ]
 
 
-# Times: RFC 3339 with a zone (``Z`` or ``+01:00``), years 1970 to 2999, at most nine
-# fraction digits (kept to the microsecond). The bounded year keeps every sum of a time
-# and a period (a month's limit, a cooling-off) inside what ``datetime`` can hold.
+# Times: RFC 3339 with a zone (``Z`` or ``+01:00``), from 1970 to the last day of year
+# 9999 in UTC, at most nine fraction digits (kept to the microsecond). A time whose offset
+# would carry it past year 9999 is refused here, not by an OverflowError further on. How
+# far from the server's clock a time may be is the rules' call (``clock_skew``).
 TIMESTAMP_PATTERN = (
-    r"^(19[7-9][0-9]|2[0-9]{3})-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}"
+    r"^(19[7-9][0-9]|[2-9][0-9]{3})-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}"
     r"(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
 )
 _TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 def _timestamp(value: Any) -> Any:
@@ -132,8 +133,12 @@ def _timestamp(value: Any) -> Any:
     if value.utcoffset() is None:
         msg = "needs a timezone (Z or an offset such as +01:00)"
         raise ValueError(msg)
-    if not EARLIEST <= value < LATEST:
-        msg = "must be between 1970 and 2999"
+    try:
+        inside = EARLIEST <= value < LATEST
+    except OverflowError:  # an offset that takes it past year 9999
+        inside = False
+    if not inside:
+        msg = "must be between 1970-01-01 and 9999-12-31 (UTC)"
         raise ValueError(msg)
     return value
 
