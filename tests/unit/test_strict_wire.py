@@ -4,6 +4,7 @@ a size limit, and a decoder that answers every input with a model or a reason.""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from schemas import export
 from schemas.base import ID_MAX_LENGTH
 from schemas.bets import BetRequest
 from schemas.decode import (
@@ -319,3 +321,28 @@ def test_the_error_text_is_short_and_printable_whatever_the_input() -> None:
     assert "Extra inputs" in error and "\x1b" not in error and "\x00" not in error
     tag = refused("payments", raw({**DEPOSIT, "type": "\x00" * 10_000}))
     assert len(tag) <= MAX_ERROR_CHARS
+
+
+# -- the published schema and the decoder agree ----------------------------------------------
+
+PAYMENTS_SCHEMA = json.loads(
+    (export.SCHEMA_DIR / "payments.schema.json").read_text(encoding="utf-8")
+)
+DEPOSIT_FIELDS = PAYMENTS_SCHEMA["$defs"]["Deposit"]["properties"]
+near_misses = st.one_of(
+    st.text(max_size=30),
+    st.from_regex(r"-?[0-9]{1,20}(\.[0-9]{0,4})?", fullmatch=True),
+    st.from_regex(r"[A-Za-z0-9._:/ -]{0,130}", fullmatch=True),
+    st.from_regex(
+        r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2})?(\.[0-9]{1,10})?"
+        r"(Z|z|[+-][0-9]{2}:?[0-9]{2})?",
+        fullmatch=True,
+    ),
+)
+
+
+@given(field=st.sampled_from(["amount", "payment_id", "timestamp"]), value=near_misses)
+def test_whatever_the_decoder_accepts_matches_the_published_pattern(field: str, value: str) -> None:
+    result = decode_topic("payments", raw({**DEPOSIT, field: value}))
+    if not isinstance(result, DecodeFailure):
+        assert re.search(DEPOSIT_FIELDS[field]["pattern"], value), (field, value)
