@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
-from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 
-from schemas.base import WireModel
+from schemas.base import Id, InboundModel, SchemaVersion, Timestamp
 from schemas.money import Odds, PositiveAmount, Priced
 from schemas.odds import EventId, MarketId, OutcomeId
 from schemas.players import PlayerId
 
-BetId = Annotated[str, Field(min_length=1, max_length=128)]
+BetId = Id
 
 # As in Sportradar's bet-acceptance tickets: "none" rejects any price move, "higher"
 # accepts the current price when it is equal or better for the player, "any" accepts it.
 OddsChangePolicy = Literal["none", "higher", "any"]
 
 
-class Selection(WireModel):
+class Selection(InboundModel):
     """One leg of a bet: an outcome and the price the player saw."""
 
     event_id: EventId
@@ -27,18 +27,18 @@ class Selection(WireModel):
     odds: Odds
 
 
-class BetRequest(Priced):
+class BetRequest(InboundModel, Priced):
     """A player asks to place a bet; several selections make an accumulator."""
 
     amount_fields = ("stake",)
 
     bet_id: BetId
     player_id: PlayerId
-    placed_at: AwareDatetime
+    placed_at: Timestamp
     stake: PositiveAmount
     odds_change: OddsChangePolicy
     selections: list[Selection] = Field(min_length=1)
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
 
     @model_validator(mode="after")
     def _one_leg_per_market(self) -> Self:

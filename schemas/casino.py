@@ -9,27 +9,28 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 
+from schemas.base import Id, InboundModel, SchemaVersion, Timestamp
 from schemas.money import NonNegativeAmount, PositiveAmount, Priced
 from schemas.players import PlayerId
 
-TransactionId = Annotated[str, Field(min_length=1, max_length=128)]
-RoundId = Annotated[str, Field(min_length=1, max_length=128)]
-GameId = Annotated[str, Field(min_length=1, max_length=128)]
+TransactionId = Id
+RoundId = Id
+GameId = Id
 BuildHash = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
-class _CasinoCall(Priced):
+class _CasinoCall(InboundModel, Priced):
     transaction_id: TransactionId
     round_id: RoundId
     game_id: GameId
     player_id: PlayerId
-    timestamp: AwareDatetime
+    timestamp: Timestamp
     # Croupier's own games name the SHA-256 of the certified RNG build that drew the round,
     # for the audit trail; an aggregator's calls leave it out.
     rng_build: BuildHash | None = None
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
 
 
 class Debit(_CasinoCall):

@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, model_validator
 
-from schemas.base import DecimalStr, WireModel
+from schemas.base import DecimalStr, WireModel, shown
 
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN)]
@@ -181,25 +181,78 @@ class Money:
 
 
 # Amounts and odds on the wire are decimal strings: no exponent, no spaces, a sign only
-# where the value may be negative. A JSON number is refused even when whole, so the
-# decoder agrees with the published JSON Schema; Python code may pass a Decimal.
+# where the value may be negative, and a bounded number of digits on each side of the
+# point, so every amount fits PostgreSQL, ClickHouse and the rules' Decimal context with
+# room to spare. A JSON number is refused even when whole, so the decoder agrees with the
+# published JSON Schema; Python code may pass a Decimal, whose digits are bounded alike.
 SIGNED_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
 UNSIGNED_DECIMAL = r"^[0-9]+(\.[0-9]+)?$"
 
+AMOUNT_DIGITS = 18  # integer digits of an amount a producer sends (a stake, a deposit)
+AMOUNT_PLACES = 3  # the most minor units any currency has (BHD, KWD...); Priced checks each
+TOTAL_DIGITS = 32  # integer digits of a total Croupier writes (a payout, a balance)
+ODDS_DIGITS = 6  # a leg's price is below 1,000,000
+ODDS_PLACES = 4
+COMBINED_ODDS_DIGITS = 18  # an accumulator's price: legs multiplied, never rounded
+COMBINED_ODDS_PLACES = 100
+FACTOR_PLACES = 6  # a dead-heat factor such as 0.333333
 
-def _decimal_string(pattern: str) -> BeforeValidator:
+
+def decimal_pattern(digits: int, places: int, *, signed: bool = False) -> str:
+    """The pattern of a decimal string with at most ``digits`` and ``places`` digits."""
+    sign = "-?" if signed else ""
+    return rf"^{sign}[0-9]{{1,{digits}}}(\.[0-9]{{1,{places}}})?$"
+
+
+def _cut(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _shape(value: str | Decimal) -> tuple[bool, int, int]:
+    """Whether ``value`` has a minus sign (not counting a computed -0), and its digits
+    before and after the point."""
+    if isinstance(value, str):
+        whole, _, fraction = value.lstrip("-").partition(".")
+        return value.startswith("-"), len(whole), len(fraction)
+    sign, numerals, exponent = value.as_tuple()
+    places = -exponent if isinstance(exponent, int) else 0
+    return bool(sign) and not value.is_zero(), max(0, len(numerals) - places), max(0, places)
+
+
+def _decimal_string(digits: int, places: int, *, signed: bool = False) -> BeforeValidator:
+    bounded = re.compile(decimal_pattern(digits, places, signed=signed))
+    well_formed = re.compile(SIGNED_DECIMAL)
+
+    def problem(value: str | Decimal) -> str | None:
+        negative, whole, fraction = _shape(value)
+        written = _cut(str(value))
+        if negative and not signed:
+            return f"{written} must not be negative"
+        if whole > digits:
+            return f"{written} has {whole} digits before the point; at most {digits}"
+        if fraction > places:
+            return f"{written} has {fraction} decimal places; at most {places}"
+        return None
+
     def check(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return value
-        if isinstance(value, str) and re.fullmatch(pattern, value):
-            return value
-        if isinstance(value, str) and re.fullmatch(SIGNED_DECIMAL, value):
-            msg = f"{value} must not be negative"
-        elif isinstance(value, str):
-            msg = f"{value!r} is not a plain decimal string such as '10.50'"
+        if isinstance(value, str):
+            if bounded.fullmatch(value):
+                return Decimal(value)
+            if not well_formed.fullmatch(value):
+                msg = f"{shown(value)} is not a plain decimal string such as '10.50'"
+                raise ValueError(msg)
+        elif isinstance(value, Decimal):
+            if not value.is_finite():
+                return value  # refused after the Decimal checks, with its own message
         else:
             msg = f"must be a decimal string such as '10.50', not {type(value).__name__}"
-        raise ValueError(msg)
+            if isinstance(value, float):
+                msg += ": amounts and odds must be decimal strings"
+            raise ValueError(msg)
+        msg = problem(value) or ""
+        if msg:
+            raise ValueError(msg)
+        return Decimal(value) if isinstance(value, str) else value
 
     return BeforeValidator(check)
 
@@ -214,30 +267,74 @@ def decimal_schema(pattern: str, description: str) -> WithJsonSchema:
     return WithJsonSchema({"type": "string", "pattern": pattern, "description": description})
 
 
-SignedAmount = Annotated[
-    DecimalStr,
-    _decimal_string(SIGNED_DECIMAL),
-    AfterValidator(_no_negative_zero),
-    decimal_schema(SIGNED_DECIMAL, "decimal string, may be negative"),
-]
+_AMOUNT = f"at most {AMOUNT_DIGITS} digits before the point and the currency's minor units"
+_TOTAL = f"at most {TOTAL_DIGITS} digits before the point and the currency's minor units"
+_ODDS = f"at most {ODDS_DIGITS} digits before the point and {ODDS_PLACES} after"
+
 PositiveAmount = Annotated[
     DecimalStr,
-    _decimal_string(UNSIGNED_DECIMAL),
+    _decimal_string(AMOUNT_DIGITS, AMOUNT_PLACES),
     Field(gt=0),
-    decimal_schema(UNSIGNED_DECIMAL, "decimal string, greater than zero"),
+    decimal_schema(
+        decimal_pattern(AMOUNT_DIGITS, AMOUNT_PLACES),
+        f"decimal string, greater than zero, {_AMOUNT}",
+    ),
 ]
 NonNegativeAmount = Annotated[
     DecimalStr,
-    _decimal_string(UNSIGNED_DECIMAL),
+    _decimal_string(AMOUNT_DIGITS, AMOUNT_PLACES),
     Field(ge=0),
     AfterValidator(_no_negative_zero),
-    decimal_schema(UNSIGNED_DECIMAL, "decimal string, zero or more"),
+    decimal_schema(
+        decimal_pattern(AMOUNT_DIGITS, AMOUNT_PLACES), f"decimal string, zero or more, {_AMOUNT}"
+    ),
+]
+Total = Annotated[
+    DecimalStr,
+    _decimal_string(TOTAL_DIGITS, AMOUNT_PLACES),
+    Field(ge=0),
+    AfterValidator(_no_negative_zero),
+    decimal_schema(
+        decimal_pattern(TOTAL_DIGITS, AMOUNT_PLACES), f"decimal string, zero or more, {_TOTAL}"
+    ),
+]
+"""A total Croupier writes (a payout, a balance): wider than any amount sent in."""
+SignedTotal = Annotated[
+    DecimalStr,
+    _decimal_string(TOTAL_DIGITS, AMOUNT_PLACES, signed=True),
+    AfterValidator(_no_negative_zero),
+    decimal_schema(
+        decimal_pattern(TOTAL_DIGITS, AMOUNT_PLACES, signed=True),
+        f"decimal string, may be negative, {_TOTAL}",
+    ),
 ]
 Odds = Annotated[
     DecimalStr,
-    _decimal_string(UNSIGNED_DECIMAL),
+    _decimal_string(ODDS_DIGITS, ODDS_PLACES),
     Field(gt=1),
-    decimal_schema(UNSIGNED_DECIMAL, "decimal odds as a string, greater than 1"),
+    decimal_schema(
+        decimal_pattern(ODDS_DIGITS, ODDS_PLACES),
+        f"decimal odds as a string, greater than 1, {_ODDS}",
+    ),
+]
+CombinedOdds = Annotated[
+    DecimalStr,
+    _decimal_string(COMBINED_ODDS_DIGITS, COMBINED_ODDS_PLACES),
+    Field(gt=1),
+    decimal_schema(
+        decimal_pattern(COMBINED_ODDS_DIGITS, COMBINED_ODDS_PLACES),
+        "decimal odds as a string, greater than 1: the legs' prices multiplied",
+    ),
+]
+"""An accumulator's price as Croupier writes it: every leg's places kept."""
+DeadHeatFactor = Annotated[
+    DecimalStr,
+    _decimal_string(1, FACTOR_PLACES),
+    Field(gt=0, le=1),
+    decimal_schema(
+        rf"^(0(\.[0-9]{{1,{FACTOR_PLACES}}})?|1(\.0{{1,{FACTOR_PLACES}}})?)$",
+        f"decimal string in (0, 1], at most {FACTOR_PLACES} decimal places",
+    ),
 ]
 
 

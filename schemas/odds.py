@@ -10,21 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, Literal, Self
 
-from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 
-from schemas.base import WireModel
-from schemas.money import Odds, PositiveAmount, decimal_schema
+from schemas.base import Id, InboundModel, ProducerId, SchemaVersion, Timestamp
+from schemas.money import DeadHeatFactor, Odds
 
-EventId = Annotated[str, Field(min_length=1, max_length=128)]
-MarketId = Annotated[str, Field(min_length=1, max_length=128)]
-OutcomeId = Annotated[str, Field(min_length=1, max_length=128)]
-Producer = Annotated[str, Field(min_length=1, max_length=64)]
+EventId = Id
+MarketId = Id
+OutcomeId = Id
+Producer = ProducerId
 MarketIds = Annotated[list[MarketId], Field(min_length=1)]
-DeadHeatFactor = Annotated[
-    PositiveAmount,
-    Field(le=1),
-    decimal_schema(r"^(0(\.[0-9]+)?|1(\.0+)?)$", "decimal string in (0, 1]"),
-]
 
 MarketStatus = Literal["active", "suspended", "deactivated", "settled", "cancelled", "handed_over"]
 OutcomeResult = Literal["win", "lose", "void", "half_win", "half_lose"]
@@ -39,10 +34,10 @@ def _no_repeats(ids: Iterable[str], what: str) -> None:
         seen.add(i)
 
 
-class _OddsMessage(WireModel):
-    timestamp: AwareDatetime
+class _OddsMessage(InboundModel):
+    timestamp: Timestamp
     producer: Producer | None = None
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
 
 
 class _EventMessage(_OddsMessage):
@@ -60,8 +55,8 @@ class _MarketsOptional(_EventMessage):
 
 class _TimeWindow(_MarketsOptional):
     # Bets placed in [start_time, end_time) are affected; a missing end is open-ended.
-    start_time: AwareDatetime | None = None
-    end_time: AwareDatetime | None = None
+    start_time: Timestamp | None = None
+    end_time: Timestamp | None = None
 
     @model_validator(mode="after")
     def _window_in_order(self) -> Self:
@@ -71,14 +66,14 @@ class _TimeWindow(_MarketsOptional):
         return self
 
 
-class OutcomeOdds(WireModel):
+class OutcomeOdds(InboundModel):
     """One outcome's current price."""
 
     outcome_id: OutcomeId
     odds: Odds
 
 
-class MarketOdds(WireModel):
+class MarketOdds(InboundModel):
     """A market's status and prices; an active market must price at least one outcome."""
 
     market_id: MarketId
@@ -112,7 +107,7 @@ class BetStop(_MarketsOptional):
     type: Literal["bet_stop"]
 
 
-class OutcomeSettlement(WireModel):
+class OutcomeSettlement(InboundModel):
     """How one outcome resolved; ``dead_heat_factor`` scales a winning outcome's payout."""
 
     outcome_id: OutcomeId
@@ -129,7 +124,7 @@ class OutcomeSettlement(WireModel):
         return self
 
 
-class MarketSettlement(WireModel):
+class MarketSettlement(InboundModel):
     """The results of one market's outcomes."""
 
     market_id: MarketId

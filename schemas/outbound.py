@@ -44,21 +44,21 @@ Reason codes (``ReasonCode``), the closed set every refusal and dead letter uses
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
 from pydantic import AwareDatetime, ConfigDict, Field, TypeAdapter, model_validator
 
-from schemas.base import WireModel
+from schemas.base import Id, Reference, WireModel
 from schemas.bets import BetId
 from schemas.casino import RoundId, TransactionId
-from schemas.money import NonNegativeAmount, Odds, PositiveAmount, Priced, SignedAmount
+from schemas.money import CombinedOdds, PositiveAmount, Priced, SignedTotal, Total
 from schemas.odds import OutcomeResult
 from schemas.payments import PaymentId
 from schemas.players import PlayerId
 
-SettlementId = Annotated[str, Field(min_length=1, max_length=128)]
-SessionId = Annotated[str, Field(min_length=1, max_length=128)]
-LedgerReference = Annotated[str, Field(min_length=1, max_length=128)]
+SettlementId = Reference  # "<bet_id>/<n>"
+SessionId = Id
+LedgerReference = Reference  # "settlement:<settlement_id>"
 
 
 class ReasonCode(StrEnum):
@@ -116,7 +116,7 @@ class BetDecision(_Outbound):
     player_id: PlayerId
     status: Literal["accepted", "rejected"]
     reason: ReasonCode | None = None
-    odds: Odds | None = None
+    odds: CombinedOdds | None = None
     decided_at: AwareDatetime
     schema_version: Literal[1] = 1
 
@@ -148,7 +148,7 @@ class Settlement(_Outbound, Priced):
     kind: SettlementKind
     result: OutcomeResult | None
     stake: PositiveAmount
-    payout: NonNegativeAmount
+    payout: Total
     ledger_reference: LedgerReference
     settled_at: AwareDatetime
     schema_version: Literal[1] = 1
@@ -196,7 +196,7 @@ class CasinoResult(_Outbound, Priced):
     round_id: RoundId
     player_id: PlayerId
     status: Literal["ok", "rejected"]
-    balance: NonNegativeAmount
+    balance: Total
     error: ReasonCode | None = None
     decided_at: AwareDatetime
     schema_version: Literal[1] = 1
@@ -221,7 +221,7 @@ class PlayerNotification(_Outbound, Priced):
     session_id: SessionId
     sequence: int = Field(ge=1)
     elapsed_seconds: int = Field(ge=0)
-    net_position: SignedAmount
+    net_position: SignedTotal
     timestamp: AwareDatetime
     schema_version: Literal[1] = 1
 

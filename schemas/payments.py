@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field, TypeAdapter
+from pydantic import Field, TypeAdapter
 
-from schemas.base import WireModel
+from schemas.base import Id, InboundModel, SchemaVersion, Text, Timestamp
 from schemas.money import PositiveAmount, Priced
 from schemas.players import PlayerId
 
-PaymentId = Annotated[str, Field(min_length=1, max_length=128)]
+PaymentId = Id
 
 
-class _PaymentEvent(WireModel):
+class _PaymentEvent(InboundModel):
     payment_id: PaymentId
     player_id: PlayerId
-    timestamp: AwareDatetime
-    schema_version: Literal[1] = 1
+    timestamp: Timestamp
+    schema_version: SchemaVersion = 1
 
 
 class Deposit(_PaymentEvent, Priced):
@@ -44,7 +44,7 @@ class WithdrawalFailed(_PaymentEvent):
     """The provider could not pay a withdrawal out: the reserve is released."""
 
     type: Literal["withdrawal_failed"]
-    reason: str | None = Field(default=None, max_length=1000)
+    reason: Text | None = None
 
 
 PaymentEvent = Annotated[

@@ -7,29 +7,43 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
 
-from schemas.base import WireModel
+from schemas.base import (
+    CalendarDate,
+    Id,
+    InboundModel,
+    IpAddress,
+    SchemaVersion,
+    Timestamp,
+    WireModel,
+)
 from schemas.money import Currency, NonNegativeAmount, check_scale
 
 Jurisdiction = Annotated[str, Field(pattern=r"^[A-Z]{2,3}$")]
-PlayerId = Annotated[str, Field(min_length=1, max_length=128)]
+PlayerId = Id
+# Ids as stored in the players table before the wire's ids were narrowed to a safe
+# character set: a standing written then must still load.
+StoredId = Annotated[str, Field(min_length=1, max_length=128)]
+# A geolocation check is trusted at most a year; a session limit is at most a year long.
+MAX_GEOLOCATE_IN = 366 * 24 * 3600
+MAX_SESSION_MINUTES = 366 * 24 * 60
 
 
-class _PlayerEvent(WireModel):
+class _PlayerEvent(InboundModel):
     player_id: PlayerId
-    timestamp: AwareDatetime
-    schema_version: Literal[1] = 1
+    timestamp: Timestamp
+    schema_version: SchemaVersion = 1
 
 
 class Registered(_PlayerEvent):
     type: Literal["registered"]
     jurisdiction: Jurisdiction
     currency: Currency
-    birth_date: date
+    birth_date: CalendarDate
 
 
 class SelfExcluded(_PlayerEvent):
     type: Literal["self_excluded"]
-    until: AwareDatetime | None = None
+    until: Timestamp | None = None
 
 
 class LimitSet(_PlayerEvent):
@@ -40,7 +54,7 @@ class LimitSet(_PlayerEvent):
     period: Literal["day", "week", "month"]
     amount: NonNegativeAmount | None = None
     currency: Currency | None = None
-    minutes: int | None = Field(default=None, ge=1)
+    minutes: int | None = Field(default=None, ge=1, le=MAX_SESSION_MINUTES)
 
     @model_validator(mode="after")
     def _fits_the_limit(self) -> Self:
@@ -63,15 +77,15 @@ class SessionStarted(_PlayerEvent):
     """A player's session opens; ``ip`` (optional) is the address the front end saw."""
 
     type: Literal["session_started"]
-    session_id: str = Field(min_length=1)
-    ip: str | None = None
+    session_id: Id
+    ip: IpAddress | None = None
 
 
 class SessionEnded(_PlayerEvent):
     """A session closes: the player or front end ended it, or Croupier did (session limit)."""
 
     type: Literal["session_ended"]
-    session_id: str = Field(min_length=1)
+    session_id: Id
     reason: Literal["player", "session_limit"] = "player"
 
 
@@ -79,9 +93,9 @@ class Geolocation(_PlayerEvent):
     type: Literal["geolocation"]
     jurisdiction: Jurisdiction
     allowed: bool
-    checked_at: AwareDatetime
-    geolocate_in: int = Field(ge=0)
-    ip: str
+    checked_at: Timestamp
+    geolocate_in: int = Field(ge=0, le=MAX_GEOLOCATE_IN)
+    ip: IpAddress
 
 
 PlayerEvent = Annotated[
@@ -156,7 +170,7 @@ class PlayerState(WireModel):
     judges every money movement against.
     """
 
-    player_id: PlayerId
+    player_id: StoredId
     jurisdiction: Jurisdiction
     currency: Currency
     birth_date: date
