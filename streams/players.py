@@ -70,7 +70,7 @@ Decoded = list[tuple[Any, PlayerEvent | DecodeFailure]]
 def decode_batch(events: list[Any]) -> Decoded:
     out: Decoded = []
     for event in events:
-        result = decode_safely(PLAYER_EVENT, event.message.value)
+        result = decode_safely(PLAYER_EVENT, event.message.value, event.message.key)
         out.append((event, result))
     return out
 

@@ -32,7 +32,7 @@ HOSTILE: list[bytes] = [
     b'{"padding": "' + b"x" * 900_000 + b'"}',  # its dead letter must still fit a record
     b"",
 ]
-HOSTILES = len(HOSTILE) + 1  # and one with a NUL in an id, made per flow
+HOSTILES = len(HOSTILE) + 3  # and, made per flow: a NUL in an id, a key twice, a huge key
 SET_ASIDE_OR_REFUSED = {"invalid", "malformed_json", "too_large", "processing_error"}
 
 
@@ -74,25 +74,35 @@ def with_nul(value: bytes) -> bytes:
     return json.dumps(body).encode()
 
 
+def with_duplicate(value: bytes) -> bytes:
+    """``value`` with its first key given twice (the last would win in a lax decoder)."""
+    first = next(iter(json.loads(value)))
+    return b"{" + json.dumps(first).encode() + b': "duplicate", ' + value[1:]
+
+
 def around(poison: tuple[str, bytes], normal: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     """``normal`` with the poison and every hostile input in its middle."""
     half = len(normal) // 2
     key = normal[0][0]
-    hostile = [(key, h) for h in HOSTILE] + [(key, with_nul(normal[0][1]))]
+    hostile = [(key, h) for h in HOSTILE] + [
+        (key, with_nul(normal[0][1])),
+        (key, with_duplicate(normal[0][1])),
+        ("k" * 2048, normal[0][1]),  # a key past the wire's limit
+    ]
     return [*normal[:half], poison, *hostile, *normal[half:]]
 
 
-def letters(s: Settings, topic: str) -> dict[int, tuple[str, str]]:
-    """The dead letters of ``topic``: offset -> (reason, error)."""
-    got = query(s, "SELECT source_offset, reason, error FROM dead_letters WHERE source_topic = %s",
-                (s.topic(topic),))  # fmt: skip
-    return {int(o): (r, e) for o, r, e in got}
+def letters(s: Settings, topic: str) -> dict[tuple[int, int], tuple[str, str]]:
+    """The dead letters of ``topic``: (partition, offset) -> (reason, error)."""
+    got = query(s, "SELECT source_partition, source_offset, reason, error FROM dead_letters "
+                "WHERE source_topic = %s", (s.topic(topic),))  # fmt: skip
+    return {(int(p), int(o)): (r, e) for p, o, r, e in got}
 
 
 def assert_set_aside(s: Settings, topic: str, sent: list[Any], poison: int) -> None:
     """The poison at ``sent[poison]`` is a processing_error, each hostile input refused."""
     got = letters(s, topic)
-    offsets = [m.offset() for m in sent]
+    offsets = [(m.partition(), m.offset()) for m in sent]
     reason, error = got[offsets[poison]]
     assert reason == "processing_error", (topic, reason, error)
     assert "injected by tests/support/poison" in error

@@ -261,7 +261,7 @@ def _at(doc: Any, path: tuple[Any, ...]) -> Any:
 # How many legs (and odds markets) an edge message has at most. Until the rules compute in
 # a wide Decimal context and refuse combined odds past a ceiling (issue 15, helper
 # "rules"), two legs at the widest odds overflow the 28-digit default in settlement.
-EDGE_LEGS = 1
+EDGE_LEGS = 30
 
 ID_KEYS = {"player_id", "bet_id", "event_id", "market_id", "outcome_id", "producer",
            "payment_id", "transaction_id", "reference_transaction_id", "round_id",
@@ -338,7 +338,7 @@ def extreme(draw: st.DrawFn, topic: str) -> bytes:
 def _registered(player_id: str, currency: str, jurisdiction: str = "UK") -> PlayerState:
     event = Registered(type="registered", player_id=player_id, jurisdiction=jurisdiction,
                        currency=currency, birth_date=date(1990, 5, 1), timestamp=NOW)  # fmt: skip
-    state = apply_player_event(None, event, partition=0, offset=0, policies=POLICIES)
+    state = apply_player_event(None, event, partition=0, offset=0, policies=POLICIES, now=NOW)
     assert isinstance(state, PlayerState)
     return state
 
@@ -458,7 +458,7 @@ def decide_players(event: Any) -> None:
     """The players flow: the event against no standing and a registered one, protection,
     and the reality check a session it opens will get."""
     for before in (None, _registered(event.player_id, "EUR")):
-        after = apply_player_event(before, event, partition=0, offset=1, policies=POLICIES)
+        after = apply_player_event(before, event, partition=0, offset=1, policies=POLICIES, now=NOW)
         if not isinstance(after, PlayerState):
             continue
         PlayerState.model_validate(json.loads(after.model_dump_json()))
