@@ -4,8 +4,9 @@ Placing a batch of bets (``place``) is one transaction: the bets' markets are fe
 stakes are reserved in the ledger (key ``bet:<bet_id>``), and every decision is stored
 with the exact JSON that is then published. A bet id seen before is never decided again:
 a replay of the same Kafka position gets the stored decision back (to publish again, byte
-for byte), a producer's retry at a new position is recorded as a duplicate, and the same
-id with other content is a dead letter (``duplicate_conflict``).
+for byte), a producer's retry at a new position is recorded as a duplicate and answered
+with the first decision again, byte for byte, and the same id with other content is a
+dead letter (``duplicate_conflict``).
 
 Settling (``apply_market_message``) is one transaction per settlement, cancel or rollback
 message: the market's state moves (in feed-time order; a repeat or an older message
@@ -168,6 +169,7 @@ class SportsbookSink(PgSink):
         }
         fresh: list[BetInput] = []
         duplicates: list[tuple[SourcePosition, str]] = []
+        again: list[tuple[str, str, str | None]] = []  # (bet id, player, stored decision)
         for item in batch.inputs:
             bet = item.bet
             prev = known.get(bet.bet_id)
@@ -184,8 +186,9 @@ class SportsbookSink(PgSink):
             elif prev_source == item.source:
                 if prev_decision is not None:  # a replay: publish the stored decision again
                     out.decisions.append((player.encode(), prev_decision.encode()))
-            else:
+            else:  # a producer's retry: the first answer again, stored or decided now
                 duplicates.append((item.source, bet.bet_id))
+                again.append((bet.bet_id, player, prev_decision))
                 out.duplicates += 1
 
         candidates = [i for i in fresh if isinstance(i.verdict, Priced)]
@@ -241,6 +244,7 @@ class SportsbookSink(PgSink):
 
         bet_rows, leg_rows = [], []
         decided: list[AuditRecord] = []  # every decision, in the trail with its stake's
+        first: dict[str, str] = {}  # bet id -> the decision made in this batch
         for item in fresh:
             b = item.bet
             verdict = verdicts[b.bet_id]
@@ -254,6 +258,7 @@ class SportsbookSink(PgSink):
                 decided_at=now,
             ).model_dump_json()
             out.decisions.append((b.player_id.encode(), decision.encode()))
+            first[b.bet_id] = decision
             src = item.source
             decided.append(AuditRecord(
                 entity="bet", entity_id=b.bet_id,
@@ -281,6 +286,10 @@ class SportsbookSink(PgSink):
                                      price, now))  # fmt: skip
             else:
                 out.rejected += 1
+        for bet_id, player, stored in again:
+            answer = stored if stored is not None else first.get(bet_id)
+            if answer is not None:
+                out.decisions.append((player.encode(), answer.encode()))
         async with conn.pipeline(), conn.cursor() as cur:  # one round trip for all of it
             if bet_rows:
                 await cur.executemany(

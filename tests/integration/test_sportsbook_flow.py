@@ -116,13 +116,15 @@ def test_bets_are_decided_once_settled_rolled_back_and_resettled(
         ("p-1", b'{"bet_id": "b-x", '),  # malformed
     ]
     produce(settings, "bets", bets)
-    got_decisions = decisions(settings, want=8)
+    got_decisions = decisions(settings, want=9)
     wait_for(lambda: done(settings, "bets") == len(bets), timeout=30, what="bets")
     summary = {
         b: [(d["status"], d["reason"], d["odds"]) for d in ds] for b, ds in got_decisions.items()
     }
+    # The producer's retry of b-1 gets the first answer again, the same in every field.
+    assert got_decisions["b-1"][0] == got_decisions["b-1"][1]
     assert summary == {
-        "b-1": [("accepted", None, "2.10")],
+        "b-1": [("accepted", None, "2.10")] * 2,
         "b-2": [("rejected", "odds_changed", None)],
         "b-3": [("accepted", None, "2.10")],
         "b-4": [("accepted", None, "5.10")],
