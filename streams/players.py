@@ -87,9 +87,13 @@ def _newest(cached: PlayerState | None, stored: PlayerState | None) -> PlayerSta
 
 
 def session_changes(
-    before: PlayerState | None, after: PlayerState, event: PlayerEvent
+    before: PlayerState | None, after: PlayerState, event: PlayerEvent, now: datetime
 ) -> list[SessionChange]:
-    """The sessions an applied event opened or closed."""
+    """The sessions an applied event opened or closed.
+
+    A session ends when the server applies its end, or at the producer's time if that is
+    later (it is within the clock tolerance): a back-dated end would count less play time
+    than the player had, against a session limit."""
     old, new = before.session if before else None, after.session
     if old == new:
         return []
@@ -99,7 +103,7 @@ def session_changes(
             reason = "replaced"
         else:
             reason = event.reason if isinstance(event, SessionEnded) else "player"
-        out.append(SessionChange(after.player_id, old.session_id, event.timestamp,
+        out.append(SessionChange(after.player_id, old.session_id, max(event.timestamp, now),
                                  end_reason=reason))  # fmt: skip
     if new is not None:
         out.append(SessionChange(after.player_id, new.session_id, new.started_at, new.ip))
@@ -167,7 +171,7 @@ def plan_batch(
             batch.events.append(PlayerEventRow(**row, outcome="unchanged"))
             continue
         batch.events.append(PlayerEventRow(**row, outcome="applied"))
-        batch.sessions.extend(session_changes(before, result, decoded))
+        batch.sessions.extend(session_changes(before, result, decoded, now))
         batch.states[pid] = result
         seen[pid] = result
         out.table.append((event, pid, result))

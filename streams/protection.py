@@ -28,9 +28,9 @@ from decimal import Decimal
 from typing import Any
 
 from croupier.settings import Settings
+from rules.decimals import to_minor_unit
 from rules.limits import Usage, session_breach
 from rules.policy import Policies
-from schemas.money import minor_units
 from schemas.outbound import PlayerNotification
 from sinks.base import SinkUnavailable
 from sinks.postgres.protection import OpenSessionRow, RealityCheck, SessionSink
@@ -64,9 +64,7 @@ def plan_sessions(
         if due < 1 or due <= row.last_check:
             continue
         currency = row.standing.currency
-        net = (-loss.get(row.player_id, Decimal(0))).quantize(
-            Decimal(1).scaleb(-minor_units(currency))
-        )
+        net = to_minor_unit(-loss.get(row.player_id, Decimal(0)), currency)
         message = PlayerNotification(
             player_id=row.player_id,
             session_id=row.session_id,

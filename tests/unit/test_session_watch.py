@@ -82,20 +82,24 @@ def test_session_changes_open_close_and_replace() -> None:
     before = standing()
     opened = before.model_copy(update={"session": OpenSession(session_id="a", started_at=NOW)})
     start = SessionStarted(type="session_started", player_id="p-1", session_id="a", timestamp=NOW)
-    assert [(c.session_id, c.end_reason) for c in session_changes(before, opened, start)] == [
+    assert [(c.session_id, c.end_reason) for c in session_changes(before, opened, start, NOW)] == [
         ("a", None)
     ]
     later = NOW + HOUR
     replaced = opened.model_copy(update={"session": OpenSession(session_id="b", started_at=later)})
     start_b = SessionStarted(type="session_started", player_id="p-1", session_id="b",
                              timestamp=later)  # fmt: skip
-    changes = session_changes(opened, replaced, start_b)
+    changes = session_changes(opened, replaced, start_b, NOW)
     assert [(c.session_id, c.end_reason, c.at) for c in changes] == [
         ("a", "replaced", later), ("b", None, later),
     ]  # fmt: skip
     end = SessionEnded(type="session_ended", player_id="p-1", session_id="b", timestamp=later,
                        reason="session_limit")  # fmt: skip
     closed = replaced.model_copy(update={"session": None})
-    assert [(c.session_id, c.end_reason) for c in session_changes(replaced, closed, end)] == [
+    assert [(c.session_id, c.end_reason) for c in session_changes(replaced, closed, end, NOW)] == [
         ("b", "session_limit")
     ]
+    # An end dated before the server applies it counts until the server's time.
+    back_dated = end.model_copy(update={"timestamp": later - 3 * HOUR})
+    [ended] = session_changes(replaced, closed, back_dated, later)
+    assert ended.at == later
