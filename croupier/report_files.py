@@ -22,11 +22,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from croupier.arguments import key_file
 from croupier.regulator import follow
 from croupier.settings import Settings
 from rules.policy import JurisdictionPolicy
 from schemas.reports import ReportEnvelope, ReportRecord
 from sinks.postgres.audit import load_or_create_key, public_bytes
+from sinks.reports import ReportError
 from sinks.reports.safe import SafeWriter, verify_safe
 from sinks.reports.sci import SciWriter, verify_sci
 
@@ -39,7 +41,13 @@ class Written:
 
 
 def report_key(settings: Settings, jurisdiction: str) -> bytes:
-    return bytes.fromhex((settings.report_key_dir / f"{jurisdiction}.key").read_text().strip())
+    """The jurisdiction's report key, read only from inside ``CROUPIER_REPORT_KEY_DIR``."""
+    path = key_file(settings.report_key_dir, jurisdiction)
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        msg = f"{path} does not hold a report key (64 hex digits)"
+        raise ReportError(msg) from None
 
 
 def write(
