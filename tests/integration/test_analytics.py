@@ -764,3 +764,29 @@ def test_bets_dated_across_centuries_go_in_one_insert(asettings: Settings, ch: C
         parts = ch.query(f"SELECT DISTINCT partition FROM system.parts WHERE database = '{db}' "
                          f"AND table = '{table}' AND active")  # fmt: skip
         assert parts == [("202611",)]
+
+
+def test_the_sink_sets_a_refused_record_aside_and_moves_on(
+    asettings: Settings, ch: ClickHouse
+) -> None:
+    """Through Kafka: a record whose amount no column holds, amid good ones. The sink keeps
+    running, the offsets move past it, and it waits in analytics_dead_letters."""
+    s, db = asettings, asettings.clickhouse_database
+    huge = "9" * 40
+    poison = ledger_record("deposit:huge", "deposit", 10_000, amount=huge,
+                           entries=[("p-1", "cash", huge)])  # fmt: skip
+    produce(s, "audit", [*stakes(100), ("deposit:huge", poison), *stakes(100, start=100)])
+    sink = AnalyticsSink(s)
+    thread = threading.Thread(target=sink.run)
+    thread.start()
+    try:
+        wait_for(lambda: sum(sink.stats.committed.values()) >= 201, timeout=60,
+                 what="every offset committed")  # fmt: skip
+    finally:
+        sink.stop.set()
+        thread.join(30)
+    assert not thread.is_alive() and sink.stats.dead_lettered == 1
+    assert scalar(ch, f"SELECT count() FROM {db}.ledger_transactions FINAL") == 200
+    letters = ch.query(f"SELECT source_topic, body, code FROM {db}.analytics_dead_letters FINAL")
+    assert letters == [(s.topic("audit"), poison.decode(), 395)]
+    assert analytics.lag(s) == 0
