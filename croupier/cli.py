@@ -642,7 +642,10 @@ def cmd_reports(args: argparse.Namespace) -> int:
           f"{policy.reporting.format} to {directory}: {len(written.files)} file(s)")  # fmt: skip
     for f in written.files:
         print(f"  {f}")
-    return EXIT_OK
+    for seq, record_id, reason in written.rejected:
+        print(f"croupier reports: seq {seq} ({record_id!r}) could not be written as it is and "
+              f"stands as a rejected entry: {reason}", file=sys.stderr)  # fmt: skip
+    return EXIT_FAILED if written.rejected else EXIT_OK
 
 
 def _count(text: str) -> int:

@@ -35,9 +35,12 @@ from sinks.reports.sci import SciWriter, verify_sci
 
 @dataclass
 class Written:
+    """What one ``write`` did: records taken, files written, and what could not be."""
+
     records: int = 0
     files: list[Path] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # the stream does not verify
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # seq, id, reason
 
 
 def report_key(settings: Settings, jurisdiction: str) -> bytes:
@@ -76,21 +79,40 @@ def write(
             done.files += [sealed] if sealed else []
             for day in sorted({r.recorded_at.date() for r in new}):
                 done.files.append(safe.end_of_day(day))
+            done.rejected += safe.rejected
         case "sci":
             sci = SciWriter(out, load_or_create_key(settings.audit_key))
             new = [r for r in records if r.seq > sci.last_seq]
             done.files += sci.write(new)
             flushed = sci.flush()
             done.files += [flushed] if flushed else []
+            done.rejected += sci.rejected
         case _:
             path = out / f"reports-{j}.jsonl"
             have = len(path.read_text().splitlines()) if path.exists() else 0
             new = [r for r in records if r.seq > have]
             with path.open("a") as f:
-                f.writelines(r.model_dump_json() + "\n" for r in new)
+                for r in new:
+                    line, why = _json_line(r)
+                    f.write(line + "\n")
+                    done.rejected += [(r.seq, r.record_id, why)] if why else []
             done.files += [path] if new else []
     done.records = len(new)
     return done
+
+
+def _json_line(record: ReportRecord) -> tuple[str, str | None]:
+    """The record's JSON line, and why it had to be a rejected entry instead (else None)."""
+    try:
+        return record.model_dump_json(), None
+    except Exception:  # text with no UTF-8 (a lone surrogate): ASCII escapes
+        pass
+    try:
+        return json.dumps(record.model_dump(mode="json"), separators=(",", ":")), None
+    except Exception as exc:  # whatever one record raises, the others go on
+        why = f"processing_error: {type(exc).__name__}: {exc}"[:1000]
+    line = {"seq": record.seq, "record_id": record.record_id, "rejected": why}
+    return json.dumps(line), why
 
 
 def verify(settings: Settings, policy: JurisdictionPolicy, directory: Path) -> list[str]:
