@@ -596,14 +596,22 @@ def cmd_regulator(args: argparse.Namespace) -> int:
     def show(record: Any, _: Any) -> None:
         print(as_json(record) if args.json else line(record), flush=True)
 
+    def unreadable(envelope: Any, why: str) -> None:
+        shown = (json.dumps({"seq": envelope.seq, "unreadable": why}) if args.json
+                 else f"{envelope.seq:>6}  UNREADABLE (its MAC verifies): {why}")  # fmt: skip
+        print(shown, flush=True)
+
     result = follow(settings.kafka_bootstrap_servers, topic, key, show=show, count=args.count,
-                    idle_timeout=args.idle_timeout)  # fmt: skip
+                    idle_timeout=args.idle_timeout, unreadable=unreadable)  # fmt: skip
     for problem in result.problems:
         print(f"croupier regulator: {topic}: {problem}", file=sys.stderr)
+    if result.unreadable:
+        print(f"croupier regulator: {topic}: {result.unreadable} record(s) verify but do not "
+              "read as report records", file=sys.stderr)  # fmt: skip
     if not args.json:
         state = "chain verified" if result.ok else "STOPPED"
         print(f"{result.verified} record(s) of {topic}: {state}", file=sys.stderr)
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return EXIT_OK if result.ok and not result.unreadable else EXIT_FAILED
 
 
 def cmd_reports(args: argparse.Namespace) -> int:

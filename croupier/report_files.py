@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from croupier.arguments import key_file
@@ -59,13 +60,18 @@ def write(
     """Read the jurisdiction's stream and write what is new in its regulator's format."""
     j = policy.jurisdiction
     key = report_key(settings, j)
-    records: list[ReportRecord] = []
+    records: list[ReportRecord | ReportEnvelope] = []  # an envelope: a record unreadable
+    why: dict[int, str] = {}
 
     def keep(record: ReportRecord, _: ReportEnvelope) -> None:
         records.append(record)
 
+    def set_aside(envelope: ReportEnvelope, reason: str) -> None:
+        records.append(envelope)
+        why[envelope.seq] = reason
+
     followed = follow(settings.kafka_bootstrap_servers, settings.topic(f"reports.{j}"), key,
-                      show=keep, idle_timeout=idle_timeout)  # fmt: skip
+                      show=keep, idle_timeout=idle_timeout, unreadable=set_aside)  # fmt: skip
     done = Written(problems=list(followed.problems))
     if not followed.ok:
         return done  # nothing is written from a stream that does not verify
@@ -74,16 +80,25 @@ def write(
         case "safe":
             safe = SafeWriter(out, key)
             new = [r for r in records if r.seq >= safe.next_seq]
-            done.files += safe.write(new)
+            for r in new:
+                if isinstance(r, ReportEnvelope):
+                    safe.reject(j, r.seq, f"{j}-{r.seq}", why[r.seq], r.record_json)
+                else:
+                    done.files += safe.write([r])
             sealed = safe.close()
             done.files += [sealed] if sealed else []
-            for day in sorted({r.recorded_at.date() for r in new}):
+            days = {r.recorded_at.date() for r in new if isinstance(r, ReportRecord)}
+            for day in sorted(days or ({datetime.now(UTC).date()} if new else set())):
                 done.files.append(safe.end_of_day(day))
             done.rejected += safe.rejected
         case "sci":
             sci = SciWriter(out, load_or_create_key(settings.audit_key))
             new = [r for r in records if r.seq > sci.last_seq]
-            done.files += sci.write(new)
+            for r in new:
+                if isinstance(r, ReportEnvelope):
+                    done.files += sci.reject(j, r.seq, f"{j}-{r.seq}", why[r.seq], r.record_json)
+                else:
+                    done.files += sci.write([r])
             flushed = sci.flush()
             done.files += [flushed] if flushed else []
             done.rejected += sci.rejected
@@ -93,9 +108,15 @@ def write(
             new = [r for r in records if r.seq > have]
             with path.open("a") as f:
                 for r in new:
-                    line, why = _json_line(r)
+                    if isinstance(r, ReportEnvelope):
+                        reason: str | None = why[r.seq]
+                        f.write(json.dumps({"seq": r.seq, "record_id": f"{j}-{r.seq}",
+                                            "rejected": reason}) + "\n")  # fmt: skip
+                        done.rejected.append((r.seq, f"{j}-{r.seq}", why[r.seq]))
+                        continue
+                    line, reason = _json_line(r)
                     f.write(line + "\n")
-                    done.rejected += [(r.seq, r.record_id, why)] if why else []
+                    done.rejected += [(r.seq, r.record_id, reason)] if reason else []
             done.files += [path] if new else []
     done.records = len(new)
     return done

@@ -161,6 +161,7 @@ class SafeWriter:
             self.jurisdiction = name.group(1)
             self.last_token, self.next_seq = bytes.fromhex(last.token), last.last_seq + 1
         self._window: datetime | None = None
+        self._last_window: datetime | None = None  # of the last file sealed
         self._open: list[tuple[int, ET.Element]] = []  # (seq, its Record or Rejected entry)
         self.rejected: list[tuple[int, str, str]] = []  # (seq, record id, reason) written
 
@@ -184,6 +185,20 @@ class SafeWriter:
             self.next_seq += 1
         return sealed
 
+    def reject(self, jurisdiction: str, seq: int, record_id: str, reason: str,
+               record_json: str) -> None:  # fmt: skip
+        """A ``<Rejected>`` entry for a record that did not even read as a report record (its
+        MAC verified): it keeps its seq in the open file, with its JSON as it came."""
+        if seq != self.next_seq or jurisdiction != (self.jurisdiction or jurisdiction):
+            msg = f"a rejected entry for {jurisdiction} seq {seq}, expected seq {self.next_seq}"
+            raise ReportError(msg)
+        self.jurisdiction = jurisdiction
+        if self._window is None:  # no time of its own: it joins the window of the last file
+            self._window = self._last_window or self._window_of(self.clock())
+        self.rejected.append((seq, record_id, reason))
+        self._open.append((seq, _rejected_entry(seq, record_id, reason, record_json)))
+        self.next_seq += 1
+
     def _entry(self, record: ReportRecord) -> ET.Element:
         """The record's element, or its ``<Rejected>`` entry when it cannot be written."""
         try:
@@ -195,7 +210,13 @@ class SafeWriter:
         except Exception as exc:  # whatever one record raises, the others go on
             reason = f"processing_error: {type(exc).__name__}: {exc}"[:1000]
         self.rejected.append((record.seq, record.record_id, reason))
-        return _rejected_element(record, reason)
+        try:
+            whole = json.dumps(
+                record.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+            )
+        except Exception:  # even the record's JSON fails: the seq, id and reason must do
+            whole = "null"
+        return _rejected_entry(record.seq, record.record_id, reason, whole)
 
     def close(self) -> Path | None:
         """Close and seal the open file, if it has records."""
@@ -253,7 +274,8 @@ class SafeWriter:
             log.write(seal.line())
             log.flush()
             os.fsync(log.fileno())
-        self.last_token, self._window, self._open = token, None, []
+        self.last_token, self._last_window = token, window
+        self._window, self._open = None, []
         return self.directory / rel
 
 
@@ -320,16 +342,12 @@ def _safe_file_bytes(
     return _to_bytes(root)
 
 
-def _rejected_element(r: ReportRecord, reason: str) -> ET.Element:
+def _rejected_entry(seq: int, record_id: str, reason: str, record_json: str) -> ET.Element:
     el = ET.Element("Rejected")
-    _text(el, "Seq", r.seq)
-    _text(el, "RecordId", r.record_id)
+    _text(el, "Seq", seq)
+    _text(el, "RecordId", record_id)
     _text(el, "Reason", reason)
-    try:
-        whole = json.dumps(r.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    except Exception:  # even the record's JSON fails: the seq, id and reason must do
-        whole = "null"
-    _text(el, "RecordJson", whole)
+    _text(el, "RecordJson", record_json)
     return el
 
 

@@ -178,6 +178,28 @@ class SciWriter:
         """Write the partial batch, if any (e.g. at the end of a reporting period)."""
         return self._write_batch() if self._pending else None
 
+    def reject(self, jurisdiction: str, seq: int, record_id: str, reason: str,
+               record_json: str) -> list[Path]:  # fmt: skip
+        """A rejected entry for a record that did not even read as a report record (its MAC
+        verified), with its JSON as it came; returns the batch written if one filled."""
+        if self._jurisdiction not in (None, jurisdiction) or seq != self._last_seq + 1:
+            msg = f"a rejected entry for {jurisdiction} seq {seq} does not follow {self._last_seq}"
+            raise ReportError(msg)
+        self._jurisdiction, self._last_seq = jurisdiction, seq
+        try:
+            whole = json.loads(record_json)
+        except ValueError:
+            whole = None
+        self._set_aside(seq, record_id, reason, whole if isinstance(whole, dict) else None)
+        return [self._write_batch()] if len(self._pending) == self._batch_size else []
+
+    def _set_aside(self, seq: int, record_id: str, reason: str,
+                   whole: dict[str, Any] | None) -> None:  # fmt: skip
+        self.rejected.append((seq, record_id, reason))
+        self._pending.append(
+            {"rejected": {"seq": seq, "record_id": record_id, "reason": reason, "record": whole}}
+        )
+
     def _accept(self, record: ReportRecord) -> None:
         """Check a record against everything delivered before it joins the batch."""
         if self._jurisdiction not in (None, record.jurisdiction):
@@ -203,11 +225,7 @@ class SciWriter:
                 return
             except Exception as exc:  # whatever one record raises, the others go on
                 reason = f"processing_error: {type(exc).__name__}: {exc}"[:1000]
-        self.rejected.append((record.seq, record.record_id, reason))
-        self._pending.append({"rejected": {
-            "seq": record.seq, "record_id": record.record_id, "reason": reason,
-            "record": _best_effort(record),
-        }})  # fmt: skip
+        self._set_aside(record.seq, record.record_id, reason, _best_effort(record))
 
     def _write_batch(self) -> Path:
         jurisdiction = self._jurisdiction

@@ -318,3 +318,17 @@ def test_a_forged_token_line_without_the_key_is_caught(safe: Path) -> None:
         log.write(json.dumps(forged) + "\n")
     problems = verify_safe(safe, KEY)
     assert any("(token line 4): token is not HMAC" in p for p in problems), problems
+
+
+def test_a_record_that_did_not_read_keeps_its_seq_as_a_rejected_entry(tmp_path: Path) -> None:
+    w = writer(tmp_path)
+    w.write(RECORDS[:2])
+    w.reject("DK", 3, "DK-3", "not a report record: kind", '{"seq":3,"kind":"\\u0000?"}')
+    with pytest.raises(ReportError, match="expected seq 4"):
+        w.reject("DK", 5, "DK-5", "why", "{}")
+    w.write(RECORDS[3:5])
+    sealed = w.close()
+    assert sealed is not None
+    assert read_rejected(sealed) == [(3, "DK-3", "not a report record: kind")]
+    assert [r.seq for r in read_safe_file(sealed)] == [1, 2, 4, 5]
+    assert verify_safe(tmp_path, KEY) == []

@@ -183,3 +183,17 @@ def test_a_record_that_cannot_be_serialised_is_set_aside(tmp_path: Path) -> None
     assert (seq, rid) == (2, "ES-2") and reason.startswith("processing_error: ")
     assert verify_sci(tmp_path, raw(KEY)) == []
     assert [r["seq"] for r in json.loads(path.read_bytes())["records"]] == [1, 3]
+
+
+def test_a_record_that_did_not_read_keeps_its_seq_as_a_rejected_entry(tmp_path: Path) -> None:
+    writer = SciWriter(tmp_path, KEY, batch_size=10)
+    writer.write([record(1)])
+    assert writer.reject("ES", 2, "ES-2", "not a report record: kind", '{"seq": 2}') == []
+    with pytest.raises(ReportError, match="seq 4"):
+        writer.reject("ES", 4, "ES-4", "why", "{}")
+    writer.write([record(3)])
+    path = writer.flush()
+    assert path is not None and verify_sci(tmp_path, raw(KEY)) == []
+    doc = json.loads(path.read_bytes())
+    assert doc["rejected"] == [{"seq": 2, "record_id": "ES-2", "record": {"seq": 2},
+                                "reason": "not a report record: kind"}]  # fmt: skip
