@@ -790,3 +790,17 @@ def test_the_sink_sets_a_refused_record_aside_and_moves_on(
     letters = ch.query(f"SELECT source_topic, body, code FROM {db}.analytics_dead_letters FINAL")
     assert letters == [(s.topic("audit"), poison.decode(), 395)]
     assert analytics.lag(s) == 0
+
+
+def test_croupier_sql_stops_a_query_at_its_timeout(
+    asettings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CROUPIER_STACK_DIR", "/nonexistent")
+    monkeypatch.setenv("CROUPIER_CLICKHOUSE_URL", asettings.clickhouse_url)
+    # Hours of work: only the engine's own limit ends it (the answer names it).
+    code = croupier_main(["sql", "SELECT sum(cityHash64(number)) FROM numbers(1000000000000)",
+                          "--timeout", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "stopped after --timeout 1 s" in err and "TIMEOUT_EXCEEDED" in err
+    assert croupier_main(["sql", "SELECT 1", "--timeout", "1"]) == 0  # the next one runs
