@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from sinks.base import SinkUnavailable
 from sinks.clickhouse import schema
-from sinks.clickhouse.client import ClickHouse, connect
+from sinks.clickhouse.client import ClickHouse, UnsupportedUrl, connect
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +216,8 @@ class AuditLogWriter:
     def _guard(self, action: Callable[[], object], *, refusable: bool = True) -> None:
         try:
             action()
+        except UnsupportedUrl:
+            raise  # a setting to fix, not a server to wait for
         except Exception as exc:
             refused = classify(exc) if refusable else None
             if refused is not None:
