@@ -128,6 +128,13 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return _KV_PASSWORD.sub(r"\1***", text)
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: every non-printable character as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def one_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type when it has none), shortened."""
     text = str(exc).strip()

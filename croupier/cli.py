@@ -598,7 +598,8 @@ def cmd_regulator(args: argparse.Namespace) -> int:
 
     def unreadable(envelope: Any, why: str) -> None:
         shown = (json.dumps({"seq": envelope.seq, "unreadable": why}) if args.json
-                 else f"{envelope.seq:>6}  UNREADABLE (its MAC verifies): {why}")  # fmt: skip
+                 else f"{envelope.seq:>6}  UNREADABLE (its MAC verifies): "
+                      f"{arguments.printable(why)}")  # fmt: skip
         print(shown, flush=True)
 
     result = follow(settings.kafka_bootstrap_servers, topic, key, show=show, count=args.count,
@@ -652,7 +653,8 @@ def cmd_reports(args: argparse.Namespace) -> int:
         print(f"  {f}")
     for seq, record_id, reason in written.rejected:
         print(f"croupier reports: seq {seq} ({record_id!r}) could not be written as it is and "
-              f"stands as a rejected entry: {reason}", file=sys.stderr)  # fmt: skip
+              f"stands as a rejected entry: {arguments.printable(reason)}",
+              file=sys.stderr)  # fmt: skip
     return EXIT_FAILED if written.rejected else EXIT_OK
 
 

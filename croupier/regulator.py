@@ -123,9 +123,13 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def line(record: ReportRecord) -> str:
+    """One record as a line for a terminal (control characters shown as escapes)."""
     money = f" {record.amount} {record.currency}" if record.amount is not None else ""
-    return (f"{record.seq:>6}  {record.recorded_at.isoformat()}  {record.kind:<10} "
+    text = (f"{record.seq:>6}  {record.recorded_at.isoformat()}  {record.kind:<10} "
             f"{record.action:<24} {record.player_id}{money}  {record.status or ''}")  # fmt: skip
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def as_json(record: ReportRecord) -> str:

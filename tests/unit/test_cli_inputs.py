@@ -189,3 +189,18 @@ def test_the_sql_timeout_is_the_engines_limit_never_none() -> None:
     assert args.timeout == cli.SQL_TIMEOUT
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["sql", "SELECT 1", "--timeout", "-5"])
+
+
+def test_what_reaches_a_terminal_shows_control_characters_as_escapes() -> None:
+    from croupier.regulator import line
+    from schemas.reports import AuditRef, ReportRecord
+
+    assert arguments.printable("p\x1b[31m\x00\u2028ok") == "p\\x1b[31m\\x00\\u2028ok"
+    assert arguments.printable("plain ü €") == "plain ü €"
+    hostile = ReportRecord(
+        jurisdiction="DK", seq=1, record_id="DK-1", kind="bet", action="ledger.stake\r",
+        entity_id="b-1", player_id="p\x1b]0;owned\x07", occurred_at="2026-11-30T08:00:00Z",
+        recorded_at="2026-11-30T08:00:00Z", audit=AuditRef(chain="c", seq=1, hash="0" * 64),
+    )  # fmt: skip
+    shown = line(hostile)
+    assert shown.isprintable() and "p\\x1b]0;owned\\x07" in shown
