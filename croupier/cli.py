@@ -441,11 +441,11 @@ def cmd_sql(args: argparse.Namespace) -> int:
     try:
         text = run(settings.clickhouse_url, settings.clickhouse_database, args.query, args.format,
                    timeout=args.timeout)  # fmt: skip
-    except Unreachable as exc:
-        print(f"croupier sql: {exc}", file=sys.stderr)
+    except Unreachable as exc:  # the URL may carry a password: never printed
+        print(f"croupier sql: {arguments.redact(str(exc))}", file=sys.stderr)
         return EXIT_NOT_RUNNING
     except SqlError as exc:
-        print(f"croupier sql: {exc}", file=sys.stderr)
+        print(f"croupier sql: {arguments.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     sys.stdout.write(text)
     return EXIT_OK

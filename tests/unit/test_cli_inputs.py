@@ -204,3 +204,12 @@ def test_what_reaches_a_terminal_shows_control_characters_as_escapes() -> None:
     )  # fmt: skip
     shown = line(hostile)
     assert shown.isprintable() and "p\\x1b]0;owned\\x07" in shown
+
+
+def test_an_unreachable_clickhouse_is_named_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CROUPIER_CLICKHOUSE_URL", "http://analyst:s3cret@127.0.0.1:1")
+    assert cli.main(["sql", "SELECT 1", "--timeout", "5"]) == cli.EXIT_NOT_RUNNING
+    err = capsys.readouterr().err
+    assert "cannot reach ClickHouse" in err and "s3cret" not in err
