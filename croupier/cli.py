@@ -627,6 +627,10 @@ def cmd_reports(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     directory = args.dir or Path("reports") / args.jurisdiction
     if args.action == "verify":
+        if not directory.is_dir():
+            print(f"croupier reports: {directory} is not a directory; pass --dir with the "
+                  "report directory to verify", file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
         try:
             problems = report_files.verify(settings, policy, directory)
         except (ReportError, OSError) as exc:
@@ -660,6 +664,15 @@ def cmd_reports(args: argparse.Namespace) -> int:
 
 def _count(text: str) -> int:
     return arguments.positive_int(text, most=1_000_000_000)
+
+
+def _samples(text: str) -> int:
+    # Fewer leave the battery's chi-square cells too empty to test (it refuses them).
+    value = arguments.positive_int(text, most=100_000_000)
+    if value < 10_000:
+        msg = f"{text!r}: the battery needs at least 10000 outputs per stream"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _currency(text: str) -> str:
@@ -923,7 +936,8 @@ def build_parser() -> argparse.ArgumentParser:
     rsub_rng = rng_cmd.add_subparsers(dest="action", required=True)
     rsub_rng.add_parser("verify", help="is rng/generator.py the certified build? (exit 0/1)")
     rtest = rsub_rng.add_parser("test", help="the statistical battery; exit 1 if a test fails")
-    rtest.add_argument("--samples", type=_count, help="outputs per stream (default 200000)")
+    rtest.add_argument("--samples", type=_samples,
+                       help="outputs per stream, 10000 to 100000000 (default 200000)")  # fmt: skip
     rtest.add_argument("--json", action="store_true")
     rng_cmd.set_defaults(func=cmd_rng)
 

@@ -213,3 +213,17 @@ def test_an_unreachable_clickhouse_is_named_without_its_password(
     assert cli.main(["sql", "SELECT 1", "--timeout", "5"]) == cli.EXIT_NOT_RUNNING
     err = capsys.readouterr().err
     assert "cannot reach ClickHouse" in err and "s3cret" not in err
+
+
+def test_verifying_a_report_directory_that_is_not_there_is_not_a_success(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["reports", "verify", "--jurisdiction", "DK", "--dir", str(tmp_path / "no")])
+    assert code == cli.EXIT_USAGE and "is not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("samples", ["1", "9999", "0", "many"])
+def test_the_rng_battery_refuses_too_few_samples(samples: str) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["rng", "test", "--samples", samples])
+    assert stopped.value.code == cli.EXIT_USAGE
