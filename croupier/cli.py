@@ -1057,7 +1057,10 @@ def explain(exc: BaseException) -> str | None:
         return str(exc)
     if isinstance(exc, SinkUnavailable):
         return f"{redact(one_line(exc), secrets)} (is the stack up? `croupier stack status`)"
-    return _service_error(exc, secrets)
+    said = _service_error(exc, secrets)
+    if said is None and isinstance(exc, OSError) and exc.filename is not None:
+        said = f"{redact(one_line(exc), secrets)} (check the path and its permissions)"
+    return said
 
 
 def _service_error(exc: BaseException, secrets: list[str]) -> str | None:

@@ -227,3 +227,9 @@ def test_the_rng_battery_refuses_too_few_samples(samples: str) -> None:
     with pytest.raises(SystemExit) as stopped:
         cli.main(["rng", "test", "--samples", samples])
     assert stopped.value.code == cli.EXIT_USAGE
+
+
+def test_a_path_that_cannot_be_used_is_one_line() -> None:
+    said = cli.explain(FileNotFoundError(2, "No such file or directory", "/nope/out.jsonl"))
+    assert said is not None and "/nope/out.jsonl" in said and "check the path" in said
+    assert cli.explain(OSError("no file involved")) is None  # not ours to explain
