@@ -1047,7 +1047,7 @@ def explain(exc: BaseException) -> str | None:
     from sinks.base import SinkUnavailable
 
     secrets = [os.environ.get(n, "") for n in ("CROUPIER_PG_DSN", "CROUPIER_PG_ADMIN_DSN")]
-    if isinstance(exc, ValidationError):
+    if isinstance(exc, ValidationError) and exc.title == Settings.__name__:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or exc.title
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""

@@ -177,6 +177,9 @@ def test_explain_leaves_bugs_alone_and_redacts_secrets() -> None:
     with pytest.raises(ValidationError) as bad:
         Settings(CROUPIER_BATCH_MAX="many")  # the alias, as the environment gives it
     assert "CROUPIER_BATCH_MAX" in (cli.explain(bad.value) or "")
+    with pytest.raises(ValidationError) as other:
+        arguments_model_error()
+    assert cli.explain(other.value) is None  # another model's: a bug, with its traceback
     said = cli.explain(psycopg.OperationalError("failed at postgresql://u:pw1@h/db password=pw2"))
     assert said is not None and "pw1" not in said and "pw2" not in said
     assert arguments.redact("dsn x://a:b@c", ["x://a:b@c"]) == "dsn ***"
@@ -233,3 +236,9 @@ def test_a_path_that_cannot_be_used_is_one_line() -> None:
     said = cli.explain(FileNotFoundError(2, "No such file or directory", "/nope/out.jsonl"))
     assert said is not None and "/nope/out.jsonl" in said and "check the path" in said
     assert cli.explain(OSError("no file involved")) is None  # not ours to explain
+
+
+def arguments_model_error() -> None:
+    from schemas.reports import AuditRef
+
+    AuditRef.model_validate({"chain": "c"})
