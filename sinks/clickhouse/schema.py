@@ -42,9 +42,12 @@ sink fills it again from the ``audit`` topic.
 
 from __future__ import annotations
 
+import logging
 import re
 
 from sinks.clickhouse.client import ClickHouse
+
+log = logging.getLogger(__name__)
 
 MONEY = "Decimal(38, 6)"
 # Prices: an accumulator's is the product of its legs', so it has more places than any
@@ -641,3 +644,15 @@ def apply(ch: ClickHouse, database: str) -> None:
             ch.command(f"DROP VIEW IF EXISTS {database}.{name}")
     for statement in statements_[1:]:
         ch.command(statement)
+    keys = ch.query(
+        f"SELECT name, partition_key FROM system.tables WHERE database = '{database}' "
+        "AND partition_key LIKE '%occurred_at%'"
+    )
+    if keys:
+        log.warning(
+            "ClickHouse database %s was made by an older version: %s partitioned by a "
+            "producer's time (a batch dated across more than 100 months is split until it "
+            "goes in); drop the database and let the sink fill it again from the audit topic "
+            "to partition by the server's time",
+            database, ", ".join(name for name, _ in keys),
+        )  # fmt: skip

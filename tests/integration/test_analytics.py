@@ -804,3 +804,24 @@ def test_croupier_sql_stops_a_query_at_its_timeout(
     assert code == 1, err
     assert "stopped after --timeout 1 s" in err and "TIMEOUT_EXCEEDED" in err
     assert croupier_main(["sql", "SELECT 1", "--timeout", "1"]) == 0  # the next one runs
+
+
+def test_a_database_partitioned_by_producer_time_is_named_when_the_schema_is_applied(
+    asettings: Settings, ch: ClickHouse, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sinks.clickhouse import schema
+
+    db = asettings.clickhouse_database
+    ch.command(f"CREATE DATABASE {db}")
+    old = (
+        schema.TABLES["audit_log"]
+        .format(db=db)
+        .replace("PARTITION BY toYYYYMM(recorded_at)", "PARTITION BY toYYYYMM(occurred_at)")
+    )
+    ch.command(old)
+    schema.apply(ch, db)
+    assert "audit_log partitioned by a producer's time" in caplog.text
+    caplog.clear()
+    ch.command(f"DROP DATABASE {db}")
+    schema.apply(ch, db)
+    assert "partitioned by a producer's time" not in caplog.text
