@@ -6,7 +6,7 @@ facts the ledger holds) with a confluent-kafka consumer in its own group
 
 1. collect a batch: up to ``CROUPIER_ANALYTICS_BATCH_MAX`` records, or what arrived within
    ``CROUPIER_ANALYTICS_BATCH_WAIT`` seconds of the first;
-2. insert it whole (``sinks.clickhouse.sink``);
+2. insert it (``sinks.clickhouse.sink``; a record ClickHouse refuses is set aside);
 3. only then commit the batch's offsets.
 
 A record ClickHouse refuses for its content (a value that does not fit its column, say) is

@@ -764,9 +764,11 @@ the round; both calls carry the generator's build hash, stored for audit. The ta
 refuses to open (exit 2) unless the generator is the build rng/manifest.json certifies
 and a certification of croupier-dice in the game registry names that build.
 
-croupier dice play --player P [--stake 1.00] [--pick N] [--rounds N] [--json]
+croupier dice play --player P [--stake 1.00] [--pick N] [--rounds N] [--timeout S] [--json]
     exit 0 when every round completed, 1 when a debit was refused (the reason is shown)
-    or an answer did not come.
+    or an answer did not come within --timeout seconds (default 60; a debit with no
+    answer is rolled back), 2 on an argument the table cannot take (a stake must be
+    above 0 and in the currency's minor units) or when the table refuses to open.
 """
 
 

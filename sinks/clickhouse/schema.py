@@ -14,7 +14,8 @@ mapping lives here, in SQL, so the sink does no per-row work in Python (the thro
 goal) and a server and chdb map alike. Each materialized view costs every insert a few
 milliseconds whatever its size, so there are no more than the entities need. Conversions
 use the ``OrNull``/``OrZero`` functions: a record of an unexpected shape becomes a row with
-empty fields, never an insert that fails for ever.
+empty fields. Money and prices are the exception (below): a value present that does not
+fit fails the insert, and the sink sets that one record aside, so nothing fails for ever.
 
 **Duplicates.** Kafka redelivers and the relay may publish a record twice; both bring the
 same bytes. Every table is a ``ReplacingMergeTree`` ordered by the fact's identity (the
