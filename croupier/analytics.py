@@ -6,16 +6,19 @@ facts the ledger holds) with a confluent-kafka consumer in its own group
 
 1. collect a batch: up to ``CROUPIER_ANALYTICS_BATCH_MAX`` records, or what arrived within
    ``CROUPIER_ANALYTICS_BATCH_WAIT`` seconds of the first;
-2. insert it whole (``sinks.clickhouse.sink``);
+2. insert it (``sinks.clickhouse.sink``; a record ClickHouse refuses is set aside);
 3. only then commit the batch's offsets.
 
-When ClickHouse cannot take the batch, the consumer pauses its partitions (it stays in
-its group, fetching nothing) and retries the same batch, backing off up to
-``CROUPIER_ANALYTICS_RETRY_MAX`` seconds, until ClickHouse is back: nothing is lost, the
-offsets wait. A crash anywhere (SIGKILL mid-batch) leaves the offsets at the last batch
-inserted; the restart inserts the rest again, and the tables' deduplication removes what
-was in twice. Partitions revoked while a batch waits leave it: their next owner reads them
-from the committed offsets.
+A record ClickHouse refuses for its content (a value that does not fit its column, say) is
+set aside in the ``analytics_dead_letters`` table with ClickHouse's error and where Kafka
+held it, and the rest of its batch goes in (``sinks.clickhouse.sink``): one bad record
+never holds the sink back. When ClickHouse cannot take the batch (it is away, busy or out
+of memory), the consumer pauses its partitions (it stays in its group, fetching nothing)
+and retries the same batch, backing off up to ``CROUPIER_ANALYTICS_RETRY_MAX`` seconds,
+until ClickHouse is back: nothing is lost, the offsets wait. A crash anywhere (SIGKILL
+mid-batch) leaves the offsets at the last batch inserted; the restart inserts the rest
+again, and the tables' deduplication removes what was in twice. Partitions revoked while
+a batch waits leave it: their next owner reads them from the committed offsets.
 
 One insert in flight (in a thread, while the next batch is consumed), so a slow
 ClickHouse slows the consumer (backpressure) and the batches grow to the maximum, which
@@ -37,7 +40,7 @@ from typing import Any
 
 from croupier.settings import Settings
 from sinks.base import SinkUnavailable
-from sinks.clickhouse.sink import AuditLogWriter, encode_row
+from sinks.clickhouse.sink import AuditLogWriter, DeadLetter, encode_row
 from streams import metrics
 
 log = logging.getLogger("croupier.analytics")
@@ -52,6 +55,7 @@ class Stats:
     rows: int = 0
     batches: int = 0
     retries: int = 0
+    dead_lettered: int = 0  # records ClickHouse refused, set aside in analytics_dead_letters
     committed: dict[int, int] = field(default_factory=dict)  # partition -> next offset
 
 
@@ -103,7 +107,7 @@ class Inflight:
     """A batch being inserted, in the writer thread."""
 
     batch: Batch
-    future: Future[None]
+    future: Future[list[DeadLetter]]
     started: float
 
 
@@ -125,7 +129,7 @@ class AnalyticsSink:
         self.settings = settings
         self.topic = settings.topic("audit")
         self.writer = writer or AuditLogWriter(
-            settings.clickhouse_url, settings.clickhouse_database
+            settings.clickhouse_url, settings.clickhouse_database, topic=self.topic
         )
         self._consumer_factory = consumer_factory or _confluent_consumer
         self.stop = threading.Event()
@@ -227,8 +231,7 @@ class AnalyticsSink:
         """Start inserting the batch in hand; a new one collects meanwhile."""
         assert self._pool is not None and self._inflight is None
         batch, self._batch = self._batch, Batch()
-        data = b"".join(batch.rows)
-        future = self._pool.submit(self.writer.write_encoded, data)
+        future = self._pool.submit(self.writer.write_rows, batch.rows)
         self._inflight = Inflight(batch, future, time.monotonic())
 
     def _settle(self, consumer: Any, *, give_up: bool = False) -> None:
@@ -256,9 +259,8 @@ class AnalyticsSink:
                 self._idle(consumer, delay)
                 delay = min(delay * 2, self.settings.analytics_retry_max)
                 if self._inflight is inflight:  # not dropped by a rebalance meanwhile
-                    data = b"".join(inflight.batch.rows)
                     assert self._pool is not None
-                    inflight.future = self._pool.submit(self.writer.write_encoded, data)
+                    inflight.future = self._pool.submit(self.writer.write_rows, inflight.batch.rows)
                 continue
             self._inflight = None
             self._commit(consumer, inflight)
@@ -286,6 +288,10 @@ class AnalyticsSink:
         from confluent_kafka import KafkaException
 
         batch = inflight.batch
+        letters = inflight.future.result()
+        if letters:
+            self.stats.dead_lettered += len(letters)
+            metrics.count_dead_letters((self.topic, "processing_error") for _ in letters)
         offsets = [_partition(self.topic, p, o) for p, o in sorted(batch.next_offsets.items())]
         try:
             consumer.commit(offsets=offsets, asynchronous=False)

@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from croupier import arguments
 from croupier.settings import Settings
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
+SQL_TIMEOUT = 60.0  # seconds: an analyst's query, not a batch job
 
 
 def load_stack_env(environ: MutableMapping[str, str] | None = None) -> None:
@@ -443,12 +445,13 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
     settings = _settings()
     try:
-        text = run(settings.clickhouse_url, settings.clickhouse_database, args.query, args.format)
-    except Unreachable as exc:
-        print(f"croupier sql: {exc}", file=sys.stderr)
+        text = run(settings.clickhouse_url, settings.clickhouse_database, args.query, args.format,
+                   timeout=args.timeout)  # fmt: skip
+    except Unreachable as exc:  # the URL may carry a password: never printed
+        print(f"croupier sql: {arguments.redact(str(exc))}", file=sys.stderr)
         return EXIT_NOT_RUNNING
     except SqlError as exc:
-        print(f"croupier sql: {exc}", file=sys.stderr)
+        print(f"croupier sql: {arguments.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     sys.stdout.write(text)
     return EXIT_OK
@@ -516,14 +519,19 @@ def cmd_dice(args: argparse.Namespace) -> int:
     from rules import dice
     from rules.games import CatalogueError
 
+    if args.pick is not None and not 1 <= args.pick <= dice.FACES:
+        print(f"croupier dice: --pick is a face, 1 to {dice.FACES}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        arguments.stake(args.stake, args.currency)
+    except arguments.InputError as exc:
+        print(f"croupier dice: --stake: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     settings = _settings()
     try:
         table = DiceTable(settings, manifest_path=args.manifest)
     except (DiceRefused, CatalogueError) as exc:
         print(f"croupier dice: the table refuses to open: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.pick is not None and not 1 <= args.pick <= dice.FACES:
-        print(f"croupier dice: --pick is a face, 1 to {dice.FACES}", file=sys.stderr)
         return EXIT_USAGE
     bets = [
         Bet(args.player, args.stake, args.pick or table.rng.between(1, dice.FACES), args.currency)
@@ -543,6 +551,11 @@ def cmd_dice(args: argparse.Namespace) -> int:
             balance = p.credit["balance"] if p.credit else "?"
             print(f"  {p.round_id}: pick {p.bet.pick} roll {p.roll} win {p.win} "
                   f"(credit {credit}, balance {balance})")  # fmt: skip
+    silent = sum(1 for p in played if p.debit["status"] == "unanswered" or
+                 (p.roll is not None and p.credit is None))  # fmt: skip
+    if silent:
+        print(f"croupier dice: {silent} round(s) got no answer within --timeout {args.timeout:g} s "
+              "(is a worker running? `croupier stack status`)", file=sys.stderr)  # fmt: skip
     return EXIT_OK if all(p.completed for p in played) else EXIT_FAILED
 
 
@@ -570,9 +583,16 @@ def cmd_regulator(args: argparse.Namespace) -> int:
     from croupier.regulator import as_json, follow, line
 
     settings = _settings()
-    key_file = args.key_file or settings.report_key_dir / f"{args.jurisdiction}.key"
+    try:
+        key_file = args.key_file or arguments.key_file(settings.report_key_dir, args.jurisdiction)
+    except arguments.InputError as exc:
+        print(f"croupier regulator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         key = bytes.fromhex(key_file.read_text().strip())
+        if len(key) != 32:
+            msg = f"{len(key)} bytes, not 32"
+            raise ValueError(msg)
     except (OSError, ValueError) as exc:
         print(f"croupier regulator: cannot read the report key {key_file} ({exc}); pass "
               "--key-file with the key the operator gave you", file=sys.stderr)  # fmt: skip
@@ -582,14 +602,23 @@ def cmd_regulator(args: argparse.Namespace) -> int:
     def show(record: Any, _: Any) -> None:
         print(as_json(record) if args.json else line(record), flush=True)
 
+    def unreadable(envelope: Any, why: str) -> None:
+        shown = (json.dumps({"seq": envelope.seq, "unreadable": why}) if args.json
+                 else f"{envelope.seq:>6}  UNREADABLE (its MAC verifies): "
+                      f"{arguments.printable(why)}")  # fmt: skip
+        print(shown, flush=True)
+
     result = follow(settings.kafka_bootstrap_servers, topic, key, show=show, count=args.count,
-                    idle_timeout=args.idle_timeout)  # fmt: skip
+                    idle_timeout=args.idle_timeout, unreadable=unreadable)  # fmt: skip
     for problem in result.problems:
         print(f"croupier regulator: {topic}: {problem}", file=sys.stderr)
+    if result.unreadable:
+        print(f"croupier regulator: {topic}: {result.unreadable} record(s) verify but do not "
+              "read as report records", file=sys.stderr)  # fmt: skip
     if not args.json:
         state = "chain verified" if result.ok else "STOPPED"
         print(f"{result.verified} record(s) of {topic}: {state}", file=sys.stderr)
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return EXIT_OK if result.ok and not result.unreadable else EXIT_FAILED
 
 
 def cmd_reports(args: argparse.Namespace) -> int:
@@ -604,7 +633,15 @@ def cmd_reports(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     directory = args.dir or Path("reports") / args.jurisdiction
     if args.action == "verify":
-        problems = report_files.verify(settings, policy, directory)
+        if not directory.is_dir():
+            print(f"croupier reports: {directory} is not a directory; pass --dir with the "
+                  "report directory to verify", file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        try:
+            problems = report_files.verify(settings, policy, directory)
+        except (ReportError, OSError) as exc:
+            print(f"croupier reports: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         for p in problems:
             print(f"BROKEN  {p}")
         print(f"{directory} ({policy.reporting.format}): "
@@ -624,7 +661,31 @@ def cmd_reports(args: argparse.Namespace) -> int:
           f"{policy.reporting.format} to {directory}: {len(written.files)} file(s)")  # fmt: skip
     for f in written.files:
         print(f"  {f}")
-    return EXIT_OK
+    for seq, record_id, reason in written.rejected:
+        print(f"croupier reports: seq {seq} ({record_id!r}) could not be written as it is and "
+              f"stands as a rejected entry: {arguments.printable(reason)}",
+              file=sys.stderr)  # fmt: skip
+    return EXIT_FAILED if written.rejected else EXIT_OK
+
+
+def _count(text: str) -> int:
+    return arguments.positive_int(text, most=1_000_000_000)
+
+
+def _samples(text: str) -> int:
+    # Fewer leave the battery's chi-square cells too empty to test (it refuses them).
+    value = arguments.positive_int(text, most=100_000_000)
+    if value < 10_000:
+        msg = f"{text!r}: the battery needs at least 10000 outputs per stream"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _currency(text: str) -> str:
+    if len(text) != 3 or not text.isascii() or not text.isupper() or not text.isalpha():
+        msg = f"{text[:20]!r} is not an ISO 4217 currency code such as EUR"
+        raise argparse.ArgumentTypeError(msg)
+    return text
 
 
 def _aware(text: str) -> datetime:
@@ -709,9 +770,11 @@ the round; both calls carry the generator's build hash, stored for audit. The ta
 refuses to open (exit 2) unless the generator is the build rng/manifest.json certifies
 and a certification of croupier-dice in the game registry names that build.
 
-croupier dice play --player P [--stake 1.00] [--pick N] [--rounds N] [--json]
+croupier dice play --player P [--stake 1.00] [--pick N] [--rounds N] [--timeout S] [--json]
     exit 0 when every round completed, 1 when a debit was refused (the reason is shown)
-    or an answer did not come.
+    or an answer did not come within --timeout seconds (default 60; a debit with no
+    answer is rolled back), 2 on an argument the table cannot take (a stake must be
+    above 0 and in the currency's minor units) or when the table refuses to open.
 """
 
 
@@ -845,7 +908,8 @@ def build_parser() -> argparse.ArgumentParser:
     gsub = games.add_subparsers(dest="action", required=True)
     glist = gsub.add_parser("list", help="a table of the games and where each is certified")
     glist.add_argument("--json", action="store_true", help="the full registry as JSON")
-    glist.add_argument("--jurisdiction", metavar="J", help="only games certified in J today")
+    glist.add_argument("--jurisdiction", metavar="J", type=arguments.jurisdiction,
+                       help="only games certified in J today")  # fmt: skip
     glist.add_argument("--file", type=Path, metavar="FILE", help="the catalogue file")
     gcheck = gsub.add_parser("check", help="validate the catalogue; exit 2 on a bad one")
     gcheck.add_argument("file", type=Path, nargs="?", metavar="FILE", help="the catalogue")
@@ -859,12 +923,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dsub = dice_cmd.add_subparsers(dest="action", required=True)
     dplay = dsub.add_parser("play", help="play rounds for a player; exit 1 unless all complete")
-    dplay.add_argument("--player", required=True)
-    dplay.add_argument("--stake", type=Decimal, default=Decimal("1.00"))
-    dplay.add_argument("--currency", default="EUR")
+    dplay.add_argument("--player", required=True, type=arguments.business_id)
+    dplay.add_argument("--stake", type=arguments.decimal_text, default=Decimal("1.00"),
+                       help="a positive amount in the currency's minor units")  # fmt: skip
+    dplay.add_argument("--currency", default="EUR", type=_currency)
     dplay.add_argument("--pick", type=int, help="the face to bet on (default: a random one)")
-    dplay.add_argument("--rounds", type=int, default=1)
-    dplay.add_argument("--timeout", type=float, default=60.0, help="seconds to wait an answer")
+    dplay.add_argument("--rounds", type=arguments.positive_int, default=1)
+    dplay.add_argument("--timeout", type=arguments.seconds, default=60.0,
+                       help="seconds to wait for each answer")  # fmt: skip
     dplay.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)  # tests: a tampered one
     dplay.add_argument("--json", action="store_true")
     dice_cmd.set_defaults(func=cmd_dice)
@@ -878,7 +944,8 @@ def build_parser() -> argparse.ArgumentParser:
     rsub_rng = rng_cmd.add_subparsers(dest="action", required=True)
     rsub_rng.add_parser("verify", help="is rng/generator.py the certified build? (exit 0/1)")
     rtest = rsub_rng.add_parser("test", help="the statistical battery; exit 1 if a test fails")
-    rtest.add_argument("--samples", type=int, help="outputs per stream (default 200000)")
+    rtest.add_argument("--samples", type=_samples,
+                       help="outputs per stream, 10000 to 100000000 (default 200000)")  # fmt: skip
     rtest.add_argument("--json", action="store_true")
     rng_cmd.set_defaults(func=cmd_rng)
 
@@ -890,11 +957,11 @@ def build_parser() -> argparse.ArgumentParser:
         "follow", help="print the stream's records as its MAC chain verifies; exit 1 on a "
         "bad MAC or a gap",
     )  # fmt: skip
-    rfollow.add_argument("--jurisdiction", required=True, metavar="J")
+    rfollow.add_argument("--jurisdiction", required=True, metavar="J", type=arguments.jurisdiction)
     rfollow.add_argument("--key-file", type=Path, help="default CROUPIER_REPORT_KEY_DIR/<J>.key")
-    rfollow.add_argument("--count", type=int, help="stop after N verified records")
+    rfollow.add_argument("--count", type=_count, help="stop after N verified records")
     rfollow.add_argument(
-        "--idle-timeout", type=float, metavar="SECONDS",
+        "--idle-timeout", type=arguments.seconds, metavar="SECONDS",
         help="stop when nothing new arrives for this long (default: follow for ever)",
     )  # fmt: skip
     rfollow.add_argument("--json", action="store_true", help="each record as its JSON")
@@ -907,9 +974,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, what in (("write", "write what is new (format from the policy)"),
                        ("verify", "check a report directory as the regulator would")):  # fmt: skip
         one_rep = repsub.add_parser(name, help=what)
-        one_rep.add_argument("--jurisdiction", required=True, metavar="J")
+        one_rep.add_argument("--jurisdiction", required=True, metavar="J",
+                             type=arguments.jurisdiction)  # fmt: skip
         one_rep.add_argument("--dir", type=Path, help="default reports/<J>")
-        one_rep.add_argument("--idle-timeout", type=float, default=5.0, help=argparse.SUPPRESS)
+        one_rep.add_argument("--idle-timeout", type=arguments.seconds, default=5.0,
+                             help=argparse.SUPPRESS)  # fmt: skip
     reports_cmd.set_defaults(func=cmd_reports)
 
     analytics_cmd = sub.add_parser(
@@ -920,7 +989,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run: consume the audit topic into ClickHouse (foreground); schema: apply the "
         "DDL; wait: until the sink has caught up with the audit topic (exit 1 on --timeout)",
     )  # fmt: skip
-    analytics_cmd.add_argument("--timeout", type=float, default=60.0, help="wait: seconds")
+    analytics_cmd.add_argument("--timeout", type=arguments.seconds, default=60.0,
+                               help="wait: seconds")  # fmt: skip
     analytics_cmd.set_defaults(func=cmd_analytics)
 
     sql = sub.add_parser(
@@ -929,6 +999,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sql.add_argument("query", help='a statement, e.g. "SELECT * FROM ggr_by_market"')
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.add_argument("--timeout", type=arguments.seconds, default=SQL_TIMEOUT,
+                     help=f"seconds the query may run (default {SQL_TIMEOUT:g}); ClickHouse "
+                     "stops it after that and the command exits 1")  # fmt: skip
     sql.set_defaults(func=cmd_sql)
 
     from croupier import check as check_mod
@@ -946,7 +1019,7 @@ def build_parser() -> argparse.ArgumentParser:
         one.set_defaults(func=mod.run)
 
     demo = sub.add_parser("demo", help="the main job on the running stack")
-    demo.add_argument("--timeout", type=float, default=120.0)
+    demo.add_argument("--timeout", type=arguments.seconds, default=120.0)
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -962,3 +1035,66 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        explained = explain(exc)
+        if explained is None:
+            raise  # a bug: its traceback is what a maintainer needs
+        print(f"error: {explained}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def explain(exc: BaseException) -> str | None:
+    """One line, without secrets, saying what went wrong and what to fix; None for a bug.
+
+    A bad setting, an unreachable or misaddressed service, a missing schema: things the
+    user fixes. Everything else is not expected and keeps its traceback.
+    """
+    from pydantic import ValidationError
+
+    from croupier.arguments import InputError, one_line, redact
+    from sinks.base import SinkUnavailable
+
+    secrets = [os.environ.get(n, "") for n in ("CROUPIER_PG_DSN", "CROUPIER_PG_ADMIN_DSN")]
+    if isinstance(exc, ValidationError) and exc.title == Settings.__name__:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or exc.title
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return (f"bad setting {where}: {first['msg']}{more} (fix the environment variable "
+                "or .stack/env)")  # fmt: skip
+    if isinstance(exc, InputError):
+        return str(exc)
+    if isinstance(exc, SinkUnavailable):
+        return f"{redact(one_line(exc), secrets)} (is the stack up? `croupier stack status`)"
+    said = _service_error(exc, secrets)
+    if said is None and isinstance(exc, OSError) and exc.filename is not None:
+        said = f"{redact(one_line(exc), secrets)} (check the path and its permissions)"
+    return said
+
+
+def _service_error(exc: BaseException, secrets: list[str]) -> str | None:
+    from croupier.arguments import one_line, redact
+
+    text = redact(one_line(exc), secrets)
+    module = type(exc).__module__.split(".")[0]
+    if module == "psycopg":
+        import psycopg
+
+        if isinstance(exc, psycopg.OperationalError):
+            return (f"PostgreSQL: {text} (check CROUPIER_PG_DSN and that PostgreSQL runs: "
+                    "`croupier stack status`)")  # fmt: skip
+        if isinstance(exc, psycopg.ProgrammingError) and "connection" in str(exc).lower():
+            return ("CROUPIER_PG_DSN is not a valid connection string (a libpq URI, "
+                    "postgresql://user@host:port/db, or key=value pairs)")  # fmt: skip
+        if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+            return (f"PostgreSQL: {text} (check CROUPIER_PG_SCHEMA, and run "
+                    "`croupier db migrate` once)")  # fmt: skip
+        return None
+    if module in ("confluent_kafka", "cimpl", "kafka"):
+        return f"Kafka: {text} (check KAFKA_BOOTSTRAP_SERVERS and that Kafka runs)"
+    from sinks.clickhouse.client import UnsupportedUrl
+
+    if isinstance(exc, UnsupportedUrl):
+        return f"CROUPIER_CLICKHOUSE_URL: {text}"
+    if module == "clickhouse_connect":
+        return f"ClickHouse: {text} (check CROUPIER_CLICKHOUSE_URL and that ClickHouse runs)"
+    return None

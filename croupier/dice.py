@@ -25,6 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from croupier.arguments import stake
 from croupier.games import load_catalogue
 from croupier.kafka import make_producer
 from croupier.settings import Settings
@@ -40,10 +41,15 @@ class DiceRefused(RuntimeError):
 
 @dataclass(frozen=True)
 class Bet:
+    """One round's bet; a stake that is not a positive amount in minor units is refused."""
+
     player_id: str
     stake: Decimal
     pick: int
     currency: str = "EUR"
+
+    def __post_init__(self) -> None:
+        stake(self.stake, self.currency)  # InputError, a ValueError, says what is wrong
 
 
 @dataclass
@@ -110,6 +116,10 @@ class Answers:
             "isolation.level": "read_committed",
         })  # fmt: skip
         meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None or not meta.partitions:
+            self.consumer.close()
+            msg = f"topic {topic} is not there ({meta.error}); run `croupier topics create`"
+            raise DiceRefused(msg)
         ends = []
         for p in sorted(meta.partitions):
             _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
@@ -122,11 +132,16 @@ class Answers:
         wanted = set(ids)
         deadline = time.monotonic() + timeout
         while not wanted <= self.seen.keys() and time.monotonic() < deadline:
-            for msg in self.consumer.consume(num_messages=1000, timeout=0.5):
+            left = deadline - time.monotonic()
+            for msg in self.consumer.consume(num_messages=1000, timeout=max(0.0, min(left, 0.5))):
                 if msg.error():
                     continue
-                answer = json.loads(msg.value() or b"{}")
-                self.seen.setdefault(str(answer.get("transaction_id")), answer)
+                try:
+                    answer = json.loads(msg.value() or b"{}")
+                except ValueError:
+                    continue  # not an answer of the wallet's: nobody's call to match
+                if isinstance(answer, dict):
+                    self.seen.setdefault(str(answer.get("transaction_id")), answer)
         return {i: self.seen[i] for i in ids if i in self.seen}
 
     def close(self) -> None:

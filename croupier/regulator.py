@@ -7,7 +7,9 @@ put back in ``seq`` order before they are checked; a repeat of a verified record
 operator's at-least-once publishing) is recognised by its MAC and passed over. A record
 whose MAC does not follow from the previous one, or content that differs from a record
 already verified under the same ``seq``, stops the reader; a ``seq`` still missing when
-the stream goes quiet with later records waiting is reported as a gap.
+the stream goes quiet with later records waiting is reported as a gap. A record whose MAC
+verifies but whose JSON does not read as a report record (written by an older, laxer
+version, say) is authentic: it is handed to ``unreadable`` and the reading goes on.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from schemas.reports import GENESIS_MAC, ReportEnvelope, ReportRecord, mac_ok
 
 @dataclass
 class Followed:
+    """How far the chain verified, and what stopped it or could not be read."""
+
     verified: int = 0
     problems: list[str] = field(default_factory=list)
     last_mac: bytes = GENESIS_MAC
+    unreadable: int = 0  # verified records whose JSON is not a report record
 
     @property
     def ok(self) -> bool:
@@ -41,6 +46,7 @@ def follow(
     show: Callable[[ReportRecord, ReportEnvelope], None],
     count: int | None = None,
     idle_timeout: float | None = None,
+    unreadable: Callable[[ReportEnvelope, str], None] | None = None,
 ) -> Followed:
     """Read ``topic`` from its start, verifying as it goes; stop after ``count`` verified
     records, after ``idle_timeout`` seconds with nothing new, or at the first problem."""
@@ -84,7 +90,17 @@ def follow(
                         "the record before it (or the key is not this jurisdiction's)"
                     )
                     return out
-                show(nxt.record(), nxt)
+                try:
+                    record = nxt.record()
+                except ValidationError as exc:
+                    why = f"not a report record: {_first_error(exc)}"
+                    if unreadable is None:
+                        out.problems.append(f"seq {nxt.seq} verifies but is {why}")
+                        return out
+                    out.unreadable += 1
+                    unreadable(nxt, why)
+                else:
+                    show(record, nxt)
                 out.last_mac = bytes.fromhex(nxt.mac)
                 seen[nxt.seq] = nxt.mac
                 out.verified += 1
@@ -100,10 +116,20 @@ def follow(
     return out
 
 
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}"[:300]
+
+
 def line(record: ReportRecord) -> str:
+    """One record as a line for a terminal (control characters shown as escapes)."""
     money = f" {record.amount} {record.currency}" if record.amount is not None else ""
-    return (f"{record.seq:>6}  {record.recorded_at.isoformat()}  {record.kind:<10} "
+    text = (f"{record.seq:>6}  {record.recorded_at.isoformat()}  {record.kind:<10} "
             f"{record.action:<24} {record.player_id}{money}  {record.status or ''}")  # fmt: skip
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def as_json(record: ReportRecord) -> str:

@@ -20,26 +20,38 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from croupier.arguments import key_file
 from croupier.regulator import follow
 from croupier.settings import Settings
 from rules.policy import JurisdictionPolicy
 from schemas.reports import ReportEnvelope, ReportRecord
 from sinks.postgres.audit import load_or_create_key, public_bytes
+from sinks.reports import ReportError
 from sinks.reports.safe import SafeWriter, verify_safe
 from sinks.reports.sci import SciWriter, verify_sci
 
 
 @dataclass
 class Written:
+    """What one ``write`` did: records taken, files written, and what could not be."""
+
     records: int = 0
     files: list[Path] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # the stream does not verify
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # seq, id, reason
 
 
 def report_key(settings: Settings, jurisdiction: str) -> bytes:
-    return bytes.fromhex((settings.report_key_dir / f"{jurisdiction}.key").read_text().strip())
+    """The jurisdiction's report key, read only from inside ``CROUPIER_REPORT_KEY_DIR``."""
+    path = key_file(settings.report_key_dir, jurisdiction)
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        msg = f"{path} does not hold a report key (64 hex digits)"
+        raise ReportError(msg) from None
 
 
 def write(
@@ -48,13 +60,18 @@ def write(
     """Read the jurisdiction's stream and write what is new in its regulator's format."""
     j = policy.jurisdiction
     key = report_key(settings, j)
-    records: list[ReportRecord] = []
+    records: list[ReportRecord | ReportEnvelope] = []  # an envelope: a record unreadable
+    why: dict[int, str] = {}
 
     def keep(record: ReportRecord, _: ReportEnvelope) -> None:
         records.append(record)
 
+    def set_aside(envelope: ReportEnvelope, reason: str) -> None:
+        records.append(envelope)
+        why[envelope.seq] = reason
+
     followed = follow(settings.kafka_bootstrap_servers, settings.topic(f"reports.{j}"), key,
-                      show=keep, idle_timeout=idle_timeout)  # fmt: skip
+                      show=keep, idle_timeout=idle_timeout, unreadable=set_aside)  # fmt: skip
     done = Written(problems=list(followed.problems))
     if not followed.ok:
         return done  # nothing is written from a stream that does not verify
@@ -63,26 +80,60 @@ def write(
         case "safe":
             safe = SafeWriter(out, key)
             new = [r for r in records if r.seq >= safe.next_seq]
-            done.files += safe.write(new)
+            for r in new:
+                if isinstance(r, ReportEnvelope):
+                    safe.reject(j, r.seq, f"{j}-{r.seq}", why[r.seq], r.record_json)
+                else:
+                    done.files += safe.write([r])
             sealed = safe.close()
             done.files += [sealed] if sealed else []
-            for day in sorted({r.recorded_at.date() for r in new}):
+            days = {r.recorded_at.date() for r in new if isinstance(r, ReportRecord)}
+            for day in sorted(days or ({datetime.now(UTC).date()} if new else set())):
                 done.files.append(safe.end_of_day(day))
+            done.rejected += safe.rejected
         case "sci":
             sci = SciWriter(out, load_or_create_key(settings.audit_key))
             new = [r for r in records if r.seq > sci.last_seq]
-            done.files += sci.write(new)
+            for r in new:
+                if isinstance(r, ReportEnvelope):
+                    done.files += sci.reject(j, r.seq, f"{j}-{r.seq}", why[r.seq], r.record_json)
+                else:
+                    done.files += sci.write([r])
             flushed = sci.flush()
             done.files += [flushed] if flushed else []
+            done.rejected += sci.rejected
         case _:
             path = out / f"reports-{j}.jsonl"
             have = len(path.read_text().splitlines()) if path.exists() else 0
             new = [r for r in records if r.seq > have]
             with path.open("a") as f:
-                f.writelines(r.model_dump_json() + "\n" for r in new)
+                for r in new:
+                    if isinstance(r, ReportEnvelope):
+                        reason: str | None = why[r.seq]
+                        f.write(json.dumps({"seq": r.seq, "record_id": f"{j}-{r.seq}",
+                                            "rejected": reason}) + "\n")  # fmt: skip
+                        done.rejected.append((r.seq, f"{j}-{r.seq}", why[r.seq]))
+                        continue
+                    line, reason = _json_line(r)
+                    f.write(line + "\n")
+                    done.rejected += [(r.seq, r.record_id, reason)] if reason else []
             done.files += [path] if new else []
     done.records = len(new)
     return done
+
+
+def _json_line(record: ReportRecord) -> tuple[str, str | None]:
+    """The record's JSON line, and why it had to be a rejected entry instead (else None)."""
+    try:
+        return record.model_dump_json(), None
+    except Exception:  # text with no UTF-8 (a lone surrogate): ASCII escapes
+        pass
+    try:
+        return json.dumps(record.model_dump(mode="json"), separators=(",", ":")), None
+    except Exception as exc:  # whatever one record raises, the others go on
+        why = f"processing_error: {type(exc).__name__}: {exc}"[:1000]
+    line = {"seq": record.seq, "record_id": record.record_id, "rejected": why}
+    return json.dumps(line), why
 
 
 def verify(settings: Settings, policy: JurisdictionPolicy, directory: Path) -> list[str]:

@@ -18,6 +18,10 @@ from urllib.parse import SplitResult, unquote, urlsplit
 import clickhouse_connect
 
 
+class UnsupportedUrl(ValueError):
+    """A ClickHouse URL of no scheme Croupier speaks, or naming no data directory."""
+
+
 class ClickHouse(Protocol):
     """What Croupier needs from ClickHouse: statements, rows back, rows in."""
 
@@ -92,32 +96,35 @@ class ConnectClickHouse:
         self._client.close()
 
 
-def connect(url: str) -> ClickHouse:
+def connect(url: str, *, timeout: float | None = None) -> ClickHouse:
     """A ClickHouse for ``http(s)://[user[:password]@]host[:port][/database]`` or ``chdb://path``.
 
     ``chdb:///abs/path`` and ``chdb://relative/path`` open that data directory in this
     process; chdb lets only one process, and one directory per process, do that.
+    ``timeout``: the longest an HTTP request waits for its answer, in seconds.
     """
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
-        return ConnectClickHouse(_http_client(parts))
+        return ConnectClickHouse(_http_client(parts, timeout))
     if parts.scheme == "chdb":
         path = unquote(parts.netloc + parts.path)
         if not path:
             msg = f"{url!r} names no data directory: use chdb:///absolute/path or chdb://relative"
-            raise ValueError(msg)
+            raise UnsupportedUrl(msg)
         client = clickhouse_connect.get_client(
             interface="chdb", path=os.path.abspath(path), tz_mode="aware"
         )
         return ConnectClickHouse(client)
     msg = f"unsupported ClickHouse URL {url!r}: use http://, https:// or chdb://"
-    raise ValueError(msg)
+    raise UnsupportedUrl(msg)
 
 
-def _http_client(parts: SplitResult) -> Any:
+def _http_client(parts: SplitResult, timeout: float | None = None) -> Any:
     database = unquote(parts.path.strip("/")) or None
     secure = parts.scheme == "https"
+    bounded: dict[str, Any] = {} if timeout is None else {"send_receive_timeout": timeout}
     return clickhouse_connect.get_client(
+        **bounded,
         host=parts.hostname or "127.0.0.1",
         port=parts.port or (8443 if secure else 8123),
         username=unquote(parts.username or "default"),

@@ -14,7 +14,8 @@ mapping lives here, in SQL, so the sink does no per-row work in Python (the thro
 goal) and a server and chdb map alike. Each materialized view costs every insert a few
 milliseconds whatever its size, so there are no more than the entities need. Conversions
 use the ``OrNull``/``OrZero`` functions: a record of an unexpected shape becomes a row with
-empty fields, never an insert that fails for ever.
+empty fields. Money and prices are the exception (below): a value present that does not
+fit fails the insert, and the sink sets that one record aside, so nothing fails for ever.
 
 **Duplicates.** Kafka redelivers and the relay may publish a record twice; both bring the
 same bytes. Every table is a ``ReplacingMergeTree`` ordered by the fact's identity (the
@@ -23,24 +24,45 @@ business key for the derived tables), so a repeat collapses into one row when pa
 merge, and every view reads with ``FINAL``, so numbers are right before that. Analysts
 querying the tables themselves add ``FINAL`` too.
 
-**Money** is ``Decimal(38, 6)``: exact, and room for every ISO 4217 currency's minor units.
+**Money** is ``Decimal(38, 6)``: exact, room for every ISO 4217 currency's minor units and
+for the 32 integer digits of any total the wire's bounds allow. **Prices** are
+``Decimal(76, 40)``: an accumulator's price keeps the places of all its legs (twenty legs of
+two places, ten of four) and the wire's 18 integer digits with room to spare. A money or
+price string that does not fit its column (or is not a decimal at all) fails the insert
+(``throwIf`` in the mapping): the sink sets that record aside in ``analytics_dead_letters``
+instead of storing it as 0 or NULL.
+
+**Partitions** follow the server's clock: ``audit_log`` by the audit record's
+``recorded_at`` and every derived table by a time Croupier set (``decided_at``,
+``recorded_at``), never by a producer's timestamp. A batch of bets dated across centuries
+then still lands in one or two partitions (ClickHouse refuses an insert that touches more
+than ``max_partitions_per_insert_block``, 100). Partition keys are fixed when a table is
+made: a database made by an older version keeps its keys until it is dropped and the
+sink fills it again from the ``audit`` topic.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
 from sinks.clickhouse.client import ClickHouse
 
+log = logging.getLogger(__name__)
+
 MONEY = "Decimal(38, 6)"
 # Prices: an accumulator's is the product of its legs', so it has more places than any
 # leg. 20 places hold ten two-place legs exactly; PostgreSQL keeps them unbounded.
-ODDS_SCALE = 20
-ODDS = f"Decimal(38, {ODDS_SCALE})"
+ODDS_SCALE = 40
+ODDS = f"Decimal(76, {ODDS_SCALE})"
 # Bumped when a mapping's SELECT changes: ``apply`` replaces mappings of another version.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 AUDIT_LOG = "audit_log"
 AUDIT_COLUMNS = ("kafka_partition", "kafka_offset", "kafka_ts_ms", "body")
+DEAD_LETTERS = "analytics_dead_letters"
+DEAD_LETTER_COLUMNS = (
+    "source_topic", "kafka_partition", "kafka_offset", "kafka_ts_ms", "body", "code", "error",
+)  # fmt: skip
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -48,6 +70,32 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def money(expr: str) -> str:
     """A decimal string as money (0 when absent or malformed)."""
     return f"toDecimal128OrZero({expr}, 6)"
+
+
+def price(expr: str) -> str:
+    """A decimal string as a price (NULL when absent or malformed)."""
+    return f"toDecimal256OrNull({expr}, {ODDS_SCALE})"
+
+
+def _misfit(expr: str, scale: int, bits: int = 128) -> str:
+    """True when ``expr`` is a non-empty string that does not convert to the column type."""
+    return f"(notEmpty(ifNull({expr}, '')) AND isNull(toDecimal{bits}OrNull({expr}, {scale})))"
+
+
+def misfit_money(expr: str) -> str:
+    return _misfit(expr, 6)
+
+
+def misfit_price(expr: str) -> str:
+    return _misfit(expr, ODDS_SCALE, 256)
+
+
+def refuse_if(table: str, *conditions: str) -> str:
+    """A WHERE clause failing the insert when a record's money or price does not fit."""
+    return (
+        f" WHERE throwIf({' OR '.join(conditions)}, 'a money or price value of a {table} "
+        "record does not fit its column (or is not a decimal)') = 0"
+    )
 
 
 def at(expr: str) -> str:
@@ -83,8 +131,24 @@ CREATE TABLE IF NOT EXISTS {{db}}.audit_log (
                                        tupleElement(tupleElement(head, 'after'), 'player_id')),
     ingested_at      DateTime64(3, 'UTC') DEFAULT now64(3)
 ) ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(occurred_at)
+PARTITION BY toYYYYMM(recorded_at)
 ORDER BY (entity, entity_id, action, source_topic, source_partition, source_offset)
+""",
+    # Audit records ClickHouse refused for their content (not for being away): the bytes
+    # as consumed, where Kafka held them, and ClickHouse's error. Never retried by the sink.
+    "analytics_dead_letters": """
+CREATE TABLE IF NOT EXISTS {db}.analytics_dead_letters (
+    source_topic     LowCardinality(String),
+    kafka_partition  UInt32,
+    kafka_offset     UInt64,
+    kafka_ts_ms      Int64 EPHEMERAL,
+    kafka_ts         DateTime64(3, 'UTC') DEFAULT fromUnixTimestamp64Milli(kafka_ts_ms, 'UTC'),
+    body             String,
+    code             Int32,
+    error            String,
+    dead_lettered_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+ORDER BY (source_topic, kafka_partition, kafka_offset)
 """,
     "bets": f"""
 CREATE TABLE IF NOT EXISTS {{db}}.bets (
@@ -104,7 +168,7 @@ CREATE TABLE IF NOT EXISTS {{db}}.bets (
     placed_at    DateTime64(6, 'UTC'),
     decided_at   DateTime64(6, 'UTC')
 ) ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(placed_at)
+PARTITION BY toYYYYMM(decided_at)
 ORDER BY bet_id
 """,
     # Every ledger operation recorded (applied or refused), with its entries; the house's
@@ -137,7 +201,7 @@ CREATE TABLE IF NOT EXISTS {{db}}.ledger_transactions (
     occurred_at    DateTime64(6, 'UTC'),
     recorded_at    DateTime64(6, 'UTC')
 ) ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(occurred_at)
+PARTITION BY toYYYYMM(recorded_at)
 ORDER BY key
 """,
     "casino_transactions": f"""
@@ -156,9 +220,10 @@ CREATE TABLE IF NOT EXISTS {{db}}.casino_transactions (
     balance_before           {MONEY},
     balance_after            {MONEY},
     rng_build                Nullable(String),
-    occurred_at              DateTime64(6, 'UTC')
+    occurred_at              DateTime64(6, 'UTC'),
+    recorded_at              DateTime64(6, 'UTC')
 ) ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(occurred_at)
+PARTITION BY toYYYYMM(recorded_at)
 ORDER BY transaction_id
 """,
     "payments": f"""
@@ -173,7 +238,7 @@ CREATE TABLE IF NOT EXISTS {{db}}.payments (
     occurred_at DateTime64(6, 'UTC'),
     decided_at DateTime64(6, 'UTC')
 ) ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(occurred_at)
+PARTITION BY toYYYYMM(decided_at)
 ORDER BY (payment_id, type)
 """,
     # One row per outcome price (or per market, when it has none) an odds change set.
@@ -190,9 +255,10 @@ CREATE TABLE IF NOT EXISTS {{db}}.odds_changes (
     market_version   UInt64,
     source_topic     LowCardinality(String),
     source_partition UInt32,
-    source_offset    UInt64
+    source_offset    UInt64,
+    recorded_at      DateTime64(6, 'UTC')
 ) ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(changed_at)
+PARTITION BY toYYYYMM(recorded_at)
 ORDER BY (event_id, market_id, outcome_id, changed_at, source_topic, source_partition,
           source_offset)
 """,
@@ -274,17 +340,24 @@ MAPPINGS: dict[str, tuple[str, str]] = {
         f"""
 SELECT entity_id AS bet_id, player_id, {f("status")} AS status, {f("reason")} AS reason,
        {f("currency")} AS currency, {money(f("stake"))} AS stake,
-       toDecimal128OrNull({f("odds")}, {ODDS_SCALE}) AS odds,
+       {price(f("odds"))} AS odds,
        length({f("selections")}) AS legs,
        arrayMap(x -> {f("event_id", "x")}, {f("selections")}) AS leg_events,
        arrayMap(x -> {f("market_id", "x")}, {f("selections")}) AS leg_markets,
        arrayMap(x -> {f("outcome_id", "x")}, {f("selections")}) AS leg_outcomes,
-       arrayMap(x -> toDecimal128OrZero({f("odds", "x")}, {ODDS_SCALE}),
+       arrayMap(x -> toDecimal256OrZero({f("odds", "x")}, {ODDS_SCALE}),
                 {f("selections")}) AS leg_odds,
        'sportsbook' AS product,
        occurred_at AS placed_at,
        {at(f("decided_at"))} AS decided_at
-  FROM {_parsed("bet", _BET)}""",
+  FROM {_parsed("bet", _BET)}{
+            refuse_if(
+                "bet",
+                misfit_money(f("stake")),
+                misfit_price(f("odds")),
+                f"arrayExists(x -> {misfit_price(f('odds', 'x'))}, {f('selections')})",
+            )
+        }""",
     ),
     "ledger_transactions_mv": (
         "ledger_transactions",
@@ -310,7 +383,13 @@ SELECT entity_id AS key, {f("txn_id")} AS txn_id, {f("operation")} AS operation,
        {_house("house_payments")} AS house_payments,
        house_stakes + house_payouts + house_casino AS ggr,
        occurred_at, recorded_at
-  FROM {_parsed("ledger_transaction", _LEDGER, "recorded_at")}""",
+  FROM {_parsed("ledger_transaction", _LEDGER, "recorded_at")}{
+            refuse_if(
+                "ledger_transaction",
+                *(misfit_money(f(n)) for n in ("amount", "payout", "cash_after", "pending_after")),
+                f"arrayExists(x -> {misfit_money(f('amount', 'x'))}, {f('entries')})",
+            )
+        }""",
     ),
     "casino_transactions_mv": (
         "casino_transactions",
@@ -321,8 +400,15 @@ SELECT entity_id AS transaction_id, {f("type")} AS type, player_id, {f("round_id
        {f("status")} AS status, {f("error")} AS error, {f("moved")} AS moved,
        {money("JSONExtractString(body, 'before', 'balance')")} AS balance_before,
        {money(f("balance"))} AS balance_after, {f("rng_build")} AS rng_build,
-       occurred_at
-  FROM {_parsed("casino_transaction", _CASINO, "body")}""",
+       occurred_at, recorded_at
+  FROM {_parsed("casino_transaction", _CASINO, "body", "recorded_at")}{
+            refuse_if(
+                "casino_transaction",
+                misfit_money(f("amount")),
+                misfit_money(f("balance")),
+                misfit_money("JSONExtractString(body, 'before', 'balance')"),
+            )
+        }""",
     ),
     "payments_mv": (
         "payments",
@@ -331,22 +417,34 @@ SELECT entity_id AS payment_id, {f("type")} AS type, player_id, {f("status")} AS
        {f("reason")} AS reason, toDecimal128OrNull({f("amount")}, 6) AS amount,
        ifNull({f("currency")}, '') AS currency, occurred_at,
        {at(f("decided_at"))} AS decided_at
-  FROM {_parsed("payment", _PAYMENT)}""",
+  FROM {_parsed("payment", _PAYMENT)}{refuse_if("payment", misfit_money(f("amount")))}""",
     ),
     "odds_changes_mv": (
         "odds_changes",
         f"""
 SELECT entity_id AS event_id, market_id, outcome_id, occurred_at AS changed_at, action,
        {f("producer")} AS producer, {f("status", "market")} AS status,
-       toDecimal128OrNull(nullIf(price, ''), {ODDS_SCALE}) AS odds,
+       toDecimal256OrNull(nullIf(price, ''), {ODDS_SCALE}) AS odds,
        {f("version", "market")} AS market_version,
-       source_topic, source_partition, source_offset
-  FROM {_parsed("odds", _ODDS, "action", "source_topic", "source_partition", "source_offset")}
+       source_topic, source_partition, source_offset, recorded_at
+  FROM {
+            _parsed(
+                "odds",
+                _ODDS,
+                "action",
+                "source_topic",
+                "source_partition",
+                "source_offset",
+                "recorded_at",
+            )
+        }
  ARRAY JOIN mapKeys({f("markets")}) AS market_id, mapValues({f("markets")}) AS market
  ARRAY JOIN arrayResize(mapKeys({f("odds", "market")}),
                         greatest(length({f("odds", "market")}), 1), '') AS outcome_id,
             arrayResize(mapValues({f("odds", "market")}),
-                        greatest(length({f("odds", "market")}), 1), '') AS price""",
+                        greatest(length({f("odds", "market")}), 1), '') AS price{
+            refuse_if("odds", misfit_price("price"))
+        }""",
     ),
     "players_mv": (
         "players",
@@ -505,6 +603,10 @@ def statements(database: str) -> list[str]:
         f"ALTER TABLE {database}.bets MODIFY COLUMN odds Nullable({ODDS}), "
         f"MODIFY COLUMN leg_odds Array({ODDS})",
         f"ALTER TABLE {database}.odds_changes MODIFY COLUMN odds Nullable({ODDS})",
+        f"ALTER TABLE {database}.casino_transactions ADD COLUMN IF NOT EXISTS recorded_at "
+        "DateTime64(6, 'UTC')",
+        f"ALTER TABLE {database}.odds_changes ADD COLUMN IF NOT EXISTS recorded_at "
+        "DateTime64(6, 'UTC')",
     ]
     for name, (target, select) in MAPPINGS.items():
         body = select.format(db=database).strip()
@@ -543,3 +645,15 @@ def apply(ch: ClickHouse, database: str) -> None:
             ch.command(f"DROP VIEW IF EXISTS {database}.{name}")
     for statement in statements_[1:]:
         ch.command(statement)
+    keys = ch.query(
+        f"SELECT name, partition_key FROM system.tables WHERE database = '{database}' "
+        "AND partition_key LIKE '%occurred_at%'"
+    )
+    if keys:
+        log.warning(
+            "ClickHouse database %s was made by an older version: %s partitioned by a "
+            "producer's time (a batch dated across more than 100 months is split until it "
+            "goes in); drop the database and let the sink fill it again from the audit topic "
+            "to partition by the server's time",
+            database, ", ".join(name for name, _ in keys),
+        )  # fmt: skip

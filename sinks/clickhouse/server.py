@@ -27,6 +27,7 @@ import signal
 import socket
 import socketserver
 import sys
+import tempfile
 import threading
 import uuid
 import zlib
@@ -234,21 +235,21 @@ class ChdbEngine:
         return Outcome(body, result_format, _summary(result))
 
     def _insert(self, request: Request, fmt: str) -> Outcome:
-        # chdb takes query text as a str, so binary rows cannot ride inside it; the
-        # streaming inserter takes them as bytes, chunk by chunk.
-        with self._session.send_insert(request.sql, fmt) as inserter:
-            view = memoryview(request.data)
-            for start in range(0, len(view), _INSERT_CHUNK):
-                inserter.append(view[start : start + _INSERT_CHUNK])
-            written = inserter.finish()
-        summary = {
-            "read_rows": str(written.rows_written),
-            "read_bytes": str(written.bytes_written),
-            "written_rows": str(written.rows_written),
-            "written_bytes": str(written.bytes_written),
-            "elapsed_ns": str(int(written.elapsed * 1e9)),
-        }
-        return Outcome(b"", None, summary)
+        # chdb takes query text as a str, so binary rows cannot ride inside it. Its
+        # streaming inserter (send_insert) takes bytes, but reports success when the engine
+        # refuses the rows (a CHECK constraint, a materialized view's throwIf): they are lost
+        # without a word (chdb 4.4). INSERT ... FROM INFILE reads the same bytes from a file
+        # and fails as a ClickHouse server does, for a temporary file's cost.
+        fd, path = tempfile.mkstemp(prefix="croupier-insert-")
+        try:
+            with os.fdopen(fd, "wb") as spool:
+                view = memoryview(request.data)
+                for start in range(0, len(view), _INSERT_CHUNK):
+                    spool.write(view[start : start + _INSERT_CHUNK])
+            result = self._session.query(_from_infile(request.sql, path, fmt), "TabSeparated")
+        finally:
+            os.unlink(path)
+        return Outcome(b"", None, _summary(result))
 
 
 def _summary(result: Any) -> dict[str, str]:
@@ -269,6 +270,18 @@ def _summary(result: Any) -> dict[str, str]:
 def _quote_identifier(name: str) -> str:
     escaped = name.replace("\\", "\\\\").replace("`", "\\`")
     return f"`{escaped}`"
+
+
+_SETTINGS_CLAUSE = re.compile(r"\sSETTINGS\s", re.IGNORECASE)
+
+
+def _from_infile(head: str, path: str, fmt: str) -> str:
+    """``INSERT INTO t [(columns)] FROM INFILE 'path' [SETTINGS ...] FORMAT fmt``."""
+    # Quoted names and values may hold the word SETTINGS: blank them out to look for it.
+    masked = re.sub(_QUOTED.decode(), lambda m: " " * len(m.group(0)), head)
+    found = _SETTINGS_CLAUSE.search(masked)
+    cut = found.start() if found else len(head)
+    return f"{head[:cut]} FROM INFILE {_quote_string(path)}{head[cut:]} FORMAT {fmt}"
 
 
 def _quote_string(value: str) -> str:

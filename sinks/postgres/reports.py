@@ -12,11 +12,17 @@ so a crash repeats a pass and never reports a change twice or skips one. A secon
 publishes the new report records to ``reports.<J>`` (keyed by entity id) and records how
 far it got: at least once on the topic, the same bytes, with ``seq`` telling a reader a
 repeat from a gap. One worker runs each pass at a time (advisory locks).
+
+An audit record the reporter cannot turn into a report record (a shape it does not
+expect, a value ``ReportRecord`` refuses) is set aside in ``report_rejections`` with the
+error, in the same transaction, and the pass goes on: the turning is pure, so trying again
+would fail again, and one record must never stop every jurisdiction's stream.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,6 +33,7 @@ from schemas.reports import AuditRef, ReportEnvelope, ReportRecord, chain_mac
 from sinks.postgres.common import PgSink
 
 GENESIS = bytes(32)
+log = logging.getLogger(__name__)
 
 _DERIVE_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('croupier.reports', 0))"
 _PUBLISH_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('croupier.reports.publish', 0))"
@@ -101,6 +108,18 @@ def _reportable(doc: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _loads(body: Any) -> dict[str, Any]:
+    """An audit record's body as a dict (psycopg may hand jsonb over already decoded)."""
+    doc = json.loads(body) if isinstance(body, str | bytes) else body
+    return doc if isinstance(doc, dict) else {"entity": None, "after": doc}
+
+
+def _error(exc: Exception) -> str:
+    """A short, one-line account of what a record raised (never its whole content)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:500].replace("\x00", "?")
+
+
 class ReportSink(PgSink):
     """The reporter's two passes (see the module docstring)."""
 
@@ -113,8 +132,19 @@ class ReportSink(PgSink):
             rows = await (await conn.execute(_UNREAD_SQL, (limit,))).fetchall()
             if not rows:
                 return 0
-            docs = [(chain, int(seq), json.loads(body), bytes(h)) for chain, seq, body, h in rows]
-            wanted = [(c, s, d, h, _reportable(d)) for c, s, d, h in docs]
+            docs = [(chain, int(seq), _loads(body), bytes(h)) for chain, seq, body, h in rows]
+            rejected: list[tuple[str, int, str]] = []
+            wanted = []
+            for c, s, d, h in docs:
+                try:
+                    fields = _reportable(d)
+                    if fields is not None and not isinstance(fields["player_id"], str):
+                        msg = f"player_id is {type(fields['player_id']).__name__}, not a string"
+                        raise TypeError(msg)
+                except Exception as exc:  # pure: it would fail again; set it aside
+                    rejected.append((c, s, _error(exc)))
+                    continue
+                wanted.append((c, s, d, h, fields))
             players = sorted({f["player_id"] for *_, f in wanted if f is not None})
             cursor = await conn.execute(
                 "SELECT player_id, jurisdiction FROM players WHERE player_id = ANY(%s)",
@@ -129,20 +159,27 @@ class ReportSink(PgSink):
             for chain, seq, doc, digest, fields in wanted:
                 if fields is None:
                     continue
-                j = where.get(fields["player_id"]) or (doc.get("after") or {}).get("jurisdiction")
+                after = doc.get("after")
+                j = where.get(fields["player_id"]) or (
+                    after.get("jurisdiction") if isinstance(after, dict) else None
+                )
                 if not isinstance(j, str) or j not in keys:
                     continue  # a player Croupier never registered: nobody to report to
                 last, prev = heads.get(j, (0, GENESIS))
-                record = ReportRecord(
-                    jurisdiction=j, seq=last + 1, record_id=f"{j}-{last + 1}",
-                    action=doc["action"], entity_id=doc["entity_id"],
-                    occurred_at=doc["occurred_at"], recorded_at=doc["recorded_at"],
-                    audit=AuditRef(chain=chain, seq=seq, hash=digest.hex()), **fields,
-                )  # fmt: skip
-                body = record.record_json()
+                try:
+                    record = ReportRecord(
+                        jurisdiction=j, seq=last + 1, record_id=f"{j}-{last + 1}",
+                        action=doc["action"], entity_id=doc["entity_id"],
+                        occurred_at=doc["occurred_at"], recorded_at=doc["recorded_at"],
+                        audit=AuditRef(chain=chain, seq=seq, hash=digest.hex()), **fields,
+                    )  # fmt: skip
+                    body = record.record_json()
+                except Exception as exc:  # pure: it would fail again; set it aside
+                    rejected.append((chain, seq, _error(exc)))
+                    continue
                 mac = chain_mac(keys[j], prev, body)
                 heads[j] = (last + 1, mac)
-                out.append((j, last + 1, doc["entity_id"], body.decode(), prev, mac, chain, seq))
+                out.append((j, last + 1, record.entity_id, body.decode(), prev, mac, chain, seq))
             done = {chain: seq for chain, seq, *_ in docs}
             async with conn.cursor() as cur:
                 if out:
@@ -158,11 +195,20 @@ class ReportSink(PgSink):
                               SET seq = EXCLUDED.seq, mac = EXCLUDED.mac""",
                         [(j, s, m) for j, (s, m) in sorted(heads.items())],
                     )
+                if rejected:
+                    await cur.executemany(
+                        """INSERT INTO report_rejections (audit_chain, audit_seq, error)
+                           VALUES (%s, %s, %s) ON CONFLICT DO NOTHING""",
+                        rejected,
+                    )
                 await cur.executemany(
                     """INSERT INTO report_progress (chain, seq) VALUES (%s, %s)
                        ON CONFLICT (chain) DO UPDATE SET seq = EXCLUDED.seq""",
                     sorted(done.items()),
                 )
+        for chain, seq, error in rejected:
+            log.warning("reporter: audit record %s/%d set aside in report_rejections: %s",
+                        chain, seq, error)  # fmt: skip
         return len(docs)  # audit records read: a pass that read some may have more to read
 
     async def publish(self, send: Send, *, limit: int = 2000) -> int:

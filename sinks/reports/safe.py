@@ -31,6 +31,17 @@ What is simplified:
   writing a file and appending its token line leaves an XML file with no token; the next
   seal of the same seqs replaces it, otherwise ``verify_safe`` reports it.
 
+**Values XML cannot carry.** XML 1.0 has no way to write most control characters (not
+even as character references), a lone surrogate cannot be encoded, and a carriage return
+reads back as a newline. A text value holding any of them is written as a JSON string
+(ASCII, ``\\u0000`` escapes) in an element marked ``encoding="json"``, which the reader
+decodes: the file still reads back to the very records written. A record the writer
+cannot write at all (an amount that is not a decimal, a currency that is not ISO 4217, or
+anything else that fails while it is rendered) takes its place in the file as a
+``<Rejected>`` entry: its seq and id, the reason, and the record as JSON. The seq chain
+stays whole, the file is sealed like any other, and the writer goes on: one bad record
+never stops a jurisdiction's reporting (``SafeWriter.rejected`` lists them).
+
 ``details`` travels as one JSON string (sorted keys) rather than key/value children: it is
 an arbitrary nested ``dict[str, Any]``, and JSON keeps its types and structure exactly, so
 a file reads back to the very records that were written (``read_safe_file``).
@@ -74,7 +85,10 @@ _AMOUNT = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _SAFE_NAME = re.compile(r"^SAFE-([A-Z]{2,3})-([0-9]{12})-([0-9]{12})\.xml$")
 _EOD_NAME = re.compile(r"^EOD-([A-Z]{2,3})-([0-9]{4}-[0-9]{2}-[0-9]{2})\.xml$")
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# Characters XML 1.0 cannot carry, a lone surrogate (no UTF-8 for it) and the carriage
+# return (which a parser turns into a newline): a value holding one is written as JSON.
+_NEEDS_JSON = re.compile("[\x00-\x08\x0b\x0c\x0d\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_ENTRIES = ("Record", "Rejected")
 
 
 @dataclass(frozen=True)
@@ -147,10 +161,16 @@ class SafeWriter:
             self.jurisdiction = name.group(1)
             self.last_token, self.next_seq = bytes.fromhex(last.token), last.last_seq + 1
         self._window: datetime | None = None
-        self._open: list[ReportRecord] = []
+        self._last_window: datetime | None = None  # of the last file sealed
+        self._open: list[tuple[int, ET.Element]] = []  # (seq, its Record or Rejected entry)
+        self.rejected: list[tuple[int, str, str]] = []  # (seq, record id, reason) written
 
     def write(self, records: Iterable[ReportRecord]) -> list[Path]:
-        """Append records to the open file; returns the files sealed on the way."""
+        """Append records to the open file; returns the files sealed on the way.
+
+        A record out of seq order or of another jurisdiction is the caller's mistake and
+        raises ``ReportError``; a record that cannot be written is a ``<Rejected>`` entry.
+        """
         sealed = []
         for record in records:
             self._check(record)
@@ -161,9 +181,42 @@ class SafeWriter:
                 sealed.append(self._seal())
             if self._window is None:
                 self._window = window
-            self._open.append(record)
+            self._open.append((record.seq, self._entry(record)))
             self.next_seq += 1
         return sealed
+
+    def reject(self, jurisdiction: str, seq: int, record_id: str, reason: str,
+               record_json: str) -> None:  # fmt: skip
+        """A ``<Rejected>`` entry for a record that did not even read as a report record (its
+        MAC verified): it keeps its seq in the open file, with its JSON as it came."""
+        if seq != self.next_seq or jurisdiction != (self.jurisdiction or jurisdiction):
+            msg = f"a rejected entry for {jurisdiction} seq {seq}, expected seq {self.next_seq}"
+            raise ReportError(msg)
+        self.jurisdiction = jurisdiction
+        if self._window is None:  # no time of its own: it joins the window of the last file
+            self._window = self._last_window or self._window_of(self.clock())
+        self.rejected.append((seq, record_id, reason))
+        self._open.append((seq, _rejected_entry(seq, record_id, reason, record_json)))
+        self.next_seq += 1
+
+    def _entry(self, record: ReportRecord) -> ET.Element:
+        """The record's element, or its ``<Rejected>`` entry when it cannot be written."""
+        try:
+            reason = _unwritable(record)
+            if reason is None:
+                element = _record_element(record)
+                ET.tostring(element, encoding="utf-8")  # anything unencodable shows now
+                return element
+        except Exception as exc:  # whatever one record raises, the others go on
+            reason = f"processing_error: {type(exc).__name__}: {exc}"[:1000]
+        self.rejected.append((record.seq, record.record_id, reason))
+        try:
+            whole = json.dumps(
+                record.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+            )
+        except Exception:  # even the record's JSON fails: the seq, id and reason must do
+            whole = "null"
+        return _rejected_entry(record.seq, record.record_id, reason, whole)
 
     def close(self) -> Path | None:
         """Close and seal the open file, if it has records."""
@@ -195,12 +248,6 @@ class SafeWriter:
                 f" the safe is for {self.jurisdiction}"
             )
             raise ReportError(msg)
-        if record.amount is not None and not _AMOUNT.match(record.amount):
-            msg = f"record {record.record_id} amount {record.amount!r} is not a decimal"
-            raise ReportError(msg)
-        if record.currency is not None and not _CURRENCY.match(record.currency):
-            msg = f"record {record.record_id} currency {record.currency!r} is not ISO 4217"
-            raise ReportError(msg)
 
     def _window_of(self, at: datetime) -> datetime:
         start = math.floor(at.timestamp() / self.file_seconds) * self.file_seconds
@@ -209,10 +256,10 @@ class SafeWriter:
     def _seal(self) -> Path:
         # Only called with records open, which set both; the assert is for the type checker.
         assert self._window is not None and self.jurisdiction is not None
-        records, window = self._open, self._window
-        first, last = records[0].seq, records[-1].seq
+        entries, window = self._open, self._window
+        first, last = entries[0][0], entries[-1][0]
         rel = f"{window.date()}/SAFE-{self.jurisdiction}-{first:012d}-{last:012d}.xml"
-        data = _safe_file_bytes(self.jurisdiction, window, self.file_seconds, records)
+        data = _safe_file_bytes(self.jurisdiction, window, self.file_seconds, entries)
         digest = hashlib.sha256(data).digest()
         token = tamper_token(self.key, self.last_token, digest)
         # The file first, then its token line: a crash in between leaves an unsealed file
@@ -220,14 +267,15 @@ class SafeWriter:
         _write_atomic(self.directory / rel, data)
         seal = Seal(
             file=rel, sha256=digest.hex(), prev_token=self.last_token.hex(), token=token.hex(),
-            first_seq=first, last_seq=last, records=len(records),
+            first_seq=first, last_seq=last, records=len(entries),
             sealed_at=self.clock().isoformat(),
         )  # fmt: skip
         with (self.directory / TOKEN_LOG).open("a") as log:
             log.write(seal.line())
             log.flush()
             os.fsync(log.fileno())
-        self.last_token, self._window, self._open = token, None, []
+        self.last_token, self._last_window = token, window
+        self._window, self._open = None, []
         return self.directory / rel
 
 
@@ -243,10 +291,32 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _text(parent: ET.Element, tag: str, value: object) -> None:
     text = str(value)
-    if _XML_ILLEGAL.search(text):
-        msg = f"<{tag}> value {text!r} has a character XML 1.0 cannot carry"
-        raise ReportError(msg)
-    ET.SubElement(parent, tag).text = text
+    element = ET.SubElement(parent, tag)
+    if _NEEDS_JSON.search(text):
+        element.set("encoding", "json")
+        text = json.dumps(text)  # ASCII: every such character as a \u escape
+    element.text = text
+
+
+def _read_text(element: ET.Element) -> str:
+    """An element's value as written by ``_text`` (JSON-decoded when so marked)."""
+    text = element.text or ""
+    if element.get("encoding") == "json":
+        value = json.loads(text)
+        if not isinstance(value, str):
+            msg = f'<{element.tag} encoding="json"> does not hold a JSON string'
+            raise ReportError(msg)
+        return value
+    return text
+
+
+def _unwritable(record: ReportRecord) -> str | None:
+    """Why the schema cannot take ``record`` as a ``<Record>``; None when it can."""
+    if record.amount is not None and not _AMOUNT.match(record.amount):
+        return f"amount {record.amount[:40]!r} is not a decimal"
+    if record.currency is not None and not _CURRENCY.match(record.currency):
+        return f"currency {record.currency[:40]!r} is not ISO 4217"
+    return None
 
 
 def _to_bytes(root: ET.Element) -> bytes:
@@ -256,7 +326,7 @@ def _to_bytes(root: ET.Element) -> bytes:
 
 
 def _safe_file_bytes(
-    jurisdiction: str, window: datetime, seconds: float, records: list[ReportRecord]
+    jurisdiction: str, window: datetime, seconds: float, entries: list[tuple[int, ET.Element]]
 ) -> bytes:
     root = ET.Element("SafeFile", version=VERSION)
     header = ET.SubElement(root, "Header")
@@ -265,27 +335,40 @@ def _safe_file_bytes(
     _text(
         header, "WindowEnd", datetime.fromtimestamp(window.timestamp() + seconds, UTC).isoformat()
     )
-    _text(header, "FirstSeq", records[0].seq)
-    _text(header, "LastSeq", records[-1].seq)
-    _text(header, "RecordCount", len(records))
-    for r in records:
-        el = ET.SubElement(root, "Record")
-        for tag, value in [
-            ("RecordId", r.record_id), ("Seq", r.seq), ("Kind", r.kind), ("Action", r.action),
-            ("EntityId", r.entity_id), ("PlayerId", r.player_id),
-            ("OccurredAt", r.occurred_at.isoformat()), ("RecordedAt", r.recorded_at.isoformat()),
-            ("Amount", r.amount), ("Currency", r.currency), ("Status", r.status),
-        ]:  # fmt: skip
-            if value is not None:
-                _text(el, tag, value)
-        audit = ET.SubElement(el, "Audit")
-        _text(audit, "Chain", r.audit.chain)
-        _text(audit, "Seq", r.audit.seq)
-        _text(audit, "Hash", r.audit.hash)
-        if r.corrects is not None:
-            _text(el, "Corrects", r.corrects)
-        _text(el, "Details", json.dumps(r.details, sort_keys=True, separators=(",", ":")))
+    _text(header, "FirstSeq", entries[0][0])
+    _text(header, "LastSeq", entries[-1][0])
+    _text(header, "RecordCount", len(entries))
+    root.extend(element for _, element in entries)
     return _to_bytes(root)
+
+
+def _rejected_entry(seq: int, record_id: str, reason: str, record_json: str) -> ET.Element:
+    el = ET.Element("Rejected")
+    _text(el, "Seq", seq)
+    _text(el, "RecordId", record_id)
+    _text(el, "Reason", reason)
+    _text(el, "RecordJson", record_json)
+    return el
+
+
+def _record_element(r: ReportRecord) -> ET.Element:
+    el = ET.Element("Record")
+    for tag, value in [
+        ("RecordId", r.record_id), ("Seq", r.seq), ("Kind", r.kind), ("Action", r.action),
+        ("EntityId", r.entity_id), ("PlayerId", r.player_id),
+        ("OccurredAt", r.occurred_at.isoformat()), ("RecordedAt", r.recorded_at.isoformat()),
+        ("Amount", r.amount), ("Currency", r.currency), ("Status", r.status),
+    ]:  # fmt: skip
+        if value is not None:
+            _text(el, tag, value)
+    audit = ET.SubElement(el, "Audit")
+    _text(audit, "Chain", r.audit.chain)
+    _text(audit, "Seq", r.audit.seq)
+    _text(audit, "Hash", r.audit.hash)
+    if r.corrects is not None:
+        _text(el, "Corrects", r.corrects)
+    _text(el, "Details", json.dumps(r.details, sort_keys=True, separators=(",", ":")))
+    return el
 
 
 def read_safe_file(path: Path) -> list[ReportRecord]:
@@ -295,9 +378,9 @@ def read_safe_file(path: Path) -> list[ReportRecord]:
     out = []
     for el in root.iter("Record"):
         audit_el = el.find("Audit")
-        audit = {t.tag.lower(): t.text or "" for t in (audit_el if audit_el is not None else [])}
+        audit = {t.tag.lower(): _read_text(t) for t in (audit_el if audit_el is not None else [])}
         fields: dict[str, Any] = {
-            re.sub(r"(?<!^)(?=[A-Z])", "_", t.tag).lower(): t.text or ""
+            re.sub(r"(?<!^)(?=[A-Z])", "_", t.tag).lower(): _read_text(t)
             for t in el
             if t.tag not in ("Audit", "Details")
         }
@@ -307,6 +390,18 @@ def read_safe_file(path: Path) -> list[ReportRecord]:
             "details": json.loads(el.findtext("Details") or "{}"),
         }
         out.append(ReportRecord.model_validate(fields))
+    return out
+
+
+def read_rejected(path: Path) -> list[tuple[int, str, str]]:
+    """The ``<Rejected>`` entries of a SAFE file: (seq, record id, reason)."""
+    out = []
+    for el in ET.parse(path).getroot().iter("Rejected"):
+        seq, record_id, reason = (el.find(tag) for tag in ("Seq", "RecordId", "Reason"))
+        if seq is None or record_id is None or reason is None:
+            msg = f"{path}: a <Rejected> entry without its Seq, RecordId or Reason"
+            raise ReportError(msg)
+        out.append((int(_read_text(seq)), _read_text(record_id), _read_text(reason)))
     return out
 
 
@@ -398,7 +493,7 @@ def _check_file(
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
         return [*problems, f"{where}: not well-formed XML: {exc}"]
-    seqs = [r.findtext("Seq") for r in root.iter("Record")]
+    seqs = [r.findtext("Seq") for r in root if r.tag in _ENTRIES]
     want = [str(seq) for seq in range(seal.first_seq, seal.last_seq + 1)]
     if seqs != want or len(seqs) != seal.records:
         problems.append(

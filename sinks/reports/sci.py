@@ -22,6 +22,14 @@ detached, ``<batch file>.sig``: Ed25519 over the batch file's exact bytes. Detac
 rather than embedded because then nothing needs canonicalising: the bytes signed are the
 bytes delivered and the bytes the next batch's hash covers, and the batch stays plain JSON.
 
+A record the writer cannot deliver as it is (a rectification of a record never delivered,
+a record id delivered before, a record that fails to serialise) does not stop the
+jurisdiction's lots: it goes in the batch's ``"rejected"`` list, ``{"seq", "record_id",
+"reason", "record"}``, in place of a record, signed with the batch, and the writer goes on
+(``SciWriter.rejected``). The key is there only in a batch that has such an entry. Every
+character can be carried in JSON: text that UTF-8 cannot encode (a lone surrogate) makes
+the batch file ASCII with ``\\u`` escapes instead of failing.
+
 One directory holds one jurisdiction's lots, written by one writer at a time. Deleting
 the *last* batch cannot be seen from the directory alone (nothing after it names it);
 the regulator catches it by the batch numbers it has acknowledged.
@@ -42,7 +50,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from schemas.reports import ReportRecord
 from sinks.reports import ReportError
@@ -58,12 +67,18 @@ def batch_name(jurisdiction: str, number: int) -> str:
 def records_sha256(records: list[dict[str, Any]]) -> str:
     """SHA-256 of the records' canonical JSON: independent of how the file is laid out."""
     canonical = json.dumps(records, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    # A lone surrogate has no UTF-8: hashed as its code point's three bytes (the same
+    # bytes as UTF-8 for every other text, so nothing else changes).
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def encode_batch(doc: dict[str, Any]) -> bytes:
     """The batch file's bytes, exactly as hashed, signed and stored."""
-    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: the same JSON, all in ASCII escapes
+        return (json.dumps(doc, indent=2) + "\n").encode()
 
 
 def _batches(directory: Path) -> Iterator[tuple[int, str, Path]]:
@@ -112,7 +127,8 @@ class SciWriter:
         self._last_seq = 0
         self._prev_sha256 = GENESIS_SHA256
         self._delivered: set[str] = set()  # every record id on disk or pending
-        self._pending: list[ReportRecord] = []
+        self._pending: list[dict[str, Any]] = []  # records as JSON, or rejected entries
+        self.rejected: list[tuple[int, str, str]] = []  # (seq, record id, reason) written
         directory.mkdir(parents=True, exist_ok=True)
         for number, jurisdiction, path in _batches(directory):
             if number != self._number + 1 or self._jurisdiction not in (None, jurisdiction):
@@ -147,7 +163,9 @@ class SciWriter:
     def write(self, records: Iterable[ReportRecord]) -> list[Path]:
         """Accept records in seq order; write every batch that fills. Returns the files.
 
-        A refused record raises ``ReportError``; the records before it stay accepted.
+        A record of another jurisdiction or out of seq order raises ``ReportError`` (the
+        records before it stay accepted); one that cannot be delivered as it is becomes a
+        rejected entry.
         """
         written = []
         for record in records:
@@ -160,6 +178,28 @@ class SciWriter:
         """Write the partial batch, if any (e.g. at the end of a reporting period)."""
         return self._write_batch() if self._pending else None
 
+    def reject(self, jurisdiction: str, seq: int, record_id: str, reason: str,
+               record_json: str) -> list[Path]:  # fmt: skip
+        """A rejected entry for a record that did not even read as a report record (its MAC
+        verified), with its JSON as it came; returns the batch written if one filled."""
+        if self._jurisdiction not in (None, jurisdiction) or seq != self._last_seq + 1:
+            msg = f"a rejected entry for {jurisdiction} seq {seq} does not follow {self._last_seq}"
+            raise ReportError(msg)
+        self._jurisdiction, self._last_seq = jurisdiction, seq
+        try:
+            whole = json.loads(record_json)
+        except ValueError:
+            whole = None
+        self._set_aside(seq, record_id, reason, whole if isinstance(whole, dict) else None)
+        return [self._write_batch()] if len(self._pending) == self._batch_size else []
+
+    def _set_aside(self, seq: int, record_id: str, reason: str,
+                   whole: dict[str, Any] | None) -> None:  # fmt: skip
+        self.rejected.append((seq, record_id, reason))
+        self._pending.append(
+            {"rejected": {"seq": seq, "record_id": record_id, "reason": reason, "record": whole}}
+        )
+
     def _accept(self, record: ReportRecord) -> None:
         """Check a record against everything delivered before it joins the batch."""
         if self._jurisdiction not in (None, record.jurisdiction):
@@ -168,36 +208,46 @@ class SciWriter:
                 f"but this directory holds {self._jurisdiction}"
             )
             raise ReportError(msg)
-        if record.record_id in self._delivered:
-            msg = f"{record.record_id}: record id already delivered; ids are never reused"
-            raise ReportError(msg)
         if record.seq != self._last_seq + 1:
             msg = f"{record.record_id}: seq {record.seq}, expected {self._last_seq + 1}"
             raise ReportError(msg)
-        if record.corrects is not None and record.corrects not in self._delivered:
-            msg = f"{record.record_id}: rectifies {record.corrects}, which was never delivered"
-            raise ReportError(msg)
         self._jurisdiction = record.jurisdiction
-        self._delivered.add(record.record_id)
         self._last_seq = record.seq
-        self._pending.append(record)
+        reason: str | None = None
+        if record.record_id in self._delivered:
+            reason = "record id already delivered; ids are never reused"
+        elif record.corrects is not None and record.corrects not in self._delivered:
+            reason = f"rectifies {record.corrects[:200]!r}, which was never delivered"
+        else:
+            try:
+                self._pending.append(_as_json(record))
+                self._delivered.add(record.record_id)
+                return
+            except Exception as exc:  # whatever one record raises, the others go on
+                reason = f"processing_error: {type(exc).__name__}: {exc}"[:1000]
+        self._set_aside(record.seq, record.record_id, reason, _best_effort(record))
 
     def _write_batch(self) -> Path:
-        jurisdiction = self._pending[0].jurisdiction
-        records = [json.loads(r.record_json()) for r in self._pending]
+        jurisdiction = self._jurisdiction
+        assert jurisdiction is not None  # set by the first record accepted
+        records = [r for r in self._pending if "rejected" not in r]
+        rejected = [r["rejected"] for r in self._pending if "rejected" in r]
+        seqs = [r["seq"] for r in records] + [r["seq"] for r in rejected]
         number = self._number + 1
         path = self._dir / batch_name(jurisdiction, number)
         doc = {
             "batch_id": path.stem,
             "batch_number": number,
             "jurisdiction": jurisdiction,
-            "created_at": records[-1]["recorded_at"],
-            "first_seq": records[0]["seq"],
-            "last_seq": records[-1]["seq"],
+            "created_at": max(r["recorded_at"] for r in records) if records else None,
+            "first_seq": min(seqs),
+            "last_seq": max(seqs),
             "records": records,
             "previous_batch_sha256": self._prev_sha256,
             "records_sha256": records_sha256(records),
         }
+        if rejected:
+            doc["rejected"] = rejected
         data = encode_batch(doc)
         # The signature goes first: the batch file appearing is the moment of delivery, and
         # a crash before it leaves only a stray .sig that the retry overwrites.
@@ -210,6 +260,38 @@ class SciWriter:
         self._number, self._prev_sha256 = number, hashlib.sha256(data).hexdigest()
         self._pending = []
         return path
+
+
+def _as_json(record: ReportRecord) -> dict[str, Any]:
+    """The record as the batch holds it: its JSON, or the same values when text in it has no
+    UTF-8 (pydantic refuses to write a lone surrogate; ``encode_batch`` escapes it)."""
+    try:
+        doc: dict[str, Any] = json.loads(record.record_json())
+    except PydanticSerializationError:
+        doc = record.model_dump(mode="json")
+    return doc
+
+
+def _best_effort(record: ReportRecord) -> dict[str, Any] | None:
+    try:
+        return record.model_dump(mode="json")
+    except Exception:  # the seq, id and reason must do
+        return None
+
+
+class _Rejected(BaseModel):
+    """A batch's entry for a record the writer could not deliver."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int = Field(ge=1)
+    record_id: str
+    reason: str
+    record: dict[str, Any] | None
+
+
+def _seq(entry: ReportRecord | _Rejected) -> int:
+    return entry.seq
 
 
 def current_view(directory: Path) -> dict[str, dict[str, Any]]:
@@ -264,6 +346,7 @@ def verify_sci(directory: Path, public_key: bytes) -> list[str]:
         try:
             doc = json.loads(data)
             records = [ReportRecord.model_validate(r) for r in doc["records"]]
+            rejected = [_Rejected.model_validate(r) for r in doc.get("rejected", [])]
         except (ValueError, KeyError, TypeError, ValidationError) as exc:
             problem(f"not a readable batch: {exc}")
             prev_sha, next_seq = hashlib.sha256(data).hexdigest(), None
@@ -274,12 +357,18 @@ def verify_sci(directory: Path, public_key: bytes) -> list[str]:
             problem("previous_batch_sha256 does not match the previous batch file")
         if doc.get("records_sha256") != records_sha256(doc["records"]):
             problem("records_sha256 does not match its records")
-        if not records:
+        entries: list[ReportRecord | _Rejected] = sorted([*records, *rejected], key=_seq)
+        if not entries:
             problem("holds no records")
-        elif (doc.get("first_seq"), doc.get("last_seq")) != (records[0].seq, records[-1].seq):
+        elif (doc.get("first_seq"), doc.get("last_seq")) != (entries[0].seq, entries[-1].seq):
             problem("first_seq/last_seq do not match its records")
-        for record in records:
+        for record in entries:
             rid = record.record_id
+            if isinstance(record, _Rejected):  # in the chain of seqs, never delivered
+                if next_seq is not None and record.seq != next_seq:
+                    problem(f"{rid}: seq {record.seq}, expected {next_seq} (a gap or reordering)")
+                next_seq = record.seq + 1
+                continue
             if record.jurisdiction != doc.get("jurisdiction"):
                 problem(f"{rid}: jurisdiction {record.jurisdiction}, not the batch's")
             if next_seq is not None and record.seq != next_seq:

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -668,3 +668,160 @@ def test_an_older_schema_is_upgraded_and_accumulator_odds_stay_exact(
     odds, leg_odds = ch.query(f"SELECT odds, leg_odds FROM {db}.bets FINAL")[0]
     assert Decimal(odds) == price
     assert [Decimal(x) for x in leg_odds] == [Decimal(x["odds"]) for x in legs]
+
+
+# -- what ClickHouse cannot take ------------------------------------------------------------
+
+
+def dated(entity: str, entity_id: str, action: str, offset: int, after: dict[str, Any],
+          occurred_at: str) -> bytes:  # fmt: skip
+    """An audit record whose producer-side time is ``occurred_at``; recorded now-ish (T)."""
+    doc = json.loads(record(entity, entity_id, action, offset, after))
+    return json.dumps({**doc, "occurred_at": occurred_at}).encode()
+
+
+def bet_after(bet_id: str, *, stake: str = "10.00", odds: str = "2.10",
+              legs: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    return {
+        "player_id": "p-1", "reason": None, "decided_at": T, "currency": "EUR",
+        "standing_version": 1, "bet_id": bet_id, "status": "accepted", "odds": odds,
+        "stake": stake,
+        "selections": [{"event_id": f"m-{i}", "market_id": "1x2", "outcome_id": "home",
+                        "odds": o} for i, o in enumerate(legs or [odds])],
+    }  # fmt: skip
+
+
+def test_a_record_clickhouse_cannot_hold_is_dead_lettered_and_the_rest_goes_in(
+    asettings: Settings, ch: ClickHouse
+) -> None:
+    """Money beyond Decimal(38, 6), a price beyond the price column, a stake that is no
+    number: each is set aside with ClickHouse's error, never stored as 0 or NULL, and the
+    good records of the same batch land in their tables."""
+    db = asettings.clickhouse_database
+    huge = "1" + "0" * 40
+    bad = {
+        2: record("bet", "b-huge-odds", "bet.accepted", 2, bet_after("b-huge-odds", odds=huge)),
+        4: ledger_record("deposit:big", "deposit", 4, amount=huge,
+                         entries=[("p-1", "cash", huge), ("house", "house_payments", "-" + huge)]),
+        5: record("bet", "b-nan", "bet.accepted", 5, bet_after("b-nan", stake="lots")),
+    }  # fmt: skip
+    good = {o: v for o, v in enumerate(v for _, v in stakes(6)) if o not in bad}
+    # The largest values the wire allows: 32 integer digits of money, a 20-leg accumulator.
+    biggest = "9" * 32 + ".999"
+    good[6] = ledger_record("deposit:max", "deposit", 6, amount=biggest,
+                            entries=[("p-1", "cash", biggest)])  # fmt: skip
+    legs = ["1.0001"] * 5 + ["2.13"] * 10  # 40 places: the price column's scale
+    acca = Decimal(1)
+    with localcontext(Context(prec=100)):  # never the default 28 digits: it would round
+        for leg in legs:
+            acca *= Decimal(leg)
+    good[7] = record("bet", "b-acca", "bet.accepted", 7,
+                     bet_after("b-acca", odds=str(acca), legs=legs))  # fmt: skip
+    rows = sorted({**good, **bad}.items())
+    writer = AuditLogWriter(asettings.clickhouse_url, db, topic="t.audit")
+    try:
+        letters = writer.write([Fetched(0, o, 1_700_000_000_000, v) for o, v in rows])
+    finally:
+        writer.close()
+
+    assert sorted(int(x.row.split(b"\t")[1]) for x in letters) == sorted(bad)
+    stored = ch.query(f"SELECT source_topic, kafka_partition, kafka_offset, kafka_ts, body, "
+                      f"code, error FROM {db}.analytics_dead_letters FINAL "
+                      "ORDER BY kafka_offset")  # fmt: skip
+    assert [(t, p, o) for t, p, o, *_ in stored] == [("t.audit", 0, o) for o in sorted(bad)]
+    assert [body.encode() for *_, body, _, _ in stored] == [bad[o] for o in sorted(bad)]
+    assert all(code == 395 and "does not fit" in error for *_, code, error in stored)
+    assert stored[0][3] == dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.UTC)
+
+    # Nothing of theirs became a 0 or a NULL; the good ones are exact.
+    assert scalar(ch, f"SELECT count() FROM {db}.bets FINAL WHERE bet_id != 'b-acca'") == 0
+    keys = [k for (k,) in ch.query(f"SELECT key FROM {db}.ledger_transactions FINAL ORDER BY key")]
+    assert keys == sorted([f"bet:b-{i}" for i in good if i < 6] + ["deposit:max"])
+    assert scalar(ch, f"SELECT amount FROM {db}.ledger_transactions FINAL "
+                      "WHERE key = 'deposit:max'") == Decimal(biggest)  # fmt: skip
+    odds, leg_odds = ch.query(f"SELECT odds, leg_odds FROM {db}.bets FINAL")[0]
+    assert Decimal(odds) == acca and acca.as_tuple().exponent == -40
+    assert [Decimal(x) for x in leg_odds] == [Decimal(x) for x in legs]
+
+
+def test_bets_dated_across_centuries_go_in_one_insert(asettings: Settings, ch: ClickHouse) -> None:
+    """Producer times in 150 different months: the partitions follow the server's clock, so
+    the insert touches one month, not 150 (ClickHouse refuses more than 100 per insert)."""
+    db = asettings.clickhouse_database
+    rows = []
+    for i in range(150):
+        when = f"{1900 + i}-{i % 12 + 1:02d}-15T12:00:00+00:00"
+        after = {**bet_after(f"b-{i}"), "placed_at": when}
+        rows.append(Fetched(0, i, 0, dated("bet", f"b-{i}", "bet.accepted", i, after, when)))
+    writer = AuditLogWriter(asettings.clickhouse_url, db)
+    try:
+        assert writer.write(rows) == []
+    finally:
+        writer.close()
+    assert scalar(ch, f"SELECT count() FROM {db}.bets FINAL") == 150
+    assert scalar(ch, f"SELECT uniqExact(toYYYYMM(placed_at)) FROM {db}.bets FINAL") == 150
+    for table in ("audit_log", "bets"):
+        parts = ch.query(f"SELECT DISTINCT partition FROM system.parts WHERE database = '{db}' "
+                         f"AND table = '{table}' AND active")  # fmt: skip
+        assert parts == [("202611",)]
+
+
+def test_the_sink_sets_a_refused_record_aside_and_moves_on(
+    asettings: Settings, ch: ClickHouse
+) -> None:
+    """Through Kafka: a record whose amount no column holds, amid good ones. The sink keeps
+    running, the offsets move past it, and it waits in analytics_dead_letters."""
+    s, db = asettings, asettings.clickhouse_database
+    huge = "9" * 40
+    poison = ledger_record("deposit:huge", "deposit", 10_000, amount=huge,
+                           entries=[("p-1", "cash", huge)])  # fmt: skip
+    produce(s, "audit", [*stakes(100), ("deposit:huge", poison), *stakes(100, start=100)])
+    sink = AnalyticsSink(s)
+    thread = threading.Thread(target=sink.run)
+    thread.start()
+    try:
+        wait_for(lambda: sum(sink.stats.committed.values()) >= 201, timeout=60,
+                 what="every offset committed")  # fmt: skip
+    finally:
+        sink.stop.set()
+        thread.join(30)
+    assert not thread.is_alive() and sink.stats.dead_lettered == 1
+    assert scalar(ch, f"SELECT count() FROM {db}.ledger_transactions FINAL") == 200
+    letters = ch.query(f"SELECT source_topic, body, code FROM {db}.analytics_dead_letters FINAL")
+    assert letters == [(s.topic("audit"), poison.decode(), 395)]
+    assert analytics.lag(s) == 0
+
+
+def test_croupier_sql_stops_a_query_at_its_timeout(
+    asettings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CROUPIER_STACK_DIR", "/nonexistent")
+    monkeypatch.setenv("CROUPIER_CLICKHOUSE_URL", asettings.clickhouse_url)
+    # Hours of work: only the engine's own limit ends it (the answer names it).
+    code = croupier_main(["sql", "SELECT sum(cityHash64(number)) FROM numbers(1000000000000)",
+                          "--timeout", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "stopped after --timeout 1 s" in err and "TIMEOUT_EXCEEDED" in err
+    assert croupier_main(["sql", "SELECT 1", "--timeout", "1"]) == 0  # the next one runs
+
+
+def test_a_database_partitioned_by_producer_time_is_named_when_the_schema_is_applied(
+    asettings: Settings, ch: ClickHouse, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sinks.clickhouse import schema
+
+    db = asettings.clickhouse_database
+    ch.command(f"CREATE DATABASE {db}")
+    old = (
+        schema.TABLES["audit_log"]
+        .format(db=db)
+        .replace("PARTITION BY toYYYYMM(recorded_at)", "PARTITION BY toYYYYMM(occurred_at)")
+    )
+    ch.command(old)
+    schema.apply(ch, db)
+    assert "audit_log partitioned by a producer's time" in caplog.text
+    caplog.clear()
+    ch.command(f"DROP DATABASE {db}")
+    schema.apply(ch, db)
+    assert "partitioned by a producer's time" not in caplog.text

@@ -169,6 +169,23 @@ def test_unknown_table_raises_clickhouse_error(client: Any) -> None:
     assert client.command("SELECT 1") == 1  # the server lives on
 
 
+def test_a_refused_insert_fails_as_on_a_server_never_silently(client: Any) -> None:
+    """chdb's streaming insert reports success when the engine refuses the rows; the server
+    must answer with the engine's error, for a constraint and a materialized view alike."""
+    client.command("CREATE TABLE refused (s String, CONSTRAINT short CHECK length(s) < 5) "
+                   "ENGINE = MergeTree ORDER BY s")  # fmt: skip
+    client.command("CREATE TABLE refused_mapped (s String) ENGINE = MergeTree ORDER BY s")
+    client.command("CREATE MATERIALIZED VIEW refused_mv TO refused_mapped AS SELECT s FROM "
+                   "refused WHERE throwIf(s = 'nope', 'mapping refused') = 0")  # fmt: skip
+    with pytest.raises(DatabaseError, match=r"Code: 469\..*short"):
+        client.insert("refused", [("too long",)], column_names=["s"])
+    with pytest.raises(DatabaseError, match=r"Code: 395\..*mapping refused"):
+        client.raw_insert("refused", ["s"], b"nope\n", fmt="TabSeparated")
+    client.raw_insert("refused", ["s"], b"ok\n", fmt="TabSeparated")
+    assert client.command("SELECT count() FROM refused_mapped") == 1
+    assert client.query("SELECT s FROM refused ORDER BY s").result_rows == [("nope",), ("ok",)]
+
+
 def test_settings_apply_to_their_request_only(client: Any) -> None:
     query = "SELECT getSetting('max_result_rows')"
     assert client.query(query, settings={"max_result_rows": 1000}).result_rows == [(1000,)]

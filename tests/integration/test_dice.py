@@ -90,3 +90,28 @@ def test_the_table_refuses_to_open_on_an_uncertified_generator_or_registry(
     assert run.returncode == 2 and "recertify" in run.stderr
     # Neither opened the table: nothing reached the wallet.
     assert done(settings, "casino") == 0
+
+
+def test_a_bad_stake_sends_nothing_and_an_unanswered_round_ends_at_the_timeout(
+    settings: Settings,
+) -> None:
+    """No worker runs: every wait must end on its own, saying so, with a non-zero exit."""
+    refused = croupier(settings, "dice", "play", "--player", "p-x", "--stake", "-1")
+    assert refused.returncode == 2 and "the stake must be above 0" in refused.stderr
+    run = croupier(settings, "dice", "play", "--player", "p-x", "--timeout", "2", "--json")
+    assert run.returncode == 1, run.stderr
+    assert "1 round(s) got no answer within --timeout 2 s" in run.stderr
+    [played] = json.loads(run.stdout)["rounds"]
+    assert played["debit"] == {"status": "unanswered", "error": "no answer in 2s"}
+    assert played["roll"] is None  # the die is never rolled for a stake not taken
+    sent = _casino_calls(settings)
+    assert [c["type"] for c in sent] == ["debit", "rollback"]  # the bad stake sent nothing
+    assert sent[1]["reference_transaction_id"] == sent[0]["transaction_id"]
+
+
+def _casino_calls(settings: Settings) -> list[dict[str, Any]]:
+    from croupier.kafka import consume_until
+
+    records = consume_until(settings, [settings.topic("casino")],
+                            want=lambda rs: len(rs) >= 2, timeout=30)  # fmt: skip
+    return [json.loads(r.value) for r in records]

@@ -21,7 +21,16 @@ from croupier.settings import Settings
 from croupier.sql import with_database
 from sinks.base import SinkUnavailable
 from sinks.clickhouse import schema
-from sinks.clickhouse.sink import AuditLogWriter, Fetched, encode
+from sinks.clickhouse.sink import (
+    AuditLogWriter,
+    DeadLetter,
+    Fetched,
+    Refused,
+    classify,
+    dead_letter_row,
+    encode,
+    encode_row,
+)
 
 TOPIC = "t.audit"
 
@@ -248,3 +257,73 @@ def test_a_database_name_must_be_an_identifier(name: str) -> None:
 )
 def test_croupier_sql_defaults_to_the_analytics_database(url: str, want: str) -> None:
     assert with_database(url, "croupier") == want
+
+
+class Refusing(Writer):
+    """ClickHouse that refuses any insert holding a poisoned record, for its content."""
+
+    def __init__(self, stop_after: int) -> None:
+        super().__init__(stop_after=stop_after)
+        self.letters: list[DeadLetter] = []
+        self.inserts = 0
+
+    def write_encoded(self, data: bytes) -> None:
+        self.inserts += 1
+        if b"poison" in data:
+            raise Refused(395, "Code: 395. DB::Exception: a money value does not fit")
+        super().write_encoded(data)
+
+    def _answers(self) -> None:
+        pass  # ClickHouse answers: the refusal is the row's
+
+    def write_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        self.letters += letters
+        if self.stop is not None and sum(map(len, self.batches)) + len(self.letters) >= (
+            self.stop_after
+        ):
+            self.stop.set()
+
+
+def test_a_refused_record_is_set_aside_and_the_rest_of_its_batch_goes_in() -> None:
+    poisoned = {(0, 2), (1, 3)}
+    messages = [Msg(p, o, b'{"poison"}' if (p, o) in poisoned else b"{}")
+                for o in range(4) for p in (0, 1)]  # fmt: skip
+    consumer, writer = Consumer(messages), Refusing(stop_after=8)
+    stats = sink_with(consumer, writer, CROUPIER_ANALYTICS_BATCH_MAX=8).run()
+
+    assert {(int(p), int(o)) for p, o, *_ in (x.row.split(b"\t") for x in writer.letters)} == (
+        poisoned
+    )
+    assert all(x.code == 395 and "does not fit" in x.error for x in writer.letters)
+    inserted = sorted(x for b in writer.batches for x in b)
+    assert inserted == sorted({(m.partition(), m.offset()) for m in messages} - poisoned)
+    # Split in halves until each refusal stood alone: far fewer inserts than records.
+    assert writer.inserts <= 1 + 2 * 2 * 3
+    assert consumer.commits == [[(0, 4), (1, 4)]] and stats.dead_lettered == 2
+    assert "pause" not in consumer.log  # a refusal is not an outage: nothing waits
+
+
+def test_refusals_and_outages_are_told_apart() -> None:
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    def answered(code: int, text: str = "boom") -> DatabaseError:
+        return DatabaseError(f"HTTPDriver for http://x received ClickHouse error code {code}\n"
+                             f" Code: {code}. DB::Exception: {text}. (X)")  # fmt: skip
+
+    refused = classify(answered(395, "does not fit"))
+    assert refused is not None and refused.code == 395 and str(refused).startswith("Code: 395")
+    assert classify(answered(27, "Cannot parse input")) is not None
+    assert classify(answered(252, "Too many partitions for single INSERT block")) is not None
+    for busy in (241, 202, 159, 60, 81, 252):  # memory, too many queries, timeout, schema...
+        assert classify(answered(busy, "Too many parts")) is None
+    assert classify(OperationalError("connection refused")) is None
+    assert classify(ValueError("not ClickHouse's")) is None
+
+
+def test_a_dead_letter_row_keeps_the_bytes_and_where_they_were() -> None:
+    row = encode_row(3, 41, 1_700_000_000_000, b'{"a":"tab\there\\\\"}')
+    letter = DeadLetter(row, 395, "Code: 395.\nsecond line")
+    assert dead_letter_row("t.audit", letter) == (
+        b't.audit\t3\t41\t1700000000000\t{"a":"tab\\there\\\\\\\\"}'
+        b"\t395\tCode: 395.\\nsecond line\n"
+    )

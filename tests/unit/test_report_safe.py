@@ -20,6 +20,7 @@ from sinks.reports.safe import (
     TOKEN_LOG,
     XSD_PATH,
     SafeWriter,
+    read_rejected,
     read_safe_file,
     verify_safe,
 )
@@ -177,10 +178,73 @@ def test_a_seq_out_of_order_or_with_a_gap_is_refused(
         writer(tmp_path).write(RECORDS[s - 1] for s in sent)
 
 
-def test_an_amount_the_schema_cannot_carry_is_refused(tmp_path: Path) -> None:
-    bad = RECORDS[0].model_copy(update={"amount": "1e3"})
-    with pytest.raises(ReportError, match="not a decimal"):
-        writer(tmp_path).write([bad])
+def test_a_record_the_schema_cannot_carry_is_a_rejected_entry_and_the_writer_goes_on(
+    tmp_path: Path,
+) -> None:
+    bad = {
+        2: RECORDS[1].model_copy(update={"amount": "1e3"}),
+        4: RECORDS[3].model_copy(update={"currency": "euro"}),
+        # Something that fails only while the record is rendered: not JSON.
+        5: RECORDS[4].model_copy(update={"details": {"when": datetime(2026, 1, 1, tzinfo=UTC)}}),
+    }
+    sent = [bad.get(r.seq, r) for r in RECORDS]
+    w = writer(tmp_path)
+    files = w.write(sent)
+    files += [p for p in [w.close()] if p is not None]
+    w.end_of_day(DAY)
+
+    assert verify_safe(tmp_path, KEY) == []  # the chain and the XSD hold, Rejected and all
+    reasons = [(2, "DK-2", "amount '1e3' is not a decimal"),
+               (4, "DK-4", "currency 'euro' is not ISO 4217"),
+               (5, "DK-5", "processing_error: TypeError: Object of type datetime is not JSON "
+                           "serializable")]  # fmt: skip
+    assert w.rejected == reasons
+    assert [e for f in files for e in read_rejected(f)] == reasons
+    assert [r for f in files for r in read_safe_file(f)] == [r for r in RECORDS if r.seq not in bad]
+    entry = ET.parse(files[0]).getroot().find("Rejected")
+    assert entry is not None
+    assert json.loads(entry.findtext("RecordJson") or "")["amount"] == "1e3"
+    # The seqs after the rejected ones carried on: a new writer resumes after the last.
+    assert writer(tmp_path).next_seq == 13
+
+
+HOSTILE = {
+    "record_id": "DK-1\x00",
+    "entity_id": "bet\x00-1",
+    "player_id": "p\x1b[31m-\x7f\x85",
+    "action": "ledger.stake\ud800",
+    "status": "ok\r\nreally\t",
+    "corrects": "DK-\x01",
+    "details": {"note": "\x00\ud83d\u2028<&>]]>", "n": 1},
+}
+
+
+@pytest.mark.parametrize("field", sorted(HOSTILE))
+def test_characters_xml_cannot_carry_are_escaped_and_read_back_exactly(
+    tmp_path: Path, field: str
+) -> None:
+    hostile = RECORDS[0].model_copy(update={field: HOSTILE[field]})
+    w = writer(tmp_path)
+    w.write([hostile, *RECORDS[1:5]])
+    sealed = w.close()
+    w.end_of_day(DAY)
+
+    assert sealed is not None and w.rejected == []
+    assert read_safe_file(sealed) == [hostile, *RECORDS[1:5]]
+    assert verify_safe(tmp_path, KEY) == []
+    text = sealed.read_bytes()
+    assert b"\x00" not in text and b"\r" not in text
+
+
+def test_a_control_character_in_the_audit_chain_name_is_escaped(tmp_path: Path) -> None:
+    hostile = RECORDS[0].model_copy(
+        update={"audit": AuditRef(chain="ledger\x07", seq=1, hash="0" * 64)}
+    )
+    w = writer(tmp_path)
+    w.write([hostile])
+    sealed = w.close()
+    assert sealed is not None and read_safe_file(sealed) == [hostile]
+    assert verify_safe(tmp_path, KEY) == []
 
 
 def _alter_a_byte(d: Path) -> None:
@@ -254,3 +318,17 @@ def test_a_forged_token_line_without_the_key_is_caught(safe: Path) -> None:
         log.write(json.dumps(forged) + "\n")
     problems = verify_safe(safe, KEY)
     assert any("(token line 4): token is not HMAC" in p for p in problems), problems
+
+
+def test_a_record_that_did_not_read_keeps_its_seq_as_a_rejected_entry(tmp_path: Path) -> None:
+    w = writer(tmp_path)
+    w.write(RECORDS[:2])
+    w.reject("DK", 3, "DK-3", "not a report record: kind", '{"seq":3,"kind":"\\u0000?"}')
+    with pytest.raises(ReportError, match="expected seq 4"):
+        w.reject("DK", 5, "DK-5", "why", "{}")
+    w.write(RECORDS[3:5])
+    sealed = w.close()
+    assert sealed is not None
+    assert read_rejected(sealed) == [(3, "DK-3", "not a report record: kind")]
+    assert [r.seq for r in read_safe_file(sealed)] == [1, 2, 4, 5]
+    assert verify_safe(tmp_path, KEY) == []

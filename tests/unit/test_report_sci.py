@@ -63,29 +63,38 @@ def test_batches_chain_and_verify(four_batches: Path) -> None:
     assert verify_sci(four_batches, raw(KEY)) == []
 
 
-def test_a_new_writer_resumes_and_refuses_a_duplicate_or_a_gap(four_batches: Path) -> None:
+def test_a_new_writer_resumes_refuses_a_gap_and_sets_a_duplicate_id_aside(
+    four_batches: Path,
+) -> None:
     writer = SciWriter(four_batches, KEY, batch_size=3)
-    with pytest.raises(ReportError, match="ES-3: record id already delivered"):
-        writer.write([record(11).model_copy(update={"record_id": "ES-3"})])
     with pytest.raises(ReportError, match="seq 12, expected 11"):
         writer.write([record(12)])
-    assert writer.write(record(s) for s in (11, 12, 13)) == [lot(four_batches, 5)]
+    duplicate = record(11).model_copy(update={"record_id": "ES-3"})
+    assert writer.write([duplicate, record(12), record(13)]) == [lot(four_batches, 5)]
+    reason = "record id already delivered; ids are never reused"
+    assert writer.rejected == [(11, "ES-3", reason)]
+    doc = json.loads(lot(four_batches, 5).read_bytes())
+    assert [r["seq"] for r in doc["records"]] == [12, 13]
+    assert doc["rejected"] == [{"seq": 11, "record_id": "ES-3", "reason": reason,
+                                "record": duplicate.model_dump(mode="json")}]  # fmt: skip
+    assert (doc["first_seq"], doc["last_seq"]) == (11, 13)
     assert verify_sci(four_batches, raw(KEY)) == []
+    assert SciWriter(four_batches, KEY).last_seq == 13
 
 
 def test_a_rectification_corrects_the_view_and_keeps_the_original(four_batches: Path) -> None:
     writer = SciWriter(four_batches, KEY)
     with pytest.raises(ReportError, match="cannot rectify ES-99"):
         writer.rectify("ES-99", record(11))
-    with pytest.raises(ReportError, match="rectifies ES-99, which was never delivered"):
-        writer.write([record(11, corrects="ES-99")])
-    writer.write([writer.rectify("ES-2", record(11, amount="12.50"))])
-    writer.write([writer.rectify("ES-11", record(12, amount="12.00"))])  # a fix of the fix
+    writer.write([record(11, corrects="ES-99")])  # set aside; the writer goes on
+    assert writer.rejected == [(11, "ES-11", "rectifies 'ES-99', which was never delivered")]
+    writer.write([writer.rectify("ES-2", record(12, amount="12.50"))])
+    writer.write([writer.rectify("ES-12", record(13, amount="12.00"))])  # a fix of the fix
     writer.flush()
     assert verify_sci(four_batches, raw(KEY)) == []
     view = current_view(four_batches)
     assert list(view) == [f"ES-{s}" for s in range(1, 11)]  # nothing deleted, nothing added
-    assert view["ES-2"]["amount"] == "12.00" and view["ES-2"]["record_id"] == "ES-12"
+    assert view["ES-2"]["amount"] == "12.00" and view["ES-2"]["record_id"] == "ES-13"
     assert view["ES-1"]["amount"] == "10.00"
     original = json.loads(lot(four_batches, 1).read_bytes())["records"][1]
     assert (original["record_id"], original["amount"]) == ("ES-2", "10.00")
@@ -142,3 +151,49 @@ def test_the_verifier_sees_a_rectification_of_an_unknown_id(four_batches: Path) 
     assert verify_sci(four_batches, raw(KEY)) == [
         f"{path.name}: ES-10: rectifies ES-99, not delivered before it"
     ]
+
+
+HOSTILE = {
+    "entity_id": "bet\x00-1",
+    "player_id": "p\x1b[31m\ud800",
+    "action": "ledger.stake\r\n",
+    "details": {"note": "\udfff\x00", "n": 1},
+}
+
+
+@pytest.mark.parametrize("field", sorted(HOSTILE))
+def test_any_character_is_delivered_and_verifies(tmp_path: Path, field: str) -> None:
+    hostile = record(2).model_copy(update={field: HOSTILE[field]})
+    writer = SciWriter(tmp_path, KEY, batch_size=10)
+    writer.write([record(1), hostile, record(3)])
+    path = writer.flush()
+    assert path is not None and writer.rejected == []
+    assert verify_sci(tmp_path, raw(KEY)) == []
+    delivered = json.loads(path.read_bytes())["records"][1]
+    assert delivered == hostile.model_dump(mode="json")
+
+
+def test_a_record_that_cannot_be_serialised_is_set_aside(tmp_path: Path) -> None:
+    odd = record(2).model_copy(update={"details": {"at": object()}})  # no JSON for it
+    writer = SciWriter(tmp_path, KEY, batch_size=10)
+    writer.write([record(1), odd, record(3)])
+    path = writer.flush()
+    assert path is not None
+    [(seq, rid, reason)] = writer.rejected
+    assert (seq, rid) == (2, "ES-2") and reason.startswith("processing_error: ")
+    assert verify_sci(tmp_path, raw(KEY)) == []
+    assert [r["seq"] for r in json.loads(path.read_bytes())["records"]] == [1, 3]
+
+
+def test_a_record_that_did_not_read_keeps_its_seq_as_a_rejected_entry(tmp_path: Path) -> None:
+    writer = SciWriter(tmp_path, KEY, batch_size=10)
+    writer.write([record(1)])
+    assert writer.reject("ES", 2, "ES-2", "not a report record: kind", '{"seq": 2}') == []
+    with pytest.raises(ReportError, match="seq 4"):
+        writer.reject("ES", 4, "ES-4", "why", "{}")
+    writer.write([record(3)])
+    path = writer.flush()
+    assert path is not None and verify_sci(tmp_path, raw(KEY)) == []
+    doc = json.loads(path.read_bytes())
+    assert doc["rejected"] == [{"seq": 2, "record_id": "ES-2", "record": {"seq": 2},
+                                "reason": "not a report record: kind"}]  # fmt: skip

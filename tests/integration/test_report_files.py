@@ -1,0 +1,106 @@
+"""``croupier reports write`` over a stream with hostile records: nothing stops the writer.
+
+The report stream is produced here, MACed with the jurisdiction's key as the reporter
+would: a control character in an id, a lone surrogate, a carriage return, and a record
+whose JSON no longer reads as a report record. The files verify, the hostile values read
+back, the unreadable record stands as a rejected entry, and the next run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from croupier.settings import Settings
+from schemas.reports import GENESIS_MAC, AuditRef, ReportEnvelope, ReportRecord, chain_mac
+from sinks.reports.safe import read_rejected, read_safe_file
+from sinks.reports.sci import current_view
+from tests.conftest import ROOT, settings_env
+from tests.integration.helpers import produce
+
+pytestmark = pytest.mark.integration
+
+KEY = bytes(range(32))
+HOSTILE = ["bet\x00-1", "p\x1b[31m", "ok\r\n", "a\x07b"]
+
+
+def record(j: str, seq: int, entity_id: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(ReportRecord(
+        jurisdiction=j, seq=seq, record_id=f"{j}-{seq}", kind="bet", action="ledger.stake",
+        entity_id=entity_id, player_id="p-1", occurred_at="2026-11-30T08:00:00Z",
+        recorded_at="2026-11-30T08:00:00Z", amount="10.00", currency="EUR", status="applied",
+        audit=AuditRef(chain="ledger", seq=seq, hash="0" * 64),
+    ).record_json())  # fmt: skip
+    return doc
+
+
+def stream(s: Settings, j: str, docs: list[dict[str, Any]], prev: bytes = GENESIS_MAC) -> bytes:
+    """Publish ``docs`` on ``reports.<J>`` as MAC-chained envelopes; the last MAC."""
+    items = []
+    for doc in docs:
+        body = json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        text = body.decode("utf-8", "surrogatepass")
+        mac = chain_mac(KEY, prev, text.encode("utf-8", "surrogatepass"))
+        envelope = ReportEnvelope(jurisdiction=j, seq=doc["seq"], record_json=text,
+                                  prev_mac=prev.hex(), mac=mac.hex())  # fmt: skip
+        items.append((f"e-{doc['seq']}", envelope.model_dump_json().encode()))
+        prev = mac
+    produce(s, f"reports.{j}", items)
+    return prev
+
+
+def write(s: Settings, j: str, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "croupier", "reports", "write", "--jurisdiction", j, "--dir",
+         str(out), "--idle-timeout", "3"],
+        env={**os.environ, **settings_env(s)}, capture_output=True, text=True, cwd=ROOT,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("j", ["DK", "ES"])  # SAFE XML files; SCI signed batches
+def test_hostile_records_never_stop_the_report_files(
+    settings: Settings, tmp_path: Path, j: str
+) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / f"{j}.key").write_text(KEY.hex() + "\n")
+    s = settings.model_copy(update={"report_key_dir": keys, "audit_key": tmp_path / "ed.pem"})
+    docs = [record(j, seq + 1, entity) for seq, entity in enumerate(HOSTILE)]
+    unreadable = {**record(j, 5, "bet-5"), "kind": "no-such-kind"}
+    docs += [unreadable, record(j, 6, "bet-6")]
+    last = stream(s, j, docs)
+    out = tmp_path / "out"
+
+    first = write(s, j, out)
+    assert first.returncode == 1, first.stderr
+    assert "seq 5" in first.stderr and "rejected entry" in first.stderr
+    assert "Traceback" not in first.stderr
+    verified = subprocess.run(
+        [sys.executable, "-m", "croupier", "reports", "verify", "--jurisdiction", j, "--dir",
+         str(out)], env={**os.environ, **settings_env(s)}, capture_output=True, text=True,
+        cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    if j == "DK":
+        files = sorted(out.glob("*/SAFE-*.xml"))
+        got = [r.entity_id for f in files for r in read_safe_file(f)]
+        assert got == [*HOSTILE, "bet-6"]
+        assert [(seq, rid) for f in files for seq, rid, _ in read_rejected(f)] == [(5, "DK-5")]
+    else:
+        view = current_view(out)
+        assert [view[f"ES-{n}"]["entity_id"] for n in (1, 2, 3, 4, 6)] == [*HOSTILE, "bet-6"]
+        assert "ES-5" not in view
+
+    # The writer goes on: the next record is written by the next run, which exits 0.
+    stream(s, j, [record(j, 7, "bet-7")], prev=last)
+    second = write(s, j, out)
+    assert second.returncode == 0, second.stderr
+    assert "1 new record(s)" in second.stdout

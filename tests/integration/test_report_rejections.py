@@ -1,0 +1,64 @@
+"""The reporter sets aside an audit record it cannot report, and the streams go on."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from croupier.settings import Settings
+from sinks.postgres.reports import ReportSink
+from tests.integration.helpers import query
+
+pytestmark = pytest.mark.integration
+
+KEYS = {"UK": bytes(32)}
+
+
+def audit(s: Settings, seq: int, entity: str, entity_id: str, after: Any) -> None:
+    """Append an audit record to chain ``bets/0`` as the owner (the test plays the flows)."""
+    body = json.dumps({"entity": entity, "entity_id": entity_id, "action": f"{entity}.x",
+                       "occurred_at": "2026-11-30T08:00:00+00:00",
+                       "recorded_at": "2026-11-30T08:00:00+00:00", "after": after})  # fmt: skip
+    digest = hashlib.sha256(body.encode()).digest()
+    query(s, "INSERT INTO audit_records (chain, seq, entity, entity_id, action, source_topic, "
+             "source_partition, source_offset, body, prev_hash, hash) "
+             "VALUES ('bets/0', %s, %s, %s, %s, 'bets', 0, %s, %s, %s, %s) RETURNING seq",
+          (seq, entity, entity_id, f"{entity}.x", seq, body, bytes(32), digest))  # fmt: skip
+    query(s, "INSERT INTO audit_heads (chain, seq, hash) VALUES ('bets/0', %s, %s) "
+             "ON CONFLICT (chain) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash "
+             "RETURNING seq", (seq, digest))  # fmt: skip
+
+
+def test_a_record_the_reporter_cannot_report_is_set_aside(settings: Settings) -> None:
+    s = settings
+    audit(s, 1, "player", "p-1", {"jurisdiction": "UK", "version": 1})
+    audit(s, 2, "bet", "b-1", {"stake": "1.00"})  # no player_id: a shape it cannot report
+    audit(s, 3, "casino_transaction", "tx-1", ["not", "an", "object"])
+    audit(s, 4, "player", "p-1", {"jurisdiction": "UK", "version": 2})
+
+    async def derive() -> int:
+        sink = ReportSink(s.pg_dsn.get_secret_value(), s.pg_schema, consumer_group="t",
+                          max_connections=1)  # fmt: skip
+        await sink.open()
+        try:
+            return await sink.derive(KEYS)
+        finally:
+            await sink.close()
+
+    assert asyncio.run(derive()) == 4
+    assert query(s, "SELECT jurisdiction, seq, audit_seq FROM report_records ORDER BY seq") == [
+        ("UK", 1, 1), ("UK", 2, 4),
+    ]  # fmt: skip
+    rejected = query(s, "SELECT audit_chain, audit_seq, reason, error FROM report_rejections "
+                        "ORDER BY audit_seq")  # fmt: skip
+    assert [(c, n, r) for c, n, r, _ in rejected] == [
+        ("bets/0", 2, "processing_error"), ("bets/0", 3, "processing_error"),
+    ]  # fmt: skip
+    assert rejected[0][3] == "KeyError: 'player_id'"
+    assert rejected[1][3].startswith("TypeError: list indices")
+    assert query(s, "SELECT seq FROM report_progress WHERE chain = 'bets/0'") == [(4,)]
+    assert asyncio.run(derive()) == 0  # nothing read twice, nothing left behind
