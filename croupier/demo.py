@@ -536,8 +536,8 @@ class Demo:
                     c.expect_odds is None or (odds is not None and D(str(odds)) == D(c.expect_odds))
                 )
             )
-            if c.short == "b1":  # the producer's retry must not be decided a second time
-                ok = ok and len(docs) == 1
+            if c.short == "b1":  # the producer's retry: the first decision again, not a second
+                ok = ok and len(docs) == 2
             wanted = f"{c.expect} {c.expect_odds or ''}".strip()
             mark = self.checks.expect(
                 ok, f"bet {c.short}: wanted {wanted}, got {got} {odds or ''} x{len(docs)}"

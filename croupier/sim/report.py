@@ -47,8 +47,10 @@ def _summarise(
     dead = Counter(seen.label for seen in outcomes.dead.values())
     twice = sorted(ref for (_, ref), seen in outcomes.seen.items() if len(seen.values) > 1)
     contradictory = sorted(ref for (_, ref), seen in outcomes.seen.items() if len(seen.labels) > 1)
-    republished = sum(seen.copies - 1 for seen in outcomes.seen.values())
     retries = [s.step.repeat_of for s in sender.sent if s.step.repeat_of]
+    # A producer's retry is answered with the first decision again: one copy per send.
+    sends = Counter((BET, str(r)) for r in retries)
+    republished = sum(max(0, seen.copies - 1 - sends[key]) for key, seen in outcomes.seen.items())
     once = [outcomes.seen.get((BET, str(r))) for r in retries]
     retries_once = sum(1 for x in once if x is not None and len(x.values) == 1)
 
