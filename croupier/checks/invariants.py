@@ -235,8 +235,8 @@ def outcomes_and_decisions(
         two.breach(f"bet {bet_id}: the decision published is not the one stored")
     republished = published.republished()
     if republished:
-        two.notes.append(f"{republished} decision(s) republished byte for byte (a replay "
-                         "after a crash: not a breach)")  # fmt: skip
+        two.notes.append(f"{republished} decision(s) republished byte for byte (a retry "
+                         "answered again, or a replay after a crash: not a breach)")  # fmt: skip
     for bet_id in unpublished:
         one.breach(f"bet {bet_id}: decided and stored, never published on bet-decisions")
     return one, two
