@@ -1,8 +1,9 @@
 """One flow = one agent on one source topic, plus the repair that keeps it from losing a tail.
 
 Every flow processes batches the same way (``streams/batching.py``: one in flight, an ack
-only after the batch is done) and records per partition how far it is done in
-PostgreSQL (``consumer_progress``). Before ``process`` sees a batch, ``streams/gaps.py``
+only after the batch is done, a service away holding the batch and a message that breaks
+the flow set aside as its dead letter, here in ``set_aside``) and records per partition
+how far it is done in PostgreSQL (``consumer_progress``). Before ``process`` sees a batch, ``streams/gaps.py``
 adds back any offsets the consumer skipped before it. That leaves one hole: Faust can
 commit an offset past messages its agent never finished, and if no later message
 arrives on that partition, no batch ever notices. And under SIGKILL and restarts we have
