@@ -1,23 +1,24 @@
 """One flow = one agent on one source topic, plus the repair that keeps it from losing a tail.
 
-Every flow processes batches the same way (``streams/batching.py``: one in flight, an ack
-only after the batch is done, a service away holding the batch and a message that breaks
-the flow set aside as its dead letter, here in ``set_aside``) and records per partition
-how far it is done in PostgreSQL (``consumer_progress``). Before ``process`` sees a batch, ``streams/gaps.py``
-adds back any offsets the consumer skipped before it. That leaves one hole: Faust can
-commit an offset past messages its agent never finished, and if no later message
-arrives on that partition, no batch ever notices. And under SIGKILL and restarts we have
-also seen a worker's consumer deliver nothing at all for a partition it owns, messages
-waiting. The repair timer closes both: every ``repair_interval`` seconds it compares, for
-each partition this worker owns, PostgreSQL's progress with the group's committed offset
-and with the partition's end. Progress behind the committed offset, or behind the end
-without having moved since the last look while the flow finished no batch at all, is
-read back by position (a batch at a time) and processed like any batch, under the same
-lock, so never beside one. A partition waiting behind a flow busy with other partitions'
-backlog is only waiting its turn: it is read back only if it has not moved for
-``BUSY_LOOKS`` looks (reading it at once made the flow do, and publish, the same work
-twice, exactly when it was behind). Whatever was in fact done already is absorbed by the
-idempotent sinks, and a redelivered output is the stored one, byte for byte.
+Every flow processes batches the same way (``streams/batching.py``: one in flight, an
+ack only after the batch is done, a service away holding the batch and a message that
+breaks the flow set aside as its dead letter, here in ``set_aside``) and records per
+partition how far it is done in PostgreSQL (``consumer_progress``). Before ``process``
+sees a batch, ``streams/gaps.py`` adds back any offsets the consumer skipped before it.
+That leaves one hole: Faust can commit an offset past messages its agent never finished,
+and if no later message arrives on that partition, no batch ever notices. And under
+SIGKILL and restarts we have also seen a worker's consumer deliver nothing at all for a
+partition it owns, messages waiting. The repair timer closes both: every
+``repair_interval`` seconds it compares, for each partition this worker owns,
+PostgreSQL's progress with the group's committed offset and with the partition's end.
+Progress behind the committed offset, or behind the end without having moved since the
+last look while the flow finished no batch at all, is read back by position (a batch at
+a time) and processed like any batch, under the same lock, so never beside one. A
+partition waiting behind a flow busy with other partitions' backlog is only waiting its
+turn: it is read back only if it has not moved for ``BUSY_LOOKS`` looks (reading it at
+once made the flow do, and publish, the same work twice, exactly when it was behind).
+Whatever was in fact done already is absorbed by the idempotent sinks, and a redelivered
+output is the stored one, byte for byte.
 """
 
 from __future__ import annotations
