@@ -14,9 +14,8 @@ A transaction-scoped advisory lock lets one worker sign at a time, and nothing i
 when no chain moved since the last checkpoint. A regulator's export then always finds a
 checkpoint at most one interval after the period it asks for.
 
-Both timers run on every worker, and a timer's exception would end the worker (and then
-the next one to run the same pass): a pass that fails is logged, and the next tick tries
-again; what it did not do waits in PostgreSQL.
+Both timers run on every worker; a pass that fails is logged by ``app_timer`` and the
+next tick tries again; what it did not do waits in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ def register(app: Any, settings: Settings, *, relay: AuditRelay) -> None:
         await app.producer.flush()
 
     relay_open: list[bool] = []
-    failures = [0]  # the relay's consecutive failed passes, for the log
     if settings.audit_relay_interval > 0:
 
         @app_timer(app, settings.audit_relay_interval)
@@ -57,15 +55,6 @@ def register(app: Any, settings: Settings, *, relay: AuditRelay) -> None:
                     pass  # a backlog: keep going until it is out
             except SinkUnavailable as exc:  # the next tick tries again
                 log.warning("audit relay: %s", exc)
-            except Exception:
-                if app.should_stop:
-                    raise  # app_timer ends a tick the stop interrupted quietly
-                failures[0] += 1
-                if failures[0] in (1, 10) or failures[0] % 100 == 0:
-                    log.exception("audit relay: pass failed (%d in a row); the next tick "
-                                  "tries again", failures[0])  # fmt: skip
-            else:
-                failures[0] = 0
 
     if settings.audit_checkpoint_interval <= 0:
         return
@@ -82,11 +71,6 @@ def register(app: Any, settings: Settings, *, relay: AuditRelay) -> None:
             signed = await asyncio.to_thread(sign)
         except psycopg.Error as exc:  # the next tick tries again
             log.warning("audit checkpoint failed: %r", exc)
-            return
-        except Exception:
-            if app.should_stop:
-                raise
-            log.exception("audit checkpoint failed; the next tick tries again")
             return
         if signed is not None:
             log.info("audit checkpoint %d signed %d chain heads", *signed)

@@ -33,13 +33,15 @@ def app_timer(app: Any, interval: float) -> Callable[[Tick], Any]:
     nothing once the app is stopping, and one the stop interrupts ends with a log line.
     Nothing is lost: every tick's work waits in PostgreSQL (an outbox, a watch) for the
     next tick, here or on the worker that comes next. For the same reason a tick that
-    fails while the app runs is logged whole and counted (``croupier_timer_failures``),
+    fails while the app runs is counted (``croupier_timer_failures``) and logged whole
+    (the 1st, 10th and every 100th in a row, so a lasting fault does not flood the log),
     and the next tick tries again: a crash would only come back on every start (a
     session whose reality check cannot be sent would stop every worker in turn).
     """
 
     def declare(tick: Tick) -> Any:
         failures = metrics.TIMER_FAILURES.labels(tick.__name__)
+        in_a_row = [0]
 
         @functools.wraps(tick)
         async def guarded() -> None:
@@ -52,7 +54,13 @@ def app_timer(app: Any, interval: float) -> Callable[[Tick], Any]:
                     log.info("%s: interrupted by the stop: %r", tick.__name__, exc)
                     return
                 failures.inc()
-                log.exception("%s: the tick failed; the next one tries again", tick.__name__)
+                in_a_row[0] += 1
+                n = in_a_row[0]
+                if n in (1, 10) or n % 100 == 0:
+                    log.exception("%s: the tick failed (%d in a row); the next one tries again",
+                                  tick.__name__, n)  # fmt: skip
+            else:
+                in_a_row[0] = 0
 
         return app.timer(interval=interval)(guarded)
 

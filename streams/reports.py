@@ -7,9 +7,8 @@ The jurisdictions are those of the policy files; each one's MAC key is
 ``<CROUPIER_REPORT_KEY_DIR>/<J>.key``, shared with that regulator.
 
 An audit record the reporter cannot report is set aside in ``report_rejections`` by the
-pass itself. Anything else a pass raises is logged and the next tick tries again: the
-reporter runs on every worker, and a timer's exception would end the worker, then the next
-one to run the same pass, and betting with them.
+pass itself. Anything else a pass raises is logged by ``app_timer`` and the next tick
+tries again.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ def register(app: Any, settings: Settings, *, sink: ReportSink, policies: Polici
         return
     keys = load_or_create_keys(settings.report_key_dir, list(policies.jurisdictions))
     opened: list[bool] = []
-    failures = [0]  # consecutive failed passes, for the log
 
     async def send(jurisdiction: str, items: list[tuple[bytes, bytes]]) -> None:
         await publish(app, settings.topic(f"reports.{jurisdiction}"), items)
@@ -50,12 +48,3 @@ def register(app: Any, settings: Settings, *, sink: ReportSink, policies: Polici
                 pass
         except SinkUnavailable as exc:  # the next tick tries again
             log.warning("reporter: %s", exc)
-        except Exception:
-            if app.should_stop:
-                raise  # app_timer ends a tick the stop interrupted quietly
-            failures[0] += 1
-            if failures[0] in (1, 10) or failures[0] % 100 == 0:
-                log.exception("reporter: pass failed (%d in a row); the next tick tries again",
-                              failures[0])  # fmt: skip
-        else:
-            failures[0] = 0

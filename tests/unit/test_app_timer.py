@@ -46,7 +46,7 @@ def test_a_failing_tick_is_logged_and_counted_and_the_next_tick_runs(
     asyncio.run(app.ticks[0]())
     assert runs == [1, 1]
     assert failed._value.get() == before + 1
-    assert "reality_checks: the tick failed" in caplog.text
+    assert "reality_checks: the tick failed (1 in a row)" in caplog.text
 
 
 def test_a_stopping_app_runs_no_tick_and_a_tick_the_stop_breaks_ends_quietly() -> None:

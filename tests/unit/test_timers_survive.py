@@ -61,7 +61,7 @@ def test_a_failing_reporter_pass_is_logged_and_the_worker_lives(
     for _ in range(3):
         asyncio.run(app.ticks["reporter"]())  # raised, the worker would end here
     assert sink.calls == 3
-    assert "reporter: pass failed (1 in a row)" in caplog.text
+    assert "reporter: the tick failed (1 in a row)" in caplog.text
 
 
 def test_a_failing_relay_pass_is_logged_and_the_worker_lives(
@@ -73,4 +73,4 @@ def test_a_failing_relay_pass_is_logged_and_the_worker_lives(
     for _ in range(2):
         asyncio.run(app.ticks["audit_relay"]())
     assert relay.calls == 2
-    assert "audit relay: pass failed (1 in a row)" in caplog.text
+    assert "audit_relay: the tick failed (1 in a row)" in caplog.text
