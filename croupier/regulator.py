@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from croupier.arguments import printable
 from schemas.reports import GENESIS_MAC, ReportEnvelope, ReportRecord, mac_ok
 
 
@@ -127,9 +128,7 @@ def line(record: ReportRecord) -> str:
     money = f" {record.amount} {record.currency}" if record.amount is not None else ""
     text = (f"{record.seq:>6}  {record.recorded_at.isoformat()}  {record.kind:<10} "
             f"{record.action:<24} {record.player_id}{money}  {record.status or ''}")  # fmt: skip
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return printable(text)
 
 
 def as_json(record: ReportRecord) -> str:

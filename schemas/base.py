@@ -43,11 +43,15 @@ class InboundModel(WireModel):
     model_config = ConfigDict(strict=True)
 
 
-def shown(value: object, limit: int = 40) -> str:
-    """``value`` as it may appear in an error: printable and cut to ``limit`` characters."""
-    text = repr(value) if isinstance(value, str) else type(value).__name__
+def safe_text(text: str, limit: int) -> str:
+    """``text`` made printable (control characters as ``?``) and cut to ``limit``."""
     text = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """``value`` as it may appear in an error: printable and cut to ``limit`` characters."""
+    return safe_text(repr(value) if isinstance(value, str) else type(value).__name__, limit)
 
 
 # Ids: player, bet, event, market, outcome, payment, transaction, round, game, session,

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from schemas.base import safe_text
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -107,27 +109,22 @@ def _duplicate_key(raw: bytes) -> str | None:
     try:
         _UNIQUE_KEYS.decode(raw.decode("utf-8"))
     except _DuplicateKey as exc:
-        return _cut(f"{_safe(str(exc), 40)}: a key appears twice in one object")
+        return _cut(f"{safe_text(str(exc), 40)}: a key appears twice in one object")
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         # Only a repeated key's earlier value can get here: the parse above passed.
-        return _cut(f"a repeated key's value cannot be read: {_safe(str(exc), 100)}")
+        return _cut(f"a repeated key's value cannot be read: {safe_text(str(exc), 100)}")
     return None
 
 
-def _safe(text: str, limit: int) -> str:
-    text = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _cut(text: str) -> str:
-    return _safe(text, MAX_ERROR_CHARS)
+    return safe_text(text, MAX_ERROR_CHARS)
 
 
 def _summarise(errors: list[Any], count: int) -> str:
     parts = []
     for err in errors[:5]:
-        where = ".".join(_safe(str(p), 40) for p in err["loc"]) or "message"
-        parts.append(f"{where}: {_safe(err['msg'], 200)}")
+        where = ".".join(safe_text(str(p), 40) for p in err["loc"]) or "message"
+        parts.append(f"{where}: {safe_text(err['msg'], 200)}")
     more = count - 5
     if more > 0:
         parts.append(f"and {more} more")

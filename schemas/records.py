@@ -9,7 +9,7 @@ from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, Field, PrivateAttr
 
-from schemas.base import WireModel
+from schemas.base import WireModel, safe_text
 
 
 class SourcePosition(WireModel):
@@ -26,12 +26,6 @@ class SourcePosition(WireModel):
 MAX_LETTER_VALUE_BYTES = 256 * 1024
 MAX_LETTER_KEY_BYTES = 4 * 1024
 MAX_LETTER_ERROR_CHARS = 1000
-
-
-def safe_text(text: str, limit: int = MAX_LETTER_ERROR_CHARS) -> str:
-    """``text`` made printable (control characters as ``?``) and cut to ``limit``."""
-    text = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class DeadLetter(WireModel):
@@ -76,7 +70,7 @@ class DeadLetter(WireModel):
             else base64.b64encode(key[:MAX_LETTER_KEY_BYTES]).decode(),
             value_base64=base64.b64encode(value[:MAX_LETTER_VALUE_BYTES]).decode(),
             reason=reason,
-            error=safe_text(error),
+            error=safe_text(error, MAX_LETTER_ERROR_CHARS),
             dead_lettered_at=at,
             truncated=cut_value or cut_key,
             value_size=len(value) if cut_value else None,

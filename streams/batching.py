@@ -30,6 +30,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from schemas.base import safe_text
 from sinks.base import DATA_SQLSTATES, SinkUnavailable, caused_by_data
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,7 @@ def refused_data(exc: BaseException) -> bool:
 
 def describe(exc: BaseException, limit: int = 500) -> str:
     """A short, printable account of ``exc`` for a dead letter (no control characters)."""
-    text = f"{type(exc).__name__}: {exc}"
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return safe_text(f"{type(exc).__name__}: {exc}", limit)
 
 
 async def hold_until_available(call: Callable[[], Awaitable[T]]) -> T:
