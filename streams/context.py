@@ -96,17 +96,6 @@ def dead_letter(event: Any, reason: str, error: str) -> DeadLetter:
     return DeadLetter.of(where, msg.key, value, reason, error, datetime.now(UTC))
 
 
-def decode_safely(
-    adapter: TypeAdapter[T], raw: bytes | None, key: bytes | None = None
-) -> T | DecodeFailure:
-    """``decode``, and a failure of the decoder itself is the message's, not the batch's."""
-    try:
-        return decode(adapter, raw, key=key)
-    except Exception as exc:  # whatever the bytes do to the decoder
-        log.warning("the decoder failed on a message: %r", exc)
-        return DecodeFailure("invalid", f"could not be decoded: {type(exc).__name__}")
-
-
 def decode_all(
     adapter: TypeAdapter[T],
     events: list[Any],
@@ -118,7 +107,7 @@ def decode_all(
     out: list[tuple[Any, T]] = []
     for event in events:
         advance(progress, event)
-        result = decode_safely(adapter, event.message.value, event.message.key)
+        result = decode(adapter, event.message.value, key=event.message.key)
         if isinstance(result, DecodeFailure):
             letters.append((event.message.key, dead_letter(event, result.reason, result.error)))
         else:

@@ -32,7 +32,7 @@ from croupier.settings import Settings
 from rules.clock import DEFAULT_CLOCK_SKEW
 from rules.players import Rejected, Unchanged, apply_player_event
 from rules.policy import Policies
-from schemas.decode import DecodeFailure
+from schemas.decode import DecodeFailure, decode
 from schemas.players import PLAYER_EVENT, PlayerEvent, PlayerState, SessionEnded
 from schemas.records import AuditRecord, DeadLetter
 from sinks.base import ProgressSink
@@ -41,7 +41,6 @@ from streams import metrics
 from streams.batching import until_available
 from streams.context import (
     dead_letter,
-    decode_safely,
     in_partition_of,
     letter_records,
     position,
@@ -70,7 +69,7 @@ Decoded = list[tuple[Any, PlayerEvent | DecodeFailure]]
 def decode_batch(events: list[Any]) -> Decoded:
     out: Decoded = []
     for event in events:
-        result = decode_safely(PLAYER_EVENT, event.message.value, event.message.key)
+        result = decode(PLAYER_EVENT, event.message.value, key=event.message.key)
         out.append((event, result))
     return out
 
