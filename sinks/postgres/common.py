@@ -22,6 +22,25 @@ ON CONFLICT (consumer_group, topic, partition) DO UPDATE
    SET next_offset = GREATEST(consumer_progress.next_offset, EXCLUDED.next_offset),
        updated_at = now()"""
 
+_PROGRESS_MANY_SQL = """
+INSERT INTO consumer_progress (consumer_group, topic, partition, next_offset)
+SELECT %s, t, p, o FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)
+ON CONFLICT (consumer_group, topic, partition) DO UPDATE
+   SET next_offset = GREATEST(consumer_progress.next_offset, EXCLUDED.next_offset),
+       updated_at = now()"""
+
+
+async def write_progress(conn: Any, group: str, progress: dict[tuple[str, int], int]) -> None:
+    """Record, in ``conn``'s transaction, how far each partition is done (one statement)."""
+    if progress:
+        items = sorted(progress.items())  # one lock order for every writer
+        await conn.execute(
+            _PROGRESS_MANY_SQL,
+            (group, [t for (t, _), _ in items], [p for (_, p), _ in items],
+             [o for _, o in items]),
+        )  # fmt: skip
+
+
 DEAD_LETTER_SQL = """
 INSERT INTO dead_letters (source_topic, source_partition, source_offset, key, value, reason,
                           error, dead_lettered_at)
