@@ -77,6 +77,7 @@ from croupier.stack import AUDITOR_TIMERS_OFF, WORKER_READY  # noqa: E402
 from sinks.postgres.ledger import Ledger  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402
 from streams.auditor import READY  # noqa: E402
+from streams.flow import flow_groups  # noqa: E402
 from topologies.topics import create_topics, topic_specs  # noqa: E402
 
 FEED = "live"
@@ -636,7 +637,9 @@ def cleanup(s: Settings, where: Path, *, keep: bool, keep_logs: bool) -> None:
             future.result()
         except Exception as exc:
             log(f"could not delete topic {name}: {exc}")
-    for group, future in admin.delete_consumer_groups([s.app_id], request_timeout=30).items():
+    for group, future in admin.delete_consumer_groups(
+        [s.app_id, *flow_groups(s)], request_timeout=30
+    ).items():
         try:
             future.result()
         except Exception as exc:

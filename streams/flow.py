@@ -161,9 +161,17 @@ class Flow(mode.Service):
         await hold_until_available(self.sender.flush)
 
 
+FLOWS = ("players", "odds", "bets", "payments", "casino")
+
+
 def group_of(settings: Settings, name: str) -> str:
     """The consumer group of flow ``name`` (one per flow: a rebalance of one moves no other)."""
     return f"{settings.app_id}.{name}"
+
+
+def flow_groups(settings: Settings) -> list[str]:
+    """Every flow's consumer group."""
+    return [group_of(settings, name) for name in FLOWS]
 
 
 def declare_flow(

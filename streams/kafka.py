@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,7 @@ class Source:
         self._consumer = Consumer({
             "bootstrap.servers": settings.kafka_bootstrap_servers,
             "group.id": group,
+            "client.id": f"{group}@{os.getpid()}",  # which worker holds what, for operators
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
