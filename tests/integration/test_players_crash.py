@@ -121,10 +121,15 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
         [settings.topic("audit")],
         # Every player change relayed (the dead letters' records are on the topic too).
         want=lambda rs: (
-            len({(d["source"]["partition"], d["source"]["offset"])
-                 for d in map(json.loads, (r.value for r in rs)) if d["entity"] == "player"})
+            len(
+                {
+                    (d["source"]["partition"], d["source"]["offset"])
+                    for d in map(json.loads, (r.value for r in rs))
+                    if d["entity"] == "player"
+                }
+            )
             >= sum(applied.values())
-        ),  # fmt: skip
+        ),
         timeout=60,
     )
     by_source: dict[tuple[int, int], set[int]] = {}
