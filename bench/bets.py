@@ -804,6 +804,50 @@ def warm_up(
     return {"bets": len(warm), "outcomes": outcomes}
 
 
+def _role(pid: str) -> str | None:
+    """Which part of the system process ``pid`` is, by its command line."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return None
+    if int(pid) == os.getpid():
+        return "bench (producer and reader)"
+    if b"croupier worker --name bench-" in cmd:
+        return "workers"
+    if b"croupier audit run" in cmd:
+        return "auditor"
+    if b"postgres" in cmd:
+        return "postgresql"
+    if b"java" in cmd and b"kafka" in cmd:
+        return "kafka"
+    if b"croupier" in cmd:
+        return "other croupier"
+    return None
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds (user + system) each part of the system has used, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or (role := _role(entry)) is None:
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_per_1000(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """CPU milliseconds per 1,000 bets of each part between two ``cpu_by_role`` readings
+    (a process that ended in between is not counted)."""
+    per = {k: round((after[k] - before.get(k, 0.0)) * 1e6 / max(n, 1), 1) for k in after}
+    per["total"] = round(sum(per.values()), 1)
+    return per
+
+
 def run(
     plan: Plan, s: Settings, threads: list[Paced], readers: list[DecisionReader]
 ) -> tuple[dict[str, Any], bool]:
@@ -821,6 +865,7 @@ def run(
 
     # 1. Throughput.
     load = bench.bets("t", plan.bets)
+    cpu_before = cpu_by_role()
     start = time.time()
     for bet_id, key, value in load:
         bench.stamps[bet_id] = time.time()
@@ -830,6 +875,7 @@ def run(
     complete = reader.wait(["t"], len(load), max(120, plan.bets / 200))
     last = max((reader.seen[b] for b, _, _ in load if b in reader.seen), default=start)
     elapsed = last - start
+    cpu = cpu_per_1000(cpu_before, cpu_by_role(), reader.decided["t"])
     thr = {
         "bets": len(load),
         "decided": reader.decided["t"],
@@ -840,7 +886,9 @@ def run(
         "bets_per_s": round(reader.decided["t"] / elapsed) if elapsed > 0 else 0,
         "outcomes": dict(reader.outcomes.get("t", {})),
         "latency_under_full_load": bench.latencies(reader, (b for b, _, _ in load))["decision"],
+        "cpu_ms_per_1000_bets": cpu,
     }
+    log(f"CPU ms per 1,000 bets: {cpu}")
     ok = ok and complete
     # What the audit trail's background work has left to do once the bets are decided.
     heads = audit_heads(s)
