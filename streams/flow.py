@@ -93,6 +93,8 @@ class Flow(mode.Service):
         self.consumed = metrics.EVENTS.labels(topic)
         self.seconds = metrics.FLOW_SECONDS.labels(name)
         self.sizes = metrics.FLOW_SIZE.labels(name)
+        self.steps = {step: metrics.FLOW_STEP_SECONDS.labels(name, step)
+                      for step in ("handle", "flush", "commit")}  # fmt: skip
 
     def _start_at(self, topic: str, partitions: list[int]) -> dict[int, int]:
         s = self.settings
@@ -137,17 +139,23 @@ class Flow(mode.Service):
         assert self.source is not None
         started = time.perf_counter()
         await isolate(messages, self._complete, self._set_aside)
+        committing = time.perf_counter()
         await self.source.commit(next_offsets(messages))
+        self.steps["commit"].observe(time.perf_counter() - committing)
         self.seconds.observe(time.perf_counter() - started)
         self.sizes.observe(len(messages))
         self.consumed.inc(len(messages))
 
     async def _complete(self, messages: list[Message]) -> None:
         assert self.sender is not None
+        started = time.perf_counter()
         out = await self.handle(messages)
+        flushing = time.perf_counter()
+        self.steps["handle"].observe(flushing - started)
         for topic, records in out.records:
             self.sender.publish(topic, records)
         await self.sender.flush()
+        self.steps["flush"].observe(time.perf_counter() - flushing)
 
     async def _set_aside(self, message: Message, exc: BaseException, reason: str) -> None:
         """Dead-letter a message its flow cannot get past, and move its partition on."""
