@@ -871,8 +871,8 @@ def steps_per_batch(before: dict[str, float], after: dict[str, float]) -> dict[s
     batches = after.get("size_count", 0) - before.get("size_count", 0)
     if batches <= 0:
         return {}
-    out = {k: round((after[k] - before.get(k, 0)) * 1000 / batches, 2)
-           for k in ("handle", "flush", "commit") if k in after}  # fmt: skip
+    out: dict[str, float] = {k: round((after[k] - before.get(k, 0)) * 1000 / batches, 2)
+                             for k in ("handle", "flush") if k in after}  # fmt: skip
     out["batches"] = batches
     out["bets_per_batch"] = round((after["size_sum"] - before.get("size_sum", 0)) / batches, 1)
     return out

@@ -94,7 +94,7 @@ class Flow(mode.Service):
         self.seconds = metrics.FLOW_SECONDS.labels(name)
         self.sizes = metrics.FLOW_SIZE.labels(name)
         self.steps = {step: metrics.FLOW_STEP_SECONDS.labels(name, step)
-                      for step in ("handle", "flush", "commit")}  # fmt: skip
+                      for step in ("handle", "flush")}  # fmt: skip
 
     def _start_at(self, topic: str, partitions: list[int]) -> dict[int, int]:
         s = self.settings
@@ -139,9 +139,7 @@ class Flow(mode.Service):
         assert self.source is not None
         started = time.perf_counter()
         await isolate(messages, self._complete, self._set_aside)
-        committing = time.perf_counter()
-        await self.source.commit(next_offsets(messages))
-        self.steps["commit"].observe(time.perf_counter() - committing)
+        self.source.commit(next_offsets(messages))
         self.seconds.observe(time.perf_counter() - started)
         self.sizes.observe(len(messages))
         self.consumed.inc(len(messages))

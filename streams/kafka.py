@@ -78,8 +78,10 @@ class Source:
             "session.timeout.ms": session_ms,
             "heartbeat.interval.ms": min(3000, session_ms // 3),
             "enable.partition.eof": False,
+            "on_commit": self._committed,
         })  # fmt: skip
         self.assigned: set[int] = set()
+        self.done: dict[int, int] = {}  # partition -> the next offset to process
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -100,6 +102,7 @@ class Source:
                  {tp.partition: tp.offset for tp in committed})  # fmt: skip
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._commit_done(consumer, partitions)
         consumer.unassign()
         self.assigned = set()
         log.info("%s: revoked %s", self.group, sorted(tp.partition for tp in partitions))
@@ -118,17 +121,21 @@ class Source:
             out.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b""))
         return out
 
-    async def commit(self, done: dict[int, int]) -> None:
-        """Commit ``done`` (partition -> next offset); a failed commit only replays more."""
+    def commit(self, done: dict[int, int]) -> None:
+        """Commit ``done`` (partition -> next offset) in the background: the next batch does
+        not wait for the broker. A commit that fails or is lost to a crash only replays
+        more; ``close`` waits for those under way."""
         if done:
+            self.done.update(done)
             offsets = [TopicPartition(self.topic, p, o) for p, o in done.items()]
             try:
-                await self._call(self._commit, offsets)
-            except KafkaException as exc:  # e.g. the partition moved in a rebalance
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            except KafkaException as exc:  # e.g. no longer a member of the group
                 log.info("%s: offsets not committed (%s); those messages replay", self.group, exc)
 
-    def _commit(self, offsets: list[TopicPartition]) -> None:
-        self._consumer.commit(offsets=offsets, asynchronous=False)
+    def _committed(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:  # e.g. the partitions moved in a rebalance
+            log.info("%s: offsets not committed (%s); those messages replay", self.group, err)
 
     async def lags(self) -> dict[int, int]:
         """Per assigned partition, the end minus the consumer's position (from the last fetch)."""
@@ -146,10 +153,28 @@ class Source:
                 out[tp.partition] = high - tp.offset
         return out
 
+    def _commit_done(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Commit, and wait for, what is done of ``partitions`` (they are about to go)."""
+        done = [TopicPartition(self.topic, tp.partition, self.done[tp.partition])
+                for tp in partitions if tp.partition in self.done]  # fmt: skip
+        for tp in partitions:
+            self.done.pop(tp.partition, None)
+        if done:
+            try:
+                consumer.commit(offsets=done, asynchronous=False)
+            except KafkaException as exc:
+                log.info("%s: offsets not committed (%s); those messages replay", self.group, exc)
+
+    def _close(self) -> None:
+        parts = [TopicPartition(self.topic, p) for p in sorted(self.assigned)]
+        self._commit_done(self._consumer, parts)
+        self._consumer.close()
+
     async def close(self) -> None:
-        """Leave the group (its partitions move at once, not after the session timeout)."""
+        """Commit what is done and leave the group (its partitions move at once, not after
+        the session timeout)."""
         try:
-            await self._call(self._consumer.close)
+            await self._call(self._close)
         finally:
             self._thread.shutdown(wait=False)
 

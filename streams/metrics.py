@@ -43,7 +43,7 @@ FLOW_SECONDS = Histogram(
 FLOW_STEP_SECONDS = Histogram(
     "croupier_flow_step_seconds",
     "Time one step of a flow's batch took: handle (decode, rules, the transaction), "
-    "flush (Kafka acknowledging the outputs), commit (the offsets)",
+    "flush (Kafka acknowledging the outputs)",
     ["flow", "step"],
     buckets=SECONDS,
 )
