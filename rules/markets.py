@@ -85,7 +85,7 @@ def results_json(results: Results) -> str:
 
 def results_from_json(value: Mapping[str, Any]) -> dict[str, OutcomeResult]:
     """Stored results (``market_states.results``, decoded) back as ``Results``."""
-    return {o: OutcomeResult(v["result"], v["dead_heat_factor"]) for o, v in value.items()}
+    return {o: OutcomeResult(v["result"], v.get("dead_heat_factor")) for o, v in value.items()}
 
 
 @dataclass(frozen=True)
