@@ -1,8 +1,8 @@
 """The market state machine: settle, roll back and cancel markets, then the bets on them. Pure.
 
 A settlement-kind message (``bet_settlement``, ``rollback_bet_settlement``, ``bet_cancel``,
-``rollback_bet_cancel``) is about markets of one event. ``SportsbookSink`` loads the
-markets' states, locks them and writes what these rules return; the rules decide.
+``rollback_bet_cancel``) is about markets of one event. ``SportsbookSink`` locks the
+markets, loads their states, legs and bets, and writes what these rules return.
 
 Targets (``targets``): a ``bet_settlement`` applies to the markets it lists; the others to
 their ``market_ids``, or, when absent, to every market of the event known anywhere (legs,
@@ -16,8 +16,10 @@ Feed time orders a market (``step``): a message older than the market's last one
 repeat of it (same time, same type), changes nothing. Neither does a settlement equal to
 the market's results, a rollback of a market without results, or a whole-market cancel
 (or rollback of a cancel) of a market already in that state. A message that changes
-nothing leaves the market as it is: its generation and clock too. One that changes it
-adds one to the generation and moves the clock to the message. Per kind:
+nothing leaves the market as it is: its generation and clock too (so an older message
+delivered after it may still apply: the feed's order holds as far as it is delivered in
+order, one partition per event). One that changes it adds one to the generation and moves
+the clock to the message. Per kind:
 
 * ``bet_settlement``: the market takes the listed results; each leg on a listed outcome
   takes that outcome's result and dead-heat factor (a leg on an outcome not listed keeps
@@ -291,6 +293,7 @@ class BookedBet:
         """The outcome the bet is settled at; None while it is open."""
         if self.settlement_id is None:
             return None
+        # A settled row always holds both; one without would agree with no outcome.
         return Outcome(self.result or "", self.payout if self.payout is not None else Decimal(0))
 
 
