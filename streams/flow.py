@@ -100,11 +100,15 @@ class Flow(mode.Service):
         s = self.settings
         return read_progress(s.pg_dsn.get_secret_value(), s.pg_schema, s.app_id, topic, partitions)
 
+    def connect(self) -> tuple[Source, Sender]:
+        """The flow's consumer and producer (a test runs the protocol on stand-ins)."""
+        source = Source(self.settings, group=group_of(self.settings, self.name),
+                        topic=self.topic, start_at=self._start_at)  # fmt: skip
+        return source, Sender(self.settings)
+
     async def on_start(self) -> None:
         await until_available(self.store.open, what="PostgreSQL")
-        self.sender = Sender(self.settings)
-        self.source = Source(self.settings, group=group_of(self.settings, self.name),
-                             topic=self.topic, start_at=self._start_at)  # fmt: skip
+        self.source, self.sender = self.connect()
         await self.source.start()
         self.add_future(self._run())
 
