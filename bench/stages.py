@@ -34,8 +34,9 @@ ClickHouse holding every fact, whichever is later):
     separates the trail's cost from the worker's machinery, which (d) adds too;
 (d) audit: the real ``croupier worker`` as the stack runs it (audit rows in the same
     transaction, the auditor process relaying them to ``audit``), so beside (c+) it adds
-    Faust's consumer and producer, the flow's repair timer and the worker's other timers
-    (player protection's session watch among them);
+    the commit protocol of ``streams/flow.py`` (the flow's own librdkafka consumer and
+    producer, per-message isolation, the offsets committed after the flush), Faust's
+    tables and the worker's other timers (player protection's session watch among them);
 (e) clickhouse: (d) with ``croupier analytics run`` consuming ``audit`` into ClickHouse,
     timed until ClickHouse's ``audit_log`` holds as many records as PostgreSQL's trail.
 
