@@ -49,7 +49,14 @@ from streams.batching import (
     until_available,
 )
 from streams.context import app_timer, dead_letter, letter_records
-from streams.kafka import Message, Records, Sender, Source
+from streams.kafka import (
+    Message,
+    Records,
+    Sender,
+    Source,
+    committed_offsets,
+    faust_resume_point,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +104,13 @@ class Flow(mode.Service):
                       for step in ("handle", "flush")}  # fmt: skip
 
     def _start_at(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """Where partitions this flow's group never committed start (``streams/kafka.py``)."""
         s = self.settings
-        return read_progress(s.pg_dsn.get_secret_value(), s.pg_schema, s.app_id, topic, partitions)
+        old = committed_offsets(s.kafka_bootstrap_servers, s.app_id, topic, partitions)
+        if not old:
+            return {}
+        done = read_progress(s.pg_dsn.get_secret_value(), s.pg_schema, s.app_id, topic, partitions)
+        return faust_resume_point(old, done)
 
     def connect(self) -> tuple[Source, Sender]:
         """The flow's consumer and producer (a test runs the protocol on stand-ins)."""

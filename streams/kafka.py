@@ -12,8 +12,11 @@ only after a batch is done: stored in PostgreSQL, its outputs published and flus
 skipping one, so nothing can be passed over: no repair is needed. A crash after the
 commit in PostgreSQL and before the offset commit replays the batch, whose outputs the
 idempotent stores give back byte for byte. A partition the group has never committed
-starts where PostgreSQL's ``consumer_progress`` says the flow got to (a deployment moving
-from the Faust consumer, whose group this is not), else at the beginning.
+starts at the beginning, unless the Faust consumer that flows ran on before (group
+``CROUPIER_APP_ID``) committed it: then at the lower of that commit and PostgreSQL's
+``consumer_progress`` (``faust_resume_point``). Both were written only once a batch was
+published, so a deployment moving over neither skips nor replays much. PostgreSQL's
+progress alone is not enough: it is now written before the outputs are published.
 """
 
 from __future__ import annotations
@@ -177,6 +180,28 @@ class Source:
             await self._call(self._close)
         finally:
             self._thread.shutdown(wait=False)
+
+
+def committed_offsets(
+    bootstrap: str, group: str, topic: str, partitions: list[int]
+) -> dict[int, int]:
+    """What ``group`` committed for ``topic``'s partitions, asked through a consumer that
+    never joins it (blocking)."""
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                       "enable.auto.commit": False})  # fmt: skip
+    try:
+        asked = [TopicPartition(topic, p) for p in partitions]
+        return {tp.partition: tp.offset for tp in reader.committed(asked, timeout=30)
+                if tp.offset >= 0}  # fmt: skip
+    finally:
+        reader.close()
+
+
+def faust_resume_point(committed: dict[int, int], done: dict[int, int]) -> dict[int, int]:
+    """Where partitions left by the Faust consumer resume: the lower of its committed offset
+    (which it was seen to move past unprocessed messages) and PostgreSQL's progress (which
+    it wrote after publishing); a partition missing either starts at the beginning."""
+    return {p: min(c, done[p]) for p, c in committed.items() if p in done}
 
 
 class Sender:

@@ -131,3 +131,11 @@ def test_kafka_away_holds_the_batch_until_it_has_every_output() -> None:
 
 def test_next_offsets_are_per_partition_past_the_last_message() -> None:
     assert next_offsets([msg(5), msg(3), msg(9, partition=2), msg(6)]) == {0: 7, 2: 10}
+
+
+def test_a_partition_left_by_the_faust_consumer_resumes_at_the_lower_of_its_two_records() -> None:
+    from streams.kafka import faust_resume_point
+
+    committed = {0: 10, 1: 7, 2: 5}  # the Faust group's commits (it could run ahead)
+    done = {0: 8, 1: 9}  # PostgreSQL's progress, written once published
+    assert faust_resume_point(committed, done) == {0: 8, 1: 7}  # 2: from the beginning
