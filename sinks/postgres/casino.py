@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+
+from pydantic import AwareDatetime, TypeAdapter
 
 from rules import ledger_keys
 from rules.casino import KnownTx, Round, Verdict, Wallet
@@ -41,7 +42,7 @@ from rules.decimals import MONEY_CONTEXT, minor_unit
 from rules.games import Catalogue
 from rules.policy import Policies
 from schemas.casino import CasinoCall, Debit, Rollback
-from schemas.outbound import CasinoResult, ReasonCode
+from schemas.outbound import ReasonCode
 from schemas.records import AuditRecord, DeadLetter, SourcePosition
 from sinks.postgres import audit, ledger
 from sinks.postgres.common import PgSink, write_progress
@@ -110,23 +111,24 @@ _ROLLBACKS_SQL = f"""SELECT {_TX_COLUMNS} FROM casino_transactions
  WHERE reference_id = ANY(%s) AND type = 'rollback' AND status = 'ok'"""  # noqa: S608
 
 # The rounds the calls name and those of the transactions they name (a rollback's debit
-# may be in another round), read in the same round trip as those transactions.
+# may be in another round), read in the same round trip as those transactions (one array,
+# so both are index lookups: an OR of the two made it a scan of the whole table).
 _ROUNDS_SQL = """
 SELECT round_id, player_id, game_id, currency, opened_at, credited_at IS NOT NULL,
        closed_at IS NOT NULL
   FROM casino_rounds
- WHERE round_id = ANY(%s)
-    OR round_id IN (SELECT round_id FROM casino_transactions WHERE transaction_id = ANY(%s))
+ WHERE round_id = ANY(%s::text[] || ARRAY(SELECT round_id FROM casino_transactions
+                                          WHERE transaction_id = ANY(%s)))
  ORDER BY round_id FOR UPDATE"""
 
-# Rounds this batch credited: credited now (if not before), closed now if asked. JSON
-# in: one parameter, whatever the number of rounds.
+# Rounds this batch credited: credited now (if not before), and closed now if asked. A
+# statement for each kind: no test per row of which kind it is.
+_ROUNDS_CLOSED_SQL = """
+UPDATE casino_rounds
+   SET credited_at = coalesce(credited_at, %s), closed_at = coalesce(closed_at, %s)
+ WHERE round_id = ANY(%s)"""
 _ROUNDS_CREDITED_SQL = """
-UPDATE casino_rounds r
-   SET credited_at = coalesce(r.credited_at, %(now)s),
-       closed_at = CASE WHEN u.closed THEN coalesce(r.closed_at, %(now)s) END
-  FROM json_to_recordset(%(rounds)s::json) AS u(round_id text, closed boolean)
- WHERE r.round_id = u.round_id"""
+UPDATE casino_rounds SET credited_at = coalesce(credited_at, %s) WHERE round_id = ANY(%s)"""
 
 # COPY: plain inserts, several times cheaper per row than INSERT (and no statement per row).
 _ROUNDS_COPY = """
@@ -283,6 +285,8 @@ class CasinoSink(PgSink):
             reason = self.catalogue.check(call.game_id, jurisdiction, now.date())
             return ReasonCode(reason) if reason else None
 
+        decided_at = _TIME.dump_json(now).decode()  # every answer of the batch has it
+        units: dict[str, Decimal] = {}
         decided: list[Decided] = []
         ops: list[ledger.LedgerOp] = []
         sources: list[SourcePosition] = []
@@ -299,17 +303,12 @@ class CasinoSink(PgSink):
             else:
                 currency = guarded.currency(call.player_id) or call.currency
                 balance = wallet.balance(call.player_id)
-                answer = CasinoResult(
-                    transaction_id=call.transaction_id,
-                    round_id=call.round_id,
-                    player_id=call.player_id,
-                    status=verdict.status,
-                    # in the currency's minor units, as every amount on the wire ("0.00")
-                    balance=balance.quantize(minor_unit(currency), context=MONEY_CONTEXT),
-                    currency=currency,
-                    error=verdict.error,
-                    decided_at=now,
-                ).model_dump_json()
+                unit = units.get(currency)
+                if unit is None:
+                    unit = units[currency] = minor_unit(currency)
+                # in the currency's minor units, as every amount on the wire ("0.00")
+                shown = balance.quantize(unit, context=MONEY_CONTEXT)
+                answer = answer_json(call, verdict, shown, currency, decided_at)
                 if verdict.sticks:  # the id's answer; retry_later is this call's only
                     wallet.known[call.transaction_id].answer = answer
                     records.append(_audit(item, verdict, before, balance, currency, now))
@@ -338,10 +337,13 @@ class CasinoSink(PgSink):
     ) -> list[AuditRecord]:
         """Round trip 3 (in the pipeline): the rounds credited, the progress, the money
         moved; the ledger's audit records."""
-        credited = [{"round_id": r.round_id, "closed": r.closed}
-                    for r in wallet.rounds.values() if r.dirty and not r.new]  # fmt: skip
-        if credited:
-            await conn.execute(_ROUNDS_CREDITED_SQL, {"now": now, "rounds": json.dumps(credited)})
+        credited = [r for r in wallet.rounds.values() if r.dirty and not r.new]
+        closed = [r.round_id for r in credited if r.closed]
+        still_open = [r.round_id for r in credited if not r.closed]
+        if closed:
+            await conn.execute(_ROUNDS_CLOSED_SQL, (now, now, closed))
+        if still_open:
+            await conn.execute(_ROUNDS_CREDITED_SQL, (now, still_open))
         await write_progress(conn, self.consumer_group, batch.progress)
         trail: list[AuditRecord] = []  # the moves' records, then every call's
         results = await ledger.post_on(conn, ops, sources, into=trail)
@@ -387,6 +389,26 @@ class CasinoSink(PgSink):
                             await copy.write_row(row)
 
 
+_TIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
+
+
+def answer_json(
+    call: CasinoCall, verdict: Verdict, balance: Decimal, currency: str, decided_at: str
+) -> str:
+    """The answer to ``call``: the JSON of ``schemas.outbound.CasinoResult``, byte for byte
+    (a unit test holds them equal), written directly at a tenth of the model's cost.
+    ``balance`` is in ``currency``'s minor units, ``decided_at`` the time's JSON. Every
+    string in it is an id, a currency or a reason code, none of which has a character JSON
+    escapes (``schemas.base.ID_PATTERN``)."""
+    error = "null" if verdict.error is None else f'"{verdict.error.value}"'
+    return (
+        f'{{"currency":"{currency}","transaction_id":"{call.transaction_id}",'
+        f'"round_id":"{call.round_id}","player_id":"{call.player_id}",'
+        f'"status":"{verdict.status}","balance":"{balance:f}","error":{error},'
+        f'"decided_at":{decided_at},"schema_version":1}}'
+    )
+
+
 def _audit(
     item: CasinoInput, verdict: Verdict, before: Decimal, after: Decimal, currency: str,
     now: datetime,
@@ -396,7 +418,8 @@ def _audit(
     what: dict[str, Any] = {
         "type": call.type, "player_id": call.player_id, "round_id": call.round_id,
         "game_id": call.game_id, "amount": str(call.amount), "currency": call.currency,
-        "reference_transaction_id": getattr(call, "reference_transaction_id", None),
+        "reference_transaction_id":
+            call.reference_transaction_id if isinstance(call, Rollback) else None,
         "rng_build": call.rng_build, "request_hash": item.request_hash,
     }  # fmt: skip
     return AuditRecord(
