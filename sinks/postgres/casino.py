@@ -208,7 +208,7 @@ class CasinoSink(PgSink):
         # Out of the pipeline: COPY does not run in one.
         await self._copy(conn, decided, wallet, guarded, now)
         await audit.append(conn, trail + records)
-        # Only dead letters are stored all the same, for croupier check.
+        # The batch's undecodable messages (a batch of nothing else too, for croupier check).
         await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
         return out
 
