@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -91,7 +92,7 @@ class LedgerDisagrees(RuntimeError):
 
 _BALANCES_SQL = """
 SELECT owner, currency, balance FROM ledger_accounts
- WHERE owner = ANY(%s) AND kind = 'cash'
+ WHERE owner = ANY(string_to_array(%s, ',')) AND kind = 'cash'
  ORDER BY owner, currency FOR NO KEY UPDATE"""
 
 # A batch's positions are a few runs of offsets per partition: asked as ranges (a handful
@@ -105,10 +106,12 @@ SELECT c.source_partition, c.source_offset, c.player_id, c.answer
 _TX_COLUMNS = """transaction_id, type, player_id, round_id, amount, request_hash, status, moved,
                  reference_id, answer, currency"""
 
-_KNOWN_SQL = f"SELECT {_TX_COLUMNS} FROM casino_transactions WHERE transaction_id = ANY(%s)"  # noqa: S608
+_KNOWN_SQL = f"""SELECT {_TX_COLUMNS} FROM casino_transactions
+ WHERE transaction_id = ANY(string_to_array(%s, ','))"""  # noqa: S608
 
 _ROLLBACKS_SQL = f"""SELECT {_TX_COLUMNS} FROM casino_transactions
- WHERE reference_id = ANY(%s) AND type = 'rollback' AND status = 'ok'"""  # noqa: S608
+ WHERE reference_id = ANY(string_to_array(%s, ','))
+   AND type = 'rollback' AND status = 'ok'"""  # noqa: S608
 
 # The rounds the calls name and those of the transactions they name (a rollback's debit
 # may be in another round), read in the same round trip as those transactions (one array,
@@ -117,8 +120,9 @@ _ROUNDS_SQL = """
 SELECT round_id, player_id, game_id, currency, opened_at, credited_at IS NOT NULL,
        closed_at IS NOT NULL
   FROM casino_rounds
- WHERE round_id = ANY(%s::text[] || ARRAY(SELECT round_id FROM casino_transactions
-                                          WHERE transaction_id = ANY(%s)))
+ WHERE round_id = ANY(string_to_array(%s, ',') || ARRAY(
+         SELECT round_id FROM casino_transactions
+          WHERE transaction_id = ANY(string_to_array(%s, ','))))
  ORDER BY round_id FOR UPDATE"""
 
 # Rounds this batch credited: credited now (if not before), and closed now if asked. A
@@ -126,9 +130,10 @@ SELECT round_id, player_id, game_id, currency, opened_at, credited_at IS NOT NUL
 _ROUNDS_CLOSED_SQL = """
 UPDATE casino_rounds
    SET credited_at = coalesce(credited_at, %s), closed_at = coalesce(closed_at, %s)
- WHERE round_id = ANY(%s)"""
+ WHERE round_id = ANY(string_to_array(%s, ','))"""
 _ROUNDS_CREDITED_SQL = """
-UPDATE casino_rounds SET credited_at = coalesce(credited_at, %s) WHERE round_id = ANY(%s)"""
+UPDATE casino_rounds SET credited_at = coalesce(credited_at, %s)
+ WHERE round_id = ANY(string_to_array(%s, ','))"""
 
 # COPY: plain inserts, several times cheaper per row than INSERT (and no statement per row).
 _ROUNDS_COPY = """
@@ -144,6 +149,13 @@ COPY casino_transactions (transaction_id, type, player_id, round_id, game_id, am
 _CALLS_COPY = """
 COPY casino_calls (source_topic, source_partition, source_offset, transaction_id, player_id,
                    outcome, answer, standing_version) FROM STDIN"""
+
+
+def _ids(ids: Iterable[str]) -> str:
+    """Ids as one parameter, ``string_to_array(%s, ',')`` in SQL, sorted (one lock order).
+    An id has no comma (``schemas.base.ID_PATTERN``), and one string costs psycopg a
+    hundredth of what a list of a batch's ids does (~0.3 ms each)."""
+    return ",".join(sorted(ids))
 
 
 def _runs(sources: list[SourcePosition]) -> tuple[list[int], list[int], list[int]]:
@@ -241,11 +253,11 @@ class CasinoSink(PgSink):
         # Round trip 2: the balances locked first, then (read after the lock is granted, so
         # nothing another worker committed for these players is missed) the transactions,
         # the rollbacks naming them and the rounds.
-        cursors = [await conn.execute(_BALANCES_SQL, (sorted({i.call.player_id for i in fresh}),))]
-        ids = sorted({i.call.transaction_id for i in fresh} | {
+        cursors = [await conn.execute(_BALANCES_SQL, (_ids({i.call.player_id for i in fresh}),))]
+        ids = _ids({i.call.transaction_id for i in fresh} | {
             i.call.reference_transaction_id for i in fresh if isinstance(i.call, Rollback)
         })  # fmt: skip
-        round_ids = sorted({i.call.round_id for i in fresh})
+        round_ids = _ids({i.call.round_id for i in fresh})
         for query, params in (
             (_KNOWN_SQL, (ids,)), (_ROLLBACKS_SQL, (ids,)), (_ROUNDS_SQL, (round_ids, ids)),
         ):  # fmt: skip
@@ -341,9 +353,9 @@ class CasinoSink(PgSink):
         closed = [r.round_id for r in credited if r.closed]
         still_open = [r.round_id for r in credited if not r.closed]
         if closed:
-            await conn.execute(_ROUNDS_CLOSED_SQL, (now, now, closed))
+            await conn.execute(_ROUNDS_CLOSED_SQL, (now, now, _ids(closed)))
         if still_open:
-            await conn.execute(_ROUNDS_CREDITED_SQL, (now, still_open))
+            await conn.execute(_ROUNDS_CREDITED_SQL, (now, _ids(still_open)))
         await write_progress(conn, self.consumer_group, batch.progress)
         trail: list[AuditRecord] = []  # the moves' records, then every call's
         results = await ledger.post_on(conn, ops, sources, into=trail)
