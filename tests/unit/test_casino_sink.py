@@ -15,7 +15,7 @@ from schemas.casino import CASINO_CALL
 from schemas.money import MINOR_UNITS
 from schemas.outbound import CasinoResult, ReasonCode
 from schemas.records import SourcePosition
-from sinks.postgres.casino import _TIME, _runs, answer_json
+from sinks.postgres.casino import _TIME, _ids, _runs, answer_json
 
 ids = st.from_regex(ID_PATTERN, fullmatch=True).filter(lambda s: len(s) <= ID_MAX_LENGTH)
 verdicts = st.one_of(
@@ -60,3 +60,8 @@ def test_positions_are_asked_as_runs_of_offsets() -> None:
     sources = [at(1, 7), at(0, 3), at(0, 4), at(0, 5), at(0, 9), at(1, 8), at(0, 4)]
     assert _runs(sources) == ([0, 0, 1], [3, 9, 7], [5, 9, 8])
     assert _runs([]) == ([], [], [])
+
+
+def test_ids_are_one_sorted_parameter() -> None:
+    assert _ids({"r-2", "r-10", "a:b.c_d"}) == "a:b.c_d,r-10,r-2"
+    assert _ids([]) == ""  # string_to_array('', ',') is the empty array
