@@ -6,9 +6,10 @@ size (no statement per call):
 
 1. One round trip: what the batch's positions answered before (a replay after a crash:
    published again, byte for byte, not decided again) and, by ``guard``, the players'
-   standings for player protection (locking those with money limits, which may take a
-   round trip more). The certification of each debit's game is asked of the game
-   registry for the player's jurisdiction on the day of the call.
+   standings for player protection (locking those with money limits and reading what
+   their limits count: a round trip or two more, for batches that have such players).
+   The certification of each debit's game is asked of the game registry for the
+   player's jurisdiction on the day of the call.
 2. One round trip: the batch's cash accounts are locked (``FOR NO KEY UPDATE``, in player
    order, as the ledger itself locks them), so the balances the rules track are the
    ledger's and no other product can move them before this transaction commits; then,
