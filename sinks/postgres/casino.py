@@ -1,35 +1,42 @@
 """The casino flow's PostgreSQL side: the seamless wallet's calls, one transaction a batch.
 
 The rules are ``rules/casino.py``; this module gives them the state they need and writes
-what they decided, all inside one transaction:
+what they decided, all inside one transaction, in a few round trips whatever the batch's
+size (no statement per call):
 
-1. Positions already answered (a replay after a crash) publish their stored answer again,
-   byte for byte.
-2. ``guard`` reads the players' standings (locking those with money limits) for player
-   protection; the certification of each debit's game is asked of the game registry for
-   the player's jurisdiction on the day of the call.
-3. The batch's cash accounts are locked (``FOR NO KEY UPDATE``, in player order, as the
-   ledger itself locks them), so the balances the rules track are the ledger's and no other
-   product can move them before this transaction commits.
-4. The transactions, rollbacks and rounds the batch names are read, the calls decided in
-   arrival order, and the money moved by one ``ledger_post``. Its results must be what the
-   rules foresaw; a difference is a bug and fails the batch (nothing is committed).
-5. Every transaction id's first answer is stored (``casino_transactions``, append-only), the
-   rounds are opened, credited and closed, every call's answer is stored by position
-   (``casino_calls``), and every decided call leaves an audit record (the balance before
-   and after, what moved, the RNG build) in its partition's hash chain
-   (``sinks/postgres/audit.py``). A retry, a conflict or a ``retry_later`` (an answer that
-   does not stick: a credit before its debit) changes nothing and records none.
+1. One round trip: what the batch's positions answered before (a replay after a crash:
+   published again, byte for byte, not decided again) and, by ``guard``, the players'
+   standings for player protection (locking those with money limits and reading what
+   their limits count: a round trip or two more, for batches that have such players).
+   The certification of each debit's game is asked of the game registry for the
+   player's jurisdiction on the day of the call.
+2. One round trip: the batch's cash accounts are locked (``FOR NO KEY UPDATE``, in player
+   order, as the ledger itself locks them), so the balances the rules track are the
+   ledger's and no other product can move them before this transaction commits; then,
+   under that lock, the transactions, rollbacks and rounds the batch names are read.
+3. The calls are decided in arrival order, in Python.
+4. One round trip: the money moved by one ``ledger_post``, the rounds credited and closed,
+   and the batch's progress (``consumer_progress``). The ledger's results must be what
+   the rules foresaw; a difference is a bug and fails the batch (nothing is committed).
+5. ``COPY``: every transaction id's first answer (``casino_transactions``, append-only),
+   the rounds opened, every call's answer by position (``casino_calls``); and every
+   decided call's audit record (the balance before and after, what moved, the RNG build)
+   in its partition's hash chain (``sinks/postgres/audit.py``), after the ledger's own. A
+   retry, a conflict or a ``retry_later`` (an answer that does not stick: a credit before
+   its debit) changes nothing and records none.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+
+from pydantic import AwareDatetime, TypeAdapter
 
 from rules import ledger_keys
 from rules.casino import KnownTx, Round, Verdict, Wallet
@@ -37,10 +44,10 @@ from rules.decimals import MONEY_CONTEXT, minor_unit
 from rules.games import Catalogue
 from rules.policy import Policies
 from schemas.casino import CasinoCall, Debit, Rollback
-from schemas.outbound import CasinoResult, ReasonCode
+from schemas.outbound import ReasonCode
 from schemas.records import AuditRecord, DeadLetter, SourcePosition
 from sinks.postgres import audit, ledger
-from sinks.postgres.common import PgSink, stored_outputs
+from sinks.postgres.common import PgSink, write_progress
 from sinks.postgres.protection import Guarded, guard
 from sinks.postgres.sportsbook import Output, retrying
 
@@ -76,27 +83,95 @@ class Answered:
     dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
 
 
+# A fresh call decided: what it was, the verdict, the answer (its JSON).
+Decided = tuple[CasinoInput, Verdict, str]
+
+
 class LedgerDisagrees(RuntimeError):
     """The ledger refused a move the casino rules had counted on: a bug, never retried."""
 
 
 _BALANCES_SQL = """
 SELECT owner, currency, balance FROM ledger_accounts
- WHERE owner = ANY(%s) AND kind = 'cash'
+ WHERE owner = ANY(string_to_array(%s, ',')) AND kind = 'cash'
  ORDER BY owner, currency FOR NO KEY UPDATE"""
+
+# A batch's positions are a few runs of offsets per partition: asked as ranges (a handful
+# of parameters instead of two arrays of the batch's size), the rows kept by position.
+_STORED_SQL = """
+SELECT c.source_partition, c.source_offset, c.player_id, c.answer
+  FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS r(p, lo, hi)
+  JOIN casino_calls c ON c.source_topic = %s AND c.source_partition = r.p
+                     AND c.source_offset BETWEEN r.lo AND r.hi"""
 
 _TX_COLUMNS = """transaction_id, type, player_id, round_id, amount, request_hash, status, moved,
                  reference_id, answer, currency"""
 
-_KNOWN_SQL = f"SELECT {_TX_COLUMNS} FROM casino_transactions WHERE transaction_id = ANY(%s)"  # noqa: S608
+_KNOWN_SQL = f"""SELECT {_TX_COLUMNS} FROM casino_transactions
+ WHERE transaction_id = ANY(string_to_array(%s, ','))"""  # noqa: S608
 
 _ROLLBACKS_SQL = f"""SELECT {_TX_COLUMNS} FROM casino_transactions
- WHERE reference_id = ANY(%s) AND type = 'rollback' AND status = 'ok'"""  # noqa: S608
+ WHERE reference_id = ANY(string_to_array(%s, ','))
+   AND type = 'rollback' AND status = 'ok'"""  # noqa: S608
 
+# The rounds the calls name and those of the transactions they name (a rollback's debit
+# may be in another round), read in the same round trip as those transactions (one array,
+# so both are index lookups: an OR of the two made it a scan of the whole table).
 _ROUNDS_SQL = """
 SELECT round_id, player_id, game_id, currency, opened_at, credited_at IS NOT NULL,
        closed_at IS NOT NULL
-  FROM casino_rounds WHERE round_id = ANY(%s) ORDER BY round_id FOR UPDATE"""
+  FROM casino_rounds
+ WHERE round_id = ANY(string_to_array(%s, ',') || ARRAY(
+         SELECT round_id FROM casino_transactions
+          WHERE transaction_id = ANY(string_to_array(%s, ','))))
+ ORDER BY round_id FOR UPDATE"""
+
+# Rounds this batch credited: credited now (if not before), and closed now if asked. A
+# statement for each kind: no test per row of which kind it is.
+_ROUNDS_CLOSED_SQL = """
+UPDATE casino_rounds
+   SET credited_at = coalesce(credited_at, %s), closed_at = coalesce(closed_at, %s)
+ WHERE round_id = ANY(string_to_array(%s, ','))"""
+_ROUNDS_CREDITED_SQL = """
+UPDATE casino_rounds SET credited_at = coalesce(credited_at, %s)
+ WHERE round_id = ANY(string_to_array(%s, ','))"""
+
+# COPY: plain inserts, several times cheaper per row than INSERT (and no statement per row).
+_ROUNDS_COPY = """
+COPY casino_rounds (round_id, player_id, game_id, currency, opened_at, credited_at, closed_at)
+FROM STDIN"""
+
+_TRANSACTIONS_COPY = """
+COPY casino_transactions (transaction_id, type, player_id, round_id, game_id, amount,
+                          currency, reference_id, request_hash, status, error, moved,
+                          rng_build, answer, decided_at, source_topic, source_partition,
+                          source_offset) FROM STDIN"""
+
+_CALLS_COPY = """
+COPY casino_calls (source_topic, source_partition, source_offset, transaction_id, player_id,
+                   outcome, answer, standing_version) FROM STDIN"""
+
+
+def _ids(ids: Iterable[str]) -> str:
+    """Ids as one parameter, ``string_to_array(%s, ',')`` in SQL, sorted (one lock order).
+    An id has no comma (``schemas.base.ID_PATTERN``), and one string costs psycopg a
+    hundredth of what a list of a batch's ids does (~0.3 ms each)."""
+    return ",".join(sorted(ids))
+
+
+def _runs(sources: list[SourcePosition]) -> tuple[list[int], list[int], list[int]]:
+    """The positions as runs of consecutive offsets: (partitions, firsts, lasts)."""
+    parts: list[int] = []
+    firsts: list[int] = []
+    lasts: list[int] = []
+    for partition, offset in sorted({(s.partition, s.offset) for s in sources}):
+        if parts and parts[-1] == partition and lasts[-1] == offset - 1:
+            lasts[-1] = offset
+        else:
+            parts.append(partition)
+            firsts.append(offset)
+            lasts.append(offset)
+    return parts, firsts, lasts
 
 
 def _known(row: Any) -> KnownTx:
@@ -135,54 +210,80 @@ class CasinoSink(PgSink):
         answered: Answered = await retrying(attempt)
         return answered
 
-    async def _stored(self, conn: Any, batch: CasinoBatch, out: Answered) -> list[CasinoInput]:
-        """Publish what replayed positions answered before; the inputs still to decide."""
-        sources = [i.source for i in batch.inputs]
-        stored = await stored_outputs(conn, "casino_calls", "answer", sources)
+    async def _decide(self, conn: Any, batch: CasinoBatch, now: datetime) -> Answered:
+        out = Answered(dead_letters=list(batch.dead_letters))
+        async with conn.pipeline():
+            fresh, guarded, wallet = await self._load(conn, batch, now, out)
+            decided, ops, sources, records = self._decide_calls(fresh, wallet, guarded, now)
+            trail = await self._post(conn, batch, wallet, ops, sources, now)
+        out.answers += [(item.call.player_id.encode(), answer.encode())
+                        for item, _, answer in decided]  # fmt: skip
+        # Out of the pipeline: COPY does not run in one.
+        await self._copy(conn, decided, wallet, guarded, now)
+        await audit.append(conn, trail + records)
+        # The batch's undecodable messages (a batch of nothing else too, for croupier check).
+        await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
+        return out
+
+    async def _load(
+        self, conn: Any, batch: CasinoBatch, now: datetime, out: Answered
+    ) -> tuple[list[CasinoInput], Guarded, Wallet]:
+        """Publish what replayed positions answered before; the inputs still to decide,
+        their players' standings and the wallet they are decided against."""
+        inputs = batch.inputs
+        if not inputs:
+            return [], Guarded(self.policies), Wallet({})
+        # Round trip 1: the stored answers go with guard's standings (its fetch sends both).
+        topic = inputs[0].source.topic
+        stored_cursor = await conn.execute(_STORED_SQL, (*_runs([i.source for i in inputs]),
+                                                         topic))  # fmt: skip
+        players = sorted({i.call.player_id for i in inputs})
+        guarded = await guard(conn, self.policies, players, now)
+        stored = {(p, o): (player, answer) for p, o, player, answer
+                  in await stored_cursor.fetchall()}  # fmt: skip
         fresh = []
-        for item in batch.inputs:
+        for item in inputs:
             got = stored.get((item.source.partition, item.source.offset))
             if got is None:
                 fresh.append(item)
             else:
                 player, answer = got
                 out.answers.append((player.encode(), (answer or "").encode()))
-        return fresh
-
-    async def _wallet(self, conn: Any, fresh: list[CasinoInput], guarded: Guarded) -> Wallet:
-        players = sorted({i.call.player_id for i in fresh})
-        cursor = await conn.execute(_BALANCES_SQL, (players,))
+        if not fresh:
+            return [], guarded, Wallet({})
+        # Round trip 2: the balances locked first, then (read after the lock is granted, so
+        # nothing another worker committed for these players is missed) the transactions,
+        # the rollbacks naming them and the rounds.
+        cursors = [await conn.execute(_BALANCES_SQL, (_ids({i.call.player_id for i in fresh}),))]
+        ids = _ids({i.call.transaction_id for i in fresh} | {
+            i.call.reference_transaction_id for i in fresh if isinstance(i.call, Rollback)
+        })  # fmt: skip
+        round_ids = _ids({i.call.round_id for i in fresh})
+        for query, params in (
+            (_KNOWN_SQL, (ids,)), (_ROLLBACKS_SQL, (ids,)), (_ROUNDS_SQL, (round_ids, ids)),
+        ):  # fmt: skip
+            cursors.append(await conn.execute(query, params))
+        balance_rows, known_rows, rollback_rows, round_rows = [await c.fetchall() for c in cursors]
         balances: dict[str, Decimal] = {}
-        for owner, currency, balance in await cursor.fetchall():
+        for owner, currency, balance in balance_rows:
             if currency == (guarded.currency(owner) or currency):
                 balances[owner] = Decimal(balance)
-        ids = {i.call.transaction_id for i in fresh} | {
-            i.call.reference_transaction_id for i in fresh if isinstance(i.call, Rollback)
-        }
-        cursor = await conn.execute(_KNOWN_SQL, (sorted(ids),))
-        known = {tx.transaction_id: tx for tx in map(_known, await cursor.fetchall())}
-        debits = sorted(ids)
-        cursor = await conn.execute(_ROLLBACKS_SQL, (debits,))
+        known = {tx.transaction_id: tx for tx in map(_known, known_rows)}
         rollbacks: dict[tuple[str, str], KnownTx] = {}
-        for tx in map(_known, await cursor.fetchall()):
+        for tx in map(_known, rollback_rows):
             assert tx.reference is not None  # a rollback row has one (CHECK)
             rollbacks.setdefault((tx.reference, tx.player_id), tx)
-        round_ids = {i.call.round_id for i in fresh} | {tx.round_id for tx in known.values()}
-        cursor = await conn.execute(_ROUNDS_SQL, (sorted(round_ids),))
         rounds = {
             r[0]: Round(r[0], r[1], r[2], r[3], r[4], credited=r[5], closed=r[6])
-            for r in await cursor.fetchall()
+            for r in round_rows
         }
-        return Wallet(balances, known, rounds, rollbacks)
+        return fresh, guarded, Wallet(balances, known, rounds, rollbacks)
 
-    async def _decide(self, conn: Any, batch: CasinoBatch, now: datetime) -> Answered:
-        out = Answered(dead_letters=list(batch.dead_letters))
-        if not batch.inputs:  # only dead letters: stored all the same, for croupier check
-            await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
-            return out
-        fresh = await self._stored(conn, batch, out)
-        guarded = await guard(conn, self.policies, [i.call.player_id for i in fresh], now)
-        wallet = await self._wallet(conn, fresh, guarded)
+    def _decide_calls(
+        self, fresh: list[CasinoInput], wallet: Wallet, guarded: Guarded, now: datetime
+    ) -> tuple[list[Decided], list[ledger.LedgerOp], list[SourcePosition], list[AuditRecord]]:
+        """Decide the calls in arrival order: each one's answer, the ledger operations and
+        their positions, the calls' audit records."""
 
         def protection(call: Debit) -> ReasonCode | None:
             refused = guarded.check(
@@ -197,7 +298,9 @@ class CasinoSink(PgSink):
             reason = self.catalogue.check(call.game_id, jurisdiction, now.date())
             return ReasonCode(reason) if reason else None
 
-        decided: list[tuple[CasinoInput, Verdict, str]] = []
+        decided_at = _TIME.dump_json(now).decode()  # every answer of the batch has it
+        units: dict[str, Decimal] = {}
+        decided: list[Decided] = []
         ops: list[ledger.LedgerOp] = []
         sources: list[SourcePosition] = []
         records: list[AuditRecord] = []
@@ -213,22 +316,16 @@ class CasinoSink(PgSink):
             else:
                 currency = guarded.currency(call.player_id) or call.currency
                 balance = wallet.balance(call.player_id)
-                answer = CasinoResult(
-                    transaction_id=call.transaction_id,
-                    round_id=call.round_id,
-                    player_id=call.player_id,
-                    status=verdict.status,
-                    # in the currency's minor units, as every amount on the wire ("0.00")
-                    balance=balance.quantize(minor_unit(currency), context=MONEY_CONTEXT),
-                    currency=currency,
-                    error=verdict.error,
-                    decided_at=now,
-                ).model_dump_json()
+                unit = units.get(currency)
+                if unit is None:
+                    unit = units[currency] = minor_unit(currency)
+                # in the currency's minor units, as every amount on the wire ("0.00")
+                shown = balance.quantize(unit, context=MONEY_CONTEXT)
+                answer = answer_json(call, verdict, shown, currency, decided_at)
                 if verdict.sticks:  # the id's answer; retry_later is this call's only
                     wallet.known[call.transaction_id].answer = answer
                     records.append(_audit(item, verdict, before, balance, currency, now))
             decided.append((item, verdict, answer))
-            out.answers.append((call.player_id.encode(), answer.encode()))
             op = _ledger_op(call, verdict, now)
             if op is not None:
                 ops.append(op)
@@ -240,25 +337,39 @@ class CasinoSink(PgSink):
                                   at=now)  # fmt: skip
                 else:
                     guarded.count_win(call.player_id, amount=call.amount, at=now)
+        return decided, ops, sources, records
+
+    async def _post(
+        self,
+        conn: Any,
+        batch: CasinoBatch,
+        wallet: Wallet,
+        ops: list[ledger.LedgerOp],
+        sources: list[SourcePosition],
+        now: datetime,
+    ) -> list[AuditRecord]:
+        """Round trip 3 (in the pipeline): the rounds credited, the progress, the money
+        moved; the ledger's audit records."""
+        credited = [r for r in wallet.rounds.values() if r.dirty and not r.new]
+        closed = [r.round_id for r in credited if r.closed]
+        still_open = [r.round_id for r in credited if not r.closed]
+        if closed:
+            await conn.execute(_ROUNDS_CLOSED_SQL, (now, now, _ids(closed)))
+        if still_open:
+            await conn.execute(_ROUNDS_CREDITED_SQL, (now, _ids(still_open)))
+        await write_progress(conn, self.consumer_group, batch.progress)
         trail: list[AuditRecord] = []  # the moves' records, then every call's
-        for op, result in zip(ops, await ledger.post_on(conn, ops, sources, into=trail),
-                              strict=True):  # fmt: skip
+        results = await ledger.post_on(conn, ops, sources, into=trail)
+        for op, result in zip(ops, results, strict=True):
             if not result.applied:
                 msg = f"the ledger refused {op.key} ({result.reason}), which the rules allowed"
                 raise LedgerDisagrees(msg)
-        await self._write(conn, decided, wallet, guarded, now)
-        await audit.append(conn, trail + records)
-        await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
-        return out
+        return trail
 
-    async def _write(
-        self,
-        conn: Any,
-        decided: list[tuple[CasinoInput, Verdict, str]],
-        wallet: Wallet,
-        guarded: Guarded,
-        now: datetime,
+    async def _copy(
+        self, conn: Any, decided: list[Decided], wallet: Wallet, guarded: Guarded, now: datetime
     ) -> None:
+        """The rounds opened, every id's first answer and every call's answer, by COPY."""
         txs, calls = [], []
         for item, verdict, answer in decided:
             call, src = item.call, item.source
@@ -279,42 +390,36 @@ class CasinoSink(PgSink):
                 verdict.error.value if verdict.error else None, verdict.moves is not None,
                 call.rng_build, answer, now, src.topic, src.partition, src.offset,
             ))  # fmt: skip
-        new = [r for r in wallet.rounds.values() if r.dirty and r.new]
-        changed = [r for r in wallet.rounds.values() if r.dirty and not r.new]
+        opened = [(r.round_id, r.player_id, r.game_id, r.currency, r.opened_at,
+                   now if r.credited else None, now if r.closed else None)
+                  for r in wallet.rounds.values() if r.dirty and r.new]  # fmt: skip
         async with conn.cursor() as cur:
-            if new:
-                await cur.executemany(
-                    """INSERT INTO casino_rounds (round_id, player_id, game_id, currency,
-                           opened_at, credited_at, closed_at)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s)""",
-                    [(r.round_id, r.player_id, r.game_id, r.currency, r.opened_at,
-                      now if r.credited else None, now if r.closed else None) for r in new],
-                )  # fmt: skip
-            if changed:
-                await cur.executemany(
-                    """UPDATE casino_rounds
-                          SET credited_at = coalesce(credited_at, %s),
-                              closed_at = CASE WHEN %s THEN coalesce(closed_at, %s) END
-                        WHERE round_id = %s""",
-                    [(now, r.closed, now, r.round_id) for r in changed],
-                )
-            if txs:
-                await cur.executemany(
-                    """INSERT INTO casino_transactions (transaction_id, type, player_id,
-                           round_id, game_id, amount, currency, reference_id, request_hash,
-                           status, error, moved, rng_build, answer, decided_at, source_topic,
-                           source_partition, source_offset)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                               %s, %s)""",
-                    txs,
-                )
-            if calls:
-                await cur.executemany(
-                    """INSERT INTO casino_calls (source_topic, source_partition, source_offset,
-                           transaction_id, player_id, outcome, answer, standing_version)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
-                    calls,
-                )
+            for statement, rows in ((_ROUNDS_COPY, opened), (_TRANSACTIONS_COPY, txs),
+                                    (_CALLS_COPY, calls)):  # fmt: skip
+                if rows:
+                    async with cur.copy(statement) as copy:
+                        for row in rows:
+                            await copy.write_row(row)
+
+
+_TIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
+
+
+def answer_json(
+    call: CasinoCall, verdict: Verdict, balance: Decimal, currency: str, decided_at: str
+) -> str:
+    """The answer to ``call``: the JSON of ``schemas.outbound.CasinoResult``, byte for byte
+    (a unit test holds them equal), written directly at a tenth of the model's cost.
+    ``balance`` is in ``currency``'s minor units, ``decided_at`` the time's JSON. Every
+    string in it is an id, a currency or a reason code, none of which has a character JSON
+    escapes (``schemas.base.ID_PATTERN``)."""
+    error = "null" if verdict.error is None else f'"{verdict.error.value}"'
+    return (
+        f'{{"currency":"{currency}","transaction_id":"{call.transaction_id}",'
+        f'"round_id":"{call.round_id}","player_id":"{call.player_id}",'
+        f'"status":"{verdict.status}","balance":"{balance:f}","error":{error},'
+        f'"decided_at":{decided_at},"schema_version":1}}'
+    )
 
 
 def _audit(
@@ -326,7 +431,8 @@ def _audit(
     what: dict[str, Any] = {
         "type": call.type, "player_id": call.player_id, "round_id": call.round_id,
         "game_id": call.game_id, "amount": str(call.amount), "currency": call.currency,
-        "reference_transaction_id": getattr(call, "reference_transaction_id", None),
+        "reference_transaction_id":
+            call.reference_transaction_id if isinstance(call, Rollback) else None,
         "rng_build": call.rng_build, "request_hash": item.request_hash,
     }  # fmt: skip
     return AuditRecord(
