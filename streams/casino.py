@@ -36,7 +36,6 @@ def register(app: Any, settings: Settings, *, sink: CasinoSink) -> Flow:
         now = datetime.now(UTC)
         with metrics.sink_batch("ledger.casino", len(batch.inputs)):
             answered = await until_available(lambda: sink.decide(batch, now), what="PostgreSQL")
-        await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")
         metrics.count_decisions("casino", answered.answers)
         out = Outputs()
         out.add(results, answered.answers)
