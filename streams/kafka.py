@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 Records = Iterable[tuple[bytes | None, bytes]]  # (key, value) to publish
 StartAt = Callable[[str, list[int]], dict[int, int]]  # topic, partitions -> next offsets
+IDLE_WAIT = 1.0  # seconds an idle flow waits for a message before it looks up again
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +111,10 @@ class Source:
         self.assigned = set()
         log.info("%s: revoked %s", self.group, sorted(tp.partition for tp in partitions))
 
-    async def batch(self, most: int, within: float) -> list[Message]:
-        """Up to ``most`` messages, waiting at most ``within`` seconds for the first ones."""
-        raw = await self._call(self._consumer.consume, most, within)
+    async def batch(self, most: int, within: float, idle: float = IDLE_WAIT) -> list[Message]:
+        """Up to ``most`` messages: the first as soon as it comes (or none after ``idle``
+        seconds), then as many more as come within ``within`` seconds."""
+        raw = await self._call(self._take, most, within, idle)
         out = []
         for m in raw:
             error = m.error()
@@ -123,6 +125,14 @@ class Source:
                 continue
             out.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b""))
         return out
+
+    def _take(self, most: int, within: float, idle: float) -> list[Any]:
+        # One wait that ends with the first message, so an idle flow wakes once a second,
+        # not every ``within``; then the batch fills for at most ``within``.
+        first = self._consumer.poll(idle)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(most - 1, within)] if most > 1 else [first]
 
     def commit(self, done: dict[int, int]) -> None:
         """Commit ``done`` (partition -> next offset) in the background: the next batch does
