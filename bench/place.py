@@ -81,7 +81,8 @@ class Bets:
             self.n += 1
             legs = 1 if n % 5 else 2 + n % 2  # 20 % accumulators of 2 or 3 legs
             sels = [{"event_id": f"m-{(n + k) % 200}-{k}", "market_id": "1x2",
-                     "outcome_id": "home", "odds": str(PRICES[k])} for k in range(legs)]  # fmt: skip
+                     "outcome_id": "home", "odds": str(PRICES[k])}
+                    for k in range(legs)]  # fmt: skip
             bet = BetRequest.model_validate({
                 "bet_id": f"b-{n}", "player_id": f"p-{n % self.players}", "placed_at": now,
                 "stake": "1.00", "currency": "EUR", "odds_change": "none", "selections": sels,
@@ -137,7 +138,9 @@ async def run(args: argparse.Namespace, settings: Settings, schema: str) -> dict
     return {"rounds": rounds, "replay_ms_per_1000": replay_ms}
 
 
-async def place_all(sink: SportsbookSink, batches: list[BetBatch], *, replay: bool = False) -> list[float]:
+async def place_all(
+    sink: SportsbookSink, batches: list[BetBatch], *, replay: bool = False
+) -> list[float]:
     times = []
     for batch in batches:
         start = time.perf_counter()
