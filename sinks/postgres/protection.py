@@ -192,6 +192,24 @@ SELECT player_id, started_at, ended_at FROM player_sessions
  WHERE player_id = ANY({_LIMITED_IDS}) AND (ended_at IS NULL OR ended_at > %s)"""  # noqa: S608
 
 
+# Standings parsed before, by their exact stored JSON (jsonb prints one text for one
+# value, and a standing carries its version): a row read again still decides, and parsing
+# it again was most of protection's CPU. Oldest out first past the bound.
+_PARSED: dict[str, PlayerState] = {}
+_PARSED_MAX = 4096
+
+
+def parse_standing(text: str) -> PlayerState:
+    """The standing stored as ``text``, parsed once per process (a frozen model)."""
+    state = _PARSED.get(text)
+    if state is None:
+        state = PlayerState.model_validate_json(text)
+        if len(_PARSED) >= _PARSED_MAX:
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[text] = state
+    return state
+
+
 def _kinds(kinds: Sequence[str]) -> list[str]:
     return [json.dumps([{"kind": k}]) for k in kinds]
 
@@ -211,9 +229,9 @@ class PendingGuard:
             return out
         every, locked, activity, sessions = self.cursors
         for pid, standing in await every.fetchall():
-            out.standings[pid] = PlayerState.model_validate_json(standing)
+            out.standings[pid] = parse_standing(standing)
         for pid, standing in await locked.fetchall():  # as committed when the lock was granted
-            out.standings[pid] = PlayerState.model_validate_json(standing)
+            out.standings[pid] = parse_standing(standing)
         at = self.at
         money = {p for p, s in out.standings.items() if has_limits(s.limits, MONEY_LIMITS, at)}
         timed = {p for p, s in out.standings.items() if has_limits(s.limits, ("session",), at)}
