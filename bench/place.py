@@ -53,7 +53,7 @@ def players(n: int, now: datetime) -> dict[str, PlayerState]:
     out = {}
     for i in range(n):
         pid = f"p-{i}"
-        limits = ()
+        limits: tuple[PlayerLimit, ...] = ()
         if i % 10 == 0:  # a loss limit far above what the run stakes: locked, never reached
             limits = (PlayerLimit(kind="loss", period="day", amount=Decimal("100000.00"),
                                   currency="EUR", set_at=now),)  # fmt: skip

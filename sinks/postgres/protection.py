@@ -17,7 +17,10 @@ and together pass it. So the rows of players with a loss or deposit limit in for
 locked (``FOR NO KEY UPDATE``, in player order) and read again under the lock, and their
 activity is read after it: the second product waits for the first to commit and counts
 its stake. The players flow's update of a locked row waits the same way. Players without
-such a limit (most of them) are not locked: nothing of theirs can race.
+such a limit (most of them) are not locked: nothing of theirs can race. ``send_guard``
+(the same reads in one round trip, sent in the caller's pipeline) picks the rows to lock
+in SQL by the kinds of limit a standing holds, before Python can ask which are in force:
+it may lock a player whose limit is still cooling off or has lapsed, never fewer.
 
 Within a batch, what a check lets through counts at once against the player's later
 checks in the batch (a stake adds to the loss, a deposit to the deposits). A stake the
