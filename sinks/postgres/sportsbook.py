@@ -181,15 +181,16 @@ class SportsbookSink(PgSink):
         1. In one pipeline: the batch's bet ids already stored; a shared advisory lock per
            market of every priced bet (sorted, the fence); which of those markets
            PostgreSQL holds as settled or cancelled; player protection's reads and locks
-           (``send_guard``); the audit chains' heads, locked.
+           (``send_guard``); the audit chains' heads, locked; and the batch's progress
+           (it commits with the rest or not at all).
         2. Known ids are answered from what is stored (replay, duplicate, conflict); every
            fresh bet gets its final verdict in ``accept_bet``, and what goes ahead counts
            against the player's later bets in the batch.
         3. ``ledger_post`` takes the accepted stakes; a refused stake refuses its bet
            (``ledger_refusal``). The stakes' audit records need no second query.
         4. ``COPY`` the bets and their legs; append the audit records (the stakes', then
-           every decision's) to the locked chains; dead letters; the producers' retries
-           and the batch's progress in the last round trip.
+           every decision's) to the locked chains; dead letters and producers' retries,
+           when there are any.
         """
         out = Placed(dead_letters=list(batch.dead_letters))
         inputs = batch.inputs
@@ -207,6 +208,7 @@ class SportsbookSink(PgSink):
                 players = [i.bet.player_id for i in inputs]
                 protection = await send_guard(conn, self.policies, players, now)
             heads = await audit.lock_heads(conn, {audit.chain_at(i.source) for i in inputs})
+            await write_progress(conn, self.consumer_group, batch.progress)
             known: dict[str, tuple[str, SourcePosition, str | None, str]] = {
                 row[0]: (row[1], SourcePosition(topic=row[2], partition=row[3], offset=row[4]),
                          row[5], row[6])
@@ -324,14 +326,12 @@ class SportsbookSink(PgSink):
                             await copy.write_row(row)
         await audit.append(conn, trail, heads=heads)
         await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
-        async with conn.pipeline():
-            if duplicates:
-                await conn.execute(
-                    _DUPLICATES_SQL,
-                    ([s.topic for s, _ in duplicates], [s.partition for s, _ in duplicates],
-                     [s.offset for s, _ in duplicates], [bet_id for _, bet_id in duplicates]),
-                )  # fmt: skip
-            await write_progress(conn, self.consumer_group, batch.progress)
+        if duplicates:
+            await conn.execute(
+                _DUPLICATES_SQL,
+                ([s.topic for s, _ in duplicates], [s.partition for s, _ in duplicates],
+                 [s.offset for s, _ in duplicates], [bet_id for _, bet_id in duplicates]),
+            )  # fmt: skip
         return out
 
     # -- settling ------------------------------------------------------------------------
