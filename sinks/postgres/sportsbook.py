@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import Any
 
 from rules import ledger_keys
-from rules.policy import Policies
+from rules.policy import LiabilityLimits, Policies
 from rules.sportsbook import (
     Leg,
     Outcome,
@@ -246,6 +246,7 @@ class SportsbookSink(PgSink):
 
         verdicts: dict[str, Priced | Refused] = {}
         ops, sources, staked = [], [], []
+        liability: dict[str | None, LiabilityLimits] = {}  # per jurisdiction, made once
         for item in fresh:
             b = item.bet
             blocked, limits = None, None
@@ -253,7 +254,10 @@ class SportsbookSink(PgSink):
                 blocked = guarded.check(
                     b.player_id, action="bet", currency=b.currency, amount=b.stake, at=now
                 )
-                limits = guarded.policies.liability(guarded.jurisdiction(b.player_id))
+                where = guarded.jurisdiction(b.player_id)
+                limits = liability.get(where)
+                if limits is None:
+                    limits = liability[where] = guarded.policies.liability(where)
             verdict = accept_bet(b, item.verdict, blocked=blocked, limits=limits, closed=closed)
             verdicts[b.bet_id] = verdict
             if isinstance(verdict, Priced):
