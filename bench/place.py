@@ -12,7 +12,7 @@ a worker's does. Each round places ``--batches`` fresh batches after one warm-up
 the printed number is milliseconds per 1,000 bets (median batch, and the round's total;
 and this process's CPU time, the sink's Python side, less noisy on a shared machine),
 then a replay of one batch (every bet known: the stored decisions published again).
-Writes ``bench/results/place.json``.
+Writes ``bench/results/place.json``; drops its schema at the end unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import psycopg
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -170,6 +173,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--label", default="", help="a name for this run in the JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch schema")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "place.json")
     args = parser.parse_args()
 
@@ -177,7 +181,12 @@ def main() -> None:
     settings = Settings()
     schema = f"bench_place_{uuid.uuid4().hex[:8]}"
     migrate(settings.migration_dsn, schema)
-    result = asyncio.run(run(args, settings, schema))
+    try:
+        result = asyncio.run(run(args, settings, schema))
+    finally:
+        if not args.keep:  # the stack is shared: leave nothing behind
+            with psycopg.connect(settings.migration_dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
     out = {
         "label": args.label,
         "machine": f"{platform.node()} {os.cpu_count()} cores",
