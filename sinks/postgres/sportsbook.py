@@ -175,8 +175,8 @@ class SportsbookSink(PgSink):
         return placed
 
     async def _place(self, conn: Any, batch: BetBatch, now: datetime) -> Placed:
-        """The placement transaction: load and lock (one round trip), decide
-        (``rules.sportsbook.accept_bet``), post the stakes (one round trip), write.
+        """The placement transaction: load and lock (one pipeline), decide
+        (``rules.sportsbook.accept_bet``), post the stakes (one statement), write (``COPY``).
 
         1. In one pipeline: the batch's bet ids already stored; a shared advisory lock per
            market of every priced bet (sorted, the fence); which of those markets
