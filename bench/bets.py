@@ -77,6 +77,7 @@ from croupier.stack import AUDITOR_TIMERS_OFF, WORKER_READY  # noqa: E402
 from sinks.postgres.ledger import Ledger  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402
 from streams.auditor import READY  # noqa: E402
+from streams.flow import flow_groups  # noqa: E402
 from topologies.topics import create_topics, topic_specs  # noqa: E402
 
 FEED = "live"
@@ -304,6 +305,7 @@ class DecisionReader(threading.Thread):
 class Worker:
     proc: subprocess.Popen[bytes]
     log: Path
+    metrics_port: int = 0
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
@@ -375,17 +377,26 @@ def audit_heads(s: Settings) -> dict[str, int]:
         return dict(conn.execute("SELECT chain, seq FROM audit_heads").fetchall())
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def start_workers(s: Settings, n: int, where: Path, timeout: float = 120) -> list[Worker]:
-    env = worker_env(s, where / "faust")
     workers = []
     for i in range(n):
         log_path = where / f"worker-{i + 1}.log"
+        port = free_port()  # each worker's /metrics: the flow's steps, timed
+        env = {**worker_env(s, where / "faust"), "CROUPIER_METRICS_PORT": str(port)}
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "croupier", "worker", "--name", f"bench-{i + 1}"],
                 env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
             )  # fmt: skip
-        workers.append(Worker(proc, log_path))
+        workers.append(Worker(proc, log_path, port))
     deadline = time.monotonic() + timeout
     while not all(w.ready() for w in workers):
         if time.monotonic() > deadline:
@@ -636,7 +647,9 @@ def cleanup(s: Settings, where: Path, *, keep: bool, keep_logs: bool) -> None:
             future.result()
         except Exception as exc:
             log(f"could not delete topic {name}: {exc}")
-    for group, future in admin.delete_consumer_groups([s.app_id], request_timeout=30).items():
+    for group, future in admin.delete_consumer_groups(
+        [s.app_id, *flow_groups(s)], request_timeout=30
+    ).items():
         try:
             future.result()
         except Exception as exc:
@@ -677,7 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"{plan.workers} worker(s) ready, the auditor in "
             f"{'its own process' if args.auditor == 'process' else 'the workers'}; "
             f"logs in {where}")  # fmt: skip
-        results, ok = run(plan, s, threads, readers)
+        results, ok = run(plan, s, threads, readers, workers)
     finally:
         for t in threads:
             t.stop()
@@ -801,8 +814,99 @@ def warm_up(
     return {"bets": len(warm), "outcomes": outcomes}
 
 
+def _role(pid: str) -> str | None:
+    """Which part of the system process ``pid`` is, by its command line."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return None
+    if int(pid) == os.getpid():
+        return "bench (producer and reader)"
+    if b"croupier worker --name bench-" in cmd:
+        return "workers"
+    if b"croupier audit run" in cmd:
+        return "auditor"
+    if b"postgres" in cmd:
+        return "postgresql"
+    if b"java" in cmd and b"kafka" in cmd:
+        return "kafka"
+    if b"croupier" in cmd:
+        return "other croupier"
+    return None
+
+
+def flow_steps(workers: Sequence[Worker], flow: str = "bets") -> dict[str, float]:
+    """The workers' summed ``croupier_flow_step_seconds`` (and batch counts) of ``flow``."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for w in workers:
+        if not w.metrics_port:
+            continue
+        try:
+            url = f"http://127.0.0.1:{w.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.labels.get("flow") != flow:
+                    continue
+                if sample.name == "croupier_flow_step_seconds_sum":
+                    key = sample.labels["step"]
+                elif sample.name in ("croupier_flow_batch_size_sum",
+                                     "croupier_flow_batch_size_count"):  # fmt: skip
+                    key = sample.name.removeprefix("croupier_flow_batch_")
+                else:
+                    continue
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def steps_per_batch(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean milliseconds of each step per batch, and the mean batch size, between readings."""
+    batches = after.get("size_count", 0) - before.get("size_count", 0)
+    if batches <= 0:
+        return {}
+    out: dict[str, float] = {k: round((after[k] - before.get(k, 0)) * 1000 / batches, 2)
+                             for k in ("handle", "flush") if k in after}  # fmt: skip
+    out["batches"] = batches
+    out["bets_per_batch"] = round((after["size_sum"] - before.get("size_sum", 0)) / batches, 1)
+    return out
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds (user + system) each part of the system has used, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or (role := _role(entry)) is None:
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_per_1000(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """CPU milliseconds per 1,000 bets of each part between two ``cpu_by_role`` readings
+    (a process that ended in between is not counted)."""
+    per = {k: round((after[k] - before.get(k, 0.0)) * 1e6 / max(n, 1), 1) for k in after}
+    per["total"] = round(sum(per.values()), 1)
+    return per
+
+
 def run(
-    plan: Plan, s: Settings, threads: list[Paced], readers: list[DecisionReader]
+    plan: Plan,
+    s: Settings,
+    threads: list[Paced],
+    readers: list[DecisionReader],
+    workers: Sequence[Worker] = (),
 ) -> tuple[dict[str, Any], bool]:
     """Set up the players and the feed, then the three phases; (results, all good)."""
     ready = prepare(plan, s, threads, readers)
@@ -818,6 +922,7 @@ def run(
 
     # 1. Throughput.
     load = bench.bets("t", plan.bets)
+    cpu_before, steps_before = cpu_by_role(), flow_steps(workers)
     start = time.time()
     for bet_id, key, value in load:
         bench.stamps[bet_id] = time.time()
@@ -827,6 +932,8 @@ def run(
     complete = reader.wait(["t"], len(load), max(120, plan.bets / 200))
     last = max((reader.seen[b] for b, _, _ in load if b in reader.seen), default=start)
     elapsed = last - start
+    cpu = cpu_per_1000(cpu_before, cpu_by_role(), reader.decided["t"])
+    steps = steps_per_batch(steps_before, flow_steps(workers))
     thr = {
         "bets": len(load),
         "decided": reader.decided["t"],
@@ -837,7 +944,11 @@ def run(
         "bets_per_s": round(reader.decided["t"] / elapsed) if elapsed > 0 else 0,
         "outcomes": dict(reader.outcomes.get("t", {})),
         "latency_under_full_load": bench.latencies(reader, (b for b, _, _ in load))["decision"],
+        "cpu_ms_per_1000_bets": cpu,
+        "ms_per_batch": steps,
     }
+    log(f"CPU ms per 1,000 bets: {cpu}")
+    log(f"a bets batch, ms: {steps}")
     ok = ok and complete
     # What the audit trail's background work has left to do once the bets are decided.
     heads = audit_heads(s)

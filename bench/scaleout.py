@@ -34,19 +34,17 @@ def assignment(ps: PrivateStack) -> dict[str, list[str]]:
     from confluent_kafka.admin import AdminClient
 
     from croupier.settings import Settings
+    from streams.flow import flow_groups
 
     settings = Settings(**ps.stack.service_env())  # type: ignore[arg-type]
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    group = settings.app_id
-    described = admin.describe_consumer_groups([group])[group].result(timeout=20)
     out: dict[str, list[str]] = {}
-    for member in described.members:
-        parts = member.assignment.topic_partitions if member.assignment else []
-        inbound = sorted(f"{tp.topic}/{tp.partition}" for tp in parts
-                         if tp.topic.split(".")[-1] in ("bets", "odds", "payments", "casino",
-                                                        "players"))  # fmt: skip
-        out[f"{member.member_id}@{member.host}"] = inbound
-    return out
+    for _group, future in admin.describe_consumer_groups(flow_groups(settings)).items():
+        for member in future.result(timeout=20).members:
+            parts = member.assignment.topic_partitions if member.assignment else []
+            out.setdefault(member.client_id.rpartition("@")[2] or member.host, []).extend(
+                f"{tp.topic}/{tp.partition}" for tp in parts)  # fmt: skip
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def one(n: int, args: argparse.Namespace) -> dict[str, Any]:

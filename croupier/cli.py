@@ -281,6 +281,9 @@ def _print_range(report: RangeReport) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import uvloop
     from faust.worker import Worker
 
     from rules.games import CatalogueError
@@ -288,6 +291,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from topologies.app import create_app
 
     settings = _settings()
+    # libuv's event loop: the flows' scheduling, sockets and timers cost a fraction of
+    # asyncio's pure-Python loop (BENCHMARKS.md, issue 16).
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
         app = create_app(settings)  # loads and validates the policies and the game registry
     except (PolicyError, CatalogueError) as exc:

@@ -32,9 +32,6 @@ Environment variables (documented once, here and in the README):
                                 before the message is refused (``clock_skew``): a bet's
                                 ``placed_at`` either way, any time ahead on the feed and
                                 the players topic (default 300; ``rules/clock.py``)
-``CROUPIER_REPAIR_INTERVAL``    seconds between a worker's checks that no partition it
-                                owns is committed past, or stalled behind, PostgreSQL's
-                                progress (default 5)
 ``CROUPIER_POLICY_DIR``         directory of jurisdiction policy files, ``<J>.toml``
                                 (default: the ``policies/`` shipped with Croupier)
 ``CROUPIER_GAMES_CATALOGUE``    the casino game registry, a TOML file (default: the
@@ -114,7 +111,6 @@ class Settings(BaseSettings):
         default=DEFAULT_CLOCK_SKEW.total_seconds(), gt=0, le=366 * 86_400,
         validation_alias="CROUPIER_CLOCK_SKEW_SECONDS",
     )  # fmt: skip
-    repair_interval: float = Field(default=5.0, gt=0, validation_alias="CROUPIER_REPAIR_INTERVAL")
     policy_dir: Path = Field(default=POLICY_DIR, validation_alias="CROUPIER_POLICY_DIR")
     games_catalogue: Path = Field(
         default=DEFAULT_CATALOGUE, validation_alias="CROUPIER_GAMES_CATALOGUE"

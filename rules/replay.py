@@ -8,7 +8,8 @@ processed, through the market rules below and prices the legs with ``settle_bet`
 also derives the settlement history the sportsbook must have posted (``<bet_id>/<n>``,
 one number per settlement and per rollback).
 
-The market rules (the same as ``SportsbookSink._apply``), per market:
+The market rules, per market (folded here on their own, as ``rules/markets.py`` states them
+for ``SportsbookSink``; ``tests/unit/test_rules_markets.py`` holds the two together):
 
 * A message applies to the markets it names (``bet_settlement``: its markets; the others:
   ``market_ids``, or every market of the event when absent).

@@ -1,30 +1,19 @@
-"""Sink contract: a sink writes one batch atomically, or raises and writes nothing."""
+"""Store contract: a flow's batch is stored atomically, or the store raises and stores nothing."""
 
 from __future__ import annotations
 
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 from schemas.records import DeadLetter
 
-B_contra = TypeVar("B_contra", contravariant=True)
 
-
-class Sink(Protocol, Generic[B_contra]):
-    """Where an agent's batch goes; ``write`` is idempotent, keyed by Kafka position."""
+class Store(Protocol):
+    """What the commit protocol (``streams/flow.py``) needs of every flow's store, beside
+    the one transaction per batch its flow runs there."""
 
     async def open(self) -> None: ...
 
-    async def write(self, batch: B_contra) -> None: ...
-
     async def close(self) -> None: ...
-
-
-class ProgressSink(Sink[B_contra], Protocol):
-    """A sink that records how far each partition is done (rows, outputs and table)."""
-
-    async def progress(self, topic: str, partitions: list[int]) -> dict[int, int]: ...
-
-    async def record_progress(self, progress: dict[tuple[str, int], int]) -> None: ...
 
     async def set_aside(self, letter: DeadLetter, progress: dict[tuple[str, int], int]) -> None:
         """Store a message's dead letter and ``progress`` past it, in one transaction."""

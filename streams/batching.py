@@ -1,11 +1,4 @@
-"""Running one agent batch so that one message can never stop a partition.
-
-**Finished before acked.** Faust's ``take_events`` acks a batch in a ``finally`` block,
-so a batch whose processing was cancelled (shutdown, rebalance) would be acked, and its
-offsets committed, half done. Each batch therefore runs as its own task: a cancelled
-agent waits for it to finish; a batch that cannot finish during the stop ends the process
-at once, without committing, which is no worse than a SIGKILL: the batch is redelivered
-and the idempotent sinks absorb it.
+"""Running one batch so that one message can never stop a partition.
 
 **Infrastructure errors hold the batch; everything else is one message's.** Whatever
 fails a batch is sorted in one place (``infrastructure``):
@@ -55,7 +48,8 @@ Process = Callable[[list[Any]], Awaitable[None]]
 SetAside = Callable[[Any, BaseException, str], Awaitable[None]]
 
 
-def _die(code: int, what: str) -> None:
+def die(code: int, what: str) -> None:
+    """End the process now, committing nothing: what is under way is redelivered."""
     log.critical("%s; exiting without committing so the batch is redelivered", what)
     logging.shutdown()
     os._exit(code)
@@ -178,28 +172,6 @@ async def isolate(events: Sequence[Any], process: Process, set_aside: SetAside) 
             return
         log.warning("a message failed (try %d of %d): %s", tries, MESSAGE_TRIES,
                     describe(failure))  # fmt: skip
-
-
-async def run_batch(batch: Callable[[], Awaitable[T]]) -> T:
-    """Run ``batch`` to completion whatever happens to the calling task.
-
-    A cancelled caller waits for the batch to finish; a batch that cannot finish within
-    ``FINISH_ON_CANCEL_SECONDS`` of the cancel ends the process without committing. A
-    batch that raises ends the process too: pass a batch that cannot raise (``isolate``).
-    """
-    task: asyncio.Task[T] = asyncio.ensure_future(batch())
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        try:
-            await asyncio.wait_for(asyncio.shield(task), FINISH_ON_CANCEL_SECONDS)
-        except BaseException:
-            _die(EXIT_BATCH_FAILED, "a batch could not finish during shutdown")
-        raise
-    except Exception:
-        log.exception("batch failed")
-        _die(EXIT_BATCH_FAILED, "a batch failed")
-        raise  # unreachable: _die exits
 
 
 async def until_available(

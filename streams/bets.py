@@ -1,16 +1,15 @@
 """The ``bets`` flow: decide every bet exactly once, reserving the stake in the ledger.
 
-Per batch (one in flight per partition, in offset order, so a player's bets stay in
-order): read back skipped offsets, decode (a message that does not decode is a dead
-letter), price each bet against the odds table (``rules/sportsbook.py``), then hand the
-batch to the sportsbook sink, which in one transaction fences the markets, asks player
-protection for each bet in that transaction (``sinks/postgres/protection.py``:
-the standing is read there, not from a table that could lag behind an exclusion),
-reserves the stakes and stores every decision.
-Only then are the decisions published, and only after Kafka has them is the partitions'
-progress recorded. A crash before the commit replays the batch from scratch (nothing was
-published); a crash after it replays to the stored decisions, which are published again
-byte for byte. A bet id seen before is never decided twice.
+Per batch (``streams/flow.py`` runs the protocol: one batch in flight, in offset order, so
+a player's bets stay in order): decode (a message that does not decode is a dead letter),
+price each bet against the odds table (``rules/sportsbook.py``), then hand the batch to
+the sportsbook sink, which in one transaction fences the markets, asks player protection
+for each bet in that transaction (``sinks/postgres/protection.py``: the standing is read
+there, not from a table that could lag behind an exclusion), reserves the stakes and
+stores every decision and the partitions' progress. A crash before the commit replays the
+batch from scratch (nothing was published); a crash after it replays to the stored
+decisions, which are published again byte for byte. A bet id seen before is never
+decided twice.
 """
 
 from __future__ import annotations
@@ -27,8 +26,9 @@ from schemas.bets import BET_REQUEST, BetRequest
 from sinks.postgres.sportsbook import BetBatch, BetInput, SportsbookSink
 from streams import metrics
 from streams.batching import until_available
-from streams.context import decode_all, letter_records, position, publish
-from streams.flow import declare_flow
+from streams.context import decode_all, letter_records, position
+from streams.flow import Flow, Outputs, declare_flow
+from streams.kafka import Message
 
 
 def request_hash(model: Any) -> str:
@@ -73,42 +73,33 @@ def register(
     odds: Any,
     health: Any,
     sink: SportsbookSink,
-) -> Any:
-    """Declare the bets agent on ``app``; returns the agent."""
-    source_topic = settings.topic("bets")
+) -> Flow:
+    """Run the bets flow in ``app``."""
     decisions, dead_letters = settings.topic("bet-decisions"), settings.topic("dead-letters")
     timeout = timedelta(seconds=settings.feed_timeout)
     skew = settings.clock_skew
 
-    async def process(events: list[Any]) -> None:
+    async def handle(messages: list[Message]) -> Outputs:
         batch = BetBatch()
         decoded = decode_all(
-            BET_REQUEST, events, progress=batch.progress, letters=batch.dead_letters
+            BET_REQUEST, messages, progress=batch.progress, letters=batch.dead_letters
         )
         bets = [b for _, b in decoded]
         books = read_books(odds, bets)
         producers = read_producers(health, books.values())
         now = datetime.now(UTC)
-        for event, bet in decoded:
+        for message, bet in decoded:
             verdict = decide_bet(bet, books, producers, now, timeout, clock_skew=skew)
-            batch.inputs.append(
-                BetInput(
-                    position(event),
-                    bet,
-                    request_hash(bet),
-                    verdict,
-                    event.message.key,
-                    event.message.value or b"",
-                )
-            )
+            batch.inputs.append(BetInput(position(message), bet, request_hash(bet), verdict,
+                                         message.key, message.value))  # fmt: skip
         with metrics.sink_batch("ledger.bets", len(batch.inputs)):
             placed = await until_available(lambda: sink.place(batch, now), what="PostgreSQL")
-        await publish(app, decisions, placed.decisions)
-        metrics.count_decisions("bets", placed.decisions)
-        await publish(app, dead_letters, letter_records(placed.dead_letters))
-        await app.producer.flush()
         await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")
+        metrics.count_decisions("bets", placed.decisions)
+        out = Outputs()
+        out.add(decisions, placed.decisions)
+        out.add(dead_letters, letter_records(placed.dead_letters))
+        return out
 
-    return declare_flow(
-        app, settings, name="croupier.bets", source_topic=source_topic, sink=sink, process=process
-    )
+    return declare_flow(app, settings, name="bets", topic=settings.topic("bets"), store=sink,
+                        handle=handle)  # fmt: skip

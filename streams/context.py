@@ -1,22 +1,19 @@
-"""Faust plumbing the agents share: table writes in the right partition, dead letters, sends."""
+"""What the flows share: timers that never end a worker, positions, dead letters, decoding."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import weakref
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from faust.streams import _current_event
 from pydantic import TypeAdapter
 
 from schemas.decode import DecodeFailure, decode
 from schemas.records import MAX_LETTER_KEY_BYTES, DeadLetter, SourcePosition
 from streams import metrics
-from streams.gaps import advance
+from streams.kafka import Message
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,64 +64,40 @@ def app_timer(app: Any, interval: float) -> Callable[[Tick], Any]:
     return declare
 
 
-@contextlib.contextmanager
-def in_partition_of(event: Any) -> Iterator[None]:
-    """Make ``event`` Faust's current event, so a table write lands in its partition.
-
-    A Faust table sends each change to the changelog partition of the *current* event.
-    A batch from ``take_events`` mixes partitions, and the current event is only the last
-    one buffered; without this, a change could be written to another partition's
-    changelog and be missing after a recovery.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+def position(message: Message) -> SourcePosition:
+    """Where ``message`` was: what its decision, audit record or dead letter names."""
+    return SourcePosition(topic=message.topic, partition=message.partition, offset=message.offset)
 
 
-def position(event: Any) -> SourcePosition:
-    msg = event.message
-    return SourcePosition(topic=msg.topic, partition=msg.partition, offset=msg.offset)
+def dead_letter(message: Message, reason: str, error: str) -> DeadLetter:
+    """The dead-letter record for ``message``: its bytes, position and the error."""
+    where = SourcePosition(topic=message.topic, partition=message.partition, offset=message.offset)
+    return DeadLetter.of(where, message.key, message.value, reason, error, datetime.now(UTC))
 
 
-def dead_letter(event: Any, reason: str, error: str) -> DeadLetter:
-    """The dead-letter record for ``event``: its bytes, position and the error."""
-    msg = event.message
-    value = msg.value if msg.value is not None else b""
-    where = SourcePosition(topic=msg.topic, partition=msg.partition, offset=msg.offset)
-    return DeadLetter.of(where, msg.key, value, reason, error, datetime.now(UTC))
+def advance(progress: dict[tuple[str, int], int], message: Message) -> None:
+    """Move ``progress`` past ``message``."""
+    where = (message.topic, message.partition)
+    progress[where] = max(progress.get(where, 0), message.offset + 1)
 
 
 def decode_all(
     adapter: TypeAdapter[T],
-    events: list[Any],
+    messages: list[Message],
     *,
     progress: dict[tuple[str, int], int],
     letters: Letters,
-) -> list[tuple[Any, T]]:
-    """Decode a batch: every event moves ``progress``; one that does not decode is a letter."""
-    out: list[tuple[Any, T]] = []
-    for event in events:
-        advance(progress, event)
-        result = decode(adapter, event.message.value, key=event.message.key)
+) -> list[tuple[Message, T]]:
+    """Decode a batch: every message moves ``progress``; one that does not decode is a letter."""
+    out: list[tuple[Message, T]] = []
+    for message in messages:
+        advance(progress, message)
+        result = decode(adapter, message.value, key=message.key)
         if isinstance(result, DecodeFailure):
-            letters.append((event.message.key, dead_letter(event, result.reason, result.error)))
+            letters.append((message.key, dead_letter(message, result.reason, result.error)))
         else:
-            out.append((event, result))
+            out.append((message, result))
     return out
-
-
-async def publish(app: Any, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
-    """Hand ``(key, value)`` records to the producer; the caller flushes before moving on.
-
-    Straight to the producer rather than through ``faust.Topic.send``: the values are
-    bytes already, and Faust's per-message machinery costs more than the send itself.
-    Keys are partitioned by the producer's murmur2, as Faust and Java clients do.
-    """
-    producer = app.producer
-    for key, value in records:
-        await producer.send(topic, key, value, None, None, None)
 
 
 def letter_records(letters: Letters) -> list[tuple[bytes | None, bytes]]:
@@ -135,3 +108,11 @@ def letter_records(letters: Letters) -> list[tuple[bytes | None, bytes]]:
         (None if key is None else key[:MAX_LETTER_KEY_BYTES], letter.model_dump_json().encode())
         for key, letter in letters
     ]
+
+
+async def publish(app: Any, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
+    """Hand ``(key, value)`` records to the Faust app's producer (the timers' outputs; the
+    flows have their own, ``streams/kafka.py``); the caller flushes before moving on."""
+    producer = app.producer
+    for key, value in records:
+        await producer.send(topic, key, value, None, None, None)

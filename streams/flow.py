@@ -1,266 +1,209 @@
-"""One flow = one agent on one source topic, plus the repair that keeps it from losing a tail.
+"""One flow: a topic read in batches, each batch decided and stored once, then answered.
 
-Every flow processes batches the same way (``streams/batching.py``: one in flight, an
-ack only after the batch is done, a service away holding the batch and a message that
-breaks the flow set aside as its dead letter, here in ``set_aside``) and records per
-partition how far it is done in PostgreSQL (``consumer_progress``). Before ``process``
-sees a batch, ``streams/gaps.py`` adds back any offsets the consumer skipped before it.
-That leaves one hole: Faust can commit an offset past messages its agent never finished,
-and if no later message arrives on that partition, no batch ever notices. And under
-SIGKILL and restarts we have also seen a worker's consumer deliver nothing at all for a
-partition it owns, messages waiting. The repair timer closes both: every
-``repair_interval`` seconds it compares, for each partition this worker owns,
-PostgreSQL's progress with the group's committed offset and with the partition's end.
-Progress behind the committed offset, or behind the end without having moved since the
-last look while the flow finished no batch at all, is read back by position (a batch at
-a time) and processed like any batch, under the same lock, so never beside one. A
-partition waiting behind a flow busy with other partitions' backlog is only waiting its
-turn: it is read back only if it has not moved for ``BUSY_LOOKS`` looks (reading it at
-once made the flow do, and publish, the same work twice, exactly when it was behind).
-Whatever was in fact done already is absorbed by the idempotent sinks, and a redelivered
-output is the stored one, byte for byte.
+Every flow runs the same commit protocol, written here once (as Quix Streams writes its
+``Checkpoint.commit`` once):
+
+1. **read** a batch from the flow's consumer (``streams/kafka.py``: up to
+   ``CROUPIER_BATCH_MAX`` messages, waiting at most ``CROUPIER_BATCH_WITHIN``);
+2. **handle** it: the flow decodes, decides and stores the batch in one PostgreSQL
+   transaction (effects, decisions, audit records, dead letters, the partitions'
+   ``consumer_progress``) and returns what to publish. That is all a flow supplies;
+3. **publish** the outputs and **flush**: Kafka has every one of them;
+4. **commit** the offsets: only now is the batch done, and a crash anywhere before this
+   replays it, to the stored decisions, published again byte for byte.
+
+A failure is sorted by ``streams/batching.py``: a service away holds the batch (run again
+with backoff for as long as it takes), and anything else is narrowed down to the message
+that fails alone, which is set aside as its dead letter (``set_aside``: the letter and its
+partition's progress in one transaction, then published) so every message around it is
+decided as usual.
+
+A flow runs as a service of the Faust app, started once the app's tables are recovered
+and stopped before the app's own producer and consumer: a stop lets the batch under way
+finish (at most ``FINISH_ON_CANCEL_SECONDS``; if it cannot, the process ends without
+committing, which is no worse than a SIGKILL), then leaves the group at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import mode
 
 from croupier.settings import Settings
-from schemas.records import DeadLetter
+from sinks.base import Store
+from sinks.postgres.common import read_progress
 from streams import metrics
 from streams.batching import (
+    EXIT_BATCH_FAILED,
+    FINISH_ON_CANCEL_SECONDS,
     describe,
+    die,
     hold_until_available,
     isolate,
-    run_batch,
     until_available,
 )
-from streams.context import app_timer, dead_letter, in_partition_of, letter_records, publish
-from streams.gaps import (
-    Positions,
-    by_partition,
-    fill_gaps,
-    read_range,
-    repair_plan,
-    unique_positions,
-)
+from streams.context import app_timer, dead_letter, letter_records
+from streams.kafka import Message, Records, Sender, Source
 
 log = logging.getLogger(__name__)
 
-Process = Callable[[list[Any]], Awaitable[None]]
+
+@dataclass
+class Outputs:
+    """What a handled batch publishes, topic by topic, in order."""
+
+    records: list[tuple[str, Records]] = field(default_factory=list)
+
+    def add(self, topic: str, records: Records) -> None:
+        self.records.append((topic, records))
 
 
-class Tracked(Protocol):
-    """What the flow needs of its sink: a lifecycle, and how far each partition is done."""
-
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def progress(self, topic: str, partitions: list[int]) -> dict[int, int]: ...
-
-    async def record_progress(self, progress: dict[tuple[str, int], int]) -> None: ...
-
-    async def set_aside(self, letter: DeadLetter, progress: dict[tuple[str, int], int]) -> None:
-        """Store ``letter`` and ``progress`` (past its message) in one transaction."""
-        ...
+Handle = Callable[[list[Message]], Awaitable[Outputs]]
 
 
-def follows(done: int | None, offsets: list[int]) -> bool:
-    """Whether ``offsets`` continue exactly from ``done`` (the next offset), with no hole."""
-    return done is not None and sorted(offsets) == list(range(done, done + len(offsets)))
+def next_offsets(messages: Sequence[Message]) -> dict[int, int]:
+    """Per partition, the offset after the last of ``messages``."""
+    done: dict[int, int] = {}
+    for m in messages:
+        if m.offset >= done.get(m.partition, -1):
+            done[m.partition] = m.offset + 1
+    return done
 
 
-class Lifecycle(Protocol):
-    """A sink that opens and closes."""
+class Flow(mode.Service):
+    """The commit protocol above, for one topic, as a service of the Faust app."""
 
-    async def open(self) -> None: ...
+    def __init__(
+        self, app: Any, settings: Settings, *, name: str, topic: str, store: Store, handle: Handle
+    ) -> None:
+        super().__init__()
+        self.app, self.settings, self.name = app, settings, name
+        self.topic, self.store, self.handle = topic, store, handle
+        self.dead_letters = settings.topic("dead-letters")
+        self.stopping = False
+        self.finished = asyncio.Event()
+        self.source: Source | None = None
+        self.sender: Sender | None = None
+        self.consumed = metrics.EVENTS.labels(topic)
+        self.seconds = metrics.FLOW_SECONDS.labels(name)
+        self.sizes = metrics.FLOW_SIZE.labels(name)
+        self.steps = {step: metrics.FLOW_STEP_SECONDS.labels(name, step)
+                      for step in ("handle", "flush")}  # fmt: skip
 
-    async def close(self) -> None: ...
+    def _start_at(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        s = self.settings
+        return read_progress(s.pg_dsn.get_secret_value(), s.pg_schema, s.app_id, topic, partitions)
+
+    def connect(self) -> tuple[Source, Sender]:
+        """The flow's consumer and producer (a test runs the protocol on stand-ins)."""
+        source = Source(self.settings, group=group_of(self.settings, self.name),
+                        topic=self.topic, start_at=self._start_at)  # fmt: skip
+        return source, Sender(self.settings)
+
+    async def on_start(self) -> None:
+        await until_available(self.store.open, what="PostgreSQL")
+        self.source, self.sender = self.connect()
+        await self.source.start()
+        self.add_future(self._run())
+
+    async def on_stop(self) -> None:
+        self.stopping = True
+        if self.source is not None:
+            try:
+                await asyncio.wait_for(self.finished.wait(), FINISH_ON_CANCEL_SECONDS)
+            except TimeoutError:
+                die(EXIT_BATCH_FAILED, f"{self.name}: a batch could not finish during shutdown")
+            await self.source.close()
+        if self.sender is not None:
+            await self.sender.close()
+        await self.store.close()
+
+    async def _run(self) -> None:
+        assert self.source is not None
+        try:
+            while not self.stopping and not self.app.should_stop:
+                messages = await self.source.batch(self.settings.batch_max,
+                                                   self.settings.batch_within)  # fmt: skip
+                if messages:
+                    await self.one_batch(messages)
+        except Exception:
+            log.exception("%s: the flow failed", self.name)
+            die(EXIT_BATCH_FAILED, f"{self.name}: the flow failed")
+        finally:
+            self.finished.set()
+
+    async def one_batch(self, messages: list[Message]) -> None:
+        """Steps 2 to 4 for one batch; messages that fail alone are set aside."""
+        assert self.source is not None
+        started = time.perf_counter()
+        await isolate(messages, self._complete, self._set_aside)
+        self.source.commit(next_offsets(messages))
+        self.seconds.observe(time.perf_counter() - started)
+        self.sizes.observe(len(messages))
+        self.consumed.inc(len(messages))
+
+    async def _complete(self, messages: list[Message]) -> None:
+        assert self.sender is not None
+        started = time.perf_counter()
+        out = await self.handle(messages)
+        flushing = time.perf_counter()
+        self.steps["handle"].observe(flushing - started)
+        for topic, records in out.records:
+            self.sender.publish(topic, records)
+        await self.sender.flush()
+        self.steps["flush"].observe(time.perf_counter() - flushing)
+
+    async def _set_aside(self, message: Message, exc: BaseException, reason: str) -> None:
+        """Dead-letter a message its flow cannot get past, and move its partition on."""
+        assert self.sender is not None
+        letter = dead_letter(message, reason, describe(exc))
+        log.error("%s[%d]@%d set aside as %s: %s", message.topic, message.partition,
+                  message.offset, reason, letter.error)  # fmt: skip
+        progress = {(message.topic, message.partition): message.offset + 1}
+        await until_available(lambda: self.store.set_aside(letter, progress), what="PostgreSQL")
+        self.sender.publish(self.dead_letters, letter_records([(message.key, letter)]))
+        await hold_until_available(self.sender.flush)
 
 
-class SinkTurns:
-    """A flow's sink taken in turns: one batch at a time, and open or closed between them.
+FLOWS = ("players", "odds", "bets", "payments", "casino")
 
-    The agent and the repair timer share the sink. The timer is the app's, not the
-    agent's, so it can fire while the agent stops: it takes a turn only while the sink is
-    open, and the agent closes the sink between turns, never under a repair's batch.
-    """
 
-    def __init__(self, sink: Lifecycle) -> None:
-        self.sink = sink
-        self.lock = asyncio.Lock()
-        self.open = False
+def group_of(settings: Settings, name: str) -> str:
+    """The consumer group of flow ``name`` (one per flow: a rebalance of one moves no other)."""
+    return f"{settings.app_id}.{name}"
 
-    async def start(self) -> None:
-        async with self.lock:
-            await self.sink.open()
-            self.open = True
 
-    async def stop(self) -> None:
-        self.open = False  # no turn starts now; one under way finishes first
-        async with self.lock:
-            await self.sink.close()
-
-    @contextlib.asynccontextmanager
-    async def turn(self) -> AsyncIterator[bool]:
-        """Hold the sink for one batch; yields whether it is open (if not, do nothing)."""
-        async with self.lock:
-            yield self.open
+def flow_groups(settings: Settings) -> list[str]:
+    """Every flow's consumer group."""
+    return [group_of(settings, name) for name in FLOWS]
 
 
 def declare_flow(
-    app: Any,
-    settings: Settings,
-    *,
-    name: str,
-    source_topic: str,
-    sink: Tracked,
-    process: Process,
-) -> Any:
-    """Declare the agent ``name`` on ``source_topic`` and its repair timer; returns the agent."""
-    source = app.topic(source_topic, key_type=bytes, value_type=bytes)
-    turns = SinkTurns(sink)
-
-    # Partition -> the next offset this process finished. A batch that starts exactly
-    # there with no hole cannot have skipped anything, so PostgreSQL is not asked.
-    finished: dict[int, int] = {}
-
-    dead_letters = settings.topic("dead-letters")
-
-    async def set_aside(event: Any, exc: BaseException, reason: str) -> None:
-        """Dead-letter a message its flow cannot get past, and move its partition on."""
-        letter = dead_letter(event, reason, describe(exc))
-        msg = event.message
-        log.error("%s[%d]@%d set aside as %s: %s", msg.topic, msg.partition, msg.offset,
-                  reason, letter.error)  # fmt: skip
-        progress = {(msg.topic, msg.partition): msg.offset + 1}
-        await until_available(lambda: sink.set_aside(letter, progress), what="PostgreSQL")
-        await hold_until_available(
-            lambda: publish(app, dead_letters, letter_records([(msg.key, letter)]))
-        )
-        await hold_until_available(app.producer.flush)
-
-    async def complete(events: list[Any]) -> None:
-        events = unique_positions(events)
-        offsets = by_partition(events)
-        if not all(follows(finished.get(p), have) for p, have in offsets.items()):
-            bootstrap = settings.kafka_bootstrap_servers
-            events = await hold_until_available(
-                lambda: fill_gaps(events, sink=sink, bootstrap=bootstrap, topic=source_topic)
-            )
-        await isolate(events, process, set_aside)
-        for partition, have in by_partition(events).items():
-            finished[partition] = max(have) + 1
-
-    batches = [0, 0]  # batches finished: now, and at the repair timer's last look
-    flow = name.removeprefix("croupier.")
-    consumed = metrics.EVENTS.labels(source_topic)
-    seconds, sizes = metrics.FLOW_SECONDS.labels(flow), metrics.FLOW_SIZE.labels(flow)
-
-    async def locked_batch(events: list[Any]) -> None:
-        """One batch; the caller holds the sink's turn."""
-        started = time.perf_counter()
-        await run_batch(functools.partial(complete, events))
-        seconds.observe(time.perf_counter() - started)
-        sizes.observe(len(events))
-        consumed.inc(len(events))
-        batches[0] += 1
-
-    @app.agent(source, name=name)  # type: ignore[untyped-decorator]  # app is Any
-    async def agent(stream: Any) -> None:
-        await turns.start()
-        try:
-            async for events in stream.take_events(settings.batch_max, settings.batch_within):
-                async with turns.turn():
-                    await locked_batch(list(events))
-        finally:
-            await turns.stop()
-
-    behind: dict[int, tuple[int, int]] = {}  # partition -> (progress seen behind, looks)
-    views: list[Positions] = []  # made on first use, kept for the process
-
-    async def plan_repairs(mine: list[int]) -> dict[int, tuple[int, int, str]]:
-        """Per partition, a range to read back: behind the commits, or stalled."""
-        done = await until_available(lambda: sink.progress(source_topic, mine), what="PostgreSQL")
-        if not views:
-            views.append(Positions(settings.kafka_bootstrap_servers, settings.app_id))
-        committed = await asyncio.to_thread(views[0].committed, source_topic, mine)
-        ends = await asyncio.to_thread(views[0].ends, source_topic, mine)
-        busy, batches[1] = batches[0] != batches[1], batches[0]
-        return repair_plan(mine, done, committed, ends, behind, settings.batch_max, busy=busy)
-
-    async def read_back(partition: int, start: int, end: int) -> None:
-        """Process ``start..end-1`` of ``partition``, read by position, as one batch."""
-        bootstrap = settings.kafka_bootstrap_servers
-        try:
-            events = await asyncio.to_thread(
-                read_range, bootstrap, source_topic, partition, start, end
-            )
-        except Exception as exc:  # a broker that cannot answer now: the next look tries again
-            log.warning("%s[%d]: could not read back: %r", source_topic, partition, exc)
-            return
-        async with turns.turn() as open_:
-            if not open_ or app.should_stop:
-                return  # stopping: whoever owns the partition next finds it behind
-            if events:
-                # A table write needs a current event to find its changelog partition.
-                with in_partition_of(events[0]):
-                    await locked_batch(events)
-                return
-            # Nothing a reader can see there (transaction markers): nothing to process.
-            skipped = {(source_topic, partition): end}
-            await until_available(lambda: sink.record_progress(skipped), what="PostgreSQL")
-
-    @app_timer(app, settings.repair_interval)
-    async def repair() -> None:
-        if not turns.open:
-            return
-        mine = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == source_topic)
-        if not mine:
-            return
-        try:
-            plans = await plan_repairs(mine)
-        except Exception as exc:  # a broker that cannot answer now: look again next time
-            log.warning("%s: repair check failed: %r", source_topic, exc)
-            if views:  # the next look asks with a new client
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(views.pop().close)
-            return
-        for partition, (start, end, why) in plans.items():
-            if app.should_stop:
-                return
-            log.warning(
-                "%s[%d]: done only to %d, %s; reading %d..%d back",
-                source_topic, partition, start, why, start, end - 1,
-            )  # fmt: skip
-            await read_back(partition, start, end)
+    app: Any, settings: Settings, *, name: str, topic: str, store: Store, handle: Handle
+) -> Flow:
+    """Run flow ``name`` on ``topic`` in ``app`` (from its start, once tables are recovered)."""
+    flow = Flow(app, settings, name=name, topic=topic, store=store, handle=handle)
+    app.service(flow)  # an instance: Faust starts it as it is
 
     if settings.metrics_port > 0:
         lagging: list[set[int]] = [set()]
 
         @app_timer(app, metrics.LAG_INTERVAL)
         async def measure_lag() -> None:
-            """The lag of each partition this worker owns: its end minus what is done."""
-            tps = [tp for tp in app.consumer.assignment() if tp.topic == source_topic]
-            try:
-                ends = await app.consumer.highwaters(*tps) if tps else {}
-                lags = {}
-                for tp in tps:
-                    done = finished.get(tp.partition)
-                    if done is None:  # nothing processed here yet: where the consumer is
-                        done = await app.consumer.position(tp)
-                    if done is not None and ends.get(tp) is not None:
-                        lags[tp.partition] = ends[tp] - done
-            except Exception as exc:  # a broker that cannot answer now: look again next time
-                log.debug("%s: lag not measured: %r", source_topic, exc)
+            """The lag of each partition this worker owns: its end minus its position."""
+            if flow.source is None:
                 return
-            lagging[0] = metrics.set_lag(source_topic, lags, lagging[0])
+            try:
+                lags = await flow.source.lags()
+            except Exception as exc:  # a broker that cannot answer now: look again next time
+                log.debug("%s: lag not measured: %r", topic, exc)
+                return
+            lagging[0] = metrics.set_lag(topic, lags, lagging[0])
 
-    return agent
+    return flow

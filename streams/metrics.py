@@ -40,6 +40,13 @@ FLOW_SECONDS = Histogram(
     ["flow"],
     buckets=SECONDS,
 )
+FLOW_STEP_SECONDS = Histogram(
+    "croupier_flow_step_seconds",
+    "Time one step of a flow's batch took: handle (decode, rules, the transaction), "
+    "flush (Kafka acknowledging the outputs)",
+    ["flow", "step"],
+    buckets=SECONDS,
+)
 FLOW_SIZE = Histogram(
     "croupier_flow_batch_size", "Events in one batch of a flow", ["flow"], buckets=SIZES
 )

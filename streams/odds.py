@@ -18,8 +18,8 @@ first (market state, bet legs, ledger; idempotent by Kafka position), then their
 settlements are published and the table follows the statuses PostgreSQL decided. A
 message that does not decode is a dead letter, and so is one stamped beyond the server's
 clock plus ``CROUPIER_CLOCK_SKEW_SECONDS`` (``clock_skew``), before it touches a book, a
-producer's health or a market. Progress is recorded last, so messages the
-consumer skips are read back (``streams/gaps.py``).
+producer's health or a market. The batch's audit records, dead letters and progress are
+stored in one transaction at its end; only then are the table's changes written.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from streams.context import (
     decode_all,
     letter_records,
     position,
-    publish,
 )
-from streams.flow import declare_flow
+from streams.flow import Flow, Outputs, declare_flow
+from streams.kafka import Message
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,13 @@ def odds_record(
     )  # fmt: skip
 
 
-def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: SportsbookSink) -> Any:
-    """Declare the odds agent and the feed-health watch on ``app``; returns the agent."""
-    source_topic = settings.topic("odds")
+def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: SportsbookSink) -> Flow:
+    """Run the odds flow and the feed-health watch in ``app``."""
     settlements, dead_letters = settings.topic("settlements"), settings.topic("dead-letters")
     timeout = timedelta(seconds=settings.feed_timeout)
 
-    async def process(events: list[Any]) -> None:
+    async def handle(messages: list[Message]) -> Outputs:
+        out = Outputs()
         progress: dict[tuple[str, int], int] = {}
         letters: Letters = []
         # The batch's book changes wait here until their audit records are committed: a
@@ -105,10 +105,10 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
             value = books.get(event_id) or odds.get(event_id)
             return None if value is None else EventBook.from_json(value)
 
-        for event, msg in decode_all(ODDS_MESSAGE, events, progress=progress, letters=letters):
+        for message, msg in decode_all(ODDS_MESSAGE, messages, progress=progress, letters=letters):
             skew = feed_clock_problem(msg, now, settings.clock_skew)
             if skew is not None:  # a feed time ahead of ours would rule the book for ever
-                letters.append((event.message.key, dead_letter(event, "clock_skew", skew)))
+                letters.append((message.key, dead_letter(message, "clock_skew", skew)))
                 continue
             if isinstance(msg, Alive):
                 new_health = apply_alive(health_of(health, msg.producer), msg, timeout, now)
@@ -124,19 +124,19 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
                 new_book = apply_odds_message(book, msg)
                 if new_book is not None:
                     books[msg.event_id] = new_book.to_json()
-                    records.append(odds_record(position(event), msg, book, new_book, now))
+                    records.append(odds_record(position(message), msg, book, new_book, now))
                 continue
             outcome = await until_available(
                 functools.partial(
                     sink.apply_market_message,
-                    position(event),
+                    position(message),
                     msg,
                     list(book.markets) if book else [],
                     datetime.now(UTC),
                 ),
                 what="PostgreSQL",
             )
-            await publish(app, settlements, outcome.settlements)
+            out.add(settlements, outcome.settlements)
             by_status: dict[str, list[str]] = {}
             for market_id, status in outcome.changed.items():
                 by_status.setdefault(status, []).append(market_id)
@@ -145,17 +145,16 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
                 if changed is not None:
                     book = changed
                     books[msg.event_id] = changed.to_json()
-        if records:
-            with metrics.sink_batch("postgres.odds", len(records)):
-                await until_available(lambda: sink.record_audit(records), what="PostgreSQL")
+        with metrics.sink_batch("postgres.odds", len(records)):
+            await until_available(
+                lambda: sink.record_batch(records, [d for _, d in letters], progress),
+                what="PostgreSQL",
+            )
         for event_id, value in books.items():
             odds[event_id] = value
-        if letters:
-            await publish(app, dead_letters, letter_records(letters))
-            await until_available(lambda: sink.write_dead_letters([d for _, d in letters]),
-                                  what="PostgreSQL")  # fmt: skip
-        await app.producer.flush()
-        await until_available(lambda: sink.record_progress(progress), what="PostgreSQL")
+        await app.producer.flush()  # the tables' changelog
+        out.add(dead_letters, letter_records(letters))
+        return out
 
     down: set[str] = set()
     metrics.FEEDS.timeout = settings.feed_timeout
@@ -174,6 +173,5 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
             elif h.is_up(now, timeout):
                 down.discard(name)
 
-    return declare_flow(
-        app, settings, name="croupier.odds", source_topic=source_topic, sink=sink, process=process
-    )
+    return declare_flow(app, settings, name="odds", topic=settings.topic("odds"), store=sink,
+                        handle=handle)  # fmt: skip

@@ -20,41 +20,31 @@ from schemas.payments import PAYMENT_EVENT
 from sinks.postgres.payments import PaymentBatch, PaymentInput, PaymentsSink
 from streams import metrics
 from streams.batching import until_available
-from streams.context import decode_all, letter_records, position, publish
-from streams.flow import declare_flow
+from streams.context import decode_all, letter_records, position
+from streams.flow import Flow, Outputs, declare_flow
+from streams.kafka import Message
 
 
-def register(app: Any, settings: Settings, *, sink: PaymentsSink) -> Any:
-    """Declare the payments agent on ``app``; returns the agent."""
-    source_topic = settings.topic("payments")
+def register(app: Any, settings: Settings, *, sink: PaymentsSink) -> Flow:
+    """Run the payments flow in ``app``."""
     decisions, dead_letters = settings.topic("payment-decisions"), settings.topic("dead-letters")
 
-    async def process(events: list[Any]) -> None:
+    async def handle(messages: list[Message]) -> Outputs:
         batch = PaymentBatch()
         decoded = decode_all(
-            PAYMENT_EVENT, events, progress=batch.progress, letters=batch.dead_letters
+            PAYMENT_EVENT, messages, progress=batch.progress, letters=batch.dead_letters
         )
-        for event, payment in decoded:
-            batch.inputs.append(
-                PaymentInput(
-                    position(event), payment, event.message.key, event.message.value or b""
-                )
-            )
+        for message, payment in decoded:
+            batch.inputs.append(PaymentInput(position(message), payment, message.key,
+                                             message.value))  # fmt: skip
         now = datetime.now(UTC)
         with metrics.sink_batch("ledger.payments", len(batch.inputs)):
             decided = await until_available(lambda: sink.decide(batch, now), what="PostgreSQL")
-        await publish(app, decisions, decided.decisions)
         metrics.count_decisions("payments", decided.decisions)
-        await publish(app, dead_letters, letter_records(decided.dead_letters))
-        await app.producer.flush()
-        await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")
+        out = Outputs()
+        out.add(decisions, decided.decisions)
+        out.add(dead_letters, letter_records(decided.dead_letters))
+        return out
 
-    agent = declare_flow(
-        app,
-        settings,
-        name="croupier.payments",
-        source_topic=source_topic,
-        sink=sink,
-        process=process,
-    )
-    return agent
+    return declare_flow(app, settings, name="payments", topic=settings.topic("payments"),
+                        store=sink, handle=handle)  # fmt: skip

@@ -1,30 +1,22 @@
-"""The ``players`` flow: keep each player's standing in a changelog-backed table.
+"""The ``players`` flow: each player's standing, kept in PostgreSQL.
 
 Every consumed message ends as exactly one row in PostgreSQL: a decided event in
 ``player_events`` (applied, or unchanged for a producer's retry) or a refusal in
 ``dead_letters`` (undecodable, or refused by the rules with a reason code), and the
 dead letter also goes to the ``dead-letters`` topic.
 
-Per batch: read back any offsets the consumer skipped (``streams/gaps.py``), decode,
-apply the pure rules against the table, send dead letters and wait until Kafka has
-them, write everything (audit records included) to PostgreSQL in one transaction
-(idempotent by Kafka position), and only then update the table and record the
-partition's progress. A crash anywhere replays the batch: the dead letters are sent
-again if PostgreSQL had not committed (at least once, keyed by source position),
-PostgreSQL ignores rows it has, and an event the standing already reflects (its offset
-is not past the state's ``source_offset``) is not applied twice.
-
-The table is a cache of PostgreSQL's ``players`` rows: each batch reads the stored
-standings of its players, and a newer stored one (a crash between the commit and the
-changelog write) wins and is written back to the table. A partition's progress is
-recorded only after rows, outputs and table are all done.
+Per batch (``streams/flow.py`` runs the protocol): decode, read the batch's players'
+standings from PostgreSQL (the only copy: every product reads them there, in its own
+transaction), apply the pure rules (``rules/players.py``), and write events, standings,
+sessions, audit records, dead letters and the partition's progress in one transaction.
+A crash replays the batch: an event the standing already reflects (its offset is not past
+the state's ``source_offset``) is not applied twice, and PostgreSQL ignores rows it has.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -34,55 +26,35 @@ from rules.players import Rejected, Unchanged, apply_player_event
 from rules.policy import Policies
 from schemas.decode import DecodeFailure, decode
 from schemas.players import PLAYER_EVENT, PlayerEvent, PlayerState, SessionEnded
-from schemas.records import AuditRecord, DeadLetter
-from sinks.base import ProgressSink
+from schemas.records import AuditRecord
+from sinks.base import Store
 from sinks.postgres.players import PlayerBatch, PlayerEventRow, SessionChange
 from streams import metrics
 from streams.batching import until_available
-from streams.context import (
-    dead_letter,
-    in_partition_of,
-    letter_records,
-    position,
-    publish,
-)
-from streams.flow import declare_flow
+from streams.context import Letters, dead_letter, letter_records, position
+from streams.flow import Flow, Outputs, declare_flow
+from streams.kafka import Message
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Outputs:
-    dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
-    table: list[tuple[Any, str, PlayerState]] = field(default_factory=list)
+class PlayerStore(Store, Protocol):
+    """Where the players flow reads its players' standings and writes a batch."""
 
-
-class PlayerStore(ProgressSink[PlayerBatch], Protocol):
-    """Where the players flow writes, and the standings it trusts over its table."""
+    async def write(self, batch: PlayerBatch) -> None: ...
 
     async def standings(self, player_ids: list[str]) -> dict[str, PlayerState]: ...
 
 
-Decoded = list[tuple[Any, PlayerEvent | DecodeFailure]]
+Decoded = list[tuple[Message, PlayerEvent | DecodeFailure]]
 
 
-def decode_batch(events: list[Any]) -> Decoded:
+def decode_batch(messages: list[Message]) -> Decoded:
     out: Decoded = []
-    for event in events:
-        result = decode(PLAYER_EVENT, event.message.value, key=event.message.key)
-        out.append((event, result))
+    for m in messages:
+        result = decode(PLAYER_EVENT, m.value, key=m.key)
+        out.append((m, result))
     return out
-
-
-def _state(value: Any) -> PlayerState | None:
-    return None if value is None else PlayerState.model_validate(value)
-
-
-def _newest(cached: PlayerState | None, stored: PlayerState | None) -> PlayerState | None:
-    # PostgreSQL is the truth; the table is a cache that a crash can leave behind it.
-    if cached is None or (stored is not None and stored.version > cached.version):
-        return stored
-    return cached
 
 
 def session_changes(
@@ -111,38 +83,29 @@ def session_changes(
 
 def plan_batch(
     items: Decoded,
-    table: Any,
-    stored: Mapping[str, PlayerState] | None = None,
+    stored: Mapping[str, PlayerState],
     *,
     policies: Policies,
     clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
-) -> tuple[PlayerBatch, _Outputs]:
-    """Decide every event of a batch; no I/O beyond reading the table.
-
-    ``stored`` holds PostgreSQL's standings of the batch's players; where one is newer
-    than the table's, it wins.
-    """
-    stored = stored or {}
+) -> tuple[PlayerBatch, Letters]:
+    """Decide every event of a batch against PostgreSQL's standings of its players (``stored``);
+    no I/O. What to write, and the dead letters to publish."""
     batch = PlayerBatch()
-    out = _Outputs()
+    out: Letters = []
     seen: dict[str, PlayerState | None] = {}
     now = datetime.now(UTC)
-    for event, decoded in items:
-        pos = position(event)
+    for message, decoded in items:
+        pos = position(message)
         done = batch.progress.get((pos.topic, pos.partition), 0)
         batch.progress[(pos.topic, pos.partition)] = max(done, pos.offset + 1)
         if isinstance(decoded, DecodeFailure):
-            dl = dead_letter(event, decoded.reason, decoded.error)
+            dl = dead_letter(message, decoded.reason, decoded.error)
             batch.dead_letters.append(dl)
-            out.dead_letters.append((event.message.key, dl))
+            out.append((message.key, dl))
             continue
         pid = decoded.player_id
         if pid not in seen:
-            cached = _state(table.get(pid))
-            truth = _newest(cached, stored.get(pid))
-            if truth is not None and truth is not cached:
-                out.table.append((event, pid, truth))  # heal the table from PostgreSQL
-            seen[pid] = truth
+            seen[pid] = stored.get(pid)
         before = seen[pid]
         if (
             before is not None
@@ -162,9 +125,9 @@ def plan_batch(
             "payload": decoded.model_dump_json(),
         }
         if isinstance(result, Rejected):
-            dl = dead_letter(event, result.reason, result.error)
+            dl = dead_letter(message, result.reason, result.error)
             batch.dead_letters.append(dl)
-            out.dead_letters.append((event.message.key, dl))
+            out.append((message.key, dl))
             continue
         if isinstance(result, Unchanged):
             batch.events.append(PlayerEventRow(**row, outcome="unchanged"))
@@ -173,7 +136,6 @@ def plan_batch(
         batch.sessions.extend(session_changes(before, result, decoded, now))
         batch.states[pid] = result
         seen[pid] = result
-        out.table.append((event, pid, result))
         record = AuditRecord(
             entity="player",
             entity_id=pid,
@@ -188,43 +150,21 @@ def plan_batch(
     return batch, out
 
 
-def register(
-    app: Any, settings: Settings, *, table: Any, sink: PlayerStore, policies: Policies
-) -> Any:
-    """Declare the players agent on ``app``; returns the agent."""
-    source_topic = settings.topic("players")
+def register(app: Any, settings: Settings, *, sink: PlayerStore, policies: Policies) -> Flow:
+    """Run the players flow in ``app``."""
     dead_letters = settings.topic("dead-letters")
 
-    async def process(events: list[Any]) -> None:
-        decoded = decode_batch(events)
+    async def handle(messages: list[Message]) -> Outputs:
+        decoded = decode_batch(messages)
         players = sorted({d.player_id for _, d in decoded if not isinstance(d, DecodeFailure)})
         stored = await until_available(lambda: sink.standings(players), what="PostgreSQL")
-        batch, out = plan_batch(
-            decoded, table, stored, policies=policies, clock_skew=settings.clock_skew
-        )
-        # The dead letters reach Kafka before PostgreSQL commits: a crash before the commit
-        # replays the batch and sends them again (keyed by source position); after it,
-        # the replay finds the batch committed and they are already out. The audit
-        # records go in the same transaction as the standings; the relay publishes them
-        # once committed (streams/audit.py).
-        await publish(app, dead_letters, letter_records(out.dead_letters))
-        await app.producer.flush()
+        batch, letters = plan_batch(decoded, stored, policies=policies,
+                                    clock_skew=settings.clock_skew)  # fmt: skip
         with metrics.sink_batch("postgres.players", len(batch.events) + len(batch.dead_letters)):
             await until_available(lambda: sink.write(batch), what="PostgreSQL")
-        for event, key, state in out.table:
-            with in_partition_of(event):
-                table[key] = state.model_dump(mode="json")
-        # Done means rows, outputs and table: only now does the partition's progress move.
-        # A crash before this leaves it behind, and the skipped range is read back.
-        await app.producer.flush()
-        await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")
+        out = Outputs()
+        out.add(dead_letters, letter_records(letters))
+        return out
 
-    agent = declare_flow(
-        app,
-        settings,
-        name="croupier.players",
-        source_topic=source_topic,
-        sink=sink,
-        process=process,
-    )
-    return agent
+    return declare_flow(app, settings, name="players", topic=settings.topic("players"),
+                        store=sink, handle=handle)  # fmt: skip

@@ -119,7 +119,6 @@ def settings(services: Services) -> Settings:
         CROUPIER_TOPIC_PREFIX=f"t{tag}.",
         CROUPIER_TOPIC_PARTITIONS=3,
         CROUPIER_BATCH_MAX=100,
-        CROUPIER_REPAIR_INTERVAL=1.0,
         # Off unless a test turns it on: tests count and number checkpoints themselves.
         CROUPIER_AUDIT_CHECKPOINT_INTERVAL=0,
         # A day: the helpers stamp bets once per test session (helpers.BETS_AT).

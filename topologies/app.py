@@ -63,16 +63,9 @@ def create_app(
         web_host="127.0.0.1",
         web_port=settings.web_port or 6066,
     )
-    table = app.Table(
-        "players",
-        default=None,
-        partitions=settings.topic_partitions,
-        # JSON keys and values: str keys survive a recovery as str, states as dicts.
-        key_type=str,
-    )
     dsn, schema, group = settings.pg_dsn.get_secret_value(), settings.pg_schema, settings.app_id
     sink = player_sink or PostgresPlayerSink(dsn, schema, consumer_group=group)
-    players.register(app, settings, table=table, sink=sink, policies=policies)
+    players.register(app, settings, sink=sink, policies=policies)
     protection.register(
         app, settings, sink=SessionSink(dsn, schema, consumer_group=group, max_connections=1),
         policies=policies,

@@ -41,6 +41,20 @@ async def write_progress(conn: Any, group: str, progress: dict[tuple[str, int], 
         )  # fmt: skip
 
 
+def read_progress(
+    dsn: str, schema: str, group: str, topic: str, partitions: list[int]
+) -> dict[int, int]:
+    """How far ``group`` recorded ``topic``'s partitions done (blocking: a consumer's thread
+    asks when it is given partitions its own group never committed)."""
+    with psycopg.connect(dsn, options=f"-c search_path={schema}", connect_timeout=10) as conn:
+        rows = conn.execute(
+            """SELECT partition, next_offset FROM consumer_progress
+                WHERE consumer_group = %s AND topic = %s AND partition = ANY(%s)""",
+            (group, topic, partitions),
+        ).fetchall()
+    return {int(p): int(o) for p, o in rows}
+
+
 DEAD_LETTER_SQL = """
 INSERT INTO dead_letters (source_topic, source_partition, source_offset, key, value, reason,
                           error, dead_lettered_at)
@@ -132,6 +146,21 @@ class PgSink:
 
         async with self.transaction() as conn:
             await append_new(conn, records)
+
+    async def record_batch(
+        self,
+        records: list[AuditRecord],
+        letters: list[DeadLetter],
+        progress: dict[tuple[str, int], int],
+    ) -> None:
+        """Audit records for state kept elsewhere (a replay's skipped), dead letters and the
+        batch's progress, in one transaction."""
+        from sinks.postgres.audit import append_new, store_dead_letters
+
+        async with self.transaction() as conn:
+            await append_new(conn, records)
+            await store_dead_letters(conn, letters)
+            await write_progress(conn, self.consumer_group, progress)
 
     async def record_progress(self, progress: dict[tuple[str, int], int]) -> None:
         """Record how far each partition is done: rows, outputs and table alike."""

@@ -35,6 +35,7 @@ from sinks.postgres.common import (
     PgSink,
     conflict_letter,
     stored_outputs,
+    write_progress,
 )
 from sinks.postgres.protection import guard
 from sinks.postgres.sportsbook import Output, reason_code, retrying
@@ -114,11 +115,13 @@ class PaymentsSink(PgSink):
         self.policies = policies
 
     async def decide(self, batch: PaymentBatch, now: datetime) -> Decided:
-        """Decide a batch in one transaction; what to publish."""
+        """Decide a batch and record its progress in one transaction; what to publish."""
 
         async def attempt() -> Decided:
             async with self.transaction() as conn:
-                return await self._decide(conn, batch, now)
+                decided = await self._decide(conn, batch, now)
+                await write_progress(conn, self.consumer_group, batch.progress)
+                return decided
 
         decided: Decided = await retrying(attempt)
         return decided

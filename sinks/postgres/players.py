@@ -1,4 +1,5 @@
-"""Writes a batch of player events, the resulting standings and dead letters in one transaction."""
+"""Writes a batch of player events, the resulting standings, dead letters and progress in one
+transaction."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sinks.postgres import audit
 from sinks.postgres.common import (
     STATE_COLUMNS,
     PgSink,
+    write_progress,
 )
 
 
@@ -104,6 +106,7 @@ class PostgresPlayerSink(PgSink):
             # After the pipeline: the trail is written with COPY, which a pipeline refuses.
             await audit.append(conn, batch.audit)
             await audit.store_dead_letters(conn, batch.dead_letters)
+            await write_progress(conn, self.consumer_group, batch.progress)
 
 
 def _event_params(row: PlayerEventRow) -> tuple[object, ...]:

@@ -31,22 +31,12 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from rules import ledger_keys
+from rules import markets
 from rules.policy import LiabilityLimits, Policies
-from rules.sportsbook import (
-    Leg,
-    Outcome,
-    Priced,
-    Refused,
-    accept_bet,
-    ledger_refusal,
-    settle_bet,
-)
+from rules.sportsbook import Leg, Priced, Refused, accept_bet, ledger_refusal
 from schemas.bets import BetRequest
-from schemas.money import minor_units
 from schemas.odds import BetCancel, BetSettlement, RollbackBetCancel, RollbackBetSettlement
 from schemas.outbound import BetDecision, ReasonCode, Settlement
 from schemas.records import AuditRecord, DeadLetter, SourcePosition
@@ -364,6 +354,10 @@ class SportsbookSink(PgSink):
         known_markets: Sequence[str],
         now: datetime,
     ) -> MarketOutcome:
+        """The message's one transaction: a replay publishes what the first run stored;
+        else lock the targets (exclusively, sorted), load their states, write what
+        ``markets.apply_message`` changes (states, legs), resettle the legs' bets and
+        record the message with the statuses it changed."""
         pos = (source.topic, source.partition, source.offset)
         cursor = await conn.execute(
             """SELECT changed FROM market_messages
@@ -383,97 +377,35 @@ class SportsbookSink(PgSink):
                 settlements=[(p.encode(), m.encode()) for p, m in await cursor.fetchall()],
             )
         event = msg.event_id
-        if isinstance(msg, BetSettlement):
-            targets = sorted({m.market_id for m in msg.markets})
-        elif msg.market_ids is not None:
-            targets = sorted(set(msg.market_ids))
-        else:
+        known: list[str] = []
+        if markets.named_markets(msg) is None:  # every market of the event known anywhere
             cursor = await conn.execute(
                 """SELECT market_id FROM bet_legs WHERE event_id = %s
                    UNION SELECT market_id FROM market_states WHERE event_id = %s""",
                 (event, event),
             )
-            targets = sorted({r[0] for r in await cursor.fetchall()} | set(known_markets))
+            known = [r[0] for r in await cursor.fetchall()] + list(known_markets)
+        targets = markets.targets(msg, known)
         await _lock_markets(conn, [(event, m) for m in targets], shared=False)
         cursor = await conn.execute(
             """SELECT market_id, results, cancelled, generation, last_at, last_type
                  FROM market_states WHERE event_id = %s AND market_id = ANY(%s)""",
             (event, targets),
         )
-        states = {r[0]: list(r[1:]) for r in await cursor.fetchall()}
-        outcome = MarketOutcome()
-        touched: set[str] = set()
-        state_rows = []
-        for market_id in targets:
-            state = states.get(market_id)
-            results, cancelled, generation = (
-                (state[0], state[1], state[2]) if state else (None, False, 0)
+        states = {
+            market_id: markets.MarketState(
+                None if results is None else markets.results_from_json(results),
+                cancelled, generation, last_at, last_type,
             )
-            if state is not None and (
-                msg.timestamp < state[3] or (msg.timestamp == state[3] and msg.type == state[4])
-            ):
-                continue  # older than, or a repeat of, what the market already reflects
-            bets: list[str] = []
-            if isinstance(msg, BetSettlement):
-                market = next(m for m in msg.markets if m.market_id == market_id)
-                new_results = {
-                    o.outcome_id: {"result": o.result,
-                                   "dead_heat_factor": None if o.dead_heat_factor is None
-                                   else str(o.dead_heat_factor)}
-                    for o in market.outcomes
-                }  # fmt: skip
-                if new_results == results:
-                    continue
-                results = new_results
-                cursor = await conn.execute(
-                    """UPDATE bet_legs l SET result = r.result,
-                              dead_heat_factor = r.dead_heat_factor::numeric
-                         FROM jsonb_each(%s::jsonb) AS j(outcome_id, v),
-                              jsonb_to_record(j.v) AS r(result text, dead_heat_factor text)
-                        WHERE l.event_id = %s AND l.market_id = %s AND l.outcome_id = j.outcome_id
-                    RETURNING l.bet_id""",
-                    (json.dumps(new_results), event, market_id),
-                )
-                bets = [r[0] for r in await cursor.fetchall()]
-                status = "cancelled" if cancelled else "settled"
-            elif isinstance(msg, RollbackBetSettlement):
-                if results is None:
-                    continue
-                results = None
-                cursor = await conn.execute(
-                    """UPDATE bet_legs SET result = NULL, dead_heat_factor = NULL
-                        WHERE event_id = %s AND market_id = %s AND result IS NOT NULL
-                    RETURNING bet_id""",
-                    (event, market_id),
-                )
-                bets = [r[0] for r in await cursor.fetchall()]
-                status = "cancelled" if cancelled else "suspended"
-            else:
-                voiding = isinstance(msg, BetCancel)
-                whole = msg.start_time is None and msg.end_time is None
-                if whole and cancelled == voiding:
-                    continue
-                cursor = await conn.execute(
-                    """UPDATE bet_legs SET cancelled = %s
-                        WHERE event_id = %s AND market_id = %s AND cancelled <> %s
-                          AND placed_at >= coalesce(%s, '-infinity'::timestamptz)
-                          AND placed_at < coalesce(%s, 'infinity'::timestamptz)
-                    RETURNING bet_id""",
-                    (voiding, event, market_id, voiding, msg.start_time, msg.end_time),
-                )
-                bets = [r[0] for r in await cursor.fetchall()]
-                if whole:
-                    cancelled = voiding
-                    status = "cancelled" if voiding else ("settled" if results else "suspended")
-                else:
-                    status = ""
-            generation += 1
-            if status:
-                outcome.changed[market_id] = status
-            touched.update(bets)
-            state_rows.append((event, market_id, None if results is None else json.dumps(results),
-                               cancelled, generation, msg.timestamp, msg.type))  # fmt: skip
-        if state_rows:
+            for market_id, results, cancelled, generation, last_at, last_type
+            in await cursor.fetchall()
+        }  # fmt: skip
+        changes = markets.apply_message(msg, states, targets)
+        outcome = MarketOutcome(changed=dict(markets.statuses(changes)))
+        touched: set[str] = set()
+        for change in changes:
+            touched.update(await _update_legs(conn, event, change))
+        if changes:
             async with conn.cursor() as cur:
                 await cur.executemany(
                     """INSERT INTO market_states (event_id, market_id, results, cancelled,
@@ -483,8 +415,13 @@ class SportsbookSink(PgSink):
                            results = EXCLUDED.results, cancelled = EXCLUDED.cancelled,
                            generation = EXCLUDED.generation, last_at = EXCLUDED.last_at,
                            last_type = EXCLUDED.last_type""",
-                    state_rows,
-                )
+                    [
+                        (event, c.market_id,
+                         None if c.state.results is None else markets.results_json(c.state.results),
+                         c.state.cancelled, c.state.generation, c.state.last_at, c.state.last_type)
+                        for c in changes
+                    ],
+                )  # fmt: skip
         await self._resettle(conn, sorted(touched), source, now, outcome)
         await conn.execute(
             """INSERT INTO market_messages (source_topic, source_partition, source_offset,
@@ -502,7 +439,9 @@ class SportsbookSink(PgSink):
         now: datetime,
         outcome: MarketOutcome,
     ) -> None:
-        """Bring each bet's ledger settlement in line with its legs' results."""
+        """Bring each bet's ledger settlement in line with its legs' results: load and lock
+        the bets and their legs, post each ``markets.plan_bet`` plan (every rollback first,
+        then every settlement), store the bets and the settlements published."""
         if not bet_ids:
             return
         cursor = await conn.execute(
@@ -512,7 +451,11 @@ class SportsbookSink(PgSink):
                 ORDER BY bet_id FOR UPDATE""",
             (bet_ids,),
         )
-        bets = await cursor.fetchall()
+        bets = [
+            markets.BookedBet(bet_id, player, currency.strip(), stake, current, result, payout, seq)
+            for bet_id, player, currency, stake, current, result, payout, seq
+            in await cursor.fetchall()
+        ]  # fmt: skip
         cursor = await conn.execute(
             """SELECT bet_id, odds, CASE WHEN cancelled THEN 'void' ELSE result END,
                       CASE WHEN cancelled THEN NULL ELSE dead_heat_factor END
@@ -523,87 +466,79 @@ class SportsbookSink(PgSink):
         for bet_id, odds, result, dhf in await cursor.fetchall():
             legs.setdefault(bet_id, []).append(Leg(odds, result, dhf))
 
-        plans: list[_Plan] = []
-        for bet_id, player, currency, stake, current_id, result, payout, seq in bets:
-            want = settle_bet(stake, currency.strip(), legs.get(bet_id, []))
-            have = Outcome(result, payout) if current_id is not None else None
-            if want == have:
-                continue
-            plans.append(_Plan(bet_id, player, currency.strip(), stake, current_id, seq, want))
+        plans: dict[str, markets.BetPlan] = {}  # by bet id, in bet id order
+        for bet in bets:
+            plan = markets.plan_bet(bet, legs.get(bet.bet_id, []))
+            if plan is not None:
+                plans[bet.bet_id] = plan
+        published: list[Settlement] = []
 
         # Rollbacks first. The ledger never refuses one for want of cash: a payout the
         # player no longer holds becomes their debt (migration 0014), so every bet moves to
         # the feed's latest result.
-        undo = [p for p in plans if p.current_id is not None]
-        await _post_steps(conn, undo, _unsettle_op(now), source)
-        for plan in undo:
-            plan.seq += 1
-            plan.emit(outcome, source, now, kind="rolled_back")
-            plan.current_id = None
-        settle = [p for p in plans if p.want is not None]
-        await _post_steps(conn, settle, _settle_op(now), source)
-        for plan in settle:
-            plan.seq += 1
-            plan.current_id = plan.settlement_id()
-            kind = "voided" if plan.want and plan.want.result == "void" else (
-                "resettled" if plan.seq > 1 else "settled")  # fmt: skip
-            plan.emit(outcome, source, now, kind=kind)
+        undo = [p for p in plans.values() if p.rolls_back]
+        for plan in await _post_steps(conn, undo, _unsettle_op(now), source):
+            plans[plan.bet_id], message = plan.rolled_back(now)
+            published.append(message)
+        settle = [p for p in plans.values() if p.want is not None]
+        for plan in await _post_steps(conn, settle, _settle_op(now), source):
+            plans[plan.bet_id], message = plan.settled(now)
+            published.append(message)
+        texts = [s.model_dump_json() for s in published]  # published and stored, byte for byte
+        outcome.settlements += [
+            (s.player_id.encode(), text.encode()) for s, text in zip(published, texts, strict=True)
+        ]
         async with conn.cursor() as cur:
             await cur.executemany(
                 """UPDATE bets SET status = %s, settlement_id = %s, result = %s, payout = %s,
                                    settle_seq = %s
                     WHERE bet_id = %s""",
-                [
-                    ("settled" if p.current_id else "open", p.current_id,
-                     p.want.result if p.current_id and p.want else None,
-                     p.want.payout if p.current_id and p.want else None, p.seq, p.bet_id)
-                    for p in plans
-                ],
-            )  # fmt: skip
-            if outcome.settlements:
+                [(*p.row(), p.bet_id) for p in plans.values()],
+            )
+            if published:
                 await cur.executemany(
                     """INSERT INTO settlements (settlement_id, bet_id, player_id, kind, result,
                            payout, message, source_topic, source_partition, source_offset)
                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                     [
                         (s.settlement_id, s.bet_id, s.player_id, s.kind, s.result, s.payout,
-                         s.model_dump_json(), source.topic, source.partition, source.offset)
-                        for s in (Settlement.model_validate_json(v) for _, v in outcome.settlements)
+                         text, source.topic, source.partition, source.offset)
+                        for s, text in zip(published, texts, strict=True)
                     ],
                 )  # fmt: skip
 
 
-@dataclass
-class _Plan:
-    bet_id: str
-    player: str
-    currency: str
-    stake: Decimal
-    current_id: str | None
-    seq: int
-    want: Outcome | None
-
-    def next_id(self) -> str:
-        return f"{self.bet_id}/{self.seq + 1}"
-
-    def settlement_id(self) -> str:
-        return f"{self.bet_id}/{self.seq}"
-
-    def emit(self, out: MarketOutcome, source: SourcePosition, now: datetime, *, kind: str) -> None:
-        rolled_back = kind == "rolled_back"
-        message = Settlement(
-            bet_id=self.bet_id,
-            player_id=self.player,
-            settlement_id=self.settlement_id(),
-            kind=kind,
-            result=None if rolled_back or self.want is None else self.want.result,
-            stake=self.stake,
-            payout=zero(self.currency) if rolled_back or self.want is None else self.want.payout,
-            currency=self.currency,
-            ledger_reference=ledger_keys.settlement(self.settlement_id()),
-            settled_at=now,
-        )
-        out.settlements.append((self.player.encode(), message.model_dump_json().encode()))
+async def _update_legs(conn: Any, event: str, change: markets.MarketChange) -> list[str]:
+    """Apply a market change to its legs (``markets.update_leg`` in SQL); the bets of the
+    legs it touched."""
+    match change.legs:
+        case markets.SetResults(results):
+            cursor = await conn.execute(
+                """UPDATE bet_legs l SET result = r.result,
+                          dead_heat_factor = r.dead_heat_factor::numeric
+                     FROM jsonb_each(%s::jsonb) AS j(outcome_id, v),
+                          jsonb_to_record(j.v) AS r(result text, dead_heat_factor text)
+                    WHERE l.event_id = %s AND l.market_id = %s AND l.outcome_id = j.outcome_id
+                RETURNING l.bet_id""",
+                (markets.results_json(results), event, change.market_id),
+            )
+        case markets.ClearResults():
+            cursor = await conn.execute(
+                """UPDATE bet_legs SET result = NULL, dead_heat_factor = NULL
+                    WHERE event_id = %s AND market_id = %s AND result IS NOT NULL
+                RETURNING bet_id""",
+                (event, change.market_id),
+            )
+        case markets.SetCancelled(cancelled, start, end):
+            cursor = await conn.execute(
+                """UPDATE bet_legs SET cancelled = %s
+                    WHERE event_id = %s AND market_id = %s AND cancelled <> %s
+                      AND placed_at >= coalesce(%s, '-infinity'::timestamptz)
+                      AND placed_at < coalesce(%s, 'infinity'::timestamptz)
+                RETURNING bet_id""",
+                (cancelled, event, change.market_id, cancelled, start, end),
+            )
+    return [r[0] for r in await cursor.fetchall()]
 
 
 class SettlementRefused(RuntimeError):
@@ -612,27 +547,27 @@ class SettlementRefused(RuntimeError):
     its key stays free for the correct retry."""
 
 
-# Each call builds one plan's next settlement step (``settlement:<bet_id>/<seq + 1>``).
-StepOp = Callable[["_Plan"], ledger.LedgerOp]
+# Each call builds one plan's next settlement step (``settlement:<plan.next_id()>``).
+StepOp = Callable[[markets.BetPlan], ledger.LedgerOp]
 
 
 def _unsettle_op(now: datetime) -> StepOp:
-    def build(p: _Plan) -> ledger.LedgerOp:
+    def build(p: markets.BetPlan) -> ledger.LedgerOp:
         if p.current_id is None:
             msg = f"bet {p.bet_id} has no settlement to roll back"
             raise SettlementRefused(msg)
-        return ledger.unsettle(p.next_id(), p.current_id, p.player, p.currency, now)
+        return ledger.unsettle(p.next_id(), p.current_id, p.player_id, p.currency, now)
 
     return build
 
 
 def _settle_op(now: datetime) -> StepOp:
-    def build(p: _Plan) -> ledger.LedgerOp:
+    def build(p: markets.BetPlan) -> ledger.LedgerOp:
         if p.want is None:
             msg = f"bet {p.bet_id} has no outcome to settle"
             raise SettlementRefused(msg)
         return ledger.settle(
-            p.next_id(), p.bet_id, p.player, p.currency, p.want.payout, p.want.result, now
+            p.next_id(), p.bet_id, p.player_id, p.currency, p.want.payout, p.want.result, now
         )
 
     return build
@@ -643,14 +578,18 @@ def _settle_op(now: datetime) -> StepOp:
 _STALE_KEYS = 3
 
 
-async def _post_steps(conn: Any, plans: list[_Plan], build: StepOp, source: SourcePosition) -> None:
-    """Post each plan's next settlement step; every one must apply.
+async def _post_steps(
+    conn: Any, plans: list[markets.BetPlan], build: StepOp, source: SourcePosition
+) -> list[markets.BetPlan]:
+    """Post each plan's next settlement step; every one must apply. The plans, with the
+    numbers they skipped, ready to take the step.
 
     A key is never reused after a refusal: a refusal fails the transaction (nothing is
     stored), and a refusal an older version stored under a step's key (before the debt
     account, a rollback was refused when the player had spent the payout) is skipped: that
     settlement number stays burnt and the step takes the next one.
     """
+    plans = list(plans)
     results = await ledger.post_on(conn, [build(p) for p in plans], [source] * len(plans))
     for _ in range(_STALE_KEYS):
         stale = [i for i, r in enumerate(results) if r.duplicate and not r.applied]
@@ -659,7 +598,7 @@ async def _post_steps(conn: Any, plans: list[_Plan], build: StepOp, source: Sour
         for i in stale:
             log.warning("settlement key %s holds an earlier refusal (%s); using the next",
                         results[i].key, results[i].reason)  # fmt: skip
-            plans[i].seq += 1
+            plans[i] = plans[i].skip()
         again = await ledger.post_on(conn, [build(plans[i]) for i in stale], [source] * len(stale))
         for i, r in zip(stale, again, strict=True):
             results[i] = r
@@ -667,11 +606,7 @@ async def _post_steps(conn: Any, plans: list[_Plan], build: StepOp, source: Sour
         if not result.applied:
             msg = f"{result.key} of bet {plan.bet_id} refused by the ledger: {result.reason}"
             raise SettlementRefused(msg)
-
-
-def zero(currency: str) -> Decimal:
-    """Nothing, written in the currency's minor units as every amount on the wire is."""
-    return Decimal(0).quantize(Decimal(1).scaleb(-minor_units(currency)))
+    return plans
 
 
 def reason_code(reason: str | None) -> ReasonCode:

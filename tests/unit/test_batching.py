@@ -1,64 +1,20 @@
-"""A batch is finished before it can be acked; a bad message is set aside, never looped on."""
+"""A service away holds a batch; a bad message is set aside, never looped on."""
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 
 import psycopg
-import pytest
 
 from sinks.base import SinkUnavailable
 from streams.batching import (
-    EXIT_BATCH_FAILED,
     MESSAGE_TRIES,
     describe,
     infrastructure,
     isolate,
     refused_data,
-    run_batch,
     until_available,
 )
-
-
-def test_a_cancelled_caller_waits_for_its_batch_to_finish() -> None:
-    done: list[str] = []
-
-    async def batch() -> None:
-        await asyncio.sleep(0.2)
-        done.append("written")
-
-    async def scenario() -> None:
-        caller = asyncio.ensure_future(run_batch(batch))
-        await asyncio.sleep(0.05)
-        caller.cancel()  # a shutdown or rebalance arrives mid-batch
-        with pytest.raises(asyncio.CancelledError):
-            await caller
-        assert done == ["written"]
-
-    asyncio.run(scenario())
-
-
-def test_a_failing_batch_ends_the_process_without_returning() -> None:
-    script = textwrap.dedent(
-        """
-        import asyncio
-        from streams.batching import run_batch
-
-        async def batch():
-            raise RuntimeError("bug in a rule")
-
-        asyncio.run(run_batch(batch))
-        print("returned")  # must never run: returning would let Faust ack the batch
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60, check=False)  # fmt: skip
-    assert result.returncode == EXIT_BATCH_FAILED
-    assert "returned" not in result.stdout
-    assert "bug in a rule" in result.stderr
 
 
 def test_an_unavailable_sink_is_retried_until_it_takes_the_batch() -> None:

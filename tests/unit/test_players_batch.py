@@ -4,38 +4,24 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from croupier.policies import load_policies
 from croupier.settings import POLICY_DIR
 from schemas.players import OpenSession
+from streams.kafka import Message
 from streams.players import decode_batch
 from streams.players import plan_batch as _plan
 
 POLICIES = load_policies(POLICY_DIR)
 
 
-def plan(items: Any, table: Any, stored: Any = None) -> Any:
-    return _plan(items, table, stored, policies=POLICIES)
+def plan(items: Any, stored: Any = None) -> Any:
+    return _plan(items, stored or {}, policies=POLICIES)
 
 
-@dataclass
-class Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass
-class Event:
-    message: Message
-
-
-def event(offset: int, value: bytes, *, partition: int = 0, key: bytes = b"p-1") -> Event:
-    return Event(Message("players", partition, offset, key, value))
+def event(offset: int, value: bytes, *, partition: int = 0, key: bytes = b"p-1") -> Message:
+    return Message("players", partition, offset, key, value)
 
 
 def doc(kind: str, pid: str = "p-1", sid: str = "s-1") -> bytes:
@@ -48,61 +34,55 @@ def doc(kind: str, pid: str = "p-1", sid: str = "s-1") -> bytes:
 
 
 def test_a_batch_decides_every_event_once() -> None:
-    table: dict[str, Any] = {}
     events = [
         event(0, doc("registered")),
         event(1, doc("session_started")),
         event(2, b"{oops"),
         event(3, doc("session_started", "p-2"), key=b"p-2"),
     ]
-    batch, _ = plan(decode_batch(events), table)
+    batch, letters = plan(decode_batch(events))
     assert [(e.source.offset, e.outcome) for e in batch.events] == [(0, "applied"), (1, "applied")]
     assert batch.states["p-1"].version == 2
     assert [(d.source.offset, d.reason) for d in batch.dead_letters] == [
         (2, "malformed_json"),
         (3, "unknown_player"),
     ]
+    assert [key for key, _ in letters] == [b"p-1", b"p-2"]
     assert base64.b64decode(batch.dead_letters[0].value_base64) == b"{oops"
     assert [a.after["version"] for a in batch.audit if a.after] == [1, 2]
-    # Nothing touched the table yet: it moves only after PostgreSQL and Kafka have the batch.
-    assert table == {}
 
 
-def test_an_event_the_table_already_reflects_is_not_applied_again() -> None:
-    first = [event(0, doc("registered")), event(1, doc("session_started"))]
-    _, out = plan(decode_batch(first), {})
-    table = {key: state.model_dump(mode="json") for _, key, state in out.table}
-    # After a crash the same two events come again, then a new one.
+def test_an_event_the_stored_standing_already_reflects_is_not_applied_again() -> None:
+    first, _ = plan(decode_batch([event(0, doc("registered")), event(1, doc("session_started"))]))
+    stored = dict(first.states)  # what PostgreSQL committed before a crash
+    # After the crash the same two events come again, then a new one.
     replay = [
         event(0, doc("registered")),
         event(1, doc("session_started")),
         event(2, doc("session_started", sid="s-2")),
     ]
-    batch, out = plan(decode_batch(replay), table)
+    batch, _ = plan(decode_batch(replay), stored)
     assert [e.source.offset for e in batch.events] == [2]
     assert batch.states["p-1"].version == 3
     assert [a.source.offset for a in batch.audit] == [2]
 
 
-def test_a_newer_standing_in_postgresql_wins_over_a_table_left_behind_by_a_crash() -> None:
-    first, out = plan(decode_batch([event(0, doc("registered"))]), {})
-    behind = {key: state.model_dump(mode="json") for _, key, state in out.table}
-    # PostgreSQL committed offset 1 (version 2), but the worker died before its table did.
+def test_the_same_offset_of_another_partition_is_applied() -> None:
+    first, _ = plan(decode_batch([event(0, doc("registered")), event(1, doc("session_started"))]))
     opened = OpenSession(session_id="s-1", started_at=first.states["p-1"].updated_at)
-    stored = {"p-1": first.states["p-1"].model_copy(
-        update={"version": 2, "source_offset": 1, "session": opened})}  # fmt: skip
-    batch, _ = plan(decode_batch([event(2, doc("session_ended"))]), behind, stored)
-    assert batch.states["p-1"].version == 3
-    redelivered, _ = plan(decode_batch([event(1, doc("session_started"))]), behind, stored)
-    assert redelivered.events == []
+    assert first.states["p-1"].session == opened
+    batch, _ = plan(decode_batch([event(1, doc("session_ended"), partition=1)]),
+                    dict(first.states))  # fmt: skip
+    assert [e.source.offset for e in batch.events] == [1]
+    assert batch.states["p-1"].session is None
 
 
 def test_an_event_stamped_ahead_of_the_servers_clock_is_a_clock_skew_dead_letter() -> None:
     ahead = json.loads(doc("session_started"))
     ahead["timestamp"] = "9999-01-01T00:00:00Z"
     events = [event(0, doc("registered")), event(1, json.dumps(ahead).encode())]
-    batch, out = plan(decode_batch(events), {})
+    batch, letters = plan(decode_batch(events))
     assert [(e.source.offset, e.outcome) for e in batch.events] == [(0, "applied")]
     assert [(d.source.offset, d.reason) for d in batch.dead_letters] == [(1, "clock_skew")]
     assert batch.states["p-1"].session is None
-    assert len(out.dead_letters) == 1
+    assert len(letters) == 1

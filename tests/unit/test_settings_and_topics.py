@@ -27,7 +27,7 @@ def test_settings_read_the_documented_variables(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_settings_pass_to_a_child_process_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    s = Settings(CROUPIER_PG_DSN="postgresql://u:secret@db/x", CROUPIER_REPAIR_INTERVAL=1.5,
+    s = Settings(CROUPIER_PG_DSN="postgresql://u:secret@db/x", CROUPIER_FEED_TIMEOUT=15,
                  CROUPIER_TOPIC_PREFIX="t.", CROUPIER_BATCH_MAX=7)  # fmt: skip
     env = s.as_env()
     assert env["CROUPIER_PG_DSN"] == "postgresql://u:secret@db/x"

@@ -16,10 +16,10 @@ if os.environ.get("CROUPIER_TEST_POISON"):
     _marker = os.environ["CROUPIER_TEST_POISON"].encode()
     _position = streams.context.position
 
-    def _poisoned_position(event: Any) -> Any:
-        if _marker in (event.message.value or b""):
+    def _poisoned_position(message: Any) -> Any:
+        if _marker in message.value:
             msg = "a bug this message reaches (injected by tests/support/poison)"
             raise RuntimeError(msg)
-        return _position(event)
+        return _position(message)
 
     streams.context.position = _poisoned_position
