@@ -201,7 +201,7 @@ def without_audit() -> None:
     """Stage (c): this process's audit trail writes become no-ops (bench-only, in-process)."""
     from sinks.postgres import audit, ledger
 
-    async def no_append(conn: Any, records: Sequence[Any]) -> None:
+    async def no_append(conn: Any, records: Sequence[Any], **_: Any) -> None:
         return None
 
     async def no_records(conn: Any, ops: Any, results: Any, sources: Any) -> list[Any]:

@@ -20,6 +20,15 @@ accumulator (``max_legs``), the stake (``max_stake``), the combined odds (``max_
 and the potential payout, stake times odds (``max_payout``); stake and payout per currency,
 and a currency the limits do not name is refused (``max_stake``).
 
+The final verdict (``accept_bet``), once the placement's transaction has read what only
+PostgreSQL knows: in this order, player protection's refusal (``rules/compliance.py``;
+self-exclusion, limits, sessions, geolocation) overrides any verdict; a bet the odds
+table refused stays refused; a priced bet is held to its player's liability limits
+(``within_limits``); and a bet with a leg on a market PostgreSQL already holds as settled
+or cancelled (the market fence) is refused (``market_suspended``). A stake the ledger
+then refuses (insufficient funds) is refused for the ledger's reason
+(``ledger_refusal``).
+
 Settlement (``settle_bet``): each leg contributes a factor: ``win`` its odds (times the
 dead-heat factor), ``lose`` 0, ``void`` 1 (the leg drops out), ``half_win`` (odds + 1) / 2,
 ``half_lose`` 1/2. The payout is the stake times the product, rounded down to the
@@ -34,12 +43,13 @@ bet was accepted under (a whole void returns the stake, which is never above it)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from rules.clock import DEFAULT_CLOCK_SKEW, skewed
+from rules.compliance import Blocked
 from rules.decimals import MONEY_CONTEXT, product, to_minor_unit
 from rules.odds import EventBook, ProducerHealth, market_open
 from rules.policy import ODDS_CEILING, LiabilityLimits
@@ -142,6 +152,55 @@ def within_limits(bet: BetRequest, priced: Priced, limits: LiabilityLimits) -> R
             ReasonCode.MAX_PAYOUT, f"potential payout {shown} {currency}; at most {max_payout}"
         )
     return None
+
+
+def accept_bet(
+    bet: BetRequest,
+    verdict: Priced | Refused,
+    *,
+    blocked: Blocked | None,
+    limits: LiabilityLimits | None,
+    closed: Collection[tuple[str, str]],
+) -> Priced | Refused:
+    """The verdict to store for ``bet``, given the odds table's ``verdict``, player
+    protection's refusal (``blocked``; None: the player may bet), the liability ``limits``
+    of the player's jurisdiction (None: not judged here, as in a replay's scratch run) and
+    the ``(event_id, market_id)`` pairs PostgreSQL holds as settled or cancelled."""
+    if blocked is not None:
+        return Refused(blocked.reason, blocked.detail)
+    if isinstance(verdict, Refused):
+        return verdict
+    if limits is not None:
+        over = within_limits(bet, verdict, limits)
+        if over is not None:
+            return over
+    if any((s.event_id, s.market_id) in closed for s in bet.selections):
+        return Refused(ReasonCode.MARKET_SUSPENDED, "the market is settled")
+    return verdict
+
+
+# What the ledger may answer that is the request's fault, not ours.
+_LEDGER_INVALID = frozenset(
+    {"unknown_reference", "reference_mismatch", "already_closed", "invalid"}
+)
+
+
+def ledger_reason(reason: str | None) -> ReasonCode:
+    """The outbound reason for a ledger refusal (an unexpected one is an internal error)."""
+    try:
+        return ReasonCode(reason or "")
+    except ValueError:
+        return ReasonCode.INVALID if reason in _LEDGER_INVALID else ReasonCode.INTERNAL_ERROR
+
+
+def ledger_refusal(status: str, reason: str | None) -> Refused | None:
+    """Why the ledger's answer to an accepted bet's stake refuses the bet; None when the
+    stake applied. ``conflict``: its key was used before for another request."""
+    if status == "applied":
+        return None
+    if status == "conflict":
+        return Refused(ReasonCode.DUPLICATE_CONFLICT, "stake key in use")
+    return Refused(ledger_reason(reason), f"ledger: {reason}")
 
 
 def acceptable(requested: Decimal, current: Decimal, policy: str) -> bool:

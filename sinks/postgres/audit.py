@@ -30,14 +30,19 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from schemas.records import AuditRecord, DeadLetter
+from schemas.records import AuditRecord, DeadLetter, SourcePosition
 from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, dead_letter_params
 
 GENESIS = bytes(32)
 
 
 def chain_of(record: AuditRecord) -> str:
-    return f"{record.source.topic}/{record.source.partition}"
+    return chain_at(record.source)
+
+
+def chain_at(source: SourcePosition) -> str:
+    """The chain of the records of an input at ``source``: its topic partition."""
+    return f"{source.topic}/{source.partition}"
 
 
 def link(prev: bytes, body: str) -> bytes:
@@ -58,15 +63,55 @@ SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bytea[])
 ON CONFLICT (chain) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash"""
 
 
-async def append(conn: Any, records: Sequence[AuditRecord]) -> None:
-    """Append ``records`` (in their order) to their chains, in ``conn``'s transaction."""
+@dataclass
+class Heads:
+    """Chains' heads locked in this transaction (``lock_heads``): (seq, hash) per chain
+    that has records; a locked chain without one starts at the genesis."""
+
+    locked: frozenset[str]
+    cursor: Any = None  # the SELECT sent, until ``read``
+    heads: dict[str, tuple[int, bytes]] | None = None
+
+    async def read(self) -> dict[str, tuple[int, bytes]]:
+        if self.heads is None:
+            rows = await self.cursor.fetchall() if self.cursor is not None else []
+            self.heads = {c: (int(s), bytes(h)) for c, s, h in rows}
+        return self.heads
+
+
+async def lock_heads(conn: Any, chains: Iterable[str]) -> Heads:
+    """Lock the heads of ``chains`` (in chain order) for an ``append`` later in this
+    transaction. Sends the statement without waiting for it, so in a pipeline it travels
+    with the caller's other reads."""
+    ordered = sorted(set(chains))
+    if not ordered:
+        return Heads(frozenset())
+    return Heads(frozenset(ordered), await conn.execute(_HEADS_SQL, (ordered,)))
+
+
+async def append(conn: Any, records: Sequence[AuditRecord], *, heads: Heads | None = None) -> None:
+    """Append ``records`` (in their order) to their chains, in ``conn``'s transaction;
+    ``heads`` are those the caller locked already (any other chain is locked here)."""
     if not records:
         return
-    chains = sorted({chain_of(r) for r in records})
-    cursor = await conn.execute(_HEADS_SQL, (chains,))
-    heads: dict[str, tuple[int, bytes]] = {
-        c: (int(s), bytes(h)) for c, s, h in await cursor.fetchall()
-    }
+    chains = {chain_of(r) for r in records}
+    if heads is None:
+        heads = Heads(frozenset())
+    current = await heads.read()
+    missing = chains - heads.locked
+    if missing:
+        current.update(await (await lock_heads(conn, missing)).read())
+        heads.locked |= missing
+    await _write(conn, records, current, chains)
+
+
+async def _write(
+    conn: Any,
+    records: Sequence[AuditRecord],
+    heads: dict[str, tuple[int, bytes]],
+    chains: set[str],
+) -> None:
+    """Chain ``records`` on from ``heads`` (which move to the new heads) and store them."""
     rows = []
     for record in records:
         chain = chain_of(record)
@@ -77,7 +122,7 @@ async def append(conn: Any, records: Sequence[AuditRecord]) -> None:
         rows.append((chain, seq + 1, record.entity, record.entity_id, record.action, src.topic,
                      src.partition, src.offset, body, prev, digest))  # fmt: skip
         heads[chain] = (seq + 1, digest)
-    moved = sorted(heads.items())
+    moved = sorted((c, heads[c]) for c in chains)
     async with conn.cursor() as cur:
         async with cur.copy(_COPY_SQL) as copy:
             for row in rows:

@@ -437,6 +437,27 @@ SELECT e.txn_id, a.owner, a.kind, e.amount, t.amount, t.payout FROM ledger_entri
  WHERE e.txn_id = ANY(%s) ORDER BY e.entry_id"""
 
 
+def known_entries(op: LedgerOp, result: LedgerResult) -> list[dict[str, str]] | None:
+    """The entries ``ledger_post`` stored for ``op`` (as ``ledger_records`` lists them),
+    when the request alone fixes them; None when only the database knows.
+
+    A stake moves its amount from the player's cash to their pending stakes and nothing
+    else, on either path of ``ledger_post`` (migrations 0002 and 0014: a debt never takes
+    part in a stake), and a refused stake has no entries. Its amount is stored as given,
+    so it is printed as the database prints it when Python writes it without an exponent.
+    ``tests/integration/test_bets_placement.py`` holds this against the stored entries.
+    """
+    if op.operation != "stake" or result.status == "conflict":
+        return None
+    text = str(op.amount)
+    if text != format(op.amount, "f"):
+        return None
+    if result.status != "applied":
+        return []
+    return [{"owner": op.player_id, "account": "cash", "amount": str(-op.amount)},
+            {"owner": op.player_id, "account": "pending", "amount": text}]  # fmt: skip
+
+
 async def ledger_records(
     conn: Any,
     ops: Sequence[LedgerOp],
@@ -450,16 +471,24 @@ async def ledger_records(
              if not r.duplicate and r.status != "conflict"]  # fmt: skip
     if not fresh:
         return []
-    cursor = await conn.execute(_ENTRIES_SQL, ([r.txn_id for _, r, _ in fresh],))
     entries: dict[int, list[dict[str, str]]] = {}
+    asked = []
+    for op, r, _ in fresh:
+        known = known_entries(op, r)
+        if known is None:
+            asked.append(r.txn_id)
+        else:
+            entries[r.txn_id] = known
     # What the ledger stored: for an operation that refers to another (a settlement's
     # rollback) the amount and payout are derived there, not given by the request.
     stored: dict[int, tuple[Decimal, Decimal | None]] = {}
-    for txn_id, owner, kind, amount, txn_amount, txn_payout in await cursor.fetchall():
-        entries.setdefault(txn_id, []).append(
-            {"owner": owner, "account": kind, "amount": str(amount)}
-        )
-        stored[txn_id] = (txn_amount, txn_payout)
+    if asked:
+        cursor = await conn.execute(_ENTRIES_SQL, (asked,))
+        for txn_id, owner, kind, amount, txn_amount, txn_payout in await cursor.fetchall():
+            entries.setdefault(txn_id, []).append(
+                {"owner": owner, "account": kind, "amount": str(amount)}
+            )
+            stored[txn_id] = (txn_amount, txn_payout)
     now = datetime.now(UTC)
     records = []
     for op, r, src in fresh:
