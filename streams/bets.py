@@ -94,7 +94,6 @@ def register(
                                          message.key, message.value))  # fmt: skip
         with metrics.sink_batch("ledger.bets", len(batch.inputs)):
             placed = await until_available(lambda: sink.place(batch, now), what="PostgreSQL")
-        await until_available(lambda: sink.record_progress(batch.progress), what="PostgreSQL")
         metrics.count_decisions("bets", placed.decisions)
         out = Outputs()
         out.add(decisions, placed.decisions)
