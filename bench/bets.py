@@ -969,8 +969,11 @@ def run(
     # as "latency", every one in "latency_by_rate".
     by_rate = []
     for i, rate in enumerate(plan.rates or [plan.rate]):
+        steps_before = flow_steps(workers)
         entry = latency_phase(bench, reader, producer, "l" if rate == plan.rate else f"l{i}",
                               rate, plan.duration)  # fmt: skip
+        entry["ms_per_batch"] = steps_per_batch(steps_before, flow_steps(workers))
+        log(f"at {rate:.0f}/s a bets batch, ms: {entry['ms_per_batch']}")
         ok = ok and entry.pop("complete")
         by_rate.append(entry)
     results["latency_by_rate"] = by_rate

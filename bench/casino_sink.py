@@ -214,17 +214,17 @@ async def run(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
                     cpu += time.process_time() - cpu_start
                 if profiler is not None:
                     profiler.disable()
-                check(answered.answers, inputs, foreseen)
+                check(answered.outputs, inputs, foreseen)
                 if n >= args.warmup:
                     timings[kind].append(took * 1000 / len(inputs) * 1000)
                 if first is None:
-                    first = (inputs, answered.answers)
+                    first = (inputs, answered.outputs)
         assert first is not None
         # A replay of a batch's positions republishes what it answered, byte for byte.
         start = time.perf_counter()
         again = await sink.decide(batch_of(first[0]), datetime.now(UTC))
         replay_ms = (time.perf_counter() - start) * 1000 / len(first[0]) * 1000
-        assert again.answers == first[1], "a replay answered other bytes"
+        assert again.outputs == first[1], "a replay answered other bytes"
     finally:
         await sink.close()
     if profiler is not None:

@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from schemas.records import DeadLetter
+
+In = TypeVar("In")
+Output = tuple[bytes, bytes]  # (key, value) to publish
+Letters = list[tuple[bytes | None, DeadLetter]]  # (the original key, its dead letter)
+
+
+@dataclass
+class Batch(Generic[In]):
+    """A flow's batch as its store takes it: the decoded inputs, the dead letters decoding
+    made, and each partition's next offset once the batch is stored."""
+
+    inputs: list[In] = field(default_factory=list)
+    dead_letters: Letters = field(default_factory=list)
+    progress: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+@dataclass
+class Stored:
+    """What a stored batch publishes: its answers, in order, and its dead letters."""
+
+    outputs: list[Output] = field(default_factory=list)
+    dead_letters: Letters = field(default_factory=list)
 
 
 class Store(Protocol):

@@ -94,9 +94,9 @@ def register(
                                          message.key, message.value))  # fmt: skip
         with metrics.sink_batch("ledger.bets", len(batch.inputs)):
             placed = await until_available(lambda: sink.place(batch, now), what="PostgreSQL")
-        metrics.count_decisions("bets", placed.decisions)
+        metrics.count_decisions("bets", placed.outputs)
         out = Outputs()
-        out.add(decisions, placed.decisions)
+        out.add(decisions, placed.outputs)
         out.add(dead_letters, letter_records(placed.dead_letters))
         return out
 

@@ -36,9 +36,9 @@ def register(app: Any, settings: Settings, *, sink: CasinoSink) -> Flow:
         now = datetime.now(UTC)
         with metrics.sink_batch("ledger.casino", len(batch.inputs)):
             answered = await until_available(lambda: sink.decide(batch, now), what="PostgreSQL")
-        metrics.count_decisions("casino", answered.answers)
+        metrics.count_decisions("casino", answered.outputs)
         out = Outputs()
-        out.add(results, answered.answers)
+        out.add(results, answered.outputs)
         out.add(dead_letters, letter_records(answered.dead_letters))
         return out
 

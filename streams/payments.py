@@ -40,9 +40,9 @@ def register(app: Any, settings: Settings, *, sink: PaymentsSink) -> Flow:
         now = datetime.now(UTC)
         with metrics.sink_batch("ledger.payments", len(batch.inputs)):
             decided = await until_available(lambda: sink.decide(batch, now), what="PostgreSQL")
-        metrics.count_decisions("payments", decided.decisions)
+        metrics.count_decisions("payments", decided.outputs)
         out = Outputs()
-        out.add(decisions, decided.decisions)
+        out.add(decisions, decided.outputs)
         out.add(dead_letters, letter_records(decided.dead_letters))
         return out
 

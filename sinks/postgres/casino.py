@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -45,11 +45,12 @@ from rules.games import Catalogue
 from rules.policy import Policies
 from schemas.casino import CasinoCall, Debit, Rollback
 from schemas.outbound import ReasonCode
-from schemas.records import AuditRecord, DeadLetter, SourcePosition
+from schemas.records import AuditRecord, SourcePosition
+from sinks.base import Batch, Stored
 from sinks.postgres import audit, ledger
 from sinks.postgres.common import PgSink, write_progress
 from sinks.postgres.protection import Guarded, guard
-from sinks.postgres.sportsbook import Output, retrying
+from sinks.postgres.sportsbook import retrying
 
 
 def request_hash(call: CasinoCall) -> str:
@@ -70,17 +71,7 @@ class CasinoInput:
         return request_hash(self.call)
 
 
-@dataclass
-class CasinoBatch:
-    inputs: list[CasinoInput] = field(default_factory=list)
-    dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
-    progress: dict[tuple[str, int], int] = field(default_factory=dict)
-
-
-@dataclass
-class Answered:
-    answers: list[Output] = field(default_factory=list)
-    dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
+CasinoBatch = Batch[CasinoInput]
 
 
 # A fresh call decided: what it was, the verdict, the answer (its JSON).
@@ -200,23 +191,23 @@ class CasinoSink(PgSink):
         self.policies = policies
         self.catalogue = catalogue
 
-    async def decide(self, batch: CasinoBatch, now: datetime) -> Answered:
+    async def decide(self, batch: CasinoBatch, now: datetime) -> Stored:
         """Answer a batch in one transaction; what to publish."""
 
-        async def attempt() -> Answered:
+        async def attempt() -> Stored:
             async with self.transaction() as conn:
                 return await self._decide(conn, batch, now)
 
-        answered: Answered = await retrying(attempt)
+        answered: Stored = await retrying(attempt)
         return answered
 
-    async def _decide(self, conn: Any, batch: CasinoBatch, now: datetime) -> Answered:
-        out = Answered(dead_letters=list(batch.dead_letters))
+    async def _decide(self, conn: Any, batch: CasinoBatch, now: datetime) -> Stored:
+        out = Stored(dead_letters=list(batch.dead_letters))
         async with conn.pipeline():
             fresh, guarded, wallet = await self._load(conn, batch, now, out)
             decided, ops, sources, records = self._decide_calls(fresh, wallet, guarded, now)
             trail = await self._post(conn, batch, wallet, ops, sources, now)
-        out.answers += [(item.call.player_id.encode(), answer.encode())
+        out.outputs += [(item.call.player_id.encode(), answer.encode())
                         for item, _, answer in decided]  # fmt: skip
         # Out of the pipeline: COPY does not run in one.
         await self._copy(conn, decided, wallet, guarded, now)
@@ -226,7 +217,7 @@ class CasinoSink(PgSink):
         return out
 
     async def _load(
-        self, conn: Any, batch: CasinoBatch, now: datetime, out: Answered
+        self, conn: Any, batch: CasinoBatch, now: datetime, out: Stored
     ) -> tuple[list[CasinoInput], Guarded, Wallet]:
         """Publish what replayed positions answered before; the inputs still to decide,
         their players' standings and the wallet they are decided against."""
@@ -248,7 +239,7 @@ class CasinoSink(PgSink):
                 fresh.append(item)
             else:
                 player, answer = got
-                out.answers.append((player.encode(), (answer or "").encode()))
+                out.outputs.append((player.encode(), (answer or "").encode()))
         if not fresh:
             return [], guarded, Wallet({})
         # Round trip 2: the balances locked first, then (read after the lock is granted, so

@@ -20,7 +20,7 @@ they need, posts to the ledger and writes what they decided:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +29,8 @@ from rules.payments import Book, Prior, Verdict, phase_of, request_hash
 from rules.policy import Policies
 from schemas.outbound import PaymentDecision, ReasonCode
 from schemas.payments import Deposit, PaymentEvent, Withdrawal, WithdrawalCompleted
-from schemas.records import AuditRecord, DeadLetter, SourcePosition
+from schemas.records import AuditRecord, SourcePosition
+from sinks.base import Batch, Stored
 from sinks.postgres import audit, ledger
 from sinks.postgres.common import (
     PgSink,
@@ -38,7 +39,7 @@ from sinks.postgres.common import (
     write_progress,
 )
 from sinks.postgres.protection import guard
-from sinks.postgres.sportsbook import Output, reason_code, retrying
+from sinks.postgres.sportsbook import reason_code, retrying
 
 
 @dataclass(frozen=True)
@@ -49,17 +50,7 @@ class PaymentInput:
     value: bytes = b""
 
 
-@dataclass
-class PaymentBatch:
-    inputs: list[PaymentInput] = field(default_factory=list)
-    dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
-    progress: dict[tuple[str, int], int] = field(default_factory=dict)
-
-
-@dataclass
-class Decided:
-    decisions: list[Output] = field(default_factory=list)
-    dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
+PaymentBatch = Batch[PaymentInput]
 
 
 def ledger_op(event: PaymentEvent, at: datetime, currency: str) -> ledger.LedgerOp:
@@ -114,20 +105,20 @@ class PaymentsSink(PgSink):
         )
         self.policies = policies
 
-    async def decide(self, batch: PaymentBatch, now: datetime) -> Decided:
+    async def decide(self, batch: PaymentBatch, now: datetime) -> Stored:
         """Decide a batch and record its progress in one transaction; what to publish."""
 
-        async def attempt() -> Decided:
+        async def attempt() -> Stored:
             async with self.transaction() as conn:
                 decided = await self._decide(conn, batch, now)
                 await write_progress(conn, self.consumer_group, batch.progress)
                 return decided
 
-        decided: Decided = await retrying(attempt)
+        decided: Stored = await retrying(attempt)
         return decided
 
-    async def _decide(self, conn: Any, batch: PaymentBatch, now: datetime) -> Decided:
-        out = Decided(dead_letters=list(batch.dead_letters))
+    async def _decide(self, conn: Any, batch: PaymentBatch, now: datetime) -> Stored:
+        out = Stored(dead_letters=list(batch.dead_letters))
         if not batch.inputs:  # only dead letters: stored all the same, for croupier check
             await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
             return out
@@ -140,7 +131,7 @@ class PaymentsSink(PgSink):
             if got is None:
                 fresh.append(item)
             elif got[1] is not None:
-                out.decisions.append((got[0].encode(), got[1].encode()))
+                out.outputs.append((got[0].encode(), got[1].encode()))
         book = await priors(conn, [i.event.payment_id for i in fresh])
         guarded = await guard(conn, self.policies, [i.event.player_id for i in fresh], now)
 
@@ -204,7 +195,7 @@ class PaymentsSink(PgSink):
                     reason=reason,
                     decided_at=now,
                 ).model_dump_json()
-            out.decisions.append((ev.player_id.encode(), decision.encode()))
+            out.outputs.append((ev.player_id.encode(), decision.encode()))
             version = guarded.version(ev.player_id)
             events.append((src.topic, src.partition, src.offset, ev.payment_id, ev.player_id,
                            ev.type, outcome, decision, version))  # fmt: skip

@@ -39,7 +39,8 @@ from rules.sportsbook import Leg, Priced, Refused, accept_bet, ledger_refusal
 from schemas.bets import BetRequest
 from schemas.odds import BetCancel, BetSettlement, RollbackBetCancel, RollbackBetSettlement
 from schemas.outbound import BetDecision, ReasonCode, Settlement
-from schemas.records import AuditRecord, DeadLetter, SourcePosition
+from schemas.records import AuditRecord, SourcePosition
+from sinks.base import Batch, Output, Stored
 from sinks.postgres import audit, ledger
 from sinks.postgres.common import PgSink, conflict_letter, write_progress
 from sinks.postgres.protection import send_guard
@@ -47,7 +48,6 @@ from sinks.postgres.protection import send_guard
 log = logging.getLogger(__name__)
 
 SettlementMessage = BetSettlement | BetCancel | RollbackBetSettlement | RollbackBetCancel
-Output = tuple[bytes, bytes]  # (key, value) to publish
 
 _LOCK_SQL = """SELECT count(pg_advisory_xact_lock{shared}(hashtextextended(e || chr(31) || m, 0)))
                  FROM unnest(%s::text[], %s::text[]) AS t(e, m)"""
@@ -82,22 +82,7 @@ class BetInput:
     value: bytes = b""
 
 
-@dataclass
-class BetBatch:
-    inputs: list[BetInput] = field(default_factory=list)
-    dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
-    progress: dict[tuple[str, int], int] = field(default_factory=dict)
-
-
-@dataclass
-class Placed:
-    """What a placed batch publishes: decisions and dead letters."""
-
-    decisions: list[Output] = field(default_factory=list)
-    dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
-    accepted: int = 0
-    rejected: int = 0
-    duplicates: int = 0
+BetBatch = Batch[BetInput]
 
 
 @dataclass
@@ -154,17 +139,17 @@ class SportsbookSink(PgSink):
 
     # -- placing -------------------------------------------------------------------------
 
-    async def place(self, batch: BetBatch, now: datetime) -> Placed:
+    async def place(self, batch: BetBatch, now: datetime) -> Stored:
         """Decide and store a batch of bets in one transaction; what to publish."""
 
-        async def attempt() -> Placed:
+        async def attempt() -> Stored:
             async with self.transaction() as conn:
                 return await self._place(conn, batch, now)
 
-        placed: Placed = await retrying(attempt)
+        placed: Stored = await retrying(attempt)
         return placed
 
-    async def _place(self, conn: Any, batch: BetBatch, now: datetime) -> Placed:
+    async def _place(self, conn: Any, batch: BetBatch, now: datetime) -> Stored:
         """The placement transaction: load and lock (one pipeline), decide
         (``rules.sportsbook.accept_bet``), post the stakes (one statement), write (``COPY``).
 
@@ -182,7 +167,7 @@ class SportsbookSink(PgSink):
            every decision's) to the locked chains; dead letters and producers' retries,
            when there are any.
         """
-        out = Placed(dead_letters=list(batch.dead_letters))
+        out = Stored(dead_letters=list(batch.dead_letters))
         inputs = batch.inputs
         pairs = [(s.event_id, s.market_id) for i in inputs if isinstance(i.verdict, Priced)
                  for s in i.bet.selections]  # fmt: skip
@@ -228,11 +213,10 @@ class SportsbookSink(PgSink):
                 )
             elif prev_source == item.source:
                 if prev_decision is not None:  # a replay: publish the stored decision again
-                    out.decisions.append((player.encode(), prev_decision.encode()))
+                    out.outputs.append((player.encode(), prev_decision.encode()))
             else:  # a producer's retry: the first answer again, stored or decided now
                 duplicates.append((item.source, bet.bet_id))
                 again.append((bet.bet_id, player, prev_decision))
-                out.duplicates += 1
 
         verdicts: dict[str, Priced | Refused] = {}
         ops, sources, staked = [], [], []
@@ -278,7 +262,7 @@ class SportsbookSink(PgSink):
                 decided_at=now,
             )
             decision = decided.model_dump_json()
-            out.decisions.append((b.player_id.encode(), decision.encode()))
+            out.outputs.append((b.player_id.encode(), decision.encode()))
             first[b.bet_id] = decision
             src = item.source
             version = guarded.version(b.player_id) if guarded is not None else None
@@ -300,18 +284,15 @@ class SportsbookSink(PgSink):
                 src.topic, src.partition, src.offset, version,
             ))  # fmt: skip
             if isinstance(verdict, Priced):
-                out.accepted += 1
                 # A leg's placed_at is when the house took the bet (the decision time), not
                 # the player's claim: a time-windowed bet_cancel voids by it.
                 for n, (sel, price) in enumerate(zip(b.selections, verdict.leg_odds, strict=True)):
                     leg_rows.append((b.bet_id, n, sel.event_id, sel.market_id, sel.outcome_id,
                                      price, now))  # fmt: skip
-            else:
-                out.rejected += 1
         for bet_id, player, stored in again:
             answer = stored if stored is not None else first.get(bet_id)
             if answer is not None:
-                out.decisions.append((player.encode(), answer.encode()))
+                out.outputs.append((player.encode(), answer.encode()))
         async with conn.cursor() as cur:  # COPY: a tenth of executemany's cost per row
             for sql, rows in ((_BETS_COPY, bet_rows), (_LEGS_COPY, leg_rows)):
                 if rows:

@@ -25,9 +25,10 @@ from schemas.bets import BetRequest
 from schemas.outbound import ReasonCode
 from schemas.players import Exclusion, OpenSession, PlayerLimit, PlayerState
 from schemas.records import SourcePosition
+from sinks.base import Stored
 from sinks.postgres import ledger
 from sinks.postgres.players import PlayerBatch, PostgresPlayerSink
-from sinks.postgres.sportsbook import BetBatch, BetInput, Placed, SportsbookSink
+from sinks.postgres.sportsbook import BetBatch, BetInput, SportsbookSink
 from tests.integration.helpers import audit_trail_holds, ledger_reconciles, query
 
 pytestmark = pytest.mark.integration
@@ -82,7 +83,7 @@ def first_batch() -> BetBatch:
     return batch
 
 
-async def place(settings: Settings, batch: BetBatch) -> Placed:
+async def place(settings: Settings, batch: BetBatch) -> Stored:
     dsn, schema = settings.pg_dsn.get_secret_value(), settings.pg_schema
     sink = SportsbookSink(dsn, schema, consumer_group="place", policies=load_policies(POLICY_DIR))
     await sink.open()
@@ -107,9 +108,9 @@ async def register(settings: Settings) -> None:
     await players.close()
 
 
-def decisions(placed: Placed) -> list[tuple[str, str, str | None]]:
+def decisions(placed: Stored) -> list[tuple[str, str, str | None]]:
     return [(d["bet_id"], d["status"], d["reason"])
-            for d in (json.loads(v) for _, v in placed.decisions)]  # fmt: skip
+            for d in (json.loads(v) for _, v in placed.outputs)]  # fmt: skip
 
 
 def test_one_transaction_decides_stores_audits_and_replays_byte_for_byte(
@@ -139,8 +140,7 @@ def test_one_transaction_decides_stores_audits_and_replays_byte_for_byte(
         ("b-9", "rejected", "max_stake"),
         ("b-1", "accepted", None),  # the retry gets the first answer
     ]
-    assert placed.decisions[-1] == placed.decisions[0]
-    assert (placed.accepted, placed.rejected, placed.duplicates) == (3, 6, 1)
+    assert placed.outputs[-1] == placed.outputs[0]
     assert [d.reason for _, d in placed.dead_letters] == ["duplicate_conflict"]
 
     stored = query(settings, "SELECT bet_id, status, reason, odds, decision, standing_version, "
@@ -152,7 +152,7 @@ def test_one_transaction_decides_stores_audits_and_replays_byte_for_byte(
         ("b-7", "rejected", "insufficient_funds", None), ("b-8", "rejected", "odds_changed", None),
         ("b-9", "rejected", "max_stake", None),
     ]  # fmt: skip
-    published = {json.loads(v)["bet_id"]: v.decode() for _, v in placed.decisions}
+    published = {json.loads(v)["bet_id"]: v.decode() for _, v in placed.outputs}
     assert all(row[4] == published[row[0]] for row in stored)
     assert {row[5] for row in stored} == {2}
     assert query(settings, "SELECT bet_id, leg, event_id, market_id, odds FROM bet_legs "
@@ -205,15 +205,14 @@ def test_one_transaction_decides_stores_audits_and_replays_byte_for_byte(
     counts = "SELECT (SELECT count(*) FROM audit_records), (SELECT count(*) FROM ledger_entries)"
     before = query(settings, counts)
     again = asyncio.run(place(settings, first_batch()))
-    assert again.decisions == placed.decisions
-    assert (again.accepted, again.rejected) == (0, 0)
+    assert again.outputs == placed.outputs
     assert query(settings, counts) == before
     assert query(settings, "SELECT count(*) FROM bet_duplicates") == [(1,)]
 
     # A producer's retry at a new position later: the first answer, recorded as a duplicate.
     later = BetBatch(inputs=[item("b-6", "p-3", "1.00", [("m-1", "1x2")], 9, partition=1)])
     retried = asyncio.run(place(settings, later))
-    assert retried.decisions == [placed.decisions[5]]
+    assert retried.outputs == [placed.outputs[5]]
     assert query(settings, "SELECT source_partition, source_offset, bet_id FROM bet_duplicates "
                  "ORDER BY 1") == [(0, 6, "b-1"), (1, 9, "b-6")]  # fmt: skip
     audit_trail_holds(settings)

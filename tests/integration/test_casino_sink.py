@@ -90,7 +90,7 @@ def test_a_replayed_position_answers_its_stored_bytes_and_progress_is_in_the_tra
                 "type": "debit", "transaction_id": "t-3", "round_id": "r-2", "amount": "1.00",
             })  # fmt: skip
             again = await sink.decide(_batch([*calls, more], later), later)
-            return first.answers, again.answers
+            return first.outputs, again.outputs
         finally:
             await sink.close()
 
