@@ -152,7 +152,7 @@ async def place_all(
     times = []
     for batch in batches:
         start = time.perf_counter()
-        placed = await sink.place(batch, datetime.now(UTC))
+        placed = await sink.decide(batch, datetime.now(UTC))
         times.append(time.perf_counter() - start)
         refused = [json.loads(v) for _, v in placed.outputs if b'"rejected"' in v]
         if len(placed.outputs) != len(batch.inputs):

@@ -289,7 +289,7 @@ async def _harness(stage: str, bets_topic: str, decisions_topic: str, group: str
                 for m in bets:
                     tp = (str(m.topic()), int(m.partition()))
                     batch.progress[tp] = max(batch.progress.get(tp, 0), int(m.offset()) + 1)
-                placed = await sink.place(batch, datetime.now(UTC))
+                placed = await sink.decide(batch, datetime.now(UTC))
                 out = placed.outputs
                 t1 = time.perf_counter()
                 stats["sink_s"] += t1 - t0

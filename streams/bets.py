@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from croupier.settings import Settings
 from rules.odds import EventBook, Market, ProducerHealth
 from rules.sportsbook import decide_bet
 from schemas.bets import BET_REQUEST, BetRequest
-from sinks.postgres.sportsbook import BetBatch, BetInput, SportsbookSink
-from streams import metrics
-from streams.batching import until_available
-from streams.context import decode_all, letter_records, position
-from streams.flow import Flow, Outputs, declare_flow
+from sinks.postgres.sportsbook import BetInput, SportsbookSink
+from streams.context import position
+from streams.flow import Flow, decision_flow
 from streams.kafka import Message
 
 
@@ -75,30 +73,19 @@ def register(
     sink: SportsbookSink,
 ) -> Flow:
     """Run the bets flow in ``app``."""
-    decisions, dead_letters = settings.topic("bet-decisions"), settings.topic("dead-letters")
     timeout = timedelta(seconds=settings.feed_timeout)
     skew = settings.clock_skew
 
-    async def handle(messages: list[Message]) -> Outputs:
-        batch = BetBatch()
-        decoded = decode_all(
-            BET_REQUEST, messages, progress=batch.progress, letters=batch.dead_letters
-        )
-        bets = [b for _, b in decoded]
-        books = read_books(odds, bets)
+    def inputs(decoded: list[tuple[Message, BetRequest]], now: datetime) -> list[BetInput]:
+        """Each bet priced against the odds table (read once a batch)."""
+        books = read_books(odds, [bet for _, bet in decoded])
         producers = read_producers(health, books.values())
-        now = datetime.now(UTC)
-        for message, bet in decoded:
-            verdict = decide_bet(bet, books, producers, now, timeout, clock_skew=skew)
-            batch.inputs.append(BetInput(position(message), bet, request_hash(bet), verdict,
-                                         message.key, message.value))  # fmt: skip
-        with metrics.sink_batch("ledger.bets", len(batch.inputs)):
-            placed = await until_available(lambda: sink.place(batch, now), what="PostgreSQL")
-        metrics.count_decisions("bets", placed.outputs)
-        out = Outputs()
-        out.add(decisions, placed.outputs)
-        out.add(dead_letters, letter_records(placed.dead_letters))
-        return out
+        return [
+            BetInput(position(m), bet, request_hash(bet),
+                     decide_bet(bet, books, producers, now, timeout, clock_skew=skew),
+                     m.key, m.value)
+            for m, bet in decoded
+        ]  # fmt: skip
 
-    return declare_flow(app, settings, name="bets", topic=settings.topic("bets"), store=sink,
-                        handle=handle)  # fmt: skip
+    return decision_flow(app, settings, name="bets", adapter=BET_REQUEST, inputs=inputs,
+                         store=sink, answers="bet-decisions")  # fmt: skip

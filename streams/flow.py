@@ -31,12 +31,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
 
 import mode
+from pydantic import TypeAdapter
 
 from croupier.settings import Settings
-from sinks.base import Store
+from sinks.base import Batch, Store, Stored
 from sinks.postgres.common import read_progress
 from streams import metrics
 from streams.batching import (
@@ -48,7 +50,7 @@ from streams.batching import (
     isolate,
     until_available,
 )
-from streams.context import app_timer, dead_letter, letter_records
+from streams.context import app_timer, dead_letter, decode_all, letter_records
 from streams.kafka import (
     Message,
     Records,
@@ -194,6 +196,50 @@ def group_of(settings: Settings, name: str) -> str:
 def flow_groups(settings: Settings) -> list[str]:
     """Every flow's consumer group."""
     return [group_of(settings, name) for name in FLOWS]
+
+
+T = TypeVar("T")
+In = TypeVar("In")
+
+
+class DecisionStore(Store, Protocol[In]):
+    """A store that decides a batch of inputs in one transaction (bets, payments, casino)."""
+
+    async def decide(self, batch: Batch[In], now: datetime) -> Stored: ...
+
+
+def decision_flow(
+    app: Any,
+    settings: Settings,
+    *,
+    name: str,
+    adapter: TypeAdapter[T],
+    inputs: Callable[[list[tuple[Message, T]], datetime], list[In]],
+    store: DecisionStore[In],
+    answers: str,
+) -> Flow:
+    """Run a flow whose every input gets an answer: decode with ``adapter``, make the
+    store's inputs (``inputs``: the flow's own pure part, e.g. pricing against the odds),
+    let the store decide the batch in its one transaction, and publish the answers on
+    ``answers`` and the dead letters on ``dead-letters``."""
+    answers_topic, dead_letters = settings.topic(answers), settings.topic("dead-letters")
+
+    async def handle(messages: list[Message]) -> Outputs:
+        batch: Batch[In] = Batch()
+        decoded = decode_all(adapter, messages, progress=batch.progress,
+                             letters=batch.dead_letters)  # fmt: skip
+        now = datetime.now(UTC)
+        batch.inputs = inputs(decoded, now)
+        with metrics.sink_batch(f"ledger.{name}", len(batch.inputs)):
+            stored = await until_available(lambda: store.decide(batch, now), what="PostgreSQL")
+        metrics.count_decisions(name, stored.outputs)
+        out = Outputs()
+        out.add(answers_topic, stored.outputs)
+        out.add(dead_letters, letter_records(stored.dead_letters))
+        return out
+
+    return declare_flow(app, settings, name=name, topic=settings.topic(name), store=store,
+                        handle=handle)  # fmt: skip
 
 
 def declare_flow(

@@ -6,45 +6,28 @@ the provider's ``withdrawal_completed`` pays it out or ``withdrawal_failed`` rel
 Deposits and withdrawal requests ask player protection first, inside the sink's
 transaction (unknown player, self-exclusion and deposit limits for deposits; a
 self-excluded player may still withdraw); a provider's result is always applied.
-Everything is idempotent by payment id in the ledger. The batch protocol is the bets flow's: commit
-in PostgreSQL, then publish the stored decisions, then record progress.
+Everything is idempotent by payment id in the ledger. The batch protocol is every decision
+flow's (``streams/flow.py``): one transaction in PostgreSQL, then the answers published.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from croupier.settings import Settings
-from schemas.payments import PAYMENT_EVENT
-from sinks.postgres.payments import PaymentBatch, PaymentInput, PaymentsSink
-from streams import metrics
-from streams.batching import until_available
-from streams.context import decode_all, letter_records, position
-from streams.flow import Flow, Outputs, declare_flow
+from schemas.payments import PAYMENT_EVENT, PaymentEvent
+from sinks.postgres.payments import PaymentInput, PaymentsSink
+from streams.context import position
+from streams.flow import Flow, decision_flow
 from streams.kafka import Message
 
 
 def register(app: Any, settings: Settings, *, sink: PaymentsSink) -> Flow:
     """Run the payments flow in ``app``."""
-    decisions, dead_letters = settings.topic("payment-decisions"), settings.topic("dead-letters")
 
-    async def handle(messages: list[Message]) -> Outputs:
-        batch = PaymentBatch()
-        decoded = decode_all(
-            PAYMENT_EVENT, messages, progress=batch.progress, letters=batch.dead_letters
-        )
-        for message, payment in decoded:
-            batch.inputs.append(PaymentInput(position(message), payment, message.key,
-                                             message.value))  # fmt: skip
-        now = datetime.now(UTC)
-        with metrics.sink_batch("ledger.payments", len(batch.inputs)):
-            decided = await until_available(lambda: sink.decide(batch, now), what="PostgreSQL")
-        metrics.count_decisions("payments", decided.outputs)
-        out = Outputs()
-        out.add(decisions, decided.outputs)
-        out.add(dead_letters, letter_records(decided.dead_letters))
-        return out
+    def inputs(decoded: list[tuple[Message, PaymentEvent]], now: datetime) -> list[PaymentInput]:
+        return [PaymentInput(position(m), event, m.key, m.value) for m, event in decoded]
 
-    return declare_flow(app, settings, name="payments", topic=settings.topic("payments"),
-                        store=sink, handle=handle)  # fmt: skip
+    return decision_flow(app, settings, name="payments", adapter=PAYMENT_EVENT, inputs=inputs,
+                         store=sink, answers="payment-decisions")  # fmt: skip

@@ -31,7 +31,7 @@ range*: all their bets, all settlement messages of those bets' events, all their
 ledger operations. Into a fresh scratch schema (``migrate``), in the live order:
 
 re-run through the real code
-    the placement of every bet of those players (``SportsbookSink.place``: the market
+    the placement of every bet of those players (``SportsbookSink.decide``: the market
     fence against the scratch's market states, the stake through ``ledger_post``, the
     refusal the ledger gives, the stored decision and legs); every recorded
     settlement-kind message of their events (``SportsbookSink.apply_market_message``:
@@ -926,7 +926,7 @@ async def _rerun(dsn: str, scratch: str, steps: list[_Step]) -> list[Difference]
 
 async def _run_step(sink: SportsbookSink, step: _Step) -> None:
     if isinstance(step, _Place):
-        await sink.place(BetBatch(inputs=step.inputs), step.now)
+        await sink.decide(BetBatch(inputs=step.inputs), step.now)
     elif isinstance(step, _Apply):
         await sink.apply_market_message(step.source, step.msg, step.known, step.now)
     else:

@@ -1,6 +1,6 @@
 """The sportsbook's PostgreSQL side: placing bets and settling markets, one transaction each.
 
-Placing a batch of bets (``place``) is one transaction: the bets' markets are fenced,
+Placing a batch of bets (``decide``) is one transaction: the bets' markets are fenced,
 stakes are reserved in the ledger (key ``bet:<bet_id>``), and every decision is stored
 with the exact JSON that is then published. A bet id seen before is never decided again:
 a replay of the same Kafka position gets the stored decision back (to publish again, byte
@@ -139,7 +139,7 @@ class SportsbookSink(PgSink):
 
     # -- placing -------------------------------------------------------------------------
 
-    async def place(self, batch: BetBatch, now: datetime) -> Stored:
+    async def decide(self, batch: BetBatch, now: datetime) -> Stored:
         """Decide and store a batch of bets in one transaction; what to publish."""
 
         async def attempt() -> Stored:

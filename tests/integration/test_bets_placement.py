@@ -88,7 +88,7 @@ async def place(settings: Settings, batch: BetBatch) -> Stored:
     sink = SportsbookSink(dsn, schema, consumer_group="place", policies=load_policies(POLICY_DIR))
     await sink.open()
     try:
-        return await sink.place(batch, NOW)
+        return await sink.decide(batch, NOW)
     finally:
         await sink.close()
 

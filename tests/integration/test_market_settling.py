@@ -122,8 +122,8 @@ async def _run(settings: Settings) -> list[Any]:
     await sink.open()
     calls: list[Any] = []
     try:
-        await sink.place(batch(BATCH_A, T0), T0)
-        await sink.place(batch(BATCH_B, T0 + timedelta(minutes=10)), T0 + timedelta(minutes=10))
+        await sink.decide(batch(BATCH_A, T0), T0)
+        await sink.decide(batch(BATCH_B, T0 + timedelta(minutes=10)), T0 + timedelta(minutes=10))
         for offset, msg in FEED:
             source = SourcePosition(topic="odds", partition=0, offset=offset)
             out = await sink.apply_market_message(source, msg, ["1x2", "ou", "other"], NOW)
@@ -256,7 +256,7 @@ def test_a_step_the_ledger_refuses_fails_the_whole_message(settings: Settings) -
         sink = SportsbookSink(dsn, schema, consumer_group="settling")
         await sink.open()
         try:
-            await sink.place(batch(BATCH_A[:1], T0), T0)
+            await sink.decide(batch(BATCH_A[:1], T0), T0)
             closing = L.settle("b-1/9", "b-1", "p-1", "EUR", D("0.00"), "lose", T0)
             book = L.Ledger.connect(dsn, schema)  # the book and the ledger now disagree
             try:

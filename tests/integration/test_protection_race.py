@@ -63,8 +63,8 @@ async def _race(settings: Settings, now: datetime) -> None:
     for sink in sinks:
         await sink.open()
     try:
-        await asyncio.gather(sinks[0].place(_stakes(0, 0, now), now),
-                             sinks[1].place(_stakes(10, 1, now), now))  # fmt: skip
+        await asyncio.gather(sinks[0].decide(_stakes(0, 0, now), now),
+                             sinks[1].decide(_stakes(10, 1, now), now))  # fmt: skip
     finally:
         for sink in sinks:
             await sink.close()
