@@ -41,7 +41,17 @@ _UNREAD_SQL = """
 SELECT r.chain, r.seq, r.body, r.hash
   FROM audit_heads h
   LEFT JOIN report_progress p USING (chain)
-  JOIN LATERAL (SELECT a.chain, a.seq, a.body, a.hash FROM audit_records a
+  JOIN LATERAL (SELECT a.chain, a.seq, a.hash,
+                       -- only what _reportable may report is read and parsed: a stake's
+                       -- or a casino move's ledger record is reported from its bet's or
+                       -- its casino transaction's own record
+                       CASE WHEN a.entity IN ('player', 'casino_transaction', 'bet')
+                              OR (a.entity = 'ledger_transaction'
+                                  AND a.action NOT IN ('ledger.stake', 'ledger.casino_debit',
+                                                       'ledger.casino_credit',
+                                                       'ledger.casino_rollback'))
+                            THEN a.body END AS body
+                  FROM audit_records a
                  WHERE a.chain = h.chain AND a.seq > coalesce(p.seq, 0)
                  ORDER BY a.seq LIMIT %s) r ON true
  WHERE h.seq > coalesce(p.seq, 0)
@@ -132,10 +142,13 @@ class ReportSink(PgSink):
             rows = await (await conn.execute(_UNREAD_SQL, (limit,))).fetchall()
             if not rows:
                 return 0
-            docs = [(chain, int(seq), _loads(body), bytes(h)) for chain, seq, body, h in rows]
+            docs = [(chain, int(seq), None if body is None else _loads(body), bytes(h))
+                    for chain, seq, body, h in rows]  # fmt: skip
             rejected: list[tuple[str, int, str]] = []
             wanted = []
             for c, s, d, h in docs:
+                if d is None:
+                    continue  # not reportable: its body was not even read
                 try:
                     fields = _reportable(d)
                     if fields is not None and not isinstance(fields["player_id"], str):
