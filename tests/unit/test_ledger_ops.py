@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from sinks.postgres import ledger as L
+from rules import ledger as L
+from sinks.postgres.ledger import Balance
 
 NOW = datetime(2026, 11, 24, 19, 0, tzinfo=UTC)
 
@@ -46,11 +47,11 @@ def test_the_request_hash_ignores_when_it_was_sent_but_not_what_it_asks() -> Non
 
 
 def test_balances_print_in_the_currency_minor_units() -> None:
-    assert L.Balance("p", "EUR", Decimal("12.5"), Decimal("0"), Decimal("0")).as_json() == {
+    assert Balance("p", "EUR", Decimal("12.5"), Decimal("0"), Decimal("0")).as_json() == {
         "player_id": "p", "currency": "EUR", "balance": "12.50", "pending": "0.00",
         "debt": "0.00",
     }  # fmt: skip
     assert (
-        L.Balance("p", "JPY", Decimal("1200"), Decimal("0"), Decimal("0")).as_json()["balance"]
+        Balance("p", "JPY", Decimal("1200"), Decimal("0"), Decimal("0")).as_json()["balance"]
         == "1200"
     )
