@@ -51,12 +51,13 @@ from croupier.cli import load_stack_env  # noqa: E402
 from croupier.games import load_catalogue  # noqa: E402
 from croupier.policies import load_policies  # noqa: E402
 from croupier.settings import Settings  # noqa: E402
+from rules import ledger as L  # noqa: E402
 from rules.players import apply_player_event  # noqa: E402
 from schemas.casino import CASINO_CALL  # noqa: E402
 from schemas.players import PLAYER_EVENT, PlayerState  # noqa: E402
 from schemas.records import SourcePosition  # noqa: E402
-from sinks.postgres import ledger as L  # noqa: E402
 from sinks.postgres.casino import CasinoBatch, CasinoInput, CasinoSink  # noqa: E402
+from sinks.postgres.ledger import Ledger  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402
 from sinks.postgres.players import PlayerBatch, PostgresPlayerSink, SessionChange  # noqa: E402
 
@@ -101,7 +102,7 @@ async def register(dsn: str, schema: str, players: list[str], policies: Any) -> 
         await sink.write(batch)
     finally:
         await sink.close()
-    ledger = L.Ledger.connect(dsn, schema)
+    ledger = Ledger.connect(dsn, schema)
     try:
         for i in range(0, len(players), 1000):
             ops = [L.deposit(f"d-{p}", p, DEPOSIT, CURRENCY, now) for p in players[i : i + 1000]]
@@ -229,7 +230,7 @@ async def run(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
         await sink.close()
     if profiler is not None:
         profiler.dump_stats(args.profile)
-    ledger = L.Ledger.connect(dsn, schema)
+    ledger = Ledger.connect(dsn, schema)
     try:
         rec = ledger.reconcile()
         cash = "SELECT owner, balance FROM ledger_accounts WHERE kind = 'cash'"

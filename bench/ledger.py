@@ -26,14 +26,15 @@ sys.path.insert(0, str(ROOT))
 
 from croupier.cli import load_stack_env  # noqa: E402
 from croupier.settings import Settings  # noqa: E402
-from sinks.postgres import ledger as L  # noqa: E402
+from rules import ledger as L  # noqa: E402
+from sinks.postgres.ledger import Ledger  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402
 
 NOW = datetime.now(UTC)
 STAKE = Decimal("1.00")
 
 
-def timed_batches(ledger: L.Ledger, ops: list[L.LedgerOp], size: int) -> float:
+def timed_batches(ledger: Ledger, ops: list[L.LedgerOp], size: int) -> float:
     start = time.perf_counter()
     for i in range(0, len(ops), size):
         results = ledger.post_batch(ops[i : i + size])
@@ -46,7 +47,7 @@ def parallel(dsn: str, schema: str, work: list[list[L.LedgerOp]], size: int) -> 
     failures: list[BaseException] = []
 
     def run(ops: list[L.LedgerOp]) -> None:
-        own = L.Ledger.connect(dsn, schema)
+        own = Ledger.connect(dsn, schema)
         try:
             timed_batches(own, ops, size)
         except BaseException as exc:
@@ -79,7 +80,7 @@ def main() -> None:
     dsn = settings.pg_dsn.get_secret_value()
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     migrate(settings.migration_dsn, schema)
-    ledger = L.Ledger.connect(dsn, schema)
+    ledger = Ledger.connect(dsn, schema)
     players = [f"p-{n}" for n in range(args.players)]
     out: dict[str, object] = {
         "machine": f"{platform.node()} {os.cpu_count()} cores",

@@ -40,11 +40,12 @@ sys.path.insert(0, str(ROOT))
 from croupier.cli import load_stack_env  # noqa: E402
 from croupier.policies import load_policies  # noqa: E402
 from croupier.settings import Settings  # noqa: E402
+from rules import ledger as L  # noqa: E402
 from rules.sportsbook import Priced, price_text  # noqa: E402
 from schemas.bets import BetRequest  # noqa: E402
 from schemas.players import OpenSession, PlayerLimit, PlayerState  # noqa: E402
 from schemas.records import SourcePosition  # noqa: E402
-from sinks.postgres import ledger as L  # noqa: E402
+from sinks.postgres.ledger import Ledger  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402
 from sinks.postgres.players import PlayerBatch, PostgresPlayerSink  # noqa: E402
 from sinks.postgres.sportsbook import BetBatch, BetInput, SportsbookSink  # noqa: E402
@@ -112,7 +113,7 @@ async def run(args: argparse.Namespace, settings: Settings, schema: str) -> dict
     await psink.open()
     await psink.write(PlayerBatch(states=states))
     await psink.close()
-    book = L.Ledger.connect(dsn, schema)
+    book = Ledger.connect(dsn, schema)
     try:
         book.post_batch([L.deposit(f"d-{p}", p, Decimal("100000.00"), "EUR", now) for p in states])
     finally:

@@ -38,6 +38,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, TypeAdapter
 
+from rules import ledger as ledger_ops
 from rules import ledger_keys
 from rules.casino import KnownTx, Round, Verdict, Wallet
 from rules.decimals import MONEY_CONTEXT, minor_unit
@@ -272,7 +273,7 @@ class CasinoSink(PgSink):
 
     def _decide_calls(
         self, fresh: list[CasinoInput], wallet: Wallet, guarded: Guarded, now: datetime
-    ) -> tuple[list[Decided], list[ledger.LedgerOp], list[SourcePosition], list[AuditRecord]]:
+    ) -> tuple[list[Decided], list[ledger_ops.LedgerOp], list[SourcePosition], list[AuditRecord]]:
         """Decide the calls in arrival order: each one's answer, the ledger operations and
         their positions, the calls' audit records."""
 
@@ -292,7 +293,7 @@ class CasinoSink(PgSink):
         decided_at = _TIME.dump_json(now).decode()  # every answer of the batch has it
         units: dict[str, Decimal] = {}
         decided: list[Decided] = []
-        ops: list[ledger.LedgerOp] = []
+        ops: list[ledger_ops.LedgerOp] = []
         sources: list[SourcePosition] = []
         records: list[AuditRecord] = []
         for item in fresh:
@@ -335,7 +336,7 @@ class CasinoSink(PgSink):
         conn: Any,
         batch: CasinoBatch,
         wallet: Wallet,
-        ops: list[ledger.LedgerOp],
+        ops: list[ledger_ops.LedgerOp],
         sources: list[SourcePosition],
         now: datetime,
     ) -> list[AuditRecord]:
@@ -445,17 +446,17 @@ def _audit(
     )  # fmt: skip
 
 
-def _ledger_op(call: CasinoCall, verdict: Verdict, at: datetime) -> ledger.LedgerOp | None:
+def _ledger_op(call: CasinoCall, verdict: Verdict, at: datetime) -> ledger_ops.LedgerOp | None:
     """The ledger operation a decided call moves, dated when Croupier applies it."""
     match verdict.moves:
         case "debit":
-            return ledger.casino_debit(call.transaction_id, call.player_id, call.amount,
+            return ledger_ops.casino_debit(call.transaction_id, call.player_id, call.amount,
                                        call.currency, at)  # fmt: skip
         case "credit":
-            return ledger.casino_credit(call.transaction_id, call.player_id, call.amount,
+            return ledger_ops.casino_credit(call.transaction_id, call.player_id, call.amount,
                                         call.currency, at)  # fmt: skip
         case "rollback":
             assert isinstance(call, Rollback)  # only a rollback moves so
-            return ledger.casino_rollback(call.transaction_id, call.reference_transaction_id,
+            return ledger_ops.casino_rollback(call.transaction_id, call.reference_transaction_id,
                                           call.player_id, call.currency, at)  # fmt: skip
     return None

@@ -1,5 +1,8 @@
 """The double-entry wallet ledger in PostgreSQL: the source of truth for money.
 
+This module is the adapter: it posts the operations ``rules/ledger.py`` builds and checks
+(``LedgerOp``, ``stake``, ``settle``, ...) and reads the books back.
+
 Model
 -----
 * **Accounts.** Per player and currency: ``cash`` (spendable), ``pending`` (stakes of open
@@ -48,43 +51,30 @@ worker does thousands of operations a second instead of hundreds.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
 
-from rules import ledger_keys as keys
 from rules.decimals import MONEY_CONTEXT, minor_unit
-from rules.ledger import owed
-from schemas.money import check_scale
+from rules.ledger import (
+    IdempotencyConflict,
+    LedgerError,
+    LedgerOp,
+    LedgerResult,
+    known_entries,
+    owed,
+    player_order,
+)
 from schemas.records import AuditRecord, SourcePosition
 from sinks.postgres import audit
 
-Operation = Literal[
-    "deposit",
-    "withdrawal_reserve",
-    "withdrawal_confirm",
-    "withdrawal_release",
-    "stake",
-    "settle",
-    "unsettle",
-    "casino_debit",
-    "casino_credit",
-    "casino_rollback",
-]
-Status = Literal["applied", "rejected", "conflict"]
-
-# Operations whose amount comes from the transaction they reference.
-_FROM_REFERENCE = {"withdrawal_confirm", "withdrawal_release", "unsettle", "casino_rollback"}
-_NEEDS_REFERENCE = _FROM_REFERENCE | {"settle"}
-_MAY_BE_ZERO = {"casino_credit"} | _FROM_REFERENCE | {"settle"}
 _RETRYABLE = (
     pg_errors.UniqueViolation,  # a concurrent duplicate won the key; retrying reads its result
     pg_errors.DeadlockDetected,
@@ -93,175 +83,7 @@ _RETRYABLE = (
 _POST_SQL = "SELECT * FROM ledger_post(%s::jsonb)"
 
 
-class LedgerError(Exception):
-    """A ledger request that cannot be posted as asked."""
-
-
-class InvalidOperation(LedgerError, ValueError):
-    """The request itself is malformed (caught before it reaches the database)."""
-
-
-class IdempotencyConflict(LedgerError):
-    """The key was used before for a different request."""
-
-
-@dataclass(frozen=True)
-class LedgerOp:
-    """One business operation to post; ``key`` makes it idempotent."""
-
-    key: str
-    operation: Operation
-    player_id: str
-    currency: str
-    occurred_at: datetime
-    amount: Decimal = Decimal(0)
-    reference: str | None = None
-    payout: Decimal | None = None
-    result: str | None = None
-
-    def __post_init__(self) -> None:
-        problems = []
-        for name in ("amount", "payout"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, Decimal) or not value.is_finite()):
-                problems.append(f"{name} must be a finite Decimal, not {type(value).__name__}")
-            elif value is not None and value < 0:
-                problems.append(f"{name} cannot be negative")
-        finite = isinstance(self.amount, Decimal) and self.amount.is_finite()
-        if finite and self.operation not in _MAY_BE_ZERO and self.amount <= 0:
-            problems.append(f"{self.operation} needs a positive amount")
-        if (self.operation in _NEEDS_REFERENCE) != (self.reference is not None):
-            need = "needs" if self.operation in _NEEDS_REFERENCE else "takes no"
-            problems.append(f"{self.operation} {need} reference")
-        if (self.operation == "settle") != (self.payout is not None):
-            problems.append("a payout goes with settle, and only with settle")
-        if len(self.currency) != 3 or not self.currency.isupper():
-            problems.append(f"currency {self.currency!r} is not an ISO 4217 code")
-        else:
-            for value in (self.amount, self.payout):
-                try:
-                    if isinstance(value, Decimal) and value.is_finite():
-                        check_scale(value, self.currency)
-                except ValueError as exc:
-                    problems.append(str(exc))
-        if self.occurred_at.utcoffset() is None:
-            problems.append("occurred_at must be timezone-aware")
-        if not self.key or not self.player_id:
-            problems.append("key and player_id are required")
-        if problems:
-            msg = f"{self.operation} {self.key}: " + "; ".join(problems)
-            raise InvalidOperation(msg)
-
-    @property
-    def request_hash(self) -> str:
-        """What the request asks for (not when it was sent): the basis of conflict checks."""
-        # Each field length-prefixed: no two different requests encode alike, whatever
-        # characters an id holds.
-        fields = (self.operation, self.player_id, self.currency, str(self.amount),
-                  self.reference or "", "" if self.payout is None else str(self.payout),
-                  self.result or "")  # fmt: skip
-        canonical = "".join(f"{len(f)}:{f}" for f in fields)
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
-    def wire(self) -> dict[str, Any]:
-        return {
-            "key": self.key, "op": self.operation, "player": self.player_id,
-            "currency": self.currency, "amount": str(self.amount),
-            "payout": None if self.payout is None else str(self.payout),
-            "result": self.result, "reference": self.reference,
-            "hash": self.request_hash, "at": self.occurred_at.isoformat(),
-        }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class LedgerResult:
-    """What became of one operation (the first result, when ``duplicate``)."""
-
-    key: str
-    status: Status
-    reason: str | None
-    duplicate: bool
-    txn_id: int
-    cash_after: Decimal
-    pending_after: Decimal
-
-    @property
-    def applied(self) -> bool:
-        return self.status == "applied"
-
-
-# -- operations, keyed by the business id that causes them --------------------------------
-
-
-def deposit(
-    payment_id: str, player_id: str, amount: Decimal, currency: str, at: datetime
-) -> LedgerOp:
-    return LedgerOp(keys.deposit(payment_id), "deposit", player_id, currency, at, amount)
-
-
-def withdrawal_reserve(
-    payment_id: str, player_id: str, amount: Decimal, currency: str, at: datetime
-) -> LedgerOp:
-    return LedgerOp(
-        keys.withdrawal(payment_id), "withdrawal_reserve", player_id, currency, at, amount
-    )
-
-
-def withdrawal_close(
-    payment_id: str, player_id: str, currency: str, at: datetime, *, completed: bool
-) -> LedgerOp:
-    """Confirm (paid out) or release (back to cash) a reserve; one key, so only one wins."""
-    operation: Operation = "withdrawal_confirm" if completed else "withdrawal_release"
-    return LedgerOp(keys.withdrawal_close(payment_id), operation, player_id, currency, at,
-                    reference=keys.withdrawal(payment_id))  # fmt: skip
-
-
-def stake(bet_id: str, player_id: str, amount: Decimal, currency: str, at: datetime) -> LedgerOp:
-    return LedgerOp(keys.stake(bet_id), "stake", player_id, currency, at, amount)
-
-
-def settle(
-    settlement_id: str, bet_id: str, player_id: str, currency: str, payout: Decimal,
-    result: str, at: datetime,
-) -> LedgerOp:  # fmt: skip
-    """Close an open stake: the stake goes to the house, ``payout`` to the player's cash."""
-    return LedgerOp(keys.settlement(settlement_id), "settle", player_id, currency, at,
-                    reference=keys.stake(bet_id), payout=payout, result=result)  # fmt: skip
-
-
-def unsettle(
-    rollback_id: str, settlement_id: str, player_id: str, currency: str, at: datetime
-) -> LedgerOp:
-    """Reverse a settlement with new entries; the bet is open again."""
-    return LedgerOp(keys.settlement(rollback_id), "unsettle", player_id, currency, at,
-                    reference=keys.settlement(settlement_id))  # fmt: skip
-
-
-def casino_debit(
-    tx_id: str, player_id: str, amount: Decimal, currency: str, at: datetime
-) -> LedgerOp:
-    return LedgerOp(keys.casino_debit(tx_id), "casino_debit", player_id, currency, at, amount)
-
-
-def casino_credit(
-    tx_id: str, player_id: str, amount: Decimal, currency: str, at: datetime
-) -> LedgerOp:
-    return LedgerOp(keys.casino_credit(tx_id), "casino_credit", player_id, currency, at, amount)
-
-
-def casino_rollback(
-    tx_id: str, debit_tx_id: str, player_id: str, currency: str, at: datetime
-) -> LedgerOp:
-    return LedgerOp(keys.casino_rollback(tx_id), "casino_rollback", player_id, currency, at,
-                    reference=keys.casino_debit(debit_tx_id))  # fmt: skip
-
-
 # -- posting -------------------------------------------------------------------------------
-
-
-def _player_order(ops: Sequence[LedgerOp]) -> list[int]:
-    # Stable: a player's operations keep their order; players come in one global order.
-    return sorted(range(len(ops)), key=lambda i: ops[i].player_id)
 
 
 def _results(ops: Sequence[LedgerOp], order: list[int], rows: Iterable[Any]) -> list[LedgerResult]:
@@ -311,7 +133,7 @@ class Ledger:
         """Post many operations in one round trip; results in the order given."""
         if not ops:
             return []
-        order = _player_order(ops)
+        order = player_order(ops)
         payload = _payload(ops, order)
         for attempt in range(self.retries + 1):
             try:
@@ -418,7 +240,7 @@ async def post_on(
     """
     if not ops:
         return []
-    order = _player_order(ops)
+    order = player_order(ops)
     cursor = await conn.execute(_POST_SQL, (_payload(ops, order),))
     results = _results(ops, order, await cursor.fetchall())
     if sources is not None:
@@ -435,27 +257,6 @@ SELECT e.txn_id, a.owner, a.kind, e.amount, t.amount, t.payout FROM ledger_entri
   JOIN ledger_accounts a USING (account_id)
   JOIN ledger_transactions t USING (txn_id)
  WHERE e.txn_id = ANY(%s) ORDER BY e.entry_id"""
-
-
-def known_entries(op: LedgerOp, result: LedgerResult) -> list[dict[str, str]] | None:
-    """The entries ``ledger_post`` stored for ``op`` (as ``ledger_records`` lists them),
-    when the request alone fixes them; None when only the database knows.
-
-    A stake moves its amount from the player's cash to their pending stakes and nothing
-    else, on either path of ``ledger_post`` (migrations 0002 and 0014: a debt never takes
-    part in a stake), and a refused stake has no entries. Its amount is stored as given,
-    so it is printed as the database prints it when Python writes it without an exponent.
-    ``tests/integration/test_bets_placement.py`` holds this against the stored entries.
-    """
-    if op.operation != "stake" or result.status == "conflict":
-        return None
-    text = str(op.amount)
-    if text != format(op.amount, "f"):
-        return None
-    if result.status != "applied":
-        return []
-    return [{"owner": op.player_id, "account": "cash", "amount": str(-op.amount)},
-            {"owner": op.player_id, "account": "pending", "amount": text}]  # fmt: skip
 
 
 async def ledger_records(
@@ -521,7 +322,7 @@ class AsyncLedger:
     async def post_batch(self, ops: Sequence[LedgerOp]) -> list[LedgerResult]:
         if not ops:
             return []
-        order = _player_order(ops)
+        order = player_order(ops)
         payload = _payload(ops, order)
         for attempt in range(self.retries + 1):
             try:

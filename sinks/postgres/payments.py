@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from rules import ledger as ledger_ops
 from rules.compliance import Action
 from rules.payments import Book, Prior, Verdict, phase_of, request_hash
 from rules.policy import Policies
@@ -53,17 +54,17 @@ class PaymentInput:
 PaymentBatch = Batch[PaymentInput]
 
 
-def ledger_op(event: PaymentEvent, at: datetime, currency: str) -> ledger.LedgerOp:
+def ledger_op(event: PaymentEvent, at: datetime, currency: str) -> ledger_ops.LedgerOp:
     """The ledger operation a payment event asks for (a close in ``currency``, the reserve's)."""
     match event:
         case Deposit():
-            return ledger.deposit(event.payment_id, event.player_id, event.amount,
+            return ledger_ops.deposit(event.payment_id, event.player_id, event.amount,
                                   event.currency, at)  # fmt: skip
         case Withdrawal():
-            return ledger.withdrawal_reserve(event.payment_id, event.player_id, event.amount,
+            return ledger_ops.withdrawal_reserve(event.payment_id, event.player_id, event.amount,
                                              event.currency, at)  # fmt: skip
         case _:
-            return ledger.withdrawal_close(
+            return ledger_ops.withdrawal_close(
                 event.payment_id, event.player_id, currency, at,
                 completed=isinstance(event, WithdrawalCompleted),
             )  # fmt: skip
@@ -146,7 +147,7 @@ class PaymentsSink(PgSink):
             return None
 
         verdicts: list[tuple[PaymentInput, Verdict]] = []
-        ops: list[ledger.LedgerOp] = []
+        ops: list[ledger_ops.LedgerOp] = []
         moving: list[PaymentInput] = []
         for item in fresh:
             ev = item.event

@@ -81,6 +81,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from rules import ledger as ledger_ops
 from rules import ledger_keys
 from rules.decimals import MONEY_CONTEXT, minor_unit
 from rules.replay import (
@@ -110,7 +111,6 @@ from sinks.postgres.migrate import migrate
 from sinks.postgres.sportsbook import BetBatch, BetInput, SportsbookSink
 
 _SETTLEMENT_KINDS = (BetSettlement, BetCancel, RollbackBetSettlement, RollbackBetCancel)
-_FROM_REFERENCE = {"withdrawal_confirm", "withdrawal_release", "unsettle", "casino_rollback"}
 
 
 class UnknownBet(LookupError):
@@ -591,7 +591,7 @@ class _Apply:
 
 @dataclass(frozen=True)
 class _Post:
-    ops: list[ledger.LedgerOp]
+    ops: list[ledger_ops.LedgerOp]
 
 
 _Step = _Place | _Apply | _Post
@@ -888,19 +888,19 @@ def _rerun_key(key: str, rerun: set[str]) -> bool:
     return False
 
 
-def _recorded_op(r: tuple[Any, ...]) -> ledger.LedgerOp | None:
+def _recorded_op(r: tuple[Any, ...]) -> ledger_ops.LedgerOp | None:
     """The request a ledger row answered, rebuilt (checked against its request hash)."""
     _, key, operation, player, currency, amount, payout, result, reference, hashed, at, _ = r
-    from_reference = operation in _FROM_REFERENCE or operation == "settle"
+    from_reference = operation in ledger_ops.FROM_REFERENCE or operation == "settle"
     try:
-        op = ledger.LedgerOp(
+        op = ledger_ops.LedgerOp(
             key, operation, player, currency.strip(), at,
             amount=Decimal(0) if from_reference else amount,
             reference=reference,
             payout=payout if operation == "settle" else None,
             result=result,
         )  # fmt: skip
-    except ledger.InvalidOperation:
+    except ledger_ops.InvalidOperation:
         return None
     return op if op.request_hash == hashed else None
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from rules import ledger as ledger_ops
 from rules import markets
 from rules.policy import LiabilityLimits, Policies
 from rules.sportsbook import Leg, Priced, Refused, accept_bet, ledger_refusal
@@ -237,7 +238,7 @@ class SportsbookSink(PgSink):
             if isinstance(verdict, Priced):
                 if guarded is not None:
                     guarded.count(b.player_id, action="bet", amount=b.stake, at=now)
-                ops.append(ledger.stake(b.bet_id, b.player_id, b.stake, b.currency, now))
+                ops.append(ledger_ops.stake(b.bet_id, b.player_id, b.stake, b.currency, now))
                 sources.append(item.source)
                 staked.append(b.bet_id)
         trail: list[AuditRecord] = []  # the stakes' records, then every decision's
@@ -529,25 +530,25 @@ class SettlementRefused(RuntimeError):
 
 
 # Each call builds one plan's next settlement step (``settlement:<plan.next_id()>``).
-StepOp = Callable[[markets.BetPlan], ledger.LedgerOp]
+StepOp = Callable[[markets.BetPlan], ledger_ops.LedgerOp]
 
 
 def _unsettle_op(now: datetime) -> StepOp:
-    def build(p: markets.BetPlan) -> ledger.LedgerOp:
+    def build(p: markets.BetPlan) -> ledger_ops.LedgerOp:
         if p.current_id is None:
             msg = f"bet {p.bet_id} has no settlement to roll back"
             raise SettlementRefused(msg)
-        return ledger.unsettle(p.next_id(), p.current_id, p.player_id, p.currency, now)
+        return ledger_ops.unsettle(p.next_id(), p.current_id, p.player_id, p.currency, now)
 
     return build
 
 
 def _settle_op(now: datetime) -> StepOp:
-    def build(p: markets.BetPlan) -> ledger.LedgerOp:
+    def build(p: markets.BetPlan) -> ledger_ops.LedgerOp:
         if p.want is None:
             msg = f"bet {p.bet_id} has no outcome to settle"
             raise SettlementRefused(msg)
-        return ledger.settle(
+        return ledger_ops.settle(
             p.next_id(), p.bet_id, p.player_id, p.currency, p.want.payout, p.want.result, now
         )
 

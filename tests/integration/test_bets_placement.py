@@ -20,13 +20,14 @@ import pytest
 
 from croupier.policies import load_policies
 from croupier.settings import POLICY_DIR, Settings
+from rules import ledger
 from rules.sportsbook import Priced, Refused
 from schemas.bets import BetRequest
 from schemas.outbound import ReasonCode
 from schemas.players import Exclusion, OpenSession, PlayerLimit, PlayerState
 from schemas.records import SourcePosition
 from sinks.base import Stored
-from sinks.postgres import ledger
+from sinks.postgres.ledger import Ledger
 from sinks.postgres.players import PlayerBatch, PostgresPlayerSink
 from sinks.postgres.sportsbook import BetBatch, BetInput, SportsbookSink
 from tests.integration.helpers import audit_trail_holds, ledger_reconciles, query
@@ -117,7 +118,7 @@ def test_one_transaction_decides_stores_audits_and_replays_byte_for_byte(
     settings: Settings,
 ) -> None:
     asyncio.run(register(settings))
-    book = ledger.Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    book = Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
     try:
         book.post_batch([ledger.deposit(f"d-{p}", p, D("10.00"), "EUR", NOW)
                          for p in ("p-1", "p-2", "p-3")])  # fmt: skip
@@ -223,7 +224,7 @@ def test_a_stakes_entries_are_known_without_reading_them_back_even_in_debt(
 ) -> None:
     """``ledger.known_entries`` against the rows ``ledger_post`` wrote, on both of its
     paths: the fast one, and the exact one a player in debt takes (migration 0014)."""
-    book = ledger.Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    book = Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
     try:
         for op in (
             ledger.deposit("d-1", "p-d", D("10.00"), "EUR", NOW),

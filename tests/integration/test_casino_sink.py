@@ -20,6 +20,7 @@ import pytest
 from croupier.games import load_catalogue
 from croupier.policies import load_policies
 from croupier.settings import POLICY_DIR, Settings
+from rules.ledger import deposit
 from schemas.casino import CASINO_CALL
 from schemas.players import OpenSession, PlayerState
 from schemas.records import SourcePosition
@@ -61,7 +62,7 @@ async def _sink(settings: Settings, now: datetime) -> CasinoSink:
     await players.close()
     book = ledger.Ledger.connect(dsn, schema)
     try:
-        book.post(ledger.deposit("d-1", "p-1", Decimal("100.00"), "EUR", now))
+        book.post(deposit("d-1", "p-1", Decimal("100.00"), "EUR", now))
     finally:
         book.close()
     sink = CasinoSink(dsn, schema, consumer_group=GROUP, policies=policies,

@@ -22,8 +22,9 @@ import pytest
 from croupier.analytics import AnalyticsSink
 from croupier.cli import main
 from croupier.settings import Settings
+from rules import ledger as L
 from sinks.clickhouse.client import connect
-from sinks.postgres import ledger as L
+from sinks.postgres.ledger import Ledger
 from tests.conftest import StartWorker
 from tests.integration.helpers import (
     bet,
@@ -55,8 +56,8 @@ DEAD_HEAT = json.dumps({
 
 
 @pytest.fixture
-def ledger(settings: Settings) -> Iterator[L.Ledger]:
-    lg = L.Ledger.connect(settings.migration_dsn, settings.pg_schema)
+def ledger(settings: Settings) -> Iterator[Ledger]:
+    lg = Ledger.connect(settings.migration_dsn, settings.pg_schema)
     yield lg
     lg.close()
 
@@ -92,13 +93,13 @@ def run(
     return call
 
 
-def wallet(lg: L.Ledger, player: str) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+def wallet(lg: Ledger, player: str) -> tuple[Decimal, Decimal, Decimal, Decimal]:
     """(cash, pending, withdrawal reserve, debt owed) of the player's EUR wallet."""
     (b,) = lg.balances(player)
     return b.cash, b.pending, b.withdrawal_reserved, b.debt
 
 
-def test_the_ledger_turns_a_shortfall_into_debt_and_recovers_it_first(ledger: L.Ledger) -> None:
+def test_the_ledger_turns_a_shortfall_into_debt_and_recovers_it_first(ledger: Ledger) -> None:
     lg = ledger
     lg.post(L.deposit("d-1", "p-1", D("10.00"), "EUR", NOW))
     lg.post(L.stake("b-1", "p-1", D("10.00"), "EUR", NOW))
@@ -157,7 +158,7 @@ def test_the_ledger_turns_a_shortfall_into_debt_and_recovers_it_first(ledger: L.
 
 
 def test_the_debt_path_end_to_end(
-    settings: Settings, chsettings: Settings, worker_factory: StartWorker, ledger: L.Ledger,
+    settings: Settings, chsettings: Settings, worker_factory: StartWorker, ledger: Ledger,
     run: Run,
 ) -> None:  # fmt: skip
     s = settings
@@ -286,7 +287,7 @@ def test_the_debt_path_end_to_end(
 
 
 def test_a_key_an_older_version_refused_is_not_reused(
-    settings: Settings, worker_factory: StartWorker, ledger: L.Ledger
+    settings: Settings, worker_factory: StartWorker, ledger: Ledger
 ) -> None:
     s = settings
     worker = worker_factory(s)

@@ -12,7 +12,8 @@ import psycopg
 import pytest
 
 from croupier.settings import Settings
-from sinks.postgres import ledger as L
+from rules import ledger as L
+from sinks.postgres.ledger import AsyncLedger, Ledger, _payload
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 24, 19, 0, tzinfo=UTC)
@@ -20,23 +21,23 @@ D = Decimal
 
 
 @pytest.fixture
-def ledger(settings: Settings) -> Iterator[L.Ledger]:
-    lg = L.Ledger.connect(settings.migration_dsn, settings.pg_schema)
+def ledger(settings: Settings) -> Iterator[Ledger]:
+    lg = Ledger.connect(settings.migration_dsn, settings.pg_schema)
     yield lg
     lg.close()
 
 
-def cash(lg: L.Ledger, player: str) -> tuple[Decimal, Decimal]:
+def cash(lg: Ledger, player: str) -> tuple[Decimal, Decimal]:
     (b,) = lg.balances(player)
     return b.cash, b.pending
 
 
-def entries(lg: L.Ledger) -> int:
+def entries(lg: Ledger) -> int:
     row = lg.conn.execute("SELECT count(*) FROM ledger_entries").fetchone()
     return int(row[0]) if row else 0
 
 
-def test_every_operation_moves_money_and_the_books_balance(ledger: L.Ledger) -> None:
+def test_every_operation_moves_money_and_the_books_balance(ledger: Ledger) -> None:
     lg = ledger
     assert lg.post(L.deposit("pay-1", "p-1", D("100.00"), "EUR", NOW)).cash_after == D("100.00")
     for bet in ("b-win", "b-lose", "b-void", "b-hw", "b-hl", "b-cash"):
@@ -73,7 +74,7 @@ def test_every_operation_moves_money_and_the_books_balance(ledger: L.Ledger) -> 
     assert house["house_casino"] == D("1.00")
 
 
-def test_settlement_rolls_back_and_settles_again_with_new_entries(ledger: L.Ledger) -> None:
+def test_settlement_rolls_back_and_settles_again_with_new_entries(ledger: Ledger) -> None:
     lg = ledger
     lg.post(L.deposit("pay-1", "p-1", D("10.00"), "EUR", NOW))
     lg.post(L.stake("b-1", "p-1", D("10.00"), "EUR", NOW))
@@ -90,7 +91,7 @@ def test_settlement_rolls_back_and_settles_again_with_new_entries(ledger: L.Ledg
     assert lg.reconcile().ok
 
 
-def test_a_repeated_key_returns_the_first_result_and_moves_nothing(ledger: L.Ledger) -> None:
+def test_a_repeated_key_returns_the_first_result_and_moves_nothing(ledger: Ledger) -> None:
     lg = ledger
     first = lg.post(L.deposit("pay-1", "p-1", D("20.00"), "EUR", NOW))
     lg.post(L.stake("b-1", "p-1", D("5.00"), "EUR", NOW))
@@ -107,7 +108,7 @@ def test_a_repeated_key_returns_the_first_result_and_moves_nothing(ledger: L.Led
         lg.post(L.withdrawal_close("pay-2", "p-1", "EUR", NOW, completed=True))
 
 
-def test_a_refusal_is_a_result_too(ledger: L.Ledger) -> None:
+def test_a_refusal_is_a_result_too(ledger: Ledger) -> None:
     lg = ledger
     lg.post(L.deposit("pay-1", "p-1", D("5.00"), "EUR", NOW))
     refused = lg.post(L.stake("b-1", "p-1", D("10.00"), "EUR", NOW))
@@ -121,7 +122,7 @@ def test_a_refusal_is_a_result_too(ledger: L.Ledger) -> None:
     assert unknown.reason == "unknown_reference"
 
 
-def test_a_batch_is_all_or_nothing_per_operation(ledger: L.Ledger) -> None:
+def test_a_batch_is_all_or_nothing_per_operation(ledger: Ledger) -> None:
     lg = ledger
     ops = [
         L.deposit("pay-1", "p-1", D("10.00"), "EUR", NOW),
@@ -149,7 +150,7 @@ def test_a_batch_is_all_or_nothing_per_operation(ledger: L.Ledger) -> None:
     assert lg.reconcile().ok
 
 
-def test_the_database_holds_the_invariants(ledger: L.Ledger) -> None:
+def test_the_database_holds_the_invariants(ledger: Ledger) -> None:
     lg = ledger
     lg.post(L.deposit("pay-1", "p-1", D("10.00"), "EUR", NOW))
     conn = lg.conn
@@ -193,7 +194,7 @@ def test_the_database_holds_the_invariants(ledger: L.Ledger) -> None:
 
 
 def test_reconcile_finds_a_stored_balance_that_disagrees_with_the_entries(
-    ledger: L.Ledger,
+    ledger: Ledger,
 ) -> None:
     lg = ledger
     lg.post(L.deposit("pay-1", "p-1", D("10.00"), "EUR", NOW))
@@ -209,14 +210,14 @@ def test_concurrent_connections_on_one_player_never_overdraw_or_double_apply(
     settings: Settings,
 ) -> None:
     dsn, schema = settings.migration_dsn, settings.pg_schema
-    setup = L.Ledger.connect(dsn, schema)
+    setup = Ledger.connect(dsn, schema)
     setup.post(L.deposit("pay-0", "hot", D("100.00"), "EUR", NOW))
     threads, per_thread = 12, 25
     results: list[L.LedgerResult] = []
     lock = threading.Lock()
 
     def hammer(t: int) -> None:
-        lg = L.Ledger.connect(dsn, schema)
+        lg = Ledger.connect(dsn, schema)
         try:
             for n in range(per_thread):
                 # Every thread also sends bets another thread sends: concurrent duplicates.
@@ -258,13 +259,13 @@ def test_a_concurrent_duplicate_that_loses_the_race_returns_the_first_result(
     settings: Settings,
 ) -> None:
     dsn, schema = settings.migration_dsn, settings.pg_schema
-    a = L.Ledger.connect(dsn, schema)
-    b = L.Ledger.connect(dsn, schema)
+    a = Ledger.connect(dsn, schema)
+    b = Ledger.connect(dsn, schema)
     a.post(L.deposit("pay-0", "p-1", D("10.00"), "EUR", NOW))
     op = L.stake("b-1", "p-1", D("4.00"), "EUR", NOW)
     second: list[L.LedgerResult] = []
     with a.conn.transaction():
-        (row,) = a.conn.execute("SELECT * FROM ledger_post(%s::jsonb)", (L._payload([op], [0]),))
+        (row,) = a.conn.execute("SELECT * FROM ledger_post(%s::jsonb)", (_payload([op], [0]),))
         racer = threading.Thread(target=lambda: second.append(b.post(op)))
         racer.start()
         time.sleep(0.5)
@@ -289,7 +290,7 @@ def test_the_async_ledger_posts_the_same_way(settings: Settings) -> None:
         )
         await pool.open()
         try:
-            lg = L.AsyncLedger(pool)
+            lg = AsyncLedger(pool)
             first = await lg.post_batch([L.deposit("pay-1", "p-1", D("10.00"), "EUR", NOW),
                                          L.stake("b-1", "p-1", D("4.00"), "EUR", NOW)])  # fmt: skip
             again = await lg.post_batch([L.stake("b-1", "p-1", D("4.00"), "EUR", NOW)])
@@ -309,7 +310,7 @@ def test_wallet_commands(cli_env: Settings, capsys: pytest.CaptureFixture[str]) 
     from croupier.cli import main
 
     settings = cli_env
-    lg = L.Ledger.connect(settings.migration_dsn, settings.pg_schema)
+    lg = Ledger.connect(settings.migration_dsn, settings.pg_schema)
     lg.post(L.deposit("pay-1", "p-1", D("22.50"), "EUR", NOW))
     lg.post(L.stake("b-1", "p-1", D("10.00"), "EUR", NOW))
 

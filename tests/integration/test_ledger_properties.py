@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from croupier.settings import Settings
-from sinks.postgres import ledger as L
+from rules import ledger as L
+from sinks.postgres.ledger import Ledger
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 24, 19, 0, tzinfo=UTC)
@@ -153,8 +154,8 @@ def build(steps: list[tuple[str, str, Decimal, int]], tag: str) -> list[L.Ledger
 
 
 @pytest.fixture
-def ledger(settings: Settings) -> Iterator[L.Ledger]:
-    lg = L.Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+def ledger(settings: Settings) -> Iterator[Ledger]:
+    lg = Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
     yield lg
     lg.close()
 
@@ -164,7 +165,7 @@ def ledger(settings: Settings) -> Iterator[L.Ledger]:
 )
 @given(steps=sequences(), cuts=st.lists(st.integers(1, 12), min_size=1, max_size=10))
 def test_batched_and_single_posting_agree_with_the_model(
-    ledger: L.Ledger, steps: list[tuple[str, str, Decimal, int]], cuts: list[int]
+    ledger: Ledger, steps: list[tuple[str, str, Decimal, int]], cuts: list[int]
 ) -> None:
     example = next(COUNTER)
     results: dict[str, list[str]] = {}
@@ -232,7 +233,7 @@ def rollbacks(draw: st.DrawFn) -> list[L.LedgerOp]:
 )
 @given(ops=rollbacks(), cut=st.integers(1, 6))
 def test_rollbacks_run_into_debt_and_money_coming_back_pays_it_first(
-    ledger: L.Ledger, ops: list[L.LedgerOp], cut: int
+    ledger: Ledger, ops: list[L.LedgerOp], cut: int
 ) -> None:
     model = Model()
     expected = [model.apply(op) for op in ops]

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 
 from croupier.settings import Settings
+from rules import ledger as L
 from rules.sportsbook import Priced
 from schemas.bets import BetRequest
 from schemas.odds import ODDS_MESSAGE
 from schemas.records import SourcePosition
-from sinks.postgres import ledger as L
+from sinks.postgres.ledger import Ledger
 from sinks.postgres.sportsbook import (
     BetBatch,
     BetInput,
@@ -175,7 +176,7 @@ def history(seen: dict[str, Any], bet_id: str) -> list[tuple[str, str, str | Non
 
 
 def test_a_feed_settles_resettles_rolls_back_and_cancels_the_book(settings: Settings) -> None:
-    book = L.Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    book = Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
     try:
         for player in ("p-1", "p-2"):
             book.post(L.deposit(f"d-{player}", player, D("100.00"), "EUR", T0))
@@ -245,7 +246,7 @@ def test_a_feed_settles_resettles_rolls_back_and_cancels_the_book(settings: Sett
 
 def test_a_step_the_ledger_refuses_fails_the_whole_message(settings: Settings) -> None:
     dsn, schema = settings.pg_dsn.get_secret_value(), settings.pg_schema
-    book = L.Ledger.connect(dsn, schema)
+    book = Ledger.connect(dsn, schema)
     try:
         book.post(L.deposit("d-1", "p-1", D("100.00"), "EUR", T0))
     finally:
@@ -258,7 +259,7 @@ def test_a_step_the_ledger_refuses_fails_the_whole_message(settings: Settings) -
         try:
             await sink.decide(batch(BATCH_A[:1], T0), T0)
             closing = L.settle("b-1/9", "b-1", "p-1", "EUR", D("0.00"), "lose", T0)
-            book = L.Ledger.connect(dsn, schema)  # the book and the ledger now disagree
+            book = Ledger.connect(dsn, schema)  # the book and the ledger now disagree
             try:
                 assert book.post(closing).applied
             finally:

@@ -16,11 +16,12 @@ import pytest
 
 from croupier.policies import load_policies
 from croupier.settings import POLICY_DIR, Settings
+from rules import ledger
 from rules.sportsbook import Priced
 from schemas.bets import BetRequest
 from schemas.players import OpenSession, PlayerLimit, PlayerState
 from schemas.records import SourcePosition
-from sinks.postgres import ledger
+from sinks.postgres.ledger import Ledger
 from sinks.postgres.players import PlayerBatch, PostgresPlayerSink
 from sinks.postgres.sportsbook import BetBatch, BetInput, SportsbookSink
 from tests.integration.helpers import query
@@ -72,7 +73,7 @@ async def _race(settings: Settings, now: datetime) -> None:
 
 def test_two_concurrent_placements_cannot_together_pass_a_loss_limit(settings: Settings) -> None:
     now = datetime.now(UTC)
-    book = ledger.Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    book = Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
     try:
         book.post(ledger.deposit("d-1", "p-1", Decimal("100.00"), "EUR", now))
     finally:

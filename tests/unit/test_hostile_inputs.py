@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from croupier.policies import load_policies
 from croupier.settings import POLICY_DIR
-from rules import compliance
+from rules import compliance, ledger
 from rules.casino import Wallet
 from rules.odds import EventBook, Market, ProducerHealth, apply_alive, apply_odds_message
 from rules.odds import set_status as set_market_status
@@ -45,7 +45,6 @@ from schemas.outbound import (
 from schemas.payments import Deposit, PaymentEvent, Withdrawal
 from schemas.players import PlayerState, Registered, SessionStarted
 from schemas.topics import INBOUND_TOPICS, decode_topic
-from sinks.postgres import ledger
 from sinks.postgres.casino import _ledger_op as casino_ledger_op
 from sinks.postgres.casino import request_hash as casino_request_hash
 from sinks.postgres.payments import ledger_op as payment_ledger_op

@@ -166,3 +166,11 @@ def test_the_trail_catches_a_split_against_the_rule() -> None:
         ),
     ]
     assert any("debt EUR above zero" in d for d in replay("p-1", credit).differences)
+
+
+def test_balances_print_in_the_currency_minor_units() -> None:
+    assert Balance("p", "EUR", D("12.5"), D("0"), D("0")).as_json() == {
+        "player_id": "p", "currency": "EUR", "balance": "12.50", "pending": "0.00",
+        "debt": "0.00",
+    }  # fmt: skip
+    assert Balance("p", "JPY", D("1200"), D("0"), D("0")).as_json()["balance"] == "1200"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rules import ledger as L
 from rules import ledger_keys as keys
-from sinks.postgres import ledger as L
 
 NOW = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
 ids = st.text(min_size=1, max_size=20)
