@@ -342,3 +342,45 @@ def test_wallet_commands(cli_env: Settings, capsys: pytest.CaptureFixture[str]) 
     assert ["p-1", "debt", "EUR", "-5", "0"] in report["balance_drift"]
     assert report["debts"][0]["players_in_debt"] == 1 and report["debts"][0]["owed"] == "5.00"
     lg.close()
+
+
+def test_a_mixed_batch_gets_every_answer_of_the_single_path(ledger: L.Ledger) -> None:
+    """Replays, conflicts, a retry inside the batch, a new wallet of a known player (a new
+    currency, whose house accounts are new too) and fresh stakes, in one call: each gets
+    the answer it gets alone (migration 0017 answers known keys and opens wallets apart
+    from the rest)."""
+    lg = ledger
+    lg.post_batch([L.deposit("pay-1", "p-1", D("10.00"), "EUR", NOW),
+                   L.deposit("pay-2", "p-2", D("1.00"), "EUR", NOW)])  # fmt: skip
+    refused = lg.post(L.stake("b-0", "p-2", D("5.00"), "EUR", NOW))
+    assert refused.reason == "insufficient_funds"
+    ops = [
+        L.stake("b-1", "p-1", D("2.00"), "EUR", NOW),
+        L.deposit("pay-1", "p-1", D("10.00"), "EUR", NOW),  # a replay: first result
+        L.deposit("pay-3", "p-1", D("7.00"), "GBP", NOW),  # the player's first GBP
+        L.stake("b-0", "p-2", D("5.00"), "EUR", NOW),  # a replay of a refusal
+        L.deposit("pay-2", "p-2", D("9.00"), "EUR", NOW),  # the same key, other content
+        L.stake("b-2", "p-1", D("3.00"), "GBP", NOW),
+        L.stake("b-1", "p-1", D("2.00"), "EUR", NOW),  # a retry inside the batch
+        L.stake("b-3", "p-3", D("1.00"), "EUR", NOW),  # a new player, nothing to stake
+    ]
+    got = [(r.key, r.status, r.reason, r.duplicate, r.cash_after, r.pending_after)
+           for r in lg.post_batch(ops)]  # fmt: skip
+    assert got == [
+        ("bet:b-1", "applied", None, False, D("8.00"), D("2.00")),
+        ("deposit:pay-1", "applied", None, True, D("10.00"), D("0")),
+        ("deposit:pay-3", "applied", None, False, D("7.00"), D("0")),
+        ("bet:b-0", "rejected", "insufficient_funds", True, D("1.00"), D("0")),
+        ("deposit:pay-2", "conflict", "duplicate_conflict", True, D("1.00"), D("0")),
+        ("bet:b-2", "applied", None, False, D("4.00"), D("3.00")),
+        ("bet:b-1", "applied", None, True, D("8.00"), D("2.00")),
+        ("bet:b-3", "rejected", "insufficient_funds", False, D("0"), D("0")),
+    ]  # fmt: skip
+    assert {(b.currency, b.cash, b.pending) for b in lg.balances("p-1")} == {
+        ("EUR", D("8.00"), D("2.00")), ("GBP", D("4.00"), D("3.00"))}  # fmt: skip
+    assert lg.reconcile().ok
+    # Once more: every key known, nothing moves, the first results come back.
+    again = lg.post_batch(ops)
+    assert [(r.key, r.status, r.reason, r.cash_after) for r in again] == [
+        (k, "conflict" if k == "deposit:pay-2" else s, r, c) for k, s, r, _, c, _ in got]
+    assert all(r.duplicate for r in again) and lg.reconcile().ok
