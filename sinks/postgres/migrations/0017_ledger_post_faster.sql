@@ -11,7 +11,8 @@
 --  * one sort serves every window (running balances, the player's verdict, the last row
 --    per wallet), where there were four sorts and four materialized intermediate results;
 --  * only the balances that moved are updated, found without a second look at the batch;
---  * the results are gathered without ordering (the caller maps them by position).
+--  * the results are gathered without ordering (the caller maps them by position);
+--  * the transactions' id sequence is looked up once per call, not once per operation.
 -- The exact path (duplicates, references, refusals, debt) is the one of 0014, unchanged.
 CREATE OR REPLACE FUNCTION ledger_post(ops jsonb)
 RETURNS TABLE (ord int, idempotency_key text, status text, reason text, duplicate boolean,
@@ -67,6 +68,8 @@ DECLARE
     g_resv_bal  numeric[];
     g_debt_bal  numeric[];
     attempt     int;
+    -- The transactions' id sequence, looked up once (per row it cost a catalog search).
+    txn_seq     regclass := pg_get_serial_sequence('ledger_transactions', 'txn_id')::regclass;
     d_ord       int[];
     d_key       text[];
     d_status    text[];
@@ -201,7 +204,7 @@ BEGIN
         WINDOW pw AS (PARTITION BY c.player)
     ),
     fast AS MATERIALIZED (
-        SELECT ch.*, nextval(pg_get_serial_sequence('ledger_transactions', 'txn_id')) AS txn_id
+        SELECT ch.*, nextval(txn_seq) AS txn_id
           FROM checked ch WHERE ch.all_simple AND ch.low >= 0
     ),
     moved AS (
