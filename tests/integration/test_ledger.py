@@ -382,5 +382,6 @@ def test_a_mixed_batch_gets_every_answer_of_the_single_path(ledger: L.Ledger) ->
     # Once more: every key known, nothing moves, the first results come back.
     again = lg.post_batch(ops)
     assert [(r.key, r.status, r.reason, r.cash_after) for r in again] == [
-        (k, "conflict" if k == "deposit:pay-2" else s, r, c) for k, s, r, _, c, _ in got]
+        (k, "conflict" if k == "deposit:pay-2" else s, r, c) for k, s, r, _, c, _ in got
+    ]
     assert all(r.duplicate for r in again) and lg.reconcile().ok
