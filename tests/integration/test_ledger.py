@@ -344,7 +344,7 @@ def test_wallet_commands(cli_env: Settings, capsys: pytest.CaptureFixture[str]) 
     lg.close()
 
 
-def test_a_mixed_batch_gets_every_answer_of_the_single_path(ledger: L.Ledger) -> None:
+def test_a_mixed_batch_gets_every_answer_of_the_single_path(ledger: Ledger) -> None:
     """Replays, conflicts, a retry inside the batch, a new wallet of a known player (a new
     currency, whose house accounts are new too) and fresh stakes, in one call: each gets
     the answer it gets alone (migration 0017 answers known keys and opens wallets apart
