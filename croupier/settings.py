@@ -15,8 +15,9 @@ Environment variables (documented once, here and in the README):
 ``CROUPIER_TOPIC_PREFIX``       prefix on every topic name (default empty; tests use it)
 ``CROUPIER_TOPIC_PARTITIONS``   partitions per topic when creating topics (default 6)
 ``CROUPIER_TOPIC_REPLICATION``  replication factor when creating topics (default 1)
-``CROUPIER_BATCH_MAX``          most events an agent handles in one batch (default 500)
-``CROUPIER_BATCH_WITHIN``       seconds an agent waits to fill a batch (default 0.01)
+``CROUPIER_BATCH_MAX``          most events a flow handles in one batch (default 500)
+``CROUPIER_BATCH_WITHIN``       seconds a flow waits after a batch's first event for more
+                                (default 0.01)
 ``CROUPIER_WEB_PORT``           worker's Faust web port on 127.0.0.1; 0 disables it
 ``CROUPIER_METRICS_PORT``       the process's Prometheus endpoint (``/metrics``) on
                                 127.0.0.1; 0 (the default) disables it
