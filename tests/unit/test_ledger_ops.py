@@ -270,7 +270,8 @@ def _reference_hash(op: L.LedgerOp) -> str:
 def _valid(draw: st.DrawFn) -> L.LedgerOp:
     """A well-formed request of one of the kinds (drawn so as to be valid: filtering
     invalid ones out made Hypothesis give up)."""
-    operation = draw(st.sampled_from(["stake", "casino_credit", "settle", "unsettle"]))
+    kinds: list[L.Operation] = ["stake", "casino_credit", "settle", "unsettle"]
+    operation = draw(st.sampled_from(kinds))
     currency = draw(st.sampled_from(["EUR", "JPY"]))
     amounts = [D("1"), D("10")] + ([D("1.0"), D("1.00")] if currency == "EUR" else [])
     may_be_zero = operation != "stake"
