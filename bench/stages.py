@@ -303,10 +303,6 @@ async def _harness(stage: str, bets_topic: str, decisions_topic: str, group: str
                 producer.produce(decisions_topic, key=key, value=value)
             await asyncio.to_thread(producer.flush, 30)
             stats["publish_s"] += time.perf_counter() - t0
-            if sink is not None:
-                t0 = time.perf_counter()
-                await sink.record_progress(batch.progress)
-                stats["sink_s"] += time.perf_counter() - t0
             consumer.commit(asynchronous=True)
     finally:
         print(f"{HARNESS_STATS}{json.dumps(stats)}", flush=True)

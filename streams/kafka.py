@@ -94,9 +94,14 @@ class Source:
         await self._call(self._consumer.subscribe, [self.topic], self._on_assign, self._on_revoke)
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        committed = consumer.committed(partitions, timeout=30)
-        fresh = [tp.partition for tp in committed if tp.offset == OFFSET_INVALID]
-        known = self._start_at(self.topic, fresh) if fresh else {}
+        try:
+            committed = consumer.committed(partitions, timeout=30)
+            fresh = [tp.partition for tp in committed if tp.offset == OFFSET_INVALID]
+            known = self._start_at(self.topic, fresh) if fresh else {}
+        except Exception as exc:  # a service away: never skip, at worst answer again
+            log.warning("%s: where to start not known (%r); committed offsets, else the "
+                        "beginning", self.group, exc)  # fmt: skip
+            committed, known = partitions, {}
         for tp in committed:
             if tp.offset == OFFSET_INVALID and tp.partition in known:
                 tp.offset = known[tp.partition]

@@ -1,4 +1,4 @@
-"""What every PostgreSQL sink of a stream agent shares: the pool, progress, standings."""
+"""What every PostgreSQL store of a flow shares: the pool, progress, standings."""
 
 from __future__ import annotations
 
@@ -17,13 +17,6 @@ from sinks.base import SinkUnavailable, caused_by_data
 
 _PROGRESS_SQL = """
 INSERT INTO consumer_progress (consumer_group, topic, partition, next_offset)
-VALUES (%s, %s, %s, %s)
-ON CONFLICT (consumer_group, topic, partition) DO UPDATE
-   SET next_offset = GREATEST(consumer_progress.next_offset, EXCLUDED.next_offset),
-       updated_at = now()"""
-
-_PROGRESS_MANY_SQL = """
-INSERT INTO consumer_progress (consumer_group, topic, partition, next_offset)
 SELECT %s, t, p, o FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)
 ON CONFLICT (consumer_group, topic, partition) DO UPDATE
    SET next_offset = GREATEST(consumer_progress.next_offset, EXCLUDED.next_offset),
@@ -35,7 +28,7 @@ async def write_progress(conn: Any, group: str, progress: dict[tuple[str, int], 
     if progress:
         items = sorted(progress.items())  # one lock order for every writer
         await conn.execute(
-            _PROGRESS_MANY_SQL,
+            _PROGRESS_SQL,
             (group, [t for (t, _), _ in items], [p for (_, p), _ in items],
              [o for _, o in items]),
         )  # fmt: skip
@@ -122,30 +115,13 @@ class PgSink:
         async with self.connection() as conn, conn.transaction():
             yield conn
 
-    async def write_dead_letters(self, letters: list[DeadLetter]) -> None:
-        from sinks.postgres.audit import store_dead_letters  # audit builds on this module
-
-        async with self.transaction() as conn:
-            await store_dead_letters(conn, letters)
-
     async def set_aside(self, letter: DeadLetter, progress: dict[tuple[str, int], int]) -> None:
         """Store a message's dead letter and move its partition past it, in one transaction."""
         from sinks.postgres.audit import store_dead_letters
 
         async with self.transaction() as conn:
             await store_dead_letters(conn, [letter])
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    _PROGRESS_SQL,
-                    [(self.consumer_group, t, p, o) for (t, p), o in progress.items()],
-                )
-
-    async def record_audit(self, records: list[AuditRecord]) -> None:
-        """Append audit records for state kept elsewhere; a replay's records are skipped."""
-        from sinks.postgres.audit import append_new
-
-        async with self.transaction() as conn:
-            await append_new(conn, records)
+            await write_progress(conn, self.consumer_group, progress)
 
     async def record_batch(
         self,
@@ -161,24 +137,6 @@ class PgSink:
             await append_new(conn, records)
             await store_dead_letters(conn, letters)
             await write_progress(conn, self.consumer_group, progress)
-
-    async def record_progress(self, progress: dict[tuple[str, int], int]) -> None:
-        """Record how far each partition is done: rows, outputs and table alike."""
-        async with self.connection() as conn, conn.cursor() as cur:
-            await cur.executemany(
-                _PROGRESS_SQL,
-                [(self.consumer_group, t, p, o) for (t, p), o in progress.items()],
-            )
-
-    async def progress(self, topic: str, partitions: list[int]) -> dict[int, int]:
-        """The next offset to process per partition, as recorded with the rows."""
-        async with self.connection() as conn:
-            cursor = await conn.execute(
-                """SELECT partition, next_offset FROM consumer_progress
-                    WHERE consumer_group = %s AND topic = %s AND partition = ANY(%s)""",
-                (self.consumer_group, topic, partitions),
-            )
-            return {int(p): int(o) for p, o in await cursor.fetchall()}
 
     async def standings(self, player_ids: list[str]) -> dict[str, PlayerState]:
         """The standings PostgreSQL holds for these players (the truth tables cache)."""
