@@ -139,3 +139,30 @@ def test_a_partition_left_by_the_faust_consumer_resumes_at_the_lower_of_its_two_
     committed = {0: 10, 1: 7, 2: 5}  # the Faust group's commits (it could run ahead)
     done = {0: 8, 1: 9}  # PostgreSQL's progress, written once published
     assert faust_resume_point(committed, done) == {0: 8, 1: 7}  # 2: from the beginning
+
+
+def test_a_consumer_that_cannot_learn_where_to_start_never_skips() -> None:
+    from confluent_kafka import OFFSET_INVALID, TopicPartition
+
+    from streams.kafka import Source
+
+    def away(topic: str, partitions: list[int]) -> dict[int, int]:
+        raise ConnectionError("PostgreSQL away")
+
+    class Consumer:
+        assigned: list[TopicPartition] = []
+
+        def committed(self, partitions: list[TopicPartition], timeout: float) -> Any:
+            return [TopicPartition(tp.topic, tp.partition, OFFSET_INVALID) for tp in partitions]
+
+        def assign(self, partitions: list[TopicPartition]) -> None:
+            self.assigned = partitions
+
+    source = Source(Settings(topic_prefix="t."), group="g", topic=TOPIC, start_at=away)
+    consumer = Consumer()
+    source._on_assign(consumer, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
+    # The committed offsets, else the beginning (auto.offset.reset): nothing passed over.
+    assert [(tp.partition, tp.offset) for tp in consumer.assigned] == [
+        (0, OFFSET_INVALID), (1, OFFSET_INVALID)
+    ]  # fmt: skip
+    assert source.assigned == {0, 1}
