@@ -1,1 +1,1 @@
-"""Faust agents, one module per flow: decode, call rules, call a sink, emit."""
+"""The flows, one module each, run by one commit protocol (``flow.py``)."""

@@ -7,7 +7,7 @@ table (one value per producer: its heartbeats) are Faust ``GlobalTable``\\ s: ev
 worker applies every change from their changelogs, and a restarted worker rebuilds them
 from there before it decides anything. They have one changelog partition each (the
 workaround faust-streaming documents for global tables across several workers); the odds
-agent that owns an event's partition is the only writer of its key, so writes never race.
+flow that owns an event's partition is the only writer of its key, so writes never race.
 Bet decisions read prices from these tables and nowhere else.
 
 Per batch, in offset order per partition: ``odds_change`` and ``bet_stop`` update the

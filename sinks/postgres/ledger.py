@@ -44,7 +44,7 @@ Batching
 --------
 ``post_batch`` sends many operations in one round trip and one database transaction;
 each operation is still all-or-nothing (a refused debit undoes that operation's other
-moves and records a rejection) and idempotent by its own key. Stream agents use it so a
+moves and records a rejection) and idempotent by its own key. The flows use it so a
 worker does thousands of operations a second instead of hundreds.
 """
 
@@ -313,7 +313,7 @@ RETRYABLE = _RETRYABLE
 
 
 class AsyncLedger:
-    """The same ledger for asyncio code (the stream agents), over a connection pool."""
+    """The same ledger for asyncio code (the flows), over a connection pool."""
 
     def __init__(self, pool: Any, *, retries: int = 5) -> None:
         self.pool = pool

@@ -41,7 +41,7 @@ class SessionChange:
 
 @dataclass
 class PlayerBatch:
-    """Everything one agent batch writes."""
+    """Everything one players batch writes."""
 
     events: list[PlayerEventRow] = field(default_factory=list)
     sessions: list[SessionChange] = field(default_factory=list)

@@ -17,7 +17,7 @@ rollback is never refused for want of cash: what the player no longer holds beco
 debt (``rules/ledger.py``), so every bet ends at the feed's latest result, in order.
 
 The fence. A bet accepted against the odds table could race a settlement of its market
-processed by another agent. Each placement takes a shared advisory lock per market and
+processed by another flow. Each placement takes a shared advisory lock per market and
 refuses markets PostgreSQL already knows as settled or cancelled; a settlement takes the
 same locks exclusively, in the same (sorted) order. Either the settlement sees the bet's
 legs, or the bet sees the settled market: no bet is left open on a settled market.
