@@ -27,6 +27,7 @@ from sinks.postgres.sportsbook import BetInput, SportsbookSink
 from streams.context import position
 from streams.flow import Flow, decision_flow
 from streams.kafka import Message
+from streams.view import GlobalView, Readable
 
 
 def request_hash(model: Any) -> str:
@@ -34,7 +35,7 @@ def request_hash(model: Any) -> str:
     return hashlib.sha256(model.model_dump_json().encode()).hexdigest()
 
 
-def read_books(odds: Any, bets: Iterable[BetRequest]) -> dict[str, EventBook]:
+def read_books(odds: Readable, bets: Iterable[BetRequest]) -> dict[str, EventBook]:
     """The odds table's current state of every market these bets name (read once a batch)."""
     wanted: dict[str, set[str]] = {}
     for bet in bets:
@@ -54,7 +55,7 @@ def read_books(odds: Any, bets: Iterable[BetRequest]) -> dict[str, EventBook]:
     return books
 
 
-def read_producers(health: Any, books: Iterable[EventBook]) -> dict[str, ProducerHealth]:
+def read_producers(health: Readable, books: Iterable[EventBook]) -> dict[str, ProducerHealth]:
     out: dict[str, ProducerHealth] = {}
     for book in books:
         if book.producer and book.producer not in out:
@@ -68,8 +69,8 @@ def register(
     app: Any,
     settings: Settings,
     *,
-    odds: Any,
-    health: Any,
+    odds: GlobalView,
+    health: GlobalView,
     sink: SportsbookSink,
 ) -> Flow:
     """Run the bets flow in ``app``."""
@@ -88,4 +89,4 @@ def register(
         ]  # fmt: skip
 
     return decision_flow(app, settings, name="bets", adapter=BET_REQUEST, inputs=inputs,
-                         store=sink, answers="bet-decisions")  # fmt: skip
+                         store=sink, answers="bet-decisions", views=(odds, health))  # fmt: skip

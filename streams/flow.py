@@ -18,10 +18,11 @@ that fails alone, which is set aside as its dead letter (``set_aside``: the lett
 partition's progress in one transaction, then published) so every message around it is
 decided as usual.
 
-A flow runs as a service of the Faust app, started once the app's tables are recovered
-and stopped before the app's own producer and consumer: a stop lets the batch under way
-finish (at most ``FINISH_ON_CANCEL_SECONDS``; if it cannot, the process ends without
-committing, which is no worse than a SIGKILL), then leaves the group at once.
+A flow runs as a service of the Faust app, started once the global views it reads are
+read to their end (``streams/view.py``) and stopped before the app's own producer: a
+stop lets the batch under way finish (at most ``FINISH_ON_CANCEL_SECONDS``; if it
+cannot, the process ends without committing, which is no worse than a SIGKILL), then
+leaves the group at once.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from streams.kafka import (
     committed_offsets,
     faust_resume_point,
 )
+from streams.view import GlobalView
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +91,21 @@ class Flow(mode.Service):
     """The commit protocol above, for one topic, as a service of the Faust app."""
 
     def __init__(
-        self, app: Any, settings: Settings, *, name: str, topic: str, store: Store, handle: Handle
+        self,
+        app: Any,
+        settings: Settings,
+        *,
+        name: str,
+        topic: str,
+        store: Store,
+        handle: Handle,
+        views: Sequence[GlobalView] = (),
     ) -> None:
         super().__init__()
         self.app, self.settings, self.name = app, settings, name
         self.topic, self.store, self.handle = topic, store, handle
+        self.views = list(views)  # read to their end before the first batch
+        self.viewing: list[GlobalView] = []
         self.dead_letters = settings.topic("dead-letters")
         self.stopping = False
         self.finished = asyncio.Event()
@@ -121,6 +133,9 @@ class Flow(mode.Service):
         return source, Sender(self.settings)
 
     async def on_start(self) -> None:
+        for view in self.views:
+            await view.acquire()
+            self.viewing.append(view)
         await until_available(self.store.open, what="PostgreSQL")
         self.source, self.sender = self.connect()
         await self.source.start()
@@ -137,6 +152,8 @@ class Flow(mode.Service):
         if self.sender is not None:
             await self.sender.close()
         await self.store.close()
+        while self.viewing:
+            await self.viewing.pop().release()
 
     async def _run(self) -> None:
         assert self.source is not None
@@ -217,6 +234,7 @@ def decision_flow(
     inputs: Callable[[list[tuple[Message, T]], datetime], list[In]],
     store: DecisionStore[In],
     answers: str,
+    views: Sequence[GlobalView] = (),
 ) -> Flow:
     """Run a flow whose every input gets an answer: decode with ``adapter``, make the
     store's inputs (``inputs``: the flow's own pure part, e.g. pricing against the odds),
@@ -239,14 +257,21 @@ def decision_flow(
         return out
 
     return declare_flow(app, settings, name=name, topic=settings.topic(name), store=store,
-                        handle=handle)  # fmt: skip
+                        handle=handle, views=views)  # fmt: skip
 
 
 def declare_flow(
-    app: Any, settings: Settings, *, name: str, topic: str, store: Store, handle: Handle
+    app: Any,
+    settings: Settings,
+    *,
+    name: str,
+    topic: str,
+    store: Store,
+    handle: Handle,
+    views: Sequence[GlobalView] = (),
 ) -> Flow:
-    """Run flow ``name`` on ``topic`` in ``app`` (from its start, once tables are recovered)."""
-    flow = Flow(app, settings, name=name, topic=topic, store=store, handle=handle)
+    """Run flow ``name`` on ``topic`` in ``app`` (from its start, once ``views`` are read)."""
+    flow = Flow(app, settings, name=name, topic=topic, store=store, handle=handle, views=views)
     app.service(flow)  # an instance: Faust starts it as it is
 
     if settings.metrics_port > 0:

@@ -3,8 +3,8 @@
 Both are librdkafka (confluent-kafka): fetching, decompression, batching and delivery run
 in C threads, so a message costs the worker's event loop a few microseconds instead of
 the ~100 µs Faust's consumer and aiokafka's producer spent on each (BENCHMARKS.md,
-issue 16). Faust keeps what only it does: the changelog-backed GlobalTables of odds and
-feed health, the timers and the worker's lifecycle.
+issue 16). The global tables are views read the same way (``streams/view.py``); Faust
+keeps the timers and the worker's lifecycle.
 
 Where a flow resumes is Kafka's committed offset of its own consumer group, committed
 only after a batch is done: stored in PostgreSQL, its outputs published and flushed

@@ -3,12 +3,12 @@
 Why a global table. Bets are keyed by player and odds by event, so the worker deciding a
 bet must see every market, whichever partition priced it. The ``odds`` table (one value
 per event: its markets' status, prices, feed time and version) and the ``feed_health``
-table (one value per producer: its heartbeats) are Faust ``GlobalTable``\\ s: every
-worker applies every change from their changelogs, and a restarted worker rebuilds them
-from there before it decides anything. They have one changelog partition each (the
-workaround faust-streaming documents for global tables across several workers); the odds
-flow that owns an event's partition is the only writer of its key, so writes never race.
-Bet decisions read prices from these tables and nowhere else.
+table (one value per producer: its heartbeats) are global views (``streams/view.py``):
+every worker applies every change from their compacted changelog topics, and a restarted
+worker rebuilds them from there before it decides anything. They have one changelog
+partition each; the odds flow that owns an event's partition is the only writer of its
+key, so writes never race, and its changes are published with the batch's outputs. Bet
+decisions read prices from these tables and nowhere else.
 
 Per batch, in offset order per partition: ``odds_change`` and ``bet_stop`` update the
 event's book by the rules in ``rules/odds.py`` (feed-time versions: stale and duplicate
@@ -53,11 +53,12 @@ from streams.context import (
 )
 from streams.flow import Flow, Outputs, declare_flow
 from streams.kafka import Message
+from streams.view import GlobalView
 
 log = logging.getLogger(__name__)
 
 
-def health_of(table: Any, producer: str) -> ProducerHealth | None:
+def health_of(table: GlobalView, producer: str) -> ProducerHealth | None:
     value = table.get(producer)
     return None if value is None else ProducerHealth.from_json(value)
 
@@ -84,7 +85,9 @@ def odds_record(
     )  # fmt: skip
 
 
-def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: SportsbookSink) -> Flow:
+def register(
+    app: Any, settings: Settings, *, odds: GlobalView, health: GlobalView, sink: SportsbookSink
+) -> Flow:
     """Run the odds flow and the feed-health watch in ``app``."""
     settlements, dead_letters = settings.topic("settlements"), settings.topic("dead-letters")
     timeout = timedelta(seconds=settings.feed_timeout)
@@ -152,7 +155,9 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
             )
         for event_id, value in books.items():
             odds[event_id] = value
-        await app.producer.flush()  # the tables' changelog
+        # The tables' changes go out with the batch: in Kafka before its offsets commit.
+        out.add(odds.topic, odds.changes())
+        out.add(health.topic, health.changes())
         out.add(dead_letters, letter_records(letters))
         return out
 
@@ -174,4 +179,4 @@ def register(app: Any, settings: Settings, *, odds: Any, health: Any, sink: Spor
                 down.discard(name)
 
     return declare_flow(app, settings, name="odds", topic=settings.topic("odds"), store=sink,
-                        handle=handle)  # fmt: skip
+                        handle=handle, views=(odds, health))  # fmt: skip

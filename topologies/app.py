@@ -19,6 +19,8 @@ from sinks.postgres.protection import SessionSink
 from sinks.postgres.reports import ReportSink
 from sinks.postgres.sportsbook import SportsbookSink
 from streams import audit, bets, casino, metrics, odds, payments, players, protection, reports
+from streams.view import GlobalView
+from topologies.topics import changelog_topic
 
 
 def broker_url(settings: Settings) -> str:
@@ -63,6 +65,9 @@ def create_app(
         web_host="127.0.0.1",
         web_port=settings.web_port or 6066,
     )
+    # Faust's consumer reads nothing: every flow has its own (streams/kafka.py) and the global
+    # tables are views with their own readers (streams/view.py).
+    app.boot_strategy = faust.app.BootStrategy(app, enable_kafka_consumer=False)
     dsn, schema, group = settings.pg_dsn.get_secret_value(), settings.pg_schema, settings.app_id
     sink = player_sink or PostgresPlayerSink(dsn, schema, consumer_group=group)
     players.register(app, settings, sink=sink, policies=policies)
@@ -70,13 +75,9 @@ def create_app(
         app, settings, sink=SessionSink(dsn, schema, consumer_group=group, max_connections=1),
         policies=policies,
     )  # fmt: skip
-    # Global: every worker holds every market (see streams/odds.py for why and how).
-    global_options: dict[str, Any] = {
-        "default": None, "partitions": 1, "use_partitioner": True,
-        "recovery_buffer_size": 1, "key_type": str,
-    }  # fmt: skip
-    odds_table = app.GlobalTable("odds", **global_options)
-    health_table = app.GlobalTable("feed_health", **global_options)
+    # Global: every worker holds every market (see streams/odds.py and streams/view.py).
+    odds_table = GlobalView(settings, changelog_topic(settings, "odds"))
+    health_table = GlobalView(settings, changelog_topic(settings, "feed_health"))
     odds.register(
         app, settings, odds=odds_table, health=health_table,
         sink=SportsbookSink(dsn, schema, consumer_group=group),
