@@ -33,6 +33,7 @@ from croupier.kafka import (
 )
 from croupier.settings import Settings
 from croupier.stack.kafka import KafkaBroker, TlsFiles, make_tls
+from croupier.stack.process import StackError
 from sinks.postgres.migrate import migrate
 from tests.conftest import ROOT, Services, StartWorker, free_ports, settings_env
 from tests.integration.helpers import (
@@ -76,13 +77,20 @@ class SecureBroker:
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     root = tmp_path_factory.mktemp("kafka-tls")
     tls = make_tls(root / "tls")
-    port, controller, sasl_ssl = free_ports(3)
-    broker = KafkaBroker(
-        home=root / "home", cache=ROOT / ".stack" / "cache", logs=root / "logs", port=port,
-        controller_port=controller, heap="512m", sasl_ssl_port=sasl_ssl, tls=tls,
-    )  # fmt: skip
+    for attempt in (1, 2):
+        port, controller, sasl_ssl = free_ports(3)
+        broker = KafkaBroker(
+            home=root / f"home-{attempt}", cache=ROOT / ".stack" / "cache", logs=root / "logs",
+            port=port, controller_port=controller, heap="512m", sasl_ssl_port=sasl_ssl, tls=tls,
+        )  # fmt: skip
+        try:
+            broker.start()
+            break
+        except StackError:  # a port found free was taken before the broker bound it
+            broker.stop()
+            if attempt == 2:
+                raise
     try:
-        broker.start()
         password = secrets.token_urlsafe(24)
         broker.add_scram_user(USER, password)
         yield SecureBroker(broker, tls, password)
@@ -199,6 +207,7 @@ def test_the_pipeline_runs_over_sasl_ssl(
     worker.wait_ready()
 
     produce(s, "players", joined("p-1"))
+    wait_for(lambda: done(s, "players") == 2, timeout=60, what="the registration")
     produce(s, "payments", [("p-1", payment("deposit", "pay-1", "p-1", "50.00"))])
     produce(s, "odds", [("m-1", odds_change("m-1", {"1x2": {"home": "2.10", "away": "3.60"}}))])
     wait_for(lambda: done(s, "odds") == 1 and done(s, "payments") == 1, timeout=60,
@@ -211,7 +220,7 @@ def test_the_pipeline_runs_over_sasl_ssl(
                             timeout=60)  # fmt: skip
     decisions = [json.loads(r.value) for r in records]
     decided = {d["bet_id"]: (d["status"], d["reason"]) for d in decisions}
-    assert decided == {"b-1": ("accepted", None), "b-2": ("rejected", "odds_changed")}
+    assert decided == {"b-1": ("accepted", None), "b-2": ("rejected", "odds_changed")}, decisions
 
     # The regulator's reader (kafka-python) follows the UK stream over TLS and verifies it:
     # the registration, the session, the deposit and the accepted bet at least.
