@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from casino import machine  # noqa: E402  (bench/ is on the path: this script's folder)
 
 from croupier.cli import load_stack_env  # noqa: E402
+from croupier.kafka import librdkafka_conf  # noqa: E402
 from croupier.settings import Settings  # noqa: E402
 from croupier.stack.process import free_port  # noqa: E402
 from schemas.records import AuditRecord, SourcePosition  # noqa: E402
@@ -343,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = base.model_copy(update=update)
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
+    admin = AdminClient(librdkafka_conf(s))
     for f in admin.create_topics([NewTopic(s.topic("audit"), PARTITIONS, 1)]).values():
         f.result()
     info = machine()

@@ -70,7 +70,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from croupier.cli import load_stack_env  # noqa: E402
-from croupier.kafka import make_producer  # noqa: E402
+from croupier.kafka import librdkafka_conf, make_producer  # noqa: E402
 from croupier.settings import Settings  # noqa: E402
 from croupier.sim.run import FeedClock  # noqa: E402
 from croupier.stack import AUDITOR_TIMERS_OFF, WORKER_READY  # noqa: E402
@@ -240,7 +240,7 @@ class DecisionReader(threading.Thread):
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         self.consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **librdkafka_conf(settings),
             "group.id": f"bench-reader-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 10,
@@ -636,7 +636,7 @@ def cleanup(s: Settings, where: Path, *, keep: bool, keep_logs: bool) -> None:
     from confluent_kafka.admin import AdminClient
     from psycopg import sql
 
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
+    admin = AdminClient(librdkafka_conf(s))
     existing = admin.list_topics(timeout=10).topics
     names = {spec.name for spec in topic_specs(s)}
     names |= {t for t in existing if t.startswith((s.topic_prefix, f"{s.app_id}-"))}

@@ -85,7 +85,7 @@ from bets import (  # noqa: E402
 )
 
 from croupier.cli import load_stack_env  # noqa: E402
-from croupier.kafka import make_producer  # noqa: E402
+from croupier.kafka import librdkafka_conf, make_producer  # noqa: E402
 from croupier.settings import Settings  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402
 from topologies.topics import create_topics  # noqa: E402
@@ -198,7 +198,7 @@ class AnswerReader(threading.Thread):
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         self.consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **librdkafka_conf(settings),
             "group.id": f"bench-reader-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 10,
@@ -450,7 +450,7 @@ def audit_published(s: Settings) -> dict[str, int]:
     from confluent_kafka import Consumer, TopicPartition
 
     topic = s.topic("audit")
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers,
+    consumer = Consumer({**librdkafka_conf(s),
                          "group.id": f"bench-audit-{uuid.uuid4().hex}"})  # fmt: skip
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions

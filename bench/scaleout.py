@@ -33,11 +33,12 @@ def assignment(ps: PrivateStack) -> dict[str, list[str]]:
     """Which group member holds which inbound partitions (from the broker)."""
     from confluent_kafka.admin import AdminClient
 
+    from croupier.kafka import librdkafka_conf
     from croupier.settings import Settings
     from streams.flow import flow_groups
 
     settings = Settings(**ps.stack.service_env())  # type: ignore[arg-type]
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(librdkafka_conf(settings))
     out: dict[str, list[str]] = {}
     for _group, future in admin.describe_consumer_groups(flow_groups(settings)).items():
         for member in future.result(timeout=20).members:

@@ -88,6 +88,7 @@ from bets import (  # noqa: E402  (bench/ is on the path: this script's folder)
 from casino import machine  # noqa: E402
 
 from croupier.cli import load_stack_env  # noqa: E402
+from croupier.kafka import librdkafka_conf  # noqa: E402
 from croupier.settings import Settings  # noqa: E402
 from croupier.stack import AUDITOR_TIMERS_OFF  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402
@@ -235,7 +236,7 @@ async def _harness(stage: str, bets_topic: str, decisions_topic: str, group: str
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": group,
+    consumer = Consumer({**librdkafka_conf(s), "group.id": group,
                          "enable.auto.commit": False})  # fmt: skip
     odds_topic = s.topic("odds")
     topics = [bets_topic] + ([odds_topic] if stage != "kafka" else [])
@@ -324,7 +325,7 @@ def create_stage_topics(s: Settings, stage: str) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     mine = stage_settings(s, stage)
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
+    admin = AdminClient(librdkafka_conf(s))
     names = [mine.topic("bets"), mine.topic("bet-decisions")]
     futures = admin.create_topics(
         [NewTopic(n, s.topic_partitions, s.topic_replication) for n in names]

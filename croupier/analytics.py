@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from croupier.kafka import librdkafka_conf
 from croupier.settings import Settings
 from sinks.base import SinkUnavailable
 from sinks.clickhouse.sink import AuditLogWriter, DeadLetter, encode_row
@@ -149,7 +150,7 @@ class AnalyticsSink:
         self._open_writer()
         consumer = self._consumer_factory(
             {
-                "bootstrap.servers": s.kafka_bootstrap_servers,
+                **librdkafka_conf(s),
                 "group.id": self.group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -335,7 +336,7 @@ def lag(settings: Settings) -> int:
     from confluent_kafka import Consumer
 
     group = f"{settings.app_id}-analytics"
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+    consumer = Consumer({**librdkafka_conf(settings),
                          "group.id": group, "enable.auto.commit": False})  # fmt: skip
     try:
         topic = settings.topic("audit")

@@ -586,6 +586,7 @@ def cmd_rng(args: argparse.Namespace) -> int:
 
 
 def cmd_regulator(args: argparse.Namespace) -> int:
+    from croupier.kafka import kafka_python_security
     from croupier.regulator import as_json, follow, line
 
     settings = _settings()
@@ -615,7 +616,8 @@ def cmd_regulator(args: argparse.Namespace) -> int:
         print(shown, flush=True)
 
     result = follow(settings.kafka_bootstrap_servers, topic, key, show=show, count=args.count,
-                    idle_timeout=args.idle_timeout, unreadable=unreadable)  # fmt: skip
+                    idle_timeout=args.idle_timeout, unreadable=unreadable,
+                    security=kafka_python_security(settings))  # fmt: skip
     for problem in result.problems:
         print(f"croupier regulator: {topic}: {problem}", file=sys.stderr)
     if result.unreadable:

@@ -46,7 +46,7 @@ from typing import Any
 import psycopg
 
 from croupier.cli import EXIT_FAILED, EXIT_OK, load_stack_env
-from croupier.kafka import make_producer
+from croupier.kafka import librdkafka_conf, make_producer
 from croupier.settings import Settings
 from sinks.postgres.ledger import Ledger
 
@@ -130,10 +130,9 @@ class Tail:
         from confluent_kafka import Consumer, TopicPartition
         from confluent_kafka.admin import AdminClient
 
-        bootstrap = settings.kafka_bootstrap_servers
-        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.admin = AdminClient(librdkafka_conf(settings))
         self.consumer = Consumer({
-            "bootstrap.servers": bootstrap,
+            **librdkafka_conf(settings),
             "group.id": f"croupier-demo-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
         })  # fmt: skip

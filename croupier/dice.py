@@ -27,7 +27,7 @@ from typing import Any
 
 from croupier.arguments import stake
 from croupier.games import load_catalogue
-from croupier.kafka import make_producer
+from croupier.kafka import librdkafka_conf, make_producer
 from croupier.settings import Settings
 from rng.certify import RngNotCertified, load_manifest, verify
 from rng.generator import CertifiedRng
@@ -110,7 +110,7 @@ class Answers:
 
         topic = settings.topic("casino-results")
         self.consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **librdkafka_conf(settings),
             "group.id": f"croupier-dice-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",

@@ -2,8 +2,10 @@
 
 Written as a regulator would run it: a plain kafka-python consumer with no consumer group
 (nothing on the operator's side changes), the jurisdiction's report key, and nothing of
-Croupier's but the record model. Messages arrive from several partitions, so records are
-put back in ``seq`` order before they are checked; a repeat of a verified record (the
+Croupier's but the record model; ``security`` holds its kafka-python TLS and SASL
+arguments (``croupier.kafka.kafka_python_security`` makes them from the settings).
+Messages arrive from several partitions, so records are put back in ``seq`` order before
+they are checked; a repeat of a verified record (the
 operator's at-least-once publishing) is recognised by its MAC and passed over. A record
 whose MAC does not follow from the previous one, or content that differs from a record
 already verified under the same ``seq``, stops the reader; a ``seq`` still missing when
@@ -15,7 +17,7 @@ version, say) is authentic: it is handed to ``unreadable`` and the reading goes 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +50,7 @@ def follow(
     count: int | None = None,
     idle_timeout: float | None = None,
     unreadable: Callable[[ReportEnvelope, str], None] | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> Followed:
     """Read ``topic`` from its start, verifying as it goes; stop after ``count`` verified
     records, after ``idle_timeout`` seconds with nothing new, or at the first problem."""
@@ -60,6 +63,7 @@ def follow(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         consumer_timeout_ms=int(idle_timeout * 1000) if idle_timeout else float("inf"),
+        **(security or {}),
     )
     out = Followed()
     pending: dict[int, ReportEnvelope] = {}

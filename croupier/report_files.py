@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from croupier.arguments import key_file
+from croupier.kafka import kafka_python_security
 from croupier.regulator import follow
 from croupier.settings import Settings
 from rules.policy import JurisdictionPolicy
@@ -71,7 +72,8 @@ def write(
         why[envelope.seq] = reason
 
     followed = follow(settings.kafka_bootstrap_servers, settings.topic(f"reports.{j}"), key,
-                      show=keep, idle_timeout=idle_timeout, unreadable=set_aside)  # fmt: skip
+                      show=keep, idle_timeout=idle_timeout, unreadable=set_aside,
+                      security=kafka_python_security(settings))  # fmt: skip
     done = Written(problems=list(followed.problems))
     if not followed.ok:
         return done  # nothing is written from a stream that does not verify

@@ -4,6 +4,18 @@ Environment variables (documented once, here and in the README):
 
 ==============================  ==================================================
 ``KAFKA_BOOTSTRAP_SERVERS``     Kafka brokers, ``host:port[,host:port]``
+``KAFKA_SECURITY_PROTOCOL``     ``PLAINTEXT`` (the default), ``SSL``, ``SASL_PLAINTEXT`` or
+                                ``SASL_SSL``: how every Kafka client (Faust, confluent-kafka,
+                                the regulator's kafka-python reader) talks to the brokers
+``KAFKA_SASL_MECHANISM``        ``PLAIN`` (the default), ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``
+``KAFKA_SASL_USERNAME``         the SASL user (needed by, and only by, the ``SASL_*`` protocols)
+``KAFKA_SASL_PASSWORD``         its password (never printed)
+``KAFKA_SSL_CA_FILE``           PEM file of the CAs that sign the brokers' certificates
+                                (default: the system's trust store); host names are checked
+``KAFKA_SSL_CERT_FILE``         the client's own certificate (PEM), for brokers that ask for
+                                one (mutual TLS); with ``KAFKA_SSL_KEY_FILE``
+``KAFKA_SSL_KEY_FILE``          its private key (PEM)
+``KAFKA_SSL_KEY_PASSWORD``      the key's password, if it is encrypted (never printed)
 ``CROUPIER_PG_DSN``             PostgreSQL connection string (libpq URI or key=value), as
                                 the application's login (a member of ``croupier_app``)
 ``CROUPIER_PG_ADMIN_DSN``       the schema owner's connection string, for migrations and
@@ -66,8 +78,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from croupier.games import DEFAULT_CATALOGUE
@@ -75,6 +88,9 @@ from croupier.policies import DEFAULT_POLICY_DIR
 from rules.clock import DEFAULT_CLOCK_SKEW
 
 POLICY_DIR = DEFAULT_POLICY_DIR  # the jurisdiction policies shipped with Croupier
+
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class Settings(BaseSettings):
@@ -84,6 +100,24 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    # How every Kafka client connects; croupier/kafka.py turns these into each client's
+    # configuration, in one place.
+    kafka_security_protocol: KafkaProtocol = Field(
+        default="PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        default="PLAIN", validation_alias="KAFKA_SASL_MECHANISM"
+    )
+    kafka_sasl_username: str | None = Field(default=None, validation_alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, validation_alias="KAFKA_SASL_PASSWORD"
+    )
+    kafka_ssl_ca_file: Path | None = Field(default=None, validation_alias="KAFKA_SSL_CA_FILE")
+    kafka_ssl_cert_file: Path | None = Field(default=None, validation_alias="KAFKA_SSL_CERT_FILE")
+    kafka_ssl_key_file: Path | None = Field(default=None, validation_alias="KAFKA_SSL_KEY_FILE")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, validation_alias="KAFKA_SSL_KEY_PASSWORD"
     )
     # The application's role (a member of croupier_app: no UPDATE or DELETE on what is
     # append-only); migrations and scratch schemas need the owner's, CROUPIER_PG_ADMIN_DSN.
@@ -155,6 +189,48 @@ class Settings(BaseSettings):
     @classmethod
     def _shipped_catalogue_when_empty(cls, value: object) -> object:
         return DEFAULT_CATALOGUE if value == "" else value
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca_file", "kafka_ssl_cert_file",
+        "kafka_ssl_key_file", "kafka_ssl_key_password", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> Self:
+        """Refuse settings a client would misread: credentials that no protocol sends (a
+        forgotten ``KAFKA_SECURITY_PROTOCOL`` would connect without them), SASL without a
+        user, TLS files on a protocol without TLS, a certificate without its key."""
+        protocol = self.kafka_security_protocol
+        sasl = (self.kafka_sasl_username, self.kafka_sasl_password)
+        if protocol.startswith("SASL_"):
+            if None in sasl:
+                msg = f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and PASSWORD"
+                raise ValueError(msg)
+        elif sasl != (None, None):
+            msg = (
+                f"KAFKA_SASL_USERNAME/PASSWORD are set but KAFKA_SECURITY_PROTOCOL={protocol} "
+                "does not use them (SASL_SSL or SASL_PLAINTEXT does)"
+            )
+            raise ValueError(msg)
+        files = (self.kafka_ssl_ca_file, self.kafka_ssl_cert_file, self.kafka_ssl_key_file)
+        if not protocol.endswith("SSL") and files != (None, None, None):
+            msg = (
+                f"KAFKA_SSL_* files are set but KAFKA_SECURITY_PROTOCOL={protocol} does not "
+                "use TLS (SSL or SASL_SSL does)"
+            )
+            raise ValueError(msg)
+        if (self.kafka_ssl_cert_file is None) != (self.kafka_ssl_key_file is None):
+            msg = "KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE go together"
+            raise ValueError(msg)
+        return self
 
     @field_validator("pg_schema", "app_id")
     @classmethod

@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import KafkaException, Producer
 
+from croupier.kafka import librdkafka_conf
 from croupier.settings import Settings
 from rules.policy import Policies
 from sinks.base import SinkUnavailable
@@ -48,7 +49,7 @@ class KafkaOut:
 
     def __init__(self, settings: Settings) -> None:
         self._producer = Producer({
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **librdkafka_conf(settings),
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,

@@ -120,7 +120,7 @@ class Flow(mode.Service):
     def _start_at(self, topic: str, partitions: list[int]) -> dict[int, int]:
         """Where partitions this flow's group never committed start (``streams/kafka.py``)."""
         s = self.settings
-        old = committed_offsets(s.kafka_bootstrap_servers, s.app_id, topic, partitions)
+        old = committed_offsets(s, s.app_id, topic, partitions)
         if not old:
             return {}
         done = read_progress(s.pg_dsn.get_secret_value(), s.pg_schema, s.app_id, topic, partitions)

@@ -31,7 +31,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
-from croupier.kafka import make_producer
+from croupier.kafka import librdkafka_conf, make_producer
 from croupier.settings import Settings
 from schemas.records import SourcePosition
 
@@ -72,7 +72,7 @@ class Source:
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=group)
         session_ms = int(settings.session_timeout * 1000)
         self._consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **librdkafka_conf(settings),
             "group.id": group,
             "client.id": f"{group}@{os.getpid()}",  # which worker holds what, for operators
             "enable.auto.commit": False,
@@ -198,11 +198,11 @@ class Source:
 
 
 def committed_offsets(
-    bootstrap: str, group: str, topic: str, partitions: list[int]
+    settings: Settings, group: str, topic: str, partitions: list[int]
 ) -> dict[int, int]:
     """What ``group`` committed for ``topic``'s partitions, asked through a consumer that
     never joins it (blocking)."""
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+    reader = Consumer({**librdkafka_conf(settings), "group.id": group,
                        "enable.auto.commit": False})  # fmt: skip
     try:
         asked = [TopicPartition(topic, p) for p in partitions]

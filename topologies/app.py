@@ -7,6 +7,7 @@ from typing import Any
 import faust
 
 from croupier.games import load_catalogue
+from croupier.kafka import faust_broker_credentials
 from croupier.policies import load_policies
 from croupier.settings import Settings
 from rules.games import Catalogue
@@ -47,6 +48,7 @@ def create_app(
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings),
+        broker_credentials=faust_broker_credentials(settings),
         store="memory://",
         datadir=str(settings.data_dir / "{conf.name}"),
         autodiscover=False,

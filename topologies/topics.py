@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from croupier.kafka import librdkafka_conf
 from croupier.settings import Settings
 
 INBOUND = ("odds", "bets", "payments", "casino", "players")
@@ -75,7 +76,7 @@ def create_topics(settings: Settings, *, timeout: float = 30.0) -> list[TopicOut
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(librdkafka_conf(settings))
     specs = topic_specs(settings)
     existing = admin.list_topics(timeout=timeout).topics
     outcomes: list[TopicOutcome] = []

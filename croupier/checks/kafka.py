@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from croupier.kafka import librdkafka_conf
 from croupier.settings import Settings
 
 Handler = Callable[[int, int, bytes | None, bytes | None], None]
@@ -17,7 +18,7 @@ def _consumer(settings: Settings) -> Any:
     from confluent_kafka import Consumer
 
     return Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **librdkafka_conf(settings),
         # Never joins or commits: assign() by position only; the id just has to be unique.
         "group.id": f"{settings.app_id}-check-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from croupier.kafka import make_producer
+from croupier.kafka import librdkafka_conf, make_producer
 from croupier.settings import Settings
 from croupier.sim.plan import BET, CASINO, DEAD, PAYMENT, Step
 
@@ -53,7 +53,7 @@ class Outcomes(threading.Thread):
 
         self.settings, self.prefix = settings, prefix.encode()
         self.topics = {settings.topic(t): t for t in READ}
-        conf: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap_servers}
+        conf: dict[str, Any] = librdkafka_conf(settings)
         try:
             admin = AdminClient({**conf, "log_level": 0})  # the error says it once
             meta = admin.list_topics(timeout=10).topics

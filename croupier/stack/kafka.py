@@ -4,6 +4,11 @@ The jars come from Maven Central through ``kafka/pom.xml`` and are cached under
 ``<cache>/libs``; storage is formatted on first start (what ``kafka-storage.sh format
 --standalone`` runs), and the broker is ``java -cp 'libs/*' kafka.Kafka server.properties``.
 Everything listens on 127.0.0.1 only.
+
+With ``sasl_ssl_port`` the broker also listens there with TLS and SASL/SCRAM-SHA-512, as a
+managed Kafka does: ``make_tls`` writes a private CA and the broker's certificate (for
+``127.0.0.1`` and ``localhost``), and ``add_scram_user`` creates a user through the
+plaintext listener, which stays for the broker itself and for the stack's own checks.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -33,6 +39,7 @@ from croupier.stack.process import (
 )
 
 MAIN_CLASS = "kafka.Kafka"
+SCRAM = "SCRAM-SHA-512"  # the SASL_SSL listener's one mechanism
 
 
 class _Died(Exception):
@@ -126,6 +133,80 @@ def new_cluster_id() -> str:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """A private CA and a broker's key and certificate, PEM files under one folder."""
+
+    ca_cert: Path  # what clients trust (KAFKA_SSL_CA_FILE)
+    broker_pem: Path  # the broker's PKCS#8 key and certificate chain, for ssl.keystore.type=PEM
+
+
+def make_tls(folder: Path, *, days: int = 30) -> TlsFiles:
+    """A new CA and a broker certificate it signs, for 127.0.0.1 and localhost, in ``folder``
+    (the broker's key file is mode 0600)."""
+    from ipaddress import IPv4Address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    now = datetime.now(UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Croupier embedded Kafka CA")])
+    usage = dict.fromkeys(
+        ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+         "encipher_only", "decipher_only"), False,
+    )  # fmt: skip
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, **usage),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    names = [x509.DNSName("localhost"), x509.IPAddress(IPv4Address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    files = TlsFiles(folder / "ca.crt", folder / "broker.pem")
+    files.ca_cert.write_bytes(ca.public_bytes(pem))
+    # Kafka's PEM key store reads a PKCS#8 key. The CA's key is not kept: nothing else is
+    # ever signed with it.
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    files.broker_pem.touch(mode=0o600)
+    files.broker_pem.write_bytes(
+        key.private_bytes(pem, pkcs8, serialization.NoEncryption())
+        + cert.public_bytes(pem)
+        + ca.public_bytes(pem)
+    )
+    return files
+
+
+@dataclass(frozen=True)
 class KafkaBroker:
     """One embedded broker: its data under ``home``, jars under ``cache``."""
 
@@ -135,10 +216,18 @@ class KafkaBroker:
     port: int
     controller_port: int
     heap: str = "1g"
+    # A SASL_SSL listener (SCRAM-SHA-512) on this port, with the key and certificate of
+    # ``tls.broker_pem``; 0: none.
+    sasl_ssl_port: int = 0
+    tls: TlsFiles | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.sasl_ssl_port}"
 
     @property
     def pidfile(self) -> Path:
@@ -158,6 +247,38 @@ class KafkaBroker:
     def running(self) -> bool:
         return self.pid() is not None and port_open("127.0.0.1", self.port)
 
+    def _listeners(self) -> list[str]:
+        """Listener settings: plaintext and controller, and SASL_SSL when asked for."""
+        listeners = [
+            f"PLAINTEXT://127.0.0.1:{self.port}",
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+        ]
+        protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+        extra: list[str] = []
+        if self.sasl_ssl_port:
+            if self.tls is None:
+                msg = "a SASL_SSL listener needs the broker's key and certificate (make_tls)"
+                raise StackError(msg)
+            listeners.append(f"SASL_SSL://127.0.0.1:{self.sasl_ssl_port}")
+            protocols += ",SASL_SSL:SASL_SSL"
+            prefix = "listener.name.sasl_ssl"
+            extra = [
+                f"{prefix}.sasl.enabled.mechanisms={SCRAM}",
+                f"{prefix}.{SCRAM.lower()}.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                f"{prefix}.ssl.keystore.type=PEM",
+                f"{prefix}.ssl.keystore.location={self.tls.broker_pem}",
+            ]
+        joined = ",".join(listeners)
+        return [
+            f"listeners={joined}",
+            f"advertised.listeners={joined}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"listener.security.protocol.map={protocols}",
+            *extra,
+        ]
+
     def server_properties(self) -> str:
         data = self.home / "data"
         return "\n".join(
@@ -166,13 +287,7 @@ class KafkaBroker:
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-                f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},"
-                f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                *self._listeners(),
                 f"log.dirs={data}",
                 "num.partitions=6",
                 # Topics are provisioned explicitly (`croupier topics create`, Faust's own
@@ -227,7 +342,9 @@ class KafkaBroker:
             if result.returncode != 0:
                 msg = f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}"
                 raise StackError(msg)
-        for port in (self.port, self.controller_port):
+        for port in (self.port, self.controller_port, self.sasl_ssl_port):
+            if not port:
+                continue
             if port_open("127.0.0.1", port):
                 msg = (
                     f"port {port} on 127.0.0.1 is taken by another program; choose free ports "
@@ -272,6 +389,22 @@ class KafkaBroker:
         except Exception:
             return False
         return bool(meta.brokers)
+
+    def add_scram_user(self, user: str, password: str) -> None:
+        """Create ``user`` (or set its password) for the SASL_SSL listener, through the
+        plaintext one."""
+        from confluent_kafka.admin import (
+            AdminClient,
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+        upsert = UserScramCredentialUpsertion(user, info, password.encode())
+        for future in admin.alter_user_scram_credentials([upsert]).values():
+            future.result(timeout=30)
 
     def stop(self) -> None:
         pid = self.pid()
