@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from croupier.kafka import librdkafka_conf
 from croupier.settings import Settings
 from streams.batching import EXIT_BATCH_FAILED, die
 
@@ -182,7 +183,7 @@ class GlobalView:
 
     def _consumer(self) -> Any:
         return Consumer({
-            "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+            **librdkafka_conf(self.settings),
             # Assigned, never subscribed: the group id is only librdkafka's requirement.
             "group.id": f"{self.topic}.view.{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
@@ -230,7 +231,7 @@ class GlobalView:
         """The changelog as ``croupier topics create`` makes it: compacted, one partition."""
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap_servers})
+        admin = AdminClient(librdkafka_conf(self.settings))
         topic = NewTopic(self.topic, num_partitions=1,
                          replication_factor=self.settings.topic_replication,
                          config={"cleanup.policy": "compact"})  # fmt: skip
