@@ -60,11 +60,21 @@ _CLOSED_SQL = """SELECT s.event_id, s.market_id FROM market_states s
                    JOIN unnest(%s::text[], %s::text[]) AS t(e, m)
                      ON s.event_id = t.e AND s.market_id = t.m
                   WHERE s.results IS NOT NULL OR s.cancelled"""
-_BETS_COPY = """COPY bets (bet_id, player_id, currency, stake, odds, placed_at, status, reason,
-                           request_hash, request, decision, decided_at, source_topic,
-                           source_partition, source_offset, standing_version) FROM STDIN"""
-_LEGS_COPY = """COPY bet_legs (bet_id, leg, event_id, market_id, outcome_id, odds, placed_at)
-                FROM STDIN"""
+# The batch's rows in one jsonb parameter each (arrays of positional values): unlike COPY,
+# a statement travels in the transaction's pipeline, and jsonb is parsed once (``json``
+# would parse each row again for every ``->>``: three times slower here).
+_BETS_SQL = """
+INSERT INTO bets (bet_id, player_id, currency, stake, odds, placed_at, status, reason,
+                  request_hash, request, decision, decided_at, source_topic,
+                  source_partition, source_offset, standing_version)
+SELECT r->>0, r->>1, r->>2, (r->>3)::numeric, (r->>4)::numeric, (r->>5)::timestamptz,
+       r->>6, r->>7, r->>8, (r->>9)::jsonb, r->>10, (r->>11)::timestamptz, r->>12,
+       (r->>13)::integer, (r->>14)::bigint, (r->>15)::bigint
+  FROM jsonb_array_elements(%s::jsonb) AS r"""
+_LEGS_SQL = """
+INSERT INTO bet_legs (bet_id, leg, event_id, market_id, outcome_id, odds, placed_at)
+SELECT r->>0, (r->>1)::integer, r->>2, r->>3, r->>4, (r->>5)::numeric, (r->>6)::timestamptz
+  FROM jsonb_array_elements(%s::jsonb) AS r"""
 _DUPLICATES_SQL = """
 INSERT INTO bet_duplicates (source_topic, source_partition, source_offset, bet_id)
 SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[])
@@ -144,15 +154,18 @@ class SportsbookSink(PgSink):
         """Decide and store a batch of bets in one transaction; what to publish."""
 
         async def attempt() -> Stored:
-            async with self.transaction() as conn:
+            # One pipeline for the whole transaction: three round trips (the loads, the
+            # stakes, then every write with the COMMIT), whatever the batch holds.
+            async with self.connection() as conn, conn.pipeline(), conn.transaction():
                 return await self._place(conn, batch, now)
 
         placed: Stored = await retrying(attempt)
         return placed
 
     async def _place(self, conn: Any, batch: BetBatch, now: datetime) -> Stored:
-        """The placement transaction: load and lock (one pipeline), decide
-        (``rules.sportsbook.accept_bet``), post the stakes (one statement), write (``COPY``).
+        """The placement transaction, on a connection in pipeline mode: load and lock (one
+        round trip), decide (``rules.sportsbook.accept_bet``), post the stakes (one
+        statement, one round trip), write (statements queued, sent with the COMMIT).
 
         1. In one pipeline: the batch's bet ids already stored; a shared advisory lock per
            market of every priced bet (sorted, the fence); which of those markets
@@ -164,9 +177,9 @@ class SportsbookSink(PgSink):
            against the player's later bets in the batch.
         3. ``ledger_post`` takes the accepted stakes; a refused stake refuses its bet
            (``ledger_refusal``). The stakes' audit records need no second query.
-        4. ``COPY`` the bets and their legs; append the audit records (the stakes', then
+        4. Insert the bets and their legs; append the audit records (the stakes', then
            every decision's) to the locked chains; dead letters and producers' retries,
-           when there are any.
+           when there are any. Nothing waits here: the caller's COMMIT sends them.
         """
         out = Stored(dead_letters=list(batch.dead_letters))
         inputs = batch.inputs
@@ -248,7 +261,9 @@ class SportsbookSink(PgSink):
             if refused is not None:
                 verdicts[bet_id] = refused
 
-        bet_rows, leg_rows = [], []
+        bet_rows: list[tuple[object, ...]] = []
+        leg_rows: list[tuple[object, ...]] = []
+        stamp = now.isoformat()
         first: dict[str, str] = {}  # bet id -> the decision made in this batch
         for item in fresh:
             b = item.bet
@@ -277,11 +292,11 @@ class SportsbookSink(PgSink):
                        "standing_version": version},
             ))  # fmt: skip
             bet_rows.append((
-                b.bet_id, b.player_id, b.currency, b.stake,
-                verdict.odds if isinstance(verdict, Priced) else None, b.placed_at,
+                b.bet_id, b.player_id, b.currency, str(b.stake),
+                str(verdict.odds) if isinstance(verdict, Priced) else None, b.placed_at.isoformat(),
                 "open" if accepted else "rejected",
                 None if isinstance(verdict, Priced) else verdict.reason.value,
-                item.request_hash, b.model_dump_json(), decision, now,
+                item.request_hash, b.model_dump_json(), decision, stamp,
                 src.topic, src.partition, src.offset, version,
             ))  # fmt: skip
             if isinstance(verdict, Priced):
@@ -289,17 +304,14 @@ class SportsbookSink(PgSink):
                 # the player's claim: a time-windowed bet_cancel voids by it.
                 for n, (sel, price) in enumerate(zip(b.selections, verdict.leg_odds, strict=True)):
                     leg_rows.append((b.bet_id, n, sel.event_id, sel.market_id, sel.outcome_id,
-                                     price, now))  # fmt: skip
+                                     str(price), stamp))  # fmt: skip
         for bet_id, player, stored in again:
             answer = stored if stored is not None else first.get(bet_id)
             if answer is not None:
                 out.outputs.append((player.encode(), answer.encode()))
-        async with conn.cursor() as cur:  # COPY: a tenth of executemany's cost per row
-            for sql, rows in ((_BETS_COPY, bet_rows), (_LEGS_COPY, leg_rows)):
-                if rows:
-                    async with cur.copy(sql) as copy:
-                        for row in rows:
-                            await copy.write_row(row)
+        for sql, rows in ((_BETS_SQL, bet_rows), (_LEGS_SQL, leg_rows)):
+            if rows:
+                await conn.execute(sql, (json.dumps(rows),))
         await audit.append(conn, trail, heads=heads)
         await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
         if duplicates:
