@@ -49,7 +49,9 @@ def _unreachable(settings: Any, clickhouse: bool) -> list[str]:
     import psycopg
 
     from croupier.checks.kafka import reachable
+    from croupier.redact import redact
 
+    secrets = [settings.pg_dsn.get_secret_value()]
     out = []
     why = reachable(settings)
     if why is not None:
@@ -58,13 +60,14 @@ def _unreachable(settings: Any, clickhouse: bool) -> list[str]:
         with psycopg.connect(settings.pg_dsn.get_secret_value(), connect_timeout=10):
             pass
     except psycopg.OperationalError as exc:
-        out.append(f"PostgreSQL ({str(exc).strip().splitlines()[0]})")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        out.append(f"PostgreSQL ({redact(first, secrets)})")
     if clickhouse:
         try:
             ch = _clickhouse(settings)
             ch.close()
         except Exception as exc:  # any failure to reach it: say which service and why
-            out.append(f"ClickHouse at {settings.clickhouse_url} ({exc})")
+            out.append(redact(f"ClickHouse at {settings.clickhouse_url} ({exc})", secrets))
     return out
 
 
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from croupier.checks import Row, run_prefix, table
     from croupier.checks import invariants as inv
     from croupier.cli import load_stack_env
+    from croupier.redact import redact
     from croupier.settings import Settings
 
     load_stack_env()
@@ -120,11 +124,11 @@ def run(args: argparse.Namespace) -> int:
     ok = all(r.ok for r in rows)
     seconds = time.monotonic() - started
     if args.json:
-        print(json.dumps({"ok": ok, "run": args.run, "seconds": round(seconds, 1),
-                          "rows": [r.as_json() for r in rows]}))  # fmt: skip
+        print(redact(json.dumps({"ok": ok, "run": args.run, "seconds": round(seconds, 1),
+                                 "rows": [r.as_json() for r in rows]})))  # fmt: skip
     else:
         scope = f"run {args.run}" if args.run else "the whole stack"
         print(f"croupier check: {scope}\n")
-        print(table(rows))
+        print(redact(table(rows)))
         print(f"\n{'every invariant holds' if ok else 'BREACHED'} ({seconds:.1f} s)")
     return EXIT_OK if ok else EXIT_FAILED

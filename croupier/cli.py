@@ -50,13 +50,14 @@ def _settings() -> Settings:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
+    from croupier.redact import redact
     from croupier.stack import Stack, StackConfig
 
     stack = Stack(StackConfig.from_env())
     if args.action == "up":
         env = stack.up(workers=not args.no_workers)
         for name, value in env.items():
-            print(f"{name}={value}")
+            print(f"{name}={redact(value)}")  # the values themselves are in the env file
         print(f"wrote {stack.env_file}; logs in {stack.logs}")
         return EXIT_OK
     if args.action == "down":
@@ -65,13 +66,13 @@ def cmd_stack(args: argparse.Namespace) -> int:
         return EXIT_OK
     parts = stack.status()
     if args.json:
-        print(json.dumps([p.as_dict() for p in parts], indent=2))
+        print(redact(json.dumps([p.as_dict() for p in parts], indent=2)))
     else:
         width = max(len(p.name) for p in parts)
         for p in parts:
             state = "running" if p.running else "stopped"
             pid = f" pid {p.pid}" if p.pid else ""
-            print(f"{p.name:<{width}}  {p.mode:<8}  {state:<7}  {p.where}{pid}")
+            print(f"{p.name:<{width}}  {p.mode:<8}  {state:<7}  {redact(p.where)}{pid}")
     return EXIT_OK if all(p.running for p in parts) else EXIT_NOT_RUNNING
 
 
@@ -1031,8 +1032,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from croupier.redact import install_log_redaction
     from croupier.stack.process import StackError
 
+    install_log_redaction()  # a safety net: no log line of this process shows a password
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

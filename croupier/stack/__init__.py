@@ -410,13 +410,9 @@ def _wait_ready(pid: int, log: Path, offset: int, marker: bytes, what: str, time
 
 def _redact(url: str) -> str:
     """``url`` without its password, for printing."""
-    from urllib.parse import urlsplit, urlunsplit
+    from croupier.redact import redact
 
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return redact(url)
 
 
 def _pg_ok(dsn: str) -> bool:
