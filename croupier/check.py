@@ -71,6 +71,13 @@ def _unreachable(settings: Any, clickhouse: bool) -> list[str]:
     return out
 
 
+def _audit_pin(settings: Any) -> Any:
+    """The pinned audit key (``CROUPIER_AUDIT_PUBLIC_KEY``), or None."""
+    from sinks.signing import parse_pin
+
+    return parse_pin(settings.audit_public_key) if settings.audit_public_key else None
+
+
 def _clickhouse(settings: Any) -> Any:
     from sinks.clickhouse.client import connect
 
@@ -112,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         one, two = inv.outcomes_and_decisions(conn, settings, prefix)
         rows += [one, two, inv.money_moved_once(conn, prefix), inv.no_negative_balance(conn),
                  inv.books_balance(conn), inv.settlements_replay(conn, prefix),
-                 inv.audit_trail(conn)]  # fmt: skip
+                 inv.audit_trail(conn, _audit_pin(settings))]  # fmt: skip
         if clickhouse:
             ch = _clickhouse(settings)
             try:
