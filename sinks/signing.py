@@ -11,8 +11,9 @@ Two keys, one per purpose, so that neither can stand in for the other:
 
 A private key is a PEM file (PKCS#8, unencrypted) of mode 0600. It is made by
 ``generate`` only: ``croupier audit keygen``, or ``croupier stack up`` (``make up``) on
-first setup. Reading it (``load_private_key``) never makes one: a missing file is an
-error saying how to make it, and a file that the group or others may read is refused
+first setup; neither makes one where a ``.pub`` shows that a key was there and is lost.
+Reading it (``load_private_key``) never makes one: a missing file is an error saying how
+to make it, and a file that the group or others may read is refused
 with the ``chmod 600`` that fixes it. Beside each private key ``generate`` writes its
 public key, ``<name>.pub``: the 64 hex digits of the raw 32-byte Ed25519 public key.
 
@@ -64,12 +65,17 @@ def public_file(private_path: Path) -> Path:
 
 
 def generate(path: Path) -> Ed25519PrivateKey:
-    """Make a new key at ``path`` (mode 0600) and its ``.pub``; refuses to replace one."""
+    """Make a new key at ``path`` (mode 0600) and its ``.pub``; refuses to replace either."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if public_file(path).exists() and not path.exists():
+        msg = (f"{public_file(path)} is there without its private key {path}: was the key "
+               "lost? A new key changes what verifiers pin; move the .pub away first if "
+               "that is what you mean")  # fmt: skip
+        raise KeyFileError(msg)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -82,13 +88,16 @@ def generate(path: Path) -> Ed25519PrivateKey:
 
 
 def ensure(path: Path) -> tuple[Ed25519PrivateKey, bool]:
-    """The key at ``path``, made first if there is none (for first setup only); (key, made)."""
+    """The key at ``path``, made first if there is none (first setup only: a ``.pub``
+    left without its key means the key was lost, and nothing is made); (key, made)."""
     if path.exists():
         return load_private_key(path), False
     try:
         return generate(path), True
-    except KeyFileError:  # another process made it just now: theirs is the key
-        return load_private_key(path), False
+    except KeyFileError:
+        if not path.exists():
+            raise  # a lost key: say so
+        return load_private_key(path), False  # another process made it just now: theirs
 
 
 def load_private_key(path: Path, *, what: str = "signing key") -> Ed25519PrivateKey:

@@ -357,8 +357,13 @@ def test_the_pinned_key_decides_and_a_changed_key_is_an_alert(
     assert main(["audit", "verify"]) == 0
     assert f"1 signed checkpoints, pinned key {fp}: everything verifies" in capsys.readouterr().out
 
-    # The key file is replaced (say, lost and made again): the new key signs nothing...
+    # The key is lost: no new one is made over its .pub, which pins the old one...
+    monkeypatch.setenv("CROUPIER_AUDIT_PUBLIC_KEY", public)  # the pin, kept elsewhere
     key_file.rename(tmp_path / "old.pem")
+    assert main(["audit", "keygen"]) == 1
+    assert "without its private key" in capsys.readouterr().err
+    # ...until it is moved away on purpose. The new key then signs nothing...
+    (tmp_path / "audit" / "ed25519.pub").rename(tmp_path / "old.pub")
     generate(key_file)
     assert main(["audit", "checkpoint"]) == 1
     assert f"not the pinned key {fp}" in capsys.readouterr().err

@@ -35,6 +35,10 @@ def test_a_new_key_is_private_has_its_public_key_beside_it_and_is_never_replaced
     with pytest.raises(KeyFileError, match="never replaced"):
         generate(path)
     assert load_private_key(path).private_bytes_raw() == key.private_bytes_raw()
+    path.unlink()  # a lost key: its .pub still pins it, so no new key is made over it
+    with pytest.raises(KeyFileError, match="without its private key"):
+        generate(path)
+    assert public_file(path).read_text().strip() == public_bytes(key).hex()
 
 
 def test_a_missing_key_is_an_error_that_says_how_to_make_one_and_makes_none(
