@@ -200,7 +200,7 @@ def _process(e: Endpoint) -> dict[str, Any]:
     error = None if e.up else e.error or ("not running" if not e.running else "no answer")
     from croupier.redact import redact
 
-    return {"name": e.name, "url": redact(e.url), "pid": pid, "role": role, "up": e.up,
+    return {"name": redact(e.name), "url": redact(e.url), "pid": pid, "role": role, "up": e.up,
             "error": None if error is None else redact(error)}  # fmt: skip
 
 
@@ -230,7 +230,9 @@ def find_endpoints(urls: list[str], environ: Mapping[str, str]) -> tuple[list[En
 
 
 def _name(url: str) -> str:
-    return url.removeprefix("http://").removesuffix("/metrics")
+    """An endpoint's short name: its address, without a scheme, a user or a password."""
+    bare = url.removeprefix("http://").removeprefix("https://").removesuffix("/metrics")
+    return bare.rpartition("@")[2]
 
 
 def scrape(endpoint: Endpoint) -> None:

@@ -48,7 +48,11 @@ def test_check_and_stack_status_print_no_password(settings: Settings, tmp_path: 
     check = croupier(env, "check", "--run", "nothing-here", "--wait", "1")
     status = croupier(env, "stack", "status")
     status_json = croupier(env, "stack", "status", "--json")
-    for run in (check, status, status_json):
+    # `croupier status` scrapes what it is given: ClickHouse answers, with no metrics.
+    scraped = with_password(settings.clickhouse_url, SECRET + "4").rstrip("/") + "/metrics"
+    metrics = croupier(env, "status", "--url", scraped)
+    assert ":***@" in metrics.stdout + metrics.stderr, metrics.stdout + metrics.stderr
+    for run in (check, status, status_json, metrics):
         assert "Traceback" not in run.stderr, run.stderr
         assert SECRET not in run.stdout + run.stderr, run.stdout + run.stderr
     # The commands did show where the services are, with the password masked.
