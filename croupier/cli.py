@@ -186,7 +186,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         return _replay(args, dsn, schema)
     except (psycopg.OperationalError, SinkUnavailable) as exc:
-        print(f"croupier: cannot reach PostgreSQL ({exc}); is the stack up "
+        print(f"croupier: cannot reach PostgreSQL ({arguments.redact(str(exc))}); is the stack up "
               "(`make status`) and CROUPIER_PG_DSN right?", file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
 
@@ -479,7 +479,7 @@ def cmd_analytics(args: argparse.Namespace) -> int:
     try:
         writer.open()  # applies the schema
     except SinkUnavailable as exc:
-        print(f"croupier: {exc}", file=sys.stderr)
+        print(f"croupier: {arguments.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         writer.close()
