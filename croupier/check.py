@@ -18,7 +18,10 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sinks.signing import Pin
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_RUNNING = 0, 1, 3
 
@@ -71,7 +74,7 @@ def _unreachable(settings: Any, clickhouse: bool) -> list[str]:
     return out
 
 
-def _audit_pin(settings: Any) -> Any:
+def _audit_pin(settings: Any) -> Pin | None:
     """The pinned audit key (``CROUPIER_AUDIT_PUBLIC_KEY``), or None."""
     from sinks.signing import parse_pin
 

@@ -19,6 +19,7 @@ from croupier.settings import Settings
 
 if TYPE_CHECKING:
     from sinks.postgres.replay import RangeReport, SettlementReport
+    from sinks.signing import Pin
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -314,7 +315,7 @@ NO_PIN = ("no pinned public key: set CROUPIER_AUDIT_PUBLIC_KEY or pass --public-
           "checkpoint names is never trusted")  # fmt: skip
 
 
-def _audit_pin(given: str | None, setting: str | None) -> Any:
+def _audit_pin(given: str | None, setting: str | None) -> Pin | None:
     """The pinned audit key: ``--public-key``, else the setting; None when neither."""
     from sinks.signing import parse_pin
 
