@@ -39,6 +39,7 @@ from types import FrameType
 from typing import Any
 
 from croupier.kafka import librdkafka_conf
+from croupier.redact import redact
 from croupier.settings import Settings
 from sinks.base import SinkUnavailable
 from sinks.clickhouse.sink import AuditLogWriter, DeadLetter, encode_row
@@ -163,7 +164,7 @@ class AnalyticsSink:
         )
         consumer.subscribe([self.topic], on_revoke=self._on_revoke, on_lost=self._on_revoke)
         log.info("analytics sink: consuming %s into %s (database %s), group %s", self.topic,
-                 s.clickhouse_url, s.clickhouse_database, self.group)  # fmt: skip
+                 redact(s.clickhouse_url), s.clickhouse_database, self.group)  # fmt: skip
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analytics-insert")
         try:
             while not self.stop.is_set():

@@ -116,16 +116,11 @@ def key_file(directory: Path, code: str) -> Path:
     return path
 
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` without passwords: URL passwords, ``password=`` values and each secret."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    text = _URL_PASSWORD.sub(r"\1***@", text)
-    return _KV_PASSWORD.sub(r"\1***", text)
+    """``text`` without passwords (``croupier.redact.redact``)."""
+    from croupier.redact import redact as hide
+
+    return hide(text, secrets)
 
 
 def printable(text: str) -> str:

@@ -18,7 +18,10 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sinks.signing import Pin
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_RUNNING = 0, 1, 3
 
@@ -49,7 +52,9 @@ def _unreachable(settings: Any, clickhouse: bool) -> list[str]:
     import psycopg
 
     from croupier.checks.kafka import reachable
+    from croupier.redact import redact
 
+    secrets = [settings.pg_dsn.get_secret_value()]
     out = []
     why = reachable(settings)
     if why is not None:
@@ -58,14 +63,22 @@ def _unreachable(settings: Any, clickhouse: bool) -> list[str]:
         with psycopg.connect(settings.pg_dsn.get_secret_value(), connect_timeout=10):
             pass
     except psycopg.OperationalError as exc:
-        out.append(f"PostgreSQL ({str(exc).strip().splitlines()[0]})")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        out.append(f"PostgreSQL ({redact(first, secrets)})")
     if clickhouse:
         try:
             ch = _clickhouse(settings)
             ch.close()
         except Exception as exc:  # any failure to reach it: say which service and why
-            out.append(f"ClickHouse at {settings.clickhouse_url} ({exc})")
+            out.append(redact(f"ClickHouse at {settings.clickhouse_url} ({exc})", secrets))
     return out
+
+
+def _audit_pin(settings: Any) -> Pin | None:
+    """The pinned audit key (``CROUPIER_AUDIT_PUBLIC_KEY``), or None."""
+    from sinks.signing import parse_pin
+
+    return parse_pin(settings.audit_public_key) if settings.audit_public_key else None
 
 
 def _clickhouse(settings: Any) -> Any:
@@ -85,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from croupier.checks import Row, run_prefix, table
     from croupier.checks import invariants as inv
     from croupier.cli import load_stack_env
+    from croupier.redact import redact
     from croupier.settings import Settings
 
     load_stack_env()
@@ -108,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         one, two = inv.outcomes_and_decisions(conn, settings, prefix)
         rows += [one, two, inv.money_moved_once(conn, prefix), inv.no_negative_balance(conn),
                  inv.books_balance(conn), inv.settlements_replay(conn, prefix),
-                 inv.audit_trail(conn)]  # fmt: skip
+                 inv.audit_trail(conn, _audit_pin(settings))]  # fmt: skip
         if clickhouse:
             ch = _clickhouse(settings)
             try:
@@ -120,11 +134,11 @@ def run(args: argparse.Namespace) -> int:
     ok = all(r.ok for r in rows)
     seconds = time.monotonic() - started
     if args.json:
-        print(json.dumps({"ok": ok, "run": args.run, "seconds": round(seconds, 1),
-                          "rows": [r.as_json() for r in rows]}))  # fmt: skip
+        print(redact(json.dumps({"ok": ok, "run": args.run, "seconds": round(seconds, 1),
+                                 "rows": [r.as_json() for r in rows]})))  # fmt: skip
     else:
         scope = f"run {args.run}" if args.run else "the whole stack"
         print(f"croupier check: {scope}\n")
-        print(table(rows))
+        print(redact(table(rows)))
         print(f"\n{'every invariant holds' if ok else 'BREACHED'} ({seconds:.1f} s)")
     return EXIT_OK if ok else EXIT_FAILED

@@ -19,6 +19,7 @@ from croupier.settings import Settings
 
 if TYPE_CHECKING:
     from sinks.postgres.replay import RangeReport, SettlementReport
+    from sinks.signing import Pin
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -50,13 +51,14 @@ def _settings() -> Settings:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
+    from croupier.redact import redact
     from croupier.stack import Stack, StackConfig
 
     stack = Stack(StackConfig.from_env())
     if args.action == "up":
         env = stack.up(workers=not args.no_workers)
         for name, value in env.items():
-            print(f"{name}={value}")
+            print(f"{name}={redact(value)}")  # the values themselves are in the env file
         print(f"wrote {stack.env_file}; logs in {stack.logs}")
         return EXIT_OK
     if args.action == "down":
@@ -65,13 +67,13 @@ def cmd_stack(args: argparse.Namespace) -> int:
         return EXIT_OK
     parts = stack.status()
     if args.json:
-        print(json.dumps([p.as_dict() for p in parts], indent=2))
+        print(redact(json.dumps([p.as_dict() for p in parts], indent=2)))
     else:
         width = max(len(p.name) for p in parts)
         for p in parts:
             state = "running" if p.running else "stopped"
             pid = f" pid {p.pid}" if p.pid else ""
-            print(f"{p.name:<{width}}  {p.mode:<8}  {state:<7}  {p.where}{pid}")
+            print(f"{p.name:<{width}}  {p.mode:<8}  {state:<7}  {redact(p.where)}{pid}")
     return EXIT_OK if all(p.running for p in parts) else EXIT_NOT_RUNNING
 
 
@@ -185,7 +187,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         return _replay(args, dsn, schema)
     except (psycopg.OperationalError, SinkUnavailable) as exc:
-        print(f"croupier: cannot reach PostgreSQL ({exc}); is the stack up "
+        print(f"croupier: cannot reach PostgreSQL ({arguments.redact(str(exc))}); is the stack up "
               "(`make status`) and CROUPIER_PG_DSN right?", file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
 
@@ -308,17 +310,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+NO_PIN = ("no pinned public key: set CROUPIER_AUDIT_PUBLIC_KEY or pass --public-key (the key "
+          "you hold, or its fingerprint: `croupier audit checkpoint` prints it); the key a "
+          "checkpoint names is never trusted")  # fmt: skip
+
+
+def _audit_pin(given: str | None, setting: str | None) -> Pin | None:
+    """The pinned audit key: ``--public-key``, else the setting; None when neither."""
+    from sinks.signing import parse_pin
+
+    text = given or setting
+    return parse_pin(text) if text else None
+
+
 def _verify_bundle(args: argparse.Namespace) -> int:
-    """``audit verify --bundle``: no settings, no database; only the file and a key."""
+    """``audit verify --bundle``: no settings, no database; only the file and a pinned key."""
     from sinks.audit_bundle import BundleError, verify_bundle
 
-    try:
-        trusted = bytes.fromhex(args.public_key) if args.public_key else None
-    except ValueError:
-        print("croupier: --public-key takes the key's 64 hex digits", file=sys.stderr)
+    pin = _audit_pin(args.public_key, os.environ.get("CROUPIER_AUDIT_PUBLIC_KEY"))
+    if pin is None:
+        print(f"croupier: {NO_PIN}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        report = verify_bundle(args.bundle, trusted)
+        report = verify_bundle(args.bundle, pin)
     except BundleError as exc:
         print(f"croupier: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -327,24 +341,48 @@ def _verify_bundle(args: argparse.Namespace) -> int:
     else:
         for p in report.problems:
             print(f"BROKEN  {p.chain}  record {p.seq}: {p.what}")
-        if report.key_source == "bundle":
-            print("note: trusting the public key the bundle names; pass --public-key with "
-                  "the key you hold to check who signed it")  # fmt: skip
         state = "everything verifies" if report.ok else f"{len(report.problems)} problem(s)"
         print(f"bundle {args.bundle} ({report.header.get('from')} .. {report.header.get('to')}): "
-              f"{report.chains.records} records in {report.chains.chains} chains, signed by "
+              f"{report.chains.records} records in {report.chains.chains} chains, pinned key "
               f"{report.trusted_key}: {state}")  # fmt: skip
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _keygen(args: argparse.Namespace, settings: Settings) -> int:
+    """``audit keygen``: make the audit key (or ``--reports``: the report key), never replace."""
+    from sinks import signing
+
+    path = settings.report_signing_key if args.reports else settings.audit_key
+    try:
+        key = signing.generate(path)
+    except signing.KeyFileError as exc:
+        print(f"croupier: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    public = signing.public_bytes(key)
+    pin = "CROUPIER_REPORT_PUBLIC_KEY" if args.reports else "CROUPIER_AUDIT_PUBLIC_KEY"
+    print(f"{path}: a new Ed25519 key (mode 0600); public key {public.hex()} in "
+          f"{signing.public_file(path)}, fingerprint {signing.fingerprint(public)}")  # fmt: skip
+    print(f"pin it where it is verified: {pin}={public.hex()}")
+    return EXIT_OK
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     import psycopg
 
+    from sinks import signing
     from sinks.postgres import audit
 
     if args.action == "verify" and args.bundle is not None:
         return _verify_bundle(args)
     settings = _settings()
+    if args.action == "keygen":
+        return _keygen(args, settings)
+    pin = None
+    if args.action == "verify":
+        pin = _audit_pin(args.public_key, settings.audit_public_key)
+        if pin is None:
+            print(f"croupier: {NO_PIN}", file=sys.stderr)
+            return EXIT_USAGE
     if args.action == "run":
         from croupier.policies import load_policies
         from streams.auditor import main
@@ -383,7 +421,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             if args.to <= args.start:
                 print("croupier: --to must be after --from", file=sys.stderr)
                 return EXIT_USAGE
-            key = audit.load_or_create_key(settings.audit_key)
+            key = signing.load_private_key(settings.audit_key, what="audit key")
             out = args.out or Path(
                 f"audit-{args.start:%Y%m%dT%H%M%S}-{args.to:%Y%m%dT%H%M%S}.jsonl"
             )
@@ -391,18 +429,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(f"{out}: {lines - 2} audit records, one signed checkpoint, the public key")
             return EXIT_OK
         if args.action == "checkpoint":
-            key = audit.load_or_create_key(settings.audit_key)
+            key = signing.load_private_key(settings.audit_key, what="audit key")
+            public = signing.public_bytes(key)
+            pinned = _audit_pin(None, settings.audit_public_key)
+            if pinned is not None and not pinned.matches(public):
+                print(f"croupier: the audit key {settings.audit_key} (fingerprint "
+                      f"{signing.fingerprint(public)}) is not the pinned key "
+                      f"{pinned.fingerprint} (CROUPIER_AUDIT_PUBLIC_KEY); nothing signed",
+                      file=sys.stderr)  # fmt: skip
+                return EXIT_FAILED
             cid, chains = audit.checkpoint(conn, key)
             print(f"checkpoint {cid}: {chains} chain heads signed by Ed25519 key "
-                  f"{audit.public_bytes(key).hex()}")  # fmt: skip
+                  f"{public.hex()} (fingerprint {signing.fingerprint(public)})")  # fmt: skip
             return EXIT_OK
-        try:
-            trusted = bytes.fromhex(args.public_key) if args.public_key else None
-        except ValueError:
-            print("croupier: --public-key takes the key's 64 hex digits", file=sys.stderr)
-            return EXIT_USAGE
+        assert pin is not None  # verify, the last action, has its pin
         result = audit.verify(conn)
-        checkpoints, signed = audit.verify_checkpoints(conn, trusted)
+        checkpoints, signed = audit.verify_checkpoints(conn, pin)
     problems = [*(result.problems or []), *signed]
     ok = not problems
     if args.json:
@@ -414,8 +456,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for p in problems:
             print(f"BROKEN  {p.chain}  record {p.seq}: {p.what}")
         state = "everything verifies" if ok else f"{len(problems)} problem(s)"
-        print(f"{result.records} audit records in {result.chains} chains, "
-              f"{checkpoints} signed checkpoints: {state}")  # fmt: skip
+        print(f"{result.records} audit records in {result.chains} chains, {checkpoints} "
+              f"signed checkpoints, pinned key {pin.fingerprint}: {state}")  # fmt: skip
     return EXIT_OK if ok else EXIT_FAILED
 
 
@@ -438,7 +480,7 @@ def cmd_analytics(args: argparse.Namespace) -> int:
     try:
         writer.open()  # applies the schema
     except SinkUnavailable as exc:
-        print(f"croupier: {exc}", file=sys.stderr)
+        print(f"croupier: {arguments.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         writer.close()
@@ -646,7 +688,7 @@ def cmd_reports(args: argparse.Namespace) -> int:
                   "report directory to verify", file=sys.stderr)  # fmt: skip
             return EXIT_USAGE
         try:
-            problems = report_files.verify(settings, policy, directory)
+            problems = report_files.verify(settings, policy, directory, args.public_key)
         except (ReportError, OSError) as exc:
             print(f"croupier reports: {exc}", file=sys.stderr)
             return EXIT_FAILED
@@ -865,11 +907,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     averify.add_argument("--json", action="store_true")
     averify.add_argument(
-        "--public-key", help="the trusted Ed25519 public key (hex) checkpoints must be signed by"
-    )
+        "--public-key", help="the pinned Ed25519 public key checkpoints must be signed by: hex, "
+        "base64, its fingerprint, or a file (default CROUPIER_AUDIT_PUBLIC_KEY)",
+    )  # fmt: skip
     averify.add_argument("--bundle", type=Path, metavar="FILE",
                          help="verify an exported bundle alone (no database)")  # fmt: skip
     asub.add_parser("checkpoint", help="sign every chain's head (key: CROUPIER_AUDIT_KEY)")
+    akeygen = asub.add_parser(
+        "keygen", help="make the audit signing key (CROUPIER_AUDIT_KEY) and its .pub; never "
+        "replaces one",
+    )  # fmt: skip
+    akeygen.add_argument(
+        "--reports", action="store_true",
+        help="make the report signing key (CROUPIER_REPORT_SIGNING_KEY) instead",
+    )  # fmt: skip
     asub.add_parser(
         "run", help="relay the trail to `audit`, derive the regulator reports and sign "
         "checkpoints, in the foreground (the workers' timers, in a process of their own)",
@@ -985,6 +1036,11 @@ def build_parser() -> argparse.ArgumentParser:
         one_rep.add_argument("--jurisdiction", required=True, metavar="J",
                              type=arguments.jurisdiction)  # fmt: skip
         one_rep.add_argument("--dir", type=Path, help="default reports/<J>")
+        if name == "verify":
+            one_rep.add_argument(
+                "--public-key", help="the operator's report public key (hex, base64 or a file; "
+                "default CROUPIER_REPORT_PUBLIC_KEY, else that of CROUPIER_REPORT_SIGNING_KEY)",
+            )  # fmt: skip
         one_rep.add_argument("--idle-timeout", type=arguments.seconds, default=5.0,
                              help=argparse.SUPPRESS)  # fmt: skip
     reports_cmd.set_defaults(func=cmd_reports)
@@ -1033,8 +1089,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from croupier.redact import install_log_redaction
     from croupier.stack.process import StackError
 
+    install_log_redaction()  # a safety net: no log line of this process shows a password
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
@@ -1061,6 +1119,7 @@ def explain(exc: BaseException) -> str | None:
 
     from croupier.arguments import InputError, one_line, redact
     from sinks.base import SinkUnavailable
+    from sinks.signing import KeyFileError
 
     secrets = [os.environ.get(n, "") for n in ("CROUPIER_PG_DSN", "CROUPIER_PG_ADMIN_DSN")]
     if isinstance(exc, ValidationError) and exc.title == Settings.__name__:
@@ -1069,7 +1128,7 @@ def explain(exc: BaseException) -> str | None:
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         return (f"bad setting {where}: {first['msg']}{more} (fix the environment variable "
                 "or .stack/env)")  # fmt: skip
-    if isinstance(exc, InputError):
+    if isinstance(exc, InputError | KeyFileError):
         return str(exc)
     if isinstance(exc, SinkUnavailable):
         return f"{redact(one_line(exc), secrets)} (is the stack up? `croupier stack status`)"

@@ -47,6 +47,7 @@ import psycopg
 
 from croupier.cli import EXIT_FAILED, EXIT_OK, load_stack_env
 from croupier.kafka import librdkafka_conf, make_producer
+from croupier.redact import redact
 from croupier.settings import Settings
 from sinks.postgres.ledger import Ledger
 
@@ -933,7 +934,8 @@ def run_demo(*, timeout: float = 120.0) -> int:
     try:
         demo = Demo(settings, run, started + timeout)
     except (DemoError, KafkaException, psycopg.OperationalError) as exc:
-        print(f"croupier demo: cannot reach the stack ({exc}); is it up? try `make up`")
+        print(f"croupier demo: cannot reach the stack ({redact(str(exc))}); is it up? try "
+              "`make up`")  # fmt: skip
         return EXIT_FAILED
     try:
         demo.register_and_deposit()
@@ -948,7 +950,7 @@ def run_demo(*, timeout: float = 120.0) -> int:
         demo.analytics()
     except DemoError as exc:
         demo.checks.failures.append(str(exc))
-        print(f"\n  {exc} (are the workers running? `croupier stack status`; "
+        print(f"\n  {redact(str(exc))} (are the workers running? `croupier stack status`; "
               "logs in .stack/logs/)")  # fmt: skip
     finally:
         demo.close()

@@ -4,16 +4,21 @@
 regulator's reader, ``croupier/regulator.py``), and hands the verified records to the
 writer the jurisdiction's policy names (``[reporting] format``):
 
-* ``safe``: Danish-SAFE-style XML files sealed into a TamperToken chain, plus an
-  end-of-day report per day (``sinks/reports/safe.py``), keyed with the jurisdiction's
-  report key;
-* ``sci``: Spanish-SCI-style signed batches (``sinks/reports/sci.py``), signed with the
-  operator's Ed25519 key (``CROUPIER_AUDIT_KEY``, the key of the audit checkpoints);
+* ``safe``: Danish-SAFE-style XML files sealed into a chain of TamperTokens, each an
+  Ed25519 signature, plus an end-of-day report per day (``sinks/reports/safe.py``);
+* ``sci``: Spanish-SCI-style batches (``sinks/reports/sci.py``), each with a detached
+  Ed25519 signature;
 * ``json``: the records as JSON Lines, ``reports-<J>.jsonl``.
+
+Both are signed with the operator's report key (``CROUPIER_REPORT_SIGNING_KEY``), which
+is not the audit key: the regulator verifies with its public key, so it cannot forge a
+file, and the operator cannot deny one. The stream ``reports.<J>`` itself stays under the
+jurisdiction's MAC key (``CROUPIER_REPORT_KEY_DIR``), used here only to read it.
 
 Writing resumes: records the directory already holds are passed over, so running it
 again (say every few minutes from cron) only adds what is new. ``verify`` checks a
-directory the way the regulator would.
+directory the way the regulator would, with the pinned public key: ``--public-key``, else
+``CROUPIER_REPORT_PUBLIC_KEY``, else the public half of the operator's own report key.
 """
 
 from __future__ import annotations
@@ -23,16 +28,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from croupier.arguments import key_file
 from croupier.kafka import kafka_python_security
 from croupier.regulator import follow
 from croupier.settings import Settings
 from rules.policy import JurisdictionPolicy
 from schemas.reports import ReportEnvelope, ReportRecord
-from sinks.postgres.audit import load_or_create_key, public_bytes
 from sinks.reports import ReportError
 from sinks.reports.safe import SafeWriter, verify_safe
 from sinks.reports.sci import SciWriter, verify_sci
+from sinks.signing import KeyFileError, load_private_key, parse_pin, public_bytes
 
 
 @dataclass
@@ -80,7 +87,7 @@ def write(
     out.mkdir(parents=True, exist_ok=True)
     match policy.reporting.format:
         case "safe":
-            safe = SafeWriter(out, key)
+            safe = SafeWriter(out, _signing_key(settings))
             new = [r for r in records if r.seq >= safe.next_seq]
             for r in new:
                 if isinstance(r, ReportEnvelope):
@@ -94,7 +101,7 @@ def write(
                 done.files.append(safe.end_of_day(day))
             done.rejected += safe.rejected
         case "sci":
-            sci = SciWriter(out, load_or_create_key(settings.audit_key))
+            sci = SciWriter(out, _signing_key(settings))
             new = [r for r in records if r.seq > sci.last_seq]
             for r in new:
                 if isinstance(r, ReportEnvelope):
@@ -138,14 +145,34 @@ def _json_line(record: ReportRecord) -> tuple[str, str | None]:
     return json.dumps(line), why
 
 
-def verify(settings: Settings, policy: JurisdictionPolicy, directory: Path) -> list[str]:
+def _signing_key(settings: Settings) -> Ed25519PrivateKey:
+    return load_private_key(settings.report_signing_key, what="report signing key")
+
+
+def report_public_key(settings: Settings, given: str | None = None) -> bytes:
+    """The operator's report public key a verifier trusts: ``given``, else the setting,
+    else the public half of the operator's own report key. A fingerprint is not enough:
+    the files do not name their key."""
+    text = given or settings.report_public_key
+    if not text:
+        return public_bytes(_signing_key(settings))
+    pin = parse_pin(text)
+    if pin.public is None:
+        msg = "to verify report files, give the public key itself, not its fingerprint"
+        raise KeyFileError(msg)
+    return pin.public
+
+
+def verify(
+    settings: Settings, policy: JurisdictionPolicy, directory: Path, public_key: str | None = None
+) -> list[str]:
     """The problems a regulator would find in ``directory`` (none: it verifies)."""
     j = policy.jurisdiction
     match policy.reporting.format:
         case "safe":
-            return verify_safe(directory, report_key(settings, j))
+            return verify_safe(directory, report_public_key(settings, public_key))
         case "sci":
-            return verify_sci(directory, public_bytes(load_or_create_key(settings.audit_key)))
+            return verify_sci(directory, report_public_key(settings, public_key))
         case _:
             path = directory / f"reports-{j}.jsonl"
             lines = path.read_text().splitlines() if path.exists() else []

@@ -49,13 +49,23 @@ Environment variables (documented once, here and in the README):
                                 (default: the ``policies/`` shipped with Croupier)
 ``CROUPIER_GAMES_CATALOGUE``    the casino game registry, a TOML file (default: the
                                 ``games/catalogue.toml`` shipped with Croupier)
-``CROUPIER_AUDIT_KEY``          the Ed25519 key (PEM) that signs audit checkpoints
-                                (default ``.stack/audit/ed25519.pem``, created on first use)
+``CROUPIER_AUDIT_KEY``          the Ed25519 private key (PEM, mode 0600) that signs audit
+                                checkpoints (default ``.stack/audit/ed25519.pem``; made by
+                                ``make up`` or ``croupier audit keygen``, never on use)
+``CROUPIER_AUDIT_PUBLIC_KEY``   the audit key's pinned public key, which ``audit verify``
+                                trusts and the auditor alerts on: 64 hex digits, base64,
+                                the fingerprint, or a file holding one (``make up`` sets
+                                ``.stack/audit/ed25519.pub``; ``sinks/signing.py``)
+``CROUPIER_REPORT_SIGNING_KEY``  the Ed25519 private key that signs the regulators' files
+                                (SCI batches, SAFE tamper tokens); not the audit key
+                                (default ``.stack/reports/ed25519.pem``)
+``CROUPIER_REPORT_PUBLIC_KEY``  its public key, pinned for ``reports verify`` (default:
+                                the public half of ``CROUPIER_REPORT_SIGNING_KEY``)
 ``CROUPIER_AUDIT_RELAY_INTERVAL``  seconds between passes of the relay that publishes
                                 committed audit records to ``audit`` (default 0.5; 0: off)
 ``CROUPIER_REPORT_INTERVAL``    seconds between the reporter's passes (audit records to
                                 ``reports.<J>``; default 1; 0: off)
-``CROUPIER_REPORT_KEY_DIR``     the jurisdictions' report MAC keys, ``<J>.key`` (default
+``CROUPIER_REPORT_KEY_DIR``     the jurisdictions' stream MAC keys, ``<J>.key`` (default
                                 ``.stack/reports/keys``, created on first use)
 ``CROUPIER_AUDIT_CHECKPOINT_INTERVAL``  seconds between signed checkpoints of the audit
                                 trail's chain heads, when a chain moved (one worker signs;
@@ -152,6 +162,13 @@ class Settings(BaseSettings):
     )
     audit_key: Path = Field(
         default=Path(".stack/audit/ed25519.pem"), validation_alias="CROUPIER_AUDIT_KEY"
+    )
+    audit_public_key: str | None = Field(default=None, validation_alias="CROUPIER_AUDIT_PUBLIC_KEY")
+    report_signing_key: Path = Field(
+        default=Path(".stack/reports/ed25519.pem"), validation_alias="CROUPIER_REPORT_SIGNING_KEY"
+    )
+    report_public_key: str | None = Field(
+        default=None, validation_alias="CROUPIER_REPORT_PUBLIC_KEY"
     )
     audit_relay_interval: float = Field(
         default=0.5, ge=0, validation_alias="CROUPIER_AUDIT_RELAY_INTERVAL"

@@ -198,7 +198,10 @@ def _process(e: Endpoint) -> dict[str, Any]:
         if sample == "croupier_process_info":
             role, pid = _label(labels, "role") or None, int(_label(labels, "pid") or 0) or pid
     error = None if e.up else e.error or ("not running" if not e.running else "no answer")
-    return {"name": e.name, "url": e.url, "pid": pid, "role": role, "up": e.up, "error": error}
+    from croupier.redact import redact
+
+    return {"name": redact(e.name), "url": redact(e.url), "pid": pid, "role": role, "up": e.up,
+            "error": None if error is None else redact(error)}  # fmt: skip
 
 
 # -- finding and asking the endpoints ------------------------------------------------------
@@ -227,7 +230,9 @@ def find_endpoints(urls: list[str], environ: Mapping[str, str]) -> tuple[list[En
 
 
 def _name(url: str) -> str:
-    return url.removeprefix("http://").removesuffix("/metrics")
+    """An endpoint's short name: its address, without a scheme, a user or a password."""
+    bare = url.removeprefix("http://").removeprefix("https://").removesuffix("/metrics")
+    return bare.rpartition("@")[2]
 
 
 def scrape(endpoint: Endpoint) -> None:

@@ -13,7 +13,8 @@ Why it verifies on its own. Each record's hash covers the hash before it, so the
 record of a chain commits to every record back to the segment's start. The export ends
 every chain exactly at the head a checkpoint signed (the first checkpoint made at or
 after ``to``, or one signed for the export), so one Ed25519 signature, checked against a
-public key the regulator already trusts, authenticates every record in the file: an
+public key the regulator already holds (pinned: ``--public-key``, never the key the
+bundle names; ``sinks/signing.py``), authenticates every record in the file: an
 altered, removed, reordered or inserted record breaks the chain at that record, and a
 chain rebuilt with fresh hashes no longer ends at the signed head. A segment starts at
 the first record of the period, so it may include records after ``to`` up to the
@@ -28,10 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from sinks.postgres.audit import Problem, Row, Verification, check_chains
+from sinks.signing import Pin, fingerprint
 
 KIND = "croupier-audit"
 VERSION = 1
@@ -72,8 +71,7 @@ class BundleReport:
     """What verifying a bundle found."""
 
     header: dict[str, Any]
-    trusted_key: str
-    key_source: str  # "given" (--public-key) or "bundle" (the key the bundle names)
+    trusted_key: str  # the pinned key's fingerprint
     chains: Verification
     problems: list[Problem] = field(default_factory=list)
 
@@ -84,7 +82,7 @@ class BundleReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok, "from": self.header.get("from"), "to": self.header.get("to"),
-            "public_key": self.trusted_key, "key": self.key_source,
+            "fingerprint": self.trusted_key,
             "chains": self.chains.chains, "records": self.chains.records,
             "problems": [{"chain": p.chain, "seq": p.seq, "problem": p.what}
                          for p in self.problems],
@@ -114,16 +112,8 @@ def _hex(value: object, what: str) -> bytes:
         raise BundleError(msg) from exc
 
 
-def _signature_ok(public_key: bytes, document: str, signature: bytes) -> bool:
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, document.encode())
-    except (InvalidSignature, ValueError):
-        return False
-    return True
-
-
-def verify_bundle(path: Path, trusted: bytes | None = None) -> BundleReport:
-    """Verify a bundle file: its signature (by ``trusted`` when given), and every chain."""
+def verify_bundle(path: Path, pin: Pin) -> BundleReport:
+    """Verify a bundle file: its signature by the pinned key, and every chain."""
     lines = _lines(path)
     first = next(lines, None)
     if first is None or first[1].get("bundle") != KIND:
@@ -133,8 +123,6 @@ def verify_bundle(path: Path, trusted: bytes | None = None) -> BundleReport:
     if header.get("version") != VERSION:
         msg = f"{path}: bundle version {header.get('version')}; this Croupier reads {VERSION}"
         raise BundleError(msg)
-    key = trusted if trusted is not None else _hex(header.get("public_key"), "public_key")
-    report_key = (key.hex(), "given" if trusted is not None else "bundle")
     problems: list[Problem] = []
     signed: dict[str, tuple[int, bytes]] | None = None
     records: list[Row] = []
@@ -142,8 +130,14 @@ def verify_bundle(path: Path, trusted: bytes | None = None) -> BundleReport:
         if "checkpoint" in doc:
             cp = doc["checkpoint"]
             document = str(cp.get("document", ""))
-            if not _signature_ok(key, document, _hex(cp.get("signature"), "signature")):
-                what = "its signature does not verify with the trusted key"
+            named = _hex(cp.get("public_key", ""), "public_key")
+            if not pin.matches(named):
+                what = (f"it names key {fingerprint(named)}, not the pinned key "
+                        f"{pin.fingerprint}")  # fmt: skip
+                problems.append(Problem(f"checkpoint {cp.get('id')}", 0, what))
+            signature = _hex(cp.get("signature"), "signature")
+            if not pin.verifies(named, signature, document.encode()):
+                what = f"its signature does not verify with the pinned key {pin.fingerprint}"
                 problems.append(Problem(f"checkpoint {cp.get('id')}", 0, what))
                 continue
             heads = json.loads(document).get("heads", {})
@@ -173,7 +167,7 @@ def verify_bundle(path: Path, trusted: bytes | None = None) -> BundleReport:
     ordered = sorted(records, key=lambda r: r[0])  # stable: a chain's records keep file order
     chains = check_chains(ordered, ends, {c: start for c, (start, _) in declared.items()})
     problems = [*problems, *(chains.problems or [])]
-    return BundleReport(header, report_key[0], report_key[1], chains, problems)
+    return BundleReport(header, pin.fingerprint, chains, problems)
 
 
 def write_bundle(path: Path, lines: Iterable[str]) -> int:

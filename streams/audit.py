@@ -9,7 +9,9 @@ again, the same bytes). One worker's pass at a time (an advisory lock).
 
 **Checkpoints.**
 Every ``CROUPIER_AUDIT_CHECKPOINT_INTERVAL`` seconds each worker tries to sign every
-chain's head with the Ed25519 key in ``CROUPIER_AUDIT_KEY`` (``sinks/postgres/audit.py``).
+chain's head with the Ed25519 key in ``CROUPIER_AUDIT_KEY`` (``sinks/postgres/audit.py``),
+and alerts on a checkpoint signed by another key than the pinned one
+(``streams/audit_keys.py``).
 A transaction-scoped advisory lock lets one worker sign at a time, and nothing is signed
 when no chain moved since the last checkpoint. A regulator's export then always finds a
 checkpoint at most one interval after the period it asks for.
@@ -28,7 +30,8 @@ import psycopg
 
 from croupier.settings import Settings
 from sinks.base import SinkUnavailable
-from sinks.postgres.audit import AuditRelay, checkpoint_if_moved, load_or_create_key
+from sinks.postgres.audit import AuditRelay
+from streams.audit_keys import KeyWatch
 from streams.context import app_timer, publish
 
 log = logging.getLogger(__name__)
@@ -58,12 +61,12 @@ def register(app: Any, settings: Settings, *, relay: AuditRelay) -> None:
 
     if settings.audit_checkpoint_interval <= 0:
         return
-    key = load_or_create_key(settings.audit_key)
+    watch = KeyWatch(settings)  # a missing or too open key file stops the worker here
     dsn, schema = settings.pg_dsn.get_secret_value(), settings.pg_schema
 
     def sign() -> tuple[int, int] | None:
         with psycopg.connect(dsn, options=f"-c search_path={schema}", connect_timeout=5) as conn:
-            return checkpoint_if_moved(conn, key)
+            return watch.sign(conn)
 
     @app_timer(app, settings.audit_checkpoint_interval)
     async def audit_checkpoint() -> None:

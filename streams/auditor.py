@@ -3,11 +3,13 @@
 Workers write audit records inside the transactions of the changes they record; what
 follows from them is not on any decision's path: publishing them to ``audit`` (the
 relay), turning them into each jurisdiction's report stream (the reporter), and signing
-checkpoints. In a worker those run as timers on the event loop that decides bets, and
-cost it as much as the records themselves (``BENCHMARKS.md``). ``croupier audit run``
-runs them here instead, on another core, and workers started with
-``CROUPIER_AUDIT_RELAY_INTERVAL``, ``CROUPIER_REPORT_INTERVAL`` and
-``CROUPIER_AUDIT_CHECKPOINT_INTERVAL`` at 0 leave them to it (``make up`` does both).
+checkpoints (with the key watch of ``streams/audit_keys.py``: a checkpoint signed by a
+key that is not the pinned one is logged and counted as an alert). In a worker those
+run as timers on the event loop that decides bets, and cost it as much as the records
+themselves (``BENCHMARKS.md``). ``croupier audit run`` runs them here instead,
+on another core, and workers started with ``CROUPIER_AUDIT_RELAY_INTERVAL``,
+``CROUPIER_REPORT_INTERVAL`` and ``CROUPIER_AUDIT_CHECKPOINT_INTERVAL`` at 0 leave them
+to it (``make up`` does both).
 
 The passes are the same code as the workers' timers (``sinks/postgres/audit.py``,
 ``sinks/postgres/reports.py``), under the same advisory locks, so any number of
@@ -35,9 +37,10 @@ from croupier.kafka import librdkafka_conf
 from croupier.settings import Settings
 from rules.policy import Policies
 from sinks.base import SinkUnavailable
-from sinks.postgres.audit import AuditRelay, checkpoint_if_moved, load_or_create_key
+from sinks.postgres.audit import AuditRelay
 from sinks.postgres.reports import ReportSink, load_or_create_keys
 from streams import metrics
+from streams.audit_keys import KeyWatch
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
     relay = AuditRelay(dsn, schema, consumer_group=group, max_connections=1)
     reports = ReportSink(dsn, schema, consumer_group=group, max_connections=1)
     keys = load_or_create_keys(settings.report_key_dir, list(policies.jurisdictions))
-    signing_key = load_or_create_key(settings.audit_key)
+    watch = KeyWatch(settings)  # the key is made by `make up` or `audit keygen`, never here
     out = KafkaOut(settings)
     audit_topic = settings.topic("audit")
 
@@ -97,7 +100,7 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
 
     def sign() -> tuple[int, int] | None:
         with psycopg.connect(dsn, options=f"-c search_path={schema}", connect_timeout=5) as conn:
-            return checkpoint_if_moved(conn, signing_key)
+            return watch.sign(conn)
 
     await relay.open()
     await reports.open()

@@ -80,6 +80,12 @@ LAG = Gauge(
     "Messages not yet processed, per topic and partition this process consumes",
     ["topic", "partition"],
 )
+AUDIT_KEY_ALERTS = Counter(
+    "croupier_audit_key_alerts",
+    "Audit key alerts: checkpoints signed by a key other than the pinned one "
+    "(what=checkpoint), and passes whose own signing key is not the pinned one (what=signer)",
+    ["what"],
+)
 INFO = Gauge("croupier_process_info", "This Croupier process: its role and pid", ["role", "pid"])
 
 # A decision's status and its reason code (``error`` in a casino answer), in the compact

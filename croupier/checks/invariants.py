@@ -379,15 +379,18 @@ def settlements_replay(conn: psycopg.Connection[Any], prefix: str | None) -> Row
 # -- 7: the audit trail ------------------------------------------------------------------
 
 
-def audit_trail(conn: psycopg.Connection[Any]) -> Row:
-    """Row 7: chains and checkpoints verify (``croupier audit verify``), and the trail
-    rebuilds every wallet to the ledger's balances (``croupier audit rebuild --all``)."""
+def audit_trail(conn: psycopg.Connection[Any], pin: Any = None) -> Row:
+    """Row 7: chains and checkpoints verify (``croupier audit verify``; the checkpoints
+    only with a pinned key, ``pin``), and the trail rebuilds every wallet to the ledger's
+    balances (``croupier audit rebuild --all``)."""
     from sinks.postgres import audit
     from sinks.postgres.rebuild import rebuild
 
     row = Row("the audit trail verifies and rebuilds every wallet")
     result = audit.verify(conn)
-    checkpoints, signed = audit.verify_checkpoints(conn, None)
+    checkpoints, signed = audit.verify_checkpoints(conn, pin) if pin is not None else (0, [])
+    if pin is None:
+        row.notes.append("checkpoints not checked: no pinned key (CROUPIER_AUDIT_PUBLIC_KEY)")
     for p in [*(result.problems or []), *signed]:
         row.breach(f"chain {p.chain} record {p.seq}: {p.what}")
     wallets = rebuild(conn)

@@ -219,7 +219,7 @@ class Stack:
         with ThreadPoolExecutor(max_workers=max(1, len(starters))) as pool:
             for future in [pool.submit(start) for start in starters]:
                 future.result()
-        env = self.service_env()
+        env = {**self.service_env(), **self.ensure_keys()}
         self._write_env(env)
         if provision:
             self.provision(env)
@@ -228,6 +228,28 @@ class Stack:
                 self.start_service(name, env)
             self.start_workers(env)
         return env
+
+    def ensure_keys(self) -> dict[str, str]:
+        """The operator's two signing keys, made here on first setup and never again
+        (``sinks/signing.py``), and the audit key's public key pinned for its verifiers.
+        A key variable set in the environment names the key to use instead."""
+        from sinks import signing
+
+        root = self.config.root
+        audit = Path(os.environ.get("CROUPIER_AUDIT_KEY") or root / "audit" / "ed25519.pem")
+        report = Path(
+            os.environ.get("CROUPIER_REPORT_SIGNING_KEY") or root / "reports" / "ed25519.pem"
+        )
+        for path in (audit, report):
+            key, _ = signing.ensure(path)
+            if not signing.public_file(path).exists():  # a key made before .pub files
+                signing.public_file(path).write_text(signing.public_bytes(key).hex() + "\n")
+        pin = os.environ.get("CROUPIER_AUDIT_PUBLIC_KEY") or str(
+            signing.public_file(audit).resolve()
+        )
+        return {"CROUPIER_AUDIT_KEY": str(audit.resolve()),
+                "CROUPIER_AUDIT_PUBLIC_KEY": pin,
+                "CROUPIER_REPORT_SIGNING_KEY": str(report.resolve())}  # fmt: skip
 
     def _write_env(self, env: Mapping[str, str]) -> None:
         lines = [
@@ -410,13 +432,9 @@ def _wait_ready(pid: int, log: Path, offset: int, marker: bytes, what: str, time
 
 def _redact(url: str) -> str:
     """``url`` without its password, for printing."""
-    from urllib.parse import urlsplit, urlunsplit
+    from croupier.redact import redact
 
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return redact(url)
 
 
 def _pg_ok(dsn: str) -> bool:

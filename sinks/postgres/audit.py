@@ -10,28 +10,26 @@ not hold: altered, removed, reordered or inserted.
 
 A chain alone cannot catch someone who rewrites it whole, recomputing every hash.
 ``checkpoint`` signs every chain's head with an Ed25519 key the database never sees
-(``audit_checkpoints``); ``verify_checkpoints`` checks each signature (against a trusted
-public key when one is given) and that every chain still holds the head it signed.
+(``audit_checkpoints``); ``verify_checkpoints`` checks each signature against the pinned
+public key (``sinks/signing.py``), never the key the row names, and that every chain
+still holds the head it signed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas.records import AuditRecord, DeadLetter, SourcePosition
 from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, dead_letter_params
+from sinks.signing import Pin, fingerprint, public_bytes
 
 GENESIS = bytes(32)
 
@@ -267,34 +265,6 @@ def verify(conn: psycopg.Connection[Any]) -> Verification:
 # -- signed checkpoints -------------------------------------------------------------------
 
 
-def load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    """The Ed25519 signing key in ``path`` (PEM, PKCS#8); created (mode 0600) if missing."""
-    if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            msg = f"{path} holds a {type(key).__name__}, not an Ed25519 private key"
-            raise TypeError(msg)
-        return key
-    key = Ed25519PrivateKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: theirs is the key
-        return load_or_create_key(path)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
-    return key
-
-
-def public_bytes(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
 def checkpoint(conn: psycopg.Connection[Any], key: Ed25519PrivateKey) -> tuple[int, int]:
     """Sign every chain's head now; (checkpoint id, chains covered). Commits."""
     with conn.transaction():
@@ -337,22 +307,24 @@ def checkpoint_if_moved(
         return checkpoint(conn, key)
 
 
-def verify_checkpoints(
-    conn: psycopg.Connection[Any], trusted: bytes | None = None
-) -> tuple[int, list[Problem]]:
-    """Check every checkpoint's signature (by ``trusted``, if given, else the key stored
-    with it) and that every chain still holds the head it signed; (checkpoints, problems)."""
+def verify_checkpoints(conn: psycopg.Connection[Any], pin: Pin) -> tuple[int, list[Problem]]:
+    """Check every checkpoint's signature by the pinned key and that every chain still
+    holds the head it signed; (checkpoints, problems). A checkpoint whose row names
+    another key is a problem of its own: the key changed."""
     problems: list[Problem] = []
     rows = conn.execute(
         "SELECT checkpoint_id, document, public_key, signature FROM audit_checkpoints "
         "ORDER BY checkpoint_id"
     ).fetchall()
     for cid, document, stored_key, signature in rows:
-        key = trusted if trusted is not None else bytes(stored_key)
-        try:
-            Ed25519PublicKey.from_public_bytes(key).verify(bytes(signature), document.encode())
-        except InvalidSignature:
-            problems.append(Problem(f"checkpoint {cid}", 0, "its signature does not verify"))
+        named = bytes(stored_key)
+        if not pin.matches(named):
+            what = (f"its row names key {fingerprint(named)}, not the pinned key "
+                    f"{pin.fingerprint} (the signing key changed)")  # fmt: skip
+            problems.append(Problem(f"checkpoint {cid}", 0, what))
+        if not pin.verifies(named, bytes(signature), document.encode()):
+            what = f"its signature does not verify with the pinned key {pin.fingerprint}"
+            problems.append(Problem(f"checkpoint {cid}", 0, what))
             continue
         heads = json.loads(document)["heads"]
         for chain, head in sorted(heads.items()):
@@ -365,6 +337,16 @@ def verify_checkpoints(
                         "holds it (the chain was rewritten)")  # fmt: skip
                 problems.append(Problem(chain, int(head["seq"]), what))
     return len(rows), problems
+
+
+def checkpoint_keys(conn: psycopg.Connection[Any], after: int) -> list[tuple[int, bytes]]:
+    """(checkpoint id, the public key its row names) of the checkpoints after ``after``."""
+    rows = conn.execute(
+        "SELECT checkpoint_id, public_key FROM audit_checkpoints WHERE checkpoint_id > %s "
+        "ORDER BY checkpoint_id",
+        (after,),
+    ).fetchall()
+    return [(int(cid), bytes(key)) for cid, key in rows]
 
 
 # -- export -------------------------------------------------------------------------------

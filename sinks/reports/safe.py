@@ -11,17 +11,23 @@ What is modelled:
 * files are closed periodically (every ``file_seconds`` of the records' own
   ``recorded_at``, so output is deterministic) and each closed file is sealed by a
   TamperToken;
-* the TamperTokens form a MAC chain in ``<dir>/tamper-tokens.jsonl``:
-  ``token = HMAC-SHA256(key, prev_token || SHA-256(file bytes))``, genesis ``prev_token``
-  32 zero bytes, so an altered, removed, reordered or inserted file breaks the chain;
+* the TamperTokens form a signature chain in ``<dir>/tamper-tokens.jsonl``, one JSON line
+  per sealed file, ``{"file", "sha256", "prev_token", "token", "first_seq", "last_seq",
+  "records", "sealed_at"}``: ``token = Ed25519-sign(operator's report key,
+  "croupier SAFE tamper token v2\n" || prev_token || SHA-256(file bytes))``, 64 bytes
+  (128 hex digits), ``prev_token`` the previous line's token, genesis 64 zero bytes.
+  Ed25519 signatures are deterministic, so the same records give the same tokens. An
+  altered, removed, reordered or inserted file breaks the chain;
 * an end-of-day report (``EOD-<J>-<YYYY-MM-DD>.xml``): per kind and currency the count
   and sum, the day's files with their tokens, and the last token of the day.
 
 What is simplified:
 
-* the real TamperToken is registered with the authority; here the chain is computed
-  locally under a key shared with the authority out of band. It proves tampering by anyone
-  without the key, not by the key holder, and cutting off the newest files (with their
+* the real TamperToken is registered with the authority; here the chain is signed
+  locally with the operator's report key (``CROUPIER_REPORT_SIGNING_KEY``, not the audit
+  key), and the authority verifies it with the operator's public key, which it holds
+  (pinned; ``croupier reports verify --public-key``). The authority cannot forge a token,
+  and the operator cannot deny one it signed. Cutting off the newest files (with their
   token lines) shows only against a token the authority already holds, e.g. the last
   token of a submitted end-of-day report;
 * one generic record element (our ``ReportRecord``) instead of the real per-game-type
@@ -53,7 +59,6 @@ so ``verify_safe`` rebuilds it and compares the bytes instead.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import math
 import os
@@ -65,6 +70,9 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from schemas.reports import AuditRef, ReportRecord
 from sinks.reports import ReportError
@@ -78,7 +86,8 @@ except ImportError:  # optional: without it the verifier skips schema validation
 
 TOKEN_LOG = "tamper-tokens.jsonl"
 XSD_PATH = Path(__file__).with_name("safe.xsd")
-GENESIS_TOKEN = bytes(32)
+GENESIS_TOKEN = bytes(64)
+TOKEN_CONTEXT = b"croupier SAFE tamper token v2\n"  # no other signature signs this prefix
 VERSION = "1"
 
 _AMOUNT = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
@@ -108,9 +117,21 @@ class Seal:
         return json.dumps(self.__dict__) + "\n"
 
 
-def tamper_token(key: bytes, prev_token: bytes, file_sha256: bytes) -> bytes:
-    """The seal of a file: HMAC-SHA256(key, prev_token || SHA-256 of the file bytes)."""
-    return hmac.new(key, prev_token + file_sha256, hashlib.sha256).digest()
+def tamper_token(key: Ed25519PrivateKey, prev_token: bytes, file_sha256: bytes) -> bytes:
+    """The seal of a file: the report key's Ed25519 signature over the context, the
+    previous token and the SHA-256 of the file bytes."""
+    return key.sign(TOKEN_CONTEXT + prev_token + file_sha256)
+
+
+def token_ok(public_key: bytes, token: bytes, prev_token: bytes, file_sha256: bytes) -> bool:
+    """Whether ``token`` is the seal the holder of ``public_key`` gave this file there."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(
+            token, TOKEN_CONTEXT + prev_token + file_sha256
+        )
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def read_seals(directory: Path) -> list[Seal]:
@@ -138,7 +159,7 @@ class SafeWriter:
     def __init__(
         self,
         directory: Path,
-        key: bytes,
+        key: Ed25519PrivateKey,
         *,
         file_seconds: float = 300.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -442,8 +463,9 @@ def eod_bytes(directory: Path, jurisdiction: str, day: date) -> bytes:
     return _to_bytes(root)
 
 
-def verify_safe(directory: Path, key: bytes) -> list[str]:
-    """Everything wrong with a data safe, one sentence each naming the file; empty if sound."""
+def verify_safe(directory: Path, public_key: bytes) -> list[str]:
+    """Everything wrong with a data safe, one sentence each naming the file; empty if sound.
+    ``public_key`` is the operator's report key as the authority holds it (raw, 32 bytes)."""
     try:
         seals = read_seals(directory)
     except ReportError as exc:
@@ -455,9 +477,14 @@ def verify_safe(directory: Path, key: bytes) -> list[str]:
         where = f"{seal.file} (token line {n})"
         if seal.prev_token != prev_token:
             problems.append(f"{where}: prev_token does not match the token of the line before")
-        want = tamper_token(key, bytes.fromhex(seal.prev_token), bytes.fromhex(seal.sha256))
-        if not hmac.compare_digest(want.hex(), seal.token):
-            problems.append(f"{where}: token is not HMAC(key, prev_token || sha256)")
+        try:
+            token, prev = bytes.fromhex(seal.token), bytes.fromhex(seal.prev_token)
+            signed = token_ok(public_key, token, prev, bytes.fromhex(seal.sha256))
+        except ValueError:  # not hex
+            signed = False
+        if not signed:
+            problems.append(f"{where}: token is not the operator's signature of prev_token "
+                            "and sha256 (by the given public key)")  # fmt: skip
         if seal.first_seq != prev_last + 1:
             problems.append(
                 f"{where}: first seq {seal.first_seq} does not follow last seq {prev_last}"

@@ -28,11 +28,10 @@ from sinks.postgres.audit import (
     GENESIS,
     checkpoint,
     link,
-    load_or_create_key,
-    public_bytes,
     verify,
     verify_checkpoints,
 )
+from sinks.signing import Pin, fingerprint, generate, load_private_key, public_bytes
 from tests.conftest import ROOT, StartWorker
 from tests.integration.helpers import done, joined, player_event, produce, query, wait_for
 
@@ -102,7 +101,9 @@ def test_every_applied_player_event_is_chained_and_verifies(
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         query(trail, "UPDATE audit_records SET body = '{}'")
 
-    assert main(["audit", "verify", "--json"]) == 0
+    assert main(["audit", "verify", "--json"]) == 2  # no pinned key: it says so
+    assert "no pinned public key" in capsys.readouterr().err
+    assert main(["audit", "verify", "--json", "--public-key", "00" * 32]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report == {
         "ok": True, "chains": len(chains), "records": 37, "checkpoints": 0, "problems": [],
@@ -158,16 +159,18 @@ def test_alteration_removal_reordering_and_insertion_are_each_named(
 def test_a_signed_checkpoint_catches_a_chain_rewritten_with_recomputed_hashes(
     trail: Settings, copy: Callable[[], psycopg.Connection[Any]], tmp_path: Path
 ) -> None:
-    key = load_or_create_key(tmp_path / "audit" / "ed25519.pem")
+    key = generate(tmp_path / "audit" / "ed25519.pem")
     assert (tmp_path / "audit" / "ed25519.pem").stat().st_mode & 0o777 == 0o600
-    assert load_or_create_key(tmp_path / "audit" / "ed25519.pem").private_bytes_raw() == (
+    assert load_private_key(tmp_path / "audit" / "ed25519.pem").private_bytes_raw() == (
         key.private_bytes_raw()
     )
+    pin = Pin(public_bytes(key))
     with psycopg.connect(trail.migration_dsn,
                          options=f"-c search_path={trail.pg_schema}") as live:  # fmt: skip
         cid, chains = checkpoint(live, key)
         assert cid == 1 and chains >= 1
-        assert verify_checkpoints(live, public_bytes(key)) == (1, [])
+        assert verify_checkpoints(live, pin) == (1, [])
+        assert verify_checkpoints(live, Pin(None, fingerprint(public_bytes(key)))) == (1, [])
         # The live table refuses to lose or change a checkpoint.
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             live.execute("DELETE FROM audit_checkpoints")
@@ -195,7 +198,7 @@ def test_a_signed_checkpoint_catches_a_chain_rewritten_with_recomputed_hashes(
         prev = digest
     conn.execute("UPDATE audit_heads SET hash = %s WHERE chain = %s", (prev, chain[0]))
     assert verify(conn).ok
-    count, problems = verify_checkpoints(conn, public_bytes(key))
+    count, problems = verify_checkpoints(conn, pin)
     assert count == 1 and [p.chain for p in problems] == [chain[0]]
     assert "rewritten" in problems[0].what
 
@@ -208,9 +211,13 @@ def test_a_signed_checkpoint_catches_a_chain_rewritten_with_recomputed_hashes(
     assert document is not None
     conn.execute("UPDATE audit_checkpoints SET public_key = %s, signature = %s",
                  (public_bytes(forger), forger.sign(document[0].encode())))  # fmt: skip
-    assert verify_checkpoints(conn)[1] == []  # self-consistent with its own key...
-    _, problems = verify_checkpoints(conn, public_bytes(key))  # ...but not the trusted one
-    assert [p.what for p in problems] == ["its signature does not verify"]
+    assert verify_checkpoints(conn, Pin(public_bytes(forger)))[1] == []  # its own key...
+    for pinned in (pin, Pin(None, pin.fingerprint)):  # ...but not the pinned one
+        _, problems = verify_checkpoints(conn, pinned)
+        assert [p.what.split(" (")[0].split(", not")[0] for p in problems] == [
+            f"its row names key {fingerprint(public_bytes(forger))}",
+            f"its signature does not verify with the pinned key {pin.fingerprint}",
+        ], problems
 
 
 def _bundle_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -229,17 +236,30 @@ def test_an_exported_bundle_verifies_alone_and_shows_any_tampering(
     key_file = tmp_path / "ed25519.pem"
     monkeypatch.setenv("CROUPIER_AUDIT_KEY", str(key_file))
     bundle = tmp_path / "dk-week.jsonl"
+    args = ["audit", "export", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-02T00:00:00Z"]
+    assert main([*args, "--out", str(bundle)]) == 2  # no key: an error, and no key made
+    assert "croupier audit keygen" in capsys.readouterr().err and not key_file.exists()
+    generate(key_file)
     start = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     end = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
     time.sleep(1.1)  # the period is over when it is exported
     assert main(["audit", "export", "--from", start, "--to", end, "--out", str(bundle)]) == 0
     assert "37 audit records" in capsys.readouterr().out
-    trusted = public_bytes(load_or_create_key(key_file)).hex()
+    public = public_bytes(load_private_key(key_file))
+    trusted = public.hex()
 
     ok = _bundle_cli(trail, "--bundle", str(bundle), "--public-key", trusted, "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     report = json.loads(ok.stdout)
-    assert report["ok"] and report["records"] == 37 and report["key"] == "given"
+    assert report["ok"] and report["records"] == 37
+    assert report["fingerprint"] == fingerprint(public)
+    by_fingerprint = _bundle_cli(
+        trail, "--bundle", str(bundle), "--public-key", fingerprint(public)
+    )
+    assert by_fingerprint.returncode == 0, by_fingerprint.stdout + by_fingerprint.stderr
+    # Without a pinned key it refuses, rather than trust the key the bundle names.
+    unpinned = _bundle_cli(trail, "--bundle", str(bundle))
+    assert unpinned.returncode == 2 and "no pinned public key" in unpinned.stderr
 
     lines = bundle.read_text().splitlines()
     header, signed, records = lines[0], lines[1], lines[2:]
@@ -279,7 +299,7 @@ def test_an_exported_bundle_verifies_alone_and_shows_any_tampering(
     # Not a bundle at all: a usage error that says so.
     junk = tmp_path / "junk.jsonl"
     junk.write_text('{"hello": 1}\n')
-    run = _bundle_cli(trail, "--bundle", str(junk))
+    run = _bundle_cli(trail, "--bundle", str(junk), "--public-key", trusted)
     assert run.returncode == 2 and "header" in run.stderr
 
 
@@ -287,7 +307,9 @@ def test_workers_sign_checkpoints_on_a_timer_when_a_chain_moved(
     settings: Settings, worker_factory: StartWorker, tmp_path: Path
 ) -> None:
     key_file = tmp_path / "ed25519.pem"
-    timed = settings.model_copy(update={"audit_checkpoint_interval": 1.0, "audit_key": key_file})
+    trusted = public_bytes(generate(key_file))
+    timed = settings.model_copy(update={"audit_checkpoint_interval": 1.0, "audit_key": key_file,
+                                        "audit_public_key": trusted.hex()})  # fmt: skip
     worker = worker_factory(timed)
     worker.wait_ready()
     produce(timed, "players", joined("p-1"))
@@ -301,7 +323,78 @@ def test_workers_sign_checkpoints_on_a_timer_when_a_chain_moved(
     assert checkpoints() == 1
     produce(timed, "players", [("p-1", player_event("self_excluded", "p-1", until=None))])
     wait_for(lambda: checkpoints() == 2, timeout=30, what="a checkpoint of the new head")
-    trusted = public_bytes(load_or_create_key(key_file))  # the file the worker created
     with psycopg.connect(timed.migration_dsn,
                          options=f"-c search_path={timed.pg_schema}") as conn:  # fmt: skip
-        assert verify_checkpoints(conn, trusted) == (2, [])
+        assert verify_checkpoints(conn, Pin(trusted)) == (2, [])
+
+
+def test_the_pinned_key_decides_and_a_changed_key_is_an_alert(
+    trail: Settings, cli_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """``audit checkpoint`` prints the fingerprint; ``audit verify`` checks every checkpoint
+    against the pinned key only; a checkpoint by another key (a new key file, or whoever can
+    write ``audit_checkpoints``) fails verification, and the key watch logs and counts it."""
+    from prometheus_client import REGISTRY
+
+    from streams.audit_keys import KeyWatch
+
+    key_file = tmp_path / "audit" / "ed25519.pem"
+    monkeypatch.setenv("CROUPIER_AUDIT_KEY", str(key_file))
+    assert main(["audit", "checkpoint"]) == 2  # no key: a clear error, and none is made
+    assert "croupier audit keygen" in capsys.readouterr().err and not key_file.exists()
+    assert main(["audit", "keygen"]) == 0
+    made = capsys.readouterr().out
+    public = (tmp_path / "audit" / "ed25519.pub").read_text().strip()
+    assert f"CROUPIER_AUDIT_PUBLIC_KEY={public}" in made
+    assert main(["audit", "keygen"]) == 1  # never replaced
+    assert "never replaced" in capsys.readouterr().err
+    assert main(["audit", "checkpoint"]) == 0
+    fp = fingerprint(bytes.fromhex(public))
+    assert f"(fingerprint {fp})" in capsys.readouterr().out
+
+    monkeypatch.setenv("CROUPIER_AUDIT_PUBLIC_KEY", str(tmp_path / "audit" / "ed25519.pub"))
+    assert main(["audit", "verify"]) == 0
+    assert f"1 signed checkpoints, pinned key {fp}: everything verifies" in capsys.readouterr().out
+
+    # The key is lost: no new one is made over its .pub, which pins the old one...
+    monkeypatch.setenv("CROUPIER_AUDIT_PUBLIC_KEY", public)  # the pin, kept elsewhere
+    key_file.rename(tmp_path / "old.pem")
+    assert main(["audit", "keygen"]) == 1
+    assert "without its private key" in capsys.readouterr().err
+    # ...until it is moved away on purpose. The new key then signs nothing...
+    (tmp_path / "audit" / "ed25519.pub").rename(tmp_path / "old.pub")
+    generate(key_file)
+    assert main(["audit", "checkpoint"]) == 1
+    assert f"not the pinned key {fp}" in capsys.readouterr().err
+    # ...and a checkpoint inserted with it (as the owner: whoever can write the table) is
+    # caught by verify, by the pin given as a fingerprint too, and raised by the key watch.
+    new = load_private_key(key_file)
+    with psycopg.connect(trail.migration_dsn,
+                         options=f"-c search_path={trail.pg_schema}") as conn:  # fmt: skip
+        cid, _ = checkpoint(conn, new)
+        watch = KeyWatch(trail.model_copy(update={"audit_key": tmp_path / "old.pem",
+                                                  "audit_public_key": public}))  # fmt: skip
+
+        def alerts() -> float:
+            return REGISTRY.get_sample_value("croupier_audit_key_alerts_total",
+                                             {"what": "checkpoint"}) or 0.0  # fmt: skip
+
+        before = alerts()
+        with caplog.at_level("ERROR", logger="streams.audit_keys"):
+            assert watch.check(conn) == [cid]
+        assert alerts() == before + 1
+        assert (
+            f"audit checkpoint {cid} is signed by key {fingerprint(public_bytes(new))}, "
+            f"not the pinned key {fp}" in caplog.text
+        )
+        assert watch.check(conn) == []  # each checkpoint alerts once per process
+        signer = KeyWatch(trail.model_copy(update={"audit_key": key_file,
+                                                   "audit_public_key": public}))  # fmt: skip
+        assert not signer.may_sign() and signer.sign(conn) is None
+    for pinned in (public, fp):
+        assert main(["audit", "verify", "--json", "--public-key", pinned]) == 1
+        report = json.loads(capsys.readouterr().out)
+        assert report["checkpoints"] == 2 and not report["ok"]
+        assert [p["chain"] for p in report["problems"]][:1] == [f"checkpoint {cid}"]
+        assert "the signing key changed" in report["problems"][0]["problem"]

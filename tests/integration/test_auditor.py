@@ -17,6 +17,7 @@ import pytest
 
 from croupier.kafka import consume_until
 from croupier.settings import Settings
+from sinks.signing import generate
 from streams.auditor import READY as AUDITOR_READY
 from tests.conftest import ROOT, StartWorker, settings_env
 from tests.integration.helpers import (
@@ -52,6 +53,7 @@ def test_the_auditor_process_relays_reports_and_signs_through_sigkills(
 ) -> None:
     rng = random.Random(77)
     shared = {"report_key_dir": tmp_path / "keys", "audit_key": tmp_path / "ed25519.pem"}
+    generate(tmp_path / "ed25519.pem")  # as `make up` does; the auditor never makes one
     auditing = settings.model_copy(update={
         **shared, "audit_relay_interval": 0.2, "report_interval": 0.2,
         "audit_checkpoint_interval": 1.0,

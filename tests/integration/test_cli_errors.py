@@ -9,12 +9,14 @@ from croupier.settings import Settings
 
 pytestmark = pytest.mark.integration
 
+PIN = "00" * 32  # a pinned key, so that the command goes on to the database
+
 
 def test_a_schema_that_is_not_there_is_one_line_naming_the_setting(
     cli_env: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("CROUPIER_PG_SCHEMA", "no_such_schema")
-    assert main(["audit", "verify"]) == EXIT_USAGE
+    assert main(["audit", "verify", "--public-key", PIN]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("error: PostgreSQL: ") and "CROUPIER_PG_SCHEMA" in err
     assert "croupier db migrate" in err and len(err.strip().splitlines()) == 1
@@ -25,6 +27,6 @@ def test_a_password_that_is_wrong_is_not_printed(
 ) -> None:
     dsn = cli_env.pg_dsn.get_secret_value().replace("://croupier@", "://nobody:hunter2@")
     monkeypatch.setenv("CROUPIER_PG_DSN", dsn)
-    assert main(["audit", "verify"]) == EXIT_USAGE
+    assert main(["audit", "verify", "--public-key", PIN]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("error: PostgreSQL: ") and "hunter2" not in err

@@ -21,6 +21,7 @@ from croupier.settings import Settings
 from schemas.reports import GENESIS_MAC, AuditRef, ReportEnvelope, ReportRecord, chain_mac
 from sinks.reports.safe import read_rejected, read_safe_file
 from sinks.reports.sci import current_view
+from sinks.signing import generate, public_bytes
 from tests.conftest import ROOT, settings_env
 from tests.integration.helpers import produce
 
@@ -71,7 +72,9 @@ def test_hostile_records_never_stop_the_report_files(
     keys = tmp_path / "keys"
     keys.mkdir()
     (keys / f"{j}.key").write_text(KEY.hex() + "\n")
-    s = settings.model_copy(update={"report_key_dir": keys, "audit_key": tmp_path / "ed.pem"})
+    s = settings.model_copy(update={"report_key_dir": keys, "audit_key": tmp_path / "ed.pem",
+                                    "report_signing_key": tmp_path / "report.pem"})  # fmt: skip
+    generate(s.report_signing_key)
     docs = [record(j, seq + 1, entity) for seq, entity in enumerate(HOSTILE)]
     unreadable = {**record(j, 5, "bet-5"), "kind": "no-such-kind"}
     docs += [unreadable, record(j, 6, "bet-6")]
@@ -104,3 +107,44 @@ def test_hostile_records_never_stop_the_report_files(
     second = write(s, j, out)
     assert second.returncode == 0, second.stderr
     assert "1 new record(s)" in second.stdout
+
+
+def verify(s: Settings, j: str, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "croupier", "reports", "verify", "--jurisdiction", j, "--dir",
+         str(out), *args], env={**os.environ, **settings_env(s)}, capture_output=True,
+        text=True, cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("j", ["DK", "ES"])
+def test_the_files_are_signed_with_the_report_key_which_only_the_operator_holds(
+    settings: Settings, tmp_path: Path, j: str
+) -> None:
+    """The regulator verifies with the operator's public key; the audit key, the
+    regulator's own key and a missing key file all fail, and nothing makes a key."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / f"{j}.key").write_text(KEY.hex() + "\n")
+    s = settings.model_copy(update={"report_key_dir": keys, "audit_key": tmp_path / "audit.pem",
+                                    "report_signing_key": tmp_path / "report.pem"})  # fmt: skip
+    stream(s, j, [record(j, n, f"bet-{n}") for n in (1, 2, 3)])
+    out = tmp_path / "out"
+
+    missing = write(s, j, out)  # no report key yet: a clear error, and still no key
+    assert missing.returncode == 2 and "croupier audit keygen" in missing.stderr, missing.stderr
+    assert not s.report_signing_key.exists()
+
+    operator = generate(s.report_signing_key)
+    audit = generate(s.audit_key)
+    regulator = generate(tmp_path / "regulator.pem")
+    assert write(s, j, out).returncode == 0
+    pinned = public_bytes(operator).hex()
+    assert verify(s, j, out, "--public-key", pinned).returncode == 0
+    for other in (audit, regulator):  # not the audit key; and the regulator cannot sign
+        run = verify(s, j, out, "--public-key", public_bytes(other).hex())
+        assert run.returncode == 1 and "signature" in run.stdout, run.stdout
+
+    s.report_signing_key.chmod(0o644)  # a private key others may read is refused
+    run = write(s, j, out)
+    assert run.returncode == 2 and f"chmod 600 {s.report_signing_key}" in run.stderr

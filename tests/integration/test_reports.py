@@ -15,6 +15,7 @@ import pytest
 from croupier.kafka import make_producer
 from croupier.settings import Settings
 from schemas.reports import ReportEnvelope, chain_mac
+from sinks.signing import generate
 from tests.conftest import ROOT, StartWorker, settings_env
 from tests.integration.helpers import done, player_event, produce, query, wait_for
 from tests.integration.test_casino import call
@@ -35,7 +36,9 @@ def test_reports_stream_per_jurisdiction_and_the_regulator_verifies_them(
 ) -> None:
     keys = tmp_path / "keys"
     s = settings.model_copy(update={"report_interval": 0.5, "report_key_dir": keys,
-                                    "audit_key": tmp_path / "ed25519.pem"})  # fmt: skip
+                                    "audit_key": tmp_path / "ed25519.pem",
+                                    "report_signing_key": tmp_path / "report.pem"})  # fmt: skip
+    generate(s.report_signing_key)  # the files' key, made once, as `make up` does
     # Two players in two jurisdictions (registrations carry the jurisdiction).
     produce(s, "players", [
         ("dk-1", player_event("registered", "dk-1", jurisdiction="DK", currency="DKK")),

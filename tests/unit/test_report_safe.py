@@ -1,9 +1,9 @@
-"""The SAFE-style data safe: files per window, a TamperToken chain, an end-of-day report."""
+"""The SAFE-style data safe: files per window, a TamperToken chain signed with the operator's
+Ed25519 report key, an end-of-day report."""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 import xmlschema
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas.reports import AuditRef, ReportRecord
 from sinks.reports import ReportError
 from sinks.reports.safe import (
     GENESIS_TOKEN,
+    TOKEN_CONTEXT,
     TOKEN_LOG,
     XSD_PATH,
     SafeWriter,
@@ -25,7 +27,9 @@ from sinks.reports.safe import (
     verify_safe,
 )
 
-KEY = b"k" * 32
+KEY = Ed25519PrivateKey.from_private_bytes(b"k" * 32)  # the operator's report key
+PUBLIC = KEY.public_key().public_bytes_raw()  # what the authority holds
+OTHER = Ed25519PrivateKey.from_private_bytes(b"x" * 32)  # anyone else's, the authority's too
 START = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 DAY = date(2026, 3, 1)
 SEALED_AT = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
@@ -51,7 +55,7 @@ def record(seq: int, at: datetime) -> ReportRecord:
 RECORDS = [record(seq, START + timedelta(seconds=70 * (seq - 1))) for seq in range(1, 13)]
 
 
-def writer(directory: Path, key: bytes = KEY) -> SafeWriter:
+def writer(directory: Path, key: Ed25519PrivateKey = KEY) -> SafeWriter:
     return SafeWriter(directory, key, clock=lambda: SEALED_AT)
 
 
@@ -94,8 +98,10 @@ def test_tokens_chain_over_the_file_hashes(safe: Path) -> None:
         data = (safe / str(line["file"])).read_bytes()
         assert line["sha256"] == hashlib.sha256(data).hexdigest()
         assert line["prev_token"] == prev.hex()
-        token = hmac.new(KEY, prev + hashlib.sha256(data).digest(), hashlib.sha256).digest()
-        assert line["token"] == token.hex()
+        token = bytes.fromhex(str(line["token"]))
+        assert len(token) == 64  # an Ed25519 signature
+        KEY.public_key().verify(token, TOKEN_CONTEXT + prev + hashlib.sha256(data).digest())
+        assert token == KEY.sign(TOKEN_CONTEXT + prev + hashlib.sha256(data).digest())
         prev = token
     assert [(s["first_seq"], s["last_seq"], s["records"]) for s in seals(safe)] == [
         (1, 5, 5), (6, 9, 4), (10, 12, 3),
@@ -108,7 +114,7 @@ def test_every_file_and_the_eod_report_validate_against_the_xsd(safe: Path) -> N
     assert len(files) == 4
     for path in files:
         schema.validate(path)
-    assert verify_safe(safe, KEY) == []
+    assert verify_safe(safe, PUBLIC) == []
 
 
 def test_eod_report_sums_per_kind_and_currency(safe: Path) -> None:
@@ -146,7 +152,7 @@ def test_files_go_in_the_day_of_their_window_and_each_day_has_its_report(tmp_pat
     ]
     assert ET.parse(first).getroot().findtext("LastToken") == lines[0]["token"]
     assert ET.parse(second).getroot().findtext("LastToken") == lines[1]["token"]
-    assert verify_safe(tmp_path, KEY) == []
+    assert verify_safe(tmp_path, PUBLIC) == []
 
 
 def test_a_record_late_on_the_clock_stays_in_the_open_file(tmp_path: Path) -> None:
@@ -167,7 +173,7 @@ def test_a_new_writer_resumes_after_the_last_sealed_file(tmp_path: Path) -> None
     again.write(RECORDS[5:])
     again.close()
     assert [s["first_seq"] for s in seals(tmp_path)] == [1, 6, 10]
-    assert verify_safe(tmp_path, KEY) == []
+    assert verify_safe(tmp_path, PUBLIC) == []
 
 
 @pytest.mark.parametrize(("sent", "expected"), [([1, 3], 2), ([1, 2, 2], 3), ([2], 1)])
@@ -193,7 +199,7 @@ def test_a_record_the_schema_cannot_carry_is_a_rejected_entry_and_the_writer_goe
     files += [p for p in [w.close()] if p is not None]
     w.end_of_day(DAY)
 
-    assert verify_safe(tmp_path, KEY) == []  # the chain and the XSD hold, Rejected and all
+    assert verify_safe(tmp_path, PUBLIC) == []  # the chain and the XSD hold, Rejected and all
     reasons = [(2, "DK-2", "amount '1e3' is not a decimal"),
                (4, "DK-4", "currency 'euro' is not ISO 4217"),
                (5, "DK-5", "processing_error: TypeError: Object of type datetime is not JSON "
@@ -231,7 +237,7 @@ def test_characters_xml_cannot_carry_are_escaped_and_read_back_exactly(
 
     assert sealed is not None and w.rejected == []
     assert read_safe_file(sealed) == [hostile, *RECORDS[1:5]]
-    assert verify_safe(tmp_path, KEY) == []
+    assert verify_safe(tmp_path, PUBLIC) == []
     text = sealed.read_bytes()
     assert b"\x00" not in text and b"\r" not in text
 
@@ -244,7 +250,7 @@ def test_a_control_character_in_the_audit_chain_name_is_escaped(tmp_path: Path) 
     w.write([hostile])
     sealed = w.close()
     assert sealed is not None and read_safe_file(sealed) == [hostile]
-    assert verify_safe(tmp_path, KEY) == []
+    assert verify_safe(tmp_path, PUBLIC) == []
 
 
 def _alter_a_byte(d: Path) -> None:
@@ -262,7 +268,7 @@ def _swap_token_lines(d: Path) -> None:
     (d / TOKEN_LOG).write_text("".join(lines))
 
 
-def _forge(d: Path, key: bytes = b"forger's key") -> Path:
+def _forge(d: Path, key: Ed25519PrivateKey = OTHER) -> Path:
     """Seal seq 13 in a look-alike safe under ``key``, copy the file in; returns that safe."""
     forgery = d.parent / f"{d.name}-forgery"
     w = writer(forgery, key)
@@ -283,19 +289,21 @@ def _alter_the_eod_report(d: Path) -> None:
 
 
 TAMPERING: dict[str, tuple[Callable[[Path], None], bytes, list[str]]] = {
-    "altered byte": (_alter_a_byte, KEY, ["SAFE-DK-000000000006-000000000009.xml (token line 2): "
-                                          "SHA-256 of the file does not match"]),
-    "removed file": (_remove_a_file, KEY, ["000000000009.xml (token line 2): file is missing"]),
-    "reordered": (_swap_token_lines, KEY, ["(token line 1): prev_token does not match",
+    "altered byte": (_alter_a_byte, PUBLIC,
+                     ["SAFE-DK-000000000006-000000000009.xml (token line 2): "
+                      "SHA-256 of the file does not match"]),
+    "removed file": (_remove_a_file, PUBLIC, ["000000000009.xml (token line 2): file is missing"]),
+    "reordered": (_swap_token_lines, PUBLIC, ["(token line 1): prev_token does not match",
                                            "(token line 1): first seq 6 does not follow last seq 0",
                                            "(token line 2): prev_token does not match",
                                            "(token line 3): prev_token does not match"]),
-    "forged file": (_insert_a_forged_file, KEY, ["000000000013.xml: XML file in the safe is not "
+    "forged file": (_insert_a_forged_file, PUBLIC, ["000000000013.xml: XML file in the safe is not "
                                                  "in the token log"]),
-    "wrong key": (lambda d: None, b"x" * 32, ["(token line 1): token is not HMAC",
-                                              "(token line 2): token is not HMAC",
-                                              "(token line 3): token is not HMAC"]),
-    "altered eod": (_alter_the_eod_report, KEY, ["EOD-DK-2026-03-01.xml: end-of-day report "
+    "wrong key": (lambda d: None, OTHER.public_key().public_bytes_raw(),
+                  ["(token line 1): token is not the operator's signature",
+                   "(token line 2): token is not the operator's signature",
+                   "(token line 3): token is not the operator's signature"]),
+    "altered eod": (_alter_the_eod_report, PUBLIC, ["EOD-DK-2026-03-01.xml: end-of-day report "
                                                  "does not match"]),
 }  # fmt: skip
 
@@ -311,13 +319,28 @@ def test_the_verifier_names_each_tampering(safe: Path, case: str) -> None:
 
 
 def test_a_forged_token_line_without_the_key_is_caught(safe: Path) -> None:
-    """An inserted file with a token line made under another key breaks the MAC and the links."""
+    """An inserted file with a token line signed by another key (the authority's, say: it
+    holds only the operator's public key) does not verify."""
     forged = seals(_forge(safe))[-1]
     forged["prev_token"] = seals(safe)[-1]["token"]
     with (safe / TOKEN_LOG).open("a") as log:
         log.write(json.dumps(forged) + "\n")
-    problems = verify_safe(safe, KEY)
-    assert any("(token line 4): token is not HMAC" in p for p in problems), problems
+    problems = verify_safe(safe, PUBLIC)
+    assert any("(token line 4): token is not the operator's signature" in p
+               for p in problems), problems  # fmt: skip
+
+
+def test_the_old_shared_key_mac_no_longer_seals(safe: Path) -> None:
+    """A token line rebuilt as the old HMAC (anyone with the shared key could) is refused."""
+    import hmac
+
+    lines = seals(safe)
+    first = lines[0]
+    mac = hmac.new(b"k" * 32, bytes(32) + bytes.fromhex(str(first["sha256"])), hashlib.sha256)
+    first["prev_token"], first["token"] = bytes(32).hex(), mac.hexdigest()
+    (safe / TOKEN_LOG).write_text("".join(json.dumps(s) + "\n" for s in lines))
+    problems = verify_safe(safe, PUBLIC)
+    assert any("(token line 1): token is not the operator's signature" in p for p in problems)
 
 
 def test_a_record_that_did_not_read_keeps_its_seq_as_a_rejected_entry(tmp_path: Path) -> None:
@@ -331,4 +354,4 @@ def test_a_record_that_did_not_read_keeps_its_seq_as_a_rejected_entry(tmp_path: 
     assert sealed is not None
     assert read_rejected(sealed) == [(3, "DK-3", "not a report record: kind")]
     assert [r.seq for r in read_safe_file(sealed)] == [1, 2, 4, 5]
-    assert verify_safe(tmp_path, KEY) == []
+    assert verify_safe(tmp_path, PUBLIC) == []
