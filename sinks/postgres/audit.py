@@ -145,8 +145,11 @@ async def append_new(conn: Any, records: Sequence[AuditRecord]) -> None:
         ([r.source.topic for r in records], [r.source.partition for r in records],
          [r.source.offset for r in records]),
     )  # fmt: skip
+    # The chains' heads are locked in the same round trip (in a pipeline): a record held
+    # already leaves its chain locked for nothing, which costs less than a second trip.
+    heads = await lock_heads(conn, {chain_of(r) for r in records})
     held = {tuple(row) for row in await cursor.fetchall()}
-    await append(conn, [r for r in records if _identity(r) not in held])
+    await append(conn, [r for r in records if _identity(r) not in held], heads=heads)
 
 
 def _identity(r: AuditRecord) -> tuple[object, ...]:

@@ -133,7 +133,8 @@ class PgSink:
         batch's progress, in one transaction."""
         from sinks.postgres.audit import append_new, store_dead_letters
 
-        async with self.transaction() as conn:
+        # One pipeline: the trail's reads and locks, then the writes sent with the COMMIT.
+        async with self.connection() as conn, conn.pipeline(), conn.transaction():
             await append_new(conn, records)
             await store_dead_letters(conn, letters)
             await write_progress(conn, self.consumer_group, progress)
