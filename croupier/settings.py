@@ -13,7 +13,7 @@ Environment variables (documented once, here and in the README):
                                 served by a ClickHouse server or by the embedded chdb
                                 engine, as the writer (the analytics sink, its schema)
 ``CROUPIER_CLICKHOUSE_ANALYST_URL``  the same ClickHouse as the read-only ``analyst``
-                                (``readonly=1``); ``make up`` writes both, with passwords
+                                (``readonly=2``); ``make up`` writes both, with passwords
                                 it made, into ``.stack/env`` (mode 0600)
 ``CROUPIER_APP_ID``             Faust app id = consumer group (default ``croupier``)
 ``CROUPIER_TOPIC_PREFIX``       prefix on every topic name (default empty; tests use it)

@@ -6,7 +6,9 @@ clickhouse-connect exactly as they would reach a ClickHouse server.
 
 Two users, with passwords made on first start and kept in ``home/credentials.json`` (mode
 0600; the server reads only their SHA-256, ``home/users.json``): ``croupier`` writes (the
-analytics sink, the schema) and ``analyst`` reads at ClickHouse's ``readonly=1``.
+analytics sink, the schema) and ``analyst`` reads at ClickHouse's ``readonly=2``: no
+writes, settings only within its caps (clickhouse-connect and BI tools send settings with
+every query, which ``readonly=1`` refuses).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class EmbeddedClickHouse:
         self.home.mkdir(parents=True, exist_ok=True)
         passwords = {WRITER: secrets.token_urlsafe(24), ANALYST: secrets.token_urlsafe(24)}
         _write_private(self.users_file, users_document(
-            {WRITER: (passwords[WRITER], 0), ANALYST: (passwords[ANALYST], 1)}
+            {WRITER: (passwords[WRITER], 0), ANALYST: (passwords[ANALYST], 2)}
         ))  # fmt: skip
         _write_private(path, json.dumps(passwords) + "\n")
         return passwords

@@ -1,7 +1,7 @@
 """The embedded ClickHouse front as a process of its own, for the tests that start one.
 
 Each has its own data directory and users file: ``default`` writes, ``analyst`` reads at
-``readonly=1``, both with the passwords below.
+``readonly=2`` (as the stack's analyst), ``viewer`` at ``readonly=1``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sinks.clickhouse.guard import users_document
 REPO = Path(__file__).resolve().parents[2]
 WRITER = ("default", "writer-pw")
 ANALYST = ("analyst", "analyst-pw")
+VIEWER = ("viewer", "viewer-pw")
 
 # Straight to 127.0.0.1, whatever proxy the environment names.
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -67,7 +68,9 @@ class EngineProcess:
 
     def start(self) -> None:
         self.users_file.write_text(
-            users_document({WRITER[0]: (WRITER[1], 0), ANALYST[0]: (ANALYST[1], 1)})
+            users_document(
+                {WRITER[0]: (WRITER[1], 0), ANALYST[0]: (ANALYST[1], 2), VIEWER[0]: (VIEWER[1], 1)}
+            )
         )
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
