@@ -46,7 +46,9 @@ DENIED_FUNCTIONS = frozenset(
 )  # fmt: skip
 
 # Table engines that keep data in this engine's own directory.
-_LOCAL_ENGINES = frozenset({"memory", "null", "log", "tinylog", "stripelog", "set", "join"})
+_LOCAL_ENGINES = frozenset(
+    {"memory", "null", "log", "tinylog", "stripelog", "set", "join", "atomic", "ordinary"}
+)
 
 # The root nodes of statements that only read.
 _READ_ROOTS = (
@@ -134,10 +136,15 @@ def check_statement(ast: str, *, user: str, readonly: int) -> None:
                 raise _access_denied(user, f"function {node.name} reaches outside the server")
             if _within(nodes, i, "TableExpression") and name not in SAFE_TABLE_FUNCTIONS:
                 raise _access_denied(user, f"table function {node.name} is not allowed")
-            if _within(nodes, i, "Storage") and not (
-                name.endswith("mergetree") or name in _LOCAL_ENGINES
-            ):
-                raise _access_denied(user, f"table engine {node.name} is not allowed")
+        elif node.kind == "Storage":
+            # ENGINE is the first function of a storage definition; PARTITION BY, ORDER BY
+            # and TTL expressions follow it. With no ENGINE there is none to check: the
+            # default engines are forced (``FORCED``).
+            engine = next((c for c in _children(nodes, i) if c.kind == "Function"), None)
+            if engine is not None:
+                name = engine.name.strip('`"').lower()
+                if not (name.endswith("mergetree") or name in _LOCAL_ENGINES):
+                    raise _access_denied(user, f"engine {engine.name} is not allowed")
         elif node.kind.startswith(("FunctionWithKeyValueArg", "Dictionary")):
             raise _access_denied(user, "dictionaries are not allowed on this server")
         elif node.kind in ("SelectWithUnionQuery", "InsertQuery"):
@@ -206,10 +213,12 @@ def strictest(*levels: int) -> int:
 
 # -- settings ---------------------------------------------------------------------------
 
-# Settings no request may change: they decide how the statement is parsed, or let an
-# INSERT's VALUES run expressions (``file('/etc/passwd')`` in the data).
+# Settings no request may change: they decide how the statement is parsed, which engine a
+# table without ENGINE gets, or let an INSERT's VALUES run expressions (``file(...)``).
 FORCED = {
     "dialect": "clickhouse",
+    "default_table_engine": "MergeTree",
+    "default_temporary_table_engine": "Memory",
     "input_format_values_interpret_expressions": "0",
     "input_format_values_deduce_templates_of_expressions": "0",
 }
@@ -258,7 +267,7 @@ def effective_settings(
     and the caps are added last.
     """
     for name, value in requested.items():
-        if name in FORCED and value.strip().lower() != FORCED[name]:
+        if name in FORCED and value.strip().lower() != FORCED[name].lower():
             raise Refused(452, "SETTING_CONSTRAINT_VIOLATION",
                           f"Setting {name} should not be changed")  # fmt: skip
     caps = limits.caps()

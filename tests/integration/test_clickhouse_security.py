@@ -58,7 +58,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
     process.start()
     ch = connect(process.url)
     ch.command("CREATE TABLE IF NOT EXISTS bets (id UInt64, stake Decimal(18, 2)) "
-               "ENGINE = MergeTree ORDER BY id")  # fmt: skip
+               "ENGINE = MergeTree PARTITION BY intDiv(id, 1000) ORDER BY id")  # fmt: skip
     ch.command("INSERT INTO bets VALUES (1, 10.50), (2, 3.00)")
     ch.command("CREATE VIEW IF NOT EXISTS stakes AS SELECT sum(stake) AS total FROM bets")
     ch.close()
@@ -249,6 +249,20 @@ def test_nobody_writes_into_outfile(engine: EngineProcess, tmp_path: Path, who: 
     status, reply, body = post(engine, f"SELECT * FROM bets INTO OUTFILE '{target}'", user=who)
     assert (status, code(reply)) == (403, 564), body
     assert not target.exists()
+
+
+def test_tables_keep_their_data_here(engine: EngineProcess) -> None:
+    status, _, body = post(engine, "CREATE TABLE IF NOT EXISTS kept (d Date) ENGINE = "
+                           "ReplacingMergeTree PARTITION BY toYYYYMM(d) ORDER BY d")  # fmt: skip
+    assert status == 200, body
+    for statement, query in [
+        ("CREATE TABLE away (d Date) ENGINE = URL('http://127.0.0.1:1/', CSV)", ""),
+        ("CREATE TABLE away (d Date) ORDER BY d", "default_table_engine=File"),
+        ("CREATE DATABASE away ENGINE = PostgreSQL('127.0.0.1:5432', 'd', 'u', 'p')", ""),
+        ("CREATE DATABASE away ENGINE = SQLite('/etc/passwd')", ""),
+    ]:
+        status, reply, body = post(engine, statement, query=query)
+        assert (status, code(reply)) in ((403, 497), (403, 452)), (statement, body)
 
 
 def test_values_cannot_smuggle_an_expression(engine: EngineProcess, secret: Path) -> None:
