@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import re
+import select
 import signal
 import socket
 import socketserver
@@ -44,7 +45,7 @@ import tempfile
 import threading
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email import policy
 from email.message import Message
@@ -87,6 +88,7 @@ class Code(IntEnum):
     TOO_MANY_SIMULTANEOUS_QUERIES = 202
     ABORTED = 236
     LIMIT_EXCEEDED = 290
+    QUERY_WAS_CANCELLED = 394
     TOO_MANY_ROWS_OR_BYTES = 396
     ACCESS_DENIED = 497
     AUTHENTICATION_FAILED = 516
@@ -226,12 +228,21 @@ class ChdbEngine:
             line.split("\t", 1) for line in rows.decode().splitlines() if "\t" in line
         )
 
-    def execute(self, request: Request) -> Outcome:
-        """Run one statement in the request's database with the request's settings."""
+    def execute(
+        self, request: Request, *, client_there: Callable[[], bool] | None = None
+    ) -> Outcome:
+        """Run one statement in the request's database with the request's settings.
+
+        ``client_there`` is asked once the statement's turn comes: a statement whose client
+        went away while it waited never runs (one that runs cannot be cancelled).
+        """
         with self._lock:
             if self._session is None:
                 detail = "The server is shutting down"
                 raise ClickHouseError.of(Code.ABORTED, detail)
+            if client_there is not None and not client_there():
+                detail = "The client went away before the query started"
+                raise ClickHouseError.of(Code.QUERY_WAS_CANCELLED, detail)
             try:
                 self._use(request.database)
                 self._apply(request.settings)
@@ -794,7 +805,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Refused as exc:
             raise ClickHouseError.refused(exc) from exc
         request = dataclasses.replace(request, settings=settings)
-        outcome = self.server.engine.execute(request)
+        outcome = self.server.engine.execute(request, client_there=self._client_there)
         cap = int(settings.get("max_result_bytes") or 0) or self.server.limits.max_result_bytes
         if len(outcome.body) > cap:
             detail = f"Limit for result exceeded, max bytes: {cap}"
@@ -808,6 +819,16 @@ class _Handler(BaseHTTPRequestHandler):
             headers["X-ClickHouse-Format"] = outcome.result_format
             headers["Content-Type"] = _content_type(outcome.result_format)
         return 200, outcome.body, headers
+
+    def _client_there(self) -> bool:
+        """False when the client closed its connection (it sent all it will: EOF is news)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return True
+            return bool(self.connection.recv(1, socket.MSG_PEEK))
+        except (OSError, ValueError):
+            return False
 
     def _read_body(self, limits: Limits) -> bytes:
         self._body_read = True  # or the connection closes, which comes to the same

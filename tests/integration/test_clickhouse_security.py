@@ -499,15 +499,7 @@ def test_long_analyst_query_is_cut_and_the_sinks_insert_goes_through(
 def test_query_of_a_client_that_went_away_does_not_wedge_the_server(
     engine: EngineProcess, who: tuple[str, str]
 ) -> None:
-    body = b"SELECT count() FROM system.numbers"
-    sock = socket.create_connection(("127.0.0.1", engine.port))
-    sock.sendall(
-        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        + f"Authorization: {basic(who)}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    time.sleep(0.5)
-    sock.close()  # the client's timeout: it goes away
+    _abandon(engine, who, b"SELECT count() FROM system.numbers")  # a client's timeout
     limit = READONLY_SECONDS if who == ANALYST else WRITER_SECONDS
     started = time.monotonic()
     status, _, answer = post(engine, "SELECT 42", timeout=limit + 10)
@@ -517,6 +509,36 @@ def test_query_of_a_client_that_went_away_does_not_wedge_the_server(
     assert waited < limit + 2
     assert ping(engine.base)
     assert answers(engine.url)
+
+
+def _abandon(engine: EngineProcess, who: tuple[str, str], statement: bytes) -> None:
+    """Send ``statement`` and go away without waiting for the answer."""
+    sock = socket.create_connection(("127.0.0.1", engine.port))
+    sock.sendall(
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + f"Authorization: {basic(who)}\r\nContent-Length: {len(statement)}\r\n\r\n".encode()
+        + statement
+    )
+    time.sleep(0.3)
+    sock.close()
+
+
+def test_abandoned_queries_waiting_their_turn_never_run(engine: EngineProcess) -> None:
+    heavy = b"SELECT count() FROM system.numbers"
+    cancelled_before = engine.log.read_text().count("QUERY_WAS_CANCELLED")
+    holder = threading.Thread(target=post, args=(engine, heavy), kwargs={"timeout": 30})
+    holder.start()  # the writer's statement holds the engine for WRITER_SECONDS
+    time.sleep(0.5)
+    for _ in range(3):  # three clients give up while they wait behind it
+        _abandon(engine, WRITER, heavy)
+    started = time.monotonic()
+    status, _, answer = post(engine, "SELECT 42", timeout=4 * WRITER_SECONDS)
+    waited = time.monotonic() - started
+    holder.join(30)
+    print(f"the next statement waited {waited:.1f} s behind one running and three abandoned")
+    assert (status, answer) == (200, b"42\n")
+    assert waited < WRITER_SECONDS + 2  # not 4 x WRITER_SECONDS
+    assert engine.log.read_text().count("QUERY_WAS_CANCELLED") - cancelled_before == 3
 
 
 def test_status_says_not_running_when_ping_answers_but_queries_do_not(
