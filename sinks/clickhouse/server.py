@@ -21,7 +21,8 @@ applied per request), there is no external data, ``compress=1`` is refused and r
 never compressed. chdb runs one statement at a time and cannot cancel one that runs (chdb
 4.4: a cancel from another thread waits for it), so every statement carries a
 ``max_execution_time``: a short one for readonly users, which bounds how long the analytics
-sink can wait, and how long a statement whose client went away keeps the engine.
+sink can wait, and how long a statement whose client went away keeps the engine; one whose
+client went away while it waited for its turn is not run at all.
 """
 
 from __future__ import annotations
