@@ -142,7 +142,12 @@ _INSERT_HEAD = re.compile(
     rb"\s*(INSERT\s+INTO\s(?:" + _QUOTED + rb"|[^'`\";])*?)\s+FORMAT\s+(\w+)[ \t\r]*\n?",
     re.IGNORECASE,
 )
-_NOT_DATA = re.compile(rb"\b(?:VALUES|SELECT|WITH)\b", re.IGNORECASE)
+# INSERT INTO <target> [(columns)] [SETTINGS ...] VALUES (...), ...: the rows are data in
+# format Values, which ClickHouse streams past max_query_size (formatQuery would not).
+_INSERT_VALUES = re.compile(
+    rb"\s*(INSERT\s+INTO\s(?:" + _QUOTED + rb"|[^'`\";])*?)\s+VALUES\b\s*", re.IGNORECASE
+)
+_NOT_DATA = re.compile(rb"\b(?:VALUES|SELECT|WITH|FORMAT)\b", re.IGNORECASE)
 # The INSERT head is looked for only this far into the body, which may be megabytes of data.
 _HEAD_WINDOW = 64 * 1024
 _INSERT_CHUNK = 1 << 20
@@ -433,13 +438,18 @@ def build_request(
 
 
 def _split_insert(prefix: bytes, body: bytes) -> tuple[str, str, bytes | memoryview] | None:
-    """``(INSERT head, format, data)`` when the statement is an INSERT ... FORMAT with data."""
+    """``(INSERT head, format, data)`` for an INSERT ... FORMAT or INSERT ... VALUES with data."""
     probe = prefix + body[:_HEAD_WINDOW]
     match = _INSERT_HEAD.match(probe)
+    fmt: str | None = None
+    if match is None:
+        match = _INSERT_VALUES.match(probe)
+        fmt = "Values"
     if match is None or _NOT_DATA.search(re.sub(_QUOTED, b"", match.group(1))):
         return None
     try:
         head = match.group(1).decode()
+        fmt = fmt or match.group(2).decode()
     except UnicodeDecodeError:
         return None
     end = match.end()
@@ -447,7 +457,7 @@ def _split_insert(prefix: bytes, body: bytes) -> tuple[str, str, bytes | memoryv
         data: bytes | memoryview = prefix[end:] + body if end < len(prefix) else body
     else:
         data = memoryview(body)[end - len(prefix) :]
-    return head, match.group(2).decode(), data
+    return head, fmt, data
 
 
 class _TooLarge(Exception):
