@@ -16,7 +16,8 @@ The rules, the same for every user unless said:
 * everyone: no table function outside ``SAFE_TABLE_FUNCTIONS``, no function that reaches
   files, hosts or programs (``DENIED_FUNCTIONS``, anywhere in the tree), no table engine
   outside the local ones, no dictionary source, no ``INTO OUTFILE``, no ``FROM INFILE``,
-  no ``SYSTEM``, ``ATTACH``, ``BACKUP``/``RESTORE``, no SETTINGS clause on an INSERT.
+  no ``SYSTEM``, ``ATTACH``, ``BACKUP``/``RESTORE``, no SETTINGS clause on an INSERT, no
+  table SETTINGS (they may name a disk at any path or URL).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ DENIED_FUNCTIONS = frozenset(
      "mysql", "mongodb", "redis", "sqlite", "jdbc", "odbc", "remote", "remotesecure",
      "cluster", "clusterallreplicas", "executable", "python", "iceberg", "icebergs3",
      "icebergazure", "iceberghdfs", "iceberglocal", "deltalake", "deltalakeazure", "hudi",
-     "arrowflight", "ytsaurus", "paimon", "dictionary"}
+     "arrowflight", "ytsaurus", "paimon", "dictionary", "catboostevaluate"}
 )  # fmt: skip
 
 # Table engines that keep data in this engine's own directory.
@@ -164,6 +165,12 @@ def check_statement(ast: str, *, user: str, readonly: int) -> None:
                     )  # fmt: skip
         elif node.kind == "Set" and readonly:
             raise Refused(164, "READONLY", f"{user}: Cannot modify settings in readonly mode")
+        elif node.kind == "Set" and (
+            _within(nodes, i, "Storage") or _within(nodes, i, "AlterCommand")
+        ):
+            # A table's SETTINGS may name a disk anywhere (``disk = disk(type = web,
+            # endpoint = ...)``); a statement's own SETTINGS are the writer's to set.
+            raise _access_denied(user, "table SETTINGS are not allowed on this server")
 
 
 # -- users ------------------------------------------------------------------------------

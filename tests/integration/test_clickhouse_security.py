@@ -252,6 +252,10 @@ def test_nobody_writes_into_outfile(engine: EngineProcess, tmp_path: Path, who: 
 
 
 def test_tables_keep_their_data_here(engine: EngineProcess) -> None:
+    status, _, body = post(engine, "SELECT 1 SETTINGS max_threads = 1 FORMAT TSV")
+    assert (status, body) == (200, b"1\n")  # a SELECT's own settings are the writer's to set
+    status, _, body = post(engine, "SELECT 1 FORMAT TSV SETTINGS max_threads = 1")
+    assert (status, body) == (200, b"1\n")
     status, _, body = post(engine, "CREATE TABLE IF NOT EXISTS kept (d Date) ENGINE = "
                            "ReplacingMergeTree PARTITION BY toYYYYMM(d) ORDER BY d")  # fmt: skip
     assert status == 200, body
@@ -260,6 +264,12 @@ def test_tables_keep_their_data_here(engine: EngineProcess) -> None:
         ("CREATE TABLE away (d Date) ORDER BY d", "default_table_engine=File"),
         ("CREATE DATABASE away ENGINE = PostgreSQL('127.0.0.1:5432', 'd', 'u', 'p')", ""),
         ("CREATE DATABASE away ENGINE = SQLite('/etc/passwd')", ""),
+        (
+            "CREATE TABLE away (a Int8) ENGINE = MergeTree ORDER BY a "
+            "SETTINGS disk = disk(type = web, endpoint = 'http://127.0.0.1:1/')",
+            "",
+        ),
+        ("ALTER TABLE kept MODIFY SETTING disk = disk(type = local, path = '/tmp/away/')", ""),
     ]:
         status, reply, body = post(engine, statement, query=query)
         assert (status, code(reply)) in ((403, 497), (403, 452)), (statement, body)
