@@ -60,26 +60,32 @@ class EmbeddedClickHouse:
         return self._url(ANALYST)
 
     def _url(self, user: str) -> str:
-        return f"http://{user}:{self.passwords()[user]}@127.0.0.1:{self.port}"
+        password = self.passwords(create=False).get(user)
+        if password is None:  # not started yet: nothing to log in to
+            return self.base_url
+        return f"http://{user}:{password}@127.0.0.1:{self.port}"
 
     @property
     def users_file(self) -> Path:
         return self.home / "users.json"
 
-    def passwords(self) -> dict[str, str]:
-        """The users' passwords, made (and the server's users file written) the first time."""
-        from sinks.clickhouse.guard import users_document
+    def passwords(self, *, create: bool = True) -> dict[str, str]:
+        """The users' passwords, made (and the server's users file written) the first time.
 
+        ``create=False``: those made already, or none.
+        """
         path = self.home / "credentials.json"
         try:
-            return {str(k): str(v) for k, v in json.loads(path.read_text()).items()}
+            known = {str(k): str(v) for k, v in json.loads(path.read_text()).items()}
+            if create and not self.users_file.exists():
+                _write_private(self.users_file, _users(known))
+            return known
         except (OSError, ValueError):
-            pass
+            if not create:
+                return {}
         self.home.mkdir(parents=True, exist_ok=True)
         passwords = {WRITER: secrets.token_urlsafe(24), ANALYST: secrets.token_urlsafe(24)}
-        _write_private(self.users_file, users_document(
-            {WRITER: (passwords[WRITER], 0), ANALYST: (passwords[ANALYST], 2)}
-        ))  # fmt: skip
+        _write_private(self.users_file, _users(passwords))
         _write_private(path, json.dumps(passwords) + "\n")
         return passwords
 
@@ -163,6 +169,13 @@ def answers(url: str, *, timeout: float = 5.0) -> bool:
             return bool(resp.status == 200 and resp.read().strip() == b"1")
     except OSError:
         return False
+
+
+def _users(passwords: dict[str, str]) -> str:
+    """The server's users file: the writer at readonly 0, the analyst at 2."""
+    from sinks.clickhouse.guard import users_document
+
+    return users_document({WRITER: (passwords[WRITER], 0), ANALYST: (passwords[ANALYST], 2)})
 
 
 def _write_private(path: Path, text: str) -> None:
