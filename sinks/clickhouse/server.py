@@ -104,7 +104,8 @@ _HTTP_STATUS = (
     dict.fromkeys((6, 25, 26, 27, 36, 38, 41, 53, 62, 72, 89, 117, 271), 400)  # cannot parse
     | dict.fromkeys((16, 46, 47, 50, 56, 60, 63, 73, 81, 115), 404)  # unknown name
     | dict.fromkeys((164, 452, 497, 564), 403)  # not allowed for this user
-    | dict.fromkeys((192, 193, 194, 516), 401)  # who are you?
+    | dict.fromkeys((192, 193, 516), 403)  # wrong credentials (none sent: 401)
+    | {194: 401}
     | {381: 411, 48: 501, 290: 413, 202: 503}
 )
 
@@ -630,15 +631,31 @@ def credentials(  # headers: a Mapping or the handler's email Message
     return ways[0] if ways else ("default", "")
 
 
-def authenticate(users: Mapping[str, User], user: str, password: str) -> User:
-    """The user, or ClickHouse's code 516, which never says whether the name exists."""
+class CredentialsRequired(ClickHouseError):
+    """Code 516 for a request that sent no credentials: HTTP 401, so a browser asks for them."""
+
+    @property
+    def http_status(self) -> int:
+        return 401
+
+
+def authenticate(
+    users: Mapping[str, User], user: str, password: str, *, anonymous: bool = False
+) -> User:
+    """The user, or ClickHouse's code 516, which never says whether the name exists.
+
+    As ClickHouse (since 24.12): HTTP 403 for wrong credentials, 401 when none were sent.
+    """
     found = users.get(user)
     if found is None or not found.password_ok(password):
         detail = (
             f"{_header_safe(user)}: Authentication failed: password is incorrect, "
             "or there is no user with such name"
         )
-        raise ClickHouseError.of(Code.AUTHENTICATION_FAILED, detail)
+        error = ClickHouseError.of(Code.AUTHENTICATION_FAILED, detail)
+        if anonymous:
+            raise CredentialsRequired(error.code, str(error))
+        raise error
     return found
 
 
@@ -772,7 +789,15 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(found, ClickHouseError):
             self.close_connection = True  # the body is not read: the connection cannot go on
             raise found
-        user = authenticate(self.server.users, *found)
+        anonymous = found == ("default", "") and not (
+            any(
+                h in self.headers
+                for h in ("Authorization", "X-ClickHouse-User", "X-ClickHouse-Key")
+            )
+            or "user" in params
+            or "password" in params
+        )
+        user = authenticate(self.server.users, *found, anonymous=anonymous)
         query_id = params.get("query_id") or str(uuid.uuid4())
         if not _QUERY_ID.fullmatch(query_id):
             self.close_connection = True
@@ -891,6 +916,8 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if self._query_id:
             headers["X-ClickHouse-Query-Id"] = self._query_id
+        if isinstance(exc, CredentialsRequired):
+            headers["WWW-Authenticate"] = 'Basic realm="ClickHouse server"'
         return exc.http_status, f"{exc}\n".encode(), headers
 
     def _send(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:

@@ -270,7 +270,10 @@ def test_a_user_with_a_wrong_password_is_refused() -> None:
     for name, password in [("w", "bad"), ("nobody", "pw"), ("default", "")]:
         with pytest.raises(ClickHouseError) as info:
             authenticate(users, name, password)
-        assert info.value.code == 516 and info.value.http_status == 401
+        assert info.value.code == 516 and info.value.http_status == 403
+    with pytest.raises(ClickHouseError) as info:
+        authenticate(users, "default", "", anonymous=True)
+    assert info.value.code == 516 and info.value.http_status == 401
 
 
 # -- bodies --------------------------------------------------------------------------------
