@@ -350,6 +350,44 @@ def test_hostile_sql_never_reaches_the_host(
     assert b"SECRET-MARKER" not in body
 
 
+_WRITES = [
+    "INSERT INTO bets VALUES (77, 1)",
+    "INSERT INTO bets SELECT 77, 1",
+    "ALTER TABLE bets DELETE WHERE 1",
+    "ALTER TABLE bets UPDATE stake = 0 WHERE 1",
+    "TRUNCATE TABLE bets",
+    "DROP TABLE bets",
+    "CREATE TABLE t77 ENGINE = Memory AS SELECT 1",
+    "RENAME TABLE bets TO b77",
+    "DELETE FROM bets WHERE 1",
+    "OPTIMIZE TABLE bets",
+    "DETACH TABLE bets",
+]
+
+
+@st.composite
+def dressed_write(draw: st.DrawFn) -> str:
+    """A write an analyst might try, in any case, with comments and blanks about."""
+    words = draw(st.sampled_from(_WRITES)).split(" ")
+    cased = [w.upper() if draw(st.booleans()) else w.lower() if w.isalpha() else w for w in words]
+    text = "".join(w + draw(_GAP) for w in cased)
+    return draw(st.sampled_from(["{}", "{};", "/* x */ {}", "(\n{})", "WITH 1 AS x {}"])).format(
+        text
+    )
+
+
+@settings(max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_analyst_writes_never_land_however_dressed(
+    engine: EngineProcess, data: st.DataObject
+) -> None:
+    statement = data.draw(dressed_write())
+    status, _, body = post(engine, statement, user=ANALYST)
+    assert status in (400, 403), (statement, body)
+    status, _, body = post(engine, "SELECT count(), sum(id) FROM bets", user=ANALYST)
+    assert (status, body) == (200, b"2\t3\n"), statement
+
+
 # -- one statement at a time --------------------------------------------------------------
 
 
