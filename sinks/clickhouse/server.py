@@ -763,7 +763,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, body, headers = self._answer()
         except ClickHouseError as exc:
             if not self._body_read:
-                self.close_connection = True  # the unread body would be taken for a request
+                self._drain()
             log.warning("query %s failed: %s", self._query_id or "-", str(exc).splitlines()[0])
             status, body, headers = self._error(exc)
         except Exception as exc:  # a bug of ours: still answer, and say so loudly
@@ -869,6 +869,29 @@ class _Handler(BaseHTTPRequestHandler):
             headers["X-ClickHouse-Format"] = outcome.result_format
             headers["Content-Type"] = _content_type(outcome.result_format)
         return 200, outcome.body, headers
+
+    def _drain(self) -> None:
+        """Read and drop the body of a refused request, so the client reads its answer.
+
+        Closing with unread bytes makes the kernel reset the connection, and the client
+        then sees a broken pipe instead of ClickHouse's error. A body too large to read,
+        or chunked, is not read: the connection closes.
+        """
+        length = self.headers.get("Content-Length", "0") or "0"
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        if chunked or not length.isdigit() or int(length) > self.server.limits.max_body_bytes:
+            self.close_connection = True
+            return
+        self.close_connection = True  # after a refusal, no more requests on this connection
+        remaining = int(length)
+        try:
+            while remaining > 0:
+                got = self.rfile.read(min(remaining, 1 << 16))
+                if not got:
+                    break
+                remaining -= len(got)
+        except OSError:
+            pass
 
     def _client_there(self) -> bool:
         """False when the client closed its connection (it sent all it will: EOF is news)."""
