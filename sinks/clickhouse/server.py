@@ -5,9 +5,7 @@ data directory. This process owns it and answers the ClickHouse HTTP interface, 
 clickhouse-connect and curl, so every Croupier process reaches ClickHouse through
 ``CROUPIER_CLICKHOUSE_URL`` whether a ClickHouse server or this one answers::
 
-    python -m sinks.clickhouse.server --path DIR --port PORT [--host 127.0.0.1]
-
-    python -m sinks.clickhouse.server --path DIR --port PORT --users USERS.json
+    python -m sinks.clickhouse.server --path DIR --port PORT --users USERS.json [--host H]
 
 Users log in as ClickHouse's HTTP interface takes them (basic auth, ``X-ClickHouse-User`` and
 ``X-ClickHouse-Key``, or ``user`` and ``password`` URL parameters); ``sinks.clickhouse.guard``
