@@ -21,8 +21,12 @@ Environment variables (documented once, here and in the README):
 ``CROUPIER_PG_ADMIN_DSN``       the schema owner's connection string, for migrations and
                                 scratch schemas (default: ``CROUPIER_PG_DSN``)
 ``CROUPIER_PG_SCHEMA``          schema holding Croupier's tables (default ``croupier``)
-``CROUPIER_CLICKHOUSE_URL``     ClickHouse HTTP URL (``http://host:8123``), served by a
-                                ClickHouse server or by the embedded chdb engine
+``CROUPIER_CLICKHOUSE_URL``     ClickHouse HTTP URL (``http://user:password@host:8123``),
+                                served by a ClickHouse server or by the embedded chdb
+                                engine, as the writer (the analytics sink, its schema)
+``CROUPIER_CLICKHOUSE_ANALYST_URL``  the same ClickHouse as the read-only ``analyst``
+                                (``readonly=2``); ``make up`` writes both, with passwords
+                                it made, into ``.stack/env`` (mode 0600)
 ``CROUPIER_APP_ID``             Faust app id = consumer group (default ``croupier``)
 ``CROUPIER_TOPIC_PREFIX``       prefix on every topic name (default empty; tests use it)
 ``CROUPIER_TOPIC_PARTITIONS``   partitions per topic when creating topics (default 6)
@@ -139,6 +143,9 @@ class Settings(BaseSettings):
     pg_schema: str = Field(default="croupier", validation_alias="CROUPIER_PG_SCHEMA")
     clickhouse_url: str = Field(
         default="http://127.0.0.1:8123", validation_alias="CROUPIER_CLICKHOUSE_URL"
+    )
+    clickhouse_analyst_url: str | None = Field(
+        default=None, validation_alias="CROUPIER_CLICKHOUSE_ANALYST_URL"
     )
     app_id: str = Field(default="croupier", validation_alias="CROUPIER_APP_ID")
     topic_prefix: str = Field(default="", validation_alias="CROUPIER_TOPIC_PREFIX")

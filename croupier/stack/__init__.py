@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from croupier.stack.clickhouse import EmbeddedClickHouse
-from croupier.stack.clickhouse import ping as clickhouse_ping
+from croupier.stack.clickhouse import answers as clickhouse_answers
 from croupier.stack.kafka import KafkaBroker
 from croupier.stack.postgres import EmbeddedPostgres
 from croupier.stack.process import (
@@ -38,6 +38,7 @@ ENV_KAFKA = "KAFKA_BOOTSTRAP_SERVERS"
 ENV_PG = "CROUPIER_PG_DSN"
 ENV_PG_ADMIN = "CROUPIER_PG_ADMIN_DSN"  # the schema owner's, for migrations
 ENV_CLICKHOUSE = "CROUPIER_CLICKHOUSE_URL"
+ENV_CLICKHOUSE_ANALYST = "CROUPIER_CLICKHOUSE_ANALYST_URL"  # read-only; embedded stack only
 WORKER_MARKER = "croupier worker"
 WORKER_READY = b"[^Worker]: Ready"  # what Faust logs once recovery is done and it fetches
 # The first metrics port the stack hands out (CROUPIER_METRICS_PORT; 0: none): one per
@@ -169,6 +170,7 @@ class Stack:
             ENV_PG: self.postgres.dsn,
             ENV_PG_ADMIN: self.postgres.admin_dsn,
             ENV_CLICKHOUSE: self.clickhouse.url,
+            ENV_CLICKHOUSE_ANALYST: self.clickhouse.analyst_url,
         }
 
     def _recorded(self) -> dict[str, str]:
@@ -201,6 +203,8 @@ class Stack:
                 values[var] = self.config.external[var]
         if self.is_external(ENV_PG) and not self.is_external(ENV_PG_ADMIN):
             del values[ENV_PG_ADMIN]
+        if self.is_external(ENV_CLICKHOUSE):
+            del values[ENV_CLICKHOUSE_ANALYST]
         return values
 
     # -- up / down / status ---------------------------------------------------------------
@@ -257,8 +261,11 @@ class Stack:
             *(f"export {k}='{v}'" for k, v in env.items()),
             "",
         ]
-        self.env_file.write_text("\n".join(lines))
-        self._state_file.write_text(json.dumps({"embedded": self._embedded_values()}, indent=2))
+        # It holds passwords: readable by its owner only, from the first byte.
+        _write_private(self.env_file, "\n".join(lines))
+        _write_private(
+            self._state_file, json.dumps({"embedded": self._embedded_values()}, indent=2)
+        )
 
     def provision(self, env: Mapping[str, str]) -> None:
         """Create the contract's topics and PostgreSQL's schema (both idempotent)."""
@@ -396,11 +403,15 @@ class Stack:
             )
         ch = env[ENV_CLICKHOUSE]
         if self.is_external(ENV_CLICKHOUSE):
-            parts.append(PartStatus("clickhouse", "external", _redact(ch), clickhouse_ping(ch)))
+            parts.append(PartStatus("clickhouse", "external", _redact(ch), clickhouse_answers(ch)))
         else:
             parts.append(
                 PartStatus(
-                    "clickhouse", "embedded", ch, self.clickhouse.running(), self.clickhouse.pid()
+                    "clickhouse",
+                    "embedded",
+                    _redact(ch),
+                    self.clickhouse.running(),
+                    self.clickhouse.pid(),
                 )
             )
         for name, pid in self.worker_pids().items():
@@ -428,6 +439,13 @@ def _wait_ready(pid: int, log: Path, offset: int, marker: bytes, what: str, time
         return False
 
     wait_until(ready, timeout=timeout, what=what, logfile=log)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _redact(url: str) -> str:

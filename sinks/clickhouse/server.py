@@ -5,24 +5,37 @@ data directory. This process owns it and answers the ClickHouse HTTP interface, 
 clickhouse-connect and curl, so every Croupier process reaches ClickHouse through
 ``CROUPIER_CLICKHOUSE_URL`` whether a ClickHouse server or this one answers::
 
-    python -m sinks.clickhouse.server --path DIR --port PORT [--host 127.0.0.1]
+    python -m sinks.clickhouse.server --path DIR --port PORT --users USERS.json [--host H]
+
+Users log in as ClickHouse's HTTP interface takes them (basic auth, ``X-ClickHouse-User`` and
+``X-ClickHouse-Key``, or ``user`` and ``password`` URL parameters); ``sinks.clickhouse.guard``
+says what each may run. A GET runs as readonly 2, as in ClickHouse. Requests must name this
+host (127.0.0.1, localhost or an ``--allowed-host``: a DNS-rebinding page names its own) and
+carry no browser ``Origin``. Bodies, decompressed bodies, results and connections are bounded.
 
 All clients share one chdb session. So, unlike ClickHouse: ``session_id`` is ignored, ``SET``
-statements are refused (settings travel as URL parameters, applied per request), GET does not
-imply readonly, there is no authentication (hence loopback only unless ``--allow-remote``),
-no external data, and responses are never compressed.
+statements and SETTINGS clauses on an INSERT are refused (settings travel as URL parameters,
+applied per request), there is no external data, ``compress=1`` is refused and responses are
+never compressed. chdb runs one statement at a time and cannot cancel one that runs (chdb
+4.4: a cancel from another thread waits for it), so every statement carries a
+``max_execution_time``: a short one for readonly users, which bounds how long the analytics
+sink can wait, and how long a statement whose client went away keeps the engine; one whose
+client went away while it waited for its turn is not run at all.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
+import base64
+import contextlib
+import dataclasses
 import importlib
 import ipaddress
 import json
 import logging
 import os
 import re
+import select
 import signal
 import socket
 import socketserver
@@ -31,18 +44,30 @@ import tempfile
 import threading
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
 from enum import IntEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from chdb import session as chdb_session
+
+from sinks.clickhouse.guard import (
+    Limits,
+    Refused,
+    User,
+    check_statement,
+    effective_settings,
+    load_users,
+    strictest,
+)
 
 log = logging.getLogger("sinks.clickhouse.server")
 
@@ -54,12 +79,19 @@ class Code(IntEnum):
     """ClickHouse codes of the errors this server raises itself; chdb supplies all others."""
 
     UNSUPPORTED_METHOD = 1
+    BAD_ARGUMENTS = 36
     NOT_IMPLEMENTED = 48
     SYNTAX_ERROR = 62
     UNKNOWN_FORMAT = 73
     UNKNOWN_COMPRESSION_METHOD = 89
     UNKNOWN_SETTING = 115
+    TOO_MANY_SIMULTANEOUS_QUERIES = 202
     ABORTED = 236
+    LIMIT_EXCEEDED = 290
+    QUERY_WAS_CANCELLED = 394
+    TOO_MANY_ROWS_OR_BYTES = 396
+    ACCESS_DENIED = 497
+    AUTHENTICATION_FAILED = 516
     CANNOT_DECOMPRESS = 271
     HTTP_LENGTH_REQUIRED = 381
     STD_EXCEPTION = 1001
@@ -68,9 +100,12 @@ class Code(IntEnum):
 # The HTTP status ClickHouse pairs with common codes; 500 for the rest. Clients key on the
 # exception-code header, the status only has to be the right kind of error.
 _HTTP_STATUS = (
-    dict.fromkeys((6, 25, 26, 27, 38, 41, 53, 62, 72, 89, 117, 271), 400)  # cannot parse
+    dict.fromkeys((6, 25, 26, 27, 36, 38, 41, 53, 62, 72, 89, 117, 271), 400)  # cannot parse
     | dict.fromkeys((16, 46, 47, 50, 56, 60, 63, 73, 81, 115), 404)  # unknown name
-    | {381: 411, 48: 501}
+    | dict.fromkeys((164, 452, 497, 564), 403)  # not allowed for this user
+    | dict.fromkeys((192, 193, 516), 403)  # wrong credentials (none sent: 401)
+    | {194: 401}
+    | {381: 411, 48: 501, 290: 413, 202: 503}
 )
 
 # URL parameters that steer the HTTP exchange, not the query: ClickHouse consumes them itself.
@@ -88,6 +123,7 @@ _TRANSPORT_PARAMS = frozenset(
 )  # fmt: skip
 
 _CODE = re.compile(r"Code: (\d+)\.")
+_CODE_NAME = re.compile(r"\(([A-Z_]+)\)\s*$")
 _SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FORMAT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 # Names chdb's Python layer turns into pandas/pyarrow objects instead of bytes.
@@ -106,10 +142,17 @@ _INSERT_HEAD = re.compile(
     rb"\s*(INSERT\s+INTO\s(?:" + _QUOTED + rb"|[^'`\";])*?)\s+FORMAT\s+(\w+)[ \t\r]*\n?",
     re.IGNORECASE,
 )
-_NOT_DATA = re.compile(rb"\b(?:VALUES|SELECT|WITH)\b", re.IGNORECASE)
+# INSERT INTO <target> [(columns)] [SETTINGS ...] VALUES (...), ...: the rows are data in
+# format Values, which ClickHouse streams past max_query_size (formatQuery would not).
+_INSERT_VALUES = re.compile(
+    rb"\s*(INSERT\s+INTO\s(?:" + _QUOTED + rb"|[^'`\";])*?)\s+VALUES\b\s*", re.IGNORECASE
+)
+_NOT_DATA = re.compile(rb"\b(?:VALUES|SELECT|WITH|FORMAT)\b", re.IGNORECASE)
 # The INSERT head is looked for only this far into the body, which may be megabytes of data.
 _HEAD_WINDOW = 64 * 1024
 _INSERT_CHUNK = 1 << 20
+_ALLOWED_KEPT = 1024  # statements whose check passed, remembered (short ones only)
+_ALLOWED_TEXT = 4096
 
 
 class ClickHouseError(Exception):
@@ -135,6 +178,11 @@ class ClickHouseError(Exception):
             return cls.of(Code.STD_EXCEPTION, text)
         return cls(int(match.group(1)), text[start:].strip())
 
+    @classmethod
+    def refused(cls, exc: Refused) -> ClickHouseError:
+        """The error for a request the guard refused."""
+        return cls(exc.code, f"Code: {exc.code}. DB::Exception: {exc.detail}. ({exc.name})")
+
     @property
     def http_status(self) -> int:
         """The HTTP status ClickHouse answers this error with."""
@@ -152,6 +200,8 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)  # values for {name:Type} placeholders
     insert_format: str | None = None  # set when ``data`` holds rows for the INSERT
     data: bytes | memoryview = b""
+    user: str = "default"
+    readonly: int = 0  # ClickHouse's readonly level this statement runs at
 
 
 @dataclass(frozen=True)
@@ -179,23 +229,83 @@ class ChdbEngine:
         self._lock = threading.Lock()
         self._database: str | None = None  # None: unknown, USE before the next statement
         self._settings: dict[str, str] = {}  # settings this session holds, applied by SET
+        self._allowed: OrderedDict[tuple[Any, ...], None] = OrderedDict()  # checked, passed
         row = self._session.query("SELECT version(), timezone()", "TabSeparated").bytes()
         self.version, self.timezone = row.decode().strip().split("\t")
+        rows = self._session.query("SELECT name, value FROM system.settings", "TSVRaw").bytes()
+        self.defaults = dict(
+            line.split("\t", 1) for line in rows.decode().splitlines() if "\t" in line
+        )
 
-    def execute(self, request: Request) -> Outcome:
-        """Run one statement in the request's database with the request's settings."""
+    def execute(
+        self, request: Request, *, client_there: Callable[[], bool] | None = None
+    ) -> Outcome:
+        """Run one statement in the request's database with the request's settings.
+
+        ``client_there`` is asked once the statement's turn comes: a statement whose client
+        went away while it waited never runs (one that runs cannot be cancelled).
+        """
         with self._lock:
             if self._session is None:
                 detail = "The server is shutting down"
                 raise ClickHouseError.of(Code.ABORTED, detail)
+            if client_there is not None and not client_there():
+                detail = "The client went away before the query started"
+                raise ClickHouseError.of(Code.QUERY_WAS_CANCELLED, detail)
             try:
                 self._use(request.database)
                 self._apply(request.settings)
+                self._check(request)
                 if request.insert_format is not None:
                     return self._insert(request, request.insert_format)
                 return self._query(request)
+            except Refused as exc:
+                raise ClickHouseError.refused(exc) from exc
             except Exception as exc:  # chdb raises ChdbError, RuntimeError, ValueError...
                 raise ClickHouseError.from_engine(exc) from exc
+
+    def _check(self, request: Request) -> None:
+        """Refuse what the request's user may not run, judged on the engine's own parse.
+
+        ``formatQuery`` parses one statement (a second one is ClickHouse's code 62) and
+        gives it back canonical, without comments; ``EXPLAIN AST`` of that is the tree
+        ``guard.check_statement`` walks.
+        """
+        sql = request.sql
+        if request.insert_format is not None:
+            sql = f"{sql} FORMAT {request.insert_format}"
+        # The verdict depends on the text and the level only (the parser's settings are
+        # forced), and clients repeat statements: the sink's INSERT head every batch.
+        key = (sql, request.user, request.readonly, tuple(sorted(request.params.items())))
+        if key in self._allowed:
+            self._allowed.move_to_end(key)
+            return
+        params = request.params or None
+        try:
+            canonical = self._session.query(
+                f"SELECT formatQuery({_quote_string(sql)})", "TSVRaw"
+            ).bytes()
+        except Exception as exc:
+            # The engine's words, without the wrapping this check put around the statement.
+            error = ClickHouseError.from_engine(exc)
+            text = str(error).split(" : In scope SELECT formatQuery(", 1)[0]
+            name = _CODE_NAME.search(str(error))
+            suffix = f" ({name.group(1)})" if name and not text.endswith(")") else ""
+            raise ClickHouseError(error.code, text + suffix) from exc
+        ast = self._session.query(
+            f"EXPLAIN AST {canonical.decode().strip()}", "TSVRaw", params=params
+        )
+        try:
+            check_statement(ast.bytes().decode(), user=request.user, readonly=request.readonly)
+            if len(sql) <= _ALLOWED_TEXT:
+                self._allowed[key] = None
+            if len(self._allowed) > _ALLOWED_KEPT:
+                self._allowed.popitem(last=False)
+        except Refused as exc:
+            if exc.code == 164 and request.readonly == 2 and exc.name == "READONLY":
+                exc.detail += (". For queries over HTTP, method GET implies readonly. "
+                               "You should use method POST for modifying queries")  # fmt: skip
+            raise
 
     def close(self) -> None:
         """Wait for the running statement, then close the session so the data is flushed."""
@@ -290,7 +400,13 @@ def _quote_string(value: str) -> str:
 
 
 def build_request(
-    params: Mapping[str, str], body: bytes, *, database: str, output_format: str
+    params: Mapping[str, str],
+    body: bytes,
+    *,
+    database: str,
+    output_format: str,
+    user: str = "default",
+    readonly: int = 0,
 ) -> Request:
     """Read the statement, its settings and any INSERT data out of URL parameters and body.
 
@@ -316,7 +432,7 @@ def build_request(
     insert = _split_insert(prefix, body)
     if insert is not None:
         head, fmt, data = insert
-        return Request(head, database, output_format, settings, bind, fmt, data)
+        return Request(head, database, output_format, settings, bind, fmt, data, user, readonly)
     try:
         sql = (prefix + body).decode()
     except UnicodeDecodeError as exc:
@@ -331,17 +447,22 @@ def build_request(
             "pass settings as URL parameters (clickhouse-connect: settings=...)"
         )
         raise ClickHouseError.of(Code.UNSUPPORTED_METHOD, detail)
-    return Request(sql, database, output_format, settings, bind)
+    return Request(sql, database, output_format, settings, bind, user=user, readonly=readonly)
 
 
 def _split_insert(prefix: bytes, body: bytes) -> tuple[str, str, bytes | memoryview] | None:
-    """``(INSERT head, format, data)`` when the statement is an INSERT ... FORMAT with data."""
+    """``(INSERT head, format, data)`` for an INSERT ... FORMAT or INSERT ... VALUES with data."""
     probe = prefix + body[:_HEAD_WINDOW]
     match = _INSERT_HEAD.match(probe)
+    fmt: str | None = None
+    if match is None:
+        match = _INSERT_VALUES.match(probe)
+        fmt = "Values"
     if match is None or _NOT_DATA.search(re.sub(_QUOTED, b"", match.group(1))):
         return None
     try:
         head = match.group(1).decode()
+        fmt = fmt or match.group(2).decode()
     except UnicodeDecodeError:
         return None
     end = match.end()
@@ -349,24 +470,33 @@ def _split_insert(prefix: bytes, body: bytes) -> tuple[str, str, bytes | memoryv
         data: bytes | memoryview = prefix[end:] + body if end < len(prefix) else body
     else:
         data = memoryview(body)[end - len(prefix) :]
-    return head, match.group(2).decode(), data
+    return head, fmt, data
 
 
-def decode_body(data: bytes, encoding: str) -> bytes:
-    """The request body with its Content-Encoding undone (clickhouse-connect compresses inserts)."""
+class _TooLarge(Exception):
+    pass
+
+
+def decode_body(data: bytes, encoding: str, limit: int = 256 << 20) -> bytes:
+    """The request body with its Content-Encoding undone (clickhouse-connect compresses inserts).
+
+    Never more than ``limit`` bytes come out: a gzip bomb is refused once it has grown that
+    far, not after it has filled the memory.
+    """
     name = encoding.strip().lower()
     if name in ("", "identity"):
         return data
     try:
-        if name == "gzip":
-            return gzip.decompress(data)
-        if name == "deflate":
-            # ClickHouse's deflate is a zlib stream; MAX_WBITS | 32 also takes a gzip header.
-            return zlib.decompress(data, zlib.MAX_WBITS | 32)
+        if name in ("gzip", "deflate"):
+            # ClickHouse's deflate is a zlib stream; MAX_WBITS | 32 takes either header.
+            return _zlib_decompress(data, limit)
         if name == "zstd":
-            return _zstd_decompress(data)
+            return _zstd_decompress(data, limit)
         if name == "lz4":
-            return _lz4_decompress(data)
+            return _lz4_decompress(data, limit)
+    except _TooLarge as exc:
+        detail = f"The {name} request body decompresses to more than {limit} bytes"
+        raise ClickHouseError.of(Code.LIMIT_EXCEEDED, detail) from exc
     except Exception as exc:  # each codec library raises its own error types
         detail = f"Cannot decode the {name} request body: {exc}"
         raise ClickHouseError.of(Code.CANNOT_DECOMPRESS, detail) from exc
@@ -374,26 +504,59 @@ def decode_body(data: bytes, encoding: str) -> bytes:
     raise ClickHouseError.of(Code.UNKNOWN_COMPRESSION_METHOD, detail)
 
 
-def _zstd_decompress(data: bytes) -> bytes:
+def _zlib_decompress(data: bytes, limit: int) -> bytes:
+    decompressor = zlib.decompressobj(zlib.MAX_WBITS | 32)
+    out = decompressor.decompress(data, limit + 1)
+    if len(out) > limit or decompressor.unconsumed_tail:
+        raise _TooLarge
+    out += decompressor.flush()
+    if len(out) > limit:
+        raise _TooLarge
+    if not decompressor.eof:
+        msg = "truncated stream"
+        raise ValueError(msg)
+    return out
+
+
+def _zstd_decompress(data: bytes, limit: int) -> bytes:
     if sys.version_info >= (3, 14):
         from compression import zstd
     else:
         from backports import zstd  # a clickhouse-connect dependency before Python 3.14
-    return zstd.decompress(data)
+    parts: list[bytes] = []
+    size = 0
+    rest = data
+    while rest:  # one frame per block, back to back
+        decompressor = zstd.ZstdDecompressor()
+        part = decompressor.decompress(rest, max_length=limit + 1 - size)
+        size += len(part)
+        if size > limit or not (decompressor.eof or decompressor.needs_input):
+            raise _TooLarge
+        if not decompressor.eof:
+            msg = "truncated zstd frame"
+            raise ValueError(msg)
+        parts.append(part)
+        rest = decompressor.unused_data
+    return b"".join(parts)
 
 
-def _lz4_decompress(data: bytes) -> bytes:
+def _lz4_decompress(data: bytes, limit: int) -> bytes:
     # lz4 (a clickhouse-connect dependency) ships no type information, hence the Any.
     frame: Any = importlib.import_module("lz4.frame")
     # clickhouse-connect sends one LZ4 frame per insert block, back to back.
     parts: list[bytes] = []
+    size = 0
     rest = data
     while rest:
         decompressor = frame.LZ4FrameDecompressor()
-        parts.append(decompressor.decompress(rest))
+        part = decompressor.decompress(rest, max_length=limit + 1 - size)
+        size += len(part)
+        if size > limit or (not decompressor.eof and not decompressor.needs_input):
+            raise _TooLarge
         if not decompressor.eof:
             msg = "truncated LZ4 frame"
             raise ValueError(msg)
+        parts.append(part)
         rest = decompressor.unused_data
     return b"".join(parts)
 
@@ -432,17 +595,129 @@ def _content_type(fmt: str) -> str:
     return "text/plain; charset=UTF-8"
 
 
+_QUERY_ID = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def _header_safe(value: str) -> str:
+    """``value`` with nothing a header cannot carry: no CR, LF or other control bytes."""
+    return "".join(c for c in value if " " <= c <= "~")[:1024]
+
+
+def credentials(  # headers: a Mapping or the handler's email Message
+    headers: Any, params: Mapping[str, str]
+) -> tuple[str, str] | ClickHouseError:
+    """The user and password of a request, the three ways ClickHouse's HTTP interface takes them.
+
+    As ClickHouse: one way per request, and no user means ``default``.
+    """
+    ways: list[tuple[str, str]] = []
+    auth = headers.get("Authorization", "")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "basic":
+            return ClickHouseError.of(
+                Code.AUTHENTICATION_FAILED, f"Invalid authentication: unsupported scheme {scheme!r}"
+            )
+        try:
+            user, _, password = (
+                base64.b64decode(token.strip(), validate=True).decode().partition(":")
+            )
+        except (ValueError, UnicodeDecodeError):
+            return ClickHouseError.of(
+                Code.AUTHENTICATION_FAILED, "Invalid authentication: bad Basic credentials"
+            )
+        ways.append((user, password))
+    if "X-ClickHouse-User" in headers or "X-ClickHouse-Key" in headers:
+        ways.append(
+            (headers.get("X-ClickHouse-User", "default"), headers.get("X-ClickHouse-Key", ""))
+        )
+    if "user" in params or "password" in params:
+        ways.append((params.get("user", "default"), params.get("password", "")))
+    if len(ways) > 1:
+        detail = (
+            "Invalid authentication: it is not allowed to use more than one of the "
+            "Authorization header, X-ClickHouse-User/Key headers and user/password parameters"
+        )
+        return ClickHouseError.of(Code.AUTHENTICATION_FAILED, detail)
+    return ways[0] if ways else ("default", "")
+
+
+class CredentialsRequired(ClickHouseError):
+    """Code 516 for a request that sent no credentials: HTTP 401, so a browser asks for them."""
+
+    @property
+    def http_status(self) -> int:
+        return 401
+
+
+def authenticate(
+    users: Mapping[str, User], user: str, password: str, *, anonymous: bool = False
+) -> User:
+    """The user, or ClickHouse's code 516, which never says whether the name exists.
+
+    As ClickHouse (since 24.12): HTTP 403 for wrong credentials, 401 when none were sent.
+    """
+    found = users.get(user)
+    if found is None or not found.password_ok(password):
+        detail = (
+            f"{_header_safe(user)}: Authentication failed: password is incorrect, "
+            "or there is no user with such name"
+        )
+        error = ClickHouseError.of(Code.AUTHENTICATION_FAILED, detail)
+        if anonymous:
+            raise CredentialsRequired(error.code, str(error))
+        raise error
+    return found
+
+
 class _Server(ThreadingHTTPServer):
-    """A thread per connection, all sharing one engine."""
+    """A thread per connection, all sharing one engine; at most ``max_connections`` at once."""
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], engine: ChdbEngine) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        engine: ChdbEngine,
+        users: Mapping[str, User],
+        *,
+        limits: Limits | None = None,
+        allowed_hosts: frozenset[str] = frozenset(),
+    ) -> None:
         self.engine = engine
+        self.users = dict(users)
+        self.limits = limits or Limits()
+        self.allowed_hosts = _LOOPBACK_NAMES | {h.lower() for h in allowed_hosts}
         self.display_name = socket.gethostname()
+        self._open = threading.BoundedSemaphore(self.limits.max_connections)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._open.acquire(blocking=False):
+            body = (f"Code: {Code.TOO_MANY_SIMULTANEOUS_QUERIES.value}. DB::Exception: Too many "
+                    f"simultaneous connections (more than {self.limits.max_connections}). "
+                    "(TOO_MANY_SIMULTANEOUS_QUERIES)\n").encode()  # fmt: skip
+            head = (f"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+                    f"X-ClickHouse-Exception-Code: {Code.TOO_MANY_SIMULTANEOUS_QUERIES.value}\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+            with contextlib.suppress(OSError):
+                request.sendall(head + body)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._open.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._open.release()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the host's FQDN, which stalls without working DNS.
@@ -468,6 +743,7 @@ class _Handler(BaseHTTPRequestHandler):
     # for the client's delayed ACK, on every request.
     disable_nagle_algorithm = True
     _query_id = ""  # of the request being answered, for its headers and the log
+    _body_read = False
 
     def do_GET(self) -> None:
         self._serve()
@@ -480,9 +756,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         self._query_id = ""
+        self._body_read = False
         try:
             status, body, headers = self._answer()
         except ClickHouseError as exc:
+            if not self._body_read:
+                self._drain()
             log.warning("query %s failed: %s", self._query_id or "-", str(exc).splitlines()[0])
             status, body, headers = self._error(exc)
         except Exception as exc:  # a bug of ours: still answer, and say so loudly
@@ -490,22 +769,69 @@ class _Handler(BaseHTTPRequestHandler):
             status, body, headers = self._error(ClickHouseError.of(Code.STD_EXCEPTION, repr(exc)))
         self._send(status, body, headers)
 
+    def _check_origin(self) -> None:
+        """Refuse what a browser page or a DNS-rebound name sends (ClickHouse has no such check)."""
+        host = self.headers.get("Host")
+        if host is not None:
+            name = host.strip().lower()
+            name = name.rsplit(":", 1)[0] if not name.endswith("]") else name
+            if name not in self.server.allowed_hosts:
+                self.close_connection = True
+                detail = f"Host {_header_safe(host)!r} is not a name of this server"
+                raise ClickHouseError.of(Code.ACCESS_DENIED, detail)
+        origin = self.headers.get("Origin")
+        fetch_site = self.headers.get("Sec-Fetch-Site", "").lower()
+        if origin is not None or fetch_site in ("cross-site", "same-site"):
+            self.close_connection = True
+            detail = "Requests from web pages (an Origin header) are not allowed"
+            raise ClickHouseError.of(Code.ACCESS_DENIED, detail)
+
     def _answer(self) -> tuple[int, bytes, dict[str, str]]:
-        body = self._read_body()
+        self._check_origin()
         url = urlsplit(self.path)
         ok = (200, b"Ok.\n", {"Content-Type": "text/plain; charset=UTF-8"})
-        if url.path == "/ping":
+        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        if url.path == "/ping" or (url.path == "/" and self.command == "GET" and not url.query):
+            self._read_body(self.server.limits)
             return ok
         if url.path != "/":
-            return 404, f"There is no handle {url.path}\n".encode(), {}
-        params = dict(parse_qsl(url.query, keep_blank_values=True))
+            self._read_body(self.server.limits)
+            return 404, f"There is no handle {_header_safe(url.path)}\n".encode(), {}
+        found = credentials(self.headers, params)
+        if isinstance(found, ClickHouseError):
+            self.close_connection = True  # the body is not read: the connection cannot go on
+            raise found
+        anonymous = found == ("default", "") and not (
+            any(
+                h in self.headers
+                for h in ("Authorization", "X-ClickHouse-User", "X-ClickHouse-Key")
+            )
+            or "user" in params
+            or "password" in params
+        )
+        user = authenticate(self.server.users, *found, anonymous=anonymous)
+        query_id = params.get("query_id") or str(uuid.uuid4())
+        if not _QUERY_ID.fullmatch(query_id):
+            self.close_connection = True
+            detail = "query_id may hold only letters, digits and _.:@+- (at most 128)"
+            raise ClickHouseError.of(Code.BAD_ARGUMENTS, detail)
+        self._query_id = query_id
+        for name in ("compress", "decompress"):
+            if params.get(name, "0") not in ("", "0"):
+                self.close_connection = True
+                detail = (f"{name}=1 (ClickHouse's native compressed format) is not "
+                          "supported by the embedded server; use HTTP compression")  # fmt: skip
+                raise ClickHouseError.of(Code.NOT_IMPLEMENTED, detail)
+        body = self._read_body(self.server.limits)
         content_type = self.headers.get("Content-Type", "")
         if content_type.lower().startswith("multipart/form-data"):
             params.update(_form_fields(content_type, body))
             body = b""
-        if self.command == "GET" and not params.get("query") and not body:
-            return ok
-        self._query_id = params.get("query_id") or str(uuid.uuid4())
+        readonly = strictest(
+            user.readonly,
+            2 if self.command == "GET" else 0,
+            int(params["readonly"]) if params.get("readonly") in ("1", "2") else 0,
+        )
         database = params.get("database") or self.headers.get("X-ClickHouse-Database")
         output_format = params.get("default_format") or self.headers.get("X-ClickHouse-Format")
         request = build_request(
@@ -513,8 +839,25 @@ class _Handler(BaseHTTPRequestHandler):
             body,
             database=database or "default",
             output_format=output_format or "TabSeparated",
+            user=user.name,
+            readonly=readonly,
         )
-        outcome = self.server.engine.execute(request)
+        try:
+            settings = effective_settings(
+                request.settings,
+                user=user.name,
+                readonly=readonly,
+                limits=self.server.limits,
+                defaults=self.server.engine.defaults,
+            )
+        except Refused as exc:
+            raise ClickHouseError.refused(exc) from exc
+        request = dataclasses.replace(request, settings=settings)
+        outcome = self.server.engine.execute(request, client_there=self._client_there)
+        cap = int(settings.get("max_result_bytes") or 0) or self.server.limits.max_result_bytes
+        if len(outcome.body) > cap:
+            detail = f"Limit for result exceeded, max bytes: {cap}"
+            raise ClickHouseError.of(Code.TOO_MANY_ROWS_OR_BYTES, detail)
         headers = {
             "X-ClickHouse-Query-Id": self._query_id,
             "X-ClickHouse-Summary": json.dumps(outcome.summary, separators=(",", ":")),
@@ -525,21 +868,62 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Type"] = _content_type(outcome.result_format)
         return 200, outcome.body, headers
 
-    def _read_body(self) -> bytes:
+    def _drain(self) -> None:
+        """Read and drop the body of a refused request, so the client reads its answer.
+
+        Closing with unread bytes makes the kernel reset the connection, and the client
+        then sees a broken pipe instead of ClickHouse's error. A body too large to read,
+        or chunked, is not read: the connection closes.
+        """
+        length = self.headers.get("Content-Length", "0") or "0"
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        if chunked or not length.isdigit() or int(length) > self.server.limits.max_body_bytes:
+            self.close_connection = True
+            return
+        self.close_connection = True  # after a refusal, no more requests on this connection
+        remaining = int(length)
+        try:
+            while remaining > 0:
+                got = self.rfile.read(min(remaining, 1 << 16))
+                if not got:
+                    break
+                remaining -= len(got)
+        except OSError:
+            pass
+
+    def _client_there(self) -> bool:
+        """False when the client closed its connection (it sent all it will: EOF is news)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return True
+            return bool(self.connection.recv(1, socket.MSG_PEEK))
+        except (OSError, ValueError):
+            return False
+
+    def _read_body(self, limits: Limits) -> bytes:
+        self._body_read = True  # or the connection closes, which comes to the same
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raw = self._read_chunked()
+            raw = self._read_chunked(limits.max_body_bytes)
         else:
             length = self.headers.get("Content-Length", "0") or "0"
             if not length.isdigit():
                 self.close_connection = True  # the body's end is unknown
-                detail = f"Bad Content-Length {length!r}"
+                detail = f"Bad Content-Length {_header_safe(length)!r}"
                 raise ClickHouseError.of(Code.HTTP_LENGTH_REQUIRED, detail)
+            if int(length) > limits.max_body_bytes:
+                self.close_connection = True  # the body is left unread
+                detail = f"The request body is larger than {limits.max_body_bytes} bytes"
+                raise ClickHouseError.of(Code.LIMIT_EXCEEDED, detail)
             raw = self.rfile.read(int(length))
-        return decode_body(raw, self.headers.get("Content-Encoding", ""))
+        return decode_body(
+            raw, self.headers.get("Content-Encoding", ""), limits.max_decompressed_bytes
+        )
 
-    def _read_chunked(self) -> bytes:
+    def _read_chunked(self, limit: int) -> bytes:
         # clickhouse-connect streams insert bodies from a generator, so urllib3 sends chunks.
         parts: list[bytes] = []
+        total = 0
         while True:
             size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
             try:
@@ -552,6 +936,11 @@ class _Handler(BaseHTTPRequestHandler):
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
                 return b"".join(parts)
+            total += size
+            if total > limit:
+                self.close_connection = True
+                detail = f"The request body is larger than {limit} bytes"
+                raise ClickHouseError.of(Code.LIMIT_EXCEEDED, detail)
             parts.append(self.rfile.read(size))
             self.rfile.readline(1024)  # the CRLF closing the chunk
 
@@ -562,6 +951,8 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if self._query_id:
             headers["X-ClickHouse-Query-Id"] = self._query_id
+        if isinstance(exc, CredentialsRequired):
+            headers["WWW-Authenticate"] = 'Basic realm="ClickHouse server"'
         return exc.http_status, f"{exc}\n".encode(), headers
 
     def _send(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
@@ -569,17 +960,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-ClickHouse-Server-Display-Name", self.server.display_name)
         self.send_header("X-ClickHouse-Timezone", self.server.engine.timezone)
         for name, value in headers.items():
-            self.send_header(name, value)
+            self.send_header(name, _header_safe(value))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
 
-def serve(path: str, host: str, port: int) -> None:
+def serve(
+    path: str,
+    host: str,
+    port: int,
+    users: Mapping[str, User],
+    *,
+    limits: Limits | None = None,
+    allowed_hosts: frozenset[str] = frozenset(),
+) -> None:
     """Own ``path`` with chdb and answer on ``host:port`` until SIGTERM or SIGINT."""
     engine = ChdbEngine(path)
     try:
-        server = _Server((host, port), engine)
+        server = _Server((host, port), engine, users, limits=limits, allowed_hosts=allowed_hosts)
     except OSError as exc:
         engine.close()
         msg = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
@@ -630,16 +1031,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8123, help="TCP port (default 8123)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument(
+        "--users", required=True, help="users file (JSON, password SHA-256; see guard.py)"
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        help="a Host name clients may use besides 127.0.0.1 and localhost (repeatable)",
+    )
+    parser.add_argument(
         "--allow-remote",
         action="store_true",
-        help="listen on a non-loopback address although there is no authentication",
+        help="listen on a non-loopback address (traffic is plain HTTP: passwords travel clear)",
     )
+    defaults = Limits()
+    for name in (f.name for f in dataclasses.fields(Limits)):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
+        )
     args = parser.parse_args(argv)
     if not (args.allow_remote or _is_loopback(args.host)):
         parser.error(
-            f"--host {args.host} is not a loopback address and this server has no "
-            "authentication; pass --allow-remote to listen there anyway"
+            f"--host {args.host} is not a loopback address and this server speaks plain "
+            "HTTP; pass --allow-remote to listen there anyway"
         )
+    limits = Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -648,8 +1064,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = os.path.abspath(args.path)  # chdb compares engine paths as strings
     try:
         os.makedirs(path, exist_ok=True)
-        serve(path, args.host, args.port)
-    except (OSError, RuntimeError) as exc:
+        users = load_users(Path(args.users))
+        serve(path, args.host, args.port, users, limits=limits,
+              allowed_hosts=frozenset(args.allowed_host))  # fmt: skip
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
         log.error("%s", exc)
         return 1
     return 0

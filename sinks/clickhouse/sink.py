@@ -21,6 +21,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from sinks.base import SinkUnavailable
 from sinks.clickhouse import schema
@@ -223,7 +224,7 @@ class AuditLogWriter:
             if refused is not None:
                 raise refused from exc  # the connection is fine: it answered
             self.close()  # connection refused, timeouts, a busy server alike
-            msg = f"ClickHouse at {self.url}: {_first_line(exc)}"
+            msg = f"ClickHouse at {_redact(self.url)}: {_first_line(exc)}"
             raise SinkUnavailable(msg) from exc
 
     def close(self) -> None:
@@ -243,3 +244,11 @@ def _position(row: bytes) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:500]
+
+
+def _redact(url: str) -> str:
+    """``url`` without its password, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))

@@ -35,6 +35,7 @@ from schemas.records import AuditRecord, SourcePosition
 from sinks.clickhouse.client import ClickHouse, connect
 from sinks.clickhouse.sink import AuditLogWriter, Fetched
 from tests.conftest import ROOT, StartWorker, settings_env
+from tests.integration.clickhouse_server import EngineProcess, free_port
 from tests.integration.helpers import (
     bet,
     done,
@@ -48,7 +49,6 @@ from tests.integration.helpers import (
     wait_for,
 )
 from tests.integration.test_casino import GAME, call
-from tests.integration.test_clickhouse_engine import EngineProcess, free_port
 
 pytestmark = pytest.mark.integration
 
