@@ -25,7 +25,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
-SQL_TIMEOUT = 60.0  # seconds: an analyst's query, not a batch job
+SQL_TIMEOUT = 30.0  # seconds: an analyst's query, not a batch job (the analyst's cap)
 
 
 def load_stack_env(environ: MutableMapping[str, str] | None = None) -> None:
@@ -492,8 +492,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from croupier.sql import SqlError, Unreachable, run
 
     settings = _settings()
+    # As the analyst (read-only, time-capped) when the stack has one; else the one URL given.
+    url = settings.clickhouse_analyst_url or settings.clickhouse_url
     try:
-        text = run(settings.clickhouse_url, settings.clickhouse_database, args.query, args.format,
+        text = run(url, settings.clickhouse_database, args.query, args.format,
                    timeout=args.timeout)  # fmt: skip
     except Unreachable as exc:  # the URL may carry a password: never printed
         print(f"croupier sql: {arguments.redact(str(exc))}", file=sys.stderr)

@@ -616,3 +616,21 @@ def test_status_says_not_running_when_ping_answers_but_queries_do_not(
         thread.join(30)
     assert answers(engine.url)
     assert not answers(engine.url.replace(WRITER[1], "wrong"))
+
+
+def test_croupier_sql_asks_as_the_analyst_when_the_stack_has_one(
+    engine: EngineProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from croupier.cli import main as croupier_main
+
+    monkeypatch.setenv("CROUPIER_STACK_DIR", "/nonexistent")
+    monkeypatch.setenv("CROUPIER_CLICKHOUSE_DATABASE", "default")
+    monkeypatch.setenv("CROUPIER_CLICKHOUSE_URL", engine.url)  # the writer
+    monkeypatch.setenv("CROUPIER_CLICKHOUSE_ANALYST_URL", engine.analyst_url)
+    cap = ["--timeout", str(READONLY_SECONDS)]  # the analyst's cap on this server
+    assert croupier_main(["sql", "SELECT count() FROM bets", "--format", "csv", *cap]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "2"
+    # The writer could; the analyst cannot, so nothing changes.
+    assert croupier_main(["sql", "INSERT INTO bets SELECT * FROM bets", *cap]) == 1
+    assert "readonly" in capsys.readouterr().err.lower()
+    assert post(engine, "SELECT count() FROM bets")[2] == b"2\n"
