@@ -235,8 +235,10 @@ class Stack:
             *(f"export {k}='{v}'" for k, v in env.items()),
             "",
         ]
-        self.env_file.write_text("\n".join(lines))
-        self._state_file.write_text(json.dumps({"embedded": self._embedded_values()}, indent=2))
+        # Both hold the PostgreSQL passwords: readable by this user alone.
+        _write_private(self.env_file, "\n".join(lines))
+        _write_private(self._state_file, json.dumps({"embedded": self._embedded_values()},
+                                                    indent=2))  # fmt: skip
 
     def provision(self, env: Mapping[str, str]) -> None:
         """Create the contract's topics and PostgreSQL's schema (both idempotent)."""
@@ -367,7 +369,7 @@ class Stack:
                 PartStatus(
                     "postgres",
                     "embedded",
-                    env[ENV_PG],
+                    _redact(env[ENV_PG]),
                     self.postgres.running(),
                     self.postgres.pid(),
                 )
@@ -406,6 +408,14 @@ def _wait_ready(pid: int, log: Path, offset: int, marker: bytes, what: str, time
         return False
 
     wait_until(ready, timeout=timeout, what=what, logfile=log)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 (also when the file was there before)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def _redact(url: str) -> str:

@@ -107,8 +107,9 @@ def migrate(dsn: str, schema: str) -> list[str]:
 
 
 def ensure_app_login(admin_dsn: str, app_dsn: str) -> str | None:
-    """Make the login ``app_dsn`` names a member of ``croupier_app`` (created, with the DSN's
-    password, if missing); its name, or None when it is the owner's own login."""
+    """Make the login ``app_dsn`` names a member of ``croupier_app`` (created if missing;
+    its password set to the DSN's, when the DSN has one); its name, or None when it is the
+    owner's own login."""
     admin_user = conninfo_to_dict(admin_dsn).get("user")
     app = conninfo_to_dict(app_dsn)
     user, password = app.get("user"), app.get("password")
@@ -123,6 +124,10 @@ def ensure_app_login(admin_dsn: str, app_dsn: str) -> str | None:
                 create += sql.SQL(" PASSWORD {}").format(sql.Literal(str(password)))
             with contextlib.suppress(psycopg.errors.DuplicateObject):  # another made it first
                 conn.execute(create)
+        elif password:  # the DSN is the truth (an older stack's login had no password)
+            with contextlib.suppress(psycopg.errors.InsufficientPrivilege):  # not ours to set
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(str(user)), sql.Literal(str(password))))  # fmt: skip
         conn.execute(sql.SQL("GRANT {} TO {}").format(
             sql.Identifier(APP_ROLE), sql.Identifier(str(user))))  # fmt: skip
     return str(user)
