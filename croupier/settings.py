@@ -5,7 +5,9 @@ Environment variables (documented once, here and in the README):
 ==============================  ==================================================
 ``KAFKA_BOOTSTRAP_SERVERS``     Kafka brokers, ``host:port[,host:port]``
 ``CROUPIER_PG_DSN``             PostgreSQL connection string (libpq URI or key=value), as
-                                the application's login (a member of ``croupier_app``)
+                                the application's login (a member of ``croupier_app``);
+                                the embedded stack writes it, password included, to
+                                ``.stack/env``
 ``CROUPIER_PG_ADMIN_DSN``       the schema owner's connection string, for migrations and
                                 scratch schemas (default: ``CROUPIER_PG_DSN``)
 ``CROUPIER_PG_SCHEMA``          schema holding Croupier's tables (default ``croupier``)
@@ -85,8 +87,9 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )
-    # The application's role (a member of croupier_app: no UPDATE or DELETE on what is
-    # append-only); migrations and scratch schemas need the owner's, CROUPIER_PG_ADMIN_DSN.
+    # The application's role (a member of croupier_app: writes the ledger and the audit
+    # trail only through their functions, no UPDATE on what is append-only, no DELETE);
+    # migrations and scratch schemas need the owner's, CROUPIER_PG_ADMIN_DSN.
     pg_dsn: SecretStr = Field(
         default=SecretStr("postgresql://croupier@127.0.0.1:55432/croupier"),
         validation_alias="CROUPIER_PG_DSN",
