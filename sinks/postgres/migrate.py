@@ -10,9 +10,10 @@ as a role that is a member of ``croupier_app`` (``CROUPIER_PG_DSN``), which may:
   ``croupier_ledger`` and ``croupier_audit`` (migrations 0018, 0019) and the application has
   SELECT on them and nothing else;
 * INSERT into the other tables, and UPDATE those that hold a state rather than a log
-  (bets and their legs, market states, players, sessions, casino rounds, heads and
-  progress cursors): a ``forbid_change`` trigger on UPDATE takes that privilege from the
-  role too, so decision records and logs are INSERT only;
+  (market states, players, sessions, heads and progress cursors; in bets, their legs and
+  casino rounds only the columns ``COLUMN_UPDATES`` names): a ``forbid_change`` trigger
+  on UPDATE takes that privilege from the role too, so decision records and logs are
+  INSERT only;
 * never DELETE or TRUNCATE anything.
 """
 
@@ -33,6 +34,14 @@ AUDIT_ROLE = "croupier_audit"  # owns the audit trail; nobody logs in as it
 # Tables the application reads and never writes itself, and the functions it writes them by.
 READ_ONLY = ("ledger_accounts", "ledger_transactions", "ledger_entries",
              "audit_records", "audit_heads", "audit_checkpoints", "schema_migrations")  # fmt: skip
+# State tables the application updates, and the only columns it may change there: a bet's
+# settlement in force, a leg's result, a round's credit and close. What was decided (stake,
+# odds, the decision published, the request) is never the application's to change.
+COLUMN_UPDATES = {
+    "bets": ("status", "settlement_id", "result", "payout", "settle_seq"),
+    "bet_legs": ("result", "dead_heat_factor", "cancelled"),
+    "casino_rounds": ("credited_at", "closed_at"),
+}
 LEDGER_FUNCTIONS = ("ledger_post(jsonb)", "ledger_lock_cash(text)")
 AUDIT_FUNCTIONS = (
     "audit_lock_heads(text[])",
@@ -148,6 +157,11 @@ def grant_app_role(conn: psycopg.Connection[tuple[object, ...]], schema: str) ->
     for table in READ_ONLY:
         conn.execute(sql.SQL("REVOKE INSERT, UPDATE ON {}.{} FROM {}").format(
             ident, sql.Identifier(table), role))  # fmt: skip
+    for table, columns in COLUMN_UPDATES.items():
+        target = sql.SQL("{}.{}").format(ident, sql.Identifier(table))
+        conn.execute(sql.SQL("REVOKE UPDATE ON {} FROM {}").format(target, role))
+        conn.execute(sql.SQL("GRANT UPDATE ({}) ON {} TO {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)), target, role))  # fmt: skip
     # The owners' sequences (txn_id, entry_id, ...): readable, never moved by the app.
     owned = conn.execute(
         """SELECT s.relname FROM pg_class s

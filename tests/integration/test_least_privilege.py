@@ -221,6 +221,12 @@ def test_decision_records_cannot_be_changed_or_removed(
         "UPDATE casino_transactions SET amount = 0",
         "UPDATE report_records SET record_json = '{}'",
         "UPDATE dead_letters SET error = ''",
+        # A bet's decision stays as decided: only its settlement moves.
+        "UPDATE bets SET decision = '{}'",
+        "UPDATE bets SET stake = 1000",
+        "UPDATE bets SET reason = NULL, status = 'open'",
+        "UPDATE bet_legs SET odds = 1000",
+        "UPDATE casino_rounds SET player_id = 'thief'",
         "DELETE FROM bets",
         "DELETE FROM consumer_progress",
         "DELETE FROM players",
@@ -229,6 +235,10 @@ def test_decision_records_cannot_be_changed_or_removed(
         text = refused(app, statement)
         assert "permission denied" in text, (statement, text)
     assert query(settings, "SELECT status FROM payment_decisions") == [("accepted",)]
+    # The settlement columns stay the application's (test_market_settling settles for real).
+    app.execute("UPDATE bets SET status = status, payout = payout, settle_seq = settle_seq")
+    app.execute("UPDATE bet_legs SET result = result, cancelled = cancelled")
+    app.execute("UPDATE casino_rounds SET closed_at = closed_at")
 
 
 def test_a_wrong_postgresql_password_is_refused(settings: Settings) -> None:
