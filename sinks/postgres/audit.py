@@ -56,7 +56,7 @@ def link(prev: bytes, body: str) -> bytes:
 _HEADS_SQL = "SELECT chain, seq, hash FROM audit_lock_heads(%s::text[])"
 # One call a batch, the rows in one JSON parameter (hashes in hex): psycopg adapts eleven
 # arrays of a batch's size about six times slower than json.dumps writes them.
-_APPEND_SQL = "SELECT audit_append(%s::json)"
+_APPEND_SQL = "SELECT audit_append(%s::jsonb)"
 
 
 @dataclass

@@ -45,7 +45,7 @@ COLUMN_UPDATES = {
 LEDGER_FUNCTIONS = ("ledger_post(jsonb)", "ledger_lock_cash(text)")
 AUDIT_FUNCTIONS = (
     "audit_lock_heads(text[])",
-    "audit_append(json)",
+    "audit_append(jsonb)",
     "audit_add_checkpoint(text, bytea, bytea)",
 )
 

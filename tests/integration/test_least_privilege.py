@@ -139,7 +139,7 @@ def _rows(chain: str, start: tuple[int, bytes], bodies: list[str]) -> list[list[
 
 
 def append(conn: psycopg.Connection[Any], rows: list[list[Any]]) -> None:
-    conn.execute("SELECT audit_append(%s::json)", (json.dumps(rows),))
+    conn.execute("SELECT audit_append(%s::jsonb)", (json.dumps(rows),))
 
 
 def test_the_app_appends_to_the_trail_only_on_the_chain(
