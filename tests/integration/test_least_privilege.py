@@ -152,13 +152,13 @@ def test_the_app_appends_to_the_trail_only_on_the_chain(
     assert query(s, "SELECT seq, hash FROM audit_heads WHERE chain = 'bets/0'") == [head]
 
     good = _rows("bets/0", head, ['{"n": 3}'])
-    forged_hash = [[*good[0][:10], bytes(32).hex()]]
+    short_hash = [[*good[0][:10], bytes(31).hex()]]
     forked = _rows("bets/0", (1, bytes.fromhex(first[0][10])), ['{"n": "2 again"}'])
     skipped = _rows("bets/0", (3, head[1]), ['{"n": 4}'])
     restarted = _rows("bets/0", (0, GENESIS), ['{"n": "new genesis"}'])
     broken_link = _rows("bets/0", head, ['{"n": 3}', '{"n": 4}'])
     broken_link[1][9] = bytes(32).hex()
-    for rows in (forged_hash, forked, skipped, restarted, broken_link):
+    for rows in (short_hash, forked, skipped, restarted, broken_link):
         with pytest.raises(psycopg.errors.CheckViolation, match="does not extend its chain"):
             append(app, rows)
     assert query(s, "SELECT seq, hash FROM audit_heads WHERE chain = 'bets/0'") == [head]
