@@ -188,6 +188,10 @@ class Stack:
         if not value:
             return False
         ours = {self._embedded_values()[var], self._recorded().get(var)}
+        # The embedded PostgreSQL's DSNs from before it had passwords are ours too.
+        ours |= {
+            _redact(v).replace(":***@", "@") for v in ours if v and var in (ENV_PG, ENV_PG_ADMIN)
+        }
         return value not in ours
 
     def service_env(self) -> dict[str, str]:
