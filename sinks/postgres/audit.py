@@ -5,8 +5,11 @@ appends its audit records in offset order, inside the same transaction as the st
 change they record, so a record exists exactly when its change does. Each record's hash
 is SHA-256 over the previous record's hash and the record's exact JSON (``body``); the
 chain's head (last sequence number and hash) is kept in ``audit_heads``, locked while a
-batch appends. ``verify`` recomputes every chain and names the first record that does
-not hold: altered, removed, reordered or inserted.
+batch appends. The three tables belong to ``croupier_audit`` (migration 0019): the
+application locks heads, appends and adds checkpoints only through its functions, and
+``audit_append`` refuses a record that does not follow its chain's head. ``verify``
+recomputes every chain and names the first record that does not hold: altered, removed,
+reordered or inserted.
 
 A chain alone cannot catch someone who rewrites it whole, recomputing every hash.
 ``checkpoint`` signs every chain's head with an Ed25519 key the database never sees
