@@ -17,7 +17,9 @@ Environment variables (documented once, here and in the README):
 ``KAFKA_SSL_KEY_FILE``          its private key (PEM)
 ``KAFKA_SSL_KEY_PASSWORD``      the key's password, if it is encrypted (never printed)
 ``CROUPIER_PG_DSN``             PostgreSQL connection string (libpq URI or key=value), as
-                                the application's login (a member of ``croupier_app``)
+                                the application's login (a member of ``croupier_app``);
+                                the embedded stack writes it, password included, to
+                                ``.stack/env``
 ``CROUPIER_PG_ADMIN_DSN``       the schema owner's connection string, for migrations and
                                 scratch schemas (default: ``CROUPIER_PG_DSN``)
 ``CROUPIER_PG_SCHEMA``          schema holding Croupier's tables (default ``croupier``)
@@ -133,8 +135,9 @@ class Settings(BaseSettings):
     kafka_ssl_key_password: SecretStr | None = Field(
         default=None, validation_alias="KAFKA_SSL_KEY_PASSWORD"
     )
-    # The application's role (a member of croupier_app: no UPDATE or DELETE on what is
-    # append-only); migrations and scratch schemas need the owner's, CROUPIER_PG_ADMIN_DSN.
+    # The application's role (a member of croupier_app: writes the ledger and the audit
+    # trail only through their functions, no UPDATE on what is append-only, no DELETE);
+    # migrations and scratch schemas need the owner's, CROUPIER_PG_ADMIN_DSN.
     pg_dsn: SecretStr = Field(
         default=SecretStr("postgresql://croupier@127.0.0.1:55432/croupier"),
         validation_alias="CROUPIER_PG_DSN",

@@ -190,6 +190,10 @@ class Stack:
         if not value:
             return False
         ours = {self._embedded_values()[var], self._recorded().get(var)}
+        # The embedded PostgreSQL's DSNs from before it had passwords are ours too.
+        ours |= {
+            _redact(v).replace(":***@", "@") for v in ours if v and var in (ENV_PG, ENV_PG_ADMIN)
+        }
         return value not in ours
 
     def service_env(self) -> dict[str, str]:
@@ -261,11 +265,10 @@ class Stack:
             *(f"export {k}='{v}'" for k, v in env.items()),
             "",
         ]
-        # It holds passwords: readable by its owner only, from the first byte.
+        # Both hold the PostgreSQL passwords: readable by this user alone.
         _write_private(self.env_file, "\n".join(lines))
-        _write_private(
-            self._state_file, json.dumps({"embedded": self._embedded_values()}, indent=2)
-        )
+        _write_private(self._state_file, json.dumps({"embedded": self._embedded_values()},
+                                                    indent=2))  # fmt: skip
 
     def provision(self, env: Mapping[str, str]) -> None:
         """Create the contract's topics and PostgreSQL's schema (both idempotent)."""
@@ -396,7 +399,7 @@ class Stack:
                 PartStatus(
                     "postgres",
                     "embedded",
-                    env[ENV_PG],
+                    _redact(env[ENV_PG]),
                     self.postgres.running(),
                     self.postgres.pid(),
                 )
@@ -442,10 +445,11 @@ def _wait_ready(pid: int, log: Path, offset: int, marker: bytes, what: str, time
 
 
 def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 (also when the file was there before)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def _redact(url: str) -> str:

@@ -87,10 +87,9 @@ class LedgerDisagrees(RuntimeError):
     """The ledger refused a move the casino rules had counted on: a bug, never retried."""
 
 
-_BALANCES_SQL = """
-SELECT owner, currency, balance FROM ledger_accounts
- WHERE owner = ANY(string_to_array(%s, ',')) AND kind = 'cash'
- ORDER BY owner, currency FOR NO KEY UPDATE"""
+# ``FOR NO KEY UPDATE`` on the cash accounts, by the ledger's owner (migration 0018): the
+# application has no UPDATE right on the ledger to lock them itself.
+_BALANCES_SQL = "SELECT owner, currency, balance FROM ledger_lock_cash(%s)"
 
 # A batch's positions are a few runs of offsets per partition: asked as ranges (a handful
 # of parameters instead of two arrays of the batch's size), the rows kept by position.

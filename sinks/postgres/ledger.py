@@ -25,9 +25,13 @@ Model
   applied or rejected with a reason, and a hash of the request: the same key again
   returns that first result and moves nothing; the same key with other content is a
   conflict, never a silent success.
-* **One code path.** ``ledger_post(ops jsonb)`` (migration 0002) is the only writer: a
-  trigger refuses balance updates made outside it, and transactions and entries refuse
-  UPDATE and DELETE. Corrections are new operations (``unsettle``, ``casino_rollback``).
+* **One code path.** ``ledger_post(ops jsonb)`` (migration 0002) is the only writer. The
+  ledger's tables and the function belong to ``croupier_ledger``, a role nobody logs in
+  as, and the function runs as it (SECURITY DEFINER, search_path pinned: migration 0018);
+  the application's role may read the tables and call the function, nothing else.
+  Triggers refuse rows and balance updates from any other role and any change to an
+  account but its balance; transactions and entries refuse UPDATE and DELETE.
+  Corrections are new operations (``unsettle``, ``casino_rollback``).
 
 Why no hot house row
 --------------------

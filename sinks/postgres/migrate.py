@@ -2,11 +2,19 @@
 give the application's role its rights.
 
 Migrations run as the schema's owner (``CROUPIER_PG_ADMIN_DSN``). The application connects
-as a role that is a member of ``croupier_app`` (``CROUPIER_PG_DSN``), which may read and
-write every table except where the schema says a table is append-only: a ``forbid_change``
-trigger on UPDATE, DELETE or TRUNCATE takes that privilege from the role too. So the trail,
-the ledger's entries and every decision record cannot be changed by the application even
-with the triggers gone, and the triggers still refuse the owner.
+as a role that is a member of ``croupier_app`` (``CROUPIER_PG_DSN``), which may:
+
+* read every table;
+* write the ledger and the audit trail only through their SECURITY DEFINER functions
+  (``LEDGER_FUNCTIONS``, ``AUDIT_FUNCTIONS``): those tables belong to the NOLOGIN roles
+  ``croupier_ledger`` and ``croupier_audit`` (migrations 0018, 0019) and the application has
+  SELECT on them and nothing else;
+* INSERT into the other tables, and UPDATE those that hold a state rather than a log
+  (market states, players, sessions, heads and progress cursors; in bets, their legs and
+  casino rounds only the columns ``COLUMN_UPDATES`` names): a ``forbid_change`` trigger
+  on UPDATE takes that privilege from the role too, so decision records and logs are
+  INSERT only;
+* never DELETE or TRUNCATE anything.
 """
 
 from __future__ import annotations
@@ -21,6 +29,25 @@ from psycopg.conninfo import conninfo_to_dict
 
 LOCK_KEY = 0x43524F55  # "CROU": one migrator at a time per database
 APP_ROLE = "croupier_app"
+LEDGER_ROLE = "croupier_ledger"  # owns the ledger; nobody logs in as it
+AUDIT_ROLE = "croupier_audit"  # owns the audit trail; nobody logs in as it
+# Tables the application reads and never writes itself, and the functions it writes them by.
+READ_ONLY = ("ledger_accounts", "ledger_transactions", "ledger_entries",
+             "audit_records", "audit_heads", "audit_checkpoints", "schema_migrations")  # fmt: skip
+# State tables the application updates, and the only columns it may change there: a bet's
+# settlement in force, a leg's result, a round's credit and close. What was decided (stake,
+# odds, the decision published, the request) is never the application's to change.
+COLUMN_UPDATES = {
+    "bets": ("status", "settlement_id", "result", "payout", "settle_seq"),
+    "bet_legs": ("result", "dead_heat_factor", "cancelled"),
+    "casino_rounds": ("credited_at", "closed_at"),
+}
+LEDGER_FUNCTIONS = ("ledger_post(jsonb)", "ledger_lock_cash(text)")
+AUDIT_FUNCTIONS = (
+    "audit_lock_heads(text[])",
+    "audit_append(jsonb)",
+    "audit_add_checkpoint(text, bytea, bytea)",
+)
 
 _CREATE_ROLE = f"""
 DO $$ BEGIN
@@ -89,8 +116,9 @@ def migrate(dsn: str, schema: str) -> list[str]:
 
 
 def ensure_app_login(admin_dsn: str, app_dsn: str) -> str | None:
-    """Make the login ``app_dsn`` names a member of ``croupier_app`` (created, with the DSN's
-    password, if missing); its name, or None when it is the owner's own login."""
+    """Make the login ``app_dsn`` names a member of ``croupier_app`` (created if missing;
+    its password set to the DSN's, when the DSN has one); its name, or None when it is the
+    owner's own login."""
     admin_user = conninfo_to_dict(admin_dsn).get("user")
     app = conninfo_to_dict(app_dsn)
     user, password = app.get("user"), app.get("password")
@@ -105,27 +133,51 @@ def ensure_app_login(admin_dsn: str, app_dsn: str) -> str | None:
                 create += sql.SQL(" PASSWORD {}").format(sql.Literal(str(password)))
             with contextlib.suppress(psycopg.errors.DuplicateObject):  # another made it first
                 conn.execute(create)
+        elif password:  # the DSN is the truth (an older stack's login had no password)
+            with contextlib.suppress(psycopg.errors.InsufficientPrivilege):  # not ours to set
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(str(user)), sql.Literal(str(password))))  # fmt: skip
         conn.execute(sql.SQL("GRANT {} TO {}").format(
             sql.Identifier(APP_ROLE), sql.Identifier(str(user))))  # fmt: skip
     return str(user)
 
 
 def grant_app_role(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
-    """Give ``croupier_app`` its rights on ``schema``'s tables, as the triggers allow."""
+    """Give ``croupier_app`` its rights on ``schema``'s tables and functions (see the
+    module's docstring); revokes what an older version of this function granted."""
     conn.execute(_CREATE_ROLE)
     ident, role = sql.Identifier(schema), sql.Identifier(APP_ROLE)
     for statement in (
         "GRANT USAGE ON SCHEMA {s} TO {r}",
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}",
+        "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA {s} TO {r}",
         "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
-        "REVOKE TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA {s} FROM {r}",
-        "REVOKE INSERT, UPDATE, DELETE ON {s}.schema_migrations FROM {r}",
+        "REVOKE DELETE, TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA {s} FROM {r}",
     ):
         conn.execute(sql.SQL(statement).format(s=ident, r=role))
-    for table, delete, update, _truncate in conn.execute(_GUARDS, (schema,)).fetchall():
-        refused = [p for p, on in (("UPDATE", update), ("DELETE", delete)) if on]
-        if refused:
-            conn.execute(sql.SQL("REVOKE {} ON {}.{} FROM {}").format(
-                sql.SQL(", ").join(map(sql.SQL, refused)),
-                ident, sql.Identifier(str(table)), role,
-            ))  # fmt: skip
+    for table in READ_ONLY:
+        conn.execute(sql.SQL("REVOKE INSERT, UPDATE ON {}.{} FROM {}").format(
+            ident, sql.Identifier(table), role))  # fmt: skip
+    for table, columns in COLUMN_UPDATES.items():
+        target = sql.SQL("{}.{}").format(ident, sql.Identifier(table))
+        conn.execute(sql.SQL("REVOKE UPDATE ON {} FROM {}").format(target, role))
+        conn.execute(sql.SQL("GRANT UPDATE ({}) ON {} TO {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)), target, role))  # fmt: skip
+    # The owners' sequences (txn_id, entry_id, ...): readable, never moved by the app.
+    owned = conn.execute(
+        """SELECT s.relname FROM pg_class s
+             JOIN pg_depend d ON d.objid = s.oid AND d.deptype = 'a'
+             JOIN pg_class t ON t.oid = d.refobjid
+             JOIN pg_namespace n ON n.oid = s.relnamespace
+            WHERE s.relkind = 'S' AND n.nspname = %s AND t.relname = ANY(%s)""",
+        (schema, list(READ_ONLY)),
+    ).fetchall()
+    for (seq,) in owned:
+        conn.execute(sql.SQL("REVOKE USAGE, UPDATE ON SEQUENCE {}.{} FROM {}").format(
+            ident, sql.Identifier(str(seq)), role))  # fmt: skip
+    for signature in (*LEDGER_FUNCTIONS, *AUDIT_FUNCTIONS):
+        conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}.{} TO {}").format(
+            ident, sql.SQL(signature), role))  # fmt: skip
+    for guarded, _delete, update, _truncate in conn.execute(_GUARDS, (schema,)).fetchall():
+        if update:
+            conn.execute(sql.SQL("REVOKE UPDATE ON {}.{} FROM {}").format(
+                ident, sql.Identifier(str(guarded)), role))  # fmt: skip

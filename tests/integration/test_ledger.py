@@ -153,7 +153,7 @@ def test_a_batch_is_all_or_nothing_per_operation(ledger: Ledger) -> None:
 def test_the_database_holds_the_invariants(ledger: Ledger) -> None:
     lg = ledger
     lg.post(L.deposit("pay-1", "p-1", D("10.00"), "EUR", NOW))
-    conn = lg.conn
+    conn = lg.conn  # the schema's owner (a superuser here): rights do not stop it, guards do
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="only through ledger_post"):
         conn.execute("UPDATE ledger_accounts SET balance = 1000 WHERE owner = 'p-1'")
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
@@ -163,6 +163,13 @@ def test_the_database_holds_the_invariants(ledger: Ledger) -> None:
     for table in ("ledger_entries", "ledger_transactions", "ledger_accounts", "player_events"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="TRUNCATE refused"):
             conn.execute(f"TRUNCATE {table} CASCADE")
+    for table in ("ledger_entries", "ledger_transactions", "ledger_accounts"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="only through ledger_post"):
+            conn.execute(f"INSERT INTO {table} SELECT * FROM {table} LIMIT 0")
+    # The ledger's own owner (whom ledger_post runs as) still cannot break the books.
+    conn.execute("SET ROLE croupier_ledger")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="only their balance"):
+        conn.execute("UPDATE ledger_accounts SET owner = 'p-2' WHERE owner = 'p-1'")
     with pytest.raises(psycopg.errors.ForeignKeyViolation, match="missing account"):
         conn.execute(
             """INSERT INTO ledger_entries (txn_id, account_id, currency, amount)
@@ -187,9 +194,9 @@ def test_the_database_holds_the_invariants(ledger: Ledger) -> None:
     with pytest.raises(psycopg.errors.CheckViolation):
         # Even the one code path cannot take a player below zero.
         conn.execute(
-            """SELECT set_config('croupier.ledger_posting', 'on', false);
-               UPDATE ledger_accounts SET balance = -1 WHERE owner = 'p-1' AND kind = 'cash'"""
+            "UPDATE ledger_accounts SET balance = -1 WHERE owner = 'p-1' AND kind = 'cash'"
         )
+    conn.execute("RESET ROLE")
     assert lg.reconcile().ok
 
 

@@ -165,9 +165,11 @@ def test_the_application_role_cannot_change_or_remove_what_is_append_only(
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute(statement.encode())
             conn.execute(f"SELECT count(*) FROM {table}".encode())  # reading is allowed
-        # What moves forward stays writable: a balance, a chain's head.
+        # What moves forward moves only through its owner's functions (test_least_privilege):
+        # a balance (ledger_post), a chain's head (audit_append).
         for table, column in (("ledger_accounts", "balance"), ("audit_heads", "seq")):
-            conn.execute(f"UPDATE {table} SET {column} = {column} WHERE false".encode())
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"UPDATE {table} SET {column} = {column} WHERE false".encode())
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(b"DELETE FROM audit_heads")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 from kafka import KafkaProducer
+from psycopg.conninfo import conninfo_to_dict
 
 from croupier.stack import ENV_CLICKHOUSE, ENV_KAFKA, ENV_PG, ENV_PG_ADMIN, Stack, StackConfig
 from croupier.stack.clickhouse import ping
@@ -28,8 +30,6 @@ def croupier(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 
 def pg_rows(dsn: str) -> int:
-    import psycopg
-
     with psycopg.connect(dsn, options="-c search_path=croupier") as conn:
         row = conn.execute("SELECT count(*) FROM player_events").fetchone()
     return int(row[0]) if row else 0
@@ -58,14 +58,26 @@ def test_up_consume_down_up_keeps_data(tmp_path: Path) -> None:
         assert up.returncode == 0, up.stderr
         written = (root / "env").read_text()
         assert f"export KAFKA_BOOTSTRAP_SERVERS='127.0.0.1:{cfg.kafka_port}'" in written
+        # PostgreSQL asks for passwords, generated now and kept in the env file, which only
+        # this user can read; the server refuses a login without one.
+        assert (root / "env").stat().st_mode & 0o777 == 0o600
+        assert (root / "state.json").stat().st_mode & 0o777 == 0o600
+        values = dict(line.removeprefix("export ").split("=", 1)
+                      for line in written.splitlines() if line.startswith("export "))  # fmt: skip
+        dsn = values[ENV_PG].strip("'")
+        app, admin = conninfo_to_dict(dsn), conninfo_to_dict(values[ENV_PG_ADMIN].strip("'"))
+        assert app["user"] == "croupier" and admin["user"] == "postgres"
+        assert app["password"] and admin["password"] and app["password"] != admin["password"]
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(f"postgresql://postgres@127.0.0.1:{cfg.pg_port}/croupier").close()
         status = croupier(env, "stack", "status", "--json")
         assert status.returncode == 0, status.stdout
+        assert str(app["password"]) not in status.stdout
         parts = {p["name"]: p for p in json.loads(status.stdout)}
         assert set(parts) == {"kafka", "postgres", "clickhouse", "worker-1", "auditor", "analytics"}
         assert all(p["running"] and p["mode"] == "embedded" for p in parts.values())
 
         # Any Kafka client will do: here the pure-Python one, with its default partitioner.
-        dsn = f"postgresql://postgres@127.0.0.1:{cfg.pg_port}/croupier"
         producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{cfg.kafka_port}", acks="all")
         producer.send("players", key=b"life-1", value=player_event("registered", "life-1"))
         producer.flush(30)

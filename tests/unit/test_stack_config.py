@@ -58,6 +58,34 @@ def test_our_own_values_sourced_back_in_still_mean_embedded(tmp_path: Path) -> N
     assert again.service_env() == stack.service_env()
 
 
+def test_the_embedded_postgres_dsns_carry_their_passwords_in_a_private_env(
+    tmp_path: Path,
+) -> None:
+    stack = Stack(StackConfig(root=tmp_path))
+    passwords = stack.postgres.credentials(create=True)
+    assert (tmp_path / "postgres" / "credentials.json").stat().st_mode & 0o777 == 0o600
+    env = stack.service_env()
+    assert env[ENV_PG] == (
+        f"postgresql://croupier:{passwords['croupier']}@127.0.0.1:55432/croupier"
+    )
+    assert env[ENV_PG_ADMIN] == (
+        f"postgresql://postgres:{passwords['postgres']}@127.0.0.1:55432/croupier"
+    )
+    (tmp_path / "env").write_text("older, readable by all")
+    (tmp_path / "env").chmod(0o644)
+    stack._write_env(env)
+    assert (tmp_path / "env").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o600
+    # A shell that sourced the env of the stack before it had passwords means the embedded
+    # server still, and gets the passwords now.
+    older = {ENV_PG: "postgresql://croupier@127.0.0.1:55432/croupier",
+             ENV_PG_ADMIN: "postgresql://postgres@127.0.0.1:55432/croupier"}  # fmt: skip
+    again = Stack(StackConfig(root=tmp_path, external=older))
+    assert not again.is_external(ENV_PG) and not again.is_external(ENV_PG_ADMIN)
+    assert again.service_env()[ENV_PG] == env[ENV_PG]
+    assert passwords["croupier"] not in str([p.where for p in again.status()])
+
+
 def test_an_external_postgres_brings_its_owner_dsn_or_none(tmp_path: Path) -> None:
     app = "postgresql://app@db.example/croupier"
     alone = Stack(StackConfig(root=tmp_path, external={ENV_PG: app}))
