@@ -143,8 +143,11 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def settings_env(s: Settings) -> dict[str, str]:
-    """The environment that makes a child process see ``s``."""
-    return {**s.as_env(), "CROUPIER_DATA_DIR": str(ROOT / ".stack" / "test" / "faust")}
+    """The environment that makes a child process see ``s``, and nothing else: no
+    ``.stack/env`` of a stack ``make up`` runs beside the tests fills what ``s`` leaves
+    unset (its pinned audit key, say)."""
+    return {**s.as_env(), "CROUPIER_DATA_DIR": str(ROOT / ".stack" / "test" / "faust"),
+            "CROUPIER_STACK_DIR": "/nonexistent"}  # fmt: skip
 
 
 @dataclass
