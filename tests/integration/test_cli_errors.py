@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 import pytest
 
 from croupier.cli import EXIT_USAGE, main
@@ -25,7 +27,9 @@ def test_a_schema_that_is_not_there_is_one_line_naming_the_setting(
 def test_a_password_that_is_wrong_is_not_printed(
     cli_env: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dsn = cli_env.pg_dsn.get_secret_value().replace("://croupier@", "://nobody:hunter2@")
+    real = urlsplit(cli_env.pg_dsn.get_secret_value())  # with or without its own password
+    dsn = urlunsplit(real._replace(netloc=f"nobody:hunter2@{real.hostname}:{real.port}"))
+    assert "hunter2" in dsn
     monkeypatch.setenv("CROUPIER_PG_DSN", dsn)
     assert main(["audit", "verify", "--public-key", PIN]) == EXIT_USAGE
     err = capsys.readouterr().err
