@@ -9,10 +9,10 @@ decision's record (accepted or refused, with its stake), a casino move from the 
 transaction's record (which also says what was refused); every other ledger operation
 (settlements and their rollbacks, payments) from its own. Reading, appending and recording
 how far it read happen in one transaction, so a crash repeats a pass and never reports a
-change twice or skips one. A second pass
-publishes the new report records to ``reports.<J>`` (keyed by entity id) and records how
-far it got: at least once on the topic, the same bytes, with ``seq`` telling a reader a
-repeat from a gap. One worker runs each pass at a time (advisory locks).
+change twice or skips one. A second pass publishes the new report records to
+``reports.<J>`` (keyed by entity id) and records how far it got: at least once on the
+topic, the same bytes, with ``seq`` telling a reader a repeat from a gap. One worker runs
+each pass at a time (advisory locks).
 
 An audit record the reporter cannot turn into a report record (a shape it does not
 expect, a value ``ReportRecord`` refuses) is set aside in ``report_rejections`` with the
