@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from croupier.settings import Settings
 from schemas.reports import GENESIS_SIGNATURE, signed_message
-from sinks.postgres.reports import ReportSink
+from sinks.postgres.reports import OldReportChain, ReportSink
 from sinks.signing import Pin, public_bytes
 from tests.integration.helpers import query
 
@@ -106,3 +106,27 @@ def test_the_stored_chain_is_signed_and_a_mac_no_longer_fits(settings: Settings)
                   (prev_sig, sig, public))  # fmt: skip
     with pytest.raises(psycopg.errors.CheckViolation, match="report_heads_signed"):
         query(s, "UPDATE report_heads SET signature = %s RETURNING seq", (bytes(32),))
+
+
+def test_a_chain_an_older_version_mac_chained_is_not_extended(settings: Settings) -> None:
+    """A head holding a 32-byte MAC (written before migration 0020, played here by
+    dropping its check) stops the pass with a clear error; nothing is appended."""
+    s = settings
+    query(s, "ALTER TABLE report_heads DROP CONSTRAINT report_heads_signed")
+    query(s, "INSERT INTO report_heads (jurisdiction, seq, signature) VALUES ('UK', 1, %s) "
+             "RETURNING seq", (bytes(32),))  # fmt: skip
+    audit(s, 1, "player", "p-1", {"jurisdiction": "UK", "version": 1})
+
+    async def derive() -> int:
+        sink = ReportSink(s.pg_dsn.get_secret_value(), s.pg_schema, consumer_group="t",
+                          max_connections=1)  # fmt: skip
+        await sink.open()
+        try:
+            return await sink.derive(KEY, {"UK"})
+        finally:
+            await sink.close()
+
+    with pytest.raises(OldReportChain, match="UK was MAC-chained by an older version"):
+        asyncio.run(derive())
+    assert query(s, "SELECT count(*) FROM report_records") == [(0,)]
+    assert query(s, "SELECT count(*) FROM report_progress") == [(0,)]
