@@ -112,7 +112,8 @@ def test_a_chain_an_older_version_mac_chained_is_not_extended(settings: Settings
     """A head holding a 32-byte MAC (written before migration 0020, played here by
     dropping its check) stops the pass with a clear error; nothing is appended."""
     s = settings
-    query(s, "ALTER TABLE report_heads DROP CONSTRAINT report_heads_signed")
+    with psycopg.connect(s.migration_dsn, options=f"-c search_path={s.pg_schema}") as owner:
+        owner.execute("ALTER TABLE report_heads DROP CONSTRAINT report_heads_signed")
     query(s, "INSERT INTO report_heads (jurisdiction, seq, signature) VALUES ('UK', 1, %s) "
              "RETURNING seq", (bytes(32),))  # fmt: skip
     audit(s, 1, "player", "p-1", {"jurisdiction": "UK", "version": 1})
