@@ -13,7 +13,6 @@ import argparse
 import re
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 
 from schemas.money import check_scale
 
@@ -97,23 +96,6 @@ def stake(amount: Decimal, currency: str) -> Decimal:
         msg = f"the stake {amount} has more than {MAX_STAKE_DIGITS} integer digits"
         raise InputError(msg)
     return amount
-
-
-def key_file(directory: Path, code: str) -> Path:
-    """``<directory>/<code>.key``, refused unless it is inside ``directory``.
-
-    ``code`` is checked as a jurisdiction, and the resolved path (symbolic links
-    followed) must still be in the folder: nothing outside it is ever read as a key.
-    """
-    if not JURISDICTION.fullmatch(code):
-        msg = f"{code!r} is not a jurisdiction: two or three capital letters"
-        raise InputError(msg)
-    folder = directory.resolve()
-    path = (folder / f"{code}.key").resolve()
-    if not path.is_relative_to(folder):
-        msg = f"the key of {code} resolves to {path}, outside the key folder {folder}"
-        raise InputError(msg)
-    return path
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

@@ -632,21 +632,20 @@ def cmd_rng(args: argparse.Namespace) -> int:
 def cmd_regulator(args: argparse.Namespace) -> int:
     from croupier.kafka import kafka_python_security
     from croupier.regulator import as_json, follow, line
+    from sinks.signing import KeyFileError, parse_pin
 
     settings = _settings()
-    try:
-        key_file = args.key_file or arguments.key_file(settings.report_key_dir, args.jurisdiction)
-    except arguments.InputError as exc:
-        print(f"croupier regulator: {exc}", file=sys.stderr)
+    given = args.public_key or settings.report_public_key
+    if not given:
+        print("croupier regulator: pass --public-key (or set CROUPIER_REPORT_PUBLIC_KEY) with "
+              "the operator's report public key: 64 hex digits, its fingerprint, or the "
+              "file the operator gave you (its .stack/reports/ed25519.pub)",
+              file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     try:
-        key = bytes.fromhex(key_file.read_text().strip())
-        if len(key) != 32:
-            msg = f"{len(key)} bytes, not 32"
-            raise ValueError(msg)
-    except (OSError, ValueError) as exc:
-        print(f"croupier regulator: cannot read the report key {key_file} ({exc}); pass "
-              "--key-file with the key the operator gave you", file=sys.stderr)  # fmt: skip
+        pin = parse_pin(given)
+    except KeyFileError as exc:
+        print(f"croupier regulator: {exc}", file=sys.stderr)
         return EXIT_USAGE
     topic = settings.topic(f"reports.{args.jurisdiction}")
 
@@ -655,12 +654,12 @@ def cmd_regulator(args: argparse.Namespace) -> int:
 
     def unreadable(envelope: Any, why: str) -> None:
         shown = (json.dumps({"seq": envelope.seq, "unreadable": why}) if args.json
-                 else f"{envelope.seq:>6}  UNREADABLE (its MAC verifies): "
+                 else f"{envelope.seq:>6}  UNREADABLE (its signature verifies): "
                       f"{arguments.printable(why)}")  # fmt: skip
         print(shown, flush=True)
 
-    result = follow(settings.kafka_bootstrap_servers, topic, key, show=show, count=args.count,
-                    idle_timeout=args.idle_timeout, unreadable=unreadable,
+    result = follow(settings.kafka_bootstrap_servers, topic, args.jurisdiction, pin, show=show,
+                    count=args.count, idle_timeout=args.idle_timeout, unreadable=unreadable,
                     security=kafka_python_security(settings))  # fmt: skip
     for problem in result.problems:
         print(f"croupier regulator: {topic}: {problem}", file=sys.stderr)
@@ -1011,15 +1010,23 @@ def build_parser() -> argparse.ArgumentParser:
     rng_cmd.set_defaults(func=cmd_rng)
 
     regulator = sub.add_parser(
-        "regulator", help="the regulator's side: follow reports.<J>, verifying its MAC chain"
+        "regulator", help="the regulator's side: follow reports.<J>, verifying its signatures"
     )
     regsub = regulator.add_subparsers(dest="action", required=True)
     rfollow = regsub.add_parser(
-        "follow", help="print the stream's records as its MAC chain verifies; exit 1 on a "
-        "bad MAC or a gap",
+        "follow", help="print the stream's records as their signatures verify with the "
+        "operator's public key; exit 1 on a bad signature, a gap or a reordering",
+        description="Follow reports.<J> from its start, verifying every record's Ed25519 "
+        "signature with the operator's report public key (the regulator needs no secret "
+        "of the operator's). --key-file (a MAC key shared with the operator) is gone: the "
+        "stream is signed since its envelope version 2.",
     )  # fmt: skip
     rfollow.add_argument("--jurisdiction", required=True, metavar="J", type=arguments.jurisdiction)
-    rfollow.add_argument("--key-file", type=Path, help="default CROUPIER_REPORT_KEY_DIR/<J>.key")
+    rfollow.add_argument(
+        "--public-key", metavar="KEY",
+        help="the operator's report public key: 64 hex digits, base64, its fingerprint, or a "
+        "file holding one (default CROUPIER_REPORT_PUBLIC_KEY; there is no other default)",
+    )  # fmt: skip
     rfollow.add_argument("--count", type=_count, help="stop after N verified records")
     rfollow.add_argument(
         "--idle-timeout", type=arguments.seconds, metavar="SECONDS",

@@ -876,7 +876,7 @@ class Demo:
         for j in ("DK", "ES"):
             policy = policies.get(j)
             assert policy is not None
-            where = self.settings.report_key_dir.parent / "files" / j
+            where = self.settings.report_signing_key.parent / "files" / j
             written = report_files.write(self.settings, policy, where, idle_timeout=3)
             problems = written.problems or report_files.verify(self.settings, policy, where)
             ok = self.checks.expect(not problems, f"reports of {j}: {problems}")

@@ -1,30 +1,45 @@
-"""The regulator's side: follow ``reports.<J>`` and check its MAC chain while reading.
+"""The regulator's side: follow ``reports.<J>`` and verify its signed chain while reading.
 
 Written as a regulator would run it: a plain kafka-python consumer with no consumer group
-(nothing on the operator's side changes), the jurisdiction's report key, and nothing of
-Croupier's but the record model; ``security`` holds its kafka-python TLS and SASL
+(nothing on the operator's side changes), the operator's report *public* key (a ``Pin``:
+the key itself, or its fingerprint, checked against the key each record names), and
+nothing of Croupier's but the record model; no secret of the operator's is needed, so the
+regulator can verify and cannot forge. ``security`` holds its kafka-python TLS and SASL
 arguments (``croupier.kafka.kafka_python_security`` makes them from the settings).
 Messages arrive from several partitions, so records are put back in ``seq`` order before
-they are checked; a repeat of a verified record (the
-operator's at-least-once publishing) is recognised by its MAC and passed over. A record
-whose MAC does not follow from the previous one, or content that differs from a record
-already verified under the same ``seq``, stops the reader; a ``seq`` still missing when
-the stream goes quiet with later records waiting is reported as a gap. A record whose MAC
-verifies but whose JSON does not read as a report record (written by an older, laxer
-version, say) is authentic: it is handed to ``unreadable`` and the reading goes on.
+they are checked; a repeat of a verified record (the operator's at-least-once publishing)
+is recognised by its signature and passed over. A record whose signature does not verify
+(altered, signed by another key, moved from another jurisdiction or another place in the
+chain), or content that differs from a record already verified under the same ``seq``,
+stops the reader; a ``seq`` still missing when the stream goes quiet with later records
+waiting is reported as a gap. A record whose signature verifies but whose JSON does not
+read as a report record (written by an older, laxer version, say) is authentic: it is
+handed to ``unreadable`` and the reading goes on.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from croupier.arguments import printable
-from schemas.reports import GENESIS_MAC, ReportEnvelope, ReportRecord, mac_ok
+from schemas.reports import GENESIS_SIGNATURE, ReportEnvelope, ReportRecord, signed_message
+from sinks.signing import Pin, fingerprint
+
+
+def signature_ok(pin: Pin, jurisdiction: str, envelope: ReportEnvelope, prev: bytes) -> bool:
+    """Whether ``envelope`` is the record that follows signature ``prev`` in
+    ``jurisdiction``'s chain, signed by the pinned key."""
+    if envelope.jurisdiction != jurisdiction or bytes.fromhex(envelope.prev_signature) != prev:
+        return False
+    message = signed_message(jurisdiction, prev, envelope.record_bytes())
+    return pin.verifies(
+        bytes.fromhex(envelope.public_key), bytes.fromhex(envelope.signature), message
+    )
 
 
 @dataclass
@@ -33,7 +48,7 @@ class Followed:
 
     verified: int = 0
     problems: list[str] = field(default_factory=list)
-    last_mac: bytes = GENESIS_MAC
+    last_signature: bytes = GENESIS_SIGNATURE
     unreadable: int = 0  # verified records whose JSON is not a report record
 
     @property
@@ -44,7 +59,8 @@ class Followed:
 def follow(
     bootstrap: str,
     topic: str,
-    key: bytes,
+    jurisdiction: str,
+    pin: Pin,
     *,
     show: Callable[[ReportRecord, ReportEnvelope], None],
     count: int | None = None,
@@ -65,54 +81,76 @@ def follow(
         consumer_timeout_ms=int(idle_timeout * 1000) if idle_timeout else float("inf"),
         **(security or {}),
     )
-    out = Followed()
-    pending: dict[int, ReportEnvelope] = {}
-    seen: dict[int, str] = {}  # seq -> MAC of the verified record
     try:
-        for message in consumer:
-            try:
-                envelope = ReportEnvelope.model_validate_json(message.value)
-            except ValidationError:
-                out.problems.append(
-                    f"unreadable message at partition {message.partition} offset "
-                    f"{message.offset}: not a report envelope"
-                )
-                break
-            if envelope.seq in seen:
-                if seen[envelope.seq] != envelope.mac:
-                    out.problems.append(
-                        f"seq {envelope.seq} arrived again with other content (MAC "
-                        f"{envelope.mac[:16]}…, verified {seen[envelope.seq][:16]}…)"
-                    )
-                    break
-                continue  # a repeat of a verified record
-            pending[envelope.seq] = envelope
-            while out.verified + 1 in pending:
-                nxt = pending.pop(out.verified + 1)
-                if not mac_ok(key, nxt, out.last_mac):
-                    out.problems.append(
-                        f"bad MAC at seq {nxt.seq}: the record was altered, or does not follow "
-                        "the record before it (or the key is not this jurisdiction's)"
-                    )
-                    return out
-                try:
-                    record = nxt.record()
-                except ValidationError as exc:
-                    why = f"not a report record: {_first_error(exc)}"
-                    if unreadable is None:
-                        out.problems.append(f"seq {nxt.seq} verifies but is {why}")
-                        return out
-                    out.unreadable += 1
-                    unreadable(nxt, why)
-                else:
-                    show(record, nxt)
-                out.last_mac = bytes.fromhex(nxt.mac)
-                seen[nxt.seq] = nxt.mac
-                out.verified += 1
-                if count is not None and out.verified >= count:
-                    return out
+        return check(consumer, jurisdiction, pin, show=show, count=count, unreadable=unreadable)
     finally:
         consumer.close()
+
+
+def check(
+    messages: Iterable[Any],
+    jurisdiction: str,
+    pin: Pin,
+    *,
+    show: Callable[[ReportRecord, ReportEnvelope], None],
+    count: int | None = None,
+    unreadable: Callable[[ReportEnvelope, str], None] | None = None,
+) -> Followed:
+    """Verify ``messages`` (Kafka messages: ``value``, ``partition``, ``offset``) as they
+    come, in any order across partitions; what ``follow`` does with what it reads."""
+    out = Followed()
+    pending: dict[int, ReportEnvelope] = {}
+    seen: dict[int, str] = {}  # seq -> signature of the verified record
+    for message in messages:
+        try:
+            envelope = ReportEnvelope.model_validate_json(message.value)
+        except ValidationError:
+            out.problems.append(
+                f"unreadable message at partition {message.partition} offset "
+                f"{message.offset}: not a report envelope"
+            )
+            break
+        if envelope.seq in seen:
+            if seen[envelope.seq] != envelope.signature:
+                out.problems.append(
+                    f"seq {envelope.seq} arrived again with other content (signature "
+                    f"{envelope.signature[:16]}…, verified {seen[envelope.seq][:16]}…)"
+                )
+                break
+            continue  # a repeat of a verified record
+        pending[envelope.seq] = envelope
+        while out.verified + 1 in pending:
+            nxt = pending.pop(out.verified + 1)
+            if not signature_ok(pin, jurisdiction, nxt, out.last_signature):
+                out.problems.append(
+                    f"bad signature at seq {nxt.seq}: the record was altered, moved from "
+                    "another place or jurisdiction, or signed by a key that is not the "
+                    "pinned one (signer's fingerprint "
+                    f"{fingerprint(bytes.fromhex(nxt.public_key))}, pinned {pin.fingerprint})"
+                )
+                return out
+            try:
+                record = nxt.record()
+            except ValidationError as exc:
+                why = f"not a report record: {_first_error(exc)}"
+                if unreadable is None:
+                    out.problems.append(f"seq {nxt.seq} verifies but is {why}")
+                    return out
+                out.unreadable += 1
+                unreadable(nxt, why)
+            else:
+                if record.seq != nxt.seq or record.jurisdiction != jurisdiction:
+                    out.problems.append(
+                        f"seq {nxt.seq} verifies but its record says "
+                        f"{printable(record.jurisdiction)} seq {record.seq}"
+                    )
+                    return out
+                show(record, nxt)
+            out.last_signature = bytes.fromhex(nxt.signature)
+            seen[nxt.seq] = nxt.signature
+            out.verified += 1
+            if count is not None and out.verified >= count:
+                return out
     if pending and out.ok:
         out.problems.append(
             f"gap: seq {out.verified + 1} never arrived, while {len(pending)} later "

@@ -1,7 +1,8 @@
 """``croupier reports write|verify``: a jurisdiction's stream as the files its regulator takes.
 
-``write`` reads ``reports.<J>`` from its start, checks the MAC chain as it goes (the
-regulator's reader, ``croupier/regulator.py``), and hands the verified records to the
+``write`` reads ``reports.<J>`` from its start, verifies its signed chain as it goes (the
+regulator's reader, ``croupier/regulator.py``, pinned to ``CROUPIER_REPORT_PUBLIC_KEY``,
+else to the public half of the operator's report key), and hands the verified records to the
 writer the jurisdiction's policy names (``[reporting] format``):
 
 * ``safe``: Danish-SAFE-style XML files sealed into a chain of TamperTokens, each an
@@ -11,9 +12,9 @@ writer the jurisdiction's policy names (``[reporting] format``):
 * ``json``: the records as JSON Lines, ``reports-<J>.jsonl``.
 
 Both are signed with the operator's report key (``CROUPIER_REPORT_SIGNING_KEY``), which
-is not the audit key: the regulator verifies with its public key, so it cannot forge a
-file, and the operator cannot deny one. The stream ``reports.<J>`` itself stays under the
-jurisdiction's MAC key (``CROUPIER_REPORT_KEY_DIR``), used here only to read it.
+is not the audit key and also signs the stream ``reports.<J>`` itself: the regulator
+verifies with its public key, so it cannot forge a file or a record, and the operator
+cannot deny one.
 
 Writing resumes: records the directory already holds are passed over, so running it
 again (say every few minutes from cron) only adds what is new. ``verify`` checks a
@@ -30,16 +31,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from croupier.arguments import key_file
 from croupier.kafka import kafka_python_security
 from croupier.regulator import follow
 from croupier.settings import Settings
 from rules.policy import JurisdictionPolicy
 from schemas.reports import ReportEnvelope, ReportRecord
-from sinks.reports import ReportError
 from sinks.reports.safe import SafeWriter, verify_safe
 from sinks.reports.sci import SciWriter, verify_sci
-from sinks.signing import KeyFileError, load_private_key, parse_pin, public_bytes
+from sinks.signing import KeyFileError, Pin, load_private_key, parse_pin, public_bytes
 
 
 @dataclass
@@ -52,22 +51,12 @@ class Written:
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # seq, id, reason
 
 
-def report_key(settings: Settings, jurisdiction: str) -> bytes:
-    """The jurisdiction's report key, read only from inside ``CROUPIER_REPORT_KEY_DIR``."""
-    path = key_file(settings.report_key_dir, jurisdiction)
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except ValueError:
-        msg = f"{path} does not hold a report key (64 hex digits)"
-        raise ReportError(msg) from None
-
-
 def write(
     settings: Settings, policy: JurisdictionPolicy, out: Path, *, idle_timeout: float = 5.0
 ) -> Written:
     """Read the jurisdiction's stream and write what is new in its regulator's format."""
     j = policy.jurisdiction
-    key = report_key(settings, j)
+    pin = stream_pin(settings)
     records: list[ReportRecord | ReportEnvelope] = []  # an envelope: a record unreadable
     why: dict[int, str] = {}
 
@@ -78,7 +67,7 @@ def write(
         records.append(envelope)
         why[envelope.seq] = reason
 
-    followed = follow(settings.kafka_bootstrap_servers, settings.topic(f"reports.{j}"), key,
+    followed = follow(settings.kafka_bootstrap_servers, settings.topic(f"reports.{j}"), j, pin,
                       show=keep, idle_timeout=idle_timeout, unreadable=set_aside,
                       security=kafka_python_security(settings))  # fmt: skip
     done = Written(problems=list(followed.problems))
@@ -147,6 +136,14 @@ def _json_line(record: ReportRecord) -> tuple[str, str | None]:
 
 def _signing_key(settings: Settings) -> Ed25519PrivateKey:
     return load_private_key(settings.report_signing_key, what="report signing key")
+
+
+def stream_pin(settings: Settings) -> Pin:
+    """The pin ``reports.<J>`` is verified with: ``CROUPIER_REPORT_PUBLIC_KEY`` (a
+    fingerprint will do: each record names its key), else the operator's own key."""
+    if settings.report_public_key:
+        return parse_pin(settings.report_public_key)
+    return Pin(public_bytes(_signing_key(settings)))
 
 
 def report_public_key(settings: Settings, given: str | None = None) -> bytes:

@@ -63,16 +63,20 @@ Environment variables (documented once, here and in the README):
                                 the fingerprint, or a file holding one (``make up`` sets
                                 ``.stack/audit/ed25519.pub``; ``sinks/signing.py``)
 ``CROUPIER_REPORT_SIGNING_KEY``  the Ed25519 private key that signs the regulators' files
-                                (SCI batches, SAFE tamper tokens); not the audit key
-                                (default ``.stack/reports/ed25519.pem``)
-``CROUPIER_REPORT_PUBLIC_KEY``  its public key, pinned for ``reports verify`` (default:
-                                the public half of ``CROUPIER_REPORT_SIGNING_KEY``)
+                                (SCI batches, SAFE tamper tokens) and every record of
+                                the ``reports.<J>`` streams; not the audit key (default
+                                ``.stack/reports/ed25519.pem``; made by ``make up`` or
+                                ``croupier audit keygen --reports``, never on use)
+``CROUPIER_REPORT_PUBLIC_KEY``  its public key, pinned for ``reports verify`` and
+                                ``regulator follow``: 64 hex digits, base64, the
+                                fingerprint (the stream only) or a file holding one
+                                (``reports``' default: the public half of
+                                ``CROUPIER_REPORT_SIGNING_KEY``; ``regulator follow``
+                                has no default)
 ``CROUPIER_AUDIT_RELAY_INTERVAL``  seconds between passes of the relay that publishes
                                 committed audit records to ``audit`` (default 0.5; 0: off)
 ``CROUPIER_REPORT_INTERVAL``    seconds between the reporter's passes (audit records to
                                 ``reports.<J>``; default 1; 0: off)
-``CROUPIER_REPORT_KEY_DIR``     the jurisdictions' stream MAC keys, ``<J>.key`` (default
-                                ``.stack/reports/keys``, created on first use)
 ``CROUPIER_AUDIT_CHECKPOINT_INTERVAL``  seconds between signed checkpoints of the audit
                                 trail's chain heads, when a chain moved (one worker signs;
                                 default 60; 0 turns the timer off)
@@ -184,9 +188,6 @@ class Settings(BaseSettings):
         default=0.5, ge=0, validation_alias="CROUPIER_AUDIT_RELAY_INTERVAL"
     )
     report_interval: float = Field(default=1.0, ge=0, validation_alias="CROUPIER_REPORT_INTERVAL")
-    report_key_dir: Path = Field(
-        default=Path(".stack/reports/keys"), validation_alias="CROUPIER_REPORT_KEY_DIR"
-    )
     audit_checkpoint_interval: float = Field(
         default=60.0, ge=0, validation_alias="CROUPIER_AUDIT_CHECKPOINT_INTERVAL"
     )

@@ -1,17 +1,22 @@
 """The regulator streams ``reports.<JURISDICTION>``: one report record per audited change.
 
 Each message is a ``ReportEnvelope``: the ``record`` and its place in the jurisdiction's
-MAC chain. ``mac`` is HMAC-SHA256, keyed with the jurisdiction's report key (shared with
-the regulator out of band), over the previous message's MAC (32 bytes) followed by the
-record's exact JSON (``record_json``, UTF-8); the first record's ``prev_mac`` is 32 zero
-bytes. ``seq`` numbers the records of a jurisdiction from 1 without a gap, so a reader can
-tell a missing record from a late one, whatever partition each arrived on.
+signed chain. ``signature`` is Ed25519, by the operator's report key
+(``CROUPIER_REPORT_SIGNING_KEY``; the regulator holds only its public key, so it can
+verify and cannot forge, and the operator cannot deny), over ``signed_message``: a fixed
+context, the jurisdiction, the previous message's signature (64 bytes; 64 zero bytes for
+the first record) and the record's exact JSON (``record_json``, UTF-8). A record therefore
+verifies in one jurisdiction's chain, at one place, only. ``public_key`` names the key that
+signed (so a verifier pinned to a fingerprint can check it); a verifier never trusts it
+beyond its pin. ``seq`` numbers the records of a jurisdiction from 1 without a gap, so a
+reader can tell a missing record from a late one, whatever partition each arrived on.
+
+Version 1 of the envelope was an HMAC-SHA256 chain under a key shared with the regulator
+(either side could forge the other's records); version 2 replaces it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, Field
@@ -19,7 +24,8 @@ from pydantic import AwareDatetime, Field
 from schemas.base import WireModel
 from schemas.players import Jurisdiction
 
-GENESIS_MAC = bytes(32)
+GENESIS_SIGNATURE = bytes(64)  # the "previous signature" of a chain's first record
+STREAM_CONTEXT = b"croupier reports stream v2\n"
 ReportKind = Literal["player", "bet", "settlement", "payment", "casino"]
 
 
@@ -56,27 +62,24 @@ class ReportRecord(WireModel):
 
 
 class ReportEnvelope(WireModel):
-    """A message on ``reports.<J>``: the record, its JSON as MACed, and the chain."""
+    """A message on ``reports.<J>``: the record, its JSON as signed, and the chain."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     jurisdiction: Jurisdiction
     seq: int = Field(ge=1)
-    record_json: str  # the exact JSON the MAC covers (ReportRecord)
-    prev_mac: str = Field(pattern=r"^[0-9a-f]{64}$")
-    mac: str = Field(pattern=r"^[0-9a-f]{64}$")
+    record_json: str  # the exact JSON the signature covers (ReportRecord)
+    prev_signature: str = Field(pattern=r"^[0-9a-f]{128}$")
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$")
+    public_key: str = Field(pattern=r"^[0-9a-f]{64}$")  # the signer's raw Ed25519 key
 
     def record(self) -> ReportRecord:
         return ReportRecord.model_validate_json(self.record_json)
 
+    def record_bytes(self) -> bytes:
+        """The record's JSON as signed (a lone surrogate passes through, never raises)."""
+        return self.record_json.encode("utf-8", "surrogatepass")
 
-def chain_mac(key: bytes, prev_mac: bytes, record_json: bytes) -> bytes:
-    """The MAC of a record in its chain: HMAC-SHA256(key, prev_mac || record_json)."""
-    return hmac.new(key, prev_mac + record_json, hashlib.sha256).digest()
 
-
-def mac_ok(key: bytes, envelope: ReportEnvelope, prev_mac: bytes) -> bool:
-    """Whether ``envelope`` follows ``prev_mac`` and carries the MAC its content gives."""
-    if bytes.fromhex(envelope.prev_mac) != prev_mac:
-        return False
-    want = chain_mac(key, prev_mac, envelope.record_json.encode())
-    return hmac.compare_digest(want, bytes.fromhex(envelope.mac))
+def signed_message(jurisdiction: str, prev_signature: bytes, record_json: bytes) -> bytes:
+    """What a record's signature covers: context, jurisdiction, previous signature, JSON."""
+    return STREAM_CONTEXT + jurisdiction.encode() + b"\n" + prev_signature + record_json

@@ -38,7 +38,8 @@ from croupier.settings import Settings
 from rules.policy import Policies
 from sinks.base import SinkUnavailable
 from sinks.postgres.audit import AuditRelay
-from sinks.postgres.reports import ReportSink, load_or_create_keys
+from sinks.postgres.reports import ReportSink
+from sinks.signing import load_private_key
 from streams import metrics
 from streams.audit_keys import KeyWatch
 
@@ -87,7 +88,10 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
     dsn, schema, group = settings.pg_dsn.get_secret_value(), settings.pg_schema, settings.app_id
     relay = AuditRelay(dsn, schema, consumer_group=group, max_connections=1)
     reports = ReportSink(dsn, schema, consumer_group=group, max_connections=1)
-    keys = load_or_create_keys(settings.report_key_dir, list(policies.jurisdictions))
+    # The report key signs reports.<J>; like the audit key, made by `make up` or
+    # `audit keygen --reports`, never here.
+    report_key = load_private_key(settings.report_signing_key, what="report signing key")
+    jurisdictions = frozenset(policies.jurisdictions)
     watch = KeyWatch(settings)  # the key is made by `make up` or `audit keygen`, never here
     out = KafkaOut(settings)
     audit_topic = settings.topic("audit")
@@ -117,7 +121,7 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
                     if relayed <= 0:
                         break
                     metrics.observe_sink("audit.relay", time.perf_counter() - started, relayed)
-                while await reports.derive(keys) > 0:
+                while await reports.derive(report_key, jurisdictions) > 0:
                     pass
                 while await reports.publish(to_reports) > 0:
                     pass

@@ -35,6 +35,7 @@ from croupier.stack import (
 )
 from croupier.stack.process import free_port
 from sinks.postgres.migrate import migrate
+from sinks.signing import generate
 from topologies.topics import create_topics
 
 # Property tests run beside a whole stack on two cores: a per-example deadline would fail
@@ -101,8 +102,17 @@ def services() -> Iterator[Services]:
         stack.down()
 
 
+@pytest.fixture(scope="session")
+def report_signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The operator's report key of the session (``make up`` makes one; nothing else does),
+    which signs ``reports.<J>``: a worker's reporter refuses to start without it."""
+    path = tmp_path_factory.mktemp("report-key") / "ed25519.pem"
+    generate(path)
+    return path
+
+
 @pytest.fixture
-def settings(services: Services) -> Settings:
+def settings(services: Services, report_signing_key: Path) -> Settings:
     """Settings with this test's own topics (prefix), consumer group and schema, provisioned.
 
     Workers connect as the application's role (``CROUPIER_PG_DSN``), as in production; a
@@ -123,6 +133,7 @@ def settings(services: Services) -> Settings:
         CROUPIER_AUDIT_CHECKPOINT_INTERVAL=0,
         # A day: the helpers stamp bets once per test session (helpers.BETS_AT).
         CROUPIER_CLOCK_SKEW_SECONDS=86_400,
+        CROUPIER_REPORT_SIGNING_KEY=str(report_signing_key),
     )
     create_topics(s)
     migrate(s.migration_dsn, s.pg_schema)

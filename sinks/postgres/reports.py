@@ -1,17 +1,18 @@
-"""Regulator streams from the audit trail: report records, MAC-chained per jurisdiction.
+"""Regulator streams from the audit trail: report records, a signed chain per jurisdiction.
 
 The reporter reads the audit records it has not read yet (chain by chain, in sequence
 order), keeps those about a player, and appends one report record for each to the chain
 of the player's jurisdiction (``report_records``): numbered from 1 without a gap, each
-MACed with the jurisdiction's key over the previous MAC and the record's exact JSON
-(``schemas/reports.py``). A bet is reported from its decision's record (accepted or
-refused, with its stake), a casino move from the casino transaction's record (which also
-says what was refused); every other ledger operation (settlements and their rollbacks,
-payments) from its own. Reading, appending and recording how far it read happen in one transaction,
-so a crash repeats a pass and never reports a change twice or skips one. A second pass
-publishes the new report records to ``reports.<J>`` (keyed by entity id) and records how
-far it got: at least once on the topic, the same bytes, with ``seq`` telling a reader a
-repeat from a gap. One worker runs each pass at a time (advisory locks).
+signed with the operator's Ed25519 report key over the jurisdiction, the previous
+signature and the record's exact JSON (``schemas/reports.py``). A bet is reported from its
+decision's record (accepted or refused, with its stake), a casino move from the casino
+transaction's record (which also says what was refused); every other ledger operation
+(settlements and their rollbacks, payments) from its own. Reading, appending and recording
+how far it read happen in one transaction, so a crash repeats a pass and never reports a
+change twice or skips one. A second pass publishes the new report records to
+``reports.<J>`` (keyed by entity id) and records how far it got: at least once on the
+topic, the same bytes, with ``seq`` telling a reader a repeat from a gap. One worker runs
+each pass at a time (advisory locks).
 
 An audit record the reporter cannot turn into a report record (a shape it does not
 expect, a value ``ReportRecord`` refuses) is set aside in ``report_rejections`` with the
@@ -23,16 +24,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import secrets
-from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-from schemas.reports import AuditRef, ReportEnvelope, ReportRecord, chain_mac
-from sinks.postgres.common import PgSink
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-GENESIS = bytes(32)
+from schemas.reports import (
+    GENESIS_SIGNATURE,
+    AuditRef,
+    ReportEnvelope,
+    ReportRecord,
+    signed_message,
+)
+from sinks.postgres.common import PgSink
+from sinks.signing import public_bytes
+
 log = logging.getLogger(__name__)
 
 _DERIVE_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('croupier.reports', 0))"
@@ -57,7 +63,8 @@ SELECT r.chain, r.seq, r.body, r.hash
  WHERE h.seq > coalesce(p.seq, 0)
  ORDER BY r.chain, r.seq"""
 _UNPUBLISHED_SQL = """
-SELECT r.jurisdiction, r.seq, r.entity_id, r.record_json, r.prev_mac, r.mac
+SELECT r.jurisdiction, r.seq, r.entity_id, r.record_json, r.prev_signature, r.signature,
+       r.public_key
   FROM report_records r LEFT JOIN report_published p USING (jurisdiction)
  WHERE r.seq > coalesce(p.seq, 0)
  ORDER BY r.jurisdiction, r.seq LIMIT %s"""
@@ -65,22 +72,9 @@ SELECT r.jurisdiction, r.seq, r.entity_id, r.record_json, r.prev_mac, r.mac
 Send = Callable[[str, list[tuple[bytes, bytes]]], Awaitable[None]]  # jurisdiction, items
 
 
-def load_or_create_keys(directory: Path, jurisdictions: list[str]) -> dict[str, bytes]:
-    """Each jurisdiction's report key (``<dir>/<J>.key``, 64 hex digits, mode 0600), made
-    on first use; the regulator receives a copy out of band."""
-    directory.mkdir(parents=True, exist_ok=True)
-    keys = {}
-    for j in jurisdictions:
-        path = directory / f"{j}.key"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(32) + "\n")
-        keys[j] = bytes.fromhex(path.read_text().strip())
-    return keys
+class OldReportChain(Exception):
+    """A jurisdiction's chain was MAC-chained by an older version: it cannot be extended
+    with signatures (its head is not a signature), and is never rewritten."""
 
 
 def _reportable(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -133,8 +127,12 @@ def _error(exc: Exception) -> str:
 class ReportSink(PgSink):
     """The reporter's two passes (see the module docstring)."""
 
-    async def derive(self, keys: Mapping[str, bytes], *, limit: int = 2000) -> int:
-        """Append report records for unread audit records; how many audit records read."""
+    async def derive(
+        self, key: Ed25519PrivateKey, jurisdictions: Collection[str], *, limit: int = 2000
+    ) -> int:
+        """Append report records for unread audit records, signed with ``key`` (the
+        operator's report key), for ``jurisdictions``; how many audit records read."""
+        public = public_bytes(key)
         async with self.transaction() as conn:
             locked = await (await conn.execute(_DERIVE_LOCK)).fetchone()
             if not locked or not locked[0]:
@@ -165,9 +163,15 @@ class ReportSink(PgSink):
             )
             where = {p: j for p, j in await cursor.fetchall()}
             cursor = await conn.execute(
-                "SELECT jurisdiction, seq, mac FROM report_heads ORDER BY 1 FOR UPDATE"
+                "SELECT jurisdiction, seq, signature FROM report_heads ORDER BY 1 FOR UPDATE"
             )
             heads = {j: (int(s), bytes(m)) for j, s, m in await cursor.fetchall()}
+            old = sorted(j for j, (_, m) in heads.items() if len(m) != len(GENESIS_SIGNATURE))
+            if old:
+                msg = (f"the report chain of {', '.join(old)} was MAC-chained by an older "
+                       "version (stream v1) and cannot be extended with signatures; start "
+                       "the reports of a fresh schema (see README, Regulator reports)")  # fmt: skip
+                raise OldReportChain(msg)
             out = []
             for chain, seq, doc, digest, fields in wanted:
                 if fields is None:
@@ -176,9 +180,9 @@ class ReportSink(PgSink):
                 j = where.get(fields["player_id"]) or (
                     after.get("jurisdiction") if isinstance(after, dict) else None
                 )
-                if not isinstance(j, str) or j not in keys:
+                if not isinstance(j, str) or j not in jurisdictions:
                     continue  # a player Croupier never registered: nobody to report to
-                last, prev = heads.get(j, (0, GENESIS))
+                last, prev = heads.get(j, (0, GENESIS_SIGNATURE))
                 try:
                     record = ReportRecord(
                         jurisdiction=j, seq=last + 1, record_id=f"{j}-{last + 1}",
@@ -190,22 +194,25 @@ class ReportSink(PgSink):
                 except Exception as exc:  # pure: it would fail again; set it aside
                     rejected.append((chain, seq, _error(exc)))
                     continue
-                mac = chain_mac(keys[j], prev, body)
-                heads[j] = (last + 1, mac)
-                out.append((j, last + 1, record.entity_id, body.decode(), prev, mac, chain, seq))
+                signature = key.sign(signed_message(j, prev, body))
+                heads[j] = (last + 1, signature)
+                out.append((j, last + 1, record.entity_id, body.decode(), prev, signature,
+                            public, chain, seq))  # fmt: skip
             done = {chain: seq for chain, seq, *_ in docs}
             async with conn.cursor() as cur:
                 if out:
                     async with cur.copy(
                         """COPY report_records (jurisdiction, seq, entity_id, record_json,
-                               prev_mac, mac, audit_chain, audit_seq) FROM STDIN"""
+                               prev_signature, signature, public_key, audit_chain,
+                               audit_seq) FROM STDIN"""
                     ) as copy:
                         for row in out:
                             await copy.write_row(row)
                     await cur.executemany(
-                        """INSERT INTO report_heads (jurisdiction, seq, mac) VALUES (%s, %s, %s)
+                        """INSERT INTO report_heads (jurisdiction, seq, signature)
+                           VALUES (%s, %s, %s)
                            ON CONFLICT (jurisdiction) DO UPDATE
-                              SET seq = EXCLUDED.seq, mac = EXCLUDED.mac""",
+                              SET seq = EXCLUDED.seq, signature = EXCLUDED.signature""",
                         [(j, s, m) for j, (s, m) in sorted(heads.items())],
                     )
                 if rejected:
@@ -235,10 +242,11 @@ class ReportSink(PgSink):
                 return 0
             by_j: dict[str, list[tuple[bytes, bytes]]] = {}
             last: dict[str, int] = {}
-            for j, seq, entity_id, record_json, prev, mac in rows:
+            for j, seq, entity_id, record_json, prev, signature, public in rows:
                 envelope = ReportEnvelope(
                     jurisdiction=j, seq=int(seq), record_json=record_json,
-                    prev_mac=bytes(prev).hex(), mac=bytes(mac).hex(),
+                    prev_signature=bytes(prev).hex(), signature=bytes(signature).hex(),
+                    public_key=bytes(public).hex(),
                 )  # fmt: skip
                 by_j.setdefault(j, []).append(
                     (entity_id.encode(), envelope.model_dump_json().encode())

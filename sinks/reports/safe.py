@@ -209,7 +209,7 @@ class SafeWriter:
     def reject(self, jurisdiction: str, seq: int, record_id: str, reason: str,
                record_json: str) -> None:  # fmt: skip
         """A ``<Rejected>`` entry for a record that did not even read as a report record (its
-        MAC verified): it keeps its seq in the open file, with its JSON as it came."""
+        signature verified): it keeps its seq in the open file, with its JSON as it came."""
         if seq != self.next_seq or jurisdiction != (self.jurisdiction or jurisdiction):
             msg = f"a rejected entry for {jurisdiction} seq {seq}, expected seq {self.next_seq}"
             raise ReportError(msg)

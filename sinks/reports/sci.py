@@ -180,8 +180,8 @@ class SciWriter:
 
     def reject(self, jurisdiction: str, seq: int, record_id: str, reason: str,
                record_json: str) -> list[Path]:  # fmt: skip
-        """A rejected entry for a record that did not even read as a report record (its MAC
-        verified), with its JSON as it came; returns the batch written if one filled."""
+        """A rejected entry for a record that did not even read as a report record (its
+        signature verified), with its JSON as it came; returns the batch written if one filled."""
         if self._jurisdiction not in (None, jurisdiction) or seq != self._last_seq + 1:
             msg = f"a rejected entry for {jurisdiction} seq {seq} does not follow {self._last_seq}"
             raise ReportError(msg)

@@ -17,7 +17,7 @@ import pytest
 
 from croupier.kafka import consume_until
 from croupier.settings import Settings
-from sinks.signing import generate
+from sinks.signing import generate, public_file
 from streams.auditor import READY as AUDITOR_READY
 from tests.conftest import ROOT, StartWorker, settings_env
 from tests.integration.helpers import (
@@ -52,7 +52,9 @@ def test_the_auditor_process_relays_reports_and_signs_through_sigkills(
     settings: Settings, worker_factory: StartWorker, tmp_path: Path
 ) -> None:
     rng = random.Random(77)
-    shared = {"report_key_dir": tmp_path / "keys", "audit_key": tmp_path / "ed25519.pem"}
+    # The regulators pin the report key's public key (CROUPIER_REPORT_PUBLIC_KEY).
+    shared = {"audit_key": tmp_path / "ed25519.pem",
+              "report_public_key": str(public_file(settings.report_signing_key))}  # fmt: skip
     generate(tmp_path / "ed25519.pem")  # as `make up` does; the auditor never makes one
     auditing = settings.model_copy(update={
         **shared, "audit_relay_interval": 0.2, "report_interval": 0.2,

@@ -35,6 +35,7 @@ from croupier.settings import Settings
 from croupier.stack.kafka import KafkaBroker, TlsFiles, make_tls
 from croupier.stack.process import StackError
 from sinks.postgres.migrate import migrate
+from sinks.signing import fingerprint, generate, public_bytes
 from tests.conftest import ROOT, Services, StartWorker, free_ports, settings_env
 from tests.integration.helpers import (
     bet,
@@ -192,13 +193,14 @@ def test_the_pipeline_runs_over_sasl_ssl(
     secure: SecureBroker, services: Services, worker_factory: StartWorker, tmp_path: Path
 ) -> None:
     tag = uuid.uuid4().hex[:10]
+    report_key = generate(tmp_path / "report.pem")  # signs reports.<J>, as `make up` makes it
     s = secure.settings(
         CROUPIER_PG_DSN=services.pg_dsn, CROUPIER_PG_ADMIN_DSN=services.pg_admin_dsn,
         CROUPIER_CLICKHOUSE_URL=services.clickhouse_url, CROUPIER_PG_SCHEMA=f"t_{tag}",
         CROUPIER_APP_ID=f"croupier-t{tag}", CROUPIER_TOPIC_PREFIX=f"t{tag}.",
         CROUPIER_TOPIC_PARTITIONS=2, CROUPIER_AUDIT_CHECKPOINT_INTERVAL=0,
         CROUPIER_CLOCK_SKEW_SECONDS=86_400, CROUPIER_REPORT_INTERVAL=0.5,
-        CROUPIER_REPORT_KEY_DIR=str(tmp_path / "keys"),
+        CROUPIER_REPORT_SIGNING_KEY=str(tmp_path / "report.pem"),
         CROUPIER_AUDIT_KEY=str(tmp_path / "ed25519.pem"),
     )  # fmt: skip
     create_topics(s)  # the admin client over SASL_SSL
@@ -229,7 +231,8 @@ def test_the_pipeline_runs_over_sasl_ssl(
     wait_for(lambda: query(s, reported)[0][0] >= 3, timeout=30, what="UK reports")
     run = subprocess.run(
         [sys.executable, "-m", "croupier", "regulator", "follow", "--jurisdiction", "UK",
-         "--idle-timeout", "4", "--json", "--count", "3"],
+         "--idle-timeout", "4", "--json", "--count", "3", "--public-key",
+         fingerprint(public_bytes(report_key))],
         env=env, capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr

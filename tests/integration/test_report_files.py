@@ -1,6 +1,6 @@
 """``croupier reports write`` over a stream with hostile records: nothing stops the writer.
 
-The report stream is produced here, MACed with the jurisdiction's key as the reporter
+The report stream is produced here, signed with the operator's report key as the reporter
 would: a control character in an id, a lone surrogate, a carriage return, and a record
 whose JSON no longer reads as a report record. The files verify, the hostile values read
 back, the unreadable record stands as a rejected entry, and the next run goes on.
@@ -18,16 +18,21 @@ from typing import Any
 import pytest
 
 from croupier.settings import Settings
-from schemas.reports import GENESIS_MAC, AuditRef, ReportEnvelope, ReportRecord, chain_mac
+from schemas.reports import (
+    GENESIS_SIGNATURE,
+    AuditRef,
+    ReportEnvelope,
+    ReportRecord,
+    signed_message,
+)
 from sinks.reports.safe import read_rejected, read_safe_file
 from sinks.reports.sci import current_view
-from sinks.signing import generate, public_bytes
+from sinks.signing import generate, load_private_key, public_bytes
 from tests.conftest import ROOT, settings_env
 from tests.integration.helpers import produce
 
 pytestmark = pytest.mark.integration
 
-KEY = bytes(range(32))
 HOSTILE = ["bet\x00-1", "p\x1b[31m", "ok\r\n", "a\x07b"]
 
 
@@ -41,17 +46,22 @@ def record(j: str, seq: int, entity_id: str) -> dict[str, Any]:
     return doc
 
 
-def stream(s: Settings, j: str, docs: list[dict[str, Any]], prev: bytes = GENESIS_MAC) -> bytes:
-    """Publish ``docs`` on ``reports.<J>`` as MAC-chained envelopes; the last MAC."""
+def stream(
+    s: Settings, j: str, docs: list[dict[str, Any]], key: Path, prev: bytes = GENESIS_SIGNATURE
+) -> bytes:
+    """Publish ``docs`` on ``reports.<J>`` as envelopes signed with the report key in
+    ``key``; the last signature."""
+    operator = load_private_key(key)
     items = []
     for doc in docs:
         body = json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass")
         text = body.decode("utf-8", "surrogatepass")
-        mac = chain_mac(KEY, prev, text.encode("utf-8", "surrogatepass"))
+        signature = operator.sign(signed_message(j, prev, body))
         envelope = ReportEnvelope(jurisdiction=j, seq=doc["seq"], record_json=text,
-                                  prev_mac=prev.hex(), mac=mac.hex())  # fmt: skip
+                                  prev_signature=prev.hex(), signature=signature.hex(),
+                                  public_key=public_bytes(operator).hex())  # fmt: skip
         items.append((f"e-{doc['seq']}", envelope.model_dump_json().encode()))
-        prev = mac
+        prev = signature
     produce(s, f"reports.{j}", items)
     return prev
 
@@ -69,16 +79,13 @@ def write(s: Settings, j: str, out: Path) -> subprocess.CompletedProcess[str]:
 def test_hostile_records_never_stop_the_report_files(
     settings: Settings, tmp_path: Path, j: str
 ) -> None:
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (keys / f"{j}.key").write_text(KEY.hex() + "\n")
-    s = settings.model_copy(update={"report_key_dir": keys, "audit_key": tmp_path / "ed.pem",
+    s = settings.model_copy(update={"audit_key": tmp_path / "ed.pem",
                                     "report_signing_key": tmp_path / "report.pem"})  # fmt: skip
     generate(s.report_signing_key)
     docs = [record(j, seq + 1, entity) for seq, entity in enumerate(HOSTILE)]
     unreadable = {**record(j, 5, "bet-5"), "kind": "no-such-kind"}
     docs += [unreadable, record(j, 6, "bet-6")]
-    last = stream(s, j, docs)
+    last = stream(s, j, docs, s.report_signing_key)
     out = tmp_path / "out"
 
     first = write(s, j, out)
@@ -103,7 +110,7 @@ def test_hostile_records_never_stop_the_report_files(
         assert "ES-5" not in view
 
     # The writer goes on: the next record is written by the next run, which exits 0.
-    stream(s, j, [record(j, 7, "bet-7")], prev=last)
+    stream(s, j, [record(j, 7, "bet-7")], s.report_signing_key, prev=last)
     second = write(s, j, out)
     assert second.returncode == 0, second.stderr
     assert "1 new record(s)" in second.stdout
@@ -123,19 +130,18 @@ def test_the_files_are_signed_with_the_report_key_which_only_the_operator_holds(
 ) -> None:
     """The regulator verifies with the operator's public key; the audit key, the
     regulator's own key and a missing key file all fail, and nothing makes a key."""
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (keys / f"{j}.key").write_text(KEY.hex() + "\n")
-    s = settings.model_copy(update={"report_key_dir": keys, "audit_key": tmp_path / "audit.pem",
+    s = settings.model_copy(update={"audit_key": tmp_path / "audit.pem",
                                     "report_signing_key": tmp_path / "report.pem"})  # fmt: skip
-    stream(s, j, [record(j, n, f"bet-{n}") for n in (1, 2, 3)])
+    held = tmp_path / "held" / "report.pem"  # the operator's key, not yet where s looks
+    operator = generate(held)
+    stream(s, j, [record(j, n, f"bet-{n}") for n in (1, 2, 3)], held)
     out = tmp_path / "out"
 
     missing = write(s, j, out)  # no report key yet: a clear error, and still no key
     assert missing.returncode == 2 and "croupier audit keygen" in missing.stderr, missing.stderr
     assert not s.report_signing_key.exists()
 
-    operator = generate(s.report_signing_key)
+    held.rename(s.report_signing_key)
     audit = generate(s.audit_key)
     regulator = generate(tmp_path / "regulator.pem")
     assert write(s, j, out).returncode == 0

@@ -1,4 +1,5 @@
-"""The reporter sets aside an audit record it cannot report, and the streams go on."""
+"""The reporter sets aside an audit record it cannot report, and the streams go on; what
+it stores is signed with the operator's report key, and nothing else fits the columns."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import hashlib
 import json
 from typing import Any
 
+import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from croupier.settings import Settings
-from sinks.postgres.reports import ReportSink
+from schemas.reports import GENESIS_SIGNATURE, signed_message
+from sinks.postgres.reports import OldReportChain, ReportSink
+from sinks.signing import Pin, public_bytes
 from tests.integration.helpers import query
 
 pytestmark = pytest.mark.integration
 
-KEYS = {"UK": bytes(32)}
+KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 
 
 def audit(s: Settings, seq: int, entity: str, entity_id: str, after: Any) -> None:
@@ -45,7 +50,7 @@ def test_a_record_the_reporter_cannot_report_is_set_aside(settings: Settings) ->
                           max_connections=1)  # fmt: skip
         await sink.open()
         try:
-            return await sink.derive(KEYS)
+            return await sink.derive(KEY, {"UK"})
         finally:
             await sink.close()
 
@@ -62,3 +67,67 @@ def test_a_record_the_reporter_cannot_report_is_set_aside(settings: Settings) ->
     assert rejected[1][3].startswith("TypeError: list indices")
     assert query(s, "SELECT seq FROM report_progress WHERE chain = 'bets/0'") == [(4,)]
     assert asyncio.run(derive()) == 0  # nothing read twice, nothing left behind
+
+
+def test_the_stored_chain_is_signed_and_a_mac_no_longer_fits(settings: Settings) -> None:
+    """Each stored record verifies with the public key over its jurisdiction, the previous
+    signature and its JSON; a 32-byte MAC, or a record without its signer, is refused."""
+    s = settings
+    audit(s, 1, "player", "p-1", {"jurisdiction": "UK", "version": 1})
+    audit(s, 2, "player", "p-1", {"jurisdiction": "UK", "version": 2})
+
+    async def derive() -> int:
+        sink = ReportSink(s.pg_dsn.get_secret_value(), s.pg_schema, consumer_group="t",
+                          max_connections=1)  # fmt: skip
+        await sink.open()
+        try:
+            return await sink.derive(KEY, {"UK"})
+        finally:
+            await sink.close()
+
+    assert asyncio.run(derive()) == 2
+    rows = query(s, "SELECT jurisdiction, record_json, prev_signature, signature, public_key "
+                    "FROM report_records ORDER BY seq")  # fmt: skip
+    pin, prev = Pin(public_bytes(KEY)), GENESIS_SIGNATURE
+    for j, record_json, before, signature, public in rows:
+        assert bytes(before) == prev and bytes(public) == public_bytes(KEY)
+        assert pin.verifies(bytes(public), bytes(signature),
+                            signed_message(j, prev, record_json.encode()))  # fmt: skip
+        assert not pin.verifies(bytes(public), bytes(signature),
+                                signed_message("DK", prev, record_json.encode()))  # fmt: skip
+        prev = bytes(signature)
+    assert query(s, "SELECT seq, signature FROM report_heads") == [(2, prev)]
+    for prev_sig, sig, public in [(bytes(32), bytes(32), public_bytes(KEY)),
+                                  (prev, bytes(64), None)]:  # fmt: skip
+        with pytest.raises(psycopg.errors.CheckViolation, match="report_records_signed"):
+            query(s, "INSERT INTO report_records (jurisdiction, seq, entity_id, record_json, "
+                     "prev_signature, signature, public_key, audit_chain, audit_seq) "
+                     "VALUES ('UK', 3, 'p-1', '{}', %s, %s, %s, 'bets/0', 9) RETURNING seq",
+                  (prev_sig, sig, public))  # fmt: skip
+    with pytest.raises(psycopg.errors.CheckViolation, match="report_heads_signed"):
+        query(s, "UPDATE report_heads SET signature = %s RETURNING seq", (bytes(32),))
+
+
+def test_a_chain_an_older_version_mac_chained_is_not_extended(settings: Settings) -> None:
+    """A head holding a 32-byte MAC (written before migration 0020, played here by
+    dropping its check) stops the pass with a clear error; nothing is appended."""
+    s = settings
+    with psycopg.connect(s.migration_dsn, options=f"-c search_path={s.pg_schema}") as owner:
+        owner.execute("ALTER TABLE report_heads DROP CONSTRAINT report_heads_signed")
+    query(s, "INSERT INTO report_heads (jurisdiction, seq, signature) VALUES ('UK', 1, %s) "
+             "RETURNING seq", (bytes(32),))  # fmt: skip
+    audit(s, 1, "player", "p-1", {"jurisdiction": "UK", "version": 1})
+
+    async def derive() -> int:
+        sink = ReportSink(s.pg_dsn.get_secret_value(), s.pg_schema, consumer_group="t",
+                          max_connections=1)  # fmt: skip
+        await sink.open()
+        try:
+            return await sink.derive(KEY, {"UK"})
+        finally:
+            await sink.close()
+
+    with pytest.raises(OldReportChain, match="UK was MAC-chained by an older version"):
+        asyncio.run(derive())
+    assert query(s, "SELECT count(*) FROM report_records") == [(0,)]
+    assert query(s, "SELECT count(*) FROM report_progress") == [(0,)]

@@ -1,5 +1,6 @@
-"""Regulator streams: audit records become MAC-chained report records per jurisdiction,
-and the regulator's reader verifies them, catching a forged record and a gap."""
+"""Regulator streams: audit records become report records per jurisdiction, signed with
+the operator's report key, and the regulator's reader verifies them with its public key
+alone, catching a forged record (the regulator's own key cannot sign one) and a gap."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from croupier.kafka import make_producer
 from croupier.settings import Settings
-from schemas.reports import ReportEnvelope, chain_mac
-from sinks.signing import generate
+from schemas.reports import ReportEnvelope, signed_message
+from sinks.signing import fingerprint, generate, load_private_key, public_bytes, public_file
 from tests.conftest import ROOT, StartWorker, settings_env
 from tests.integration.helpers import done, player_event, produce, query, wait_for
 from tests.integration.test_casino import call
@@ -34,11 +36,11 @@ def regulator(settings: Settings, *args: str) -> subprocess.CompletedProcess[str
 def test_reports_stream_per_jurisdiction_and_the_regulator_verifies_them(
     settings: Settings, worker_factory: StartWorker, tmp_path: Path
 ) -> None:
-    keys = tmp_path / "keys"
-    s = settings.model_copy(update={"report_interval": 0.5, "report_key_dir": keys,
+    s = settings.model_copy(update={"report_interval": 0.5,
                                     "audit_key": tmp_path / "ed25519.pem",
                                     "report_signing_key": tmp_path / "report.pem"})  # fmt: skip
-    generate(s.report_signing_key)  # the files' key, made once, as `make up` does
+    operator = generate(s.report_signing_key)  # made once, as `make up` does
+    pinned = str(public_file(s.report_signing_key))  # the .pub the regulator is given
     # Two players in two jurisdictions (registrations carry the jurisdiction).
     produce(s, "players", [
         ("dk-1", player_event("registered", "dk-1", jurisdiction="DK", currency="DKK")),
@@ -71,9 +73,17 @@ def test_reports_stream_per_jurisdiction_and_the_regulator_verifies_them(
     # DK: registration, session, deposit, three casino calls (one refused), the exclusion.
     wait_for(lambda: reported("DK") == 7 and reported("UK") == 2 and reported("ES") == 2,
              timeout=60, what="reports")  # fmt: skip
-    run = regulator(s, "--jurisdiction", "DK", "--idle-timeout", "6", "--json")
+    run = regulator(s, "--jurisdiction", "DK", "--idle-timeout", "6", "--json",
+                    "--public-key", pinned)  # fmt: skip
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in run.stdout.splitlines()]
+    # The fingerprint will do as the pin (each record names its key); another key will not.
+    by_print = regulator(s, "--jurisdiction", "ES", "--idle-timeout", "6", "--public-key",
+                         fingerprint(public_bytes(operator)))  # fmt: skip
+    assert by_print.returncode == 0 and "2 record(s)" in by_print.stderr, by_print.stderr
+    wrong = regulator(s, "--jurisdiction", "ES", "--idle-timeout", "6", "--public-key",
+                      public_bytes(generate(tmp_path / "other.pem")).hex())  # fmt: skip
+    assert wrong.returncode == 1 and "bad signature at seq 1" in wrong.stderr, wrong.stderr
     assert [r["seq"] for r in records] == list(range(1, 8))
     assert [r["kind"] for r in records] == [
         "player", "player", "payment", "casino", "casino", "casino", "player"
@@ -100,23 +110,24 @@ def test_reports_stream_per_jurisdiction_and_the_regulator_verifies_them(
     again = reports(s, "write", "--jurisdiction", "DK", "--dir", str(out / "DK"))
     assert again.returncode == 0 and again.stdout.startswith("0 new record(s)")
 
-    # A forged record appended to the stream (right seq, wrong key): bad MAC, exit 1.
-    last = _forged(s, 8, b"not the key")
+    # A record forged by the regulator (right seq and chain, its own key, naming the
+    # operator's): bad signature, exit 1.
+    last = _forged(s, 8, generate(tmp_path / "regulator.pem"), name=operator)
     producer = make_producer(s)
     producer.produce(s.topic("reports.DK"), key=b"dk-1", value=last.model_dump_json().encode())
     producer.flush(30)
-    run = regulator(s, "--jurisdiction", "DK", "--idle-timeout", "6")
-    assert run.returncode == 1 and "bad MAC at seq 8" in run.stderr
+    run = regulator(s, "--jurisdiction", "DK", "--idle-timeout", "6", "--public-key", pinned)
+    assert run.returncode == 1 and "bad signature at seq 8" in run.stderr, run.stderr
+    assert "7 record(s) of" in run.stderr
     # ... and nothing is written from a stream that does not verify.
     refused = reports(s, "write", "--jurisdiction", "DK", "--dir", str(out / "DK"))
-    assert refused.returncode == 1 and "bad MAC" in refused.stderr
-    # UK's stream is its own chain, with its own key; a gap in it is reported.
-    uk_key = bytes.fromhex((keys / "UK.key").read_text().strip())
-    gap = _forged(s, 4, uk_key, jurisdiction="UK")
+    assert refused.returncode == 1 and "bad signature" in refused.stderr
+    # UK's stream is its own chain; a gap in it is reported (even signed by the operator).
+    gap = _forged(s, 4, load_private_key(s.report_signing_key), jurisdiction="UK")
     producer.produce(s.topic("reports.UK"), key=b"uk-1", value=gap.model_dump_json().encode())
     producer.flush(30)
-    run = regulator(s, "--jurisdiction", "UK", "--idle-timeout", "6")
-    assert run.returncode == 1 and "gap: seq 3 never arrived" in run.stderr
+    run = regulator(s, "--jurisdiction", "UK", "--idle-timeout", "6", "--public-key", pinned)
+    assert run.returncode == 1 and "gap: seq 3 never arrived" in run.stderr, run.stderr
     worker.terminate()
 
 
@@ -128,11 +139,19 @@ def reports(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def _forged(s: Settings, seq: int, key: bytes, jurisdiction: str = "DK") -> ReportEnvelope:
+def _forged(
+    s: Settings,
+    seq: int,
+    key: Ed25519PrivateKey,
+    jurisdiction: str = "DK",
+    name: Ed25519PrivateKey | None = None,
+) -> ReportEnvelope:
+    """The chain's next record with ``seq``, altered and signed by ``key`` (naming ``name``'s
+    public key, by default its own)."""
     body: dict[str, Any] = json.loads(query(
         s, "SELECT record_json FROM report_records WHERE jurisdiction = %s ORDER BY seq DESC "
         "LIMIT 1", (jurisdiction,))[0][0])  # fmt: skip
-    prev = bytes.fromhex(query(s, "SELECT encode(mac, 'hex') FROM report_heads WHERE "
+    prev = bytes.fromhex(query(s, "SELECT encode(signature, 'hex') FROM report_heads WHERE "
                                "jurisdiction = %s", (jurisdiction,))[0][0])  # fmt: skip
     body.update(seq=seq, record_id=f"{jurisdiction}-{seq}", amount="1000000.00")
     record_json = json.dumps(body)
@@ -140,6 +159,7 @@ def _forged(s: Settings, seq: int, key: bytes, jurisdiction: str = "DK") -> Repo
         jurisdiction=jurisdiction,
         seq=seq,
         record_json=record_json,
-        prev_mac=prev.hex(),
-        mac=chain_mac(key, prev, record_json.encode()).hex(),
+        prev_signature=prev.hex(),
+        signature=key.sign(signed_message(jurisdiction, prev, record_json.encode())).hex(),
+        public_key=public_bytes(name or key).hex(),
     )

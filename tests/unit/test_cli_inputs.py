@@ -40,29 +40,26 @@ def test_a_jurisdiction_is_two_or_three_capitals(
         cli.main(["reports", "write", "--jurisdiction", code])
 
 
-def test_a_key_is_read_only_from_inside_its_folder(tmp_path: Path) -> None:
-    keys, outside = tmp_path / "keys", tmp_path / "secret.key"
-    keys.mkdir()
-    outside.write_text(KEY)
-    (keys / "UK.key").write_text(KEY)
-    (keys / "DK.key").symlink_to(outside)  # a link out of the folder is not a key
-    assert arguments.key_file(keys, "UK") == (keys / "UK.key").resolve()
-    with pytest.raises(arguments.InputError, match="outside the key folder"):
-        arguments.key_file(keys, "DK")
-    with pytest.raises(arguments.InputError, match="not a jurisdiction"):
-        arguments.key_file(keys, "../secret")
-
-
-def test_follow_refuses_a_key_link_out_of_the_folder(
+def test_follow_needs_the_operators_public_key_and_no_key_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (tmp_path / "secret.key").write_text(KEY)
-    (keys / "DK.key").symlink_to(tmp_path / "secret.key")
-    monkeypatch.setenv("CROUPIER_REPORT_KEY_DIR", str(keys))
+    """No pin: a usage error naming --public-key (nothing is read from a key folder);
+    a pin that is not a key, and the old --key-file, are refused too."""
     assert cli.main(["regulator", "follow", "--jurisdiction", "DK"]) == cli.EXIT_USAGE
-    assert "outside the key folder" in capsys.readouterr().err
+    assert "--public-key" in capsys.readouterr().err
+    (tmp_path / "DK.key").write_text(KEY)  # a shared MAC key, as version 1 took
+    bad = str(tmp_path / "DK.key") + ".pub"
+    assert cli.main(["regulator", "follow", "--jurisdiction", "DK", "--public-key", bad]) == (
+        cli.EXIT_USAGE
+    )
+    assert "cannot read the public key file" in capsys.readouterr().err
+    monkeypatch.setenv("CROUPIER_REPORT_PUBLIC_KEY", "not-a-key")
+    assert cli.main(["regulator", "follow", "--jurisdiction", "DK"]) == cli.EXIT_USAGE
+    assert "a public key is 64 hex digits" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["regulator", "follow", "--jurisdiction", "DK", "--key-file",
+                  str(tmp_path / "DK.key")])  # fmt: skip
+    assert stopped.value.code == cli.EXIT_USAGE
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from croupier.settings import Settings
+from sinks.signing import generate
 from streams import audit, reports
 
 Tick = Callable[[], Coroutine[Any, Any, None]]
@@ -40,7 +41,7 @@ class Failing:
     async def open(self) -> None:
         pass
 
-    async def derive(self, keys: Any) -> int:
+    async def derive(self, key: Any, jurisdictions: Any) -> int:
         self.calls += 1
         raise KeyError("player_id")
 
@@ -56,7 +57,8 @@ def test_a_failing_reporter_pass_is_logged_and_the_worker_lives(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     app, sink = App(), Failing()
-    settings = Settings(CROUPIER_REPORT_KEY_DIR=str(tmp_path))
+    generate(tmp_path / "report.pem")  # the report key signs; it is never made on use
+    settings = Settings(CROUPIER_REPORT_SIGNING_KEY=str(tmp_path / "report.pem"))
     reports.register(app, settings, sink=sink, policies=SimpleNamespace(jurisdictions=["UK"]))  # type: ignore[arg-type]  # a stand-in
     for _ in range(3):
         asyncio.run(app.ticks["reporter"]())  # raised, the worker would end here
