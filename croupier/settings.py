@@ -72,7 +72,7 @@ Environment variables (documented once, here and in the README):
                                 fingerprint (the stream only) or a file holding one
                                 (``reports``' default: the public half of
                                 ``CROUPIER_REPORT_SIGNING_KEY``; ``regulator follow``
-                                has no default)
+                                has no default; ``make up`` writes the ``.pub`` file)
 ``CROUPIER_AUDIT_RELAY_INTERVAL``  seconds between passes of the relay that publishes
                                 committed audit records to ``audit`` (default 0.5; 0: off)
 ``CROUPIER_REPORT_INTERVAL``    seconds between the reporter's passes (audit records to

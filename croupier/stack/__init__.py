@@ -239,7 +239,8 @@ class Stack:
 
     def ensure_keys(self) -> dict[str, str]:
         """The operator's two signing keys, made here on first setup and never again
-        (``sinks/signing.py``), and the audit key's public key pinned for its verifiers.
+        (``sinks/signing.py``), and both public keys pinned for their verifiers (so
+        ``audit verify``, ``reports verify`` and ``regulator follow`` work on this stack).
         A key variable set in the environment names the key to use instead."""
         from sinks import signing
 
@@ -255,9 +256,13 @@ class Stack:
         pin = os.environ.get("CROUPIER_AUDIT_PUBLIC_KEY") or str(
             signing.public_file(audit).resolve()
         )
+        report_pin = os.environ.get("CROUPIER_REPORT_PUBLIC_KEY") or str(
+            signing.public_file(report).resolve()
+        )
         return {"CROUPIER_AUDIT_KEY": str(audit.resolve()),
                 "CROUPIER_AUDIT_PUBLIC_KEY": pin,
-                "CROUPIER_REPORT_SIGNING_KEY": str(report.resolve())}  # fmt: skip
+                "CROUPIER_REPORT_SIGNING_KEY": str(report.resolve()),
+                "CROUPIER_REPORT_PUBLIC_KEY": report_pin}  # fmt: skip
 
     def _write_env(self, env: Mapping[str, str]) -> None:
         lines = [

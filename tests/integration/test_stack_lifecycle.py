@@ -129,12 +129,14 @@ def test_external_services_are_used_and_nothing_is_started(
     )
     stack = Stack(cfg)
     env = stack.up(workers=False, provision=False)
-    keys = {"CROUPIER_AUDIT_KEY", "CROUPIER_AUDIT_PUBLIC_KEY", "CROUPIER_REPORT_SIGNING_KEY"}
+    keys = {"CROUPIER_AUDIT_KEY", "CROUPIER_AUDIT_PUBLIC_KEY", "CROUPIER_REPORT_SIGNING_KEY",
+            "CROUPIER_REPORT_PUBLIC_KEY"}  # fmt: skip
     assert {k: v for k, v in env.items() if k not in keys} == services.env()
     # The signing keys are made on first setup, private, and the audit key's .pub pinned.
     assert Path(env["CROUPIER_AUDIT_KEY"]).stat().st_mode & 0o777 == 0o600
     assert Path(env["CROUPIER_REPORT_SIGNING_KEY"]).stat().st_mode & 0o777 == 0o600
     assert env["CROUPIER_AUDIT_PUBLIC_KEY"] == str(cfg.root / "audit" / "ed25519.pub")
+    assert env["CROUPIER_REPORT_PUBLIC_KEY"] == str(cfg.root / "reports" / "ed25519.pub")
     assert not (cfg.root / "kafka").exists() and not (cfg.root / "postgres").exists()
     parts = {p.name: p for p in stack.status()}
     assert all(p.mode == "external" and p.running for p in parts.values())
