@@ -38,14 +38,10 @@ def audit(s: Settings, seq: int, entity: str, entity_id: str, after: Any) -> Non
              "RETURNING seq", (seq, digest))  # fmt: skip
 
 
-def test_a_record_the_reporter_cannot_report_is_set_aside(settings: Settings) -> None:
-    s = settings
-    audit(s, 1, "player", "p-1", {"jurisdiction": "UK", "version": 1})
-    audit(s, 2, "bet", "b-1", {"stake": "1.00"})  # no player_id: a shape it cannot report
-    audit(s, 3, "casino_transaction", "tx-1", ["not", "an", "object"])
-    audit(s, 4, "player", "p-1", {"jurisdiction": "UK", "version": 2})
+def derive(s: Settings) -> int:
+    """One pass of the reporter over the trail (UK), signed with the session's report key."""
 
-    async def derive() -> int:
+    async def once() -> int:
         sink = ReportSink(s.pg_dsn.get_secret_value(), s.pg_schema, consumer_group="t",
                           max_connections=1)  # fmt: skip
         await sink.open()
@@ -54,7 +50,17 @@ def test_a_record_the_reporter_cannot_report_is_set_aside(settings: Settings) ->
         finally:
             await sink.close()
 
-    assert asyncio.run(derive()) == 4
+    return asyncio.run(once())
+
+
+def test_a_record_the_reporter_cannot_report_is_set_aside(settings: Settings) -> None:
+    s = settings
+    audit(s, 1, "player", "p-1", {"jurisdiction": "UK", "version": 1})
+    audit(s, 2, "bet", "b-1", {"stake": "1.00"})  # no player_id: a shape it cannot report
+    audit(s, 3, "casino_transaction", "tx-1", ["not", "an", "object"])
+    audit(s, 4, "player", "p-1", {"jurisdiction": "UK", "version": 2})
+
+    assert derive(s) == 4
     assert query(s, "SELECT jurisdiction, seq, audit_seq FROM report_records ORDER BY seq") == [
         ("UK", 1, 1), ("UK", 2, 4),
     ]  # fmt: skip
@@ -66,7 +72,7 @@ def test_a_record_the_reporter_cannot_report_is_set_aside(settings: Settings) ->
     assert rejected[0][3] == "KeyError: 'player_id'"
     assert rejected[1][3].startswith("TypeError: list indices")
     assert query(s, "SELECT seq FROM report_progress WHERE chain = 'bets/0'") == [(4,)]
-    assert asyncio.run(derive()) == 0  # nothing read twice, nothing left behind
+    assert derive(s) == 0  # nothing read twice, nothing left behind
 
 
 def test_the_stored_chain_is_signed_and_a_mac_no_longer_fits(settings: Settings) -> None:
@@ -76,16 +82,7 @@ def test_the_stored_chain_is_signed_and_a_mac_no_longer_fits(settings: Settings)
     audit(s, 1, "player", "p-1", {"jurisdiction": "UK", "version": 1})
     audit(s, 2, "player", "p-1", {"jurisdiction": "UK", "version": 2})
 
-    async def derive() -> int:
-        sink = ReportSink(s.pg_dsn.get_secret_value(), s.pg_schema, consumer_group="t",
-                          max_connections=1)  # fmt: skip
-        await sink.open()
-        try:
-            return await sink.derive(KEY, {"UK"})
-        finally:
-            await sink.close()
-
-    assert asyncio.run(derive()) == 2
+    assert derive(s) == 2
     rows = query(s, "SELECT jurisdiction, record_json, prev_signature, signature, public_key "
                     "FROM report_records ORDER BY seq")  # fmt: skip
     pin, prev = Pin(public_bytes(KEY)), GENESIS_SIGNATURE
@@ -118,16 +115,7 @@ def test_a_chain_an_older_version_mac_chained_is_not_extended(settings: Settings
              "RETURNING seq", (bytes(32),))  # fmt: skip
     audit(s, 1, "player", "p-1", {"jurisdiction": "UK", "version": 1})
 
-    async def derive() -> int:
-        sink = ReportSink(s.pg_dsn.get_secret_value(), s.pg_schema, consumer_group="t",
-                          max_connections=1)  # fmt: skip
-        await sink.open()
-        try:
-            return await sink.derive(KEY, {"UK"})
-        finally:
-            await sink.close()
-
     with pytest.raises(OldReportChain, match="UK was MAC-chained by an older version"):
-        asyncio.run(derive())
+        derive(s)
     assert query(s, "SELECT count(*) FROM report_records") == [(0,)]
     assert query(s, "SELECT count(*) FROM report_progress") == [(0,)]
