@@ -29,7 +29,6 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -129,9 +128,6 @@ class GlobalView:
     def items(self) -> list[tuple[str, dict[str, Any]]]:
         with self.state.lock:
             return list(self.state.data.items())
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self.state.data))
 
     def __len__(self) -> int:
         return len(self.state.data)

@@ -523,38 +523,30 @@ def _zstd_decompress(data: bytes, limit: int) -> bytes:
         from compression import zstd
     else:
         from backports import zstd  # a clickhouse-connect dependency before Python 3.14
-    parts: list[bytes] = []
-    size = 0
-    rest = data
-    while rest:  # one frame per block, back to back
-        decompressor = zstd.ZstdDecompressor()
-        part = decompressor.decompress(rest, max_length=limit + 1 - size)
-        size += len(part)
-        if size > limit or not (decompressor.eof or decompressor.needs_input):
-            raise _TooLarge
-        if not decompressor.eof:
-            msg = "truncated zstd frame"
-            raise ValueError(msg)
-        parts.append(part)
-        rest = decompressor.unused_data
-    return b"".join(parts)
+    return _frames(data, limit, zstd.ZstdDecompressor, "zstd")
 
 
 def _lz4_decompress(data: bytes, limit: int) -> bytes:
     # lz4 (a clickhouse-connect dependency) ships no type information, hence the Any.
     frame: Any = importlib.import_module("lz4.frame")
     # clickhouse-connect sends one LZ4 frame per insert block, back to back.
+    return _frames(data, limit, frame.LZ4FrameDecompressor, "LZ4")
+
+
+def _frames(data: bytes, limit: int, decompressor_of: Callable[[], Any], name: str) -> bytes:
+    """Frames back to back (one per block), each with a fresh ``decompressor_of()``, never
+    more than ``limit`` bytes out in all."""
     parts: list[bytes] = []
     size = 0
     rest = data
     while rest:
-        decompressor = frame.LZ4FrameDecompressor()
+        decompressor = decompressor_of()
         part = decompressor.decompress(rest, max_length=limit + 1 - size)
         size += len(part)
-        if size > limit or (not decompressor.eof and not decompressor.needs_input):
+        if size > limit or not (decompressor.eof or decompressor.needs_input):
             raise _TooLarge
         if not decompressor.eof:
-            msg = "truncated LZ4 frame"
+            msg = f"truncated {name} frame"
             raise ValueError(msg)
         parts.append(part)
         rest = decompressor.unused_data
