@@ -103,7 +103,7 @@ class PostgresPlayerSink(PgSink):
                             _SESSION_CLOSE_SQL,
                             (change.at, change.end_reason, change.player_id, change.session_id),
                         )
-            # After the pipeline: the trail is written with COPY, which a pipeline refuses.
+            # Then the trail, the dead letters and the progress, in the same transaction.
             await audit.append(conn, batch.audit)
             await audit.store_dead_letters(conn, batch.dead_letters)
             await write_progress(conn, self.consumer_group, batch.progress)
