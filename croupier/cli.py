@@ -94,7 +94,8 @@ def cmd_db(args: argparse.Namespace) -> int:
     applied = migrate(settings.migration_dsn, settings.pg_schema)
     login = ensure_app_login(settings.migration_dsn, settings.pg_dsn.get_secret_value())
     if login:
-        print(f"login {login}: a member of croupier_app (no UPDATE or DELETE on the trail)")
+        print(f"login {login}: a member of croupier_app (writes the ledger, trail, decisions "
+              "and reports only through their functions)")  # fmt: skip
     print(f"schema {settings.pg_schema}: applied {', '.join(applied) or 'nothing (up to date)'}")
     return EXIT_OK
 

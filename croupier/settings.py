@@ -139,8 +139,8 @@ class Settings(BaseSettings):
     kafka_ssl_key_password: SecretStr | None = Field(
         default=None, validation_alias="KAFKA_SSL_KEY_PASSWORD"
     )
-    # The application's role (a member of croupier_app: writes the ledger and the audit
-    # trail only through their functions, no UPDATE on what is append-only, no DELETE);
+    # The application's role (a member of croupier_app: writes the ledger, the audit trail,
+    # decisions and reports only through their functions, no UPDATE on logs, no DELETE);
     # migrations and scratch schemas need the owner's, CROUPIER_PG_ADMIN_DSN.
     pg_dsn: SecretStr = Field(
         default=SecretStr("postgresql://croupier@127.0.0.1:55432/croupier"),

@@ -15,12 +15,14 @@ size (no statement per call):
    ledger's and no other product can move them before this transaction commits; then,
    under that lock, the transactions, rollbacks and rounds the batch names are read.
 3. The calls are decided in arrival order, in Python.
-4. One round trip: the money moved by one ``ledger_post``, the rounds credited and closed,
-   and the batch's progress (``consumer_progress``). The ledger's results must be what
-   the rules foresaw; a difference is a bug and fails the batch (nothing is committed).
-5. Sent with the COMMIT, one statement a table: every transaction id's first answer
-   (``casino_transactions``, append-only), the rounds opened, every call's answer by
-   position (``casino_calls``); and every decided call's audit record (the balance before
+4. One round trip: the money moved by one ``ledger_post`` and the batch's progress
+   (``consumer_progress``). The ledger's results must be what the rules foresaw; a
+   difference is a bug and fails the batch (nothing is committed).
+5. Sent with the COMMIT, in one ``casino_record`` call (migration 0021: the application
+   writes no decision itself, and the function refuses a transaction that says it moved
+   money the ledger did not move): the rounds opened, credited and closed, every
+   transaction id's first answer (``casino_transactions``, append-only), every call's
+   answer by position (``casino_calls``); and every decided call's audit record (the balance before
    and after, what moved, the RNG build) in its partition's hash chain
    (``sinks/postgres/audit.py``), after the ledger's own. A retry, a conflict or a
    ``retry_later`` (an answer that does not stick: a credit before its debit) changes
@@ -110,52 +112,16 @@ _ROLLBACKS_SQL = f"""SELECT {_TX_COLUMNS} FROM casino_transactions
    AND type = 'rollback' AND status = 'ok'"""  # noqa: S608
 
 # The rounds the calls name and those of the transactions they name (a rollback's debit
-# may be in another round), read in the same round trip as those transactions (one array,
-# so both are index lookups: an OR of the two made it a scan of the whole table).
+# may be in another round), locked by their owner (migration 0021) in the same round trip
+# as those transactions.
 _ROUNDS_SQL = """
-SELECT round_id, player_id, game_id, currency, opened_at, credited_at IS NOT NULL,
-       closed_at IS NOT NULL
-  FROM casino_rounds
- WHERE round_id = ANY(string_to_array(%s, ',') || ARRAY(
-         SELECT round_id FROM casino_transactions
-          WHERE transaction_id = ANY(string_to_array(%s, ','))))
- ORDER BY round_id FOR UPDATE"""
+SELECT round_id, player_id, game_id, currency, opened_at, credited, closed
+  FROM casino_lock_rounds(%s, %s)"""
 
-# Rounds this batch credited: credited now (if not before), and closed now if asked. A
-# statement for each kind: no test per row of which kind it is.
-_ROUNDS_CLOSED_SQL = """
-UPDATE casino_rounds
-   SET credited_at = coalesce(credited_at, %s), closed_at = coalesce(closed_at, %s)
- WHERE round_id = ANY(string_to_array(%s, ','))"""
-_ROUNDS_CREDITED_SQL = """
-UPDATE casino_rounds SET credited_at = coalesce(credited_at, %s)
- WHERE round_id = ANY(string_to_array(%s, ','))"""
-
-# The batch's rows in one jsonb parameter a table (arrays of positional values): a
-# statement, unlike COPY, travels in the transaction's pipeline; jsonb is parsed once.
-_ROUNDS_OPENED_SQL = """
-INSERT INTO casino_rounds (round_id, player_id, game_id, currency, opened_at, credited_at,
-                           closed_at)
-SELECT r->>0, r->>1, r->>2, r->>3, (r->>4)::timestamptz, (r->>5)::timestamptz,
-       (r->>6)::timestamptz
-  FROM jsonb_array_elements(%s::jsonb) AS r"""
-
-_TRANSACTIONS_SQL = """
-INSERT INTO casino_transactions (transaction_id, type, player_id, round_id, game_id, amount,
-                                 currency, reference_id, request_hash, status, error, moved,
-                                 rng_build, answer, decided_at, source_topic,
-                                 source_partition, source_offset)
-SELECT r->>0, r->>1, r->>2, r->>3, r->>4, (r->>5)::numeric, r->>6, r->>7, r->>8, r->>9,
-       r->>10, (r->>11)::boolean, r->>12, r->>13, (r->>14)::timestamptz, r->>15,
-       (r->>16)::integer, (r->>17)::bigint
-  FROM jsonb_array_elements(%s::jsonb) AS r"""
-
-_CALLS_SQL = """
-INSERT INTO casino_calls (source_topic, source_partition, source_offset, transaction_id,
-                          player_id, outcome, answer, standing_version)
-SELECT r->>0, (r->>1)::integer, (r->>2)::bigint, r->>3, r->>4, r->>5, r->>6,
-       (r->>7)::bigint
-  FROM jsonb_array_elements(%s::jsonb) AS r"""
+# The batch's writes in one call (migration 0021: the application has no INSERT or UPDATE
+# on them): the rounds opened, credited and closed, the transactions and the calls, each
+# a jsonb array of positional rows (parsed once; unlike COPY, it travels in the pipeline).
+_RECORD_SQL = "SELECT casino_record(%s::jsonb, %s::jsonb, %s::jsonb, %s, %s, %s)"
 
 
 def _ids(ids: Iterable[str]) -> str:
@@ -355,15 +321,8 @@ class CasinoSink(PgSink):
         sources: list[SourcePosition],
         now: datetime,
     ) -> list[AuditRecord]:
-        """Round trip 3 (in the pipeline): the rounds credited, the progress, the money
-        moved; the ledger's audit records."""
-        credited = [r for r in wallet.rounds.values() if r.dirty and not r.new]
-        closed = [r.round_id for r in credited if r.closed]
-        still_open = [r.round_id for r in credited if not r.closed]
-        if closed:
-            await conn.execute(_ROUNDS_CLOSED_SQL, (now, now, _ids(closed)))
-        if still_open:
-            await conn.execute(_ROUNDS_CREDITED_SQL, (now, _ids(still_open)))
+        """Round trip 3 (in the pipeline): the progress, the money moved; the ledger's
+        audit records."""
         await write_progress(conn, self.consumer_group, batch.progress)
         trail: list[AuditRecord] = []  # the moves' records, then every call's
         results = await ledger.post_on(conn, ops, sources, into=trail)
@@ -376,8 +335,8 @@ class CasinoSink(PgSink):
     async def _write(
         self, conn: Any, decided: list[Decided], wallet: Wallet, guarded: Guarded, now: datetime
     ) -> None:
-        """The rounds opened, every id's first answer and every call's answer: one statement
-        each, queued in the pipeline."""
+        """The rounds opened, credited and closed, every id's first answer and every call's
+        answer: one ``casino_record`` call, queued in the pipeline."""
         stamp = now.isoformat()
         txs: list[tuple[object, ...]] = []
         calls: list[tuple[object, ...]] = []
@@ -403,10 +362,12 @@ class CasinoSink(PgSink):
         opened = [(r.round_id, r.player_id, r.game_id, r.currency, r.opened_at.isoformat(),
                    stamp if r.credited else None, stamp if r.closed else None)
                   for r in wallet.rounds.values() if r.dirty and r.new]  # fmt: skip
-        for statement, rows in ((_ROUNDS_OPENED_SQL, opened), (_TRANSACTIONS_SQL, txs),
-                                (_CALLS_SQL, calls)):  # fmt: skip
-            if rows:
-                await conn.execute(statement, (json.dumps(rows),))
+        credited = [r for r in wallet.rounds.values() if r.dirty and not r.new]
+        closed = _ids(r.round_id for r in credited if r.closed)
+        still_open = _ids(r.round_id for r in credited if not r.closed)
+        if opened or txs or calls or closed or still_open:
+            rows = (json.dumps(opened), json.dumps(txs), json.dumps(calls))
+            await conn.execute(_RECORD_SQL, (*rows, now, still_open, closed))
 
 
 _TIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)

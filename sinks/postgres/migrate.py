@@ -5,15 +5,17 @@ Migrations run as the schema's owner (``CROUPIER_PG_ADMIN_DSN``). The applicatio
 as a role that is a member of ``croupier_app`` (``CROUPIER_PG_DSN``), which may:
 
 * read every table;
-* write the ledger and the audit trail only through their SECURITY DEFINER functions
-  (``LEDGER_FUNCTIONS``, ``AUDIT_FUNCTIONS``): those tables belong to the NOLOGIN roles
-  ``croupier_ledger`` and ``croupier_audit`` (migrations 0018, 0019) and the application has
-  SELECT on them and nothing else;
-* INSERT into the other tables, and UPDATE those that hold a state rather than a log
-  (market states, players, sessions, heads and progress cursors; in bets, their legs and
-  casino rounds only the columns ``COLUMN_UPDATES`` names): a ``forbid_change`` trigger
-  on UPDATE takes that privilege from the role too, so decision records and logs are
-  INSERT only;
+* write the ledger, the audit trail, the decisions and the report chains only through
+  their SECURITY DEFINER functions (``LEDGER_FUNCTIONS``, ``AUDIT_FUNCTIONS``,
+  ``DECISION_FUNCTIONS``, ``REPORT_FUNCTIONS``), which check what a grant cannot (a bet
+  accepted holds its stake, a record follows its chain's head): those tables
+  (``READ_ONLY``) belong to the NOLOGIN roles ``croupier_ledger``, ``croupier_audit`` and
+  ``croupier_decisions`` (migrations 0018, 0019, 0021) and the application has SELECT on
+  them and nothing else;
+* INSERT into the other tables (the logs of what came in: player events, dead letters,
+  reality checks), and UPDATE those that hold a state rather than a log (market states,
+  players, sessions, progress cursors): a ``forbid_change`` trigger on UPDATE takes that
+  privilege from the role too, so the logs are INSERT only;
 * never DELETE or TRUNCATE anything.
 """
 
@@ -32,22 +34,34 @@ APP_ROLE = "croupier_app"
 LEDGER_ROLE = "croupier_ledger"  # owns the ledger; nobody logs in as it
 AUDIT_ROLE = "croupier_audit"  # owns the audit trail; nobody logs in as it
 # Tables the application reads and never writes itself, and the functions it writes them by.
-READ_ONLY = ("ledger_accounts", "ledger_transactions", "ledger_entries",
-             "audit_records", "audit_heads", "audit_checkpoints", "schema_migrations")  # fmt: skip
-# State tables the application updates, and the only columns it may change there: a bet's
-# settlement in force, a leg's result, a round's credit and close. What was decided (stake,
-# odds, the decision published, the request) is never the application's to change.
-COLUMN_UPDATES = {
-    "bets": ("status", "settlement_id", "result", "payout", "settle_seq"),
-    "bet_legs": ("result", "dead_heat_factor", "cancelled"),
-    "casino_rounds": ("credited_at", "closed_at"),
-}
+READ_ONLY = (
+    "ledger_accounts", "ledger_transactions", "ledger_entries",
+    "audit_records", "audit_heads", "audit_checkpoints",
+    "bets", "bet_legs", "bet_duplicates", "settlements", "market_messages",
+    "casino_rounds", "casino_transactions", "casino_calls",
+    "payment_decisions", "payment_events",
+    "report_records", "report_heads", "report_rejections",
+    "schema_migrations",
+)  # fmt: skip
 LEDGER_FUNCTIONS = ("ledger_post(jsonb)", "ledger_lock_cash(text)")
 AUDIT_FUNCTIONS = (
     "audit_lock_heads(text[])",
     "audit_append(jsonb)",
     "audit_add_checkpoint(text, bytea, bytea)",
 )
+DECISION_FUNCTIONS = (
+    "bets_record(jsonb, jsonb, jsonb)",
+    "bets_lock(text[])",
+    "bets_settle(jsonb, jsonb)",
+    "legs_set_results(text, text, jsonb)",
+    "legs_clear_results(text, text)",
+    "legs_set_cancelled(text, text, boolean, timestamptz, timestamptz)",
+    "market_message_record(text, integer, bigint, text, text, jsonb, jsonb)",
+    "casino_lock_rounds(text, text)",
+    "casino_record(jsonb, jsonb, jsonb, timestamptz, text, text)",
+    "payments_record(jsonb, jsonb)",
+)
+REPORT_FUNCTIONS = ("report_lock_heads()", "report_append(jsonb)", "report_reject(jsonb)")
 
 _CREATE_ROLE = f"""
 DO $$ BEGIN
@@ -157,11 +171,6 @@ def grant_app_role(conn: psycopg.Connection[tuple[object, ...]], schema: str) ->
     for table in READ_ONLY:
         conn.execute(sql.SQL("REVOKE INSERT, UPDATE ON {}.{} FROM {}").format(
             ident, sql.Identifier(table), role))  # fmt: skip
-    for table, columns in COLUMN_UPDATES.items():
-        target = sql.SQL("{}.{}").format(ident, sql.Identifier(table))
-        conn.execute(sql.SQL("REVOKE UPDATE ON {} FROM {}").format(target, role))
-        conn.execute(sql.SQL("GRANT UPDATE ({}) ON {} TO {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, columns)), target, role))  # fmt: skip
     # The owners' sequences (txn_id, entry_id, ...): readable, never moved by the app.
     owned = conn.execute(
         """SELECT s.relname FROM pg_class s
@@ -174,7 +183,7 @@ def grant_app_role(conn: psycopg.Connection[tuple[object, ...]], schema: str) ->
     for (seq,) in owned:
         conn.execute(sql.SQL("REVOKE USAGE, UPDATE ON SEQUENCE {}.{} FROM {}").format(
             ident, sql.Identifier(str(seq)), role))  # fmt: skip
-    for signature in (*LEDGER_FUNCTIONS, *AUDIT_FUNCTIONS):
+    for signature in (*LEDGER_FUNCTIONS, *AUDIT_FUNCTIONS, *DECISION_FUNCTIONS, *REPORT_FUNCTIONS):
         conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}.{} TO {}").format(
             ident, sql.SQL(signature), role))  # fmt: skip
     for guarded, _delete, update, _truncate in conn.execute(_GUARDS, (schema,)).fetchall():

@@ -218,22 +218,16 @@ class PaymentsSink(PgSink):
                        "currency": paid_in or guarded.currency(ev.player_id),
                        "standing_version": version},
             ))  # fmt: skip
-        async with conn.cursor() as cur:
-            if decisions:
-                await cur.executemany(
-                    """INSERT INTO payment_decisions (payment_id, phase, type, player_id,
-                           request_hash, status, reason, currency, decision, decided_at,
-                           source_topic, source_partition, source_offset)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                    decisions,
-                )
-            if events:
-                await cur.executemany(
-                    """INSERT INTO payment_events (source_topic, source_partition, source_offset,
-                           payment_id, player_id, type, outcome, decision, standing_version)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                    events,
-                )
+        if decisions or events:  # one call (migration 0021: no INSERT of the app's own)
+            await conn.execute(
+                "SELECT payments_record(%s::jsonb, %s::jsonb)",
+                (json.dumps(decisions, default=_json_value), json.dumps(events)),
+            )
         await audit.append(conn, trail + decided)
         await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
         return out
+
+
+def _json_value(value: object) -> str:
+    """A decision row's time (ISO 8601, as PostgreSQL reads it) or amount, in JSON."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)

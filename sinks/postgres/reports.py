@@ -163,7 +163,7 @@ class ReportSink(PgSink):
             )
             where = {p: j for p, j in await cursor.fetchall()}
             cursor = await conn.execute(
-                "SELECT jurisdiction, seq, signature FROM report_heads ORDER BY 1 FOR UPDATE"
+                "SELECT jurisdiction, seq, signature FROM report_lock_heads()"
             )
             heads = {j: (int(s), bytes(m)) for j, s, m in await cursor.fetchall()}
             old = sorted(j for j, (_, m) in heads.items() if len(m) != len(GENESIS_SIGNATURE))
@@ -199,28 +199,16 @@ class ReportSink(PgSink):
                 out.append((j, last + 1, record.entity_id, body.decode(), prev, signature,
                             public, chain, seq))  # fmt: skip
             done = {chain: seq for chain, seq, *_ in docs}
+            # The chain's owner appends (migration 0021): each record must follow its
+            # head and come from a record the trail holds; then the heads move.
+            if out:
+                await conn.execute("SELECT report_append(%s::jsonb)", (json.dumps([
+                    (j, s, entity, body, bytes(prev).hex(), bytes(sig).hex(),
+                     bytes(pub).hex(), chain, seq)
+                    for j, s, entity, body, prev, sig, pub, chain, seq in out]),))  # fmt: skip
+            if rejected:
+                await conn.execute("SELECT report_reject(%s::jsonb)", (json.dumps(rejected),))
             async with conn.cursor() as cur:
-                if out:
-                    async with cur.copy(
-                        """COPY report_records (jurisdiction, seq, entity_id, record_json,
-                               prev_signature, signature, public_key, audit_chain,
-                               audit_seq) FROM STDIN"""
-                    ) as copy:
-                        for row in out:
-                            await copy.write_row(row)
-                    await cur.executemany(
-                        """INSERT INTO report_heads (jurisdiction, seq, signature)
-                           VALUES (%s, %s, %s)
-                           ON CONFLICT (jurisdiction) DO UPDATE
-                              SET seq = EXCLUDED.seq, signature = EXCLUDED.signature""",
-                        [(j, s, m) for j, (s, m) in sorted(heads.items())],
-                    )
-                if rejected:
-                    await cur.executemany(
-                        """INSERT INTO report_rejections (audit_chain, audit_seq, error)
-                           VALUES (%s, %s, %s) ON CONFLICT DO NOTHING""",
-                        rejected,
-                    )
                 await cur.executemany(
                     """INSERT INTO report_progress (chain, seq) VALUES (%s, %s)
                        ON CONFLICT (chain) DO UPDATE SET seq = EXCLUDED.seq""",

@@ -60,25 +60,10 @@ _CLOSED_SQL = """SELECT s.event_id, s.market_id FROM market_states s
                    JOIN unnest(%s::text[], %s::text[]) AS t(e, m)
                      ON s.event_id = t.e AND s.market_id = t.m
                   WHERE s.results IS NOT NULL OR s.cancelled"""
-# The batch's rows in one jsonb parameter each (arrays of positional values): unlike COPY,
-# a statement travels in the transaction's pipeline, and jsonb is parsed once (``json``
-# would parse each row again for every ``->>``: three times slower here).
-_BETS_SQL = """
-INSERT INTO bets (bet_id, player_id, currency, stake, odds, placed_at, status, reason,
-                  request_hash, request, decision, decided_at, source_topic,
-                  source_partition, source_offset, standing_version)
-SELECT r->>0, r->>1, r->>2, (r->>3)::numeric, (r->>4)::numeric, (r->>5)::timestamptz,
-       r->>6, r->>7, r->>8, (r->>9)::jsonb, r->>10, (r->>11)::timestamptz, r->>12,
-       (r->>13)::integer, (r->>14)::bigint, (r->>15)::bigint
-  FROM jsonb_array_elements(%s::jsonb) AS r"""
-_LEGS_SQL = """
-INSERT INTO bet_legs (bet_id, leg, event_id, market_id, outcome_id, odds, placed_at)
-SELECT r->>0, (r->>1)::integer, r->>2, r->>3, r->>4, (r->>5)::numeric, (r->>6)::timestamptz
-  FROM jsonb_array_elements(%s::jsonb) AS r"""
-_DUPLICATES_SQL = """
-INSERT INTO bet_duplicates (source_topic, source_partition, source_offset, bet_id)
-SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[])
-ON CONFLICT DO NOTHING"""
+# The batch's decisions in one call (migration 0021: the application has no INSERT on
+# them): bets, legs and producers' retries, each a jsonb array of positional rows. Unlike
+# COPY, a statement travels in the transaction's pipeline, and jsonb is parsed once.
+_RECORD_SQL = "SELECT bets_record(%s::jsonb, %s::jsonb, %s::jsonb)"
 
 
 @dataclass(frozen=True)
@@ -309,17 +294,12 @@ class SportsbookSink(PgSink):
             answer = stored if stored is not None else first.get(bet_id)
             if answer is not None:
                 out.outputs.append((player.encode(), answer.encode()))
-        for sql, rows in ((_BETS_SQL, bet_rows), (_LEGS_SQL, leg_rows)):
-            if rows:
-                await conn.execute(sql, (json.dumps(rows),))
+        dups = [(s.topic, s.partition, s.offset, bet_id) for s, bet_id in duplicates]
+        if bet_rows or dups:
+            await conn.execute(_RECORD_SQL, (json.dumps(bet_rows), json.dumps(leg_rows),
+                                             json.dumps(dups)))  # fmt: skip
         await audit.append(conn, trail, heads=heads)
         await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
-        if duplicates:
-            await conn.execute(
-                _DUPLICATES_SQL,
-                ([s.topic for s, _ in duplicates], [s.partition for s, _ in duplicates],
-                 [s.offset for s, _ in duplicates], [bet_id for _, bet_id in duplicates]),
-            )  # fmt: skip
         return out
 
     # -- settling ------------------------------------------------------------------------
@@ -418,9 +398,7 @@ class SportsbookSink(PgSink):
                 )  # fmt: skip
         await self._resettle(conn, sorted(touched), source, now, outcome)
         await conn.execute(
-            """INSERT INTO market_messages (source_topic, source_partition, source_offset,
-                                            event_id, type, payload, changed)
-               VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)""",
+            "SELECT market_message_record(%s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
             (*pos, event, msg.type, msg.model_dump_json(), json.dumps(outcome.changed)),
         )
         return outcome
@@ -440,9 +418,7 @@ class SportsbookSink(PgSink):
             return
         cursor = await conn.execute(
             """SELECT bet_id, player_id, currency, stake, settlement_id, result, payout,
-                      settle_seq
-                 FROM bets WHERE bet_id = ANY(%s) AND status <> 'rejected'
-                ORDER BY bet_id FOR UPDATE""",
+                      settle_seq FROM bets_lock(%s)""",
             (bet_ids,),
         )
         bets = [
@@ -482,24 +458,13 @@ class SportsbookSink(PgSink):
         outcome.settlements += [
             (s.player_id.encode(), text.encode()) for s, text in zip(published, texts, strict=True)
         ]
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                """UPDATE bets SET status = %s, settlement_id = %s, result = %s, payout = %s,
-                                   settle_seq = %s
-                    WHERE bet_id = %s""",
-                [(*p.row(), p.bet_id) for p in plans.values()],
-            )
-            if published:
-                await cur.executemany(
-                    """INSERT INTO settlements (settlement_id, bet_id, player_id, kind, result,
-                           payout, message, source_topic, source_partition, source_offset)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                    [
-                        (s.settlement_id, s.bet_id, s.player_id, s.kind, s.result, s.payout,
-                         text, source.topic, source.partition, source.offset)
-                        for s, text in zip(published, texts, strict=True)
-                    ],
-                )  # fmt: skip
+        await conn.execute(
+            "SELECT bets_settle(%s::jsonb, %s::jsonb)",
+            (json.dumps([(p.bet_id, *p.row()) for p in plans.values()], default=str),
+             json.dumps([(s.settlement_id, s.bet_id, s.player_id, s.kind, s.result,
+                          str(s.payout), text, source.topic, source.partition, source.offset)
+                         for s, text in zip(published, texts, strict=True)])),
+        )  # fmt: skip
 
 
 async def _update_legs(conn: Any, event: str, change: markets.MarketChange) -> list[str]:
@@ -508,29 +473,17 @@ async def _update_legs(conn: Any, event: str, change: markets.MarketChange) -> l
     match change.legs:
         case markets.SetResults(results):
             cursor = await conn.execute(
-                """UPDATE bet_legs l SET result = r.result,
-                          dead_heat_factor = r.dead_heat_factor::numeric
-                     FROM jsonb_each(%s::jsonb) AS j(outcome_id, v),
-                          jsonb_to_record(j.v) AS r(result text, dead_heat_factor text)
-                    WHERE l.event_id = %s AND l.market_id = %s AND l.outcome_id = j.outcome_id
-                RETURNING l.bet_id""",
-                (markets.results_json(results), event, change.market_id),
+                "SELECT legs_set_results(%s, %s, %s::jsonb)",
+                (event, change.market_id, markets.results_json(results)),
             )
         case markets.ClearResults():
             cursor = await conn.execute(
-                """UPDATE bet_legs SET result = NULL, dead_heat_factor = NULL
-                    WHERE event_id = %s AND market_id = %s AND result IS NOT NULL
-                RETURNING bet_id""",
-                (event, change.market_id),
+                "SELECT legs_clear_results(%s, %s)", (event, change.market_id)
             )
         case markets.SetCancelled(cancelled, start, end):
             cursor = await conn.execute(
-                """UPDATE bet_legs SET cancelled = %s
-                    WHERE event_id = %s AND market_id = %s AND cancelled <> %s
-                      AND placed_at >= coalesce(%s, '-infinity'::timestamptz)
-                      AND placed_at < coalesce(%s, 'infinity'::timestamptz)
-                RETURNING bet_id""",
-                (cancelled, event, change.market_id, cancelled, start, end),
+                "SELECT legs_set_cancelled(%s, %s, %s, %s, %s)",
+                (event, change.market_id, cancelled, start, end),
             )
     return [r[0] for r in await cursor.fetchall()]
 

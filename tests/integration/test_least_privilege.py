@@ -4,8 +4,9 @@ ledger and the audit trail is tried and refused; the honest paths still work.
 The application role (a member of ``croupier_app``) may write the ledger only through
 ``ledger_post`` and the trail only through ``audit_append`` and ``audit_add_checkpoint``,
 SECURITY DEFINER functions owned by the NOLOGIN roles ``croupier_ledger`` and
-``croupier_audit`` (migrations 0018, 0019); decision records are INSERT only; nothing can
-be deleted.
+``croupier_audit`` (migrations 0018, 0019); decisions and report chains only through
+their owners' functions (0021), which refuse what disagrees with the ledger or the trail;
+nothing can be deleted.
 """
 
 from __future__ import annotations
@@ -205,41 +206,149 @@ def test_a_checkpoint_names_only_heads_the_trail_holds(
     assert query(settings, "SELECT count(*) FROM audit_checkpoints") == [(1,)]
 
 
-def test_decision_records_cannot_be_changed_or_removed(
+DECISION_TABLES = ("bets", "bet_legs", "bet_duplicates", "settlements", "market_messages",
+                   "casino_rounds", "casino_transactions", "casino_calls",
+                   "payment_decisions", "payment_events",
+                   "report_records", "report_heads", "report_rejections")  # fmt: skip
+
+
+def test_decision_and_report_tables_take_no_write_from_the_app(
     settings: Settings, app: psycopg.Connection[Any]
 ) -> None:
-    app.execute(
-        """INSERT INTO payment_decisions (payment_id, phase, type, player_id, status, reason,
-               decision, decided_at, source_topic, source_partition, source_offset)
-           VALUES ('pay-x', 'open', 'deposit', 'p-1', 'accepted', NULL, '{}', now(),
-                   'payments', 0, 1)"""
-    )
-    for statement in [
-        "UPDATE payment_decisions SET status = 'rejected'",
-        "DELETE FROM payment_decisions",
-        "UPDATE settlements SET payout = 0",
-        "UPDATE casino_calls SET answer = '{}'",
-        "UPDATE casino_transactions SET amount = 0",
-        "UPDATE report_records SET record_json = '{}'",
-        "UPDATE dead_letters SET error = ''",
-        # A bet's decision stays as decided: only its settlement moves.
-        "UPDATE bets SET decision = '{}'",
-        "UPDATE bets SET stake = 1000",
-        "UPDATE bets SET reason = NULL, status = 'open'",
-        "UPDATE bet_legs SET odds = 1000",
-        "UPDATE casino_rounds SET player_id = 'thief'",
-        "DELETE FROM bets",
-        "DELETE FROM consumer_progress",
-        "DELETE FROM players",
-        "TRUNCATE bets",
+    """No INSERT, UPDATE, DELETE or TRUNCATE on a decision or report table; only their
+    owners' functions write them (migration 0021)."""
+    for table in DECISION_TABLES:
+        for statement in (f"INSERT INTO {table} DEFAULT VALUES",
+                          f"INSERT INTO {table} SELECT * FROM {table}",
+                          f"UPDATE {table} SET {_first_column(settings, table)} = NULL",
+                          f"DELETE FROM {table}", f"TRUNCATE {table}",
+                          f"SELECT * FROM {table} FOR UPDATE"):  # fmt: skip
+            text = refused(app, statement)
+            assert "permission denied" in text, (statement, text)
+    for statement in ["UPDATE dead_letters SET error = ''", "DELETE FROM consumer_progress",
+                      "DELETE FROM players", "TRUNCATE players"]:  # fmt: skip
+        assert "permission denied" in refused(app, statement), statement
+
+
+def _first_column(settings: Settings, table: str) -> str:
+    rows = query(settings, """SELECT column_name FROM information_schema.columns
+                               WHERE table_schema = %s AND table_name = %s
+                               ORDER BY ordinal_position LIMIT 1""",
+                 (settings.pg_schema, table))  # fmt: skip
+    return str(rows[0][0])
+
+
+def _bet(bet_id: str, status: str, *, stake: str = "2.00", legs: int = 1) -> list[Any]:
+    selections = [{"event_id": "e-1", "market_id": f"m-{n}", "outcome_id": "home"}
+                  for n in range(legs)]  # fmt: skip
+    request = {"bet_id": bet_id, "player_id": "p-1", "stake": stake, "currency": "EUR",
+               "selections": selections}  # fmt: skip
+    return [bet_id, "p-1", "EUR", stake, "2.0" if status == "open" else None,
+            NOW.isoformat(), status, None if status == "open" else "market_closed", "h",
+            json.dumps(request), "{}", NOW.isoformat(), "bets", 0,
+            len(bet_id) * 7 + ord(bet_id[-1]), None]  # fmt: skip
+
+
+def _legs(bet_id: str, n: int = 1) -> list[list[Any]]:
+    return [[bet_id, i, "e-1", f"m-{i}", "home", "2.0", NOW.isoformat()] for i in range(n)]
+
+
+def record(conn: psycopg.Connection[Any], bets: Any, legs: Any = (), dups: Any = ()) -> None:
+    rows = (json.dumps(list(bets)), json.dumps(list(legs)), json.dumps(list(dups)))
+    conn.execute("SELECT bets_record(%s::jsonb, %s::jsonb, %s::jsonb)", rows)
+
+
+def test_a_decision_must_agree_with_the_ledger(
+    settings: Settings, app: psycopg.Connection[Any]
+) -> None:
+    """The functions store what the house decided only as the ledger holds it: an accepted
+    bet with its stake and its selections as legs, a rejected one without a stake, a
+    settlement, a casino move or a payment only when the ledger moved it."""
+    book = Ledger.connect(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    book.post(L.stake("b-staked", "p-1", D("2.00"), "EUR", NOW))
+    book.post(L.stake("b-two", "p-1", D("1.00"), "EUR", NOW))
+    book.close()
+    check = psycopg.errors.CheckViolation
+    for bets, legs, why in [
+        ([_bet("b-free", "open")], _legs("b-free"), "not as the ledger holds it"),  # no stake
+        ([_bet("b-staked", "rejected")], [], "not as the ledger holds it"),  # stake kept
+        ([_bet("b-staked", "open", stake="5.00")], _legs("b-staked"), "not as the ledger"),
+        ([_bet("b-staked", "settled")], _legs("b-staked"), "not as the ledger holds it"),
+        ([_bet("b-staked", "open")], [], "not its selections"),  # no leg
+        ([_bet("b-staked", "open")], _legs("b-staked", 2), "not its selections"),  # one more
+        (
+            [_bet("b-staked", "open")],
+            [[*_legs("b-staked")[0][:3], "m-9", "home", "2.0", NOW.isoformat()]],
+            "not its selections",
+        ),
     ]:
-        text = refused(app, statement)
-        assert "permission denied" in text, (statement, text)
-    assert query(settings, "SELECT status FROM payment_decisions") == [("accepted",)]
-    # The settlement columns stay the application's (test_market_settling settles for real).
-    app.execute("UPDATE bets SET status = status, payout = payout, settle_seq = settle_seq")
-    app.execute("UPDATE bet_legs SET result = result, cancelled = cancelled")
-    app.execute("UPDATE casino_rounds SET closed_at = closed_at")
+        with pytest.raises(check, match=why):
+            record(app, bets, legs)
+    assert query(settings, "SELECT count(*) FROM bets") == [(0,)]
+    record(app, [_bet("b-staked", "open"), _bet("b-gone", "rejected")], _legs("b-staked"))
+    with pytest.raises(check, match="not its selections"):  # a leg added to a stored bet
+        record(app, [], [[*_legs("b-staked")[0][:1], 1, "e-1", "m-1", "home", "2.0",
+                         NOW.isoformat()]])  # fmt: skip
+    assert query(settings, "SELECT bet_id, status FROM bets ORDER BY 1") == [
+        ("b-gone", "rejected"), ("b-staked", "open")]  # fmt: skip
+
+    settle = "SELECT bets_settle(%s::jsonb, %s::jsonb)"
+    with pytest.raises(check, match="settlement"):  # a win the ledger never paid
+        app.execute(settle, (json.dumps([["b-staked", "settled", "b-staked/1", "win", "4.00", 1]]),
+                             "[]"))  # fmt: skip
+    with pytest.raises(check, match="settlement"):  # a rejected bet is never settled
+        app.execute(settle, (json.dumps([["b-gone", "open", None, None, None, 1]]), "[]"))
+    with pytest.raises(check, match="not in the ledger"):
+        app.execute(settle, ("[]", json.dumps([["b-staked/1", "b-staked", "p-1", "settlement",
+                                                "win", "4.00", "{}", "odds", 0, 1]])))  # fmt: skip
+
+    casino = "SELECT casino_record('[]'::jsonb, %s::jsonb, '[]'::jsonb, now(), '', '')"
+    with pytest.raises(check, match="did not move"):  # a credit the ledger never made
+        app.execute(casino, (json.dumps([["tx-1", "credit", "p-1", "r-1", "g-1", "50.00", "EUR",
+                                          None, "h", "ok", None, True, None, "{}",
+                                          NOW.isoformat(), "casino", 0, 1]]),))  # fmt: skip
+    payments = "SELECT payments_record(%s::jsonb, '[]'::jsonb)"
+    with pytest.raises(check, match="not as the ledger holds it"):  # a deposit never made
+        app.execute(payments, (json.dumps([["pay-y", "open", "deposit", "p-1", "h", "accepted",
+                                            None, "EUR", "{}", NOW.isoformat(), "payments", 0,
+                                            1]]),))  # fmt: skip
+    with pytest.raises(check, match="not as the ledger holds it"):  # a deposit made, denied
+        app.execute(payments, (json.dumps([["pay-1", "open", "deposit", "p-1", "h", "rejected",
+                                            "limit", "EUR", "{}", NOW.isoformat(), "payments",
+                                            0, 1]]),))  # fmt: skip
+    for table in ("settlements", "casino_transactions", "payment_decisions"):
+        assert query(settings, f"SELECT count(*) FROM {table}") == [(0,)], table
+
+
+def test_report_records_follow_their_chain_and_the_trail(
+    settings: Settings, app: psycopg.Connection[Any]
+) -> None:
+    """report_append takes a record only as the next of its jurisdiction's chain and only
+    from an audit record the trail holds; report_reject only names trail records."""
+    append(app, _rows("bets/0", (0, GENESIS), ['{"n": 1}', '{"n": 2}']))
+    zero, sig1, sig2 = bytes(64).hex(), "11" * 64, "22" * 64
+    pub = "33" * 32
+
+    def rec(seq: int, prev: str, sig: str, audit_seq: int = 1) -> list[Any]:
+        return ["DK", seq, "p-1", "{}", prev, sig, pub, "bets/0", audit_seq]
+
+    def report(*rows: list[Any]) -> None:
+        app.execute("SELECT report_append(%s::jsonb)", (json.dumps(list(rows)),))
+
+    check = psycopg.errors.CheckViolation
+    for rows in ([rec(2, zero, sig1)],  # a gap
+                 [rec(1, sig2, sig1)],  # not the genesis
+                 [rec(1, zero, sig1, audit_seq=9)],  # no such audit record
+                 [rec(1, zero, sig1), rec(2, zero, sig2)]):  # fmt: skip  # a fork
+        with pytest.raises(check, match="does not extend its chain"):
+            report(*rows)
+    report(rec(1, zero, sig1), rec(2, sig1, sig2, audit_seq=2))
+    with pytest.raises(check, match="does not extend its chain"):  # the head moved on
+        report(rec(2, sig1, "44" * 64))
+    assert query(settings, "SELECT seq FROM report_heads WHERE jurisdiction = 'DK'") == [(2,)]
+    with pytest.raises(check, match="not in the trail"):
+        app.execute("SELECT report_reject(%s::jsonb)", (json.dumps([["bets/0", 7, "x"]]),))
+    app.execute("SELECT report_reject(%s::jsonb)", (json.dumps([["bets/0", 1, "x"]]),))
 
 
 def test_a_wrong_postgresql_password_is_refused(settings: Settings) -> None:
