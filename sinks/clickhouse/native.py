@@ -53,6 +53,8 @@ _ALIASES = {
 }
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ELEMENT_NAME = re.compile(r"(?:`(?:[^`\\]|\\.)*`|[A-Za-z_][A-Za-z0-9_.]*)\s+(?=[A-Za-z_])")
+_MAX_TYPE_NAME = 1 << 16
+_MAX_TYPE_DEPTH = 100  # brackets nested in a type name: bounds parse_type's recursion
 _LC_SHARED_DICTIONARIES = 1  # the only key version of LowCardinality's bulk serialization
 _LC_GLOBAL_DICTIONARY = 1 << 8
 _LC_ADDITIONAL_KEYS = 1 << 9
@@ -81,6 +83,9 @@ def _refuse(type_name: str, why: str) -> WireError:
 def parse_type(text: str) -> Type:
     """The type tree of a ClickHouse type name as ``getName()`` writes it."""
     text = text.strip()
+    if len(text) > _MAX_TYPE_NAME or _depth(text) > _MAX_TYPE_DEPTH:
+        msg = f"a type name too long or too deep ({len(text)} characters)"
+        raise _malformed(msg)
     match = _IDENTIFIER.match(text)
     if match is None:
         msg = f"bad type name {text[:100]!r}"
@@ -115,6 +120,18 @@ def parse_type(text: str) -> Type:
             raise _malformed(msg)
         return parse_type(raw[-1])
     return Type(name, (), raw)
+
+
+def _depth(text: str) -> int:
+    """How deep brackets nest (quoted ones count too: an overestimate is harmless)."""
+    depth = deepest = 0
+    for c in text:
+        if c == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c == ")":
+            depth -= 1
+    return deepest
 
 
 def _split_arguments(text: str) -> list[str]:
