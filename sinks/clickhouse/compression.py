@@ -10,10 +10,13 @@ framing, the one its native protocol and its data files use. Each block is::
     data
 
 A response is cut into blocks of at most 1 MiB of plain data (ClickHouse's buffer size),
-compressed with the ``network_compression_method`` setting (LZ4 unless asked otherwise; ZSTD
-at ``network_zstd_compression_level``). A request body's blocks are checked (a wrong
-checksum is code 40, unless ``http_native_compression_disable_checksumming_on_decompress``)
-and their declared sizes are held to the body limit before anything is decompressed.
+compressed with the ``network_compression_method`` setting, at
+``network_zstd_compression_level`` for ZSTD. Unlike ClickHouse 26.x, whose default became
+ZSTD, the default here is LZ4, the older default: the JDBC driver (0.11) reads only LZ4
+frames and fails on a ZSTD one ("Invalid LZ4 magic byte: '-112'") unless told otherwise.
+A request body's blocks are checked (a wrong checksum is code 40, unless
+``http_native_compression_disable_checksumming_on_decompress``) and their declared sizes
+are held to the body limit before anything is decompressed.
 
 HTTP ``Content-Encoding``: the method is chosen from ``Accept-Encoding`` in ClickHouse's
 order of preference, among those this module speaks (zstd, lz4, gzip, deflate, xz, bz2;
@@ -107,7 +110,7 @@ class Codec:
 def codec_for(method: str | None, zstd_level: str | None = None) -> Codec:
     """The codec of the ``network_compression_method`` setting (LZ4 when not given)."""
     name = (method or "lz4").strip().upper()
-    level = _level(zstd_level, "network_zstd_compression_level", 1, 1, 22)
+    level = _level(zstd_level, "network_zstd_compression_level", 3, 1, 22)
     if name == "LZ4":
         return Codec(LZ4)
     if name == "LZ4HC":
@@ -244,12 +247,17 @@ def choose_encoding(accept_encoding: str) -> str | None:
 
 
 def http_level(value: str | None) -> int:
-    """The ``http_zlib_compression_level`` (1 to 9, 3 by default, as ClickHouse)."""
-    return _level(value, "http_zlib_compression_level", 3, 1, 9)
+    """The ``http_zlib_compression_level`` (1 to 12, 3 by default, as ClickHouse 26.9)."""
+    return _level(value, "http_zlib_compression_level", 3, 1, 12)
 
 
 def encode_content(data: bytes, encoding: str, level: int = 3) -> bytes:
-    """``data`` in the HTTP Content-Encoding ``encoding`` (one of ``choose_encoding``'s)."""
+    """``data`` in the HTTP Content-Encoding ``encoding`` (one of ``choose_encoding``'s).
+
+    Levels 10 to 12 are libdeflate's; zlib, xz and bz2 stop at 9 and take 9 for them.
+    """
+    if encoding in ("gzip", "deflate", "xz", "bz2"):
+        level = min(level, 9)
     if encoding == "gzip":
         packer = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
         return packer.compress(data) + packer.flush()

@@ -523,17 +523,27 @@ class Wire:
     level: int = 3
 
     @classmethod
-    def of(cls, params: Mapping[str, str], accept_encoding: str) -> Wire:
-        """The transport of a request; a bad parameter is ClickHouse's error for it."""
+    def of(
+        cls, params: Mapping[str, str], accept_encoding: str, defaults: Mapping[str, str]
+    ) -> Wire:
+        """The transport of a request; a bad parameter is ClickHouse's error for it.
+
+        Settings not in the URL take the engine's defaults (``enable_http_compression`` is 1
+        in ClickHouse 26.9), but for ``network_compression_method``: see compression.py.
+        """
+
+        def setting(name: str) -> str | None:
+            return params.get(name, defaults.get(name))
+
         try:
             codec = None
             if params.get("compress", "0").strip().lower() in _TRUE:
                 codec = codec_for(
                     params.get("network_compression_method"),
-                    params.get("network_zstd_compression_level"),
+                    setting("network_zstd_compression_level"),
                 )
             encoding = None
-            if params.get("enable_http_compression", "0").strip().lower() in _TRUE:
+            if (setting("enable_http_compression") or "0").strip().lower() in _TRUE:
                 encoding = choose_encoding(accept_encoding)
             no_checksums = params.get(
                 "http_native_compression_disable_checksumming_on_decompress", "0"
@@ -544,7 +554,7 @@ class Wire:
                 decompress=params.get("decompress", "0").strip().lower() in _TRUE,
                 verify=no_checksums.strip().lower() not in _TRUE,
                 encoding=encoding,
-                level=http_level(params.get("http_zlib_compression_level")),
+                level=http_level(setting("http_zlib_compression_level")),
             )
         except WireError as exc:
             raise _wire_error(exc) from exc
@@ -827,7 +837,8 @@ class _Handler(BaseHTTPRequestHandler):
             detail = "query_id may hold only letters, digits and _.:@+- (at most 128)"
             raise ClickHouseError.of(Code.BAD_ARGUMENTS, detail)
         self._query_id = query_id
-        wire = Wire.of(params, self.headers.get("Accept-Encoding", ""))
+        accept_encoding = self.headers.get("Accept-Encoding", "")
+        wire = Wire.of(params, accept_encoding, self.server.engine.defaults)
         body = self._read_body(self.server.limits)
         if wire.decompress:
             body = wire.decompressed(body, self.server.limits.max_decompressed_bytes)
