@@ -203,6 +203,17 @@ def test_streams_back_to_back_are_all_read() -> None:
     assert info.value.code == 271
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2048), st.sampled_from(["gzip", "deflate", "zstd", "lz4", "xz", "bz2"]))
+def test_garbage_bodies_are_clean_errors(data: bytes, encoding: str) -> None:
+    try:
+        out = decode_content(data, encoding, 1024)
+    except WireError as exc:
+        assert exc.code in (271, 290)
+        return
+    assert len(out) <= 1024
+
+
 def test_unknown_encodings_are_code_89() -> None:
     with pytest.raises(WireError) as info:
         decode_content(b"x", "br", LIMIT)
