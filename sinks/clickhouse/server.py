@@ -19,9 +19,10 @@ applied per request), and there is no external data. The transport is ClickHouse
 (``Wire``): Native answers take the layout of the client's ``client_protocol_version``
 (``sinks.clickhouse.native``), ``compress=1``/``decompress=1`` use ClickHouse's compressed
 block framing and ``enable_http_compression=1`` an HTTP Content-Encoding
-(``sinks.clickhouse.compression``); errors always leave plain. chdb runs one statement at
-a time and cannot cancel one that runs (chdb 4.4: a cancel from another thread waits for
-it), so every statement carries a
+(``sinks.clickhouse.compression``); errors always leave plain.
+
+chdb runs one statement at a time and cannot cancel one that runs (chdb 4.4: a cancel from
+another thread waits for it), so every statement carries a
 ``max_execution_time``: a short one for readonly users, which bounds how long the analytics
 sink can wait, and how long a statement whose client went away keeps the engine; one whose
 client went away while it waited for its turn is not run at all.
