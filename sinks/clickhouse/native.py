@@ -99,6 +99,8 @@ def parse_type(text: str) -> Type:
         raise _malformed(msg)
     raw = tuple(_split_arguments(rest[1:-1]))
     if name in ("Tuple", "Nested"):
+        if raw == ("",):
+            return Type(name)  # Tuple(): check_type refuses it
         elements = tuple(parse_type(_ELEMENT_NAME.sub("", arg, count=1)) for arg in raw)
         if name == "Nested":  # serialized as Array(Tuple(...))
             return Type("Array", (Type("Tuple", elements),))
@@ -192,7 +194,7 @@ def check_type(kind: Type, type_name: str, revision: int) -> None:
     if kind.name in ("Array", "Nullable", "Tuple", "LowCardinality"):
         if kind.name == "LowCardinality" and revision < LOW_CARDINALITY_REVISION:
             raise _refuse(type_name, f"needs client_protocol_version >= {LOW_CARDINALITY_REVISION}")
-        if kind.name == "Tuple" and not kind.args:
+        if kind.name == "Tuple" and not kind.args:  # Tuple(): rare, and not walked here
             raise _refuse(type_name, "is not supported by the embedded server")
         for arg in kind.args:
             check_type(arg, type_name, revision)

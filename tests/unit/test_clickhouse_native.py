@@ -106,6 +106,10 @@ def test_types_it_cannot_walk_are_refused_with_code_48() -> None:
     with pytest.raises(WireError) as info:
         reframe(variant, CLICKHOUSE_GO)
     assert (info.value.code, info.value.name) == (48, "NOT_IMPLEMENTED")
+    empty_tuple = b"\x01\x01" + _column(b"t", b"Tuple()", b"\x00", False)
+    with pytest.raises(WireError) as info:
+        reframe(empty_tuple, CLICKHOUSE_GO)
+    assert info.value.code == 48
     low_card = b"\x01\x00" + _column(b"l", b"LowCardinality(String)", b"", False)
     with pytest.raises(WireError) as info:
         reframe(low_card, 54404)  # ClickHouse would strip LowCardinality: not done here
