@@ -15,9 +15,14 @@ carry no browser ``Origin``. Bodies, decompressed bodies, results and connection
 
 All clients share one chdb session. So, unlike ClickHouse: ``session_id`` is ignored, ``SET``
 statements and SETTINGS clauses on an INSERT are refused (settings travel as URL parameters,
-applied per request), there is no external data, ``compress=1`` is refused and responses are
-never compressed. chdb runs one statement at a time and cannot cancel one that runs (chdb
-4.4: a cancel from another thread waits for it), so every statement carries a
+applied per request), and there is no external data. The transport is ClickHouse's
+(``Wire``): Native answers take the layout of the client's ``client_protocol_version``
+(``sinks.clickhouse.native``), ``compress=1``/``decompress=1`` use ClickHouse's compressed
+block framing and ``enable_http_compression=1`` an HTTP Content-Encoding
+(``sinks.clickhouse.compression``); errors always leave plain.
+
+chdb runs one statement at a time and cannot cancel one that runs (chdb 4.4: a cancel from
+another thread waits for it), so every statement carries a
 ``max_execution_time``: a short one for readonly users, which bounds how long the analytics
 sink can wait, and how long a statement whose client went away keeps the engine; one whose
 client went away while it waited for its turn is not run at all.
@@ -29,7 +34,6 @@ import argparse
 import base64
 import contextlib
 import dataclasses
-import importlib
 import ipaddress
 import json
 import logging
@@ -43,7 +47,6 @@ import sys
 import tempfile
 import threading
 import uuid
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +62,18 @@ from urllib.parse import parse_qsl, urlsplit
 
 from chdb import session as chdb_session
 
+from sinks.clickhouse import native
+from sinks.clickhouse.compression import (
+    Codec,
+    WireError,
+    choose_encoding,
+    codec_for,
+    compress_blocks,
+    decode_content,
+    decompress_blocks,
+    encode_content,
+    http_level,
+)
 from sinks.clickhouse.guard import (
     Limits,
     Refused,
@@ -473,84 +488,99 @@ def _split_insert(prefix: bytes, body: bytes) -> tuple[str, str, bytes | memoryv
     return head, fmt, data
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def decode_body(data: bytes, encoding: str, limit: int = 256 << 20) -> bytes:
     """The request body with its Content-Encoding undone (clickhouse-connect compresses inserts).
 
     Never more than ``limit`` bytes come out: a gzip bomb is refused once it has grown that
     far, not after it has filled the memory.
     """
-    name = encoding.strip().lower()
-    if name in ("", "identity"):
-        return data
     try:
-        if name in ("gzip", "deflate"):
-            # ClickHouse's deflate is a zlib stream; MAX_WBITS | 32 takes either header.
-            return _zlib_decompress(data, limit)
-        if name == "zstd":
-            return _zstd_decompress(data, limit)
-        if name == "lz4":
-            return _lz4_decompress(data, limit)
-    except _TooLarge as exc:
-        detail = f"The {name} request body decompresses to more than {limit} bytes"
-        raise ClickHouseError.of(Code.LIMIT_EXCEEDED, detail) from exc
-    except Exception as exc:  # each codec library raises its own error types
-        detail = f"Cannot decode the {name} request body: {exc}"
-        raise ClickHouseError.of(Code.CANNOT_DECOMPRESS, detail) from exc
-    detail = f"Unknown Content-Encoding {encoding!r}: use lz4, zstd, gzip or deflate"
-    raise ClickHouseError.of(Code.UNKNOWN_COMPRESSION_METHOD, detail)
+        return decode_content(data, encoding, limit)
+    except WireError as exc:
+        raise _wire_error(exc) from exc
 
 
-def _zlib_decompress(data: bytes, limit: int) -> bytes:
-    decompressor = zlib.decompressobj(zlib.MAX_WBITS | 32)
-    out = decompressor.decompress(data, limit + 1)
-    if len(out) > limit or decompressor.unconsumed_tail:
-        raise _TooLarge
-    out += decompressor.flush()
-    if len(out) > limit:
-        raise _TooLarge
-    if not decompressor.eof:
-        msg = "truncated stream"
-        raise ValueError(msg)
-    return out
+def _wire_error(exc: WireError) -> ClickHouseError:
+    return ClickHouseError(exc.code, f"Code: {exc.code}. DB::Exception: {exc.detail}. ({exc.name})")
 
 
-def _zstd_decompress(data: bytes, limit: int) -> bytes:
-    if sys.version_info >= (3, 14):
-        from compression import zstd
-    else:
-        from backports import zstd  # a clickhouse-connect dependency before Python 3.14
-    return _frames(data, limit, zstd.ZstdDecompressor, "zstd")
+_TRUE = frozenset({"1", "true"})
 
 
-def _lz4_decompress(data: bytes, limit: int) -> bytes:
-    # lz4 (a clickhouse-connect dependency) ships no type information, hence the Any.
-    frame: Any = importlib.import_module("lz4.frame")
-    # clickhouse-connect sends one LZ4 frame per insert block, back to back.
-    return _frames(data, limit, frame.LZ4FrameDecompressor, "LZ4")
+@dataclass(frozen=True)
+class Wire:
+    """How a request's body arrives and its answer leaves: ClickHouse's transport parameters.
 
+    ``client_protocol_version`` (Native's layout), ``compress``/``decompress`` (ClickHouse's
+    block framing, ``sinks.clickhouse.compression``), ``enable_http_compression`` with the
+    client's ``Accept-Encoding`` (an HTTP Content-Encoding).
+    """
 
-def _frames(data: bytes, limit: int, decompressor_of: Callable[[], Any], name: str) -> bytes:
-    """Frames back to back (one per block), each with a fresh ``decompressor_of()``, never
-    more than ``limit`` bytes out in all."""
-    parts: list[bytes] = []
-    size = 0
-    rest = data
-    while rest:
-        decompressor = decompressor_of()
-        part = decompressor.decompress(rest, max_length=limit + 1 - size)
-        size += len(part)
-        if size > limit or not (decompressor.eof or decompressor.needs_input):
-            raise _TooLarge
-        if not decompressor.eof:
-            msg = f"truncated {name} frame"
-            raise ValueError(msg)
-        parts.append(part)
-        rest = decompressor.unused_data
-    return b"".join(parts)
+    revision: int = 0
+    codec: Codec | None = None  # compress=1: the answer in ClickHouse's block framing
+    decompress: bool = False
+    verify: bool = True  # checksums of decompress=1 blocks
+    encoding: str | None = None  # the answer's Content-Encoding
+    level: int = 3
+
+    @classmethod
+    def of(
+        cls, params: Mapping[str, str], accept_encoding: str, defaults: Mapping[str, str]
+    ) -> Wire:
+        """The transport of a request; a bad parameter is ClickHouse's error for it.
+
+        Settings not in the URL take the engine's defaults (``enable_http_compression`` is 1
+        in ClickHouse 26.9), but for ``network_compression_method``: see compression.py.
+        """
+
+        def setting(name: str) -> str | None:
+            return params.get(name, defaults.get(name))
+
+        try:
+            codec = None
+            if params.get("compress", "0").strip().lower() in _TRUE:
+                codec = codec_for(
+                    params.get("network_compression_method"),
+                    setting("network_zstd_compression_level"),
+                )
+            encoding = None
+            if (setting("enable_http_compression") or "0").strip().lower() in _TRUE:
+                encoding = choose_encoding(accept_encoding)
+            no_checksums = params.get(
+                "http_native_compression_disable_checksumming_on_decompress", "0"
+            )
+            return cls(
+                revision=native.parse_revision(params.get("client_protocol_version")),
+                codec=codec,
+                decompress=params.get("decompress", "0").strip().lower() in _TRUE,
+                verify=no_checksums.strip().lower() not in _TRUE,
+                encoding=encoding,
+                level=http_level(setting("http_zlib_compression_level")),
+            )
+        except WireError as exc:
+            raise _wire_error(exc) from exc
+
+    def decompressed(self, body: bytes, limit: int) -> bytes:
+        """A ``decompress=1`` body out of ClickHouse's block framing."""
+        try:
+            return decompress_blocks(body, limit, verify=self.verify)
+        except WireError as exc:
+            raise _wire_error(exc) from exc
+
+    def encoded(self, outcome: Outcome, headers: dict[str, str]) -> bytes:
+        """The answer's bytes as the client asked: Native's layout, framing, Content-Encoding."""
+        body = outcome.body
+        try:
+            if (outcome.result_format or "").lower() == "native":
+                body = native.reframe(body, self.revision)
+            if self.codec is not None:
+                body = compress_blocks(body, self.codec)
+            if self.encoding is not None:
+                body = encode_content(body, self.encoding, self.level)
+                headers["Content-Encoding"] = self.encoding
+        except WireError as exc:
+            raise _wire_error(exc) from exc
+        return body
 
 
 def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
@@ -808,13 +838,11 @@ class _Handler(BaseHTTPRequestHandler):
             detail = "query_id may hold only letters, digits and _.:@+- (at most 128)"
             raise ClickHouseError.of(Code.BAD_ARGUMENTS, detail)
         self._query_id = query_id
-        for name in ("compress", "decompress"):
-            if params.get(name, "0") not in ("", "0"):
-                self.close_connection = True
-                detail = (f"{name}=1 (ClickHouse's native compressed format) is not "
-                          "supported by the embedded server; use HTTP compression")  # fmt: skip
-                raise ClickHouseError.of(Code.NOT_IMPLEMENTED, detail)
+        accept_encoding = self.headers.get("Accept-Encoding", "")
+        wire = Wire.of(params, accept_encoding, self.server.engine.defaults)
         body = self._read_body(self.server.limits)
+        if wire.decompress:
+            body = wire.decompressed(body, self.server.limits.max_decompressed_bytes)
         content_type = self.headers.get("Content-Type", "")
         if content_type.lower().startswith("multipart/form-data"):
             params.update(_form_fields(content_type, body))
@@ -858,7 +886,7 @@ class _Handler(BaseHTTPRequestHandler):
         if outcome.result_format is not None:
             headers["X-ClickHouse-Format"] = outcome.result_format
             headers["Content-Type"] = _content_type(outcome.result_format)
-        return 200, outcome.body, headers
+        return 200, wire.encoded(outcome, headers), headers
 
     def _drain(self) -> None:
         """Read and drop the body of a refused request, so the client reads its answer.
