@@ -46,6 +46,11 @@ async function run(client, query, params = {}) {
   return { columns, rows }
 }
 
+// An error as ClickHouse words it: "Code: 60. <message> (UNKNOWN_TABLE)".
+function said(e) {
+  return e?.code ? `Code: ${e.code}. ${e.message} (${e.type})` : String(e?.message ?? e)
+}
+
 function typeOf(v) {
   return v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v
 }
@@ -61,7 +66,7 @@ try {
     try {
       out.queries[q.name] = await run(client, q.sql, q.params)
     } catch (e) {
-      errors[`query ${q.name}`] = String(e.message ?? e)
+      errors[`query ${q.name}`] = said(e)
     }
   }
   out.metadata = {}
@@ -69,7 +74,7 @@ try {
     try {
       out.metadata[q.name] = await run(client, q.sql)
     } catch (e) {
-      errors[`metadata ${q.name}`] = String(e.message ?? e)
+      errors[`metadata ${q.name}`] = said(e)
     }
   }
   out.temp = await sessions(errors)
@@ -92,14 +97,14 @@ async function sessions(errors) {
       ['a create', a, `CREATE TEMPORARY TABLE ${t} (n UInt32) ENGINE = Memory`],
       ['a insert', a, `INSERT INTO ${t} VALUES (1), (2), (3)`],
     ]) {
-      try { await c.command({ query: sql }) } catch (e) { errors[`temp ${name}`] = String(e.message ?? e) }
+      try { await c.command({ query: sql }) } catch (e) { errors[`temp ${name}`] = said(e) }
     }
-    try { got.own = (await run(a, `SELECT count(), sum(n) FROM ${t}`)).rows } catch (e) { errors['temp a select'] = String(e.message ?? e) }
-    try { got.other_rows = (await run(b, `SELECT count() FROM ${t}`)).rows } catch (e) { got.other_error = String(e.message ?? e) }
+    try { got.own = (await run(a, `SELECT count(), sum(n) FROM ${t}`)).rows } catch (e) { errors['temp a select'] = said(e) }
+    try { got.other_rows = (await run(b, `SELECT count() FROM ${t}`)).rows } catch (e) { got.other_error = said(e) }
     try {
       await b.command({ query: `CREATE TEMPORARY TABLE ${t} (n UInt32) ENGINE = Memory` })
       got.other_own = (await run(b, `SELECT count() FROM ${t}`)).rows
-    } catch (e) { errors['temp b'] = String(e.message ?? e) }
+    } catch (e) { errors['temp b'] = said(e) }
   } finally {
     await a.close()
     await b.close()
