@@ -387,3 +387,31 @@ def test_the_client_programs_are_pinned() -> None:
     assert re.search(
         r"<artifactId>clickhouse-jdbc</artifactId>\s*<version>0\.11\.\d+</version>", pom
     )
+
+
+@pytest.mark.parametrize("options", ["", "?compress=false"], ids=["default", "uncompressed"])
+def test_superset_reads_through_its_sqlalchemy_uri(
+    options: str, engine: EngineProcess, expected: dict[str, Any]
+) -> None:
+    """Superset's connection: the ``clickhousedb://`` URI of docs/analysts.md, its inspector
+    (schemas, tables, columns) and SQL Lab's statements as the DB-API cursor runs them."""
+    from sqlalchemy import create_engine, inspect
+
+    db = demo_data.DATABASE
+    uri = f"clickhousedb://{ANALYST[0]}:{ANALYST[1]}@127.0.0.1:{engine.port}/{db}{options}"
+    superset = create_engine(uri)
+    try:
+        inspector = inspect(superset)
+        assert db in inspector.get_schema_names()
+        assert set(inspector.get_table_names(schema=db)) >= TABLES | VIEWS
+        assert set(inspector.get_view_names(schema=db)) == VIEWS
+        columns = inspector.get_columns("ggr_daily", schema=db)
+        assert [c["name"] for c in columns][:5] == ["day", "product", "jurisdiction",
+                                                    "currency", "handle"]  # fmt: skip
+        with superset.connect() as conn:
+            for q in demo_data.QUERIES:
+                rows = [list(r) for r in conn.exec_driver_sql(q["sql"], q["params"]).fetchall()]
+                want = expected[q["name"]]
+                assert rows_of(want["types"], rows) == rows_of(want["types"], want["rows"]), q
+    finally:
+        superset.dispose()
