@@ -203,7 +203,7 @@ def run_program(program: build.Program, client: str, engine: EngineProcess,
         args = ["-url", f"http://{base}", "-user", user, "-password", password,
                 "-compression", compression]  # fmt: skip
     elif client == "clickhouse-jdbc":
-        args = ["--url", f"//{base}", "--user", user, "--password", password]
+        args = ["--url", f"http://{base}", "--user", user, "--password", password]
         if compression == "off":
             args += ["--compress", "false"]
     else:

@@ -8,6 +8,7 @@
 //
 //   java -cp 'lib/*:classes' Main --url http://127.0.0.1:8123 --user analyst --password pw
 //        [--compress false] < spec.json
+// (or CH_URL, CH_USER, CH_PASSWORD, CH_COMPRESS in the environment)
 import java.io.IOException;
 import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
@@ -38,6 +39,11 @@ public final class Main {
 
     public static void main(String[] args) throws IOException, SQLException {
         Map<String, String> opt = new LinkedHashMap<>();
+        // Arguments, or the environment as the other clients read it.
+        putEnv(opt, "url", "CH_URL");
+        putEnv(opt, "user", "CH_USER");
+        putEnv(opt, "password", "CH_PASSWORD");
+        putEnv(opt, "compress", "CH_COMPRESS");
         for (int i = 0; i + 1 < args.length; i += 2) {
             opt.put(args[i].replaceFirst("^--", ""), args[i + 1]);
         }
@@ -45,7 +51,8 @@ public final class Main {
         Map<String, Object> spec = (Map<String, Object>) Json.parse(
                 new String(System.in.readAllBytes(), StandardCharsets.UTF_8));
         String database = (String) spec.get("database");
-        String jdbcUrl = "jdbc:clickhouse:" + opt.get("url") + "/" + database;
+        // http://host:port -> jdbc:clickhouse:http://host:port/croupier, as DBeaver's URL.
+        String jdbcUrl = "jdbc:clickhouse:" + opt.get("url").replaceAll("/+$", "") + "/" + database;
 
         Map<String, Object> out = new LinkedHashMap<>();
         Map<String, Object> errors = new LinkedHashMap<>();
@@ -83,6 +90,13 @@ public final class Main {
         out.put("temp", sessions(jdbcUrl, opt, (String) spec.get("temp_table"), errors));
         out.put("errors", errors);
         System.out.println(Json.write(out));
+    }
+
+    static void putEnv(Map<String, String> opt, String key, String variable) {
+        String value = System.getenv(variable);
+        if (value != null && !value.isEmpty()) {
+            opt.put(key, value);
+        }
     }
 
     static Connection connect(String url, Map<String, String> opt, String session) throws SQLException {
