@@ -9,6 +9,8 @@ the analytics sink's own writer, so every table and view fills as it does in the
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from schemas.records import AuditRecord, SourcePosition
@@ -120,37 +122,51 @@ def load(writer_url: str, database: str = DATABASE) -> None:
 
 TEMP_TABLE = "croupier_probe"
 
-# The README's analyst queries (``README.md``, the analytics section) as a tool sends them:
-# the demo's ids bound as parameters, ``{name:Type}`` as ClickHouse writes them.
-QUERIES: list[dict[str, Any]] = [
-    {"name": "ggr_daily",
-     "sql": "SELECT day, product, jurisdiction, currency, handle, ggr, hold FROM ggr_daily "
-            "ORDER BY day, product, jurisdiction",
-     "params": {}},
-    {"name": "ggr_by_market",
-     "sql": "SELECT event_id, market_id, currency, bets, handle, ggr, hold, settled_bets "
-            "FROM ggr_by_market WHERE event_id IN ({m1:String}, {m2:String}) "
-            "ORDER BY ggr DESC",
-     "params": {"m1": M1, "m2": M2}},
-    {"name": "market_liability",
-     "sql": "SELECT event_id, market_id, outcome_id, open_bets, open_stake, potential_payout, "
-            "liability FROM market_liability ORDER BY liability DESC LIMIT {limit:UInt32}",
-     "params": {"limit": 20}},
-    {"name": "odds_history",
-     "sql": "SELECT changed_at, market_id, outcome_id, status, odds FROM odds_history "
-            "WHERE event_id = {event:String} ORDER BY changed_at, market_id, outcome_id",
-     "params": {"event": M1}},
-    {"name": "player_history",
-     "sql": "SELECT at, product, kind, reference, amount, currency, status, detail "
-            "FROM player_history WHERE player_id = {player:String} ORDER BY at",
-     "params": {"player": UK}},
-    {"name": "payment_totals",
-     "sql": "SELECT period, period_start, deposits, deposit_count, withdrawals_requested, "
-            "withdrawals_paid FROM payment_totals "
-            "WHERE player_id = {player:String} AND currency = {currency:String} "
-            "ORDER BY period, period_start",
-     "params": {"player": ES, "currency": "EUR"}},
-]  # fmt: skip
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_sql() -> list[str]:
+    """The ```sql blocks of the README's analytics section, as written there."""
+    section = README.read_text().split("## Analytics", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sql\n(.*?)```", section, flags=re.S)
+
+
+def parameterized(sql: str) -> tuple[str, dict[str, Any]]:
+    """A README query as a tool sends it: its values bound as ``{name:Type}`` parameters.
+
+    ``x LIKE 'demo-%-uk'`` (every demo run's UK player) becomes ``x = {id_uk:String}``
+    bound to this run's ``demo-c0ffee-uk``; any other string literal a parameter of its own.
+    """
+    params: dict[str, Any] = {}
+
+    def demo_id(m: re.Match[str]) -> str:
+        params[f"id_{m[1]}"] = f"{RUN}{m[1]}"
+        return f"= {{id_{m[1]}:String}}"
+
+    def literal(m: re.Match[str]) -> str:
+        name = f"s{len(params)}"
+        params[name] = m[1]
+        return f"{{{name}:String}}"
+
+    sql = re.sub(r"LIKE 'demo-%-(\w+)'", demo_id, sql)
+    sql = re.sub(r"'([^']*)'", literal, sql)
+    return " ".join(sql.split()), params
+
+
+def _queries() -> list[dict[str, Any]]:
+    out = []
+    for text in readme_sql():
+        sql, params = parameterized(text)
+        view = re.search(r"\bFROM (\w+)", sql)
+        assert view is not None, sql
+        out.append({"name": view[1], "sql": sql, "params": params})
+    assert len(out) >= 6 and len({q["name"] for q in out}) == len(out), out
+    return out
+
+
+# The README's analyst queries (its analytics section) with the demo's ids bound as
+# parameters, as every client of the matrix runs them.
+QUERIES: list[dict[str, Any]] = _queries()
 
 # What Grafana's ClickHouse data source asks (src/data/CHDatasource.ts: the database, table
 # and column pickers, the ad hoc filters' version probe) and the system tables behind them.

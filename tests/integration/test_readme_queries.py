@@ -25,13 +25,10 @@ from tests.integration.clickhouse_server import ANALYST, EngineProcess, free_por
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
 ANALYSTS = ROOT / "docs" / "analysts.md"
 
 
-def readme_queries() -> list[str]:
-    section = README.read_text().split("## Analytics", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```sql\n(.*?)```", section, flags=re.S)
+readme_queries = demo_data.readme_sql
 
 
 def docs_blocks(language: str) -> list[str]:
