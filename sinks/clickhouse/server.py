@@ -13,14 +13,25 @@ says what each may run. A GET runs as readonly 2, as in ClickHouse. Requests mus
 host (127.0.0.1, localhost or an ``--allowed-host``: a DNS-rebinding page names its own) and
 carry no browser ``Origin``. Bodies, decompressed bodies, results and connections are bounded.
 
-All clients share one chdb session. So, unlike ClickHouse: ``session_id`` is ignored, ``SET``
-statements and SETTINGS clauses on an INSERT are refused (settings travel as URL parameters,
-applied per request), there is no external data, ``compress=1`` is refused and responses are
-never compressed. chdb runs one statement at a time and cannot cancel one that runs (chdb
-4.4: a cancel from another thread waits for it), so every statement carries a
-``max_execution_time``: a short one for readonly users, which bounds how long the analytics
-sink can wait, and how long a statement whose client went away keeps the engine; one whose
-client went away while it waited for its turn is not run at all.
+Each client context has its own chdb connection (``sinks.clickhouse.sessions``): a
+``session_id`` keeps its database, its settings (from ``SET``, checked as URL settings are)
+and its temporary tables until ``session_timeout``; a request without one runs on a fresh
+connection, as in ClickHouse. ``SET`` outside a session is accepted and forgotten. chdb
+connections on one data directory run side by side; this server still gives statements
+turns (``--max-concurrent-queries``, 1 by default), and a statement's turn is the only
+thing it waits for: ``KILL QUERY WHERE query_id = '...'`` (a user's own queries only)
+cancels one that waits, and, through the engine's own KILL, one that runs. Every statement
+also carries a ``max_execution_time``: a short one for readonly users, which bounds how
+long the analytics sink can wait, and how long a statement whose client went away keeps
+its turn; one whose client went away while it waited for its turn is not run at all.
+``send_progress_in_http_headers=1`` sends ``X-ClickHouse-Progress`` headers from chdb's
+progress callback while the statement runs (the status line, 200, goes out with the first,
+as ClickHouse does), and a last one with the totals. Errors carry ClickHouse's code in
+``X-ClickHouse-Exception-Code`` and its HTTP status (``_HTTP_STATUS``).
+
+Unlike ClickHouse: SETTINGS clauses on an INSERT are refused (settings travel as URL
+parameters or ``SET``), there is no external data, ``compress=1`` is refused and responses
+are never compressed.
 """
 
 from __future__ import annotations
@@ -295,9 +306,9 @@ class ChdbEngine:
         try:
             kind, nodes, canonical = self._check(ctx, request)
             if kind == "Set":
-                return Outcome(b"", None, {}, assigned=self._assigned(canonical))
+                return Outcome(b"", None, _NOTHING_DONE, assigned=self._assigned(canonical))
             if kind == "KillQueryQuery":
-                return Outcome(b"", None, {}, kill=kill_target(nodes))
+                return Outcome(b"", None, _NOTHING_DONE, kill=kill_target(nodes))
             with self._turn(running, client_there):
                 self._use(ctx, request.database)
                 self._apply(ctx, request.settings)
@@ -523,6 +534,12 @@ class ChdbEngine:
         finally:
             os.unlink(path)
         return Outcome(b"", None, _summary(result))
+
+
+_NOTHING_DONE = dict.fromkeys(
+    ("read_rows", "read_bytes", "written_rows", "written_bytes", "total_rows_to_read",
+     "result_rows", "result_bytes", "elapsed_ns"), "0",
+)  # fmt: skip
 
 
 def _summary(result: Any) -> dict[str, str]:
@@ -1044,8 +1061,6 @@ class _Handler(BaseHTTPRequestHandler):
             progress=progress,
             temporary_bytes=limits.session_temporary_bytes,
         )
-        with self._progress_lock:
-            self._progress_done = True
         if outcome.assigned is not None:
             # Checked as a URL setting would be; outside a session, as ClickHouse, SET is
             # accepted and forgotten with the request's context.
@@ -1082,7 +1097,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = "finished" if found.done.is_set() else "waiting"
             row = (status, found.query_id, found.user, found.text)
         body = self.server.engine.kill_answer(row, fmt)
-        return Outcome(body, fmt, {})
+        return Outcome(body, fmt, _NOTHING_DONE)
 
     def _progress(self, interval: float) -> Callable[[Mapping[str, Any]], None]:
         """A progress callback writing ``X-ClickHouse-Progress`` headers at most every ``interval``.
