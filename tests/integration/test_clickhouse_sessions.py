@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import Message
 from typing import Any
 
@@ -95,12 +95,13 @@ def session() -> str:
 
 
 def in_background(
-    fn: object, *args: object, **kwargs: object
+    fn: Callable[..., Reply], *args: Any, **kwargs: Any
 ) -> tuple[threading.Thread, dict[str, Reply]]:
+    """Run ``fn`` in a thread; its reply lands in the dict under ``reply``."""
     out: dict[str, Reply] = {}
 
     def run() -> None:
-        out["reply"] = fn(*args, **kwargs)  # type: ignore[operator]  # a test helper
+        out["reply"] = fn(*args, **kwargs)
 
     thread = threading.Thread(target=run)
     thread.start()
