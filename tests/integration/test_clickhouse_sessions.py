@@ -142,6 +142,9 @@ def test_two_clickhouse_connect_clients_keep_their_own_temporary_tables(
             [(10,)],
             [(11,)],
         ]
+        clients[0].command("SET max_threads = 3")  # and their own settings
+        threads = "SELECT getSetting('max_threads') = 3"
+        assert [ch.query(threads).result_rows for ch in clients] == [[(True,)], [(False,)]]
         # Nobody else sees them: neither a request without a session nor the writer's.
         reply = post(engine, "SELECT n FROM scratch", user=ANALYST)
         assert (reply.status, reply.code) == (404, 60), reply.body
