@@ -89,6 +89,7 @@ from sinks.clickhouse.sessions import (
     QueryRegistry,
     Running,
     SessionStore,
+    Turns,
     kill_target,
     progress_header,
     session_params,
@@ -265,7 +266,7 @@ class ChdbEngine:
         self._path = path
         self._admin_lock = threading.Lock()  # the admin connection: kills, KILL's answers
         self._max_concurrent = max_concurrent
-        self._turns = threading.BoundedSemaphore(max_concurrent)
+        self._turns = Turns(max_concurrent)
         self._closed = False
         # Statements checked and passed, with their kind, tree and canonical text.
         self._allowed: OrderedDict[tuple[Any, ...], tuple[str, list[Node], str]] = OrderedDict()
@@ -342,10 +343,8 @@ class ChdbEngine:
         self, running: Running | None, client_there: Callable[[], bool] | None
     ) -> Iterator[None]:
         """Wait for a turn to run, giving up when the query is killed meanwhile."""
-        while not self._turns.acquire(timeout=0.05):
-            if running is not None and running.cancelled.is_set():
-                break
-        else:
+        cancelled = running.cancelled.is_set if running is not None else lambda: False
+        if self._turns.acquire(give_up=cancelled):
             try:
                 if self._closed:
                     raise ClickHouseError.of(Code.ABORTED, "The server is shutting down")
@@ -476,7 +475,7 @@ class ChdbEngine:
         """Wait for the running statements, then close the engine so the data is flushed."""
         self._closed = True
         for _ in range(self._max_concurrent):
-            self._turns.acquire()
+            self._turns.acquire(give_up=lambda: False)
         with self._admin_lock:
             if self._admin is not None:
                 self._admin.close()
@@ -873,6 +872,7 @@ class _Server(ThreadingHTTPServer):
                     f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
             with contextlib.suppress(OSError):
                 request.sendall(head + body)
+                _linger(request)
             self.shutdown_request(request)
             return
         try:
@@ -899,6 +899,23 @@ class _Server(ThreadingHTTPServer):
             log.debug("connection from %s dropped", client_address, exc_info=True)
         else:
             log.exception("connection from %s failed", client_address)
+
+
+def _linger(sock: socket.socket, seconds: float = 0.1, limit: int = 1 << 16) -> None:
+    """Read what the client still sends, briefly, before a refused connection closes.
+
+    Closing with the client's request unread makes the kernel reset the connection, and a
+    client still sending its body then sees a broken pipe instead of the answer.
+    """
+    sock.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + seconds
+    taken = 0
+    while taken < limit and (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        got = sock.recv(1 << 14)
+        if not got:
+            return
+        taken += len(got)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -5,7 +5,8 @@ its own current database, settings and temporary tables, and statements of diffe
 connections run side by side (a ``KILL QUERY`` from one cancels a statement running in
 another). So isolation is the engine's own, not rebuilt here: a request with a
 ``session_id`` gets its session's connection, one without gets a fresh connection that is
-closed after it (ClickHouse gives such a request a fresh context too), and an expired
+put back among a few idle ones only if it holds nothing of the request (ClickHouse gives
+such a request a fresh context too), and an expired
 session's connection is closed, which drops its temporary tables.
 
 What this module adds is what the engine has no notion of:
@@ -24,6 +25,7 @@ What this module adds is what the engine has no notion of:
 
 from __future__ import annotations
 
+import collections
 import re
 import threading
 import time
@@ -103,12 +105,15 @@ class SessionStore:
         open_connection: Callable[[], Any],
         *,
         max_sessions: int,
+        max_idle: int = 4,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._open = open_connection
         self._max = max_sessions
         self._clock = clock
         self._sessions: dict[str, Context] = {}
+        self._idle: list[Context] = []  # connections for requests without a session
+        self._max_idle = max_idle
         self._lock = threading.Lock()
         self._closed = False
 
@@ -120,11 +125,8 @@ class SessionStore:
     def context(self, user: str, params: SessionParams | None) -> Iterator[Context]:
         """The context a request runs in, held by it alone until the block ends."""
         if params is None:
-            fresh = Context(self._open(), user=user, session_id=None, timeout=0)
-            try:
+            with self._fresh(user) as fresh:
                 yield fresh
-            finally:
-                fresh.close()
             return
         self.sweep()
         with self._lock:
@@ -152,6 +154,31 @@ class SessionStore:
             ctx.expires = self._clock() + ctx.timeout
             ctx.lock.release()
 
+    @contextmanager
+    def _fresh(self, user: str) -> Iterator[Context]:
+        """A context in the state of a new connection, for a request without a session.
+
+        A connection goes back to the idle ones only when it holds nothing of the request:
+        its settings and database are known (``applied``, ``database``) and set afresh for
+        the next; one where a temporary table was made, or a statement failed, is closed.
+        """
+        with self._lock:
+            ctx = self._idle.pop() if self._idle else None
+        if ctx is None:
+            ctx = Context(self._open(), user=user, session_id=None, timeout=0)
+        ctx.user = user
+        clean = False
+        try:
+            yield ctx
+            clean = not ctx.temporary
+        finally:
+            with self._lock:
+                keep = clean and not self._closed and len(self._idle) < self._max_idle
+                if keep:
+                    self._idle.append(ctx)
+            if not keep:
+                ctx.close()
+
     def sweep(self) -> list[str]:
         """Close the sessions idle past their timeout; their ids."""
         now = self._clock()
@@ -172,8 +199,9 @@ class SessionStore:
         """Close every session, waiting for the requests that hold one."""
         with self._lock:
             self._closed = True
-            contexts = list(self._sessions.values())
+            contexts = list(self._sessions.values()) + self._idle
             self._sessions.clear()
+            self._idle.clear()
         for ctx in contexts:
             with ctx.lock:
                 ctx.close()
@@ -238,6 +266,43 @@ class QueryRegistry:
         running.cancelled.set()
         if running.started.is_set() and not running.done.is_set():
             self._kill(running)
+
+
+class Turns:
+    """Turns to run a statement, ``n`` at a time, given in the order they were asked for.
+
+    First come, first served: a client that waited longest runs first, and one that gave
+    up leaves the line at once (a lock or semaphore polled with timeouts reorders them).
+    """
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._line: collections.deque[threading.Event] = collections.deque()
+        self._lock = threading.Lock()
+
+    def acquire(self, *, give_up: Callable[[], bool]) -> bool:
+        """Wait for a turn; False when ``give_up()`` turned true first."""
+        mine = threading.Event()
+        with self._lock:
+            if self._free and not self._line:
+                self._free -= 1
+                return True
+            self._line.append(mine)
+        while not mine.wait(0.05):
+            if give_up():
+                with self._lock:
+                    if mine in self._line:
+                        self._line.remove(mine)
+                        return False
+                break  # the turn came meanwhile: the caller gives it back
+        return True
+
+    def release(self) -> None:
+        with self._lock:
+            if self._line:
+                self._line.popleft().set()  # handed straight to the next in line
+            else:
+                self._free += 1
 
 
 _KILL_LITERAL = re.compile(r"'([A-Za-z0-9_.:@+-]{1,128})'")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from sinks.clickhouse.sessions import (
     Running,
     SessionParams,
     SessionStore,
+    Turns,
     kill_target,
     progress_header,
     session_params,
@@ -97,8 +99,26 @@ def test_a_session_is_kept_between_requests_and_a_sessionless_context_is_not() -
         assert second is first and second.settings == {"max_threads": "3"}
     with sessions.context("u", None) as fresh:
         assert fresh.session_id is None and fresh.conn is opened[-1]
-    assert opened[-1].closed and not opened[0].closed
-    assert len(sessions) == 1
+    assert len(sessions) == 1 and not any(c.closed for c in opened)
+
+
+def test_a_connection_without_a_session_is_reused_only_when_it_holds_nothing() -> None:
+    sessions, _, opened = store()
+    with sessions.context("u", None) as first:
+        first.applied = {"max_threads": "2"}  # known: the next request's SET resets it
+    with sessions.context("v", None) as second:
+        assert second is first and second.user == "v"
+        second.temporary = True  # a temporary table was made here
+    assert opened[0].closed
+    with pytest.raises(ValueError, match="boom"), sessions.context("u", None) as third:
+        assert third is not first
+        raise ValueError("boom")  # a failed statement: state unknown
+    assert opened[1].closed
+    with sessions.context("u", None):
+        pass
+    assert len(opened) == 3
+    sessions.close()
+    assert all(c.closed for c in opened)
 
 
 def test_a_session_expires_after_its_idle_timeout() -> None:
@@ -260,3 +280,29 @@ def test_progress_header_is_clickhouse_json_with_numbers_as_strings() -> None:
     assert parsed["read_rows"] == "3" and parsed["total_rows_to_read"] == "10"
     assert parsed["written_rows"] == "0" and "total_bytes_to_read" not in parsed
     assert "\n" not in value and "\r" not in value
+
+
+def test_turns_go_in_the_order_asked_and_a_waiter_may_give_up() -> None:
+    turns = Turns(1)
+    assert turns.acquire(give_up=lambda: False)
+    order: list[str] = []
+    quit_waiting = threading.Event()
+
+    def wait(name: str, give_up: Callable[[], bool] = lambda: False) -> None:
+        if turns.acquire(give_up=give_up):
+            order.append(name)
+            turns.release()
+        else:
+            order.append(f"{name} gave up")
+
+    threads = []
+    for name, give_up in (("a", quit_waiting.is_set), ("b", lambda: False), ("c", lambda: False)):
+        threads.append(threading.Thread(target=wait, args=(name, give_up)))
+        threads[-1].start()
+        time.sleep(0.02)  # a, then b, then c in line
+    quit_waiting.set()
+    time.sleep(0.2)
+    turns.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == ["a gave up", "b", "c"]
