@@ -340,9 +340,16 @@ def effective_settings(
                           f"Setting {name} should not be changed")  # fmt: skip
     caps = limits.caps()
     settings = dict(requested)
+    if readonly and requested.get("readonly", str(readonly)) != str(readonly):
+        detail = f"{user}: Cannot modify 'readonly' setting in readonly mode"
+        raise Refused(164, "READONLY", detail)
     if readonly == 1:
         for name, value in requested.items():
-            if name not in FORCED and value != defaults.get(name, value + "\0"):
+            if (
+                name not in FORCED
+                and name != "readonly"
+                and value != defaults.get(name, value + "\0")
+            ):
                 detail = f"{user}: Cannot modify '{name}' setting in readonly mode"
                 raise Refused(164, "READONLY", detail)
     if readonly:

@@ -1054,12 +1054,18 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> tuple[int, bytes, dict[str, str]]:
         """Run a request's statement in its context: a session's, or a fresh one."""
         limits = self.server.limits
+        # A session's SET readonly = 1 or 2 makes its later statements that strict: the
+        # level is this server's to enforce, never a setting passed to the engine.
+        level = ctx.settings.get("readonly", "0")
+        if level in ("1", "2"):
+            request = dataclasses.replace(request, readonly=strictest(request.readonly, int(level)))
         check = functools.partial(
             effective_settings, user=request.user, readonly=request.readonly, limits=limits,
             defaults=self.server.engine.defaults,
         )  # fmt: skip
         # The session's SET values first, then the request's URL settings over them.
         settings = check(ctx.settings | request.settings)
+        settings.pop("readonly", None)
         request = dataclasses.replace(request, settings=settings)
         wanted = params.get("send_progress_in_http_headers") or ctx.settings.get(
             "send_progress_in_http_headers", "0"

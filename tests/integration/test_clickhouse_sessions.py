@@ -267,12 +267,20 @@ def test_set_refuses_what_the_user_may_not_change(engine: EngineProcess) -> None
         (ANALYST, "SET no_such_setting = 1", 404, 115),
         (VIEWER, "SET max_threads = 1", 500, 164),
         (ANALYST, "SET max_threads = ", 400, 62),
+        (ANALYST, "SET readonly = 0", 500, 164),
     ]
     for user, sql, status, code in cases:
         reply = post(engine, sql, user=user, session_id=f"{sid}-{user[0]}")
         assert (reply.status, reply.code) == (status, code), (sql, reply.body)
     get = "SELECT getSetting('max_execution_time')"
     assert post(engine, get, user=ANALYST, session_id=f"{sid}-analyst").body == b"5\n"
+    # The writer may make its own session read-only, and then not undo it.
+    writer = f"{sid}-writer"
+    assert post(engine, "SET readonly = 1", session_id=writer).status == 200
+    reply = post(engine, "INSERT INTO bets VALUES (3)", session_id=writer)
+    assert (reply.status, reply.code) == (500, 164), reply.body
+    assert post(engine, "SET readonly = 0", session_id=writer).code == 164
+    assert post(engine, "SELECT count() FROM bets", session_id=writer).body == b"2\n"
 
 
 # -- HTTP statuses ----------------------------------------------------------------------------
