@@ -15,8 +15,9 @@ carry no browser ``Origin``. Bodies, decompressed bodies, results and connection
 
 Each client context has its own chdb connection (``sinks.clickhouse.sessions``): a
 ``session_id`` keeps its database, its settings (from ``SET``, checked as URL settings are)
-and its temporary tables until ``session_timeout``; a request without one runs on a fresh
-connection, as in ClickHouse. ``SET`` outside a session is accepted and forgotten. chdb
+and its temporary tables until ``session_timeout``; a request without one runs on a
+connection that holds nothing of earlier requests, as in ClickHouse. ``SET`` outside a
+session is accepted and forgotten. chdb
 connections on one data directory run side by side; this server still gives statements
 turns (``--max-concurrent-queries``, 1 by default), and a statement's turn is the only
 thing it waits for: ``KILL QUERY WHERE query_id = '...'`` (a user's own queries only)
@@ -30,7 +31,9 @@ as ClickHouse does), and a last one with the totals. Errors carry ClickHouse's c
 ``X-ClickHouse-Exception-Code`` and its HTTP status (``_HTTP_STATUS``).
 
 Unlike ClickHouse: SETTINGS clauses on an INSERT are refused (settings travel as URL
-parameters or ``SET``), there is no external data, ``compress=1`` is refused and responses
+parameters or ``SET``), a session named by another user than its own is refused (ClickHouse
+keys sessions by user), ``KILL QUERY`` takes only ``WHERE query_id = '...'``, ``SET
+param_x`` is not kept, there is no external data, ``compress=1`` is refused and responses
 are never compressed.
 """
 
