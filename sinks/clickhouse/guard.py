@@ -11,13 +11,18 @@ The rules, the same for every user unless said:
 
 * readonly 1 (ClickHouse's meaning): statements that only read (SELECT, SHOW, DESCRIBE,
   EXISTS, EXPLAIN, USE); no setting changed, in the URL or in a SETTINGS clause.
-* readonly 2 (what a GET implies): the same statements; URL settings may change within
-  the user's limits (``max_execution_time`` and the other caps never rise).
+* readonly 2 (what a GET implies): the same statements, and, as ClickHouse allows,
+  ``CREATE TEMPORARY TABLE`` (engine Memory), ``INSERT`` into one and ``DROP TEMPORARY
+  TABLE``; settings (URL or a session's ``SET``) may change within the user's limits
+  (``max_execution_time`` and the other caps never rise).
 * everyone: no table function outside ``SAFE_TABLE_FUNCTIONS``, no function that reaches
   files, hosts or programs (``DENIED_FUNCTIONS``, anywhere in the tree), no table engine
   outside the local ones, no dictionary source, no ``INTO OUTFILE``, no ``FROM INFILE``,
   no ``SYSTEM``, ``ATTACH``, ``BACKUP``/``RESTORE``, no SETTINGS clause on an INSERT, no
   table SETTINGS (they may name a disk at any path or URL).
+
+``SET`` and ``KILL QUERY`` never reach ``check_statement``: the server handles them itself
+(``sinks.clickhouse.sessions``), SET's values through ``effective_settings``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,15 +125,31 @@ def _within(nodes: list[Node], index: int, kind: str) -> bool:
     return False
 
 
-def check_statement(ast: str, *, user: str, readonly: int) -> None:
-    """Raise ``Refused`` unless ``user`` at ``readonly`` may run the statement of ``ast``."""
+def check_statement(
+    ast: str,
+    *,
+    user: str,
+    readonly: int,
+    canonical: str = "",
+    is_temporary: Callable[[str], bool] | None = None,
+) -> None:
+    """Raise ``Refused`` unless ``user`` at ``readonly`` may run the statement of ``ast``.
+
+    ``canonical`` is the statement as ``formatQuery`` gives it back, and ``is_temporary``
+    says whether a name is a temporary table of the connection: both let readonly 2 work
+    with temporary tables.
+    """
     nodes = parse_ast(ast)
     if not nodes:
         raise Refused(62, "SYNTAX_ERROR", "Empty query")
     root = nodes[0]
     if root.kind.startswith(_DENIED_ROOTS) or root.kind == "Set":
         raise _access_denied(user, f"{root.kind} statements are not allowed on this server")
-    if readonly and not root.kind.startswith(_READ_ROOTS):
+    if (
+        readonly
+        and not root.kind.startswith(_READ_ROOTS)
+        and (readonly == 1 or not _temporary_work(nodes, canonical, is_temporary))
+    ):
         raise _readonly(user)
     for i, node in enumerate(nodes):
         if node.kind == "Function":
@@ -171,6 +192,43 @@ def check_statement(ast: str, *, user: str, readonly: int) -> None:
             # A table's SETTINGS may name a disk anywhere (``disk = disk(type = web,
             # endpoint = ...)``); a statement's own SETTINGS are the writer's to set.
             raise _access_denied(user, "table SETTINGS are not allowed on this server")
+
+
+def statement_target(nodes: list[Node]) -> str | None:
+    """The one unqualified table an INSERT, CREATE or DROP names (``db.t``, a function: None)."""
+    if not nodes or nodes[0].kind not in ("InsertQuery", "CreateQuery", "DropQuery"):
+        return None
+    children = list(_children(nodes, 0))
+    names = [n for n in children if n.kind == "Identifier"]
+    if nodes[0].kind == "InsertQuery":
+        if len(names) != 1 or any(n.kind == "Function" for n in children):
+            return None
+    elif not names or nodes[0].name != names[0].name:
+        return None
+    return names[0].name
+
+
+def _temporary_work(
+    nodes: list[Node], canonical: str, is_temporary: Callable[[str], bool] | None
+) -> bool:
+    """True for what readonly 2 may do to temporary tables (ClickHouse lets it create them).
+
+    The AST of ``CREATE TEMPORARY TABLE`` is that of ``CREATE TABLE``; the keyword survives
+    in the canonical text ``formatQuery`` gives back, which always starts with it.
+    """
+    kind = nodes[0].kind
+    target = statement_target(nodes)
+    if target is None:
+        return False
+    if kind == "CreateQuery" and canonical.startswith("CREATE TEMPORARY TABLE "):
+        storage = next((i for i, n in enumerate(nodes) if n.kind == "Storage"), None)
+        if storage is None:
+            return True  # default_temporary_table_engine is forced to Memory
+        engine = next((c for c in _children(nodes, storage) if c.kind == "Function"), None)
+        return engine is None or engine.name.strip('`"').lower() == "memory"
+    if kind == "DropQuery":
+        return canonical.startswith("DROP TEMPORARY TABLE ")
+    return kind == "InsertQuery" and is_temporary is not None and is_temporary(target)
 
 
 # -- users ------------------------------------------------------------------------------
@@ -242,6 +300,9 @@ class Limits:
     readonly_max_execution_time: int = 30
     readonly_max_memory_usage: int = 2 << 30
     writer_max_execution_time: int = 600
+    max_sessions: int = 64  # open session_ids at once
+    session_temporary_bytes: int = 256 << 20  # data in one session's temporary tables
+    max_concurrent_queries: int = 1  # statements the engine runs at once; the rest wait
 
     def caps(self) -> dict[str, int]:
         """The settings a readonly user may lower but never raise (0 means no limit)."""
@@ -279,9 +340,16 @@ def effective_settings(
                           f"Setting {name} should not be changed")  # fmt: skip
     caps = limits.caps()
     settings = dict(requested)
+    if readonly and requested.get("readonly", str(readonly)) != str(readonly):
+        detail = f"{user}: Cannot modify 'readonly' setting in readonly mode"
+        raise Refused(164, "READONLY", detail)
     if readonly == 1:
         for name, value in requested.items():
-            if name not in FORCED and value != defaults.get(name, value + "\0"):
+            if (
+                name not in FORCED
+                and name != "readonly"
+                and value != defaults.get(name, value + "\0")
+            ):
                 detail = f"{user}: Cannot modify '{name}' setting in readonly mode"
                 raise Refused(164, "READONLY", detail)
     if readonly:

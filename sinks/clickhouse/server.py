@@ -13,19 +13,32 @@ says what each may run. A GET runs as readonly 2, as in ClickHouse. Requests mus
 host (127.0.0.1, localhost or an ``--allowed-host``: a DNS-rebinding page names its own) and
 carry no browser ``Origin``. Bodies, decompressed bodies, results and connections are bounded.
 
-All clients share one chdb session. So, unlike ClickHouse: ``session_id`` is ignored, ``SET``
-statements and SETTINGS clauses on an INSERT are refused (settings travel as URL parameters,
-applied per request), and there is no external data. The transport is ClickHouse's
-(``Wire``): Native answers take the layout of the client's ``client_protocol_version``
-(``sinks.clickhouse.native``), ``compress=1``/``decompress=1`` use ClickHouse's compressed
-block framing and ``enable_http_compression=1`` an HTTP Content-Encoding
-(``sinks.clickhouse.compression``); errors always leave plain.
+Each client context has its own chdb connection (``sinks.clickhouse.sessions``): a
+``session_id`` keeps its database, its settings (from ``SET``, checked as URL settings are)
+and its temporary tables until ``session_timeout``; a request without one runs on a
+connection that holds nothing of earlier requests, as in ClickHouse. ``SET`` outside a
+session is accepted and forgotten. chdb
+connections on one data directory run side by side; this server still gives statements
+turns (``--max-concurrent-queries``, 1 by default), and a statement's turn is the only
+thing it waits for: ``KILL QUERY WHERE query_id = '...'`` (a user's own queries only)
+cancels one that waits, and, through the engine's own KILL, one that runs. Every statement
+also carries a ``max_execution_time``: a short one for readonly users, which bounds how
+long the analytics sink can wait, and how long a statement whose client went away keeps
+its turn; one whose client went away while it waited for its turn is not run at all.
+``send_progress_in_http_headers=1`` sends ``X-ClickHouse-Progress`` headers from chdb's
+progress callback while the statement runs (the status line, 200, goes out with the first,
+as ClickHouse does), and a last one with the totals. Errors carry ClickHouse's code in
+``X-ClickHouse-Exception-Code`` and its HTTP status (``_HTTP_STATUS``).
 
-chdb runs one statement at a time and cannot cancel one that runs (chdb 4.4: a cancel from
-another thread waits for it), so every statement carries a
-``max_execution_time``: a short one for readonly users, which bounds how long the analytics
-sink can wait, and how long a statement whose client went away keeps the engine; one whose
-client went away while it waited for its turn is not run at all.
+The transport is ClickHouse's (``Wire``): Native answers take the layout of the client's
+``client_protocol_version`` (``sinks.clickhouse.native``), ``compress=1``/``decompress=1``
+use ClickHouse's compressed block framing and ``enable_http_compression=1`` an HTTP
+Content-Encoding (``sinks.clickhouse.compression``); errors always leave plain.
+
+Unlike ClickHouse: SETTINGS clauses on an INSERT are refused (settings travel as URL
+parameters or ``SET``), a session named by another user than its own is refused (ClickHouse
+keys sessions by user), ``KILL QUERY`` takes only ``WHERE query_id = '...'``, ``SET
+param_x`` is not kept, and there is no external data.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ import argparse
 import base64
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import json
 import logging
@@ -46,9 +60,10 @@ import socketserver
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email import policy
 from email.message import Message
@@ -76,12 +91,25 @@ from sinks.clickhouse.compression import (
 )
 from sinks.clickhouse.guard import (
     Limits,
+    Node,
     Refused,
     User,
     check_statement,
     effective_settings,
     load_users,
+    parse_ast,
+    statement_target,
     strictest,
+)
+from sinks.clickhouse.sessions import (
+    Context,
+    QueryRegistry,
+    Running,
+    SessionStore,
+    Turns,
+    kill_target,
+    progress_header,
+    session_params,
 )
 
 log = logging.getLogger("sinks.clickhouse.server")
@@ -112,15 +140,17 @@ class Code(IntEnum):
     STD_EXCEPTION = 1001
 
 
-# The HTTP status ClickHouse pairs with common codes; 500 for the rest. Clients key on the
-# exception-code header, the status only has to be the right kind of error.
+# The HTTP status of each code, as ClickHouse's exceptionCodeToHTTPStatus has it; 500 for the
+# rest (READONLY and SETTING_CONSTRAINT_VIOLATION among them). One addition: LIMIT_EXCEEDED,
+# which this server raises for a request body over its limit (ClickHouse has none), is 413.
+_BAD_REQUEST = (36, 427, 6, 25, 26, 38, 41, 72, 441, 675, 676, 376, 27, 15, 44, 37, 123, 8,
+                167, 168, 223, 62, 117, 53, 321)  # fmt: skip
 _HTTP_STATUS = (
-    dict.fromkeys((6, 25, 26, 27, 36, 38, 41, 53, 62, 72, 89, 117, 271), 400)  # cannot parse
-    | dict.fromkeys((16, 46, 47, 50, 56, 60, 63, 73, 81, 115), 404)  # unknown name
-    | dict.fromkeys((164, 452, 497, 564), 403)  # not allowed for this user
-    | dict.fromkeys((192, 193, 516), 403)  # wrong credentials (none sent: 401)
-    | {194: 401}
-    | {381: 411, 48: 501, 290: 413, 202: 503}
+    {194: 401}  # REQUIRED_PASSWORD
+    | dict.fromkeys((192, 193, 516, 512, 497), 403)  # who is asking, and what they may do
+    | dict.fromkeys(_BAD_REQUEST, 400)  # the request cannot be parsed or does not fit
+    | dict.fromkeys((60, 46, 47, 50, 56, 81, 115, 152, 63, 73, 336, 78, 511), 404)  # unknown
+    | {229: 413, 290: 413, 48: 501, 209: 503, 76: 503, 381: 411, 159: 408, 439: 503, 779: 415}
 )
 
 # URL parameters that steer the HTTP exchange, not the query: ClickHouse consumes them itself.
@@ -134,6 +164,7 @@ _TRANSPORT_PARAMS = frozenset(
         "send_progress_in_http_headers", "http_headers_progress_interval_ms",
         "cancel_http_readonly_queries_on_client_close", "add_http_cors_header",
         "http_native_compression_disable_checksumming_on_decompress",
+        "replace_running_query", "replace_running_query_max_wait_ms",
     }
 )  # fmt: skip
 
@@ -147,7 +178,6 @@ _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 _RESULT_STATEMENT = re.compile(
     r"[\s(]*(?:SELECT|WITH|SHOW|DESC|DESCRIBE|EXISTS|EXPLAIN|CHECK)\b", re.IGNORECASE
 )
-_SET_STATEMENT = re.compile(r"\s*SET\s", re.IGNORECASE)
 _USE_STATEMENT = re.compile(r"\s*USE\s", re.IGNORECASE)
 
 _QUOTED = rb"'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|\"(?:[^\"\\]|\\.)*\""
@@ -168,6 +198,8 @@ _HEAD_WINDOW = 64 * 1024
 _INSERT_CHUNK = 1 << 20
 _ALLOWED_KEPT = 1024  # statements whose check passed, remembered (short ones only)
 _ALLOWED_TEXT = 4096
+_KILL_ROW = ("SELECT {s:String} AS kill_status, {q:String} AS query_id, {u:String} AS user, "
+             "{t:String} AS query")  # fmt: skip
 
 
 class ClickHouseError(Exception):
@@ -221,70 +253,154 @@ class Request:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a statement produced: the body, its format (None: no result set), and the summary."""
+    """What a statement produced: the body, its format (None: no result set), and the summary.
+
+    A ``SET`` runs nothing: ``assigned`` holds the settings it changes, for the server to
+    check and keep. A ``KILL QUERY`` neither: ``kill`` holds its target and SYNC flag.
+    """
 
     body: bytes
     result_format: str | None
     summary: dict[str, str]
+    assigned: dict[str, str] | None = None
+    kill: tuple[str | None, bool] | None = None
 
 
 class ChdbEngine:
-    """The one chdb session on a data directory, running one statement at a time.
+    """The chdb engine on a data directory: a connection per context, statements in turns.
 
-    chdb's session has locks of its own, but the database and settings a request needs are
-    session state, so the whole exchange (USE, SET, statement) must not interleave.
+    Each context (a session's, or a session-less request's; see ``sessions``) has a chdb
+    connection of its own, with its own database, settings and temporary tables. Checking a
+    statement needs no turn; running one does, and at most ``max_concurrent`` run at once.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, max_concurrent: int = 1) -> None:
         try:
-            self._session: Any = _Session(path)
+            self._admin: Any = _Session(path)
         except Exception as exc:
             msg = f"cannot open chdb data directory {path} (does another process own it?): {exc}"
             raise RuntimeError(msg) from exc
-        self._lock = threading.Lock()
-        self._database: str | None = None  # None: unknown, USE before the next statement
-        self._settings: dict[str, str] = {}  # settings this session holds, applied by SET
-        self._allowed: OrderedDict[tuple[Any, ...], None] = OrderedDict()  # checked, passed
-        row = self._session.query("SELECT version(), timezone()", "TabSeparated").bytes()
+        self._path = path
+        self._admin_lock = threading.Lock()  # the admin connection: kills, KILL's answers
+        self._max_concurrent = max_concurrent
+        self._turns = Turns(max_concurrent)
+        self._closed = False
+        # Statements checked and passed, with their kind, tree and canonical text.
+        self._allowed: OrderedDict[tuple[Any, ...], tuple[str, list[Node], str]] = OrderedDict()
+        self._allowed_lock = threading.Lock()
+        row = self._admin.query("SELECT version(), timezone()", "TabSeparated").bytes()
         self.version, self.timezone = row.decode().strip().split("\t")
-        rows = self._session.query("SELECT name, value FROM system.settings", "TSVRaw").bytes()
-        self.defaults = dict(
-            line.split("\t", 1) for line in rows.decode().splitlines() if "\t" in line
-        )
+        self.defaults = self._settings(self._admin, changed=False)
+        self._baseline = self._settings(self._admin, changed=True)
+
+    @staticmethod
+    def _settings(conn: Any, *, changed: bool) -> dict[str, str]:
+        sql = "SELECT name, value FROM system.settings"
+        rows = conn.query(sql + " WHERE changed" if changed else sql, "TSVRaw").bytes()
+        return dict(line.split("\t", 1) for line in rows.decode().splitlines() if "\t" in line)
+
+    def connect(self) -> Any:
+        """A new connection to the engine, for one context."""
+        if self._closed:
+            raise ClickHouseError.of(Code.ABORTED, "The server is shutting down")
+        return _Session(self._path)
 
     def execute(
-        self, request: Request, *, client_there: Callable[[], bool] | None = None
+        self,
+        request: Request,
+        ctx: Context,
+        *,
+        client_there: Callable[[], bool] | None = None,
+        running: Running | None = None,
+        progress: Callable[[Mapping[str, Any]], None] | None = None,
+        temporary_bytes: int = 256 << 20,
     ) -> Outcome:
-        """Run one statement in the request's database with the request's settings.
+        """Run one statement in ``ctx`` with the request's database and settings.
 
         ``client_there`` is asked once the statement's turn comes: a statement whose client
-        went away while it waited never runs (one that runs cannot be cancelled).
+        went away while it waited never runs. ``running`` is cancelled by KILL QUERY;
+        ``progress`` is called with the engine's progress while the statement runs.
         """
-        with self._lock:
-            if self._session is None:
-                detail = "The server is shutting down"
-                raise ClickHouseError.of(Code.ABORTED, detail)
-            if client_there is not None and not client_there():
-                detail = "The client went away before the query started"
-                raise ClickHouseError.of(Code.QUERY_WAS_CANCELLED, detail)
-            try:
-                self._use(request.database)
-                self._apply(request.settings)
-                self._check(request)
-                if request.insert_format is not None:
-                    return self._insert(request, request.insert_format)
-                return self._query(request)
-            except Refused as exc:
-                raise ClickHouseError.refused(exc) from exc
-            except Exception as exc:  # chdb raises ChdbError, RuntimeError, ValueError...
-                raise ClickHouseError.from_engine(exc) from exc
+        try:
+            kind, nodes, canonical = self._check(ctx, request)
+            if kind == "Set":
+                return Outcome(b"", None, _NOTHING_DONE, assigned=self._assigned(canonical))
+            if kind == "KillQueryQuery":
+                return Outcome(b"", None, _NOTHING_DONE, kill=kill_target(nodes))
+            with self._turn(running, client_there):
+                self._use(ctx, request.database)
+                self._apply(ctx, request.settings)
+                marker = running.marker if running is not None else ""
+                if running is not None:
+                    running.started.set()
+                if progress is not None:
+                    ctx.conn._conn.set_progress_callback(progress)
+                try:
+                    if request.insert_format is not None:
+                        outcome = self._insert(ctx, request, request.insert_format, marker)
+                    else:
+                        outcome = self._query(ctx, request, marker)
+                finally:
+                    if progress is not None:
+                        ctx.conn._conn.set_progress_callback(None)
+            if kind == "CreateQuery" and canonical.startswith("CREATE TEMPORARY TABLE "):
+                ctx.temporary = True
+            if ctx.temporary and kind in ("CreateQuery", "InsertQuery"):
+                self._bound_temporary(ctx, statement_target(nodes), temporary_bytes)
+            return outcome
+        except Refused as exc:
+            raise ClickHouseError.refused(exc) from exc
+        except ClickHouseError:
+            raise
+        except Exception as exc:  # chdb raises ChdbError, RuntimeError, ValueError...
+            raise ClickHouseError.from_engine(exc) from exc
 
-    def _check(self, request: Request) -> None:
+    @contextlib.contextmanager
+    def _turn(
+        self, running: Running | None, client_there: Callable[[], bool] | None
+    ) -> Iterator[None]:
+        """Wait for a turn to run, giving up when the query is killed meanwhile."""
+        cancelled = running.cancelled.is_set if running is not None else lambda: False
+        if self._turns.acquire(give_up=cancelled):
+            try:
+                if self._closed:
+                    raise ClickHouseError.of(Code.ABORTED, "The server is shutting down")
+                if running is not None and running.cancelled.is_set():
+                    raise ClickHouseError.of(Code.QUERY_WAS_CANCELLED, "Query was cancelled")
+                if client_there is not None and not client_there():
+                    detail = "The client went away before the query started"
+                    raise ClickHouseError.of(Code.QUERY_WAS_CANCELLED, detail)
+                yield
+            finally:
+                self._turns.release()
+            return
+        raise ClickHouseError.of(Code.QUERY_WAS_CANCELLED, "Query was cancelled")
+
+    def kill(self, running: Running) -> None:
+        """Cancel a running statement, found by the marker its text starts with."""
+        with self._admin_lock:
+            if self._admin is not None:
+                self._admin.query(
+                    f"KILL QUERY WHERE startsWith(query, {_quote_string(running.marker)}) SYNC",
+                    "TabSeparated",
+                )
+
+    def kill_answer(self, row: tuple[str, str, str, str] | None, fmt: str) -> bytes:
+        """KILL QUERY's result set (kill_status, query_id, user, query) in format ``fmt``."""
+        sql = _KILL_ROW if row is not None else _KILL_ROW + " LIMIT 0"
+        values = dict(zip(("s", "q", "u", "t"), row or ("", "", "", ""), strict=True))
+        with self._admin_lock:
+            if self._admin is None:
+                raise ClickHouseError.of(Code.ABORTED, "The server is shutting down")
+            return bytes(self._admin.query(sql, fmt, params=values).bytes() or b"")
+
+    def _check(self, ctx: Context, request: Request) -> tuple[str, list[Node], str]:
         """Refuse what the request's user may not run, judged on the engine's own parse.
 
         ``formatQuery`` parses one statement (a second one is ClickHouse's code 62) and
         gives it back canonical, without comments; ``EXPLAIN AST`` of that is the tree
-        ``guard.check_statement`` walks.
+        ``guard.check_statement`` walks. SET and KILL QUERY are the server's: the guard
+        never sees them. The statement's kind, tree and canonical text come back.
         """
         sql = request.sql
         if request.insert_format is not None:
@@ -292,14 +408,18 @@ class ChdbEngine:
         # The verdict depends on the text and the level only (the parser's settings are
         # forced), and clients repeat statements: the sink's INSERT head every batch.
         key = (sql, request.user, request.readonly, tuple(sorted(request.params.items())))
-        if key in self._allowed:
-            self._allowed.move_to_end(key)
-            return
+        with self._allowed_lock:
+            if key in self._allowed:
+                self._allowed.move_to_end(key)
+                return self._allowed[key]
         params = request.params or None
         try:
-            canonical = self._session.query(
-                f"SELECT formatQuery({_quote_string(sql)})", "TSVRaw"
-            ).bytes()
+            canonical = (
+                ctx.conn.query(f"SELECT formatQuery({_quote_string(sql)})", "TSVRaw")
+                .bytes()
+                .decode()
+                .strip()
+            )
         except Exception as exc:
             # The engine's words, without the wrapping this check put around the statement.
             error = ClickHouseError.from_engine(exc)
@@ -307,49 +427,103 @@ class ChdbEngine:
             name = _CODE_NAME.search(str(error))
             suffix = f" ({name.group(1)})" if name and not text.endswith(")") else ""
             raise ClickHouseError(error.code, text + suffix) from exc
-        ast = self._session.query(
-            f"EXPLAIN AST {canonical.decode().strip()}", "TSVRaw", params=params
-        )
+        ast = ctx.conn.query(f"EXPLAIN AST {canonical}", "TSVRaw", params=params)
+        nodes = parse_ast(ast.bytes().decode())
+        kind = nodes[0].kind if nodes else ""
+        if kind in ("Set", "KillQueryQuery"):
+            return kind, nodes, canonical
         try:
-            check_statement(ast.bytes().decode(), user=request.user, readonly=request.readonly)
-            if len(sql) <= _ALLOWED_TEXT:
-                self._allowed[key] = None
-            if len(self._allowed) > _ALLOWED_KEPT:
-                self._allowed.popitem(last=False)
+            check_statement(
+                ast.bytes().decode(), user=request.user, readonly=request.readonly,
+                canonical=canonical, is_temporary=lambda name: self._is_temporary(ctx, name),
+            )  # fmt: skip
         except Refused as exc:
             if exc.code == 164 and request.readonly == 2 and exc.name == "READONLY":
                 exc.detail += (". For queries over HTTP, method GET implies readonly. "
                                "You should use method POST for modifying queries")  # fmt: skip
             raise
+        # A readonly user's verdict on a write hangs on the connection's temporary tables.
+        hangs = request.readonly and kind in ("InsertQuery", "CreateQuery", "DropQuery")
+        if len(sql) <= _ALLOWED_TEXT and not hangs:
+            with self._allowed_lock:
+                self._allowed[key] = (kind, nodes, canonical)
+                if len(self._allowed) > _ALLOWED_KEPT:
+                    self._allowed.popitem(last=False)
+        return kind, nodes, canonical
+
+    @staticmethod
+    def _is_temporary(ctx: Context, name: str) -> bool:
+        rows = ctx.conn.query(
+            "SELECT count() FROM system.tables WHERE is_temporary AND name = {n:String}",
+            "TSVRaw",
+            params={"n": name},
+        )
+        return bytes(rows.bytes()).strip() != b"0"
+
+    def _bound_temporary(self, ctx: Context, target: str | None, limit: int) -> None:
+        """Drop the table that took a session's temporary tables past ``limit`` bytes."""
+        rows = ctx.conn.query(
+            "SELECT sum(total_bytes) FROM system.tables WHERE is_temporary", "TSVRaw"
+        )
+        held = int(bytes(rows.bytes()).strip() or b"0")
+        if held <= limit:
+            return
+        if target is not None:
+            ctx.conn.query(f"DROP TEMPORARY TABLE IF EXISTS {_quote_identifier(target)}")
+        detail = (f"Temporary tables of this session would hold {held} bytes, more than "
+                  f"{limit}; table {target} was dropped")  # fmt: skip
+        raise ClickHouseError.of(Code.LIMIT_EXCEEDED, detail)
+
+    def _assigned(self, canonical: str) -> dict[str, str]:
+        """The settings a SET statement changes, as the engine reads them (aliases resolved).
+
+        The statement runs on a connection of its own, thrown away after: nothing it sets
+        reaches a context before the server has checked it.
+        """
+        probe = self.connect()
+        try:
+            probe.query(canonical, "TabSeparated")
+            after = self._settings(probe, changed=True)
+        finally:
+            probe.close()
+        return {n: v for n, v in after.items() if self._baseline.get(n) != v}
 
     def close(self) -> None:
-        """Wait for the running statement, then close the session so the data is flushed."""
-        with self._lock:
-            if self._session is not None:
-                self._session.close()
-                self._session = None
+        """Wait for the running statements, then close the engine so the data is flushed."""
+        self._closed = True
+        for _ in range(self._max_concurrent):
+            self._turns.acquire(give_up=lambda: False)
+        with self._admin_lock:
+            if self._admin is not None:
+                self._admin.close()
+                self._admin = None
 
-    def _use(self, database: str) -> None:
-        if database != self._database:
-            self._session.query(f"USE {_quote_identifier(database)}", "TabSeparated")
-            self._database = database
+    @staticmethod
+    def _use(ctx: Context, database: str) -> None:
+        if database != ctx.database:
+            ctx.conn.query(f"USE {_quote_identifier(database)}", "TabSeparated")
+            ctx.database = database
 
-    def _apply(self, settings: Mapping[str, str]) -> None:
-        # Only the difference from the last request is sent: clients repeat the same settings.
-        for name in [name for name in self._settings if name not in settings]:
-            self._session.query(f"SET {name} = DEFAULT", "TabSeparated")
-            del self._settings[name]
-        for name, value in settings.items():
-            if self._settings.get(name) != value:
-                self._session.query(f"SET {name} = {_quote_string(value)}", "TabSeparated")
-                self._settings[name] = value
+    @staticmethod
+    def _apply(ctx: Context, settings: Mapping[str, str]) -> None:
+        # Only the difference from the last statement, in one SET: clients repeat settings.
+        changes = [f"{name} = DEFAULT" for name in ctx.applied if name not in settings]
+        changes += [
+            f"{name} = {_quote_string(value)}"
+            for name, value in settings.items()
+            if ctx.applied.get(name) != value
+        ]
+        if changes:
+            ctx.applied = {}  # unknown until the SET below succeeds
+            ctx.conn.query("SET " + ", ".join(changes), "TabSeparated")
+            ctx.applied = dict(settings)
 
-    def _query(self, request: Request) -> Outcome:
-        result = self._session.query(
-            request.sql, request.output_format, params=request.params or None
+    def _query(self, ctx: Context, request: Request, marker: str) -> Outcome:
+        result = ctx.conn.query(
+            marker + request.sql, request.output_format, params=request.params or None
         )
         if _USE_STATEMENT.match(request.sql):
-            self._database = None
+            ctx.database = None
         body: bytes = result.bytes() or b""
         trailing = _TRAILING_FORMAT.search(request.sql)
         result_format: str | None = None
@@ -359,7 +533,7 @@ class ChdbEngine:
             result_format = request.output_format
         return Outcome(body, result_format, _summary(result))
 
-    def _insert(self, request: Request, fmt: str) -> Outcome:
+    def _insert(self, ctx: Context, request: Request, fmt: str, marker: str) -> Outcome:
         # chdb takes query text as a str, so binary rows cannot ride inside it. Its
         # streaming inserter (send_insert) takes bytes, but reports success when the engine
         # refuses the rows (a CHECK constraint, a materialized view's throwIf): they are lost
@@ -371,10 +545,17 @@ class ChdbEngine:
                 view = memoryview(request.data)
                 for start in range(0, len(view), _INSERT_CHUNK):
                     spool.write(view[start : start + _INSERT_CHUNK])
-            result = self._session.query(_from_infile(request.sql, path, fmt), "TabSeparated")
+            sql = marker + _from_infile(request.sql, path, fmt)
+            result = ctx.conn.query(sql, "TabSeparated")
         finally:
             os.unlink(path)
         return Outcome(b"", None, _summary(result))
+
+
+_NOTHING_DONE = dict.fromkeys(
+    ("read_rows", "read_bytes", "written_rows", "written_bytes", "total_rows_to_read",
+     "result_rows", "result_bytes", "elapsed_ns"), "0",
+)  # fmt: skip
 
 
 def _summary(result: Any) -> dict[str, str]:
@@ -456,12 +637,6 @@ def build_request(
     if not sql.strip():
         detail = "Empty query"
         raise ClickHouseError.of(Code.SYNTAX_ERROR, detail)
-    if _SET_STATEMENT.match(sql):
-        detail = (
-            "SET would change the session every client shares; "
-            "pass settings as URL parameters (clickhouse-connect: settings=...)"
-        )
-        raise ClickHouseError.of(Code.UNSUPPORTED_METHOD, detail)
     return Request(sql, database, output_format, settings, bind, user=user, readonly=readonly)
 
 
@@ -710,6 +885,8 @@ class _Server(ThreadingHTTPServer):
         self.engine = engine
         self.users = dict(users)
         self.limits = limits or Limits()
+        self.sessions = SessionStore(engine.connect, max_sessions=self.limits.max_sessions)
+        self.queries = QueryRegistry(engine.kill)
         self.allowed_hosts = _LOOPBACK_NAMES | {h.lower() for h in allowed_hosts}
         self.display_name = socket.gethostname()
         self._open = threading.BoundedSemaphore(self.limits.max_connections)
@@ -727,6 +904,7 @@ class _Server(ThreadingHTTPServer):
                     f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
             with contextlib.suppress(OSError):
                 request.sendall(head + body)
+                _linger(request)
             self.shutdown_request(request)
             return
         try:
@@ -755,6 +933,23 @@ class _Server(ThreadingHTTPServer):
             log.exception("connection from %s failed", client_address)
 
 
+def _linger(sock: socket.socket, seconds: float = 0.1, limit: int = 1 << 16) -> None:
+    """Read what the client still sends, briefly, before a refused connection closes.
+
+    Closing with the client's request unread makes the kernel reset the connection, and a
+    client still sending its body then sees a broken pipe instead of the answer.
+    """
+    sock.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + seconds
+    taken = 0
+    while taken < limit and (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        got = sock.recv(1 << 14)
+        if not got:
+            return
+        taken += len(got)
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Answers one connection: ``/ping``, and statements on ``/``."""
 
@@ -766,6 +961,9 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     _query_id = ""  # of the request being answered, for its headers and the log
     _body_read = False
+    _started = False  # the status line went out early, to carry progress headers
+    _progress_done = False  # the statement ended: no more progress headers
+    _progress_lock = threading.Lock()
 
     def do_GET(self) -> None:
         self._serve()
@@ -779,6 +977,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         self._query_id = ""
         self._body_read = False
+        self._started = False
+        self._progress_done = False
+        self._progress_lock = threading.Lock()
         try:
             status, body, headers = self._answer()
         except ClickHouseError as exc:
@@ -863,18 +1064,70 @@ class _Handler(BaseHTTPRequestHandler):
             readonly=readonly,
         )
         try:
-            settings = effective_settings(
-                request.settings,
-                user=user.name,
-                readonly=readonly,
-                limits=self.server.limits,
-                defaults=self.server.engine.defaults,
+            where = session_params(params)
+            running = self.server.queries.start(
+                user.name, query_id, replace=params.get("replace_running_query") == "1"
             )
+            running.text = request.sql[:_ALLOWED_TEXT]
         except Refused as exc:
             raise ClickHouseError.refused(exc) from exc
+        try:
+            with self.server.sessions.context(user.name, where) as ctx:
+                return self._run(request, ctx, running, params, wire)
+        except Refused as exc:
+            raise ClickHouseError.refused(exc) from exc
+        finally:
+            self.server.queries.finish(running)
+
+    def _run(
+        self,
+        request: Request,
+        ctx: Context,
+        running: Running,
+        params: Mapping[str, str],
+        wire: Wire,
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """Run a request's statement in its context: a session's, or a fresh one."""
+        limits = self.server.limits
+        # A session's SET readonly = 1 or 2 makes its later statements that strict: the
+        # level is this server's to enforce, never a setting passed to the engine.
+        level = ctx.settings.get("readonly", "0")
+        if level in ("1", "2"):
+            request = dataclasses.replace(request, readonly=strictest(request.readonly, int(level)))
+        check = functools.partial(
+            effective_settings, user=request.user, readonly=request.readonly, limits=limits,
+            defaults=self.server.engine.defaults,
+        )  # fmt: skip
+        # The session's SET values first, then the request's URL settings over them.
+        settings = check(ctx.settings | request.settings)
+        settings.pop("readonly", None)
         request = dataclasses.replace(request, settings=settings)
-        outcome = self.server.engine.execute(request, client_there=self._client_there)
-        cap = int(settings.get("max_result_bytes") or 0) or self.server.limits.max_result_bytes
+        wanted = params.get("send_progress_in_http_headers") or ctx.settings.get(
+            "send_progress_in_http_headers", "0"
+        )
+        progress = None
+        if wanted not in ("", "0", "false"):
+            interval = params.get("http_headers_progress_interval_ms") or ctx.settings.get(
+                "http_headers_progress_interval_ms", "100"
+            )
+            progress = self._progress(int(interval) / 1000 if interval.isdigit() else 0.1)
+        outcome = self.server.engine.execute(
+            request,
+            ctx,
+            client_there=self._client_there,
+            running=running,
+            progress=progress,
+            temporary_bytes=limits.session_temporary_bytes,
+        )
+        if outcome.assigned is not None:
+            # Checked as a URL setting would be; outside a session, as ClickHouse, SET is
+            # accepted and forgotten with the request's context.
+            check(ctx.settings | outcome.assigned)
+            if ctx.session_id is not None:
+                ctx.settings.update(outcome.assigned)
+        if outcome.kill is not None:
+            outcome = self._kill(outcome.kill, running, request.output_format)
+        cap = int(settings.get("max_result_bytes") or 0) or limits.max_result_bytes
         if len(outcome.body) > cap:
             detail = f"Limit for result exceeded, max bytes: {cap}"
             raise ClickHouseError.of(Code.TOO_MANY_ROWS_OR_BYTES, detail)
@@ -883,10 +1136,48 @@ class _Handler(BaseHTTPRequestHandler):
             "X-ClickHouse-Summary": json.dumps(outcome.summary, separators=(",", ":")),
             "Content-Type": "text/plain; charset=UTF-8",
         }
+        if progress is not None:
+            headers["X-ClickHouse-Progress"] = progress_header(outcome.summary)
         if outcome.result_format is not None:
             headers["X-ClickHouse-Format"] = outcome.result_format
             headers["Content-Type"] = _content_type(outcome.result_format)
         return 200, wire.encoded(outcome, headers), headers
+
+    def _kill(self, target: tuple[str | None, bool], running: Running, fmt: str) -> Outcome:
+        """KILL QUERY for the user's own query: one waiting never runs, one running stops."""
+        query_id, sync = target
+        found = self.server.queries.find(running.user, query_id) if query_id else None
+        row: tuple[str, str, str, str] | None = None
+        if found is not None and found is not running:
+            self.server.queries.cancel(found)
+            if sync:
+                found.done.wait(self.server.limits.writer_max_execution_time)
+            status = "finished" if found.done.is_set() else "waiting"
+            row = (status, found.query_id, found.user, found.text)
+        body = self.server.engine.kill_answer(row, fmt)
+        return Outcome(body, fmt, _NOTHING_DONE)
+
+    def _progress(self, interval: float) -> Callable[[Mapping[str, Any]], None]:
+        """A progress callback writing ``X-ClickHouse-Progress`` headers at most every ``interval``.
+
+        As ClickHouse: the status line (200) goes out with the first one, so an error after
+        it arrives in the body and the ``X-ClickHouse-Exception-Code`` header only.
+        """
+        last = [time.monotonic()]
+
+        def on_progress(payload: Mapping[str, Any]) -> None:
+            now = time.monotonic()
+            with self._progress_lock:
+                if now - last[0] < interval or self._progress_done:
+                    return
+                last[0] = now
+                lines = [] if self._started else [f"{self.protocol_version} 200 OK\r\n"]
+                self._started = True
+                lines.append(f"X-ClickHouse-Progress: {progress_header(payload)}\r\n")
+                with contextlib.suppress(OSError):
+                    self.wfile.write("".join(lines).encode())
+
+        return on_progress
 
     def _drain(self) -> None:
         """Read and drop the body of a refused request, so the client reads its answer.
@@ -964,6 +1255,15 @@ class _Handler(BaseHTTPRequestHandler):
             parts.append(self.rfile.read(size))
             self.rfile.readline(1024)  # the CRLF closing the chunk
 
+    def _start_response(self, status: int) -> None:
+        """The status line, unless progress headers sent it already (then it said 200)."""
+        with self._progress_lock:
+            self._progress_done = True  # no progress header after this
+            if not self._started:
+                self.send_response(status)
+            else:
+                self.log_request(status)
+
     def _error(self, exc: ClickHouseError) -> tuple[int, bytes, dict[str, str]]:
         headers = {
             "X-ClickHouse-Exception-Code": str(exc.code),
@@ -976,7 +1276,7 @@ class _Handler(BaseHTTPRequestHandler):
         return exc.http_status, f"{exc}\n".encode(), headers
 
     def _send(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
-        self.send_response(status)
+        self._start_response(status)
         self.send_header("X-ClickHouse-Server-Display-Name", self.server.display_name)
         self.send_header("X-ClickHouse-Timezone", self.server.engine.timezone)
         for name, value in headers.items():
@@ -998,7 +1298,7 @@ def serve(
     allowed_hosts: frozenset[str] = frozenset(),
 ) -> None:
     """Own ``path`` with chdb and answer on ``host:port`` until SIGTERM or SIGINT."""
-    engine = ChdbEngine(path)
+    engine = ChdbEngine(path, max_concurrent=(limits or Limits()).max_concurrent_queries)
     try:
         server = _Server((host, port), engine, users, limits=limits, allowed_hosts=allowed_hosts)
     except OSError as exc:
@@ -1015,6 +1315,13 @@ def serve(
     # serve_forever runs in a thread: shutdown() from the thread running it would deadlock.
     worker = threading.Thread(target=server.serve_forever, name="clickhouse-http", daemon=True)
     worker.start()
+
+    def sweep() -> None:  # expired sessions' connections close, their temporary tables go
+        while not stopping.wait(1.0):
+            for session_id in server.sessions.sweep():
+                log.info("session %s expired", session_id)
+
+    threading.Thread(target=sweep, name="clickhouse-sessions", daemon=True).start()
     log.info(
         "ClickHouse %s (chdb) on %s, serving http://%s:%d",
         engine.version,
@@ -1028,6 +1335,7 @@ def serve(
     finally:
         server.shutdown()
         server.server_close()
+        server.sessions.close()
         engine.close()
         log.info("stopped")
 

@@ -171,8 +171,9 @@ def test_analyst_reads_the_views(engine: EngineProcess) -> None:
 )
 def test_analyst_cannot_write(engine: EngineProcess, statement: str) -> None:
     status, reply, body = post(engine, statement, user=ANALYST)
-    assert status == 403, body
-    assert code(reply) in (164, 497)
+    # ClickHouse's statuses: READONLY is 500, ACCESS_DENIED 403; KILL QUERY other than by
+    # query_id is not implemented (501).
+    assert (status, code(reply)) in ((500, 164), (403, 497), (501, 48)), body
     assert post(engine, "SELECT count() FROM bets", user=ANALYST)[2] == b"2\n"
 
 
@@ -185,27 +186,27 @@ def test_analyst_cannot_lift_its_limits(engine: EngineProcess) -> None:
     for query in ("max_execution_time=1000", "max_execution_time=0", "max_memory_usage=0",
                   "input_format_values_interpret_expressions=1", "dialect=prql"):  # fmt: skip
         status, reply, body = post(engine, "SELECT 1", user=ANALYST, query=query)
-        assert (status, code(reply)) == (403, 452), (query, body)
+        assert (status, code(reply)) == (500, 452), (query, body)
     status, reply, _ = post(engine, "SELECT 1 SETTINGS max_execution_time = 1000", user=ANALYST)
-    assert (status, code(reply)) == (403, 164)
+    assert (status, code(reply)) == (500, 164)
     # asking for readonly=0 does not lower the user's level
-    assert post(engine, "DROP TABLE bets", user=ANALYST, query="readonly=0")[0] == 403
+    assert code(post(engine, "DROP TABLE bets", user=ANALYST, query="readonly=0")[1]) == 164
 
 
 def test_readonly_1_changes_no_setting(engine: EngineProcess) -> None:
     assert post(engine, "SELECT count() FROM bets", user=VIEWER)[::2] == (200, b"2\n")
     status, reply, body = post(engine, "SELECT 1", user=VIEWER, query="max_threads=1")
-    assert (status, code(reply)) == (403, 164), body
+    assert (status, code(reply)) == (500, 164), body
     assert b"Cannot modify 'max_threads' setting in readonly mode" in body
     status, reply, _ = post(engine, "INSERT INTO bets VALUES (5, 5)", user=VIEWER)
-    assert (status, code(reply)) == (403, 164)
+    assert (status, code(reply)) == (500, 164)
 
 
 def test_get_is_read_only_even_for_the_writer(engine: EngineProcess) -> None:
     for statement in ("DROP TABLE bets", "INSERT INTO bets VALUES (9, 9)"):
         query = "query=" + urllib.parse.quote(statement)
         status, reply, body = post(engine, b"", query=query, method="GET")
-        assert (status, code(reply)) == (403, 164), body
+        assert (status, code(reply)) == (500, 164), body
         assert b"method GET implies readonly" in body
     assert (
         post(engine, b"", query="query=SELECT%20count()%20FROM%20bets", method="GET")[2] == b"2\n"
@@ -250,7 +251,7 @@ def test_nobody_reads_files_or_reaches_other_hosts(
 def test_nobody_writes_into_outfile(engine: EngineProcess, tmp_path: Path, who: Any) -> None:
     target = tmp_path / "out.csv"
     status, reply, body = post(engine, f"SELECT * FROM bets INTO OUTFILE '{target}'", user=who)
-    assert (status, code(reply)) == (403, 564), body
+    assert (status, code(reply)) == (500, 564), body
     assert not target.exists()
 
 
@@ -275,7 +276,7 @@ def test_tables_keep_their_data_here(engine: EngineProcess) -> None:
         ("ALTER TABLE kept MODIFY SETTING disk = disk(type = local, path = '/tmp/away/')", ""),
     ]:
         status, reply, body = post(engine, statement, query=query)
-        assert (status, code(reply)) in ((403, 497), (403, 452)), (statement, body)
+        assert (status, code(reply)) in ((403, 497), (500, 452)), (statement, body)
 
 
 def test_values_cannot_smuggle_an_expression(engine: EngineProcess, secret: Path) -> None:
@@ -382,8 +383,8 @@ def test_analyst_writes_never_land_however_dressed(
     engine: EngineProcess, data: st.DataObject
 ) -> None:
     statement = data.draw(dressed_write())
-    status, _, body = post(engine, statement, user=ANALYST)
-    assert status in (400, 403), (statement, body)
+    status, reply, body = post(engine, statement, user=ANALYST)
+    assert code(reply) in (62, 164, 497), (statement, body)
     status, _, body = post(engine, "SELECT count(), sum(id) FROM bets", user=ANALYST)
     assert (status, body) == (200, b"2\t3\n"), statement
 
@@ -553,7 +554,7 @@ def test_long_analyst_query_is_cut_and_the_sinks_insert_goes_through(
         writer.close()
     thread.join(30)
     status, reply, body = result["analyst"]
-    assert (status, code(reply)) == (500, 159), body  # TIMEOUT_EXCEEDED
+    assert (status, code(reply)) == (408, 159), body  # TIMEOUT_EXCEEDED, as ClickHouse
     print(f"analyst cut after {result['analyst_s']:.1f} s; the insert took {insert_s:.1f} s")
     assert result["analyst_s"] < READONLY_SECONDS + 2
     assert insert_s < READONLY_SECONDS + 2
