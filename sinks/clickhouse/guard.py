@@ -14,7 +14,8 @@ The rules, the same for every user unless said:
 * readonly 2 (what a GET implies): the same statements, and, as ClickHouse allows,
   ``CREATE TEMPORARY TABLE`` (engine Memory), ``INSERT`` into one and ``DROP TEMPORARY
   TABLE``; settings (URL or a session's ``SET``) may change within the user's limits
-  (``max_execution_time`` and the other caps never rise).
+  (``max_execution_time`` and the other caps never rise: a higher value, or 0, runs at
+  the cap).
 * everyone: no table function outside ``SAFE_TABLE_FUNCTIONS``, no function that reaches
   files, hosts or programs (``DENIED_FUNCTIONS``, anywhere in the tree), no table engine
   outside the local ones, no dictionary source, no ``INTO OUTFILE``, no ``FROM INFILE``,
@@ -353,12 +354,17 @@ def effective_settings(
                 detail = f"{user}: Cannot modify '{name}' setting in readonly mode"
                 raise Refused(164, "READONLY", detail)
     if readonly:
+        # The caps are ceilings: a value above one, or 0 (no limit), runs at the cap. Tools
+        # send their own timeouts (clickhouse-go, so Grafana, sends max_execution_time =
+        # its query timeout, 60 s by default) and must still connect; what is not a
+        # positive number is refused.
         for name, cap in caps.items():
             asked = _number(settings.get(name, str(cap)))
-            if (asked is None or asked <= 0 or asked > cap) and name in requested:
+            if asked is None or asked < 0 or asked != asked:  # NaN too
                 raise Refused(452, "SETTING_CONSTRAINT_VIOLATION",
-                              f"Setting {name} shouldn't be greater than {cap}")  # fmt: skip
-            settings.setdefault(name, str(cap))
+                              f"Setting {name} should be a number from 1 to {cap}")  # fmt: skip
+            if asked == 0 or asked > cap or name not in settings:
+                settings[name] = str(cap)
     else:
         settings.setdefault("max_execution_time", str(limits.writer_max_execution_time))
         settings.setdefault("max_result_bytes", str(limits.max_result_bytes))

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from croupier import sql
 from croupier.stack.clickhouse import answers, ping
 from sinks.clickhouse.client import connect
+from sinks.clickhouse.guard import Limits
 from tests.integration.clickhouse_server import (
     ANALYST,
     DIRECT,
@@ -183,10 +184,18 @@ def test_analyst_cannot_lift_its_limits(engine: EngineProcess) -> None:
         200,
         b"1\n",
     )
-    for query in ("max_execution_time=1000", "max_execution_time=0", "max_memory_usage=0",
+    for query in ("max_execution_time=-1", "max_memory_usage=lots",
                   "input_format_values_interpret_expressions=1", "dialect=prql"):  # fmt: skip
         status, reply, body = post(engine, "SELECT 1", user=ANALYST, query=query)
         assert (status, code(reply)) == (500, 452), (query, body)
+    # A tool's own timeout above the cap, or 0 (none), runs at the cap: Grafana connects.
+    cap = str(READONLY_SECONDS).encode()
+    for query in ("max_execution_time=1000", "max_execution_time=0"):
+        got = post(engine, "SELECT getSetting('max_execution_time')", user=ANALYST, query=query)
+        assert got[::2] == (200, cap + b"\n"), (query, got)
+    got = post(engine, "SELECT getSetting('max_memory_usage')", user=ANALYST,
+               query="max_memory_usage=0")  # fmt: skip
+    assert got[::2] == (200, str(Limits().readonly_max_memory_usage).encode() + b"\n")
     status, reply, _ = post(engine, "SELECT 1 SETTINGS max_execution_time = 1000", user=ANALYST)
     assert (status, code(reply)) == (500, 164)
     # asking for readonly=0 does not lower the user's level
