@@ -81,12 +81,15 @@ def register(
         """Each bet priced against the odds table (read once a batch)."""
         books = read_books(odds, [bet for _, bet in decoded])
         producers = read_producers(health, books.values())
-        return [
-            BetInput(position(m), bet, request_hash(bet),
-                     decide_bet(bet, books, producers, now, timeout, clock_skew=skew),
-                     m.key, m.value)
-            for m, bet in decoded
-        ]  # fmt: skip
+        out = []
+        for m, bet in decoded:
+            text = bet.model_dump_json()  # hashed and stored: dumped once
+            out.append(BetInput(
+                position(m), bet, hashlib.sha256(text.encode()).hexdigest(),
+                decide_bet(bet, books, producers, now, timeout, clock_skew=skew),
+                m.key, m.value, text,
+            ))  # fmt: skip
+        return out
 
     return decision_flow(app, settings, name="bets", adapter=BET_REQUEST, inputs=inputs,
                          store=sink, answers="bet-decisions", views=(odds, health))  # fmt: skip

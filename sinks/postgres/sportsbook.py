@@ -76,6 +76,7 @@ class BetInput:
     verdict: Priced | Refused
     key: bytes | None = None  # the original message, for a dead letter
     value: bytes = b""
+    request_json: str | None = None  # ``bet.model_dump_json()``, when the caller has it
 
 
 BetBatch = Batch[BetInput]
@@ -281,7 +282,7 @@ class SportsbookSink(PgSink):
                 str(verdict.odds) if isinstance(verdict, Priced) else None, b.placed_at.isoformat(),
                 "open" if accepted else "rejected",
                 None if isinstance(verdict, Priced) else verdict.reason.value,
-                item.request_hash, b.model_dump_json(), decision, stamp,
+                item.request_hash, item.request_json or b.model_dump_json(), decision, stamp,
                 src.topic, src.partition, src.offset, version,
             ))  # fmt: skip
             if isinstance(verdict, Priced):
