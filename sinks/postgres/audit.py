@@ -31,7 +31,7 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas.records import AuditRecord, DeadLetter, SourcePosition
-from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, dead_letter_params
+from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, dead_letter_params, jsonb
 from sinks.signing import Pin, fingerprint, public_bytes
 
 GENESIS = bytes(32)
@@ -118,7 +118,7 @@ async def _write(
         rows.append((chain, seq + 1, record.entity, record.entity_id, record.action, src.topic,
                      src.partition, src.offset, body, prev.hex(), digest.hex()))  # fmt: skip
         heads[chain] = (seq + 1, digest)
-    await conn.execute(_APPEND_SQL, (json.dumps(rows),))
+    await conn.execute(_APPEND_SQL, (jsonb(rows),))
 
 
 async def append_new(conn: Any, records: Sequence[AuditRecord]) -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,7 +54,7 @@ from schemas.outbound import ReasonCode
 from schemas.records import AuditRecord, SourcePosition
 from sinks.base import Batch, Stored
 from sinks.postgres import audit, ledger
-from sinks.postgres.common import PgSink, write_progress
+from sinks.postgres.common import PgSink, jsonb, write_progress
 from sinks.postgres.protection import Guarded, guard
 from sinks.postgres.sportsbook import retrying
 
@@ -366,7 +365,7 @@ class CasinoSink(PgSink):
         closed = _ids(r.round_id for r in credited if r.closed)
         still_open = _ids(r.round_id for r in credited if not r.closed)
         if opened or txs or calls or closed or still_open:
-            rows = (json.dumps(opened), json.dumps(txs), json.dumps(calls))
+            rows = (jsonb(opened), jsonb(txs), jsonb(calls))
             await conn.execute(_RECORD_SQL, (*rows, now, still_open, closed))
 
 

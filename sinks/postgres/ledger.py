@@ -55,7 +55,6 @@ worker does thousands of operations a second instead of hundreds.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +77,7 @@ from rules.ledger import (
 )
 from schemas.records import AuditRecord, SourcePosition
 from sinks.postgres import audit
+from sinks.postgres.common import jsonb
 
 _RETRYABLE = (
     pg_errors.UniqueViolation,  # a concurrent duplicate won the key; retrying reads its result
@@ -105,7 +105,7 @@ def _results(ops: Sequence[LedgerOp], order: list[int], rows: Iterable[Any]) -> 
 
 
 def _payload(ops: Sequence[LedgerOp], order: list[int]) -> str:
-    return json.dumps([ops[i].wire() for i in order])
+    return jsonb([ops[i].wire() for i in order])
 
 
 def _raise_conflict(result: LedgerResult) -> LedgerResult:

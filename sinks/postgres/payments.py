@@ -36,6 +36,7 @@ from sinks.postgres import audit, ledger
 from sinks.postgres.common import (
     PgSink,
     conflict_letter,
+    jsonb,
     stored_outputs,
     write_progress,
 )
@@ -221,13 +222,8 @@ class PaymentsSink(PgSink):
         if decisions or events:  # one call (migration 0021: no INSERT of the app's own)
             await conn.execute(
                 "SELECT payments_record(%s::jsonb, %s::jsonb)",
-                (json.dumps(decisions, default=_json_value), json.dumps(events)),
+                (jsonb(decisions), jsonb(events)),
             )
         await audit.append(conn, trail + decided)
         await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
         return out
-
-
-def _json_value(value: object) -> str:
-    """A decision row's time (ISO 8601, as PostgreSQL reads it) or amount, in JSON."""
-    return value.isoformat() if isinstance(value, datetime) else str(value)

@@ -43,7 +43,7 @@ from schemas.outbound import BetDecision, ReasonCode, Settlement
 from schemas.records import AuditRecord, SourcePosition
 from sinks.base import Batch, Output, Stored
 from sinks.postgres import audit, ledger
-from sinks.postgres.common import PgSink, conflict_letter, write_progress
+from sinks.postgres.common import PgSink, conflict_letter, jsonb, write_progress
 from sinks.postgres.protection import send_guard
 
 log = logging.getLogger(__name__)
@@ -297,8 +297,7 @@ class SportsbookSink(PgSink):
                 out.outputs.append((player.encode(), answer.encode()))
         dups = [(s.topic, s.partition, s.offset, bet_id) for s, bet_id in duplicates]
         if bet_rows or dups:
-            await conn.execute(_RECORD_SQL, (json.dumps(bet_rows), json.dumps(leg_rows),
-                                             json.dumps(dups)))  # fmt: skip
+            await conn.execute(_RECORD_SQL, (jsonb(bet_rows), jsonb(leg_rows), jsonb(dups)))
         await audit.append(conn, trail, heads=heads)
         await audit.store_dead_letters(conn, [d for _, d in out.dead_letters])
         return out
