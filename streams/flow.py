@@ -100,8 +100,10 @@ class Flow(mode.Service):
         store: Store,
         handle: Handle,
         views: Sequence[GlobalView] = (),
+        within: float | None = None,
     ) -> None:
         super().__init__()
+        self.within = settings.batch_within if within is None else within
         self.app, self.settings, self.name = app, settings, name
         self.topic, self.store, self.handle = topic, store, handle
         self.views = list(views)  # read to their end before the first batch
@@ -159,8 +161,7 @@ class Flow(mode.Service):
         assert self.source is not None
         try:
             while not self.stopping and not self.app.should_stop:
-                messages = await self.source.batch(self.settings.batch_max,
-                                                   self.settings.batch_within)  # fmt: skip
+                messages = await self.source.batch(self.settings.batch_max, self.within)
                 if messages:
                     await self.one_batch(messages)
         except Exception:
@@ -269,9 +270,12 @@ def declare_flow(
     store: Store,
     handle: Handle,
     views: Sequence[GlobalView] = (),
+    within: float | None = None,
 ) -> Flow:
-    """Run flow ``name`` on ``topic`` in ``app`` (from its start, once ``views`` are read)."""
-    flow = Flow(app, settings, name=name, topic=topic, store=store, handle=handle, views=views)
+    """Run flow ``name`` on ``topic`` in ``app`` (from its start, once ``views`` are read),
+    its batches filling for ``within`` seconds (``CROUPIER_BATCH_WITHIN`` when None)."""
+    flow = Flow(app, settings, name=name, topic=topic, store=store, handle=handle, views=views,
+                within=within)  # fmt: skip
     app.service(flow)  # an instance: Faust starts it as it is
 
     if settings.metrics_port > 0:

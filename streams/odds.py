@@ -178,5 +178,8 @@ def register(
             elif h.is_up(now, timeout):
                 down.discard(name)
 
+    # A feed's changes come in bursts (an event's markets at once): a longer window makes
+    # a burst one transaction (its trail, its progress) instead of one a message.
     return declare_flow(app, settings, name="odds", topic=settings.topic("odds"), store=sink,
-                        handle=handle, views=(odds, health))  # fmt: skip
+                        handle=handle, views=(odds, health),
+                        within=settings.odds_batch_within)  # fmt: skip
