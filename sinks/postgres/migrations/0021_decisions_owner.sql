@@ -43,6 +43,13 @@
 --       database has no Ed25519).
 --   report_reject(rejected)               sets aside audit records the reporter cannot
 --       turn into report records; each must be a record the trail holds.
+--
+-- Each function plans its statements for every call (plan_cache_mode =
+-- force_custom_plan): a plan cached while a flow's tables were nearly empty (a fresh
+-- schema, before autovacuum's first ANALYZE) would go on scanning the ledger or the
+-- trail whole for every check once they hold millions of rows; a plan made now looks
+-- each key up in its index. Measured (BENCHMARKS.md): the cached plans cost the bets
+-- flow a third more PostgreSQL time and doubled its latency at 200 bets/s.
 
 DO $$
 BEGIN
@@ -480,6 +487,7 @@ BEGIN
         EXECUTE format('ALTER FUNCTION %s OWNER TO croupier_decisions', f);
         EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER '
                        'SET search_path = pg_catalog, %I, pg_temp', f, s);
+        EXECUTE format('ALTER FUNCTION %s SET plan_cache_mode = force_custom_plan', f);
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;
     FOREACH f IN ARRAY ARRAY['report_lock_heads()', 'report_append(jsonb)',
@@ -487,6 +495,7 @@ BEGIN
         EXECUTE format('ALTER FUNCTION %s OWNER TO croupier_audit', f);
         EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER '
                        'SET search_path = pg_catalog, %I, pg_temp', f, s);
+        EXECUTE format('ALTER FUNCTION %s SET plan_cache_mode = force_custom_plan', f);
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;
     EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM croupier_decisions', s);
