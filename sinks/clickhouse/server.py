@@ -21,10 +21,11 @@ session is accepted and forgotten. chdb
 connections on one data directory run side by side; this server still gives statements
 turns (``--max-concurrent-queries``, 1 by default), and a statement's turn is the only
 thing it waits for: ``KILL QUERY WHERE query_id = '...'`` (a user's own queries only)
-cancels one that waits, and, through the engine's own KILL, one that runs. Every statement
+cancels one that waits, and, through the engine's own KILL, one that runs. A statement
+whose client goes away is cancelled the same way within ``CLIENT_WATCH_SECONDS``, and one
+whose client went away while it waited for its turn is not run at all. Every statement
 also carries a ``max_execution_time``: a short one for readonly users, which bounds how
-long the analytics sink can wait, and how long a statement whose client went away keeps
-its turn; one whose client went away while it waited for its turn is not run at all.
+long the analytics sink can wait.
 ``send_progress_in_http_headers=1`` sends ``X-ClickHouse-Progress`` headers from chdb's
 progress callback while the statement runs (the status line, 200, goes out with the first,
 as ClickHouse does), and a last one with the totals. Errors carry ClickHouse's code in
@@ -198,6 +199,8 @@ _HEAD_WINDOW = 64 * 1024
 _INSERT_CHUNK = 1 << 20
 _ALLOWED_KEPT = 1024  # statements whose check passed, remembered (short ones only)
 _ALLOWED_TEXT = 4096
+# How often a running statement looks whether its client is still there (``_watch_client``).
+CLIENT_WATCH_SECONDS = 0.25
 _KILL_ROW = ("SELECT {s:String} AS kill_status, {q:String} AS query_id, {u:String} AS user, "
              "{t:String} AS query")  # fmt: skip
 
@@ -1111,14 +1114,21 @@ class _Handler(BaseHTTPRequestHandler):
                 "http_headers_progress_interval_ms", "100"
             )
             progress = self._progress(int(interval) / 1000 if interval.isdigit() else 0.1)
-        outcome = self.server.engine.execute(
-            request,
-            ctx,
-            client_there=self._client_there,
-            running=running,
-            progress=progress,
-            temporary_bytes=limits.session_temporary_bytes,
-        )
+        ran = threading.Event()
+        watch = threading.Thread(target=self._watch_client, args=(running, ran), daemon=True)
+        watch.start()
+        try:
+            outcome = self.server.engine.execute(
+                request,
+                ctx,
+                client_there=self._client_there,
+                running=running,
+                progress=progress,
+                temporary_bytes=limits.session_temporary_bytes,
+            )
+        finally:
+            ran.set()
+            watch.join()
         if outcome.assigned is not None:
             # Checked as a URL setting would be; outside a session, as ClickHouse, SET is
             # accepted and forgotten with the request's context.
@@ -1201,6 +1211,19 @@ class _Handler(BaseHTTPRequestHandler):
                 remaining -= len(got)
         except OSError:
             pass
+
+    def _watch_client(self, running: Running, ran: threading.Event) -> None:
+        """Until ``ran``, look every ``CLIENT_WATCH_SECONDS`` whether the client of
+        ``running`` is still there; cancel the statement (the engine's KILL) when the client
+        went away, as ClickHouse does, so an abandoned statement gives up its turn at once,
+        not at its time limit."""
+        while not ran.wait(CLIENT_WATCH_SECONDS):
+            if running.started.is_set() and not self._client_there():
+                log.info("query %s: the client went away; cancelling it", running.query_id)
+                running.cancelled.set()
+                with contextlib.suppress(Exception):  # it may have ended meanwhile
+                    self.server.engine.kill(running)
+                return
 
     def _client_there(self) -> bool:
         """False when the client closed its connection (it sent all it will: EOF is news)."""

@@ -580,7 +580,8 @@ def test_query_of_a_client_that_went_away_does_not_wedge_the_server(
     waited = time.monotonic() - started
     print(f"the next statement waited {waited:.1f} s behind the abandoned one")
     assert (status, answer) == (200, b"42\n")
-    assert waited < limit + 2
+    # Cancelled when its client went away, as ClickHouse does: not held to its time limit.
+    assert waited < min(limit, 2.5), waited
     assert ping(engine.base)
     assert answers(engine.url)
 
@@ -599,7 +600,8 @@ def _abandon(engine: EngineProcess, who: tuple[str, str], statement: bytes) -> N
 
 def test_abandoned_queries_waiting_their_turn_never_run(engine: EngineProcess) -> None:
     heavy = b"SELECT count() FROM system.numbers"
-    cancelled_before = engine.log.read_text().count("QUERY_WAS_CANCELLED")
+    gone = "The client went away before the query started"
+    cancelled_before = engine.log.read_text().count(gone)
     holder = threading.Thread(target=post, args=(engine, heavy), kwargs={"timeout": 30})
     holder.start()  # the writer's statement holds the engine for WRITER_SECONDS
     time.sleep(0.5)
@@ -612,7 +614,7 @@ def test_abandoned_queries_waiting_their_turn_never_run(engine: EngineProcess) -
     print(f"the next statement waited {waited:.1f} s behind one running and three abandoned")
     assert (status, answer) == (200, b"42\n")
     assert waited < WRITER_SECONDS + 2  # not 4 x WRITER_SECONDS
-    assert engine.log.read_text().count("QUERY_WAS_CANCELLED") - cancelled_before == 3
+    assert engine.log.read_text().count(gone) - cancelled_before == 3
 
 
 def test_status_says_not_running_when_ping_answers_but_queries_do_not(
