@@ -7,6 +7,7 @@ Each has its own data directory and users file: ``default`` writes, ``analyst`` 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -107,3 +109,15 @@ class EngineProcess:
                 return bool(resp.read() == b"Ok.\n")
         except OSError:
             return False
+
+
+@contextlib.contextmanager
+def serving(home: Path, *extra: str) -> Iterator[EngineProcess]:
+    """A server on a free port over ``home``, for a test module; stopped at the end."""
+    process = EngineProcess(home / "data", free_port(), home / "server.log", *extra)
+    process.start()
+    try:
+        yield process
+    finally:
+        if process.proc is not None:
+            process.stop()

@@ -36,7 +36,7 @@ import clickhouse_connect
 import pytest
 
 from tests.clients import build, demo_data
-from tests.integration.clickhouse_server import ANALYST, EngineProcess, free_port
+from tests.integration.clickhouse_server import ANALYST, EngineProcess, serving
 
 pytestmark = pytest.mark.integration
 
@@ -78,15 +78,9 @@ CELLS = [
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
-    home = tmp_path_factory.mktemp("clickhouse-clients")
-    process = EngineProcess(home / "data", free_port(), home / "server.log")
-    process.start()
-    try:
+    with serving(tmp_path_factory.mktemp("clickhouse-clients")) as process:
         demo_data.load(process.url)
         yield process
-    finally:
-        if process.proc is not None:
-            process.stop()
 
 
 @pytest.fixture(scope="module")

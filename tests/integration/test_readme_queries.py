@@ -20,7 +20,7 @@ import clickhouse_connect
 import pytest
 
 from tests.clients import demo_data
-from tests.integration.clickhouse_server import ANALYST, EngineProcess, free_port
+from tests.integration.clickhouse_server import ANALYST, EngineProcess, serving
 
 pytestmark = pytest.mark.integration
 
@@ -46,15 +46,9 @@ def grafana(sql: str) -> str:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
-    home = tmp_path_factory.mktemp("clickhouse-readme")
-    process = EngineProcess(home / "data", free_port(), home / "server.log")
-    process.start()
-    try:
+    with serving(tmp_path_factory.mktemp("clickhouse-readme")) as process:
         demo_data.load(process.url)
         yield process
-    finally:
-        if process.proc is not None:
-            process.stop()
 
 
 @pytest.fixture
