@@ -86,6 +86,7 @@ class Source:
         })  # fmt: skip
         self.assigned: set[int] = set()
         self.done: dict[int, int] = {}  # partition -> the next offset to process
+        self._closing = False
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -94,6 +95,13 @@ class Source:
         await self._call(self._consumer.subscribe, [self.topic], self._on_assign, self._on_revoke)
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        if self._closing:
+            # An assignment that lands while the source leaves its group (a stop during a
+            # rebalance) is never read: asking where to start could wait 30 s per flow on
+            # a consumer that is being destroyed, and hold the stop past its deadline.
+            consumer.assign(partitions)
+            log.info("%s: assigned while leaving; nothing read", self.group)
+            return
         try:
             committed = consumer.committed(partitions, timeout=30)
             fresh = [tp.partition for tp in committed if tp.offset == OFFSET_INVALID]
@@ -191,6 +199,7 @@ class Source:
     async def close(self) -> None:
         """Commit what is done and leave the group (its partitions move at once, not after
         the session timeout)."""
+        self._closing = True
         try:
             await self._call(self._close)
         finally:

@@ -166,3 +166,41 @@ def test_a_consumer_that_cannot_learn_where_to_start_never_skips() -> None:
         (0, OFFSET_INVALID), (1, OFFSET_INVALID)
     ]  # fmt: skip
     assert source.assigned == {0, 1}
+
+
+def test_an_assignment_that_lands_while_the_source_leaves_asks_nothing() -> None:
+    """A stop during a rebalance: librdkafka hands the assignment over while the consumer
+    closes. Asking the broker (or PostgreSQL) where to start then waited up to 30 s per
+    flow on a consumer being destroyed, and held a worker's stop past a minute (CI,
+    2026-12-07); the source now takes the assignment as it is and asks nothing."""
+    from confluent_kafka import TopicPartition
+
+    from streams.kafka import Source
+
+    asked: list[str] = []
+
+    def start_at(topic: str, partitions: list[int]) -> dict[int, int]:
+        asked.append("start_at")
+        return {}
+
+    class Consumer:
+        assigned: list[TopicPartition] = []
+
+        def committed(self, partitions: list[TopicPartition], timeout: float) -> Any:
+            asked.append("committed")
+            return partitions
+
+        def assign(self, partitions: list[TopicPartition]) -> None:
+            self.assigned = partitions
+
+    source = Source(Settings(topic_prefix="t."), group="g", topic=TOPIC, start_at=start_at)
+    consumer = Consumer()
+    parts = [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+    asyncio.run(source.close())  # leaves (no group joined: nothing to commit)
+    source._on_assign(consumer, parts)
+    assert asked == [] and consumer.assigned == parts
+    assert source.assigned == set()  # nothing of it is read, so nothing to commit
+    fresh = Source(Settings(topic_prefix="t."), group="g", topic=TOPIC, start_at=start_at)
+    fresh._on_assign(consumer, parts)  # a source that is not leaving asks as before
+    assert asked == ["committed", "start_at"]
+    asyncio.run(fresh.close())
