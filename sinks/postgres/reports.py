@@ -36,7 +36,7 @@ from schemas.reports import (
     ReportRecord,
     signed_message,
 )
-from sinks.postgres.common import PgSink
+from sinks.postgres.common import PgSink, jsonb
 from sinks.signing import public_bytes
 
 log = logging.getLogger(__name__)
@@ -202,12 +202,12 @@ class ReportSink(PgSink):
             # The chain's owner appends (migration 0021): each record must follow its
             # head and come from a record the trail holds; then the heads move.
             if out:
-                await conn.execute("SELECT report_append(%s::jsonb)", (json.dumps([
+                await conn.execute("SELECT report_append(%s::jsonb)", (jsonb([
                     (j, s, entity, body, bytes(prev).hex(), bytes(sig).hex(),
                      bytes(pub).hex(), chain, seq)
                     for j, s, entity, body, prev, sig, pub, chain, seq in out]),))  # fmt: skip
             if rejected:
-                await conn.execute("SELECT report_reject(%s::jsonb)", (json.dumps(rejected),))
+                await conn.execute("SELECT report_reject(%s::jsonb)", (jsonb(rejected),))
             async with conn.cursor() as cur:
                 await cur.executemany(
                     """INSERT INTO report_progress (chain, seq) VALUES (%s, %s)

@@ -26,7 +26,6 @@ legs, or the bet sees the settled market: no bet is left open on a settled marke
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -399,7 +398,7 @@ class SportsbookSink(PgSink):
         await self._resettle(conn, sorted(touched), source, now, outcome)
         await conn.execute(
             "SELECT market_message_record(%s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
-            (*pos, event, msg.type, msg.model_dump_json(), json.dumps(outcome.changed)),
+            (*pos, event, msg.type, msg.model_dump_json(), jsonb(outcome.changed)),
         )
         return outcome
 
@@ -460,8 +459,8 @@ class SportsbookSink(PgSink):
         ]
         await conn.execute(
             "SELECT bets_settle(%s::jsonb, %s::jsonb)",
-            (json.dumps([(p.bet_id, *p.row()) for p in plans.values()], default=str),
-             json.dumps([(s.settlement_id, s.bet_id, s.player_id, s.kind, s.result,
+            (jsonb([(p.bet_id, *p.row()) for p in plans.values()]),
+             jsonb([(s.settlement_id, s.bet_id, s.player_id, s.kind, s.result,
                           str(s.payout), text, source.topic, source.partition, source.offset)
                          for s, text in zip(published, texts, strict=True)])),
         )  # fmt: skip
