@@ -32,7 +32,12 @@ from streams.view import GlobalView, Readable
 
 def request_hash(model: Any) -> str:
     """What a request asks for, whatever the JSON's key order or spacing."""
-    return hashlib.sha256(model.model_dump_json().encode()).hexdigest()
+    return hash_of(model.model_dump_json())
+
+
+def hash_of(dumped: str) -> str:
+    """``request_hash`` of a request already dumped (``model_dump_json``)."""
+    return hashlib.sha256(dumped.encode()).hexdigest()
 
 
 def read_books(odds: Readable, bets: Iterable[BetRequest]) -> dict[str, EventBook]:
@@ -85,7 +90,7 @@ def register(
         for m, bet in decoded:
             text = bet.model_dump_json()  # hashed and stored: dumped once
             out.append(BetInput(
-                position(m), bet, hashlib.sha256(text.encode()).hexdigest(),
+                position(m), bet, hash_of(text),
                 decide_bet(bet, books, producers, now, timeout, clock_skew=skew),
                 m.key, m.value, text,
             ))  # fmt: skip
