@@ -27,7 +27,7 @@ COPY games/ games/
 ENV CROUPIER_GAMES_CATALOGUE=/src/games/catalogue.toml
 # constraints.txt pins the versions the test suite last passed with; every dependency
 # ships a manylinux wheel for CPython 3.11, so the slim image needs no compiler.
-RUN pip install --no-cache-dir -c constraints.txt . \
+RUN pip install --no-cache-dir -c constraints.txt ".[worker,embedded]" \
     && rm -rf build *.egg-info
 
 # Faust writes its `<app id>-data` directory into the working directory: the user's home.

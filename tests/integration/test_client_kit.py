@@ -1,0 +1,118 @@
+"""Croupier as others install it: a wheel, not the source tree.
+
+One wheel is built per module from the working tree. A full install finds the shipped
+policies and games (data files, not the source tree); a ``croupier[client]`` install has
+no Faust and no ClickHouse engine, and publishes to the private stack and reads the
+decision back through ``croupier.client``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sinks.signing import generate
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+PY = sys.executable
+
+
+def run(*argv: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run a command; fail the test with its output when it fails."""
+    proc = subprocess.run(
+        [str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, f"{argv} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def fresh_venv(where: Path) -> Path:
+    """A new virtual environment without pip (this venv's pip installs into it)."""
+    run(PY, "-m", "venv", "--without-pip", where, cwd=where.parent)
+    return where / "bin" / "python"
+
+
+def pip_install(python: Path, *args: str | Path) -> str:
+    return run(PY, "-m", "pip", "--python", python, "install", "--quiet", *args, cwd=ROOT)
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without this venv's or a stack's settings leaking into a child."""
+    keep = ("PATH", "HOME", "LANG", "TMPDIR")
+    return {k: v for k, v in os.environ.items() if k in keep}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel of the working tree (its tracked and new files, as a clone would have)."""
+    base = tmp_path_factory.mktemp("wheel")
+    src = base / "src"
+    files = run("git", "ls-files", "-co", "--exclude-standard", "-z", cwd=ROOT).split("\0")
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, src / name)
+    out = base / "dist"
+    run(PY, "-m", "pip", "wheel", "--quiet", "--no-deps",
+        "-w", out, src, cwd=base)  # fmt: skip
+    (built,) = out.glob("croupier-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def full_install(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh venv with the wheel installed (not editable).
+
+    Its dependencies are this venv's, seen through a ``.pth`` line (installing faust and
+    chdb again would prove only pip); Croupier itself is the wheel's copy, and the source
+    tree is not on its path.
+    """
+    venv = tmp_path_factory.mktemp("full") / "venv"
+    python = fresh_venv(venv)
+    pip_install(python, "--no-deps", wheel)
+    site = run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", cwd=venv)
+    (Path(site.strip()) / "zz_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    yield venv
+
+
+def test_a_wheel_install_carries_the_policies_and_the_game_catalogue(
+    full_install: Path, tmp_path: Path
+) -> None:
+    bin_ = full_install / "bin"
+    env = {**clean_env(), "CROUPIER_STACK_DIR": "/nonexistent"}
+    where = run(bin_ / "python", "-c", "import croupier; print(croupier.__file__)",
+                cwd=tmp_path, env=env)  # fmt: skip
+    assert where.startswith(str(full_install)), where  # the wheel's copy, not the source tree
+    out = run(bin_ / "croupier", "policies", "check", cwd=tmp_path, env=env)
+    assert "policies ok" in out and "UK" in out, out
+    out = run(bin_ / "croupier", "games", "check", cwd=tmp_path, env=env)
+    assert "ok" in out, out
+    # A worker's app loads the policies and the catalogue from its settings' defaults
+    # (its keys are where ``make up`` would put them, under the working directory).
+    generate(tmp_path / ".stack" / "audit" / "ed25519.pem")
+    generate(tmp_path / ".stack" / "reports" / "ed25519.pem")
+    script = (
+        "from croupier.settings import Settings\n"
+        "from topologies.app import create_app\n"
+        "s = Settings()\n"
+        "print(s.policy_dir)\n"
+        "print(s.games_catalogue)\n"
+        "app = create_app(s)\n"
+        "print(app.conf.id)\n"
+    )
+    out = run(bin_ / "python", "-c", script,
+              cwd=tmp_path, env={**env, "CROUPIER_DATA_DIR": str(tmp_path / "data")})  # fmt: skip
+    policy_dir, catalogue, app_id = out.split()
+    assert policy_dir == str(full_install / "share" / "croupier" / "policies")
+    assert catalogue == str(full_install / "share" / "croupier" / "games" / "catalogue.toml")
+    assert app_id
