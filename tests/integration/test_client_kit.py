@@ -14,16 +14,22 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from croupier.client import Decisions
 from croupier.settings import Settings
+from croupier.stack.process import free_port
+from croupier.status import parse
 from schemas.partitioning import partition_for
 from sinks.signing import generate
 from tests.conftest import ROOT, StartWorker
+from tests.integration.helpers import produce
 
 pytestmark = pytest.mark.integration
 
@@ -178,7 +184,8 @@ def test_the_client_extra_publishes_and_follows_decisions_without_the_workers(
     venv = tmp_path_factory.mktemp("client") / "venv"
     python = fresh_venv(venv)
     pip_install(python, "-c", ROOT / "constraints.txt", f"croupier[client] @ {wheel.as_uri()}")
-    worker = worker_factory(settings)
+    port = free_port()
+    worker = worker_factory(settings.model_copy(update={"metrics_port": port}))
     worker.wait_ready()
     tag = uuid.uuid4().hex[:8]
     env = {**clean_env(), "KAFKA": settings.kafka_bootstrap_servers,
@@ -201,3 +208,17 @@ def test_the_client_extra_publishes_and_follows_decisions_without_the_workers(
     assert out["bet"]["bet_id"] == f"b-{tag}"
     assert (out["bet"]["status"], out["bet"]["reason"]) == ("rejected", "unknown_player")
     assert out["player"] == ["bet-decisions", "payment-decisions"]
+
+    # A producer that keys by payment id, not player id: decided all the same, and counted.
+    wrong = json.dumps({"type": "deposit", "payment_id": f"w-{tag}", "player_id": f"p-{tag}",
+                        "amount": "5.00", "currency": "EUR",
+                        "timestamp": datetime.now(UTC).isoformat()}).encode()  # fmt: skip
+    produce(settings, "payments", [(f"w-{tag}", wrong)])
+    reader = Decisions(settings.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix)
+    assert reader.of_payment(f"p-{tag}", f"w-{tag}", timeout=60).value["status"] == "rejected"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        samples = parse(response.read().decode())
+    wrongly = {dict(labels)["topic"]: v for (name, labels), v in samples.items()
+               if name == "croupier_wrongly_keyed_total"}  # fmt: skip
+    # The Publisher's 14 messages were keyed by the rule; only the last one was not.
+    assert wrongly == {settings.topic("payments"): 1.0}, wrongly
