@@ -150,10 +150,22 @@ class Decisions:
                         remaining.discard((at, part))
                     if record.key() != player_id.encode():
                         continue
-                    value = json.loads(record.value() or b"null")
+                    try:
+                        value = json.loads(record.value() or b"null")
+                    except ValueError:
+                        continue  # not a decision of ours: nothing to follow
+                    if not isinstance(value, dict):
+                        continue
                     topic = at[len(self.topic_prefix) :]
                     batch.append(Decision(topic, part, offset, player_id, value))
                 if done(batch):
                     return
+                if remaining:
+                    # The position passes a transaction's commit marker too, which is
+                    # never delivered as a record.
+                    at_now = consumer.position([TopicPartition(t, p) for t, p in remaining])
+                    for tp in at_now:
+                        if tp.offset >= wanted[(tp.topic, tp.partition)]:
+                            remaining.discard((tp.topic, tp.partition))
         finally:
             consumer.close()
