@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -28,8 +29,8 @@ from croupier.stack.process import free_port
 from croupier.status import parse
 from schemas.partitioning import partition_for
 from sinks.signing import generate
-from tests.conftest import ROOT, StartWorker
-from tests.integration.helpers import produce
+from tests.conftest import ROOT, StartWorker, WorkerProcess, settings_env
+from tests.integration.helpers import bet, produce
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +97,7 @@ def full_install(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def test_a_wheel_install_carries_the_policies_and_the_game_catalogue(
-    full_install: Path, tmp_path: Path
+    full_install: Path, tmp_path: Path, settings: Settings
 ) -> None:
     bin_ = full_install / "bin"
     env = {**clean_env(), "CROUPIER_STACK_DIR": "/nonexistent"}
@@ -107,25 +108,37 @@ def test_a_wheel_install_carries_the_policies_and_the_game_catalogue(
     assert "policies ok" in out and "UK" in out, out
     out = run(bin_ / "croupier", "games", "check", cwd=tmp_path, env=env)
     assert "ok" in out, out
-    # A worker's app loads the policies and the catalogue from its settings' defaults
-    # (its keys are where ``make up`` would put them, under the working directory).
-    generate(tmp_path / ".stack" / "audit" / "ed25519.pem")
-    generate(tmp_path / ".stack" / "reports" / "ed25519.pem")
-    script = (
-        "from croupier.settings import Settings\n"
-        "from topologies.app import create_app\n"
-        "s = Settings()\n"
-        "print(s.policy_dir)\n"
-        "print(s.games_catalogue)\n"
-        "app = create_app(s)\n"
-        "print(app.conf.id)\n"
-    )
-    out = run(bin_ / "python", "-c", script,
-              cwd=tmp_path, env={**env, "CROUPIER_DATA_DIR": str(tmp_path / "data")})  # fmt: skip
-    policy_dir, catalogue, app_id = out.split()
+    script = "from croupier.settings import Settings; s = Settings()\n"
+    script += "print(s.policy_dir); print(s.games_catalogue)"
+    policy_dir, catalogue = run(bin_ / "python", "-c", script, cwd=tmp_path, env=env).split()
     assert policy_dir == str(full_install / "share" / "croupier" / "policies")
     assert catalogue == str(full_install / "share" / "croupier" / "games" / "catalogue.toml")
-    assert app_id
+
+    # A worker of the install, on the test's stack, with the shipped policies and games
+    # (nothing names them; its keys are where `make up` puts them, under its directory).
+    generate(tmp_path / ".stack" / "audit" / "ed25519.pem")
+    shipped = ("CROUPIER_POLICY_DIR", "CROUPIER_GAMES_CATALOGUE", "CROUPIER_AUDIT_KEY")
+    worker_env = {k: v for k, v in settings_env(settings).items() if k not in shipped}
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out_file:
+        proc = subprocess.Popen(
+            [bin_ / "croupier", "worker", "--name", "wheel"], cwd=tmp_path,
+            env={**env, **worker_env, "PYTHONUNBUFFERED": "1"}, stdout=out_file,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        worker = WorkerProcess(proc, log)
+        worker.wait_ready()
+        tag = uuid.uuid4().hex[:8]
+        leg = ("m-1", "1x2", "home", "2.10")
+        produce(settings, "bets", [(f"p-{tag}", bet(f"b-{tag}", f"p-{tag}", "5.00", [leg]))])
+        reader = Decisions(settings.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix)
+        decision = reader.of_bet(f"p-{tag}", f"b-{tag}", timeout=60).value
+        assert (decision["status"], decision["reason"]) == ("rejected", "unknown_player")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert proc.returncode == 0, log.read_text(errors="replace")[-3000:]
 
 
 CLIENT_SCRIPT = r"""
