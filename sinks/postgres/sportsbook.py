@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from rules import ledger as ledger_ops
 from rules import markets
 from rules.policy import LiabilityLimits, Policies
@@ -61,7 +63,9 @@ _CLOSED_SQL = """SELECT s.event_id, s.market_id FROM market_states s
                   WHERE s.results IS NOT NULL OR s.cancelled"""
 # The batch's decisions in one call (migration 0021: the application has no INSERT on
 # them): bets, legs and producers' retries, each a jsonb array of positional rows. Unlike
-# COPY, a statement travels in the transaction's pipeline, and jsonb is parsed once.
+# COPY, a statement travels in the transaction's pipeline, and jsonb is parsed once: each
+# bet's request goes inside it as JSON (``orjson.Fragment``), not as a string to parse
+# again (migration 0022).
 _RECORD_SQL = "SELECT bets_record(%s::jsonb, %s::jsonb, %s::jsonb)"
 
 
@@ -281,7 +285,8 @@ class SportsbookSink(PgSink):
                 str(verdict.odds) if isinstance(verdict, Priced) else None, b.placed_at.isoformat(),
                 "open" if accepted else "rejected",
                 None if isinstance(verdict, Priced) else verdict.reason.value,
-                item.request_hash, item.request_json or b.model_dump_json(), decision, stamp,
+                item.request_hash, orjson.Fragment(item.request_json or b.model_dump_json()),
+                decision, stamp,
                 src.topic, src.partition, src.offset, version,
             ))  # fmt: skip
             if isinstance(verdict, Priced):
