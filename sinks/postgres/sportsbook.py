@@ -25,7 +25,6 @@ legs, or the bet sees the settled market: no bet is left open on a settled marke
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from sinks.base import Batch, Output, Stored
 from sinks.postgres import audit, ledger
 from sinks.postgres.common import PgSink, conflict_letter, jsonb, write_progress
 from sinks.postgres.protection import send_guard
+from sinks.retry import again
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +105,8 @@ async def _lock_markets(conn: Any, pairs: Sequence[tuple[str, str]], *, shared: 
 
 
 async def retrying(call: Any) -> Any:
-    for attempt in range(6):
-        try:
-            return await call()
-        except ledger.RETRYABLE:
-            if attempt == 5:
-                raise
-            await asyncio.sleep(0.01 * (attempt + 1))
-    raise AssertionError("unreachable")  # noqa: EM101
+    """``call`` (a transaction) again when it lost a race to another (``sinks/retry.py``)."""
+    return await again(call, on=ledger.RETRYABLE)
 
 
 class SportsbookSink(PgSink):
