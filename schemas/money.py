@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Self
 
+import iso4217
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, model_validator
 
 from schemas.base import DecimalStr, WireModel, shown
@@ -21,16 +22,11 @@ from schemas.base import DecimalStr, WireModel, shown
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN)]
 
-# ISO 4217 minor units of the currencies we expect; any other well-formed code has 2,
-# which is what ISO 4217 gives almost every currency.
+# ISO 4217's minor units, from its published table (the iso4217 package, which follows
+# each amendment): EUR 2, JPY 0, XPF 0, KWD 3, CLF 4. A code the table does not give minor
+# units for (a metal, XTS, XXX) or does not list has DEFAULT_MINOR_UNITS.
 MINOR_UNITS: dict[str, int] = {
-    **dict.fromkeys(
-        ("EUR", "GBP", "USD", "DKK", "SEK", "NOK", "CHF", "CAD", "AUD", "NZD", "PLN", "CZK"),
-        2,
-    ),
-    **dict.fromkeys(("HUF", "RON", "BGN", "BRL", "MXN", "ZAR", "INR", "TRY", "ARS", "PEN"), 2),
-    **dict.fromkeys(("JPY", "KRW", "ISK", "CLP", "VND", "PYG", "UGX", "XAF", "XOF"), 0),
-    **dict.fromkeys(("BHD", "KWD", "OMR", "JOD", "TND", "IQD", "LYD"), 3),
+    c.code: c.exponent for c in iso4217.Currency if c.exponent is not None
 }
 DEFAULT_MINOR_UNITS = 2
 
@@ -52,7 +48,8 @@ def _require_currency(currency: object) -> str:
 
 
 def minor_units(currency: str) -> int:
-    """How many decimal places ``currency`` has (EUR 2, JPY 0, KWD 3, unknown codes 2)."""
+    """How many decimal places ``currency`` has (EUR 2, JPY 0, KWD 3; codes ISO 4217 gives
+    no minor units, or does not list, 2)."""
     return MINOR_UNITS.get(_require_currency(currency), DEFAULT_MINOR_UNITS)
 
 

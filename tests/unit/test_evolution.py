@@ -178,7 +178,10 @@ def test_the_check_fails_a_breaking_fixture_until_the_version_is_bumped(tmp_path
 def test_a_git_tag_is_the_baseline_when_it_is_the_newest_release(tmp_path: Path) -> None:
     root = tmp_path / "repo"
     (root / "schemas" / "json").mkdir(parents=True)
-    broken = _mutated(*BREAKING["outbound status gains a value"][:2])
+    # The tagged release: today's schemas, but bet decisions could still say "pending".
+    topic, change, _ = BREAKING["outbound status gains a value"]
+    broken = copy.deepcopy(read_dir(SCHEMA_DIR))
+    change(broken[topic])
     for topic, schema in broken.items():
         (root / "schemas" / "json" / f"{topic}{SUFFIX}").write_text(json.dumps(schema))
     (root / "pyproject.toml").write_text('[project]\nname = "croupier"\nversion = "0.2.0"\n')
