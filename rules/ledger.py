@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from rules import ledger_keys as keys
 from schemas.money import MINOR_UNITS, check_scale, minor_units
+from schemas.outbound import ReasonCode
 
 # Operations whose money for the player pays a debt down first.
 RECOVERING = frozenset({"deposit", "settle", "withdrawal_release"})
@@ -405,3 +406,17 @@ def known_entries(op: LedgerOp, result: LedgerResult) -> list[dict[str, str]] | 
         return []
     return [{"owner": op.player_id, "account": "cash", "amount": str(-op.amount)},
             {"owner": op.player_id, "account": "pending", "amount": text}]  # fmt: skip
+
+
+# What the ledger may answer that is the request's fault, not ours.
+_LEDGER_INVALID = frozenset(
+    {"unknown_reference", "reference_mismatch", "already_closed", "invalid"}
+)
+
+
+def ledger_reason(reason: str | None) -> ReasonCode:
+    """The outbound reason for a ledger refusal (an unexpected one is an internal error)."""
+    try:
+        return ReasonCode(reason or "")
+    except ValueError:
+        return ReasonCode.INVALID if reason in _LEDGER_INVALID else ReasonCode.INTERNAL_ERROR

@@ -51,6 +51,7 @@ from decimal import Decimal
 from rules.clock import DEFAULT_CLOCK_SKEW, skewed
 from rules.compliance import Blocked
 from rules.decimals import MONEY_CONTEXT, product, to_minor_unit
+from rules.ledger import ledger_reason
 from rules.odds import EventBook, ProducerHealth, market_open
 from rules.policy import ODDS_CEILING, LiabilityLimits
 from schemas.bets import BetRequest
@@ -177,20 +178,6 @@ def accept_bet(
     if any((s.event_id, s.market_id) in closed for s in bet.selections):
         return Refused(ReasonCode.MARKET_SUSPENDED, "the market is settled")
     return verdict
-
-
-# What the ledger may answer that is the request's fault, not ours.
-_LEDGER_INVALID = frozenset(
-    {"unknown_reference", "reference_mismatch", "already_closed", "invalid"}
-)
-
-
-def ledger_reason(reason: str | None) -> ReasonCode:
-    """The outbound reason for a ledger refusal (an unexpected one is an internal error)."""
-    try:
-        return ReasonCode(reason or "")
-    except ValueError:
-        return ReasonCode.INVALID if reason in _LEDGER_INVALID else ReasonCode.INTERNAL_ERROR
 
 
 def ledger_refusal(status: str, reason: str | None) -> Refused | None:

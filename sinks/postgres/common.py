@@ -15,6 +15,7 @@ from schemas.outbound import ReasonCode
 from schemas.players import PlayerState
 from schemas.records import AuditRecord, DeadLetter, SourcePosition
 from sinks.base import SinkUnavailable, caused_by_data
+from sinks.retry import again
 
 
 def jsonb(value: Any) -> str:
@@ -22,6 +23,20 @@ def jsonb(value: Any) -> str:
     parameter. orjson writes it four times faster than ``json.dumps`` (1,000 audit rows:
     0.9 against 4.0 ms); a Decimal goes as its string, a datetime as ISO 8601."""
     return orjson.dumps(value, default=str).decode()
+
+
+# A transaction that lost a race to another: a concurrent duplicate won the key (retrying
+# reads its result), a deadlock, a serialization failure.
+RETRYABLE = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+)
+
+
+async def retrying(call: Any) -> Any:
+    """``call`` (a transaction) again when it lost a race to another (``sinks/retry.py``)."""
+    return await again(call, on=RETRYABLE)
 
 
 _PROGRESS_SQL = """

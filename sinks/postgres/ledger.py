@@ -61,7 +61,6 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg import errors as pg_errors
 
 from rules.decimals import MONEY_CONTEXT, minor_unit
 from rules.ledger import (
@@ -75,14 +74,10 @@ from rules.ledger import (
 )
 from schemas.records import AuditRecord, SourcePosition
 from sinks.postgres import audit
-from sinks.postgres.common import jsonb
+from sinks.postgres.common import RETRYABLE, jsonb
 from sinks.retry import again, again_sync
 
-_RETRYABLE = (
-    pg_errors.UniqueViolation,  # a concurrent duplicate won the key; retrying reads its result
-    pg_errors.DeadlockDetected,
-    pg_errors.SerializationFailure,
-)
+_RETRYABLE = RETRYABLE
 _POST_SQL = "SELECT * FROM ledger_post(%s::jsonb)"
 
 
@@ -308,9 +303,6 @@ async def ledger_records(
             source=src, occurred_at=op.occurred_at, recorded_at=now, before=None, after=after,
         ))  # fmt: skip
     return records
-
-
-RETRYABLE = _RETRYABLE
 
 
 class AsyncLedger:

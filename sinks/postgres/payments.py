@@ -26,6 +26,7 @@ from typing import Any
 
 from rules import ledger as ledger_ops
 from rules.compliance import Action
+from rules.ledger import ledger_reason
 from rules.payments import Book, Prior, Verdict, phase_of, request_hash
 from rules.policy import Policies
 from schemas.outbound import PaymentDecision, ReasonCode
@@ -37,11 +38,11 @@ from sinks.postgres.common import (
     PgSink,
     conflict_letter,
     jsonb,
+    retrying,
     stored_outputs,
     write_progress,
 )
 from sinks.postgres.protection import guard
-from sinks.postgres.sportsbook import reason_code, retrying
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ class PaymentsSink(PgSink):
                     verdict = Verdict("conflict", ReasonCode.DUPLICATE_CONFLICT,
                                       f"ledger key {result.key} was used before")  # fmt: skip
                 elif not result.applied:
-                    reason = reason_code(result.reason)
+                    reason = ledger_reason(result.reason)
             if verdict.kind == "repeat":
                 decision = verdict.prior.decision if verdict.prior else None
                 if decision is None:  # its first was a ledger conflict in this batch

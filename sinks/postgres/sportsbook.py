@@ -39,13 +39,12 @@ from rules.policy import LiabilityLimits, Policies
 from rules.sportsbook import Leg, Priced, Refused, accept_bet, ledger_refusal
 from schemas.bets import BetRequest
 from schemas.odds import BetCancel, BetSettlement, RollbackBetCancel, RollbackBetSettlement
-from schemas.outbound import BetDecision, ReasonCode, Settlement
+from schemas.outbound import BetDecision, Settlement
 from schemas.records import AuditRecord, SourcePosition
 from sinks.base import Batch, Output, Stored
 from sinks.postgres import audit, ledger
-from sinks.postgres.common import PgSink, conflict_letter, jsonb, write_progress
+from sinks.postgres.common import PgSink, conflict_letter, jsonb, retrying, write_progress
 from sinks.postgres.protection import send_guard
-from sinks.retry import again
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +101,6 @@ async def _lock_markets(conn: Any, pairs: Sequence[tuple[str, str]], *, shared: 
     if pairs:
         sql = _LOCK_SQL.format(shared="_shared" if shared else "")
         await conn.execute(sql, _sorted_markets(pairs))
-
-
-async def retrying(call: Any) -> Any:
-    """``call`` (a transaction) again when it lost a race to another (``sinks/retry.py``)."""
-    return await again(call, on=ledger.RETRYABLE)
 
 
 class SportsbookSink(PgSink):
@@ -552,14 +546,3 @@ async def _post_steps(
             msg = f"{result.key} of bet {plan.bet_id} refused by the ledger: {result.reason}"
             raise SettlementRefused(msg)
     return plans
-
-
-def reason_code(reason: str | None) -> ReasonCode:
-    """The outbound reason for a ledger refusal (an unexpected one is an internal error)."""
-    try:
-        return ReasonCode(reason or "")
-    except ValueError:
-        return ReasonCode.INVALID if reason in _LEDGER_INVALID else ReasonCode.INTERNAL_ERROR
-
-
-_LEDGER_INVALID = {"unknown_reference", "reference_mismatch", "already_closed", "invalid"}

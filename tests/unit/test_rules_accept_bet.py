@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rules.compliance import Blocked
+from rules.ledger import ledger_reason
 from rules.policy import HOUSE_LIABILITY, LiabilityLimits
-from rules.sportsbook import Priced, Refused, accept_bet, ledger_reason, ledger_refusal
+from rules.sportsbook import Priced, Refused, accept_bet, ledger_refusal
 from schemas.bets import BetRequest
 from schemas.outbound import ReasonCode
 
@@ -124,15 +125,3 @@ def test_a_ledger_refusal_maps_to_one_reason(
     assert (got.reason if got else None) is want
     if status == "rejected":
         assert ledger_reason(reason) is want
-
-
-@pytest.mark.parametrize(
-    "reason",
-    [None, "insufficient_funds", "unknown_reference", "reference_mismatch", "already_closed",
-     "invalid", "already_settled", "inconsistent_balance", "duplicate_conflict"],
-)  # fmt: skip
-def test_the_sinks_older_mapping_agrees_with_the_rules(reason: str | None) -> None:
-    """``sinks.postgres.sportsbook.reason_code`` (payments still calls it) says the same."""
-    from sinks.postgres.sportsbook import reason_code
-
-    assert reason_code(reason) is ledger_reason(reason)
