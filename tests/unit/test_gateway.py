@@ -1,0 +1,167 @@
+"""The gateway's pure parts: signatures against hostile bodies and headers, the status
+table over every reason code, Hub88 amounts, the replay guard, the token bucket, API keys
+and the checked-in OpenAPI document."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from croupier.gateway.auth import (
+    RateLimiter,
+    ReplayGuard,
+    WebhookRefused,
+    api_key_owner,
+    hmac_signature,
+    rsa_partner,
+    verify_webhook,
+)
+from croupier.gateway.command import OPENAPI_FILE, rendered
+from croupier.gateway.config import Credentials, add_key, hash_key
+from croupier.gateway.wallet import STATUS, from_hub88, to_hub88
+from schemas.outbound import ReasonCode
+
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+OTHER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+PARTNERS = {"hub": KEY.public_key()}
+SECRET = b"0123456789abcdef0123"
+NOW = 1_800_000_000.0
+
+
+def sign(body: bytes, key: rsa.RSAPrivateKey = KEY) -> str:
+    return base64.b64encode(key.sign(body, padding.PKCS1v15(), hashes.SHA256())).decode()
+
+
+@given(st.binary(max_size=2048))
+def test_a_signature_verifies_its_own_body_only(body: bytes) -> None:
+    sig = sign(body)
+    assert rsa_partner(PARTNERS, body, sig) == "hub"
+    assert rsa_partner(PARTNERS, body + b"\x00", sig) is None
+    assert rsa_partner(PARTNERS, body, sign(body, OTHER)) is None
+    assert rsa_partner({}, body, sig) is None
+
+
+@given(body=st.binary(max_size=512), header=st.one_of(st.none(), st.text(max_size=3000)))
+def test_hostile_signature_headers_are_refused_never_raised(
+    body: bytes, header: str | None
+) -> None:
+    assert rsa_partner(PARTNERS, body, header) is None
+
+
+@given(st.binary(min_size=256, max_size=256))
+def test_random_signature_bytes_of_the_right_size_never_verify(raw: bytes) -> None:
+    assert rsa_partner(PARTNERS, b"{}", base64.b64encode(raw).decode()) is None
+
+
+@given(body=st.binary(max_size=1024), ts=st.text(max_size=40), sig=st.text(max_size=80))
+def test_hostile_webhook_headers_are_refused(body: bytes, ts: str, sig: str) -> None:
+    good_ts = str(int(NOW))
+    if ts == good_ts and sig.lower() == hmac_signature(SECRET, ts, body):
+        return  # hypothesis guessed the HMAC: not going to happen
+    with pytest.raises(WebhookRefused):
+        verify_webhook(SECRET, body, ts, sig, window=300, guard=ReplayGuard(300), now=NOW)
+
+
+@given(body=st.binary(max_size=1024), skew=st.integers(-10_000, 10_000))
+def test_webhook_window_and_replay(body: bytes, skew: int) -> None:
+    ts = str(int(NOW) + skew)
+    sig = hmac_signature(SECRET, ts, body)
+    guard = ReplayGuard(300)
+    if abs(skew) > 300:
+        with pytest.raises(WebhookRefused) as refused:
+            verify_webhook(SECRET, body, ts, sig, window=300, guard=guard, now=NOW)
+        assert refused.value.reason == "expired"
+        return
+    verify_webhook(SECRET, body, ts, sig.upper(), window=300, guard=guard, now=NOW)
+    with pytest.raises(WebhookRefused) as again:  # the same delivery, in either hex case
+        verify_webhook(SECRET, body, ts, sig, window=300, guard=guard, now=NOW + 1)
+    assert again.value.reason == "replayed"
+    with pytest.raises(WebhookRefused) as forged:
+        verify_webhook(b"another-secret-123", body, ts, sig, window=300, guard=guard, now=NOW)
+    assert forged.value.reason == "signature"
+
+
+def test_replay_guard_forgets_outside_the_window() -> None:
+    guard = ReplayGuard(300)
+    assert guard.check("a", NOW) and not guard.check("a", NOW + 299)
+    assert guard.check("a", NOW + 301)
+
+
+def test_the_status_table_covers_every_reason_code() -> None:
+    assert set(STATUS) == set(ReasonCode)
+    for hub88, http in STATUS.values():
+        assert hub88.startswith("RS_ERROR_") and 400 <= http < 600
+    assert STATUS[ReasonCode.INSUFFICIENT_FUNDS][0] == "RS_ERROR_NOT_ENOUGH_MONEY"
+    assert STATUS[ReasonCode.DUPLICATE_CONFLICT][0] == "RS_ERROR_DUPLICATE_TRANSACTION"
+    assert STATUS[ReasonCode.RETRY_LATER] == ("RS_ERROR_UNKNOWN", 503)  # retryable
+
+
+@given(st.integers(0, 10**15))
+def test_hub88_amounts(units: int) -> None:
+    amount = from_hub88(units, "EUR")
+    if units % 1000:
+        assert amount is None  # finer than a cent
+    else:
+        assert amount is not None and to_hub88(amount) == units
+        assert amount == Decimal(units) / 100_000
+    assert from_hub88(100_000, "JPY") == Decimal(1) and from_hub88(50_000, "JPY") is None
+
+
+def test_token_bucket() -> None:
+    limiter = RateLimiter(rate=10, burst=3)
+    assert [limiter.take("a", 0.0) for _ in range(3)] == [0, 0, 0]
+    assert limiter.take("a", 0.0) == pytest.approx(0.1)
+    assert limiter.take("b", 0.0) == 0  # a bucket per key
+    assert limiter.take("a", 0.1) == 0
+    assert limiter.take("a", 100.0) == 0 and limiter.take("a", 100.0) == 0
+
+
+def test_api_keys_are_hashed_at_rest(tmp_path: Path) -> None:
+    key = add_key(tmp_path, "web")
+    text = (tmp_path / "keys.json").read_text()
+    assert key not in text and hash_key(key) in text
+    assert stat.S_IMODE((tmp_path / "keys.json").stat().st_mode) == 0o600
+    creds = Credentials.load(tmp_path)
+    assert api_key_owner(creds.keys, key) == "web"
+    for wrong in (None, "", key[:-1], hash_key(key), key + " ", "é" * 10, "x" * 300):
+        assert api_key_owner(creds.keys, wrong) is None
+    rotated = add_key(tmp_path, "web")
+    assert api_key_owner(Credentials.load(tmp_path).keys, key) is None
+    assert api_key_owner(Credentials.load(tmp_path).keys, rotated) == "web"
+    with pytest.raises(ValueError, match="front end name"):
+        add_key(tmp_path, "../escape")
+
+
+def test_credentials_refuse_a_key_that_is_not_rsa_and_a_short_secret(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    (tmp_path / "partners").mkdir()
+    pem = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    (tmp_path / "partners" / "x.pem").write_bytes(pem)
+    with pytest.raises(ValueError, match="RSA"):
+        Credentials.load(tmp_path)
+    (tmp_path / "partners" / "x.pem").unlink()
+    (tmp_path / "providers").mkdir()
+    (tmp_path / "providers" / "p.secret").write_bytes(b"short")
+    with pytest.raises(ValueError, match="16 bytes"):
+        Credentials.load(tmp_path)
+
+
+def test_the_checked_in_openapi_document_is_current() -> None:
+    assert OPENAPI_FILE.read_text() == rendered(), "run: croupier gateway openapi --write"
+    doc = json.loads(rendered())
+    assert {"/user/balance", "/transaction/bet", "/wallet/v1/debit", "/payments/{provider}",
+            "/bets", "/bets/{bet_id}", "/bets/stream"} <= set(doc["paths"])  # fmt: skip
