@@ -9,3 +9,5 @@ the one results listener), ``store`` (read-only PostgreSQL), ``wallet``, ``webho
 Nothing is acknowledged before Kafka has it: every 2xx that follows a publish waits for
 the ``acks=all`` delivery report of an idempotent producer.
 """
+
+READY = "gateway: serving on"  # what its log says once it listens (croupier stack up waits)

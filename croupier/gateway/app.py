@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from croupier.gateway import bets, wallet, webhooks
+from croupier.gateway import READY, bets, wallet, webhooks
 from croupier.gateway.auth import RateLimiter, ReplayGuard
 from croupier.gateway.config import Credentials, GatewaySettings
 from croupier.gateway.kafka import Listener, Publisher, Waiters
@@ -34,7 +34,6 @@ from croupier.gateway.store import Store
 from croupier.settings import Settings
 
 log = logging.getLogger(__name__)
-READY = "gateway: serving on"  # what the log says once the server listens
 
 
 class _TooLarge(Exception):
@@ -206,6 +205,14 @@ async def serve(settings: Settings, gateway: GatewaySettings, *, ready: Any = pr
     import uvicorn
 
     app = create_app(settings, gateway)
+    if settings.metrics_port > 0:  # the stack's scrape port too, as every process has
+        from prometheus_client import REGISTRY
+
+        from streams import metrics as process_metrics
+
+        inner_app = app.app if isinstance(app, Edge) else app
+        REGISTRY.register(inner_app.state.metrics.registry)  # type: ignore[attr-defined]
+        process_metrics.serve(settings.metrics_port, "gateway", settings.metrics_bind)
     config = uvicorn.Config(app, host=gateway.host, port=gateway.port, loop="none",
                             http="httptools", lifespan="on", access_log=False,
                             log_level="warning", timeout_graceful_shutdown=5)  # fmt: skip
