@@ -103,6 +103,9 @@ def settings(tag: str, base: Settings) -> Settings:
         CROUPIER_TOPIC_PARTITIONS=6,
         CROUPIER_CLOCK_SKEW_SECONDS=86_400,
         CROUPIER_REPORT_SIGNING_KEY=str(base.report_signing_key),
+        CROUPIER_AUDIT_KEY=str(base.audit_key),
+        # No signed checkpoints in a bench of the edge (nor a need for the audit key's file).
+        CROUPIER_AUDIT_CHECKPOINT_INTERVAL=0,
     )
 
 
@@ -396,12 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     try:
-        env = stack.up(workers=False)
-        from sinks import signing
-
-        key = tmp / "reports" / "ed25519.pem"
-        signing.ensure(key)
-        return run(args, Settings(**{**env, "CROUPIER_REPORT_SIGNING_KEY": str(key)}))  # type: ignore[arg-type]
+        env = stack.up(workers=False)  # and the stack's signing keys, made on first setup
+        return run(args, Settings(**env))  # type: ignore[arg-type]  # aliases: the env names
     finally:
         stack.down()
         shutil.rmtree(tmp, ignore_errors=True)

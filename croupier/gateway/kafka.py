@@ -123,7 +123,12 @@ class Listener:
             self.assigned.set()
             results, decisions = (self.settings.topic(t) for t in self.TOPICS)
             while not self._stop.is_set():
-                for msg in consumer.consume(500, 0.1):
+                # consume() waits its whole timeout unless the batch fills: wait for one
+                # message with poll(), then take what else is there without waiting.
+                first = consumer.poll(0.1)
+                if first is None:
+                    continue
+                for msg in [first, *consumer.consume(500, 0)]:
                     where, value = msg.topic(), msg.value()
                     if msg.error() is not None or value is None or where is None:
                         continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import stat
 from decimal import Decimal
 from pathlib import Path
@@ -165,3 +166,19 @@ def test_the_checked_in_openapi_document_is_current() -> None:
     doc = json.loads(rendered())
     assert {"/user/balance", "/transaction/bet", "/wallet/v1/debit", "/payments/{provider}",
             "/bets", "/bets/{bet_id}", "/bets/stream"} <= set(doc["paths"])  # fmt: skip
+
+
+def test_the_docs_status_table_is_the_code_s() -> None:
+    doc = (OPENAPI_FILE.parents[1] / "gateway.md").read_text()
+    rows = re.findall(r"^\| `([a-z_]+)` \| `(RS_[A-Z_]+)` \| (\d+) \|$", doc, flags=re.M)
+    assert {ReasonCode(r): (h, int(c)) for r, h, c in rows} == STATUS
+
+
+def test_compose_runs_the_gateway_on_loopback() -> None:
+    import yaml
+
+    compose = yaml.safe_load((OPENAPI_FILE.parents[2] / "docker-compose.yml").read_text())
+    gateway = compose["services"]["gateway"]
+    assert gateway["command"] == ["gateway", "run"]
+    assert gateway["ports"] == ["127.0.0.1:8480:8480"]
+    assert gateway["depends_on"]["init"]["condition"] == "service_completed_successfully"
