@@ -175,6 +175,7 @@ def create_app(
         store = Store(settings.pg_dsn.get_secret_value(), settings.pg_schema)
         await store.open()
         waiters = Waiters()
+        observed.waiting.set_function(lambda: len(waiters))
         decisions = bets.Decisions()
         state = GatewayState(
             settings=settings, gateway=gateway, credentials=creds, publisher=publisher,

@@ -121,6 +121,8 @@ async def stream_bets(request: Request) -> Response:
     player = request.query_params.get("player")
     sub = _Subscriber(owner, player)
     state.decisions.subscribers.add(sub)
+    streams = request.app.state.metrics.streams
+    streams.inc()
 
     async def events() -> AsyncIterator[bytes]:
         try:
@@ -137,6 +139,7 @@ async def stream_bets(request: Request) -> Response:
                 yield b"id: " + bet_id.encode() + b"\nevent: decision\ndata: " + raw + b"\n\n"
         finally:
             state.decisions.subscribers.discard(sub)
+            streams.dec()
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)

@@ -7,6 +7,7 @@ each test uses its own players, transaction ids, bet ids and API keys.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
@@ -23,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -31,6 +33,7 @@ from croupier.gateway import READY
 from croupier.gateway.auth import hmac_signature
 from croupier.gateway.command import OPENAPI_FILE
 from croupier.gateway.config import add_key
+from croupier.gateway.store import Store
 from croupier.settings import Settings
 from croupier.stack.process import free_port
 from sinks.postgres.migrate import migrate
@@ -424,6 +427,21 @@ def test_deadline_passed_is_retryable_and_the_retry_is_answered_from_the_store(g
     time.sleep(1)
     assert query(gw.settings, "SELECT count(*) FROM casino_calls") == calls_before
     assert cash(gw, p) == D("93.00")
+
+
+def test_the_gateway_reads_postgresql_read_only(gw: Gateway) -> None:
+    async def write() -> None:
+        store = Store(gw.settings.pg_dsn.get_secret_value(), gw.settings.pg_schema)
+        await store.open()
+        try:
+            assert await store.balance("gw-p1", "EUR") is not None
+            async with store.pool.connection() as conn:
+                await conn.execute("INSERT INTO player_events (player_id) VALUES ('x')")
+        finally:
+            await store.close()
+
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        asyncio.run(write())
 
 
 def test_webhooks_signed_in_window_and_once(gw: Gateway) -> None:
