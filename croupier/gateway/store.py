@@ -34,6 +34,7 @@ class Store:
 
     def __init__(self, dsn: str, schema: str, *, size: int = 4) -> None:
         self.schema = schema
+        self._currencies: dict[str, str] = {}
         self.pool = AsyncConnectionPool(
             dsn, min_size=1, max_size=size, open=False,
             kwargs={"options": f"-c search_path={schema} -c default_transaction_read_only=on",
@@ -53,6 +54,18 @@ class Store:
         except Exception:
             return False
         return True
+
+    async def currency(self, player_id: str) -> str | None:
+        """The player's wallet currency (remembered: a wallet never changes currency)."""
+        known = self._currencies.get(player_id)
+        if known is None:
+            found = await self.balance(player_id, None)
+            if found is None:
+                return None
+            if len(self._currencies) > 1_000_000:
+                self._currencies.clear()
+            known = self._currencies[player_id] = found[1]
+        return known
 
     async def balance(self, player_id: str, currency: str | None) -> tuple[Decimal, str] | None:
         """The player's cash balance (in ``currency``, or their only currency), or None."""

@@ -280,8 +280,8 @@ async def _hub88_transaction(request: Request, kind: Kind) -> Response:
         amount = from_hub88(req.amount, req.currency)
         if amount is None or (kind == "bet" and amount <= 0):
             return _hub88_reply(req.user, req.request_uuid, WRONG_TYPES)
-        wallet = await state.store.balance(req.user, None)
-        if wallet is not None and wallet[1] != req.currency:
+        wallet_currency = await state.store.currency(req.user)
+        if wallet_currency is not None and wallet_currency != req.currency:
             return _hub88_reply(req.user, req.request_uuid, WRONG_CURRENCY)
         call.update(amount=str(amount), currency=req.currency)
         if kind == "bet":
@@ -293,8 +293,7 @@ async def _hub88_transaction(request: Request, kind: Kind) -> Response:
         if debit is None:
             # A rollback of a debit never seen is still recorded (a tombstone that refuses
             # the debit should it come late); its amount is then only a placeholder.
-            wallet = await state.store.balance(req.user, None)
-            currency = wallet[1] if wallet is not None else "EUR"
+            currency = await state.store.currency(req.user) or "EUR"
             debit = (str(Decimal(1).scaleb(-minor_units(currency))), currency)
         call.update(type="rollback", reference_transaction_id=req.reference_transaction_uuid,
                     amount=debit[0], currency=debit[1])  # fmt: skip
