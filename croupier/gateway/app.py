@@ -49,6 +49,9 @@ class Edge:
         self.metrics = metrics
         self.max_body = max_body
 
+    def _too_large(self) -> Problem:
+        return Problem(413, "too-large", "Request body too large", f"at most {self.max_body} bytes")
+
     def _route(self, scope: Scope) -> str:
         for route in self.routes:
             match, _ = route.matches(scope)
@@ -80,7 +83,8 @@ class Edge:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise _TooLarge
+                    # Raised inside the handler's read: Starlette answers it as a Problem.
+                    raise self._too_large()
             return message
 
         try:
@@ -90,9 +94,7 @@ class Edge:
             await self.app(scope, receiving, sending)
         except _TooLarge:
             if not sent:
-                p = Problem(413, "too-large", "Request body too large",
-                            f"at most {self.max_body} bytes")  # fmt: skip
-                await problem_response(p, scope["path"])(scope, receive, sending)
+                await problem_response(self._too_large(), scope["path"])(scope, receive, sending)
         except Exception:
             log.exception("gateway: %s %s failed", scope["method"], route)
             if not sent:

@@ -4,6 +4,7 @@ and the checked-in OpenAPI document."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -16,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.requests import Request
+from starlette.responses import Response
 
 from croupier.gateway.auth import (
     RateLimiter,
@@ -28,6 +31,7 @@ from croupier.gateway.auth import (
 )
 from croupier.gateway.command import OPENAPI_FILE, rendered
 from croupier.gateway.config import Credentials, add_key, hash_key
+from croupier.gateway.problems import Problem, problem_response
 from croupier.gateway.wallet import STATUS, from_hub88, to_hub88
 from schemas.outbound import ReasonCode
 
@@ -84,7 +88,7 @@ def test_webhook_window_and_replay(body: bytes, skew: int) -> None:
         return
     verify_webhook(SECRET, body, ts, sig.upper(), window=300, guard=guard, now=NOW)
     with pytest.raises(WebhookRefused) as again:  # the same delivery, in either hex case
-        verify_webhook(SECRET, body, ts, sig, window=300, guard=guard, now=NOW + 1)
+        verify_webhook(SECRET, body, ts, sig, window=300, guard=guard, now=NOW)
     assert again.value.reason == "replayed"
     with pytest.raises(WebhookRefused) as forged:
         verify_webhook(b"another-secret-123", body, ts, sig, window=300, guard=guard, now=NOW)
@@ -182,3 +186,98 @@ def test_compose_runs_the_gateway_on_loopback() -> None:
     assert gateway["command"] == ["gateway", "run"]
     assert gateway["ports"] == ["127.0.0.1:8480:8480"]
     assert gateway["depends_on"]["init"]["condition"] == "service_completed_successfully"
+
+
+# -- the app's front half, driven over ASGI: no Kafka or PostgreSQL is reached here, since
+# every request below is refused before either would be.
+
+
+def _asgi(
+    method: str, path: str, body: bytes, headers: dict[str, str], client: str = "127.0.0.1"
+) -> tuple[int, dict[str, str], bytes]:
+    from types import SimpleNamespace
+
+    from starlette.applications import Starlette
+
+    from croupier.gateway.app import Edge, routes
+    from croupier.gateway.auth import RateLimiter
+    from croupier.gateway.config import GatewaySettings
+    from croupier.gateway.metrics import Metrics
+
+    table = routes()
+    observed = Metrics()
+    inner = Starlette(routes=table, exception_handlers={Problem: _problem_handler})
+    inner.state.gw = SimpleNamespace(
+        credentials=Credentials(partners=PARTNERS, providers={"psp": SECRET}, keys={}),
+        gateway=GatewaySettings(), limiter=RateLimiter(1000, 1000), guard=ReplayGuard(300),
+    )  # fmt: skip
+    inner.state.metrics = observed
+    app = Edge(inner, table, observed, max_body=4096)
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
+             "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+             "server": ("127.0.0.1", 8480), "client": (client, 40000),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}  # fmt: skip
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    start = sent[0]
+    got_headers = {k.decode(): v.decode() for k, v in start["headers"]}  # type: ignore[attr-defined]
+    data = b"".join(m.get("body", b"") for m in sent[1:])  # type: ignore[misc]
+    return int(start["status"]), got_headers, data  # type: ignore[call-overload]
+
+
+async def _problem_handler(request: Request, exc: Exception) -> Response:
+
+    assert isinstance(exc, Problem)
+    return problem_response(exc)
+
+
+@given(
+    path=st.sampled_from(["/user/balance", "/transaction/bet", "/transaction/win",
+                          "/transaction/rollback"]),
+    body=st.binary(max_size=2048),
+    signature=st.one_of(st.none(), st.text(max_size=400)),
+)  # fmt: skip
+def test_hostile_hub88_calls_are_refused_in_hub88_s_words(
+    path: str, body: bytes, signature: str | None
+) -> None:
+    headers = {} if signature is None else {"X-Hub88-Signature": signature}
+    status, _, data = _asgi("POST", path, body, headers)
+    assert status == 200
+    assert json.loads(data)["status"] == "RS_ERROR_INVALID_SIGNATURE"
+
+
+@given(body=st.binary(max_size=2048))
+def test_signed_garbage_is_wrong_types_never_an_error(body: bytes) -> None:
+    status, _, data = _asgi("POST", "/transaction/bet", body, {"X-Hub88-Signature": sign(body)})
+    assert status == 200 and json.loads(data)["status"] == "RS_ERROR_WRONG_TYPES"
+
+
+@given(body=st.binary(max_size=2048), key=st.text(max_size=100))
+def test_hostile_bet_posts_and_webhooks_get_problems(body: bytes, key: str) -> None:
+    status, headers, data = _asgi(
+        "POST", "/bets", body, {"X-Api-Key": key} if key.isascii() else {}
+    )
+    assert status == 401 and headers["content-type"] == "application/problem+json"
+    assert json.loads(data)["status"] == 401
+    status, headers, _ = _asgi("POST", "/payments/psp", body, {"X-Signature": "0" * 64,
+                                                               "X-Timestamp": "1"})  # fmt: skip
+    assert status == 401 and headers["content-type"] == "application/problem+json"
+
+
+def test_limits_and_the_metrics_port_for_loopback_only() -> None:
+    status, _, data = _asgi("POST", "/transaction/bet", b"x" * 5000, {})
+    assert status == 413 and json.loads(data)["type"].endswith("too-large")
+    status, _, data = _asgi("POST", "/transaction/bet", b"{}", {"Content-Length": "99999999"})
+    assert status == 413
+    assert _asgi("GET", "/metrics", b"", {}, client="203.0.113.9")[0] == 403
+    assert _asgi("GET", "/metrics", b"", {}, client="::ffff:10.0.0.1")[0] == 403
+    status, _, data = _asgi("GET", "/metrics", b"", {})
+    assert status == 200 and b"croupier_gateway_requests_total" in data
+    assert _asgi("GET", "/nowhere", b"", {})[0] == 404
