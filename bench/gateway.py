@@ -1,7 +1,7 @@
 """HTTP edge benchmark: ``croupier gateway`` in front of a worker, driven over real HTTP.
 
     .venv/bin/python bench/gateway.py [--rate 500] [--duration 10] [--calls 4000]
-        [--bets 10000] [--concurrency 64] [--players 200] [--workers 1] [--private]
+        [--bets 10000] [--concurrency 256] [--players 200] [--workers 1] [--private]
         [--quick] [--out FILE]
 
 Needs Kafka and PostgreSQL: the stack ``make up`` runs (via ``.stack/env`` or the service
@@ -75,7 +75,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--calls", type=int, default=4000)
     p.add_argument("--bets", type=int, default=10_000)
-    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--concurrency", type=int, default=256)
     p.add_argument("--players", type=int, default=200)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--private", action="store_true", help="an embedded stack of its own")

@@ -9,9 +9,11 @@ Environment variables (besides the service variables of ``croupier.settings``):
 ``CROUPIER_GATEWAY_URL``           where clients reach it (``croupier stack up`` writes it)
 ``CROUPIER_GATEWAY_DIR``           the credentials directory (default ``.stack/gateway``):
                                    ``partners/<name>.pem`` (an aggregator's RSA public
-                                   key), ``providers/<name>.secret`` (a payment
-                                   provider's HMAC secret), ``keys.json`` (API key
-                                   hashes, written by ``croupier gateway key add``)
+                                   key), ``operator.pem`` (the operator's RSA private key,
+                                   optional: it signs the Hub88 answers),
+                                   ``providers/<name>.secret`` (a payment provider's
+                                   HMAC secret), ``keys.json`` (API key hashes,
+                                   written by ``croupier gateway key add``)
 ``CROUPIER_GATEWAY_DEADLINE``      seconds a wallet call waits for its result (default 2)
 ``CROUPIER_GATEWAY_MAX_BODY``      largest request body in bytes (default 65536)
 ``CROUPIER_GATEWAY_REPLAY_WINDOW``  seconds a webhook's timestamp may be from now
@@ -31,8 +33,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -74,6 +76,8 @@ class Credentials:
     partners: dict[str, RSAPublicKey] = field(default_factory=dict)
     providers: dict[str, bytes] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # sha256 hex -> front end name
+    # The operator's own RSA key: when set, Hub88 answers carry X-Hub88-Signature.
+    operator: RSAPrivateKey | None = None
 
     @classmethod
     def load(cls, directory: Path) -> Credentials:
@@ -98,7 +102,14 @@ class Credentials:
         if path.exists():
             for name, digest in json.loads(path.read_text()).items():
                 keys[str(digest)] = str(name)
-        return cls(partners, providers, keys)
+        operator = None
+        if (directory / "operator.pem").exists():
+            private = load_pem_private_key((directory / "operator.pem").read_bytes(), None)
+            if not isinstance(private, RSAPrivateKey):
+                msg = f"{directory / 'operator.pem'}: the operator's key must be an RSA key"
+                raise ValueError(msg)
+            operator = private
+        return cls(partners, providers, keys, operator)
 
 
 def add_key(directory: Path, name: str) -> str:

@@ -16,12 +16,17 @@ amount finer than the currency's minor unit is refused ``RS_ERROR_WRONG_TYPES``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -229,6 +234,25 @@ async def _signed(request: Request, header: str) -> tuple[bytes, str | None]:
 Kind = Literal["bet", "win", "rollback"]
 
 
+def _operator_signed(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """Sign a Hub88 answer's body with the operator's key (``X-Hub88-Signature``), as
+    Hub88 verifies, when the operator's key is configured."""
+
+    @functools.wraps(handler)
+    async def signed(request: Request) -> Response:
+        response = await handler(request)
+        key = request.app.state.gw.credentials.operator
+        if key is not None:
+            raw = key.sign(bytes(response.body), padding.PKCS1v15(), hashes.SHA256())
+            response.headers["X-Hub88-Signature"] = base64.b64encode(raw).decode()
+        return response
+
+    return signed
+
+
+@_operator_signed
 async def hub88_balance(request: Request) -> Response:
     body, partner = await _signed(request, "X-Hub88-Signature")
     user, ruid = _loose_ids(body)
@@ -246,14 +270,17 @@ async def hub88_balance(request: Request) -> Response:
                         balance=to_hub88(amount))  # fmt: skip
 
 
+@_operator_signed
 async def hub88_bet(request: Request) -> Response:
     return await _hub88_transaction(request, "bet")
 
 
+@_operator_signed
 async def hub88_win(request: Request) -> Response:
     return await _hub88_transaction(request, "win")
 
 
+@_operator_signed
 async def hub88_rollback(request: Request) -> Response:
     return await _hub88_transaction(request, "rollback")
 

@@ -193,8 +193,9 @@ def test_compose_runs_the_gateway_on_loopback() -> None:
 
 
 def _asgi(
-    method: str, path: str, body: bytes, headers: dict[str, str], client: str = "127.0.0.1"
-) -> tuple[int, dict[str, str], bytes]:
+    method: str, path: str, body: bytes, headers: dict[str, str], client: str = "127.0.0.1",
+    operator: rsa.RSAPrivateKey | None = None,
+) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
     from types import SimpleNamespace
 
     from starlette.applications import Starlette
@@ -208,7 +209,8 @@ def _asgi(
     observed = Metrics()
     inner = Starlette(routes=table, exception_handlers={Problem: _problem_handler})
     inner.state.gw = SimpleNamespace(
-        credentials=Credentials(partners=PARTNERS, providers={"psp": SECRET}, keys={}),
+        credentials=Credentials(partners=PARTNERS, providers={"psp": SECRET}, keys={},
+                                operator=operator),
         gateway=GatewaySettings(), limiter=RateLimiter(1000, 1000), guard=ReplayGuard(300),
     )  # fmt: skip
     inner.state.metrics = observed
@@ -281,3 +283,11 @@ def test_limits_and_the_metrics_port_for_loopback_only() -> None:
     status, _, data = _asgi("GET", "/metrics", b"", {})
     assert status == 200 and b"croupier_gateway_requests_total" in data
     assert _asgi("GET", "/nowhere", b"", {})[0] == 404
+
+
+def test_hub88_answers_are_signed_with_the_operator_s_key() -> None:
+    status, headers, data = _asgi("POST", "/user/balance", b"{}", {}, operator=OTHER)
+    assert status == 200 and json.loads(data)["status"] == "RS_ERROR_INVALID_SIGNATURE"
+    raw = base64.b64decode(headers["x-hub88-signature"])
+    OTHER.public_key().verify(raw, data, padding.PKCS1v15(), hashes.SHA256())  # raises if not
+    assert "x-hub88-signature" not in _asgi("POST", "/user/balance", b"{}", {})[1]
