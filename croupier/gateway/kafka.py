@@ -37,27 +37,27 @@ class Publisher:
         self.producer = make_producer(settings, **{"linger.ms": 2, "client.id": "croupier-gateway",
                                                    "message.timeout.ms": 30_000})  # fmt: skip
         self._stop = threading.Event()
+        # Delivery reports of one poll(), handed to the loop at once: one wake-up a batch.
+        self._reports: list[tuple[asyncio.Future[None], Any]] = []
         self._thread = threading.Thread(target=self._poll, name="gateway-producer", daemon=True)
         self._thread.start()
 
     def _poll(self) -> None:
         while not self._stop.is_set():
             self.producer.poll(0.05)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._reports:
+            reports, self._reports = self._reports, []
+            self.loop.call_soon_threadsafe(_settle, reports)
 
     async def publish(self, topic: str, key: str, value: bytes) -> None:
         """Publish and return once every in-sync replica has it (raise ``Unavailable``)."""
         done: asyncio.Future[None] = self.loop.create_future()
 
-        def settle(err: Any) -> None:
-            if done.done():
-                return
-            if err is None:
-                done.set_result(None)
-            else:
-                done.set_exception(Unavailable(str(err)))
-
-        def on_delivery(err: Any, _msg: Any) -> None:
-            self.loop.call_soon_threadsafe(settle, err)
+        def on_delivery(err: Any, _msg: Any) -> None:  # in the poll thread
+            self._reports.append((done, err))
 
         try:
             self.producer.produce(self.settings.topic(topic), value=value, key=key.encode(),
@@ -71,6 +71,17 @@ class Publisher:
         self._stop.set()
         self._thread.join(5)
         self.producer.flush(10)
+        self._hand_over()
+
+
+def _settle(reports: list[tuple[asyncio.Future[None], Any]]) -> None:
+    for done, err in reports:
+        if done.done():
+            continue
+        if err is None:
+            done.set_result(None)
+        else:
+            done.set_exception(Unavailable(str(err)))
 
 
 class Listener:
@@ -128,25 +139,29 @@ class Listener:
                 first = consumer.poll(0.1)
                 if first is None:
                     continue
+                answers: list[tuple[str, bytes]] = []
+                decided: list[dict[str, Any]] = []
                 for msg in [first, *consumer.consume(500, 0)]:
                     where, value = msg.topic(), msg.value()
                     if msg.error() is not None or value is None or where is None:
                         continue
-                    self._hand(where, value, results, decisions)
+                    data = _object(value)
+                    if data is None:
+                        continue
+                    if where == results and isinstance(data.get("transaction_id"), str):
+                        answers.append((data["transaction_id"], value))
+                    elif where == decisions and isinstance(data.get("bet_id"), str):
+                        decided.append(data)
+                if answers or decided:  # one wake-up of the loop a batch
+                    self.loop.call_soon_threadsafe(self._deliver, answers, decided)
         finally:
             consumer.close()
 
-    def _hand(self, topic: str, value: bytes, results: str, decisions: str) -> None:
-        try:
-            data = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(data, dict):
-            return
-        if topic == results and isinstance(data.get("transaction_id"), str):
-            self.loop.call_soon_threadsafe(self.on_result, data["transaction_id"], value)
-        elif topic == decisions and isinstance(data.get("bet_id"), str):
-            self.loop.call_soon_threadsafe(self.on_decision, data)
+    def _deliver(self, answers: list[tuple[str, bytes]], decided: list[dict[str, Any]]) -> None:
+        for tx, value in answers:
+            self.on_result(tx, value)
+        for data in decided:
+            self.on_decision(data)
 
     def close(self) -> None:
         self._stop.set()
@@ -178,3 +193,11 @@ class Waiters:
 
     def __len__(self) -> int:
         return len(self._waiting)
+
+
+def _object(value: bytes) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
