@@ -283,7 +283,14 @@ def run(args: argparse.Namespace, base: Settings) -> int:
         )
     )
     api_key = add_key(where, "bench")
-    workers = start_workers(s, args.workers, where)
+    try:
+        workers = start_workers(s, args.workers, where)
+    except SystemExit as exc:
+        # A worker can fail its start on a broker minutes old (a changelog's leader not
+        # elected yet: streams/view.py retries only a missing topic); once more.
+        log(f"a worker did not start ({str(exc)[-200:]}); starting again")
+        time.sleep(3)
+        workers = start_workers(s, args.workers, where)
     port = free_port()
     env = {
         **worker_env(s, where / "faust"),
