@@ -291,3 +291,19 @@ def test_hub88_answers_are_signed_with_the_operator_s_key() -> None:
     raw = base64.b64decode(headers["x-hub88-signature"])
     OTHER.public_key().verify(raw, data, padding.PKCS1v15(), hashes.SHA256())  # raises if not
     assert "x-hub88-signature" not in _asgi("POST", "/user/balance", b"{}", {})[1]
+
+
+def test_the_key_command_prints_the_key_once_and_stores_its_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from croupier.cli import main
+
+    monkeypatch.setenv("CROUPIER_STACK_DIR", "/nonexistent")
+    monkeypatch.setenv("CROUPIER_GATEWAY_DIR", str(tmp_path))
+    assert main(["gateway", "key", "add", "shop-1"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith("cgk_") and len(key) > 40
+    assert api_key_owner(Credentials.load(tmp_path).keys, key) == "shop-1"
+    assert key not in (tmp_path / "keys.json").read_text()
+    assert main(["gateway", "key", "add", "no/slash"]) == 2  # refused, one line, no traceback
+    assert "front end name" in capsys.readouterr().err
