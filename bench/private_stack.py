@@ -121,9 +121,9 @@ def private_stack(
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     tmp.chmod(0o755)  # PostgreSQL runs as its own user and must reach its data dir
     ports: set[int] = set()
-    while len(ports) < 4:
+    while len(ports) < 5:
         ports.add(free_port())
-    kafka, controller, pg, ch = sorted(ports)
+    kafka, controller, pg, ch, gateway = sorted(ports)
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
     env |= {
         "CROUPIER_STACK_DIR": str(tmp / "stack"),
@@ -133,6 +133,7 @@ def private_stack(
         "CROUPIER_PG_PORT": str(pg),
         "CROUPIER_CLICKHOUSE_PORT": str(ch),
         "CROUPIER_WORKERS": str(workers),
+        "CROUPIER_GATEWAY_PORT": str(gateway),
     }
     saved = dict(os.environ)
     os.environ.clear()

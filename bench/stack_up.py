@@ -48,6 +48,7 @@ def main() -> None:
         "CROUPIER_PG_PORT": str(pg),
         "CROUPIER_CLICKHOUSE_PORT": str(ch),
         "CROUPIER_WORKERS": "1",
+        "CROUPIER_GATEWAY_PORT": str(sorted(ports)[4]),
     }
     results: dict[str, object] = {"machine": f"{platform.node()} {os.cpu_count()} cores"}
     try:

@@ -946,6 +946,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="info")
     worker.set_defaults(func=cmd_worker)
 
+    from croupier.gateway import command as gateway_command
+
+    gateway = sub.add_parser("gateway", help="the HTTP edge: wallet, payment webhooks, bet API")
+    gateway_command.add_arguments(gateway)
+
     policies = sub.add_parser(
         "policies",
         help="jurisdiction policies (policies/*.toml): list, check",

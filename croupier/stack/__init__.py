@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from croupier.gateway import READY as GATEWAY_READY
 from croupier.stack.clickhouse import EmbeddedClickHouse
 from croupier.stack.clickhouse import answers as clickhouse_answers
 from croupier.stack.kafka import KafkaBroker
@@ -52,7 +53,9 @@ METRICS_PORT = 9400
 SERVICES: dict[str, tuple[tuple[str, ...], bytes]] = {
     "auditor": (("audit", "run"), AUDITOR_READY.encode()),
     "analytics": (("analytics", "run"), b"analytics sink: consuming"),
+    "gateway": (("gateway", "run"), GATEWAY_READY.encode()),
 }
+GATEWAY_PORT = 8480  # the HTTP edge on 127.0.0.1 (CROUPIER_GATEWAY_PORT)
 AUDITOR_TIMERS_OFF = {
     "CROUPIER_AUDIT_RELAY_INTERVAL": "0",
     "CROUPIER_REPORT_INTERVAL": "0",
@@ -85,6 +88,7 @@ class StackConfig:
     clickhouse_port: int = 8123
     workers: int = 1
     metrics_port: int = METRICS_PORT
+    gateway_port: int = GATEWAY_PORT
     kafka_heap: str = "1g"
     external: Mapping[str, str] = field(default_factory=dict)
 
@@ -107,6 +111,7 @@ class StackConfig:
             clickhouse_port=_int(env, "CROUPIER_CLICKHOUSE_PORT", 8123),
             workers=_int(env, "CROUPIER_WORKERS", 1),
             metrics_port=_int(env, "CROUPIER_METRICS_PORT", METRICS_PORT),
+            gateway_port=_int(env, "CROUPIER_GATEWAY_PORT", GATEWAY_PORT),
             kafka_heap=env.get("CROUPIER_KAFKA_HEAP", "1g"),
             external=external,
         )
@@ -227,7 +232,7 @@ class Stack:
         with ThreadPoolExecutor(max_workers=max(1, len(starters))) as pool:
             for future in [pool.submit(start) for start in starters]:
                 future.result()
-        env = {**self.service_env(), **self.ensure_keys()}
+        env = {**self.service_env(), **self.ensure_keys(), **self.gateway_env()}
         self._write_env(env)
         if provision:
             self.provision(env)
@@ -263,6 +268,13 @@ class Stack:
                 "CROUPIER_AUDIT_PUBLIC_KEY": pin,
                 "CROUPIER_REPORT_SIGNING_KEY": str(report.resolve()),
                 "CROUPIER_REPORT_PUBLIC_KEY": report_pin}  # fmt: skip
+
+    def gateway_env(self) -> dict[str, str]:
+        """Where the gateway listens (127.0.0.1 only) and keeps its credentials."""
+        port = self.config.gateway_port
+        return {"CROUPIER_GATEWAY_URL": f"http://127.0.0.1:{port}",
+                "CROUPIER_GATEWAY_PORT": str(port), "CROUPIER_GATEWAY_HOST": "127.0.0.1",
+                "CROUPIER_GATEWAY_DIR": str((self.config.root / "gateway").resolve())}  # fmt: skip
 
     def _write_env(self, env: Mapping[str, str]) -> None:
         lines = [

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -16,6 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from croupier.stack import ENV_CLICKHOUSE, ENV_KAFKA, ENV_PG, ENV_PG_ADMIN, Stack, StackConfig
 from croupier.stack.clickhouse import ping
+from croupier.stack.process import free_port
 from tests.conftest import ROOT, Services, stack_config
 from tests.integration.helpers import player_event, wait_for
 
@@ -52,6 +54,7 @@ def test_up_consume_down_up_keeps_data(tmp_path: Path) -> None:
         "CROUPIER_CLICKHOUSE_PORT": str(cfg.clickhouse_port),
         "CROUPIER_KAFKA_HEAP": "512m",
         "CROUPIER_WORKERS": "1",
+        "CROUPIER_GATEWAY_PORT": str(free_port()),
     }
     try:
         up = croupier(env, "stack", "up")
@@ -74,7 +77,8 @@ def test_up_consume_down_up_keeps_data(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stdout
         assert str(app["password"]) not in status.stdout
         parts = {p["name"]: p for p in json.loads(status.stdout)}
-        assert set(parts) == {"kafka", "postgres", "clickhouse", "worker-1", "auditor", "analytics"}
+        assert set(parts) == {"kafka", "postgres", "clickhouse", "worker-1", "auditor", "analytics",
+                              "gateway"}  # fmt: skip
         assert all(p["running"] and p["mode"] == "embedded" for p in parts.values())
 
         # Any Kafka client will do: here the pure-Python one, with its default partitioner.
@@ -89,9 +93,13 @@ def test_up_consume_down_up_keeps_data(tmp_path: Path) -> None:
         report = json.loads(status.stdout)
         assert sorted((p["name"], p["role"], p["up"]) for p in report["processes"]) == [
             ("analytics", "analytics", True), ("auditor", "auditor", True),
-            ("worker-1", "worker", True),
+            ("gateway", "gateway", True), ("worker-1", "worker", True),
         ]  # fmt: skip
-        assert len({p["url"] for p in report["processes"]}) == 3
+        assert len({p["url"] for p in report["processes"]}) == 4
+        gateway = values["CROUPIER_GATEWAY_URL"].strip("'")
+        assert gateway == f"http://127.0.0.1:{env['CROUPIER_GATEWAY_PORT']}"
+        with urllib.request.urlopen(gateway + "/readyz", timeout=10) as ready:
+            assert ready.status == 200
         assert report["topics"]["players"]["events"] == 1
 
         down = croupier(env, "stack", "down")
@@ -130,7 +138,8 @@ def test_external_services_are_used_and_nothing_is_started(
     stack = Stack(cfg)
     env = stack.up(workers=False, provision=False)
     keys = {"CROUPIER_AUDIT_KEY", "CROUPIER_AUDIT_PUBLIC_KEY", "CROUPIER_REPORT_SIGNING_KEY",
-            "CROUPIER_REPORT_PUBLIC_KEY"}  # fmt: skip
+            "CROUPIER_REPORT_PUBLIC_KEY", "CROUPIER_GATEWAY_URL", "CROUPIER_GATEWAY_PORT",
+            "CROUPIER_GATEWAY_HOST", "CROUPIER_GATEWAY_DIR"}  # fmt: skip
     assert {k: v for k, v in env.items() if k not in keys} == services.env()
     # The signing keys are made on first setup, private, and the audit key's .pub pinned.
     assert Path(env["CROUPIER_AUDIT_KEY"]).stat().st_mode & 0o777 == 0o600

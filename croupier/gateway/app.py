@@ -1,0 +1,232 @@
+"""The gateway's Starlette app (``create_app``) and its server (``serve``).
+
+Around every route, one ASGI middleware: the request size limit (413), metrics by route
+template and status, and RFC 9457 problems for whatever a handler raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from prometheus_client import generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from croupier.gateway import READY, bets, wallet, webhooks
+from croupier.gateway.auth import RateLimiter, ReplayGuard
+from croupier.gateway.config import Credentials, GatewaySettings
+from croupier.gateway.kafka import Listener, Publisher, Waiters
+from croupier.gateway.metrics import Metrics
+from croupier.gateway.openapi import document
+from croupier.gateway.problems import Problem, problem_response
+from croupier.gateway.state import GatewayState
+from croupier.gateway.store import Store
+from croupier.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Edge:
+    """The ASGI middleware around the routes."""
+
+    def __init__(self, app: ASGIApp, routes: list[Route], metrics: Metrics, max_body: int) -> None:
+        self.app = app
+        self.routes = routes
+        self.metrics = metrics
+        self.max_body = max_body
+
+    def _too_large(self) -> Problem:
+        return Problem(413, "too-large", "Request body too large", f"at most {self.max_body} bytes")
+
+    def _route(self, scope: Scope) -> str:
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return route.path
+        return "unmatched"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = self._route(scope)
+        started = time.perf_counter()
+        status = 500
+        sent = False
+
+        async def sending(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                sent = True
+            await send(message)
+
+        received = 0
+
+        async def receiving() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    # Raised inside the handler's read: Starlette answers it as a Problem.
+                    raise self._too_large()
+            return message
+
+        try:
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+                raise _TooLarge
+            await self.app(scope, receiving, sending)
+        except _TooLarge:
+            if not sent:
+                await problem_response(self._too_large(), scope["path"])(scope, receive, sending)
+        except Exception:
+            log.exception("gateway: %s %s failed", scope["method"], route)
+            if not sent:
+                p = Problem(500, "internal", "Internal error", "the gateway failed; try again")
+                await problem_response(p, scope["path"])(scope, receive, sending)
+        finally:
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)  # registered for Problem only
+    return problem_response(exc, request.url.path)
+
+
+async def healthz(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+async def readyz(request: Request) -> Response:
+    state: GatewayState = request.app.state.gw
+    listening = state.listener is not None and state.listener.assigned.is_set()
+    if listening and await state.store.ping():
+        return Response(b'{"status":"ready"}', media_type="application/json")
+    why = "waiting for Kafka's answers topic or PostgreSQL"
+    raise Problem(503, "not-ready", "Not ready", why, headers={"Retry-After": "1"})
+
+
+def _loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def metrics(request: Request) -> Response:
+    if not _loopback(request):
+        raise Problem(403, "forbidden", "Forbidden", "metrics answer loopback clients only")
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+
+async def openapi(request: Request) -> Response:
+    return Response(orjson.dumps(document(), option=orjson.OPT_SORT_KEYS),
+                    media_type="application/json")  # fmt: skip
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/user/balance", wallet.hub88_balance, methods=["POST"]),
+        Route("/transaction/bet", wallet.hub88_bet, methods=["POST"]),
+        Route("/transaction/win", wallet.hub88_win, methods=["POST"]),
+        Route("/transaction/rollback", wallet.hub88_rollback, methods=["POST"]),
+        Route("/wallet/v1/balance", wallet.generic_balance, methods=["POST"]),
+        Route("/wallet/v1/{kind:str}", wallet.generic_call, methods=["POST"]),
+        Route("/payments/{provider:str}", webhooks.payment_webhook, methods=["POST"]),
+        Route("/bets", bets.post_bet, methods=["POST"]),
+        Route("/bets/stream", bets.stream_bets, methods=["GET"]),
+        Route("/bets/{bet_id:str}", bets.get_bet, methods=["GET"]),
+    ]
+
+
+def create_app(
+    settings: Settings, gateway: GatewaySettings, *, credentials: Credentials | None = None
+) -> ASGIApp:
+    """The gateway as an ASGI app; its Kafka clients and pool start with its lifespan."""
+    creds = credentials if credentials is not None else Credentials.load(gateway.directory)
+    table = routes()
+    observed = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        publisher = Publisher(settings, loop)
+        store = Store(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+        await store.open()
+        waiters = Waiters()
+        observed.waiting.set_function(lambda: len(waiters))
+        decisions = bets.Decisions()
+        state = GatewayState(
+            settings=settings, gateway=gateway, credentials=creds, publisher=publisher,
+            store=store, waiters=waiters, decisions=decisions,
+            wallet=wallet.Wallet(publisher.publish, store, waiters, gateway.deadline),
+            limiter=RateLimiter(gateway.rate, gateway.burst),
+            guard=ReplayGuard(gateway.replay_window),
+        )  # fmt: skip
+        state.listener = Listener(settings, loop, waiters.answer, decisions.decided)
+        app.state.gw = state
+        app.state.metrics = observed
+        try:
+            yield
+        finally:
+            state.listener.close()
+            publisher.close()
+            await store.close()
+
+    app = Starlette(routes=table, lifespan=lifespan,
+                    exception_handlers={Problem: _problem})  # fmt: skip
+    app.state.metrics = observed
+    return Edge(app, table, observed, gateway.max_body)
+
+
+async def serve(settings: Settings, gateway: GatewaySettings, *, ready: Any = print) -> None:
+    """Run the gateway until SIGINT/SIGTERM; say ``READY`` once it listens and its listener
+    has its partitions."""
+    import uvicorn
+
+    app = create_app(settings, gateway)
+    if settings.metrics_port > 0:  # the stack's scrape port too, as every process has
+        from prometheus_client import REGISTRY
+
+        from streams import metrics as process_metrics
+
+        inner_app = app.app if isinstance(app, Edge) else app
+        REGISTRY.register(inner_app.state.metrics.registry)  # type: ignore[attr-defined]
+        process_metrics.serve(settings.metrics_port, "gateway", settings.metrics_bind)
+    config = uvicorn.Config(app, host=gateway.host, port=gateway.port, loop="none",
+                            http="httptools", lifespan="on", access_log=False,
+                            log_level="warning", timeout_graceful_shutdown=5)  # fmt: skip
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn sets a flag
+        await asyncio.sleep(0.05)
+    if server.started:
+        inner = app.app if isinstance(app, Edge) else app
+        state: GatewayState = inner.state.gw  # type: ignore[attr-defined]
+        assert state.listener is not None  # set by the lifespan
+        await asyncio.to_thread(state.listener.assigned.wait, 60)
+        ready(f"{READY} http://{gateway.host}:{gateway.port}", flush=True)
+    await task

@@ -1,0 +1,145 @@
+"""The bet API for front ends: ``POST /bets`` (202 and the ticket once Kafka has the bet),
+``GET /bets/{id}`` (the decision once there is one) and ``GET /bets/stream`` (Server-Sent
+Events: the decisions of the bets this API key posted, or of one player's with
+``?player=``). Every route needs an ``X-Api-Key`` and is rate limited per key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from croupier.gateway.auth import api_key_owner
+from croupier.gateway.kafka import Unavailable
+from croupier.gateway.problems import Problem
+from schemas.base import ID_PATTERN
+from schemas.bets import BET_REQUEST
+from schemas.decode import DecodeFailure, decode
+
+KEEPALIVE = 15.0  # seconds between SSE comments, so proxies keep the stream open
+QUEUE = 10_000  # decisions a slow SSE client may lag behind before it is cut off
+REMEMBERED = 200_000  # recent decisions and ticket owners kept in memory
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    owner: str
+    player: str | None
+    queue: asyncio.Queue[bytes | None] = field(default_factory=lambda: asyncio.Queue(QUEUE))
+
+
+class Decisions:
+    """Recent decisions, who posted which bet, and the SSE subscribers."""
+
+    def __init__(self) -> None:
+        self.recent: OrderedDict[str, bytes] = OrderedDict()
+        self.owners: OrderedDict[str, str] = OrderedDict()
+        self.subscribers: set[_Subscriber] = set()
+
+    def posted(self, bet_id: str, owner: str) -> None:
+        self.owners[bet_id] = owner
+        if len(self.owners) > REMEMBERED:
+            self.owners.popitem(last=False)
+
+    def decided(self, data: dict[str, Any]) -> None:
+        bet_id = str(data["bet_id"])
+        raw = orjson.dumps(data)
+        self.recent[bet_id] = raw
+        if len(self.recent) > REMEMBERED:
+            self.recent.popitem(last=False)
+        owner = self.owners.get(bet_id)
+        for sub in list(self.subscribers):
+            wanted = data.get("player_id") == sub.player if sub.player else owner == sub.owner
+            if not wanted:
+                continue
+            try:
+                sub.queue.put_nowait(raw)
+            except asyncio.QueueFull:
+                self.subscribers.discard(sub)  # too slow: its stream ends, it reconnects
+                sub.queue = asyncio.Queue(1)
+                sub.queue.put_nowait(None)
+
+
+def _caller(request: Request) -> str:
+    state = request.app.state.gw
+    owner = api_key_owner(state.credentials.keys, request.headers.get("X-Api-Key"))
+    if owner is None:
+        raise Problem(401, "invalid-api-key", "Invalid API key", "send a valid X-Api-Key",
+                      headers={"WWW-Authenticate": "ApiKey"})  # fmt: skip
+    wait = state.limiter.take(owner)
+    if wait > 0:
+        raise Problem(429, "rate-limited", "Too many requests",
+                      f"this key's rate is {state.gateway.rate:g}/s",
+                      headers={"Retry-After": str(max(1, round(wait)))})  # fmt: skip
+    return owner
+
+
+async def post_bet(request: Request) -> Response:
+    owner = _caller(request)
+    state = request.app.state.gw
+    body = await request.body()
+    bet = decode(BET_REQUEST, body)
+    if isinstance(bet, DecodeFailure):
+        raise Problem(422, bet.reason, "Not a bet request", bet.error)
+    state.decisions.posted(bet.bet_id, owner)
+    try:
+        await state.publisher.publish("bets", bet.player_id, body)
+    except Unavailable as exc:
+        raise Problem(503, "unavailable", "Kafka did not take it", "post it again",
+                      headers={"Retry-After": "1"}) from exc  # fmt: skip
+    ticket = {"bet_id": bet.bet_id, "player_id": bet.player_id, "status": "pending",
+              "decision": f"/bets/{bet.bet_id}"}  # fmt: skip
+    return Response(orjson.dumps(ticket), status_code=202, media_type="application/json",
+                    headers={"Location": f"/bets/{bet.bet_id}"})  # fmt: skip
+
+
+async def get_bet(request: Request) -> Response:
+    _caller(request)
+    state = request.app.state.gw
+    bet_id = request.path_params["bet_id"]
+    if not re.fullmatch(ID_PATTERN, bet_id) or len(bet_id) > 128:
+        raise Problem(404, "no-decision", "No decision", "not a bet id")
+    decision = state.decisions.recent.get(bet_id) or await state.store.bet_decision(bet_id)
+    if decision is None:
+        raise Problem(404, "no-decision", "No decision (yet)",
+                      f"no decision for {bet_id}: pending, or never posted",
+                      headers={"Retry-After": "1"})  # fmt: skip
+    return Response(decision, media_type="application/json")
+
+
+async def stream_bets(request: Request) -> Response:
+    owner = _caller(request)
+    state = request.app.state.gw
+    player = request.query_params.get("player")
+    sub = _Subscriber(owner, player)
+    state.decisions.subscribers.add(sub)
+    streams = request.app.state.metrics.streams
+    streams.inc()
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield b": decisions follow\n\n"
+            while True:
+                try:
+                    raw = await asyncio.wait_for(sub.queue.get(), KEEPALIVE)
+                except TimeoutError:
+                    yield b": keepalive\n\n"
+                    continue
+                if raw is None:
+                    return
+                bet_id = orjson.loads(raw)["bet_id"]
+                yield b"id: " + bet_id.encode() + b"\nevent: decision\ndata: " + raw + b"\n\n"
+        finally:
+            state.decisions.subscribers.discard(sub)
+            streams.dec()
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)

@@ -1,0 +1,75 @@
+"""``croupier gateway``: ``run`` the HTTP edge, ``key add NAME`` (mint a front end's API
+key, printed once), ``openapi`` (print or ``--write`` the checked-in document)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+OPENAPI_FILE = Path(__file__).resolve().parents[2] / "docs" / "openapi" / "gateway.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    run_p = sub.add_parser("run", help="serve in the foreground (CROUPIER_GATEWAY_HOST/PORT)")
+    run_p.set_defaults(func=run)
+    key = sub.add_parser("key", help="front ends' API keys (hashed at rest)")
+    ksub = key.add_subparsers(dest="key_action", required=True)
+    add = ksub.add_parser("add", help="mint a key for NAME and print it once")
+    add.add_argument("name")
+    add.set_defaults(func=key_add)
+    doc = sub.add_parser("openapi", help="print the OpenAPI document (or --write it)")
+    doc.add_argument("--write", action="store_true", help=f"write {OPENAPI_FILE.name}")
+    doc.set_defaults(func=openapi)
+
+
+def _gateway_settings() -> object:
+    from croupier.cli import load_stack_env
+    from croupier.gateway.config import GatewaySettings
+
+    load_stack_env()
+    return GatewaySettings()
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from croupier.cli import _settings
+    from croupier.gateway.app import serve
+    from croupier.gateway.config import GatewaySettings
+
+    gateway = _gateway_settings()
+    assert isinstance(gateway, GatewaySettings)
+    uvloop.run(serve(_settings(), gateway))
+    return 0
+
+
+def key_add(args: argparse.Namespace) -> int:
+    from croupier.arguments import InputError
+    from croupier.gateway.config import GatewaySettings, add_key
+
+    gateway = _gateway_settings()
+    assert isinstance(gateway, GatewaySettings)
+    try:
+        key = add_key(gateway.directory, args.name)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    print(key)
+    return 0
+
+
+def rendered() -> str:
+    from croupier.gateway.openapi import document
+
+    return json.dumps(document(), indent=2, sort_keys=True) + "\n"
+
+
+def openapi(args: argparse.Namespace) -> int:
+    text = rendered()
+    if args.write:
+        OPENAPI_FILE.parent.mkdir(parents=True, exist_ok=True)
+        OPENAPI_FILE.write_text(text)
+    else:
+        print(text, end="")
+    return 0

@@ -1,0 +1,33 @@
+"""Everything a request handler needs, made once by the app factory (injected, so tests
+and the bench build their own)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from croupier.gateway.auth import RateLimiter, ReplayGuard
+from croupier.gateway.config import Credentials, GatewaySettings
+from croupier.settings import Settings
+
+if TYPE_CHECKING:
+    from croupier.gateway.bets import Decisions
+    from croupier.gateway.kafka import Listener, Publisher, Waiters
+    from croupier.gateway.store import Store
+    from croupier.gateway.wallet import Wallet
+
+
+@dataclass
+class GatewayState:
+    settings: Settings
+    gateway: GatewaySettings
+    credentials: Credentials
+    publisher: Publisher
+    store: Store
+    waiters: Waiters
+    decisions: Decisions
+    wallet: Wallet
+    limiter: RateLimiter
+    guard: ReplayGuard
+    listener: Listener | None = None
+    extra: dict[str, object] = field(default_factory=dict)
