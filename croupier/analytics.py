@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from croupier.kafka import librdkafka_conf
+from config.kafka import librdkafka_conf
+from config.settings import Settings
 from croupier.redact import redact
-from croupier.settings import Settings
 from sinks.base import SinkUnavailable
 from sinks.clickhouse.sink import AuditLogWriter, DeadLetter, encode_row
 from streams import metrics

@@ -33,11 +33,11 @@ from typing import Any
 import psycopg
 from confluent_kafka import KafkaException, Producer
 
-from croupier.kafka import librdkafka_conf
-from croupier.settings import Settings
+from config.kafka import librdkafka_conf
+from config.settings import Settings
 from rules.policy import Policies
 from sinks.base import SinkUnavailable
-from sinks.postgres.audit import AuditRelay
+from sinks.postgres.relay import AuditRelay
 from sinks.postgres.reports import ReportSink
 from sinks.signing import load_private_key
 from streams import metrics

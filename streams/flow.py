@@ -38,7 +38,7 @@ from typing import Any, Protocol, TypeVar
 import mode
 from pydantic import TypeAdapter
 
-from croupier.settings import Settings
+from config.settings import Settings
 from sinks.base import Batch, Store, Stored
 from sinks.postgres.common import read_progress
 from streams import metrics

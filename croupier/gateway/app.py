@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from config.settings import Settings
 from croupier.gateway import READY, bets, wallet, webhooks
 from croupier.gateway.auth import RateLimiter, ReplayGuard
 from croupier.gateway.config import Credentials, GatewaySettings
@@ -31,7 +32,6 @@ from croupier.gateway.openapi import document
 from croupier.gateway.problems import Problem, problem_response
 from croupier.gateway.state import GatewayState
 from croupier.gateway.store import Store
-from croupier.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _gateway_settings() -> object:
-    from croupier.cli import load_stack_env
+    from config.stackenv import load_stack_env
     from croupier.gateway.config import GatewaySettings
 
     load_stack_env()
@@ -35,7 +35,7 @@ def _gateway_settings() -> object:
 def run(args: argparse.Namespace) -> int:
     import uvloop
 
-    from croupier.cli import _settings
+    from config.stackenv import stack_settings as _settings
     from croupier.gateway.app import serve
     from croupier.gateway.config import GatewaySettings
 

@@ -289,7 +289,7 @@ class Stack:
 
     def provision(self, env: Mapping[str, str]) -> None:
         """Create the contract's topics and PostgreSQL's schema (both idempotent)."""
-        from croupier.settings import Settings
+        from config.settings import Settings
         from sinks.postgres.migrate import migrate
         from topologies.topics import create_topics
 

@@ -12,14 +12,14 @@ import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import ValidationError
 
-from croupier.kafka import (
+from config.kafka import (
     faust_broker_credentials,
     kafka_python_security,
     librdkafka_conf,
     librdkafka_security,
     ssl_context,
 )
-from croupier.settings import Settings
+from config.settings import Settings
 from croupier.stack.kafka import TlsFiles, make_tls
 
 PASSWORD = "pa55-w0rd-never-shown"

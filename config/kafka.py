@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from croupier.settings import Settings
+from config.settings import Settings
 
 
 def _secret(value: Any) -> str | None:
