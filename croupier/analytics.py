@@ -163,6 +163,7 @@ class AnalyticsSink:
             }
         )
         consumer.subscribe([self.topic], on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        metrics.add_check("analytics.consuming", lambda: not self.stop.is_set())
         log.info("analytics sink: consuming %s into %s (database %s), group %s", self.topic,
                  redact(s.clickhouse_url), s.clickhouse_database, self.group)  # fmt: skip
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analytics-insert")

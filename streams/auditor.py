@@ -108,6 +108,8 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
 
     await relay.open()
     await reports.open()
+    metrics.add_check("postgres", metrics.pg_reachable(dsn))
+    metrics.add_check("auditor.running", lambda: not stop.is_set())
     log.warning(READY)
     interval = min(settings.audit_relay_interval or 0.5, settings.report_interval or 1.0)
     signed_at = time.monotonic()

@@ -277,6 +277,16 @@ def declare_flow(
     flow = Flow(app, settings, name=name, topic=topic, store=store, handle=handle, views=views,
                 within=within)  # fmt: skip
     app.service(flow)  # an instance: Faust starts it as it is
+    # Ready (/readyz) once its views are read to their end and its consumer is subscribed,
+    # until its loop ends.
+    metrics.add_check(
+        f"flow.{name}",
+        lambda: (
+            flow.source is not None
+            and not flow.finished.is_set()
+            and all(v.ready.is_set() for v in flow.views)
+        ),
+    )
 
     if settings.metrics_port > 0:
         lagging: list[set[int]] = [set()]

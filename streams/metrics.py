@@ -11,15 +11,20 @@ means no endpoint (the metrics are then only counted, which costs next to nothin
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
+import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -173,11 +178,98 @@ class FeedHealth(Collector):
 FEEDS = FeedHealth()
 REGISTRY.register(FEEDS)
 
+# -- health: /healthz and /readyz beside /metrics -----------------------------------------
+
+Check = Callable[[], bool]
+CHECKS: dict[str, Check] = {}  # name -> is it so now (a raising check counts as not)
+
+
+def add_check(name: str, check: Check) -> None:
+    """Make ``/readyz`` (and ``croupier_ready``) depend on ``check`` too (replacing one of
+    the same name): a flow consuming, a view recovered, the database answering."""
+    CHECKS[name] = check
+
+
+def readiness() -> tuple[bool, dict[str, bool]]:
+    """Every check's result now, and whether all hold (none registered: not ready)."""
+    results: dict[str, bool] = {}
+    for name, check in sorted(dict(CHECKS).items()):
+        try:
+            results[name] = bool(check())
+        except Exception:  # a check that cannot tell says "not ready"
+            results[name] = False
+    return bool(results) and all(results.values()), results
+
+
+def pg_reachable(dsn: str, timeout: int = 2) -> Check:
+    """A check that PostgreSQL at ``dsn`` answers ``SELECT 1`` within ``timeout`` seconds."""
+
+    def check() -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(dsn, connect_timeout=timeout) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True
+
+    return check
+
+
+class Readiness(Collector):
+    """``croupier_ready``: 1 when every readiness check holds, else 0; and per check."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        ok, results = readiness()
+        ready = GaugeMetricFamily(
+            "croupier_ready", "1 when this process is ready (its /readyz answers 200), else 0"
+        )
+        ready.add_metric([], 1.0 if ok else 0.0)
+        yield ready
+        each = GaugeMetricFamily(
+            "croupier_ready_check", "1 when this readiness check holds, else 0", labels=["check"]
+        )
+        for name, held in results.items():
+            each.add_metric([name], 1.0 if held else 0.0)
+        yield each
+
+
+REGISTRY.register(Readiness())
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """The endpoint: ``/healthz`` (the process answers), ``/readyz`` (200 when ready, else
+    503; a JSON body names each check), anything else Prometheus's exposition."""
+    path = environ.get("PATH_INFO", "")
+    if path == "/healthz":
+        start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"ok\n"]
+    if path == "/readyz":
+        ok, results = readiness()
+        body = json.dumps({"ready": ok, "checks": results}, sort_keys=True).encode() + b"\n"
+        status = "200 OK" if ok else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "application/json")])
+        return [body]
+    metrics_app: Callable[..., Iterable[bytes]] = make_wsgi_app()
+    return metrics_app(environ, start_response)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log: a scrape every few seconds is not news."""
+
+
 _served: list[int] = []
 
 
 def serve(port: int, role: str, bind: str = "127.0.0.1") -> bool:
-    """Serve ``/metrics`` on ``bind``:``port`` in a daemon thread (once a process).
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``bind``:``port`` in a daemon
+    thread (once a process).
 
     ``bind`` is 127.0.0.1 everywhere but inside a container, whose own network is the only
     one it can reach (compose sets ``CROUPIER_METRICS_BIND=0.0.0.0`` there and publishes
@@ -188,10 +280,11 @@ def serve(port: int, role: str, bind: str = "127.0.0.1") -> bool:
     if port <= 0 or _served:
         return bool(_served)
     try:
-        start_http_server(port, addr=bind)
+        server = make_server(bind, port, app, server_class=_Server, handler_class=_Quiet)
     except OSError as exc:
         log.error("metrics endpoint not started on %s:%d: %s", bind, port, exc)
         return False
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     _served.append(port)
-    log.info("metrics on http://%s:%d/metrics", bind, port)
+    log.info("metrics on http://%s:%d/metrics (health: /healthz, /readyz)", bind, port)
     return True

@@ -304,7 +304,8 @@ class Stack:
             self._record_endpoint(f"worker-{n}", pid, worker_env)
             started.append((pid, log, offset))
         for pid, log, offset in started:
-            _wait_ready(pid, log, offset, WORKER_READY, "a worker", timeout)
+            _wait_ready(pid, log, offset, WORKER_READY, "a worker", timeout,
+                        readyz=self._readyz(pid))  # fmt: skip
 
     def _service_pidfile(self, name: str) -> Path:
         return self.config.root / "run" / f"{name}.pid"
@@ -325,7 +326,7 @@ class Stack:
         pid = spawn([sys.executable, "-m", "croupier", *argv], pidfile=self._service_pidfile(name),
                     logfile=log, env=service_env)  # fmt: skip
         self._record_endpoint(name, pid, service_env)
-        _wait_ready(pid, log, offset, marker, f"the {name}", timeout)
+        _wait_ready(pid, log, offset, marker, f"the {name}", timeout, readyz=self._readyz(pid))
 
     # -- metrics endpoints ----------------------------------------------------------------
 
@@ -355,6 +356,13 @@ class Stack:
         while port in taken or not port_free(port):
             port += 1
         return {"CROUPIER_METRICS_PORT": str(port)}
+
+    def _readyz(self, pid: int) -> str | None:
+        """The ``/readyz`` URL of the process ``pid`` started, when it serves one."""
+        for endpoint in self.endpoints().values():
+            if endpoint.get("pid") == pid:
+                return str(endpoint["url"]).rsplit("/", 1)[0] + "/readyz"
+        return None
 
     def _record_endpoint(self, name: str, pid: int, env: Mapping[str, str]) -> None:
         port = int(env.get("CROUPIER_METRICS_PORT") or 0)
@@ -433,20 +441,47 @@ class Stack:
         return parts
 
 
-def _wait_ready(pid: int, log: Path, offset: int, marker: bytes, what: str, timeout: float) -> None:
-    """Wait until ``log`` says ``marker`` after ``offset``; raise if ``pid`` dies first."""
+def _wait_ready(
+    pid: int,
+    log: Path,
+    offset: int,
+    marker: bytes,
+    what: str,
+    timeout: float,
+    *,
+    readyz: str | None = None,
+) -> None:
+    """Wait until the process answers 200 on ``readyz`` (its metrics endpoint's), or, when
+    it serves none, until ``log`` says ``marker`` after ``offset``; raise if ``pid`` dies
+    first."""
 
     def ready() -> bool:
-        with open(log, "rb") as f:
-            f.seek(offset)
-            if marker in f.read():
+        if readyz is not None:
+            if readyz_ok(readyz):
                 return True
+        else:
+            with open(log, "rb") as f:
+                f.seek(offset)
+                if marker in f.read():
+                    return True
         if not pid_alive(pid):
             msg = f"{what} exited during start-up:\n{tail(log)}"
             raise StackError(msg)
         return False
 
     wait_until(ready, timeout=timeout, what=what, logfile=log)
+
+
+def readyz_ok(url: str, timeout: float = 2.0) -> bool:
+    """True when ``url`` (a process's ``/readyz``) answers 200."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _write_private(path: Path, text: str) -> None:
