@@ -387,9 +387,9 @@ def _confluent_consumer(conf: dict[str, Any]) -> Any:
 
 def run(settings: Settings) -> int:
     """``croupier analytics run``: the sink in the foreground until SIGTERM or SIGINT."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from croupier import logs
+
+    logs.setup()
     # The sink says when ClickHouse is away, once; the HTTP stack would say it every retry.
     for noisy in ("urllib3.connectionpool", "clickhouse_connect.driver._backend.http_sync"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -306,7 +306,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # the young generation grow, so full collections (pauses of tens of ms) are rare.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    worker = Worker(app, loglevel=args.loglevel, quiet=True)
+    from croupier import logs
+
+    worker = Worker(app, loglevel=args.loglevel, quiet=True,
+                    logging_config=logs.dict_config(args.loglevel))  # fmt: skip
     worker.execute_from_commandline()  # exits the process when the worker stops
     return EXIT_OK
 

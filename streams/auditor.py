@@ -147,7 +147,9 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
 
 def main(settings: Settings, policies: Policies) -> int:
     """Run until SIGTERM or SIGINT; 0 on a clean stop."""
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s %(message)s")
+    from croupier import logs
+
+    logs.setup()
     metrics.serve(settings.metrics_port, "auditor", settings.metrics_bind)
 
     async def serve() -> None:
