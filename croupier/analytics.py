@@ -355,6 +355,16 @@ def lag(settings: Settings) -> int:
         consumer.close()
 
 
+def _watch_lag(settings: Settings, every: float = 5.0) -> None:
+    """Keep ``croupier_analytics_lag_messages`` current (a daemon thread of the sink)."""
+    while True:
+        try:
+            metrics.ANALYTICS_LAG.set(lag(settings))
+        except Exception as exc:  # Kafka away: the gauge keeps its last value
+            log.warning("analytics lag not measured: %s", exc)
+        time.sleep(every)
+
+
 def wait_caught_up(settings: Settings, *, timeout: float, settle: float = 1.0) -> bool:
     """Wait until the sink has committed all of ``audit`` and nothing new came for
     ``settle`` seconds (the relay publishes every ``CROUPIER_AUDIT_RELAY_INTERVAL``)."""
@@ -394,6 +404,9 @@ def run(settings: Settings) -> int:
     for noisy in ("urllib3.connectionpool", "clickhouse_connect.driver._backend.http_sync"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     metrics.serve(settings.metrics_port, "analytics", settings.metrics_bind)
+    if settings.metrics_port > 0:
+        threading.Thread(target=_watch_lag, args=(settings,), name="analytics-lag",
+                         daemon=True).start()  # fmt: skip
     sink = AnalyticsSink(settings)
 
     def stop(signum: int, frame: FrameType | None) -> None:

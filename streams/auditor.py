@@ -151,6 +151,8 @@ def main(settings: Settings, policies: Policies) -> int:
 
     logs.setup()
     metrics.serve(settings.metrics_port, "auditor", settings.metrics_bind)
+    # The platform's state (backlogs, checkpoint, liability, GGR) from here, once.
+    metrics.serve_platform(settings.pg_dsn.get_secret_value(), settings.pg_schema)
 
     async def serve() -> None:
         stop = asyncio.Event()

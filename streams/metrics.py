@@ -52,8 +52,14 @@ FLOW_STEP_SECONDS = Histogram(
     ["flow", "step"],
     buckets=SECONDS,
 )
-FLOW_SIZE = Histogram(
-    "croupier_flow_batch_size", "Events in one batch of a flow", ["flow"], buckets=SIZES
+FLOW_EVENTS = Histogram(
+    "croupier_flow_batch_events", "Events in one batch of a flow", ["flow"], buckets=SIZES
+)
+FLOW_SIZE_OLD = Histogram(
+    "croupier_flow_batch_size",
+    "Deprecated: croupier_flow_batch_events (removed in the next release)",
+    ["flow"],
+    buckets=SIZES,
 )
 DECISIONS = Counter(
     "croupier_decisions",
@@ -77,13 +83,31 @@ SINK_SECONDS = Histogram(
     ["sink"],
     buckets=SECONDS,
 )
+SINK_EVENTS = Histogram(
+    "croupier_sink_batch_events",
+    "Records in one batch written to a sink",
+    ["sink"],
+    buckets=SIZES,
+)
 SINK_SIZE = Histogram(
-    "croupier_sink_batch_size", "Records in one batch written to a sink", ["sink"], buckets=SIZES
+    "croupier_sink_batch_size",
+    "Deprecated: croupier_sink_batch_events (removed in the next release)",
+    ["sink"],
+    buckets=SIZES,
+)
+LAG_MESSAGES = Gauge(
+    "croupier_consumer_lag_messages",
+    "Messages not yet processed, per topic and partition this process consumes",
+    ["topic", "partition"],
 )
 LAG = Gauge(
     "croupier_consumer_lag",
-    "Messages not yet processed, per topic and partition this process consumes",
+    "Deprecated: croupier_consumer_lag_messages (removed in the next release)",
     ["topic", "partition"],
+)
+ANALYTICS_LAG = Gauge(
+    "croupier_analytics_lag_messages",
+    "Records on the audit topic the analytics sink (ClickHouse) has not committed yet",
 )
 AUDIT_KEY_ALERTS = Counter(
     "croupier_audit_key_alerts",
@@ -91,7 +115,34 @@ AUDIT_KEY_ALERTS = Counter(
     "(what=checkpoint), and passes whose own signing key is not the pinned one (what=signer)",
     ["what"],
 )
-INFO = Gauge("croupier_process_info", "This Croupier process: its role and pid", ["role", "pid"])
+ROLE = Gauge(
+    "croupier_role_info",
+    "This Croupier process's role (1); the pid is process_* (process_start_time_seconds)",
+    ["role"],
+)
+INFO = Gauge(
+    "croupier_process_info",
+    "Deprecated: croupier_role_info (its pid label changes at every restart; removed in the "
+    "next release)",
+    ["role", "pid"],
+)
+
+
+class _Twin:
+    """A histogram observed under its new name and its deprecated one (one release)."""
+
+    def __init__(self, new: Histogram, old: Histogram) -> None:
+        self.new, self.old = new, old
+
+    def labels(self, *values: str) -> _Twin:
+        return _Twin(self.new.labels(*values), self.old.labels(*values))
+
+    def observe(self, value: float) -> None:
+        self.new.observe(value)
+        self.old.observe(value)
+
+
+FLOW_SIZE = _Twin(FLOW_EVENTS, FLOW_SIZE_OLD)
 
 # A decision's status and its reason code (``error`` in a casino answer), in the compact
 # JSON pydantic writes: every outbound model writes both fields, and no newline.
@@ -128,6 +179,7 @@ def sink_batch(sink: str, size: int) -> Iterator[None]:
 def observe_sink(sink: str, seconds: float, size: int) -> None:
     """Record one batch written to ``sink`` that took ``seconds``."""
     SINK_SECONDS.labels(sink).observe(seconds)
+    SINK_EVENTS.labels(sink).observe(size)
     SINK_SIZE.labels(sink).observe(size)
 
 
@@ -135,16 +187,19 @@ def set_lag(topic: str, lags: dict[int, int], before: set[int]) -> set[int]:
     """Set ``topic``'s lag for the partitions in ``lags``; drop those ``before`` no longer
     has (moved to another worker, so that sums across workers count each once)."""
     for partition in before - set(lags):
-        with contextlib.suppress(KeyError):
-            LAG.remove(topic, str(partition))
+        for gauge in (LAG_MESSAGES, LAG):
+            with contextlib.suppress(KeyError):
+                gauge.remove(topic, str(partition))
     for partition, behind in lags.items():
-        LAG.labels(topic, str(partition)).set(max(0, behind))
+        for gauge in (LAG_MESSAGES, LAG):
+            gauge.labels(topic, str(partition)).set(max(0, behind))
     return set(lags)
 
 
 class FeedHealth(Collector):
-    """``croupier_feed_up`` and ``croupier_feed_alive_age_seconds`` per odds producer,
-    computed when scraped from the last ``alive`` each producer sent."""
+    """``croupier_feed_up`` and ``croupier_feed_last_alive_timestamp_seconds`` per odds
+    producer (and the deprecated ``croupier_feed_alive_age_seconds``), computed when
+    scraped from the last ``alive`` each producer sent."""
 
     def __init__(self) -> None:
         self.last_alive: dict[str, datetime] = {}
@@ -161,17 +216,25 @@ class FeedHealth(Collector):
             "(its markets are suspended)",
             labels=["producer"],
         )
+        last = GaugeMetricFamily(
+            "croupier_feed_last_alive_timestamp_seconds",
+            "When the odds producer's last alive was sent (its timestamp, Unix seconds)",
+            labels=["producer"],
+        )
         age = GaugeMetricFamily(
             "croupier_feed_alive_age_seconds",
-            "Seconds since the odds producer's last alive (by its timestamp)",
+            "Deprecated: time() - croupier_feed_last_alive_timestamp_seconds (removed in the "
+            "next release)",
             labels=["producer"],
         )
         now = datetime.now(UTC)
         for producer, at in sorted(dict(self.last_alive).items()):
             seconds = (now - at).total_seconds()
             up.add_metric([producer], 1.0 if seconds <= self.timeout else 0.0)
+            last.add_metric([producer], at.timestamp())
             age.add_metric([producer], seconds)
         yield up
+        yield last
         yield age
 
 
@@ -276,6 +339,7 @@ def serve(port: int, role: str, bind: str = "127.0.0.1") -> bool:
     no port). False, after logging why, when the port cannot be bound: the process goes
     on without an endpoint (``croupier status`` then reports it as not answering).
     """
+    ROLE.labels(role).set(1)
     INFO.labels(role, str(os.getpid())).set(1)
     if port <= 0 or _served:
         return bool(_served)
@@ -288,3 +352,100 @@ def serve(port: int, role: str, bind: str = "127.0.0.1") -> bool:
     _served.append(port)
     log.info("metrics on http://%s:%d/metrics (health: /healthz, /readyz)", bind, port)
     return True
+
+
+# -- the platform's state, read from PostgreSQL when scraped (one process serves it) ---------
+
+
+class Platform(Collector):
+    """The audit relay's backlog, the last signed checkpoint, report lag per jurisdiction,
+    open liability per market (the top ``top``), GGR today per currency and dead letters by
+    reason, read from PostgreSQL at each scrape (``sinks/postgres/ops.py``).
+
+    Registered by the auditor only, so each series has one source however many workers
+    run. Amounts are exact ``numeric`` in the database and become floats only here, for
+    display: no decision reads them back. A database that does not answer within its time
+    limit yields ``croupier_platform_up 0`` and nothing else.
+    """
+
+    def __init__(self, dsn: str, schema: str, top: int = 10) -> None:
+        self.dsn, self.schema, self.top = dsn, schema, top
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        """Nothing up front: registering must not query the database."""
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from sinks.postgres.ops import read_state
+
+        up = GaugeMetricFamily(
+            "croupier_platform_up", "1 when the platform's state was read from PostgreSQL"
+        )
+        try:
+            state = read_state(self.dsn, self.schema, top=self.top)
+        except Exception as exc:  # a scrape never fails for the database: it says so
+            log.warning("platform state not read: %s", exc)
+            up.add_metric([], 0.0)
+            yield up
+            return
+        up.add_metric([], 1.0)
+        yield up
+        families = {
+            "backlog": GaugeMetricFamily(
+                "croupier_audit_relay_backlog_records",
+                "Audit records committed but not yet published to the audit topic",
+            ),
+            "checkpoint": GaugeMetricFamily(
+                "croupier_audit_last_checkpoint_timestamp_seconds",
+                "When the last signed audit checkpoint was made (Unix seconds; 0: none yet)",
+            ),
+            "report": GaugeMetricFamily(
+                "croupier_report_lag_records",
+                "Report records derived but not yet published on reports.<jurisdiction>",
+                labels=["jurisdiction"],
+            ),
+            "derive": GaugeMetricFamily(
+                "croupier_report_derive_backlog_records",
+                "Audit records the reporter has not read yet (all jurisdictions)",
+            ),
+            "liability": GaugeMetricFamily(
+                "croupier_open_liability",
+                f"What the house pays beyond the stakes if every open bet on the market wins "
+                f"(accumulators count on each leg's market), the top {self.top} markets per "
+                "currency, in major units",
+                labels=["market", "currency"],
+            ),
+            "ggr": GaugeMetricFamily(
+                "croupier_ggr_today",
+                "Gross gaming revenue since 00:00 UTC (settled stakes minus payouts, casino "
+                "debits minus credits), per currency, in major units",
+                labels=["currency"],
+            ),
+            "letters": GaugeMetricFamily(
+                "croupier_dead_letters_stored",
+                "Dead letters stored in PostgreSQL, by source topic and reason",
+                labels=["topic", "reason"],
+            ),
+        }
+        families["backlog"].add_metric([], float(state.relay_backlog))
+        families["checkpoint"].add_metric([], state.last_checkpoint)
+        families["derive"].add_metric([], float(state.derive_backlog))
+        for jurisdiction, behind in state.report_lag.items():
+            families["report"].add_metric([jurisdiction], float(behind))
+        for (market, currency), amount in state.liability.items():
+            families["liability"].add_metric([market, currency], float(amount))
+        for currency, amount in state.ggr_today.items():
+            families["ggr"].add_metric([currency], float(amount))
+        for (topic, reason), n in state.dead_letters.items():
+            families["letters"].add_metric([topic, reason], float(n))
+        yield from families.values()
+
+
+_platform: list[Platform] = []
+
+
+def serve_platform(dsn: str, schema: str, top: int = 10) -> None:
+    """Serve ``Platform`` from this process (once)."""
+    if not _platform:
+        _platform.append(Platform(dsn, schema, top))
+        REGISTRY.register(_platform[0])

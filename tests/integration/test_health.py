@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -29,8 +25,7 @@ from croupier.settings import Settings
 from croupier.stack import readyz_ok
 from croupier.stack.process import free_port
 from croupier.status import parse
-from sinks.signing import generate
-from tests.conftest import StartWorker, settings_env
+from tests.conftest import StartWorker
 from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -157,51 +152,3 @@ def test_readyz_follows_the_flows_and_the_database(
     lines = json_lines(worker.log)
     assert any(line["message"] == "[^Worker]: Ready" for line in lines)
     assert any(line["logger"].startswith("streams.") for line in lines)
-
-
-def test_the_auditor_and_the_analytics_sink_are_ready_and_log_json_lines(
-    settings: Settings, tmp_path: Path
-) -> None:
-    """Both answer /readyz 200 once running; their logs, and the ClickHouse front's, are
-    JSON lines under CROUPIER_LOG_FORMAT=json."""
-    key = tmp_path / "audit.pem"
-    generate(key)
-    s = settings.model_copy(update={"audit_key": key})
-    procs: dict[str, tuple[subprocess.Popen[bytes], Path, int]] = {}
-    try:
-        for name, argv in {"auditor": ("audit", "run"), "analytics": ("analytics", "run")}.items():
-            port, log = free_port(), tmp_path / f"{name}.log"
-            env = {**os.environ, **settings_env(s), "CROUPIER_LOG_FORMAT": "json",
-                   "CROUPIER_METRICS_PORT": str(port)}  # fmt: skip
-            with open(log, "wb") as out:
-                proc = subprocess.Popen([sys.executable, "-m", "croupier", *argv], env=env,
-                                        stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-            procs[name] = (proc, log, port)
-        for name, (proc, _, port) in procs.items():
-            url = f"http://127.0.0.1:{port}/readyz"
-            wait_for(lambda u=url: readyz_ok(u), timeout=90, what=f"the {name} ready")  # type: ignore[misc]
-            assert proc.poll() is None
-        for proc, _, _ in procs.values():
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(60) == 0
-        auditor = json_lines(procs["auditor"][1])
-        assert any(line["message"] == "auditor: running" for line in auditor)
-        assert any(line["level"] == "WARNING" for line in auditor)  # the auditor's have levels
-        analytics = json_lines(procs["analytics"][1])
-        assert any(line["message"].startswith("analytics sink: consuming") for line in analytics)
-    finally:
-        for proc, _, _ in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(30)
-    # The ClickHouse front, refused a users file that is not there, says so in a JSON line.
-    front = subprocess.run(
-        [sys.executable, "-m", "sinks.clickhouse.server", "--path", str(tmp_path / "ch"), "--port",
-         str(free_port()), "--users", str(tmp_path / "missing.json")],
-        env={**os.environ, "CROUPIER_LOG_FORMAT": "json"}, capture_output=True, timeout=120,
-        check=False,
-    )  # fmt: skip
-    assert front.returncode == 1
-    (tmp_path / "front.log").write_bytes(front.stdout + front.stderr)
-    errors = [line for line in json_lines(tmp_path / "front.log") if line["level"] == "ERROR"]
-    assert errors and errors[0]["logger"] == "sinks.clickhouse.server"
