@@ -1082,6 +1082,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql.set_defaults(func=cmd_sql)
 
     from croupier import check as check_mod
+    from croupier import dashboard as dashboard_mod
     from croupier import simulate as simulate_mod
     from croupier import status as status_mod
 
@@ -1090,6 +1091,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("check", check_mod, "the invariants, from topics, ledger, audit trail and ClickHouse; "
          "exit 1 on any breach"),
         ("status", status_mod, "the workers' metrics at a glance: rates, lag, decisions, feeds"),
+        ("dashboard", dashboard_mod, "the platform live in a browser page on 127.0.0.1"),
     ):  # fmt: skip
         one = sub.add_parser(name, help=what)
         mod.add_arguments(one)

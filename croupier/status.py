@@ -146,7 +146,10 @@ def aggregate(endpoints: list[Endpoint], seconds: float) -> dict[str, Any]:
 
     events = total(second, "croupier_events_consumed_total", "topic")
     events_before = total(first, "croupier_events_consumed_total", "topic")
-    lag = total(second, "croupier_consumer_lag", "topic")
+    # The new name, else the deprecated one (a process of the previous release).
+    lag = total(second, "croupier_consumer_lag_messages", "topic") or total(
+        second, "croupier_consumer_lag", "topic"
+    )
     topics = {
         t: {
             "events": int(events.get((t,), 0)),
@@ -178,6 +181,13 @@ def aggregate(endpoints: list[Endpoint], seconds: float) -> dict[str, Any]:
             feed["alive_age_seconds"] = round(min(feed["alive_age_seconds"], value), 3)
     for (producer,), value in up.items():
         feeds.setdefault(producer, {"up": False, "alive_age_seconds": None})["up"] = value > 0
+    last = total(second, "croupier_feed_last_alive_timestamp_seconds", "producer")
+    for (producer,), _ in last.items():  # summed across processes: take the freshest
+        seen = [v for s in second for (n, labels), v in s.items()
+                if n == "croupier_feed_last_alive_timestamp_seconds"
+                and _label(labels, "producer") == producer]  # fmt: skip
+        feeds.setdefault(producer, {"up": False, "alive_age_seconds": None})[
+            "last_alive"] = max(seen)  # fmt: skip
 
     return {
         "interval_seconds": round(seconds, 3),
@@ -188,19 +198,61 @@ def aggregate(endpoints: list[Endpoint], seconds: float) -> dict[str, Any]:
         "flows": _latencies(first, second, "croupier_flow_batch", "flow"),
         "sinks": _latencies(first, second, "croupier_sink_batch", "sink"),
         "feeds": dict(sorted(feeds.items())),
+        "platform": platform(second),
+    }
+
+
+def _one(samples: list[Samples], name: str) -> float | None:
+    """The largest value of an unlabelled gauge any process serves (None: nobody does)."""
+    found = [v for s in samples for (n, _), v in s.items() if n == name]
+    return max(found) if found else None
+
+
+def platform(samples: list[Samples]) -> dict[str, Any]:
+    """What the auditor and the analytics sink read from the platform (``Platform`` in
+    ``streams/metrics.py``): the audit trail's state, report lag, open liability, GGR
+    today, the analytics sink's lag."""
+
+    def by(name: str, *labels: str) -> dict[tuple[str, ...], float]:
+        out: dict[tuple[str, ...], float] = {}
+        for s in samples:
+            for (n, found), value in s.items():
+                if n == name:
+                    out[tuple(_label(found, k) for k in labels)] = value
+        return out
+
+    liability = sorted(by("croupier_open_liability", "market", "currency").items(),
+                       key=lambda kv: (-kv[1], kv[0]))  # fmt: skip
+    return {
+        "audit": {
+            "relay_backlog": _one(samples, "croupier_audit_relay_backlog_records"),
+            "derive_backlog": _one(samples, "croupier_report_derive_backlog_records"),
+            "last_checkpoint": _one(samples, "croupier_audit_last_checkpoint_timestamp_seconds"),
+            "key_alerts": sum(total(samples, "croupier_audit_key_alerts_total").values()),
+            "report_lag": {
+                j: v
+                for (j,), v in sorted(by("croupier_report_lag_records", "jurisdiction").items())
+            },
+        },
+        "liability": [{"market": m, "currency": c, "amount": v} for (m, c), v in liability],
+        "ggr_today": {c: v for (c,), v in sorted(by("croupier_ggr_today", "currency").items())},
+        "analytics_lag": _one(samples, "croupier_analytics_lag_messages"),
     }
 
 
 def _process(e: Endpoint) -> dict[str, Any]:
     """A process's line: its role and pid as it reports them (``croupier_process_info``)."""
-    role, pid = None, e.pid
-    for (sample, labels), _ in (e.scrapes[-1] if e.scrapes else {}).items():
+    role, pid, ready = None, e.pid, None
+    for (sample, labels), value in (e.scrapes[-1] if e.scrapes else {}).items():
         if sample == "croupier_process_info":
             role, pid = _label(labels, "role") or None, int(_label(labels, "pid") or 0) or pid
+        elif sample == "croupier_ready":
+            ready = value == 1
     error = None if e.up else e.error or ("not running" if not e.running else "no answer")
     from croupier.redact import redact
 
     return {"name": redact(e.name), "url": redact(e.url), "pid": pid, "role": role, "up": e.up,
+            "ready": ready if e.up else False,
             "error": None if error is None else redact(error)}  # fmt: skip
 
 
