@@ -52,7 +52,11 @@ METRICS_PORT = 9400
 SERVICES: dict[str, tuple[tuple[str, ...], bytes]] = {
     "auditor": (("audit", "run"), AUDITOR_READY.encode()),
     "analytics": (("analytics", "run"), b"analytics sink: consuming"),
+    # The page of the platform live (croupier/dashboard/), on 127.0.0.1.
+    "dashboard": (("dashboard",), b"dashboard on"),
 }
+ENV_DASHBOARD = "CROUPIER_DASHBOARD_URL"  # in .stack/env once `stack up` started it
+DASHBOARD_PORT = 9390  # the first port tried (CROUPIER_DASHBOARD_PORT), then the next free
 AUDITOR_TIMERS_OFF = {
     "CROUPIER_AUDIT_RELAY_INTERVAL": "0",
     "CROUPIER_REPORT_INTERVAL": "0",
@@ -235,6 +239,10 @@ class Stack:
             for name in SERVICES:
                 self.start_service(name, env)
             self.start_workers(env)
+            url = self.dashboard_url()
+            if url is not None:
+                env = {**env, ENV_DASHBOARD: url}
+                self._write_env(env)
         return env
 
     def ensure_keys(self) -> dict[str, str]:
@@ -323,10 +331,36 @@ class Stack:
         log = self.logs / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
         service_env = {**os.environ, **env, **self._metrics_env(name)}
+        if name == "dashboard":
+            service_env |= self._dashboard_env()
         pid = spawn([sys.executable, "-m", "croupier", *argv], pidfile=self._service_pidfile(name),
                     logfile=log, env=service_env)  # fmt: skip
         self._record_endpoint(name, pid, service_env)
         _wait_ready(pid, log, offset, marker, f"the {name}", timeout, readyz=self._readyz(pid))
+
+    @property
+    def _dashboard_port_file(self) -> Path:
+        return self.config.root / "run" / "dashboard.port"
+
+    def _dashboard_env(self) -> dict[str, str]:
+        """The dashboard's port (the first free from CROUPIER_DASHBOARD_PORT, recorded) and
+        where it finds the endpoints (this stack's metrics.json)."""
+        port = int(os.environ.get("CROUPIER_DASHBOARD_PORT") or DASHBOARD_PORT)
+        while not port_free(port):
+            port += 1
+        self._dashboard_port_file.parent.mkdir(parents=True, exist_ok=True)
+        self._dashboard_port_file.write_text(f"{port}\n")
+        return {"CROUPIER_DASHBOARD_PORT": str(port), "CROUPIER_STACK_DIR": str(self.config.root)}
+
+    def dashboard_url(self) -> str | None:
+        """The running dashboard's page, if it runs."""
+        if self.service_pid("dashboard") is None:
+            return None
+        try:
+            port = int(self._dashboard_port_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return f"http://127.0.0.1:{port}/"
 
     # -- metrics endpoints ----------------------------------------------------------------
 

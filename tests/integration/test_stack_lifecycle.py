@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -74,7 +75,8 @@ def test_up_consume_down_up_keeps_data(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stdout
         assert str(app["password"]) not in status.stdout
         parts = {p["name"]: p for p in json.loads(status.stdout)}
-        assert set(parts) == {"kafka", "postgres", "clickhouse", "worker-1", "auditor", "analytics"}
+        assert set(parts) == {"kafka", "postgres", "clickhouse", "worker-1", "auditor", "analytics",
+                              "dashboard"}  # fmt: skip
         assert all(p["running"] and p["mode"] == "embedded" for p in parts.values())
 
         # Any Kafka client will do: here the pure-Python one, with its default partitioner.
@@ -89,10 +91,15 @@ def test_up_consume_down_up_keeps_data(tmp_path: Path) -> None:
         report = json.loads(status.stdout)
         assert sorted((p["name"], p["role"], p["up"]) for p in report["processes"]) == [
             ("analytics", "analytics", True), ("auditor", "auditor", True),
-            ("worker-1", "worker", True),
+            ("dashboard", "dashboard", True), ("worker-1", "worker", True),
         ]  # fmt: skip
-        assert len({p["url"] for p in report["processes"]}) == 3
+        assert all(p["ready"] for p in report["processes"])
+        assert len({p["url"] for p in report["processes"]}) == 4
         assert report["topics"]["players"]["events"] == 1
+        # The dashboard's page, in the env file, answers with the same count.
+        page = values["CROUPIER_DASHBOARD_URL"].strip("'")
+        with urllib.request.urlopen(page + "api/state", timeout=10) as answer:
+            assert json.loads(answer.read())["topics"]["players"]["events"] == 1
 
         down = croupier(env, "stack", "down")
         assert down.returncode == 0, down.stderr
