@@ -127,3 +127,11 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
     checked = run("check", "rules", path.name, cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"SUCCESS: {len(rules)} rules found" in checked.stdout
+
+
+def test_every_alert_is_explained_in_the_readme_and_the_runbook() -> None:
+    readme = (ROOT / "README.md").read_text()
+    runbook = (ROOT / "docs" / "operators.md").read_text()
+    for name in (rule["alert"] for rule in alerts()):
+        assert f"| `{name}` |" in readme, name
+        assert f"### {name}" in runbook, name
