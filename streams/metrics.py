@@ -264,18 +264,27 @@ def readiness() -> tuple[bool, dict[str, bool]]:
     return bool(results) and all(results.values()), results
 
 
-def pg_reachable(dsn: str, timeout: int = 2) -> Check:
-    """A check that PostgreSQL at ``dsn`` answers ``SELECT 1`` within ``timeout`` seconds."""
+def pg_reachable(dsn: str, timeout: int = 2, fresh: float = 1.0) -> Check:
+    """A check that PostgreSQL at ``dsn`` answers ``SELECT 1`` within ``timeout`` seconds.
+
+    An answer is reused for ``fresh`` seconds: a dashboard polling every second, a
+    Prometheus and ``/readyz`` together open one connection a second at most.
+    """
+    last: list[tuple[float, bool]] = []
 
     def check() -> bool:
         import psycopg
 
+        if last and time.monotonic() - last[0][0] < fresh:
+            return last[0][1]
         try:
             with psycopg.connect(dsn, connect_timeout=timeout) as conn:
                 conn.execute("SELECT 1")
+            ok = True
         except psycopg.Error:
-            return False
-        return True
+            ok = False
+        last[:] = [(time.monotonic(), ok)]
+        return ok
 
     return check
 
@@ -368,21 +377,33 @@ class Platform(Collector):
     limit yields ``croupier_platform_up 0`` and nothing else.
     """
 
-    def __init__(self, dsn: str, schema: str, top: int = 10) -> None:
-        self.dsn, self.schema, self.top = dsn, schema, top
+    def __init__(self, dsn: str, schema: str, top: int = 10, fresh: float = 5.0) -> None:
+        self.dsn, self.schema, self.top, self.fresh = dsn, schema, top, fresh
+        self._last: tuple[float, Any] | None = None  # (when, PlatformState) read last
+        self._lock = threading.Lock()
+
+    def _state(self) -> Any:
+        """The state read at most ``fresh`` seconds ago, else read now (one reader at a
+        time: scrapes that arrive together share one read)."""
+        from sinks.postgres.ops import read_state
+
+        with self._lock:
+            if self._last is not None and time.monotonic() - self._last[0] < self.fresh:
+                return self._last[1]
+            state = read_state(self.dsn, self.schema, top=self.top)
+            self._last = (time.monotonic(), state)
+            return state
 
     def describe(self) -> list[GaugeMetricFamily]:
         """Nothing up front: registering must not query the database."""
         return []
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from sinks.postgres.ops import read_state
-
         up = GaugeMetricFamily(
             "croupier_platform_up", "1 when the platform's state was read from PostgreSQL"
         )
         try:
-            state = read_state(self.dsn, self.schema, top=self.top)
+            state = self._state()
         except Exception as exc:  # a scrape never fails for the database: it says so
             log.warning("platform state not read: %s", exc)
             up.add_metric([], 0.0)
