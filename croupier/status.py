@@ -228,6 +228,7 @@ def platform(samples: list[Samples]) -> dict[str, Any]:
             "relay_backlog": _one(samples, "croupier_audit_relay_backlog_records"),
             "derive_backlog": _one(samples, "croupier_report_derive_backlog_records"),
             "last_checkpoint": _one(samples, "croupier_audit_last_checkpoint_timestamp_seconds"),
+            "last_checkpoint_verified": _one(samples, "croupier_audit_last_checkpoint_verified"),
             "key_alerts": sum(total(samples, "croupier_audit_key_alerts_total").values()),
             "report_lag": {
                 j: v

@@ -152,7 +152,10 @@ def main(settings: Settings, policies: Policies) -> int:
     logs.setup()
     metrics.serve(settings.metrics_port, "auditor", settings.metrics_bind)
     # The platform's state (backlogs, checkpoint, liability, GGR) from here, once.
-    metrics.serve_platform(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+    from sinks.signing import parse_pin
+
+    pin = parse_pin(settings.audit_public_key) if settings.audit_public_key else None
+    metrics.serve_platform(settings.pg_dsn.get_secret_value(), settings.pg_schema, pin=pin)
 
     async def serve() -> None:
         stop = asyncio.Event()

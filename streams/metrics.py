@@ -377,8 +377,10 @@ class Platform(Collector):
     limit yields ``croupier_platform_up 0`` and nothing else.
     """
 
-    def __init__(self, dsn: str, schema: str, top: int = 10, fresh: float = 5.0) -> None:
-        self.dsn, self.schema, self.top, self.fresh = dsn, schema, top, fresh
+    def __init__(
+        self, dsn: str, schema: str, top: int = 10, fresh: float = 5.0, pin: Any = None
+    ) -> None:
+        self.dsn, self.schema, self.top, self.fresh, self.pin = dsn, schema, top, fresh, pin
         self._last: tuple[float, Any] | None = None  # (when, PlatformState) read last
         self._lock = threading.Lock()
 
@@ -390,7 +392,7 @@ class Platform(Collector):
         with self._lock:
             if self._last is not None and time.monotonic() - self._last[0] < self.fresh:
                 return self._last[1]
-            state = read_state(self.dsn, self.schema, top=self.top)
+            state = read_state(self.dsn, self.schema, top=self.top, pin=self.pin)
             self._last = (time.monotonic(), state)
             return state
 
@@ -419,6 +421,11 @@ class Platform(Collector):
             "checkpoint": GaugeMetricFamily(
                 "croupier_audit_last_checkpoint_timestamp_seconds",
                 "When the last signed audit checkpoint was made (Unix seconds; 0: none yet)",
+            ),
+            "verified": GaugeMetricFamily(
+                "croupier_audit_last_checkpoint_verified",
+                "1 when the last checkpoint's signature is the pinned key's "
+                "(CROUPIER_AUDIT_PUBLIC_KEY), else 0; absent before the first checkpoint",
             ),
             "report": GaugeMetricFamily(
                 "croupier_report_lag_records",
@@ -451,6 +458,8 @@ class Platform(Collector):
         families["backlog"].add_metric([], float(state.relay_backlog))
         families["checkpoint"].add_metric([], state.last_checkpoint)
         families["derive"].add_metric([], float(state.derive_backlog))
+        if state.checkpoint_verified is not None:
+            families["verified"].add_metric([], 1.0 if state.checkpoint_verified else 0.0)
         for jurisdiction, behind in state.report_lag.items():
             families["report"].add_metric([jurisdiction], float(behind))
         for (market, currency), amount in state.liability.items():
@@ -465,8 +474,8 @@ class Platform(Collector):
 _platform: list[Platform] = []
 
 
-def serve_platform(dsn: str, schema: str, top: int = 10) -> None:
-    """Serve ``Platform`` from this process (once)."""
+def serve_platform(dsn: str, schema: str, top: int = 10, pin: Any = None) -> None:
+    """Serve ``Platform`` from this process (once); ``pin`` is the audit key's ``Pin``."""
     if not _platform:
-        _platform.append(Platform(dsn, schema, top))
+        _platform.append(Platform(dsn, schema, top, pin=pin))
         REGISTRY.register(_platform[0])

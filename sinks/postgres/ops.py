@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 
+from sinks.signing import Pin
+
 RELAY_BACKLOG = """
 SELECT coalesce(sum(h.seq - coalesce(p.seq, 0)), 0)
   FROM audit_heads h LEFT JOIN audit_published p USING (chain)"""
@@ -25,6 +27,9 @@ REPORT_LAG = """
 SELECT h.jurisdiction, h.seq - coalesce(p.seq, 0)
   FROM report_heads h LEFT JOIN report_published p USING (jurisdiction) ORDER BY 1"""
 LAST_CHECKPOINT = "SELECT extract(epoch FROM max(created_at)) FROM audit_checkpoints"
+LAST_SIGNED = """
+SELECT document, public_key, signature FROM audit_checkpoints
+ ORDER BY checkpoint_id DESC LIMIT 1"""
 # Per market and currency: what the house pays beyond the stakes if every open bet on it
 # wins at its accepted price; an accumulator's whole exposure counts on each live leg.
 LIABILITY = """
@@ -61,9 +66,19 @@ class PlatformState:
     liability: dict[tuple[str, str], Decimal] = field(default_factory=dict)
     ggr_today: dict[str, Decimal] = field(default_factory=dict)
     dead_letters: dict[tuple[str, str], int] = field(default_factory=dict)
+    checkpoint_verified: bool | None = None  # None: no checkpoint yet
 
 
-def read_state(dsn: str, schema: str, *, top: int = 10, timeout_ms: int = 2000) -> PlatformState:
+def checkpoint_verified(document: str, named: bytes, signature: bytes, pin: Pin | None) -> bool:
+    """Whether a checkpoint's signature over its document is the pinned key's (without a
+    pin: the key the row names, which proves only that the row is whole)."""
+    trusted = pin if pin is not None else Pin(bytes(named))
+    return trusted.verifies(bytes(named), bytes(signature), document.encode())
+
+
+def read_state(
+    dsn: str, schema: str, *, top: int = 10, timeout_ms: int = 2000, pin: Pin | None = None
+) -> PlatformState:
     """The platform's state now (raises ``psycopg.Error`` when the database cannot say)."""
     options = f"-c search_path={schema} -c statement_timeout={timeout_ms}"
     with psycopg.connect(dsn, options=options, connect_timeout=2) as conn:
@@ -72,6 +87,10 @@ def read_state(dsn: str, schema: str, *, top: int = 10, timeout_ms: int = 2000) 
         state.relay_backlog = int(_one(conn, RELAY_BACKLOG) or 0)
         state.derive_backlog = int(_one(conn, DERIVE_BACKLOG) or 0)
         state.last_checkpoint = float(_one(conn, LAST_CHECKPOINT) or 0.0)
+        signed = conn.execute(LAST_SIGNED).fetchone()
+        if signed is not None:
+            document, named, signature = signed
+            state.checkpoint_verified = checkpoint_verified(document, named, signature, pin)
         state.report_lag = {j: int(n) for j, n in conn.execute(REPORT_LAG).fetchall()}
         state.liability = {
             (market, currency.strip()): Decimal(amount)

@@ -29,7 +29,7 @@ from croupier.settings import Settings
 from croupier.stack import readyz_ok
 from croupier.stack.process import free_port
 from croupier.status import parse
-from sinks.signing import generate
+from sinks.signing import generate, public_file
 from tests.conftest import StartWorker, settings_env
 from tests.integration.helpers import (
     bet,
@@ -105,7 +105,8 @@ def test_the_platform_seen_live(
     for name, argv in {"auditor": ("audit", "run"), "analytics": ("analytics", "run")}.items():
         log = tmp_path / f"{name}.log"
         env = {**os.environ, **settings_env(s), "CROUPIER_METRICS_PORT": str(ports[name]),
-               "CROUPIER_AUDIT_CHECKPOINT_INTERVAL": "1"}  # fmt: skip
+               "CROUPIER_AUDIT_CHECKPOINT_INTERVAL": "1",
+               "CROUPIER_AUDIT_PUBLIC_KEY": str(public_file(key))}  # fmt: skip
         with open(log, "wb") as out:
             procs[name] = (subprocess.Popen([sys.executable, "-m", "croupier", *argv], env=env,
                                             stdout=out, stderr=subprocess.STDOUT), log)  # fmt: skip
@@ -207,6 +208,7 @@ def check_traffic(s: Settings, ports: dict[str, int]) -> None:
     # The scrape came first: a checkpoint signed since may be the latest now.
     assert float(checkpoint[0][0]) - 5 < signed <= float(checkpoint[0][0])
     assert value(a, "croupier_platform_up") == 1
+    assert value(a, "croupier_audit_last_checkpoint_verified") == 1  # against the pinned key
     # Open liability: 10 x 1.10 + 5 x 1.10 on m-1, 4 x 0.50 on m-2; nothing booked yet.
     assert family(a, "croupier_open_liability") == {
         (("currency", "EUR"), ("market", "m-1/1x2")): 16.5,

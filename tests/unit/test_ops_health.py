@@ -53,3 +53,25 @@ def test_readyz_needs_every_check_and_at_least_one(endpoint: str, tmp_path: Path
     log.write_bytes(b"Ready")
     with pytest.raises(StackError, match="did not come up"):
         _wait_ready(os.getpid(), log, 0, b"Ready", "x", 1, readyz=endpoint + "/readyz")
+
+
+def test_a_checkpoint_is_verified_only_with_the_pinned_key() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from sinks.postgres.ops import checkpoint_verified
+    from sinks.signing import Pin, public_bytes
+
+    ours, theirs = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    document = '{"created_at": "2026-12-07T03:00:00Z", "heads": {}}'
+    signed = ours.sign(document.encode())
+    pin = Pin(public_bytes(ours))
+    assert checkpoint_verified(document, public_bytes(ours), signed, pin)
+    assert checkpoint_verified(document, public_bytes(ours), signed, None)  # row is whole
+    forged = theirs.sign(document.encode())  # another key, naming itself
+    assert not checkpoint_verified(document, public_bytes(theirs), forged, pin)
+    assert checkpoint_verified(document, public_bytes(theirs), forged, None)  # why pin
+    assert not checkpoint_verified(document + " ", public_bytes(ours), signed, pin)  # edited
+    assert not checkpoint_verified(document, public_bytes(ours), signed[:-1] + b"\0", pin)
+    fingerprint_only = Pin(fingerprint=pin.fingerprint)
+    assert checkpoint_verified(document, public_bytes(ours), signed, fingerprint_only)
+    assert not checkpoint_verified(document, public_bytes(theirs), forged, fingerprint_only)

@@ -128,8 +128,11 @@ function render(s) {
   const audit = platform.audit || {};
   for (const dd of document.querySelectorAll("#audit dd")) {
     const v = audit[dd.dataset.field];
-    dd.textContent = dd.dataset.field === "last_checkpoint"
-      ? (v === null || v === undefined ? "—" : when(v)) : fmt(v);
+    const none = v === null || v === undefined;
+    if (dd.dataset.field === "last_checkpoint") dd.textContent = none ? "—" : when(v);
+    else if (dd.dataset.field === "last_checkpoint_verified") {
+      dd.textContent = none ? "—" : v === 1 ? "verified (pinned key)" : "NOT VERIFIED";
+    } else dd.textContent = fmt(v);
     dd.dataset.value = v === null || v === undefined ? "" : String(v);
   }
   rows("report-lag", Object.entries(audit.report_lag || {}).map(([j, v]) => ({
