@@ -120,8 +120,9 @@ def _latencies(
     first: list[Samples], second: list[Samples], name: str, by: str
 ) -> dict[str, dict[str, Any]]:
     now, then = histograms(second, f"{name}_seconds", by), histograms(first, f"{name}_seconds", by)
-    sizes = total(second, f"{name}_size_sum", by)
-    counts = total(second, f"{name}_size_count", by)
+    # The new name, else the deprecated one (a process of the previous release).
+    sizes = total(second, f"{name}_events_sum", by) or total(second, f"{name}_size_sum", by)
+    counts = total(second, f"{name}_events_count", by) or total(second, f"{name}_size_count", by)
     out: dict[str, dict[str, Any]] = {}
     for key, buckets in sorted(now.items()):
         recent = _delta(buckets, then.get(key, {}))
@@ -369,6 +370,8 @@ def print_report(r: dict[str, Any]) -> None:
           f"(from {r.get('source')}; rates over {r['interval_seconds']:g} s)")  # fmt: skip
     for p in procs:
         state = "up" if p["up"] else f"DOWN ({p['error']})"
+        if p["up"] and p.get("ready") is False:
+            state = "up, NOT READY (its /readyz says why)"
         print(f"  {p['name']:<12} {p['role'] or '':<9} pid {p['pid'] or '-':<8} {p['url']}  "
               f"{state}")  # fmt: skip
     if r["topics"]:
@@ -400,3 +403,23 @@ def print_report(r: dict[str, Any]) -> None:
             state = "up" if f["up"] else "SUSPENDED"
             age = _num(f["alive_age_seconds"], 1)
             print(f"  {producer:<22} {state:<10} last alive {age} s ago")
+    platform = r.get("platform") or {}
+    audit = platform.get("audit") or {}
+    if audit.get("relay_backlog") is not None:
+        verified = {None: "-", 1.0: "verified", 0.0: "NOT VERIFIED"}.get(
+            audit.get("last_checkpoint_verified"), "-")  # fmt: skip
+        signed = audit.get("last_checkpoint") or 0
+        age = f"{time.time() - signed:.0f} s ago" if signed else "none yet"
+        derive = _num(audit.get("derive_backlog"))
+        print(f"\naudit: relay backlog {_num(audit['relay_backlog'])}, reports to derive "
+              f"{derive}, last checkpoint {age} ({verified})")  # fmt: skip
+        for jurisdiction, behind in audit.get("report_lag", {}).items():
+            print(f"  reports.{jurisdiction:<13} {_num(behind)} to publish")
+    if platform.get("analytics_lag") is not None:
+        print(f"\nanalytics lag: {_num(platform['analytics_lag'])} messages")
+    for currency, amount in (platform.get("ggr_today") or {}).items():
+        print(f"GGR today {currency}: {amount:.2f}")
+    if platform.get("liability"):
+        print("\nopen liability (top markets)")
+        for item in platform["liability"]:
+            print(f"  {item['market']:<30} {item['currency']} {item['amount']:>14.2f}")

@@ -75,3 +75,37 @@ def test_a_checkpoint_is_verified_only_with_the_pinned_key() -> None:
     fingerprint_only = Pin(fingerprint=pin.fingerprint)
     assert checkpoint_verified(document, public_bytes(ours), signed, fingerprint_only)
     assert not checkpoint_verified(document, public_bytes(theirs), forged, fingerprint_only)
+
+
+def test_status_reports_readiness_and_the_platform(capsys: pytest.CaptureFixture[str]) -> None:
+    from croupier import status
+
+    scrape = status.parse(
+        "croupier_ready 0.0\n"
+        'croupier_role_info{role="auditor"} 1.0\n'
+        "croupier_audit_relay_backlog_records 7.0\n"
+        "croupier_report_derive_backlog_records 2.0\n"
+        "croupier_audit_last_checkpoint_timestamp_seconds 1.0e9\n"
+        "croupier_audit_last_checkpoint_verified 0.0\n"
+        'croupier_report_lag_records{jurisdiction="UK"} 3.0\n'
+        'croupier_open_liability{currency="EUR",market="m-1/1x2"} 16.5\n'
+        'croupier_open_liability{currency="EUR",market="m-2/1x2"} 2.0\n'
+        'croupier_ggr_today{currency="EUR"} 15.0\n'
+        "croupier_analytics_lag_messages 4.0\n"
+        'croupier_flow_batch_events_sum{flow="bets"} 30.0\n'
+        'croupier_flow_batch_events_count{flow="bets"} 3.0\n'
+        'croupier_flow_batch_seconds_bucket{flow="bets",le="0.1"} 3.0\n'
+        'croupier_flow_batch_seconds_bucket{flow="bets",le="+Inf"} 3.0\n'
+    )
+    endpoint = status.Endpoint("a", "http://127.0.0.1:1/metrics", scrapes=[scrape, scrape])
+    report = status.aggregate([endpoint], 1.0)
+    assert report["processes"][0]["ready"] is False
+    assert report["flows"]["bets"]["mean_size"] == 10.0  # from the new _events names
+    platform = report["platform"]
+    assert platform["audit"]["report_lag"] == {"UK": 3.0}
+    assert platform["audit"]["last_checkpoint_verified"] == 0.0
+    assert [x["market"] for x in platform["liability"]] == ["m-1/1x2", "m-2/1x2"]
+    status.print_report(report)
+    text = capsys.readouterr().out
+    assert "NOT READY" in text and "relay backlog 7" in text and "NOT VERIFIED" in text
+    assert "GGR today EUR: 15.00" in text and "analytics lag: 4 messages" in text
