@@ -18,16 +18,13 @@ COPY topologies/ topologies/
 COPY sinks/ sinks/
 COPY rules/ rules/
 COPY rng/ rng/
-# The jurisdiction policies are data, not a package: `pip install .` leaves them out, so
-# the image keeps them here and tells every `croupier` process where they are.
+# The jurisdiction policies and the casino game registry: the wheel carries them as data
+# files (pyproject's [tool.setuptools.data-files]), where croupier.shipped finds them.
 COPY policies/ policies/
-ENV CROUPIER_POLICY_DIR=/src/policies
-# The casino game registry likewise.
 COPY games/ games/
-ENV CROUPIER_GAMES_CATALOGUE=/src/games/catalogue.toml
 # constraints.txt pins the versions the test suite last passed with; every dependency
 # ships a manylinux wheel for CPython 3.11, so the slim image needs no compiler.
-RUN pip install --no-cache-dir -c constraints.txt . \
+RUN pip install --no-cache-dir -c constraints.txt ".[worker,embedded]" \
     && rm -rf build *.egg-info
 
 # Faust writes its `<app id>-data` directory into the working directory: the user's home.

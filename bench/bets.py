@@ -69,6 +69,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cpu import cpu_by_role  # noqa: E402
+
 from croupier.cli import load_stack_env  # noqa: E402
 from croupier.kafka import librdkafka_conf, make_producer  # noqa: E402
 from croupier.settings import Settings  # noqa: E402
@@ -814,27 +816,6 @@ def warm_up(
     return {"bets": len(warm), "outcomes": outcomes}
 
 
-def _role(pid: str) -> str | None:
-    """Which part of the system process ``pid`` is, by its command line."""
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return None
-    if int(pid) == os.getpid():
-        return "bench (producer and reader)"
-    if b"croupier worker --name bench-" in cmd:
-        return "workers"
-    if b"croupier audit run" in cmd:
-        return "auditor"
-    if b"postgres" in cmd:
-        return "postgresql"
-    if b"java" in cmd and b"kafka" in cmd:
-        return "kafka"
-    if b"croupier" in cmd:
-        return "other croupier"
-    return None
-
-
 def flow_steps(workers: Sequence[Worker], flow: str = "bets") -> dict[str, float]:
     """The workers' summed ``croupier_flow_step_seconds`` (and batch counts) of ``flow``."""
     import urllib.request
@@ -875,21 +856,6 @@ def steps_per_batch(before: dict[str, float], after: dict[str, float]) -> dict[s
                              for k in ("handle", "flush") if k in after}  # fmt: skip
     out["batches"] = batches
     out["bets_per_batch"] = round((after["size_sum"] - before.get("size_sum", 0)) / batches, 1)
-    return out
-
-
-def cpu_by_role() -> dict[str, float]:
-    """CPU seconds (user + system) each part of the system has used, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or (role := _role(entry)) is None:
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 
 

@@ -10,7 +10,8 @@ accumulators of two or three legs, every one accepted (the run fails otherwise),
 over ``--partitions`` source partitions so each batch appends to several audit chains as
 a worker's does. Each round places ``--batches`` fresh batches after one warm-up batch;
 the printed number is milliseconds per 1,000 bets (median batch, and the round's total;
-and this process's CPU time, the sink's Python side, less noisy on a shared machine),
+and this process's CPU time, the sink's Python side, and the CPU time of the ``make up``
+stack's PostgreSQL server, both less noisy on a shared machine than the clock),
 then a replay of one batch (every bet known: the stored decisions published again).
 Writes ``bench/results/place.json``; drops its schema at the end unless ``--keep``.
 """
@@ -36,6 +37,8 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from cpu import postgres_cpu_seconds  # noqa: E402
 
 from croupier.cli import load_stack_env  # noqa: E402
 from croupier.policies import load_policies  # noqa: E402
@@ -129,14 +132,16 @@ async def run(args: argparse.Namespace, settings: Settings, schema: str) -> dict
         for _ in range(args.rounds):
             await place_all(sink, [bets.batch(args.batch, datetime.now(UTC))])  # warm-up
             batches = [bets.batch(args.batch, datetime.now(UTC)) for _ in range(args.batches)]
-            cpu = time.process_time()
+            cpu, server = time.process_time(), postgres_cpu_seconds()
             times = await place_all(sink, batches)
-            cpu = time.process_time() - cpu
+            cpu, server = time.process_time() - cpu, postgres_cpu_seconds() - server
             per_1000 = [t * 1000 / args.batch * 1000 for t in times]
             rounds.append({"median_ms_per_1000": round(statistics.median(per_1000), 1),
                            "total_ms_per_1000": round(sum(times) * 1e6
                                                       / (args.batch * args.batches), 1),
                            "client_cpu_ms_per_1000": round(cpu * 1e6
+                                                           / (args.batch * args.batches), 1),
+                           "server_cpu_ms_per_1000": round(server * 1e6
                                                            / (args.batch * args.batches), 1),
                            "min_ms_per_1000": round(min(per_1000), 1),
                            "max_ms_per_1000": round(max(per_1000), 1)})  # fmt: skip

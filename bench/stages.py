@@ -148,9 +148,10 @@ class OddsBook:
 def decide_all(book: OddsBook, msgs: list[Any]) -> list[tuple[Any, Any, str, Any]]:
     """Stage (b): (message, bet, request hash, verdict) per bet that decodes."""
     from rules.sportsbook import decide_bet
+    from schemas.base import request_hash
     from schemas.bets import BET_REQUEST
     from schemas.decode import DecodeFailure, decode
-    from streams.bets import read_books, read_producers, request_hash
+    from streams.bets import read_books, read_producers
 
     decoded = []
     for m in msgs:

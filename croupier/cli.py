@@ -792,7 +792,7 @@ croupier replay [--from T1] [--to T2] [--json] [--keep]
 POLICIES_HELP = """\
 The jurisdiction policies: one TOML file per jurisdiction (UK.toml holds
 jurisdiction = "UK"), read from DIR, else from $CROUPIER_POLICY_DIR, else from the
-policies/ directory shipped with the source.
+policies/ shipped with Croupier (the source tree's, or an install's share/croupier/).
 
 croupier policies list [--json] [--dir DIR]
     a table of the policies (--json: the full policies as a JSON list).
@@ -806,7 +806,7 @@ GAMES_HELP = """\
 The casino game registry: every game Croupier's wallet takes debits for, with its
 provider and its certifications (test lab, certificate id, jurisdictions, RTP, the
 SHA-256 of the certified build, issue and expiry dates). Read from FILE, else from
-$CROUPIER_GAMES_CATALOGUE, else from games/catalogue.toml shipped with the source. A
+$CROUPIER_GAMES_CATALOGUE, else from games/catalogue.toml shipped with Croupier. A
 debit for a game missing here is refused unknown_game; for a game with no certification
 valid today for the player's jurisdiction, game_not_certified.
 

@@ -11,11 +11,11 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from croupier.shipped import shipped
 from rules.games import Catalogue, CatalogueError, Game, parse_catalogue
 
-# The catalogue shipped with the source tree, found like the policies (DEFAULT_POLICY_DIR).
-# A non-editable install (the Docker image) does not carry it: there pass the path.
-DEFAULT_CATALOGUE = Path(__file__).resolve().parents[1] / "games" / "catalogue.toml"
+# The catalogue shipped with Croupier, found like the policies (DEFAULT_POLICY_DIR).
+DEFAULT_CATALOGUE = shipped("games") / "catalogue.toml"
 
 
 def load_catalogue(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from croupier.shipped import shipped
 from rules.policy import Policies, PolicyError, parse_policy
 
-# The policies shipped with the source tree. A non-editable install (the Docker image) does
-# not carry them; there CROUPIER_POLICY_DIR names the directory (the Dockerfile sets it).
-DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[1] / "policies"
+# The policies shipped with Croupier (the source tree's, or a wheel's data files);
+# CROUPIER_POLICY_DIR names another directory.
+DEFAULT_POLICY_DIR = shipped("policies")
 POLICY_DIR_VARIABLE = "CROUPIER_POLICY_DIR"
 
 

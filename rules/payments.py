@@ -30,11 +30,11 @@ and stores what ``Book.decide`` returns, in one transaction.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from schemas.base import request_hash as base_request_hash
 from schemas.outbound import ReasonCode
 from schemas.payments import Deposit, PaymentEvent, Withdrawal
 
@@ -51,7 +51,7 @@ def phase_of(event: PaymentEvent) -> Phase:
 def request_hash(event: PaymentEvent) -> str:
     """What an event asks for. The timestamp is left out: a provider's retry may restamp
     the same event, and it is still the same event."""
-    return hashlib.sha256(event.model_dump_json(exclude={"timestamp"}).encode()).hexdigest()
+    return base_request_hash(event, exclude={"timestamp"})
 
 
 @dataclass

@@ -9,6 +9,7 @@ zone. The published JSON Schemas carry the same patterns and bounds.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from datetime import UTC, date, datetime
@@ -209,3 +210,14 @@ DecimalStr = Annotated[
     AfterValidator(_exact),
     PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json"),
 ]
+
+
+def hash_of(dumped: str) -> str:
+    """The request hash of a request already written as JSON (``request_hash``)."""
+    return hashlib.sha256(dumped.encode()).hexdigest()
+
+
+def request_hash(model: BaseModel, *, exclude: set[str] | None = None) -> str:
+    """What a request asks for, whatever its JSON's key order or spacing: SHA-256 of the
+    model's JSON (``exclude``: fields a retry may change and still be the same request)."""
+    return hash_of(model.model_dump_json(exclude=exclude))

@@ -6,6 +6,12 @@
 Upstream producers build against these files, so they are generated from the models and
 a test fails when they drift. Inbound topics get the schema of what Croupier accepts
 (validation mode), outbound topics the schema of what it writes (serialization mode).
+
+The evolution policy (README) shapes them: inbound schemas are closed (unknown fields are
+refused, as the models refuse them) and as strict as the models, down to an amount's
+places per currency; outbound schemas are open (``additionalProperties: true``, the
+reason codes an open string with the known codes as ``examples``), because Croupier may
+add fields and reason codes and its consumers must let them through.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import TypeAdapter
+
+from schemas.money import DEFAULT_MINOR_UNITS, MINOR_UNITS
+from schemas.reports import ReportEnvelope
 from schemas.topics import INBOUND_TOPICS, TOPICS
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "json"
@@ -25,18 +35,98 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SUFFIX = ".schema.json"
 
 
+# Topics with a schema file beside the contract's: ``reports`` is every ``reports.<J>``.
+EXPORTED: dict[str, TypeAdapter[Any]] = {**TOPICS, "reports": TypeAdapter(ReportEnvelope)}
+TITLES = {"reports": "Croupier outbound topics 'reports.<JURISDICTION>'"}
+# The description pydantic gives every amount tied to its message's currency.
+_PER_CURRENCY = "the currency's minor units"
+REASON_CODE_DEF = "ReasonCode"
+
+
 def schema_for(topic: str) -> dict[str, Any]:
     """The JSON Schema document of ``topic``'s messages."""
     inbound = topic in INBOUND_TOPICS
     mode: Literal["validation", "serialization"] = "validation" if inbound else "serialization"
     direction = "inbound" if inbound else "outbound"
-    schema = TOPICS[topic].json_schema(mode=mode)
+    schema = EXPORTED[topic].json_schema(mode=mode)
+    if inbound:
+        _places_per_currency(schema)
+    else:
+        _open(schema)
     return {
         **schema,
         "$schema": DIALECT,
         "$id": f"{ID_BASE}{topic}{SUFFIX}",
-        "title": f"Croupier {direction} topic {topic!r}",
+        "title": TITLES.get(topic, f"Croupier {direction} topic {topic!r}"),
     }
+
+
+def _objects(node: Any) -> list[dict[str, Any]]:
+    """Every object schema in ``node``, nested ones included."""
+    found = []
+    if isinstance(node, dict):
+        if node.get("type") == "object":
+            found.append(node)
+        for value in node.values():
+            found.extend(_objects(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_objects(value))
+    return found
+
+
+def _amounts(properties: dict[str, Any]) -> list[str]:
+    """The properties that are amounts in their message's currency."""
+    return sorted(name for name, prop in properties.items() if _PER_CURRENCY in json.dumps(prop))
+
+
+def _places_per_currency(schema: dict[str, Any]) -> None:
+    """Add to every object with a ``currency`` the models' rule that its amounts have at
+    most the currency's minor units (0 for JPY, 3 for KWD, 2 for the rest)."""
+    by_places: dict[int, list[str]] = {}
+    for code, places in MINOR_UNITS.items():
+        by_places.setdefault(places, []).append(code)
+    for obj in _objects(schema):
+        props = obj.get("properties", {})
+        amounts = _amounts(props)
+        if "currency" not in props or not amounts:
+            continue
+        rules = []
+        for places in sorted(by_places):
+            codes = sorted(by_places[places])
+            if places == DEFAULT_MINOR_UNITS:
+                others = sorted(c for p, cs in by_places.items() if p != places for c in cs)
+                when: dict[str, Any] = {"not": {"enum": others}}
+            else:
+                when = {"enum": codes}
+            fraction = rf"(\.[0-9]{{1,{places}}})?" if places else ""
+            shape = {"pattern": rf"^-?[0-9]+{fraction}$"}
+            rules.append(
+                {
+                    "if": {"properties": {"currency": when}, "required": ["currency"]},
+                    "then": {"properties": dict.fromkeys(amounts, shape)},
+                }
+            )
+        obj["allOf"] = [*obj.get("allOf", []), *rules]
+
+
+def _open(schema: dict[str, Any]) -> None:
+    """Make an outbound schema forward compatible: unknown fields and reason codes pass."""
+    for obj in _objects(schema):
+        if obj.get("additionalProperties") is False:
+            obj["additionalProperties"] = True
+    reasons = schema.get("$defs", {}).get(REASON_CODE_DEF)
+    if reasons is not None:
+        known = reasons.pop("enum")
+        reasons.update(
+            type="string",
+            pattern="^[a-z][a-z0-9_]*$",
+            examples=known,
+            description=(
+                "Why an input was refused: an open set. The codes known today are the "
+                "examples; a consumer treats a code it does not know as a refusal."
+            ),
+        )
 
 
 def render(topic: str) -> str:
@@ -46,7 +136,7 @@ def render(topic: str) -> str:
 
 def expected_files() -> dict[str, str]:
     """File name to content, for every topic."""
-    return {f"{topic}{SUFFIX}": render(topic) for topic in TOPICS}
+    return {f"{topic}{SUFFIX}": render(topic) for topic in EXPORTED}
 
 
 def check(directory: Path = SCHEMA_DIR) -> list[str]:

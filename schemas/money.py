@@ -267,6 +267,17 @@ def decimal_schema(pattern: str, description: str) -> WithJsonSchema:
     return WithJsonSchema({"type": "string", "pattern": pattern, "description": description})
 
 
+# What the models' bounds (``gt=0``, ``gt=1``) say, as the schemas' patterns can: a
+# lookahead that refuses an all-zero value, or any value of 1 or below ("0.5", "1.000").
+ABOVE_ZERO = r"(?!0*(\.0*)?$)"
+ABOVE_ONE = r"(?!0*(\.[0-9]*)?$)(?!0*1(\.0*)?$)"
+
+
+def above(guard: str, pattern: str) -> str:
+    """``pattern`` (anchored with ``^``) that also refuses what ``guard`` looks ahead for."""
+    return "^" + guard + pattern.removeprefix("^")
+
+
 _AMOUNT = f"at most {AMOUNT_DIGITS} digits before the point and the currency's minor units"
 _TOTAL = f"at most {TOTAL_DIGITS} digits before the point and the currency's minor units"
 _ODDS = f"at most {ODDS_DIGITS} digits before the point and {ODDS_PLACES} after"
@@ -276,7 +287,7 @@ PositiveAmount = Annotated[
     _decimal_string(AMOUNT_DIGITS, AMOUNT_PLACES),
     Field(gt=0),
     decimal_schema(
-        decimal_pattern(AMOUNT_DIGITS, AMOUNT_PLACES),
+        above(ABOVE_ZERO, decimal_pattern(AMOUNT_DIGITS, AMOUNT_PLACES)),
         f"decimal string, greater than zero, {_AMOUNT}",
     ),
 ]
@@ -313,7 +324,7 @@ Odds = Annotated[
     _decimal_string(ODDS_DIGITS, ODDS_PLACES),
     Field(gt=1),
     decimal_schema(
-        decimal_pattern(ODDS_DIGITS, ODDS_PLACES),
+        above(ABOVE_ONE, decimal_pattern(ODDS_DIGITS, ODDS_PLACES)),
         f"decimal odds as a string, greater than 1, {_ODDS}",
     ),
 ]
@@ -322,7 +333,7 @@ CombinedOdds = Annotated[
     _decimal_string(COMBINED_ODDS_DIGITS, COMBINED_ODDS_PLACES),
     Field(gt=1),
     decimal_schema(
-        decimal_pattern(COMBINED_ODDS_DIGITS, COMBINED_ODDS_PLACES),
+        above(ABOVE_ONE, decimal_pattern(COMBINED_ODDS_DIGITS, COMBINED_ODDS_PLACES)),
         "decimal odds as a string, greater than 1: the legs' prices multiplied",
     ),
 ]

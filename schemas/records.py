@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal, Self
 
+import orjson
 from pydantic import AwareDatetime, Field, PrivateAttr
 
 from schemas.base import WireModel, safe_text
@@ -105,3 +106,40 @@ class AuditRecord(WireModel):
     recorded_at: AwareDatetime
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+
+
+def _moment(value: Any) -> orjson.Fragment:
+    """A datetime or a date as orjson writes it, when that is as pydantic writes it: a
+    UTC offset with seconds (a zone's local mean time before 1900 or so) is not."""
+    if isinstance(value, datetime):
+        offset = value.utcoffset()
+        if offset is not None and offset.seconds % 60:
+            raise TypeError(value)
+        return orjson.Fragment(orjson.dumps(value, option=orjson.OPT_UTC_Z))
+    if isinstance(value, date):
+        return orjson.Fragment(orjson.dumps(value))
+    raise TypeError(value)
+
+
+def audit_json(record: AuditRecord) -> str:
+    """``record.model_dump_json()``, byte for byte, written by orjson: every decision
+    writes one or two, and orjson writes them about three times faster than pydantic's
+    serializer does for their free-form ``before`` and ``after``. What orjson would write
+    otherwise than pydantic, or not at all (a Decimal, an integer beyond 64 bits, a
+    non-string key, a lone surrogate, a subclass of a builtin), goes through the model
+    (``tests/unit/test_audit_json.py`` holds the two to the same bytes for arbitrary
+    records)."""
+    src = record.source
+    try:
+        return orjson.dumps(
+            {"schema_version": record.schema_version, "entity": record.entity,
+             "entity_id": record.entity_id, "action": record.action,
+             "source": {"topic": src.topic, "partition": src.partition, "offset": src.offset},
+             "occurred_at": record.occurred_at, "recorded_at": record.recorded_at,
+             "before": record.before, "after": record.after},
+            default=_moment,
+            option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+            | orjson.OPT_PASSTHROUGH_DATACLASS,
+        ).decode()  # fmt: skip
+    except orjson.JSONEncodeError:
+        return record.model_dump_json()

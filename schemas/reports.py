@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
 from pydantic import AwareDatetime, Field
 
 from schemas.base import WireModel
@@ -78,6 +79,39 @@ class ReportEnvelope(WireModel):
     def record_bytes(self) -> bytes:
         """The record's JSON as signed (a lone surrogate passes through, never raises)."""
         return self.record_json.encode("utf-8", "surrogatepass")
+
+
+def envelope_json(
+    jurisdiction: str,
+    seq: int,
+    record_json: str,
+    prev_signature: str,
+    signature: str,
+    public_key: str,
+) -> bytes:
+    """``ReportEnvelope(...).model_dump_json()``, byte for byte, written by orjson: the
+    publisher writes one a record, several times faster than the model builds and dumps
+    it (the fields come from the chain's own table, checked when they were stored). What
+    orjson will not write as pydantic does (a lone surrogate) goes through the model."""
+    try:
+        return orjson.dumps({
+            "schema_version": 2, "jurisdiction": jurisdiction, "seq": seq,
+            "record_json": record_json, "prev_signature": prev_signature,
+            "signature": signature, "public_key": public_key,
+        })  # fmt: skip
+    except orjson.JSONEncodeError:
+        return (
+            ReportEnvelope(
+                jurisdiction=jurisdiction,
+                seq=seq,
+                record_json=record_json,
+                prev_signature=prev_signature,
+                signature=signature,
+                public_key=public_key,
+            )
+            .model_dump_json()
+            .encode()
+        )
 
 
 def signed_message(jurisdiction: str, prev_signature: bytes, record_json: bytes) -> bytes:

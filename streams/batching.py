@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from schemas.base import safe_text
 from sinks.base import DATA_SQLSTATES, SinkUnavailable, caused_by_data
+from sinks.retry import backoff, until
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,7 +125,7 @@ async def hold_until_available(call: Callable[[], Awaitable[T]]) -> T:
 
     A race on a business key is run again at once, a few times; a service away, with
     backoff, for as long as it takes."""
-    delay, races = 0.1, 0
+    delay, races, away = backoff(MAX_BACKOFF_SECONDS), 0, 0
     while True:
         try:
             return await call()
@@ -135,9 +136,10 @@ async def hold_until_available(call: Callable[[], Awaitable[T]]) -> T:
                 continue
             if raced(exc) or not infrastructure(exc):
                 raise
-            log.warning("batch held back, retrying in %.1fs: %s", delay, describe(exc))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+            away += 1
+            wait = delay(away)
+            log.warning("batch held back, retrying in %.1fs: %s", wait, describe(exc))
+            await asyncio.sleep(wait)
 
 
 async def isolate(events: Sequence[Any], process: Process, set_aside: SetAside) -> None:
@@ -178,11 +180,4 @@ async def until_available(
     call: Callable[[], Awaitable[T]], *, what: str, max_delay: float = MAX_BACKOFF_SECONDS
 ) -> T:
     """Retry ``call`` while its destination is unavailable, backing off up to ``max_delay``."""
-    delay = 0.1
-    while True:
-        try:
-            return await call()
-        except SinkUnavailable as exc:
-            log.warning("%s unavailable, retrying in %.1fs: %s", what, delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay)
+    return await until(call, on=SinkUnavailable, what=what, most=max_delay)

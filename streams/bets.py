@@ -14,7 +14,6 @@ decided twice.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,22 +21,13 @@ from typing import Any
 from croupier.settings import Settings
 from rules.odds import EventBook, Market, ProducerHealth
 from rules.sportsbook import decide_bet
+from schemas.base import hash_of
 from schemas.bets import BET_REQUEST, BetRequest
 from sinks.postgres.sportsbook import BetInput, SportsbookSink
 from streams.context import position
 from streams.flow import Flow, decision_flow
 from streams.kafka import Message
 from streams.view import GlobalView, Readable
-
-
-def request_hash(model: Any) -> str:
-    """What a request asks for, whatever the JSON's key order or spacing."""
-    return hash_of(model.model_dump_json())
-
-
-def hash_of(dumped: str) -> str:
-    """``request_hash`` of a request already dumped (``model_dump_json``)."""
-    return hashlib.sha256(dumped.encode()).hexdigest()
 
 
 def read_books(odds: Readable, bets: Iterable[BetRequest]) -> dict[str, EventBook]:

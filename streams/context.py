@@ -97,6 +97,7 @@ def decode_all(
             letters.append((message.key, dead_letter(message, result.reason, result.error)))
         else:
             out.append((message, result))
+    metrics.count_wrongly_keyed((m.topic, m.key, model) for m, model in out)
     return out
 
 

@@ -28,6 +28,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from schemas.partitioning import key_of
+
 log = logging.getLogger(__name__)
 
 LAG_INTERVAL = 2.0  # seconds between refreshes of the consumer-lag gauge
@@ -70,6 +72,12 @@ DEAD_LETTERS = Counter(
     "croupier_dead_letters",
     "Dead letters published, by source topic and reason",
     ["topic", "reason"],
+)
+WRONGLY_KEYED = Counter(
+    "croupier_wrongly_keyed",
+    "Inbound messages whose Kafka key is not the one the partitioning rule gives "
+    "(schemas.partitioning): processed, but maybe out of order with their player's others",
+    ["topic"],
 )
 TIMER_FAILURES = Counter(
     "croupier_timer_failures",
@@ -479,3 +487,18 @@ def serve_platform(dsn: str, schema: str, top: int = 10, pin: Any = None) -> Non
     if not _platform:
         _platform.append(Platform(dsn, schema, top, pin=pin))
         REGISTRY.register(_platform[0])
+
+
+def count_wrongly_keyed(messages: Iterable[tuple[str, bytes | None, object]]) -> None:
+    """Count a batch's decoded inbound messages, given as ``(topic, key, model)``, whose
+    key is not the partitioning rule's (a message no rule covers is not counted)."""
+    wrong: Tally[str] = Tally()
+    for topic, key, model in messages:
+        try:
+            expected = key_of(model)
+        except ValueError:
+            continue
+        if key is None or key != expected.encode():
+            wrong[topic] += 1
+    for topic, n in wrong.items():
+        WRONGLY_KEYED.labels(topic).inc(n)

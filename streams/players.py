@@ -54,6 +54,9 @@ def decode_batch(messages: list[Message]) -> Decoded:
     for m in messages:
         result = decode(PLAYER_EVENT, m.value, key=m.key)
         out.append((m, result))
+    metrics.count_wrongly_keyed(
+        (m.topic, m.key, r) for m, r in out if not isinstance(r, DecodeFailure)
+    )
     return out
 
 

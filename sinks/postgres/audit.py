@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from schemas.records import AuditRecord, DeadLetter, SourcePosition
+from schemas.records import AuditRecord, DeadLetter, SourcePosition, audit_json
 from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, dead_letter_params, jsonb
 from sinks.signing import Pin, fingerprint, public_bytes
 
@@ -112,7 +112,7 @@ async def _write(
     for record in records:
         chain = chain_of(record)
         seq, prev = heads.get(chain, (0, GENESIS))
-        body = record.model_dump_json()
+        body = audit_json(record)
         digest = link(prev, body)
         src = record.source
         rows.append((chain, seq + 1, record.entity, record.entity_id, record.action, src.topic,

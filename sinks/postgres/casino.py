@@ -34,7 +34,6 @@ The whole transaction runs on a connection in pipeline mode: four round trips in
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +48,7 @@ from rules.casino import KnownTx, Round, Verdict, Wallet
 from rules.decimals import MONEY_CONTEXT, minor_unit
 from rules.games import Catalogue
 from rules.policy import Policies
+from schemas.base import request_hash as base_request_hash
 from schemas.casino import CasinoCall, Debit, Rollback
 from schemas.outbound import ReasonCode
 from schemas.records import AuditRecord, SourcePosition
@@ -62,7 +62,7 @@ from sinks.postgres.sportsbook import retrying
 def request_hash(call: CasinoCall) -> str:
     """What a call asks for. The timestamp is left out: an aggregator's retry may restamp
     the same call, and it is still the same call."""
-    return hashlib.sha256(call.model_dump_json(exclude={"timestamp"}).encode()).hexdigest()
+    return base_request_hash(call, exclude={"timestamp"})
 
 
 @dataclass(frozen=True)

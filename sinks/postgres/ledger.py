@@ -54,8 +54,6 @@ worker does thousands of operations a second instead of hundreds.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,6 +76,7 @@ from rules.ledger import (
 from schemas.records import AuditRecord, SourcePosition
 from sinks.postgres import audit
 from sinks.postgres.common import jsonb
+from sinks.retry import again, again_sync
 
 _RETRYABLE = (
     pg_errors.UniqueViolation,  # a concurrent duplicate won the key; retrying reads its result
@@ -139,15 +138,13 @@ class Ledger:
             return []
         order = player_order(ops)
         payload = _payload(ops, order)
-        for attempt in range(self.retries + 1):
-            try:
-                with self.conn.transaction():
-                    rows = self.conn.execute(_POST_SQL, (payload,)).fetchall()
-                return _results(ops, order, rows)
-            except _RETRYABLE:
-                if attempt == self.retries:
-                    raise
-                time.sleep(0.005 * (attempt + 1))
+
+        def post() -> list[LedgerResult]:
+            with self.conn.transaction():
+                rows = self.conn.execute(_POST_SQL, (payload,)).fetchall()
+            return _results(ops, order, rows)
+
+        return again_sync(post, on=_RETRYABLE, attempts=self.retries + 1)
         raise AssertionError("unreachable")  # noqa: EM101
 
     # -- reads ---------------------------------------------------------------------------
@@ -328,17 +325,14 @@ class AsyncLedger:
             return []
         order = player_order(ops)
         payload = _payload(ops, order)
-        for attempt in range(self.retries + 1):
-            try:
-                async with self.pool.connection() as conn, conn.transaction():
-                    cursor = await conn.execute(_POST_SQL, (payload,))
-                    rows = await cursor.fetchall()
-                return _results(ops, order, rows)
-            except _RETRYABLE:
-                if attempt == self.retries:
-                    raise
-                await asyncio.sleep(0.005 * (attempt + 1))
-        raise AssertionError("unreachable")  # noqa: EM101
+
+        async def post() -> list[LedgerResult]:
+            async with self.pool.connection() as conn, conn.transaction():
+                cursor = await conn.execute(_POST_SQL, (payload,))
+                rows = await cursor.fetchall()
+            return _results(ops, order, rows)
+
+        return await again(post, on=_RETRYABLE, attempts=self.retries + 1)
 
 
 # -- read models ---------------------------------------------------------------------------

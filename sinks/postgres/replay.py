@@ -68,7 +68,6 @@ The scratch schema is dropped at the end unless asked to keep it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import uuid
 from bisect import bisect_left
@@ -95,6 +94,7 @@ from rules.replay import (
     schedule,
 )
 from rules.sportsbook import Leg, Priced, Refused, price_text
+from schemas.base import request_hash
 from schemas.bets import BET_REQUEST, BetRequest
 from schemas.odds import (
     ODDS_MESSAGE,
@@ -127,11 +127,6 @@ def money(value: Decimal | None, currency: str) -> str:
     if value is None:
         return "-"
     return format(value.quantize(minor_unit(currency), context=MONEY_CONTEXT), "f")
-
-
-def request_hash(bet: BetRequest) -> str:
-    """The hash the bets flow keys a request by (``streams.bets.request_hash``)."""
-    return hashlib.sha256(bet.model_dump_json().encode()).hexdigest()
 
 
 def decode_settlement_message(payload: Any) -> SettlementMessage:

@@ -25,12 +25,13 @@ legs, or the bet sees the settled market: no bet is left open on a settled marke
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from rules import ledger as ledger_ops
 from rules import markets
@@ -44,6 +45,7 @@ from sinks.base import Batch, Output, Stored
 from sinks.postgres import audit, ledger
 from sinks.postgres.common import PgSink, conflict_letter, jsonb, write_progress
 from sinks.postgres.protection import send_guard
+from sinks.retry import again
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,9 @@ _CLOSED_SQL = """SELECT s.event_id, s.market_id FROM market_states s
                   WHERE s.results IS NOT NULL OR s.cancelled"""
 # The batch's decisions in one call (migration 0021: the application has no INSERT on
 # them): bets, legs and producers' retries, each a jsonb array of positional rows. Unlike
-# COPY, a statement travels in the transaction's pipeline, and jsonb is parsed once.
+# COPY, a statement travels in the transaction's pipeline, and jsonb is parsed once: each
+# bet's request goes inside it as JSON (``orjson.Fragment``), not as a string to parse
+# again (migration 0022).
 _RECORD_SQL = "SELECT bets_record(%s::jsonb, %s::jsonb, %s::jsonb)"
 
 
@@ -101,14 +105,8 @@ async def _lock_markets(conn: Any, pairs: Sequence[tuple[str, str]], *, shared: 
 
 
 async def retrying(call: Any) -> Any:
-    for attempt in range(6):
-        try:
-            return await call()
-        except ledger.RETRYABLE:
-            if attempt == 5:
-                raise
-            await asyncio.sleep(0.01 * (attempt + 1))
-    raise AssertionError("unreachable")  # noqa: EM101
+    """``call`` (a transaction) again when it lost a race to another (``sinks/retry.py``)."""
+    return await again(call, on=ledger.RETRYABLE)
 
 
 class SportsbookSink(PgSink):
@@ -281,7 +279,8 @@ class SportsbookSink(PgSink):
                 str(verdict.odds) if isinstance(verdict, Priced) else None, b.placed_at.isoformat(),
                 "open" if accepted else "rejected",
                 None if isinstance(verdict, Priced) else verdict.reason.value,
-                item.request_hash, item.request_json or b.model_dump_json(), decision, stamp,
+                item.request_hash, orjson.Fragment(item.request_json or b.model_dump_json()),
+                decision, stamp,
                 src.topic, src.partition, src.offset, version,
             ))  # fmt: skip
             if isinstance(verdict, Priced):

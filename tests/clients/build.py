@@ -125,9 +125,20 @@ def java() -> Program:
 
 def node() -> Program:
     """@clickhouse/client (``tests/clients/node``), installed with ``npm ci`` from the lock."""
+    return _npm("node", "client.mjs")
+
+
+def ajv() -> Program:
+    """ajv, a JSON Schema validator from npm (``tests/clients/ajv``), for the examples."""
+    return _npm("ajv", "validate.mjs")
+
+
+def _npm(name: str, script: str) -> Program:
+    """The Node program ``tests/clients/<name>/<script>``, its packages installed with
+    ``npm ci`` from the lock into ``.cache/clients/<name>``."""
     npm, node_bin = _tool("npm"), _tool("node")
-    src, out = HERE / "node", CACHE / "node"
-    files = [src / "package.json", src / "package-lock.json", src / "client.mjs"]
+    src, out = HERE / name, CACHE / name
+    files = [src / "package.json", src / "package-lock.json", src / script]
     key = _key(files, _version([node_bin, "--version"]))
     if not (_cached(out, key) and (out / "node_modules").exists()):
         shutil.rmtree(out, ignore_errors=True)
@@ -139,4 +150,4 @@ def node() -> Program:
             out, dict(os.environ), "npm ci",
         )  # fmt: skip
         _stamp(out, key)
-    return Program((node_bin, str(out / "client.mjs")), dict(os.environ))
+    return Program((node_bin, str(out / script)), dict(os.environ))

@@ -309,7 +309,10 @@ def test_dockerfile_builds_the_croupier_command() -> None:
     assert json.loads(last["CMD"]) == ["worker"]
     assert last["USER"].split(":")[0] not in ("root", "0"), "run as a non-root user"
 
-    pip_install = re.compile(r"pip install [^&;]*-c constraints\.txt[^&;]*\s\.(\s|$)")
+    # The worker's extras: the base install is only the producer kit.
+    pip_install = re.compile(
+        r"pip install [^&;]*-c constraints\.txt[^&;]*\s\"\.\[worker,embedded\]\"(\s|$)"
+    )
     installs = [args for keyword, args in instructions if keyword == "RUN" and "pip" in args]
     assert any(pip_install.search(args) for args in installs), installs
 

@@ -30,6 +30,7 @@ from rules.odds import EventBook, Market, ProducerHealth, apply_alive, apply_odd
 from rules.odds import set_status as set_market_status
 from rules.players import apply_player_event
 from rules.sportsbook import Leg, Priced, decide_bet, settle_bet
+from schemas.base import request_hash as bet_request_hash
 from schemas.bets import BetRequest
 from schemas.casino import CasinoCall, Debit
 from schemas.decode import MAX_ERROR_CHARS, DecodeFailure
@@ -48,7 +49,6 @@ from schemas.topics import INBOUND_TOPICS, decode_topic
 from sinks.postgres.casino import _ledger_op as casino_ledger_op
 from sinks.postgres.casino import request_hash as casino_request_hash
 from sinks.postgres.payments import ledger_op as payment_ledger_op
-from streams.bets import request_hash as bet_request_hash
 
 NOW = datetime(2026, 11, 24, 19, 5, tzinfo=UTC)
 TIMEOUT = timedelta(seconds=30)
