@@ -285,7 +285,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # the young generation grow, so full collections (pauses of tens of ms) are rare.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    worker = Worker(app, loglevel=args.loglevel, quiet=True)
+    from config import logs
+
+    worker = Worker(app, loglevel=args.loglevel, quiet=True,
+                    logging_config=logs.dict_config(args.loglevel))  # fmt: skip
     worker.execute_from_commandline()  # exits the process when the worker stops
     return EXIT_OK
 
@@ -1063,6 +1066,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql.set_defaults(func=cmd_sql)
 
     from croupier import check as check_mod
+    from croupier import dashboard as dashboard_mod
     from croupier import simulate as simulate_mod
     from croupier import status as status_mod
 
@@ -1071,6 +1075,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("check", check_mod, "the invariants, from topics, ledger, audit trail and ClickHouse; "
          "exit 1 on any breach"),
         ("status", status_mod, "the workers' metrics at a glance: rates, lag, decisions, feeds"),
+        ("dashboard", dashboard_mod, "the platform live in a browser page on 127.0.0.1"),
     ):  # fmt: skip
         one = sub.add_parser(name, help=what)
         mod.add_arguments(one)

@@ -108,6 +108,8 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
 
     await relay.open()
     await reports.open()
+    metrics.add_check("postgres", metrics.pg_reachable(dsn))
+    metrics.add_check("auditor.running", lambda: not stop.is_set())
     log.warning(READY)
     interval = min(settings.audit_relay_interval or 0.5, settings.report_interval or 1.0)
     signed_at = time.monotonic()
@@ -145,8 +147,15 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
 
 def main(settings: Settings, policies: Policies) -> int:
     """Run until SIGTERM or SIGINT; 0 on a clean stop."""
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s %(message)s")
+    from config import logs
+
+    logs.setup()
     metrics.serve(settings.metrics_port, "auditor", settings.metrics_bind)
+    # The platform's state (backlogs, checkpoint, liability, GGR) from here, once.
+    from sinks.signing import parse_pin
+
+    pin = parse_pin(settings.audit_public_key) if settings.audit_public_key else None
+    metrics.serve_platform(settings.pg_dsn.get_secret_value(), settings.pg_schema, pin=pin)
 
     async def serve() -> None:
         stop = asyncio.Event()

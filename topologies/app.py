@@ -102,6 +102,7 @@ def create_app(
         app, settings, sink=ReportSink(dsn, schema, consumer_group=group, max_connections=1),
         policies=policies,
     )  # fmt: skip
+    metrics.add_check("postgres", metrics.pg_reachable(dsn))
     if settings.metrics_port > 0:
 
         @app.task  # type: ignore[untyped-decorator]  # app is Any

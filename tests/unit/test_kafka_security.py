@@ -4,6 +4,7 @@ shown."""
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,8 @@ def test_plaintext_by_default_for_every_client() -> None:
     assert faust_broker_credentials(s) is None
     assert ssl_context(s) is None
     assert librdkafka_conf(s, **{"group.id": "g"}) == {
-        "bootstrap.servers": "127.0.0.1:9092", "security.protocol": "PLAINTEXT", "group.id": "g"
+        "bootstrap.servers": "127.0.0.1:9092", "security.protocol": "PLAINTEXT", "group.id": "g",
+        "logger": logging.getLogger("librdkafka"),
     }  # fmt: skip
 
 

@@ -1,10 +1,11 @@
 """The import graph: arrows point down, and no module imports itself round a circle.
 
 The layers, top to bottom: the front door (``croupier``: the CLI, the stack, the demo),
-``topologies`` (the app that wires the flows), ``streams`` (the flows), ``config`` (the
-settings, Kafka clients' configuration, the shipped policies and catalogue), ``sinks``
-(PostgreSQL, ClickHouse, Kafka, report files), ``rules`` (pure decisions), and at the
-bottom ``schemas`` (the wire) beside ``rng`` (the certified generator). A module may import
+``topologies`` (the app that wires the flows), ``streams`` (the flows), ``sinks``
+(PostgreSQL, ClickHouse, Kafka, report files), ``config`` (the settings, each Kafka
+client's configuration, the log format, the shipped policies and catalogue), ``rules``
+(pure decisions), and at the bottom ``schemas`` (the wire) beside ``rng`` (the certified
+generator). A module may import
 its own layer and the layers below it, never one above; an import inside a function counts
 the same (it only moves the circle to run time). Imports under ``TYPE_CHECKING`` do not.
 """
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ("croupier", "topologies", "streams", "config", "sinks", "rules", "schemas")
+LAYERS = ("croupier", "topologies", "streams", "sinks", "config", "rules", "schemas")
 BESIDE = {"rng": "schemas"}  # a package on the same level as another
 PACKAGES = (*LAYERS, *BESIDE)
 
