@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -60,7 +61,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from topologies.topics import create_topics
 
     settings = _settings()
-    outcomes = create_topics(settings)
+    outcomes = create_topics(settings, timeout=args.timeout)
     for o in outcomes:
         print(f"{o.status:<8} {o.name}{'  ' + o.detail if o.detail else ''}")
     return EXIT_FAILED if any(o.status == "mismatch" for o in outcomes) else EXIT_OK
@@ -167,9 +168,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         return _replay(args, dsn, schema)
     except (psycopg.OperationalError, SinkUnavailable) as exc:
-        print(f"croupier: cannot reach PostgreSQL ({arguments.redact(str(exc))}); is the stack up "
-              "(`make status`) and CROUPIER_PG_DSN right?", file=sys.stderr)  # fmt: skip
-        return EXIT_FAILED
+        said = arguments.redact(arguments.one_line(exc))
+        print(f"croupier: cannot reach PostgreSQL ({said}); is the stack up (`make status`) "
+              "and CROUPIER_PG_DSN right?", file=sys.stderr)  # fmt: skip
+        return EXIT_NOT_RUNNING
 
 
 def _replay(args: argparse.Namespace, dsn: str, schema: str) -> int:
@@ -464,7 +466,7 @@ def cmd_analytics(args: argparse.Namespace) -> int:
         writer.open()  # applies the schema
     except SinkUnavailable as exc:
         print(f"croupier: {arguments.redact(str(exc))}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_NOT_RUNNING
     finally:
         writer.close()
     print(f"ClickHouse database {settings.clickhouse_database}: schema applied")
@@ -839,6 +841,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     topics = sub.add_parser("topics", help="Kafka topics of the wire contract")
     topics.add_argument("action", choices=["create"])
+    topics.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for Kafka (default 30)")  # fmt: skip
     topics.set_defaults(func=cmd_topics)
 
     db = sub.add_parser("db", help="PostgreSQL schema")
@@ -1092,6 +1096,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from croupier.stack.process import StackError
 
     install_log_redaction()  # a safety net: no log line of this process shows a password
+    # clickhouse-connect logs a failed request before raising it: the one line said below
+    # is the command's (explain), not a second one of the driver's.
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
@@ -1105,7 +1112,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         if explained is None:
             raise  # a bug: its traceback is what a maintainer needs
         print(f"error: {explained}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_NOT_RUNNING if unreachable(exc) else EXIT_USAGE
+
+
+# What a client says when its service is not there (nothing listening, no route, no
+# answer in time), as against a service that answered and refused (a password, a name).
+_AWAY = ("connection refused", "could not connect", "timed out", "timeout expired",
+         "no route to host", "network is unreachable", "could not translate host name",
+         "name or service not known", "server closed the connection", "_transport",
+         "_all_brokers_down", "_timed_out", "broker transport failure",
+         "connection reset", "cannot assign requested address")  # fmt: skip
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says a service could not be reached (exit 3), not that it refused."""
+    from sinks.base import SinkUnavailable
+
+    if isinstance(exc, SinkUnavailable | ConnectionError | TimeoutError):
+        return True
+    module = type(exc).__module__.split(".")[0]
+    if module not in ("psycopg", "confluent_kafka", "cimpl", "kafka", "clickhouse_connect",
+                      "urllib3", "requests"):  # fmt: skip
+        return False
+    text = str(exc).lower()
+    return any(sign in text for sign in _AWAY)
 
 
 def explain(exc: BaseException) -> str | None:
