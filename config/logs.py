@@ -86,3 +86,4 @@ def dict_config(level: str | int = "INFO", env: Mapping[str, str] | None = None)
 def setup(level: str | int = "INFO", env: Mapping[str, str] | None = None) -> None:
     """Log this process's records in the chosen format (replaces the root's handlers)."""
     logging.config.dictConfig(dict_config(level, env))
+    logging.getLogger("librdkafka").setLevel(logging.NOTSET)  # a command quiets it; we log it

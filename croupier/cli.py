@@ -1099,6 +1099,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # clickhouse-connect logs a failed request before raising it: the one line said below
     # is the command's (explain), not a second one of the driver's.
     logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
+    # And librdkafka's retries of a broker that is away (a line each, many a second) are
+    # not a command's to print; a long-running process logs them (config.logs.setup).
+    logging.getLogger("librdkafka").setLevel(logging.CRITICAL)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

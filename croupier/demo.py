@@ -34,6 +34,7 @@ tables and checked against what must happen; any difference makes the exit statu
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 import uuid
@@ -48,7 +49,7 @@ import psycopg
 from config.kafka import librdkafka_conf, make_producer
 from config.settings import Settings
 from config.stackenv import load_stack_env
-from croupier.exits import EXIT_FAILED, EXIT_OK
+from croupier.exits import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK
 from croupier.redact import redact
 from sinks.postgres.ledger import Ledger
 
@@ -935,9 +936,10 @@ def run_demo(*, timeout: float = 120.0) -> int:
     try:
         demo = Demo(settings, run, started + timeout)
     except (DemoError, KafkaException, psycopg.OperationalError) as exc:
-        print(f"croupier demo: cannot reach the stack ({redact(str(exc))}); is it up? try "
-              "`make up`")  # fmt: skip
-        return EXIT_FAILED
+        said = " ".join(redact(str(exc)).split())[:300]
+        print(f"croupier demo: cannot reach the stack ({said}); is it up? try `make up`",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_NOT_RUNNING
     try:
         demo.register_and_deposit()
         demo.open_markets()
