@@ -1,7 +1,12 @@
 """The bet API for front ends: ``POST /bets`` (202 and the ticket once Kafka has the bet),
 ``GET /bets/{id}`` (the decision once there is one) and ``GET /bets/stream`` (Server-Sent
-Events: the decisions of the bets this API key posted, or of one player's with
+Events: the decisions of the bets this API key posted, or only those of one player with
 ``?player=``). Every route needs an ``X-Api-Key`` and is rate limited per key.
+
+A key sees only its own bets: the first key to post a bet id holds it (a row of
+``gateway_tickets``, written before the bet goes to Kafka, so every gateway process and
+every restart agrees); another key posting that id gets 409, and reading it gets the same
+404 as an id never posted.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,13 +41,19 @@ class _Subscriber:
     queue: asyncio.Queue[bytes | None] = field(default_factory=lambda: asyncio.Queue(QUEUE))
 
 
-class Decisions:
-    """Recent decisions, who posted which bet, and the SSE subscribers."""
+Holder = Callable[[str], Awaitable[tuple[str, str] | None]]
 
-    def __init__(self) -> None:
+
+class Decisions:
+    """Recent decisions, who holds which bet (a cache of ``gateway_tickets``), and the SSE
+    subscribers. A decision goes only to the streams of the key that holds its bet."""
+
+    def __init__(self, holder: Holder | None = None) -> None:
         self.recent: OrderedDict[str, bytes] = OrderedDict()
         self.owners: OrderedDict[str, str] = OrderedDict()
         self.subscribers: set[_Subscriber] = set()
+        self._holder = holder
+        self._lookups: set[asyncio.Task[None]] = set()
 
     def posted(self, bet_id: str, owner: str) -> None:
         self.owners[bet_id] = owner
@@ -55,10 +66,32 @@ class Decisions:
         self.recent[bet_id] = raw
         if len(self.recent) > REMEMBERED:
             self.recent.popitem(last=False)
+        if not self.subscribers:
+            return
         owner = self.owners.get(bet_id)
+        if owner is None and self._holder is not None:
+            # Posted through another gateway process (or before a restart): its ticket says.
+            task = asyncio.get_running_loop().create_task(self._look_up(bet_id, data, raw))
+            self._lookups.add(task)
+            task.add_done_callback(self._lookups.discard)
+            return
+        self._push(owner, data, raw)
+
+    async def _look_up(self, bet_id: str, data: dict[str, Any], raw: bytes) -> None:
+        assert self._holder is not None
+        try:
+            held = await self._holder(bet_id)
+        except Exception:  # PostgreSQL away: the stream misses it; GET still answers
+            return
+        if held is not None:
+            self.posted(bet_id, held[0])
+            self._push(held[0], data, raw)
+
+    def _push(self, owner: str | None, data: dict[str, Any], raw: bytes) -> None:
+        if owner is None:
+            return  # nobody's ticket (posted straight to Kafka): no front end's stream
         for sub in list(self.subscribers):
-            wanted = data.get("player_id") == sub.player if sub.player else owner == sub.owner
-            if not wanted:
+            if sub.owner != owner or (sub.player and data.get("player_id") != sub.player):
                 continue
             try:
                 sub.queue.put_nowait(raw)
@@ -89,6 +122,11 @@ async def post_bet(request: Request) -> Response:
     bet = decode(BET_REQUEST, body)
     if isinstance(bet, DecodeFailure):
         raise Problem(422, bet.reason, "Not a bet request", bet.error)
+    holder = await state.store.claim_ticket(bet.bet_id, owner, bet.player_id)
+    if holder != (owner, bet.player_id):
+        raise Problem(409, "bet-id-taken", "Bet id taken",
+                      f"{bet.bet_id} was posted before, by another front end or for another "
+                      "player; choose a new id")  # fmt: skip
     state.decisions.posted(bet.bet_id, owner)
     try:
         await state.publisher.publish("bets", bet.player_id, body)
@@ -102,16 +140,23 @@ async def post_bet(request: Request) -> Response:
 
 
 async def get_bet(request: Request) -> Response:
-    _caller(request)
+    owner = _caller(request)
     state = request.app.state.gw
     bet_id = request.path_params["bet_id"]
     if not re.fullmatch(ID_PATTERN, bet_id) or len(bet_id) > 128:
         raise Problem(404, "no-decision", "No decision", "not a bet id")
+    none = Problem(404, "no-decision", "No decision (yet)",
+                   f"no decision for {bet_id}: pending, or never posted",
+                   headers={"Retry-After": "1"})  # fmt: skip
+    held = state.decisions.owners.get(bet_id)
+    if held is None:
+        ticket = await state.store.ticket(bet_id)
+        held = None if ticket is None else ticket[0]
+    if held != owner:
+        raise none  # another key's bet answers as one never posted: its existence is not told
     decision = state.decisions.recent.get(bet_id) or await state.store.bet_decision(bet_id)
     if decision is None:
-        raise Problem(404, "no-decision", "No decision (yet)",
-                      f"no decision for {bet_id}: pending, or never posted",
-                      headers={"Retry-After": "1"})  # fmt: skip
+        raise none
     return Response(decision, media_type="application/json")
 
 
