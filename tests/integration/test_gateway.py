@@ -584,6 +584,7 @@ def test_the_app_role_writes_gateway_state_only_through_its_functions(gw: Gatewa
             "VALUES (repeat('2', 64), 'gw-p1', now() + interval '1 day')",
             "UPDATE gateway_tokens SET expires_at = now() + interval '1 year'",
             "DELETE FROM gateway_tokens",
+            "DROP TABLE gateway_tokens",
             "SET ROLE croupier_gateway",
             "ALTER TABLE gateway_tickets DISABLE TRIGGER ALL",
             "CREATE OR REPLACE FUNCTION gateway_ticket(bet text, key text, player text) "
