@@ -45,7 +45,7 @@ class Store:
                     "autocommit": True},
         )  # fmt: skip
         self.writer = AsyncConnectionPool(
-            dsn, min_size=1, max_size=2, open=False,
+            dsn, min_size=1, max_size=8, open=False,
             kwargs={"options": f"-c search_path={schema}", "autocommit": True},
         )  # fmt: skip
 
