@@ -178,7 +178,7 @@ def create_app(
         await store.open()
         waiters = Waiters()
         observed.waiting.set_function(lambda: len(waiters))
-        decisions = bets.Decisions(store.ticket)
+        decisions = bets.Decisions(store.ticket, store.claim_tickets)
         state = GatewayState(
             settings=settings, gateway=gateway, credentials=creds, publisher=publisher,
             store=store, waiters=waiters, decisions=decisions,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import psycopg
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -42,18 +43,49 @@ class _Subscriber:
 
 
 Holder = Callable[[str], Awaitable[tuple[str, str] | None]]
+Claim = Callable[[list[tuple[str, str, str]]], Awaitable[dict[str, tuple[str, str]]]]
+CLAIMS = 500  # bet ids claimed in one call to PostgreSQL at most
 
 
 class Decisions:
     """Recent decisions, who holds which bet (a cache of ``gateway_tickets``), and the SSE
     subscribers. A decision goes only to the streams of the key that holds its bet."""
 
-    def __init__(self, holder: Holder | None = None) -> None:
+    def __init__(self, holder: Holder | None = None, claim: Claim | None = None) -> None:
         self.recent: OrderedDict[str, bytes] = OrderedDict()
         self.owners: OrderedDict[str, str] = OrderedDict()
         self.subscribers: set[_Subscriber] = set()
         self._holder = holder
         self._lookups: set[asyncio.Task[None]] = set()
+        self._claim = claim
+        self._claims: list[tuple[str, str, str, asyncio.Future[tuple[str, str]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def claim(self, bet_id: str, owner: str, player_id: str) -> tuple[str, str]:
+        """Claim ``bet_id`` for ``owner`` in ``gateway_tickets``; its holder (key name,
+        player) after it. The posts that come while a claim is on its way to PostgreSQL
+        go together in the next call (one round trip for many posts)."""
+        assert self._claim is not None  # the app passes the store's
+        fut: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+        self._claims.append((bet_id, owner, player_id, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        assert self._claim is not None
+        while self._claims:
+            batch, self._claims = self._claims[:CLAIMS], self._claims[CLAIMS:]
+            try:
+                held = await self._claim([(b, k, p) for b, k, p, _ in batch])
+            except Exception as exc:  # each post answers it (503), none is left waiting
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for b, _, _, fut in batch:
+                if not fut.done():
+                    fut.set_result(held.get(b, ("", "")))
 
     def posted(self, bet_id: str, owner: str) -> None:
         self.owners[bet_id] = owner
@@ -122,7 +154,11 @@ async def post_bet(request: Request) -> Response:
     bet = decode(BET_REQUEST, body)
     if isinstance(bet, DecodeFailure):
         raise Problem(422, bet.reason, "Not a bet request", bet.error)
-    holder = await state.store.claim_ticket(bet.bet_id, owner, bet.player_id)
+    try:
+        holder = await state.decisions.claim(bet.bet_id, owner, bet.player_id)
+    except psycopg.Error as exc:
+        raise Problem(503, "unavailable", "PostgreSQL did not take the ticket",
+                      "post it again", headers={"Retry-After": "1"}) from exc  # fmt: skip
     if holder != (owner, bet.player_id):
         raise Problem(409, "bet-id-taken", "Bet id taken",
                       f"{bet.bet_id} was posted before, by another front end or for another "

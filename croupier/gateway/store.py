@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+import orjson
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
@@ -114,16 +115,16 @@ class Store:
             )).fetchone()  # fmt: skip
         return None if row is None else str(row[0]).encode()
 
-    async def claim_ticket(self, bet_id: str, key_name: str, player_id: str) -> tuple[str, str]:
-        """Claim ``bet_id`` for ``key_name``; the holder's (key name, player) after it: the
-        caller's own unless another key (or another player) had it first."""
+    async def claim_tickets(self, claims: list[tuple[str, str, str]]) -> dict[str, tuple[str, str]]:
+        """Claim bet ids ``(bet_id, key_name, player_id)`` in one call; each id's holder
+        (key name, player) after it: the caller's own unless another key (or another
+        player) had it first."""
         async with self.writer.connection() as conn:
-            row = await (await conn.execute(
-                "SELECT holder, holder_player FROM gateway_ticket(%s, %s, %s)",
-                (bet_id, key_name, player_id),
-            )).fetchone()  # fmt: skip
-        assert row is not None  # the function returns the row it found or made
-        return str(row[0]), str(row[1])
+            rows = await (await conn.execute(
+                "SELECT bet, holder, holder_player FROM gateway_tickets_claim(%s::jsonb)",
+                (orjson.dumps(claims).decode(),),
+            )).fetchall()  # fmt: skip
+        return {str(b): (str(k), str(p)) for b, k, p in rows}
 
     async def ticket(self, bet_id: str) -> tuple[str, str] | None:
         """(key name, player) holding ``bet_id``, or None."""

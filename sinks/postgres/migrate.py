@@ -64,7 +64,7 @@ DECISION_FUNCTIONS = (
 )
 REPORT_FUNCTIONS = ("report_lock_heads()", "report_append(jsonb)", "report_reject(jsonb)")
 GATEWAY_FUNCTIONS = (  # migration 0023: the gateway's tickets, webhook signatures, tokens
-    "gateway_ticket(text, text, text)",
+    "gateway_tickets_claim(jsonb)",
     "gateway_seen(text, text, timestamptz)",
     "gateway_token_issue(text, text, timestamptz)",
 )

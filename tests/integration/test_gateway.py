@@ -559,11 +559,13 @@ def test_the_app_role_writes_gateway_state_only_through_its_functions(gw: Gatewa
                          options=f"-c search_path={s.pg_schema}") as conn:  # fmt: skip
         user = conn.execute("SELECT current_user").fetchone()
         assert user is not None and user[0] != "postgres"  # really the application's login
-        got = conn.execute("SELECT * FROM gateway_ticket('lp-1', 'web', 'gw-p1')").fetchall()
-        assert got == [("web", "gw-p1")]
-        # Another key claiming the same bet id gets the holder back, not the bet.
-        stolen = conn.execute("SELECT * FROM gateway_ticket('lp-1', 'other', 'gw-p1')")
-        assert stolen.fetchall() == [("web", "gw-p1")]
+        claim = "SELECT * FROM gateway_tickets_claim(%s::jsonb) ORDER BY 1"
+        got = conn.execute(claim, ('[["lp-1", "web", "gw-p1"], ["lp-0", "web", "gw-p2"]]',))
+        assert got.fetchall() == [("lp-0", "web", "gw-p2"), ("lp-1", "web", "gw-p1")]
+        # Another key claiming the same bet id (even twice in one call) gets the holder
+        # back, not the bet.
+        stolen = conn.execute(claim, ('[["lp-1", "other", "gw-p1"], ["lp-1", "x", "y"]]',))
+        assert stolen.fetchall() == [("lp-1", "web", "gw-p1")]
         sig = "ab" * 32
         seen = "SELECT gateway_seen('psp', %s, now())"
         assert conn.execute(seen, (sig,)).fetchone() == (True,)
@@ -587,9 +589,9 @@ def test_the_app_role_writes_gateway_state_only_through_its_functions(gw: Gatewa
             "DROP TABLE gateway_tokens",
             "SET ROLE croupier_gateway",
             "ALTER TABLE gateway_tickets DISABLE TRIGGER ALL",
-            "CREATE OR REPLACE FUNCTION gateway_ticket(bet text, key text, player text) "
-            "RETURNS TABLE (holder text, holder_player text) LANGUAGE sql AS "
-            "$$ SELECT key, player $$",
+            "CREATE OR REPLACE FUNCTION gateway_tickets_claim(claims jsonb) "
+            "RETURNS TABLE (bet text, holder text, holder_player text) LANGUAGE sql AS "
+            "$$ SELECT 'x', 'y', 'z' $$",
         ]
         for statement in attempts:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):

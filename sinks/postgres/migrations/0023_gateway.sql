@@ -16,8 +16,10 @@
 -- SELECT on them and writes them only through these SECURITY DEFINER functions (search_path
 -- fixed to this schema); it can neither update nor delete a row:
 --
---   gateway_ticket(bet_id, key_name, player_id)  claims a bet id for a key and returns the
---       holder (key_name, player_id): the caller's own when the id was free or already its.
+--   gateway_tickets_claim(claims)  claims bet ids ([[bet_id, key_name, player_id], ...],
+--       many posts in one call) and returns each id's holder (bet_id, key_name, player_id):
+--       the caller's own when the id was free or already its. Inserted in bet id order, so
+--       two gateways' batches never deadlock.
 --   gateway_seen(provider, signature, stamped_at) records a webhook signature; false when it
 --       was there already (a replay).
 --   gateway_token_issue(token_hash, player_id, expires_at) stores an issued token.
@@ -53,12 +55,14 @@ CREATE TABLE gateway_tokens (
     expires_at timestamptz NOT NULL
 );
 
-CREATE FUNCTION gateway_ticket(bet text, key text, player text)
-RETURNS TABLE (holder text, holder_player text)
+CREATE FUNCTION gateway_tickets_claim(claims jsonb)
+RETURNS TABLE (bet text, holder text, holder_player text)
 LANGUAGE sql AS $$
-    INSERT INTO gateway_tickets (bet_id, key_name, player_id) VALUES (bet, key, player)
+    INSERT INTO gateway_tickets (bet_id, key_name, player_id)
+    SELECT r->>0, r->>1, r->>2 FROM jsonb_array_elements(claims) AS r ORDER BY r->>0
     ON CONFLICT (bet_id) DO NOTHING;
-    SELECT t.key_name, t.player_id FROM gateway_tickets t WHERE t.bet_id = bet;
+    SELECT t.bet_id, t.key_name, t.player_id FROM gateway_tickets t
+     WHERE t.bet_id IN (SELECT r->>0 FROM jsonb_array_elements(claims) AS r);
 $$;
 
 CREATE FUNCTION gateway_seen(source text, sig text, stamped timestamptz)
@@ -98,7 +102,7 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['gateway_tickets', 'gateway_webhooks_seen', 'gateway_tokens'] LOOP
         EXECUTE format('ALTER TABLE %I OWNER TO croupier_gateway', t);
     END LOOP;
-    FOREACH f IN ARRAY ARRAY['gateway_ticket(text, text, text)',
+    FOREACH f IN ARRAY ARRAY['gateway_tickets_claim(jsonb)',
                              'gateway_seen(text, text, timestamptz)',
                              'gateway_token_issue(text, text, timestamptz)'] LOOP
         EXECUTE format('ALTER FUNCTION %s OWNER TO croupier_gateway', f);
