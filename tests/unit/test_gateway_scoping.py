@@ -82,3 +82,18 @@ def test_every_answer_reaches_each_waiter_until_it_forgets() -> None:
 def test_a_token_s_lifetime_is_bounded_before_anything_is_stored(ttl: float) -> None:
     with pytest.raises(ValueError, match="seconds"):
         issue("postgresql://nobody@127.0.0.1:1/none", "nowhere", "p1", ttl)
+
+
+@given(
+    token=st.one_of(
+        st.none(),
+        st.just(""),
+        st.text(min_size=257, max_size=600),
+        st.text(min_size=1, max_size=256).filter(lambda t: not t.isascii()),
+    )
+)
+def test_a_hostile_token_is_invalid_before_any_lookup(token: str | None) -> None:
+    from croupier.gateway.tokens import INVALID_TOKEN, refusal
+
+    # No store at all: a token refused here never reaches PostgreSQL.
+    assert asyncio.run(refusal(None, "p1", token)) == INVALID_TOKEN  # type: ignore[arg-type]
