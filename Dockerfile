@@ -12,6 +12,7 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY croupier/ croupier/
+COPY config/ config/
 COPY schemas/ schemas/
 COPY streams/ streams/
 COPY topologies/ topologies/
@@ -19,7 +20,7 @@ COPY sinks/ sinks/
 COPY rules/ rules/
 COPY rng/ rng/
 # The jurisdiction policies and the casino game registry: the wheel carries them as data
-# files (pyproject's [tool.setuptools.data-files]), where croupier.shipped finds them.
+# files (pyproject's [tool.setuptools.data-files]), where config.shipped finds them.
 COPY policies/ policies/
 COPY games/ games/
 # constraints.txt pins the versions the test suite last passed with; every dependency

@@ -49,9 +49,9 @@ sys.path.insert(0, str(ROOT))
 
 from casino import machine  # noqa: E402  (bench/ is on the path: this script's folder)
 
-from croupier.cli import load_stack_env  # noqa: E402
-from croupier.kafka import librdkafka_conf  # noqa: E402
-from croupier.settings import Settings  # noqa: E402
+from config.kafka import librdkafka_conf  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from config.stackenv import load_stack_env  # noqa: E402
 from croupier.stack.process import free_port  # noqa: E402
 from schemas.records import AuditRecord, SourcePosition  # noqa: E402
 from sinks.clickhouse.client import ClickHouse, connect  # noqa: E402
@@ -150,7 +150,7 @@ class Engine:
 def produce(s: Settings, start: int, n: int, *, rate: float | None = None) -> dict[str, Any]:
     """Produce records ``start`` .. ``start + n``; at ``rate``/s when given (paced in 10 ms
     steps), else as fast as the producer goes. Returns how long it took."""
-    from croupier.kafka import make_producer
+    from config.kafka import make_producer
 
     producer = make_producer(s, **{"linger.ms": 5 if rate else 50, "compression.type": "lz4",
                                    "batch.num.messages": 10000,
@@ -249,7 +249,7 @@ def lag(s: Settings, ch: ClickHouse, start: int, rate: float, duration: float) -
     db = s.clickhouse_database
     n = int(rate * duration)
     stamps: dict[tuple[int, int], int] = {}  # (partition, offset) -> Kafka timestamp (ms)
-    from croupier.kafka import make_producer
+    from config.kafka import make_producer
 
     producer = make_producer(s, **{"linger.ms": 5, "compression.type": "lz4"})
     topic = s.topic("audit")

@@ -71,9 +71,9 @@ sys.path.insert(0, str(ROOT))
 
 from cpu import cpu_by_role  # noqa: E402
 
-from croupier.cli import load_stack_env  # noqa: E402
-from croupier.kafka import librdkafka_conf, make_producer  # noqa: E402
-from croupier.settings import Settings  # noqa: E402
+from config.kafka import librdkafka_conf, make_producer  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from config.stackenv import load_stack_env  # noqa: E402
 from croupier.sim.run import FeedClock  # noqa: E402
 from croupier.stack import AUDITOR_TIMERS_OFF, WORKER_READY  # noqa: E402
 from sinks.postgres.ledger import Ledger  # noqa: E402

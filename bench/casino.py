@@ -84,9 +84,9 @@ from bets import (  # noqa: E402
     wait_done,
 )
 
-from croupier.cli import load_stack_env  # noqa: E402
-from croupier.kafka import librdkafka_conf, make_producer  # noqa: E402
-from croupier.settings import Settings  # noqa: E402
+from config.kafka import librdkafka_conf, make_producer  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from config.stackenv import load_stack_env  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402
 from topologies.topics import create_topics  # noqa: E402
 

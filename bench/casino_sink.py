@@ -47,10 +47,10 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from croupier.cli import load_stack_env  # noqa: E402
-from croupier.games import load_catalogue  # noqa: E402
-from croupier.policies import load_policies  # noqa: E402
-from croupier.settings import Settings  # noqa: E402
+from config.games import load_catalogue  # noqa: E402
+from config.policies import load_policies  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from config.stackenv import load_stack_env  # noqa: E402
 from rules import ledger as L  # noqa: E402
 from rules.players import apply_player_event  # noqa: E402
 from schemas.casino import CASINO_CALL  # noqa: E402

@@ -59,10 +59,10 @@ from bets import (  # noqa: E402
     worker_env,
 )
 
-from croupier.cli import load_stack_env  # noqa: E402
+from config.kafka import make_producer  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from config.stackenv import load_stack_env  # noqa: E402
 from croupier.gateway import READY  # noqa: E402
-from croupier.kafka import make_producer  # noqa: E402
-from croupier.settings import Settings  # noqa: E402
 from croupier.stack.process import free_port  # noqa: E402
 
 GAME = "croupier-dice"

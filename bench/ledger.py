@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from croupier.cli import load_stack_env  # noqa: E402
-from croupier.settings import Settings  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from config.stackenv import load_stack_env  # noqa: E402
 from rules import ledger as L  # noqa: E402
 from sinks.postgres.ledger import Ledger  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402

@@ -58,8 +58,8 @@ from bets import (  # noqa: E402  (bench/ is on the path: this script's folder)
 )
 from casino import machine  # noqa: E402
 
-from croupier.cli import load_stack_env  # noqa: E402
-from croupier.settings import Settings  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from config.stackenv import load_stack_env  # noqa: E402
 from croupier.stack import AUDITOR_TIMERS_OFF  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402
 from topologies.topics import create_topics  # noqa: E402

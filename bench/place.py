@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from cpu import postgres_cpu_seconds  # noqa: E402
 
-from croupier.cli import load_stack_env  # noqa: E402
-from croupier.policies import load_policies  # noqa: E402
-from croupier.settings import Settings  # noqa: E402
+from config.policies import load_policies  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from config.stackenv import load_stack_env  # noqa: E402
 from rules import ledger as L  # noqa: E402
 from rules.sportsbook import Priced, price_text  # noqa: E402
 from schemas.bets import BetRequest  # noqa: E402

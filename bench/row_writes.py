@@ -31,8 +31,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from croupier.cli import load_stack_env  # noqa: E402
-from croupier.settings import Settings  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from config.stackenv import load_stack_env  # noqa: E402
 
 COLUMNS = (
     "bet_id", "player_id", "currency", "stake", "odds", "placed_at", "status", "reason",

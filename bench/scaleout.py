@@ -33,8 +33,8 @@ def assignment(ps: PrivateStack) -> dict[str, list[str]]:
     """Which group member holds which inbound partitions (from the broker)."""
     from confluent_kafka.admin import AdminClient
 
-    from croupier.kafka import librdkafka_conf
-    from croupier.settings import Settings
+    from config.kafka import librdkafka_conf
+    from config.settings import Settings
     from streams.flow import flow_groups
 
     settings = Settings(**ps.stack.service_env())  # type: ignore[arg-type]

@@ -87,9 +87,9 @@ from bets import (  # noqa: E402  (bench/ is on the path: this script's folder)
 )
 from casino import machine  # noqa: E402
 
-from croupier.cli import load_stack_env  # noqa: E402
-from croupier.kafka import librdkafka_conf  # noqa: E402
-from croupier.settings import Settings  # noqa: E402
+from config.kafka import librdkafka_conf  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from config.stackenv import load_stack_env  # noqa: E402
 from croupier.stack import AUDITOR_TIMERS_OFF  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402
 from topologies.topics import create_topics  # noqa: E402
@@ -228,8 +228,8 @@ def harness(argv: Sequence[str]) -> int:
 async def _harness(stage: str, bets_topic: str, decisions_topic: str, group: str) -> int:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    from croupier.kafka import make_producer
-    from croupier.policies import load_policies
+    from config.kafka import make_producer
+    from config.policies import load_policies
     from schemas.records import SourcePosition
     from sinks.postgres.sportsbook import BetBatch, BetInput, SportsbookSink
 

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from croupier.kafka import librdkafka_conf
+from config.kafka import librdkafka_conf
+from config.settings import Settings
 from croupier.redact import redact
-from croupier.settings import Settings
 from sinks.base import SinkUnavailable
 from sinks.clickhouse.sink import AuditLogWriter, DeadLetter, encode_row
 from streams import metrics
@@ -163,6 +163,7 @@ class AnalyticsSink:
             }
         )
         consumer.subscribe([self.topic], on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        metrics.add_check("analytics.consuming", lambda: not self.stop.is_set())
         log.info("analytics sink: consuming %s into %s (database %s), group %s", self.topic,
                  redact(s.clickhouse_url), s.clickhouse_database, self.group)  # fmt: skip
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analytics-insert")
@@ -354,6 +355,16 @@ def lag(settings: Settings) -> int:
         consumer.close()
 
 
+def _watch_lag(settings: Settings, every: float = 5.0) -> None:
+    """Keep ``croupier_analytics_lag_messages`` current (a daemon thread of the sink)."""
+    while True:
+        try:
+            metrics.ANALYTICS_LAG.set(lag(settings))
+        except Exception as exc:  # Kafka away: the gauge keeps its last value
+            log.warning("analytics lag not measured: %s", exc)
+        time.sleep(every)
+
+
 def wait_caught_up(settings: Settings, *, timeout: float, settle: float = 1.0) -> bool:
     """Wait until the sink has committed all of ``audit`` and nothing new came for
     ``settle`` seconds (the relay publishes every ``CROUPIER_AUDIT_RELAY_INTERVAL``)."""
@@ -386,13 +397,16 @@ def _confluent_consumer(conf: dict[str, Any]) -> Any:
 
 def run(settings: Settings) -> int:
     """``croupier analytics run``: the sink in the foreground until SIGTERM or SIGINT."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from config import logs
+
+    logs.setup()
     # The sink says when ClickHouse is away, once; the HTTP stack would say it every retry.
     for noisy in ("urllib3.connectionpool", "clickhouse_connect.driver._backend.http_sync"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     metrics.serve(settings.metrics_port, "analytics", settings.metrics_bind)
+    if settings.metrics_port > 0:
+        threading.Thread(target=_watch_lag, args=(settings,), name="analytics-lag",
+                         daemon=True).start()  # fmt: skip
     sink = AnalyticsSink(settings)
 
     def stop(signum: int, frame: FrameType | None) -> None:

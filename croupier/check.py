@@ -95,11 +95,11 @@ def _clickhouse(settings: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     import psycopg
 
+    from config.settings import Settings
+    from config.stackenv import load_stack_env
     from croupier.checks import Row, run_prefix, table
     from croupier.checks import invariants as inv
-    from croupier.cli import load_stack_env
     from croupier.redact import redact
-    from croupier.settings import Settings
 
     load_stack_env()
     settings = Settings()

@@ -6,48 +6,27 @@ import argparse
 import gc
 import json
 import os
-import shlex
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from config.settings import Settings
+from config.stackenv import stack_settings
 from croupier import arguments
-from croupier.settings import Settings
+from croupier.exits import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from sinks.postgres.replay import RangeReport, SettlementReport
     from sinks.signing import Pin
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_NOT_RUNNING = 3
 SQL_TIMEOUT = 30.0  # seconds: an analyst's query, not a batch job (the analyst's cap)
 
 
-def load_stack_env(environ: MutableMapping[str, str] | None = None) -> None:
-    """Take unset service variables from ``.stack/env`` (what ``make up`` wrote)."""
-    env: MutableMapping[str, str] = os.environ if environ is None else environ
-    path = Path(env.get("CROUPIER_STACK_DIR", ".stack")) / "env"
-    try:
-        text = path.read_text()
-    except OSError:
-        return
-    for line in text.splitlines():
-        line = line.strip()
-        if not line.startswith("export ") or "=" not in line:
-            continue
-        name, _, raw = line.removeprefix("export ").partition("=")
-        values = shlex.split(raw)
-        env.setdefault(name.strip(), values[0] if values else "")
-
-
 def _settings() -> Settings:
-    load_stack_env()
-    return Settings()
+    return stack_settings()
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
@@ -306,7 +285,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # the young generation grow, so full collections (pauses of tens of ms) are rare.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    worker = Worker(app, loglevel=args.loglevel, quiet=True)
+    from config import logs
+
+    worker = Worker(app, loglevel=args.loglevel, quiet=True,
+                    logging_config=logs.dict_config(args.loglevel))  # fmt: skip
     worker.execute_from_commandline()  # exits the process when the worker stops
     return EXIT_OK
 
@@ -385,7 +367,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(f"croupier: {NO_PIN}", file=sys.stderr)
             return EXIT_USAGE
     if args.action == "run":
-        from croupier.policies import load_policies
+        from config.policies import load_policies
         from streams.auditor import main
 
         return main(settings, load_policies(settings.policy_dir))
@@ -515,7 +497,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_policies(args: argparse.Namespace) -> int:
-    from croupier.policies import load_policies
+    from config.policies import load_policies
     from rules.policy import PolicyError
 
     directory = args.dir if args.dir is not None else Settings().policy_dir
@@ -546,7 +528,7 @@ def cmd_policies(args: argparse.Namespace) -> int:
 
 
 def cmd_games(args: argparse.Namespace) -> int:
-    from croupier.games import load_catalogue, render_table, to_json
+    from config.games import load_catalogue, render_table, to_json
     from rules.games import CatalogueError
 
     path = args.file if args.file is not None else Settings().games_catalogue
@@ -631,7 +613,7 @@ def cmd_rng(args: argparse.Namespace) -> int:
 
 
 def cmd_regulator(args: argparse.Namespace) -> int:
-    from croupier.kafka import kafka_python_security
+    from config.kafka import kafka_python_security
     from croupier.regulator import as_json, follow, line
     from sinks.signing import KeyFileError, parse_pin
 
@@ -674,8 +656,8 @@ def cmd_regulator(args: argparse.Namespace) -> int:
 
 
 def cmd_reports(args: argparse.Namespace) -> int:
+    from config.policies import load_policies
     from croupier import report_files
-    from croupier.policies import load_policies
     from sinks.reports import ReportError
 
     settings = _settings()
@@ -1084,6 +1066,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql.set_defaults(func=cmd_sql)
 
     from croupier import check as check_mod
+    from croupier import dashboard as dashboard_mod
     from croupier import simulate as simulate_mod
     from croupier import status as status_mod
 
@@ -1092,6 +1075,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("check", check_mod, "the invariants, from topics, ledger, audit trail and ClickHouse; "
          "exit 1 on any breach"),
         ("status", status_mod, "the workers' metrics at a glance: rates, lag, decisions, feeds"),
+        ("dashboard", dashboard_mod, "the platform live in a browser page on 127.0.0.1"),
     ):  # fmt: skip
         one = sub.add_parser(name, help=what)
         mod.add_arguments(one)

@@ -45,10 +45,11 @@ from typing import Any
 
 import psycopg
 
-from croupier.cli import EXIT_FAILED, EXIT_OK, load_stack_env
-from croupier.kafka import librdkafka_conf, make_producer
+from config.kafka import librdkafka_conf, make_producer
+from config.settings import Settings
+from config.stackenv import load_stack_env
+from croupier.exits import EXIT_FAILED, EXIT_OK
 from croupier.redact import redact
-from croupier.settings import Settings
 from sinks.postgres.ledger import Ledger
 
 D = Decimal
@@ -868,8 +869,8 @@ class Demo:
                      "beside the ledger", "check"], rows)  # fmt: skip
 
         heading("11. Regulator reports: the DK and ES streams verified and written as files")
+        from config.policies import load_policies
         from croupier import report_files
-        from croupier.policies import load_policies
 
         policies = load_policies(self.settings.policy_dir)
         self.progress.wait_reports(self.deadline)

@@ -25,10 +25,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from config.games import load_catalogue
+from config.kafka import librdkafka_conf, make_producer
+from config.settings import Settings
 from croupier.arguments import stake
-from croupier.games import load_catalogue
-from croupier.kafka import librdkafka_conf, make_producer
-from croupier.settings import Settings
 from rng.certify import RngNotCertified, load_manifest, verify
 from rng.generator import CertifiedRng
 from rules import dice

@@ -5,7 +5,7 @@ Written as a regulator would run it: a plain kafka-python consumer with no consu
 the key itself, or its fingerprint, checked against the key each record names), and
 nothing of Croupier's but the record model; no secret of the operator's is needed, so the
 regulator can verify and cannot forge. ``security`` holds its kafka-python TLS and SASL
-arguments (``croupier.kafka.kafka_python_security`` makes them from the settings).
+arguments (``config.kafka.kafka_python_security`` makes them from the settings).
 Messages arrive from several partitions, so records are put back in ``seq`` order before
 they are checked; a repeat of a verified record (the operator's at-least-once publishing)
 is recognised by its signature and passed over. A record whose signature does not verify

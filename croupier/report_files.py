@@ -31,9 +31,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from croupier.kafka import kafka_python_security
+from config.kafka import kafka_python_security
+from config.settings import Settings
 from croupier.regulator import follow
-from croupier.settings import Settings
 from rules.policy import JurisdictionPolicy
 from schemas.reports import ReportEnvelope, ReportRecord
 from sinks.reports.safe import SafeWriter, verify_safe

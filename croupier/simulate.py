@@ -71,9 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from croupier.cli import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, load_stack_env
-    from croupier.policies import load_policies
-    from croupier.settings import Settings
+    from config.policies import load_policies
+    from config.settings import Settings
+    from config.stackenv import load_stack_env
+    from croupier.exits import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE
     from croupier.sim import report
     from croupier.sim.plan import make_plan
     from croupier.sim.run import (

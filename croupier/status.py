@@ -120,8 +120,9 @@ def _latencies(
     first: list[Samples], second: list[Samples], name: str, by: str
 ) -> dict[str, dict[str, Any]]:
     now, then = histograms(second, f"{name}_seconds", by), histograms(first, f"{name}_seconds", by)
-    sizes = total(second, f"{name}_size_sum", by)
-    counts = total(second, f"{name}_size_count", by)
+    # The new name, else the deprecated one (a process of the previous release).
+    sizes = total(second, f"{name}_events_sum", by) or total(second, f"{name}_size_sum", by)
+    counts = total(second, f"{name}_events_count", by) or total(second, f"{name}_size_count", by)
     out: dict[str, dict[str, Any]] = {}
     for key, buckets in sorted(now.items()):
         recent = _delta(buckets, then.get(key, {}))
@@ -146,7 +147,10 @@ def aggregate(endpoints: list[Endpoint], seconds: float) -> dict[str, Any]:
 
     events = total(second, "croupier_events_consumed_total", "topic")
     events_before = total(first, "croupier_events_consumed_total", "topic")
-    lag = total(second, "croupier_consumer_lag", "topic")
+    # The new name, else the deprecated one (a process of the previous release).
+    lag = total(second, "croupier_consumer_lag_messages", "topic") or total(
+        second, "croupier_consumer_lag", "topic"
+    )
     topics = {
         t: {
             "events": int(events.get((t,), 0)),
@@ -178,6 +182,13 @@ def aggregate(endpoints: list[Endpoint], seconds: float) -> dict[str, Any]:
             feed["alive_age_seconds"] = round(min(feed["alive_age_seconds"], value), 3)
     for (producer,), value in up.items():
         feeds.setdefault(producer, {"up": False, "alive_age_seconds": None})["up"] = value > 0
+    last = total(second, "croupier_feed_last_alive_timestamp_seconds", "producer")
+    for (producer,), _ in last.items():  # summed across processes: take the freshest
+        seen = [v for s in second for (n, labels), v in s.items()
+                if n == "croupier_feed_last_alive_timestamp_seconds"
+                and _label(labels, "producer") == producer]  # fmt: skip
+        feeds.setdefault(producer, {"up": False, "alive_age_seconds": None})[
+            "last_alive"] = max(seen)  # fmt: skip
 
     return {
         "interval_seconds": round(seconds, 3),
@@ -188,19 +199,62 @@ def aggregate(endpoints: list[Endpoint], seconds: float) -> dict[str, Any]:
         "flows": _latencies(first, second, "croupier_flow_batch", "flow"),
         "sinks": _latencies(first, second, "croupier_sink_batch", "sink"),
         "feeds": dict(sorted(feeds.items())),
+        "platform": platform(second),
+    }
+
+
+def _one(samples: list[Samples], name: str) -> float | None:
+    """The largest value of an unlabelled gauge any process serves (None: nobody does)."""
+    found = [v for s in samples for (n, _), v in s.items() if n == name]
+    return max(found) if found else None
+
+
+def platform(samples: list[Samples]) -> dict[str, Any]:
+    """What the auditor and the analytics sink read from the platform (``Platform`` in
+    ``streams/metrics.py``): the audit trail's state, report lag, open liability, GGR
+    today, the analytics sink's lag."""
+
+    def by(name: str, *labels: str) -> dict[tuple[str, ...], float]:
+        out: dict[tuple[str, ...], float] = {}
+        for s in samples:
+            for (n, found), value in s.items():
+                if n == name:
+                    out[tuple(_label(found, k) for k in labels)] = value
+        return out
+
+    liability = sorted(by("croupier_open_liability", "market", "currency").items(),
+                       key=lambda kv: (-kv[1], kv[0]))  # fmt: skip
+    return {
+        "audit": {
+            "relay_backlog": _one(samples, "croupier_audit_relay_backlog_records"),
+            "derive_backlog": _one(samples, "croupier_report_derive_backlog_records"),
+            "last_checkpoint": _one(samples, "croupier_audit_last_checkpoint_timestamp_seconds"),
+            "last_checkpoint_verified": _one(samples, "croupier_audit_last_checkpoint_verified"),
+            "key_alerts": sum(total(samples, "croupier_audit_key_alerts_total").values()),
+            "report_lag": {
+                j: v
+                for (j,), v in sorted(by("croupier_report_lag_records", "jurisdiction").items())
+            },
+        },
+        "liability": [{"market": m, "currency": c, "amount": v} for (m, c), v in liability],
+        "ggr_today": {c: v for (c,), v in sorted(by("croupier_ggr_today", "currency").items())},
+        "analytics_lag": _one(samples, "croupier_analytics_lag_messages"),
     }
 
 
 def _process(e: Endpoint) -> dict[str, Any]:
     """A process's line: its role and pid as it reports them (``croupier_process_info``)."""
-    role, pid = None, e.pid
-    for (sample, labels), _ in (e.scrapes[-1] if e.scrapes else {}).items():
+    role, pid, ready = None, e.pid, None
+    for (sample, labels), value in (e.scrapes[-1] if e.scrapes else {}).items():
         if sample == "croupier_process_info":
             role, pid = _label(labels, "role") or None, int(_label(labels, "pid") or 0) or pid
+        elif sample == "croupier_ready":
+            ready = value == 1
     error = None if e.up else e.error or ("not running" if not e.running else "no answer")
     from croupier.redact import redact
 
     return {"name": redact(e.name), "url": redact(e.url), "pid": pid, "role": role, "up": e.up,
+            "ready": ready if e.up else False,
             "error": None if error is None else redact(error)}  # fmt: skip
 
 
@@ -316,6 +370,8 @@ def print_report(r: dict[str, Any]) -> None:
           f"(from {r.get('source')}; rates over {r['interval_seconds']:g} s)")  # fmt: skip
     for p in procs:
         state = "up" if p["up"] else f"DOWN ({p['error']})"
+        if p["up"] and p.get("ready") is False:
+            state = "up, NOT READY (its /readyz says why)"
         print(f"  {p['name']:<12} {p['role'] or '':<9} pid {p['pid'] or '-':<8} {p['url']}  "
               f"{state}")  # fmt: skip
     if r["topics"]:
@@ -347,3 +403,23 @@ def print_report(r: dict[str, Any]) -> None:
             state = "up" if f["up"] else "SUSPENDED"
             age = _num(f["alive_age_seconds"], 1)
             print(f"  {producer:<22} {state:<10} last alive {age} s ago")
+    platform = r.get("platform") or {}
+    audit = platform.get("audit") or {}
+    if audit.get("relay_backlog") is not None:
+        verified = {None: "-", 1.0: "verified", 0.0: "NOT VERIFIED"}.get(
+            audit.get("last_checkpoint_verified"), "-")  # fmt: skip
+        signed = audit.get("last_checkpoint") or 0
+        age = f"{time.time() - signed:.0f} s ago" if signed else "none yet"
+        derive = _num(audit.get("derive_backlog"))
+        print(f"\naudit: relay backlog {_num(audit['relay_backlog'])}, reports to derive "
+              f"{derive}, last checkpoint {age} ({verified})")  # fmt: skip
+        for jurisdiction, behind in audit.get("report_lag", {}).items():
+            print(f"  reports.{jurisdiction:<13} {_num(behind)} to publish")
+    if platform.get("analytics_lag") is not None:
+        print(f"\nanalytics lag: {_num(platform['analytics_lag'])} messages")
+    for currency, amount in (platform.get("ggr_today") or {}).items():
+        print(f"GGR today {currency}: {amount:.2f}")
+    if platform.get("liability"):
+        print("\nopen liability (top markets)")
+        for item in platform["liability"]:
+            print(f"  {item['market']:<30} {item['currency']} {item['amount']:>14.2f}")

@@ -5,7 +5,7 @@ for the jurisdictions the certificate names, while it is valid. The catalogue re
 that evidence per game (lab, certificate id, jurisdictions, RTP, SHA-256 of the certified
 build, issue and expiry dates) so a casino call can be refused with ``game_not_certified``
 before any money moves, and an auditor can see which certificate allowed a round.
-``croupier.games.load_catalogue`` reads ``games/catalogue.toml``; this module only parses
+``config.games.load_catalogue`` reads ``games/catalogue.toml``; this module only parses
 and validates text, so the rules stay pure.
 
 Dates are calendar days and validity is half-open, as elsewhere in Croupier: a

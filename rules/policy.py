@@ -4,7 +4,7 @@ A policy says how old a player must be, which limit periods players may set and 
 an increase or removal of a limit waits, whether play needs an open session and a fresh
 geolocation check, where and how regulator reports go, and the house's liability limits
 per bet. The files live in ``policies/`` (one per jurisdiction, ``UK.toml`` holds
-``jurisdiction = "UK"``); ``croupier.policies.load_policies`` reads them, this module only
+``jurisdiction = "UK"``); ``config.policies.load_policies`` reads them, this module only
 parses and validates text, so the rules stay pure.
 
 Liability limits (``[liability]``, optional): the house default is ``HOUSE_LIABILITY``

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sinks.postgres.audit import Problem, Row, Verification, check_chains
+from sinks.chain import Problem, Row, Verification, check_chains
 from sinks.signing import Pin, fingerprint
 
 KIND = "croupier-audit"

@@ -28,9 +28,9 @@ from typing import Any
 
 import psycopg
 
-from croupier.settings import Settings
+from config.settings import Settings
 from sinks.base import SinkUnavailable
-from sinks.postgres.audit import AuditRelay
+from sinks.postgres.relay import AuditRelay
 from streams.audit_keys import KeyWatch
 from streams.context import app_timer, publish
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from croupier.settings import Settings
+from config.settings import Settings
 from sinks.postgres.audit import checkpoint_if_moved, checkpoint_keys
 from sinks.signing import fingerprint, load_private_key, parse_pin, public_bytes
 from streams import metrics

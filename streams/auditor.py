@@ -33,11 +33,11 @@ from typing import Any
 import psycopg
 from confluent_kafka import KafkaException, Producer
 
-from croupier.kafka import librdkafka_conf
-from croupier.settings import Settings
+from config.kafka import librdkafka_conf
+from config.settings import Settings
 from rules.policy import Policies
 from sinks.base import SinkUnavailable
-from sinks.postgres.audit import AuditRelay
+from sinks.postgres.relay import AuditRelay
 from sinks.postgres.reports import ReportSink
 from sinks.signing import load_private_key
 from streams import metrics
@@ -108,6 +108,8 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
 
     await relay.open()
     await reports.open()
+    metrics.add_check("postgres", metrics.pg_reachable(dsn))
+    metrics.add_check("auditor.running", lambda: not stop.is_set())
     log.warning(READY)
     interval = min(settings.audit_relay_interval or 0.5, settings.report_interval or 1.0)
     signed_at = time.monotonic()
@@ -145,8 +147,15 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
 
 def main(settings: Settings, policies: Policies) -> int:
     """Run until SIGTERM or SIGINT; 0 on a clean stop."""
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s %(message)s")
+    from config import logs
+
+    logs.setup()
     metrics.serve(settings.metrics_port, "auditor", settings.metrics_bind)
+    # The platform's state (backlogs, checkpoint, liability, GGR) from here, once.
+    from sinks.signing import parse_pin
+
+    pin = parse_pin(settings.audit_public_key) if settings.audit_public_key else None
+    metrics.serve_platform(settings.pg_dsn.get_secret_value(), settings.pg_schema, pin=pin)
 
     async def serve() -> None:
         stop = asyncio.Event()

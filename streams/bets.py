@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from croupier.settings import Settings
+from config.settings import Settings
 from rules.odds import EventBook, Market, ProducerHealth
 from rules.sportsbook import decide_bet
 from schemas.base import hash_of

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from croupier.settings import Settings
+from config.settings import Settings
 from schemas.casino import CASINO_CALL, CasinoCall
 from sinks.postgres.casino import CasinoInput, CasinoSink
 from streams.context import position

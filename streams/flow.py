@@ -38,7 +38,7 @@ from typing import Any, Protocol, TypeVar
 import mode
 from pydantic import TypeAdapter
 
-from croupier.settings import Settings
+from config.settings import Settings
 from sinks.base import Batch, Store, Stored
 from sinks.postgres.common import read_progress
 from streams import metrics
@@ -165,7 +165,7 @@ class Flow(mode.Service):
                 if messages:
                     await self.one_batch(messages)
         except Exception:
-            log.exception("%s: the flow failed", self.name)
+            log.exception("%s: the flow failed", self.name, extra={"flow": self.name})
             die(EXIT_BATCH_FAILED, f"{self.name}: the flow failed")
         finally:
             self.finished.set()
@@ -196,7 +196,9 @@ class Flow(mode.Service):
         assert self.sender is not None
         letter = dead_letter(message, reason, describe(exc))
         log.error("%s[%d]@%d set aside as %s: %s", message.topic, message.partition,
-                  message.offset, reason, letter.error)  # fmt: skip
+                  message.offset, reason, letter.error,
+                  extra={"flow": self.name, "partition": message.partition,
+                         "offset": message.offset})  # fmt: skip
         progress = {(message.topic, message.partition): message.offset + 1}
         await until_available(lambda: self.store.set_aside(letter, progress), what="PostgreSQL")
         self.sender.publish(self.dead_letters, letter_records([(message.key, letter)]))
@@ -277,6 +279,16 @@ def declare_flow(
     flow = Flow(app, settings, name=name, topic=topic, store=store, handle=handle, views=views,
                 within=within)  # fmt: skip
     app.service(flow)  # an instance: Faust starts it as it is
+    # Ready (/readyz) once its views are read to their end and its consumer is subscribed,
+    # until its loop ends.
+    metrics.add_check(
+        f"flow.{name}",
+        lambda: (
+            flow.source is not None
+            and not flow.finished.is_set()
+            and all(v.ready.is_set() for v in flow.views)
+        ),
+    )
 
     if settings.metrics_port > 0:
         lagging: list[set[int]] = [set()]

@@ -31,8 +31,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
-from croupier.kafka import librdkafka_conf, make_producer
-from croupier.settings import Settings
+from config.kafka import librdkafka_conf, make_producer
+from config.settings import Settings
 from schemas.records import SourcePosition
 
 log = logging.getLogger(__name__)

@@ -11,15 +11,20 @@ means no endpoint (the metrics are then only counted, which costs next to nothin
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
+import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -49,8 +54,14 @@ FLOW_STEP_SECONDS = Histogram(
     ["flow", "step"],
     buckets=SECONDS,
 )
-FLOW_SIZE = Histogram(
-    "croupier_flow_batch_size", "Events in one batch of a flow", ["flow"], buckets=SIZES
+FLOW_EVENTS = Histogram(
+    "croupier_flow_batch_events", "Events in one batch of a flow", ["flow"], buckets=SIZES
+)
+FLOW_SIZE_OLD = Histogram(
+    "croupier_flow_batch_size",
+    "Deprecated: croupier_flow_batch_events (removed in the next release)",
+    ["flow"],
+    buckets=SIZES,
 )
 DECISIONS = Counter(
     "croupier_decisions",
@@ -80,13 +91,31 @@ SINK_SECONDS = Histogram(
     ["sink"],
     buckets=SECONDS,
 )
+SINK_EVENTS = Histogram(
+    "croupier_sink_batch_events",
+    "Records in one batch written to a sink",
+    ["sink"],
+    buckets=SIZES,
+)
 SINK_SIZE = Histogram(
-    "croupier_sink_batch_size", "Records in one batch written to a sink", ["sink"], buckets=SIZES
+    "croupier_sink_batch_size",
+    "Deprecated: croupier_sink_batch_events (removed in the next release)",
+    ["sink"],
+    buckets=SIZES,
+)
+LAG_MESSAGES = Gauge(
+    "croupier_consumer_lag_messages",
+    "Messages not yet processed, per topic and partition this process consumes",
+    ["topic", "partition"],
 )
 LAG = Gauge(
     "croupier_consumer_lag",
-    "Messages not yet processed, per topic and partition this process consumes",
+    "Deprecated: croupier_consumer_lag_messages (removed in the next release)",
     ["topic", "partition"],
+)
+ANALYTICS_LAG = Gauge(
+    "croupier_analytics_lag_messages",
+    "Records on the audit topic the analytics sink (ClickHouse) has not committed yet",
 )
 AUDIT_KEY_ALERTS = Counter(
     "croupier_audit_key_alerts",
@@ -94,7 +123,34 @@ AUDIT_KEY_ALERTS = Counter(
     "(what=checkpoint), and passes whose own signing key is not the pinned one (what=signer)",
     ["what"],
 )
-INFO = Gauge("croupier_process_info", "This Croupier process: its role and pid", ["role", "pid"])
+ROLE = Gauge(
+    "croupier_role_info",
+    "This Croupier process's role (1); the pid is process_* (process_start_time_seconds)",
+    ["role"],
+)
+INFO = Gauge(
+    "croupier_process_info",
+    "Deprecated: croupier_role_info (its pid label changes at every restart; removed in the "
+    "next release)",
+    ["role", "pid"],
+)
+
+
+class _Twin:
+    """A histogram observed under its new name and its deprecated one (one release)."""
+
+    def __init__(self, new: Histogram, old: Histogram) -> None:
+        self.new, self.old = new, old
+
+    def labels(self, *values: str) -> _Twin:
+        return _Twin(self.new.labels(*values), self.old.labels(*values))
+
+    def observe(self, value: float) -> None:
+        self.new.observe(value)
+        self.old.observe(value)
+
+
+FLOW_SIZE = _Twin(FLOW_EVENTS, FLOW_SIZE_OLD)
 
 # A decision's status and its reason code (``error`` in a casino answer), in the compact
 # JSON pydantic writes: every outbound model writes both fields, and no newline.
@@ -131,6 +187,7 @@ def sink_batch(sink: str, size: int) -> Iterator[None]:
 def observe_sink(sink: str, seconds: float, size: int) -> None:
     """Record one batch written to ``sink`` that took ``seconds``."""
     SINK_SECONDS.labels(sink).observe(seconds)
+    SINK_EVENTS.labels(sink).observe(size)
     SINK_SIZE.labels(sink).observe(size)
 
 
@@ -138,16 +195,19 @@ def set_lag(topic: str, lags: dict[int, int], before: set[int]) -> set[int]:
     """Set ``topic``'s lag for the partitions in ``lags``; drop those ``before`` no longer
     has (moved to another worker, so that sums across workers count each once)."""
     for partition in before - set(lags):
-        with contextlib.suppress(KeyError):
-            LAG.remove(topic, str(partition))
+        for gauge in (LAG_MESSAGES, LAG):
+            with contextlib.suppress(KeyError):
+                gauge.remove(topic, str(partition))
     for partition, behind in lags.items():
-        LAG.labels(topic, str(partition)).set(max(0, behind))
+        for gauge in (LAG_MESSAGES, LAG):
+            gauge.labels(topic, str(partition)).set(max(0, behind))
     return set(lags)
 
 
 class FeedHealth(Collector):
-    """``croupier_feed_up`` and ``croupier_feed_alive_age_seconds`` per odds producer,
-    computed when scraped from the last ``alive`` each producer sent."""
+    """``croupier_feed_up`` and ``croupier_feed_last_alive_timestamp_seconds`` per odds
+    producer (and the deprecated ``croupier_feed_alive_age_seconds``), computed when
+    scraped from the last ``alive`` each producer sent."""
 
     def __init__(self) -> None:
         self.last_alive: dict[str, datetime] = {}
@@ -164,45 +224,269 @@ class FeedHealth(Collector):
             "(its markets are suspended)",
             labels=["producer"],
         )
+        last = GaugeMetricFamily(
+            "croupier_feed_last_alive_timestamp_seconds",
+            "When the odds producer's last alive was sent (its timestamp, Unix seconds)",
+            labels=["producer"],
+        )
         age = GaugeMetricFamily(
             "croupier_feed_alive_age_seconds",
-            "Seconds since the odds producer's last alive (by its timestamp)",
+            "Deprecated: time() - croupier_feed_last_alive_timestamp_seconds (removed in the "
+            "next release)",
             labels=["producer"],
         )
         now = datetime.now(UTC)
         for producer, at in sorted(dict(self.last_alive).items()):
             seconds = (now - at).total_seconds()
             up.add_metric([producer], 1.0 if seconds <= self.timeout else 0.0)
+            last.add_metric([producer], at.timestamp())
             age.add_metric([producer], seconds)
         yield up
+        yield last
         yield age
 
 
 FEEDS = FeedHealth()
 REGISTRY.register(FEEDS)
 
+# -- health: /healthz and /readyz beside /metrics -----------------------------------------
+
+Check = Callable[[], bool]
+CHECKS: dict[str, Check] = {}  # name -> is it so now (a raising check counts as not)
+
+
+def add_check(name: str, check: Check) -> None:
+    """Make ``/readyz`` (and ``croupier_ready``) depend on ``check`` too (replacing one of
+    the same name): a flow consuming, a view recovered, the database answering."""
+    CHECKS[name] = check
+
+
+def readiness() -> tuple[bool, dict[str, bool]]:
+    """Every check's result now, and whether all hold (none registered: not ready)."""
+    results: dict[str, bool] = {}
+    for name, check in sorted(dict(CHECKS).items()):
+        try:
+            results[name] = bool(check())
+        except Exception:  # a check that cannot tell says "not ready"
+            results[name] = False
+    return bool(results) and all(results.values()), results
+
+
+def pg_reachable(dsn: str, timeout: int = 2, fresh: float = 1.0) -> Check:
+    """A check that PostgreSQL at ``dsn`` answers ``SELECT 1`` within ``timeout`` seconds.
+
+    An answer is reused for ``fresh`` seconds: a dashboard polling every second, a
+    Prometheus and ``/readyz`` together open one connection a second at most.
+    """
+    last: list[tuple[float, bool]] = []
+
+    def check() -> bool:
+        import psycopg
+
+        if last and time.monotonic() - last[0][0] < fresh:
+            return last[0][1]
+        try:
+            with psycopg.connect(dsn, connect_timeout=timeout) as conn:
+                conn.execute("SELECT 1")
+            ok = True
+        except psycopg.Error:
+            ok = False
+        last[:] = [(time.monotonic(), ok)]
+        return ok
+
+    return check
+
+
+class Readiness(Collector):
+    """``croupier_ready``: 1 when every readiness check holds, else 0; and per check."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        ok, results = readiness()
+        ready = GaugeMetricFamily(
+            "croupier_ready", "1 when this process is ready (its /readyz answers 200), else 0"
+        )
+        ready.add_metric([], 1.0 if ok else 0.0)
+        yield ready
+        each = GaugeMetricFamily(
+            "croupier_ready_check", "1 when this readiness check holds, else 0", labels=["check"]
+        )
+        for name, held in results.items():
+            each.add_metric([name], 1.0 if held else 0.0)
+        yield each
+
+
+REGISTRY.register(Readiness())
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """The endpoint: ``/healthz`` (the process answers), ``/readyz`` (200 when ready, else
+    503; a JSON body names each check), anything else Prometheus's exposition."""
+    path = environ.get("PATH_INFO", "")
+    if path == "/healthz":
+        start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"ok\n"]
+    if path == "/readyz":
+        ok, results = readiness()
+        body = json.dumps({"ready": ok, "checks": results}, sort_keys=True).encode() + b"\n"
+        status = "200 OK" if ok else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "application/json")])
+        return [body]
+    metrics_app: Callable[..., Iterable[bytes]] = make_wsgi_app()
+    return metrics_app(environ, start_response)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log: a scrape every few seconds is not news."""
+
+
 _served: list[int] = []
 
 
 def serve(port: int, role: str, bind: str = "127.0.0.1") -> bool:
-    """Serve ``/metrics`` on ``bind``:``port`` in a daemon thread (once a process).
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``bind``:``port`` in a daemon
+    thread (once a process).
 
     ``bind`` is 127.0.0.1 everywhere but inside a container, whose own network is the only
     one it can reach (compose sets ``CROUPIER_METRICS_BIND=0.0.0.0`` there and publishes
     no port). False, after logging why, when the port cannot be bound: the process goes
     on without an endpoint (``croupier status`` then reports it as not answering).
     """
+    ROLE.labels(role).set(1)
     INFO.labels(role, str(os.getpid())).set(1)
     if port <= 0 or _served:
         return bool(_served)
     try:
-        start_http_server(port, addr=bind)
+        server = make_server(bind, port, app, server_class=_Server, handler_class=_Quiet)
     except OSError as exc:
         log.error("metrics endpoint not started on %s:%d: %s", bind, port, exc)
         return False
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     _served.append(port)
-    log.info("metrics on http://%s:%d/metrics", bind, port)
+    log.info("metrics on http://%s:%d/metrics (health: /healthz, /readyz)", bind, port)
     return True
+
+
+# -- the platform's state, read from PostgreSQL when scraped (one process serves it) ---------
+
+
+class Platform(Collector):
+    """The audit relay's backlog, the last signed checkpoint, report lag per jurisdiction,
+    open liability per market (the top ``top``), GGR today per currency and dead letters by
+    reason, read from PostgreSQL at each scrape (``sinks/postgres/ops.py``).
+
+    Registered by the auditor only, so each series has one source however many workers
+    run. Amounts are exact ``numeric`` in the database and become floats only here, for
+    display: no decision reads them back. A database that does not answer within its time
+    limit yields ``croupier_platform_up 0`` and nothing else.
+    """
+
+    def __init__(
+        self, dsn: str, schema: str, top: int = 10, fresh: float = 5.0, pin: Any = None
+    ) -> None:
+        self.dsn, self.schema, self.top, self.fresh, self.pin = dsn, schema, top, fresh, pin
+        self._last: tuple[float, Any] | None = None  # (when, PlatformState) read last
+        self._lock = threading.Lock()
+
+    def _state(self) -> Any:
+        """The state read at most ``fresh`` seconds ago, else read now (one reader at a
+        time: scrapes that arrive together share one read)."""
+        from sinks.postgres.ops import read_state
+
+        with self._lock:
+            if self._last is not None and time.monotonic() - self._last[0] < self.fresh:
+                return self._last[1]
+            state = read_state(self.dsn, self.schema, top=self.top, pin=self.pin)
+            self._last = (time.monotonic(), state)
+            return state
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        """Nothing up front: registering must not query the database."""
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "croupier_platform_up", "1 when the platform's state was read from PostgreSQL"
+        )
+        try:
+            state = self._state()
+        except Exception as exc:  # a scrape never fails for the database: it says so
+            log.warning("platform state not read: %s", exc)
+            up.add_metric([], 0.0)
+            yield up
+            return
+        up.add_metric([], 1.0)
+        yield up
+        families = {
+            "backlog": GaugeMetricFamily(
+                "croupier_audit_relay_backlog_records",
+                "Audit records committed but not yet published to the audit topic",
+            ),
+            "checkpoint": GaugeMetricFamily(
+                "croupier_audit_last_checkpoint_timestamp_seconds",
+                "When the last signed audit checkpoint was made (Unix seconds; 0: none yet)",
+            ),
+            "verified": GaugeMetricFamily(
+                "croupier_audit_last_checkpoint_verified",
+                "1 when the last checkpoint's signature is the pinned key's "
+                "(CROUPIER_AUDIT_PUBLIC_KEY), else 0; absent before the first checkpoint",
+            ),
+            "report": GaugeMetricFamily(
+                "croupier_report_lag_records",
+                "Report records derived but not yet published on reports.<jurisdiction>",
+                labels=["jurisdiction"],
+            ),
+            "derive": GaugeMetricFamily(
+                "croupier_report_derive_backlog_records",
+                "Audit records the reporter has not read yet (all jurisdictions)",
+            ),
+            "liability": GaugeMetricFamily(
+                "croupier_open_liability",
+                f"What the house pays beyond the stakes if every open bet on the market wins "
+                f"(accumulators count on each leg's market), the top {self.top} markets per "
+                "currency, in major units",
+                labels=["market", "currency"],
+            ),
+            "ggr": GaugeMetricFamily(
+                "croupier_ggr_today",
+                "Gross gaming revenue since 00:00 UTC (settled stakes minus payouts, casino "
+                "debits minus credits), per currency, in major units",
+                labels=["currency"],
+            ),
+            "letters": GaugeMetricFamily(
+                "croupier_dead_letters_stored",
+                "Dead letters stored in PostgreSQL, by source topic and reason",
+                labels=["topic", "reason"],
+            ),
+        }
+        families["backlog"].add_metric([], float(state.relay_backlog))
+        families["checkpoint"].add_metric([], state.last_checkpoint)
+        families["derive"].add_metric([], float(state.derive_backlog))
+        if state.checkpoint_verified is not None:
+            families["verified"].add_metric([], 1.0 if state.checkpoint_verified else 0.0)
+        for jurisdiction, behind in state.report_lag.items():
+            families["report"].add_metric([jurisdiction], float(behind))
+        for (market, currency), amount in state.liability.items():
+            families["liability"].add_metric([market, currency], float(amount))
+        for currency, amount in state.ggr_today.items():
+            families["ggr"].add_metric([currency], float(amount))
+        for (topic, reason), n in state.dead_letters.items():
+            families["letters"].add_metric([topic, reason], float(n))
+        yield from families.values()
+
+
+_platform: list[Platform] = []
+
+
+def serve_platform(dsn: str, schema: str, top: int = 10, pin: Any = None) -> None:
+    """Serve ``Platform`` from this process (once); ``pin`` is the audit key's ``Pin``."""
+    if not _platform:
+        _platform.append(Platform(dsn, schema, top, pin=pin))
+        REGISTRY.register(_platform[0])
 
 
 def count_wrongly_keyed(messages: Iterable[tuple[str, bytes | None, object]]) -> None:

@@ -29,7 +29,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from croupier.settings import Settings
+from config.settings import Settings
 from rules.odds import (
     EventBook,
     ProducerHealth,

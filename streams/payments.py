@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from croupier.settings import Settings
+from config.settings import Settings
 from schemas.payments import PAYMENT_EVENT, PaymentEvent
 from sinks.postgres.payments import PaymentInput, PaymentsSink
 from streams.context import position

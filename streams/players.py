@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from croupier.settings import Settings
+from config.settings import Settings
 from rules.clock import DEFAULT_CLOCK_SKEW
 from rules.players import Rejected, Unchanged, apply_player_event
 from rules.policy import Policies

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from croupier.settings import Settings
+from config.settings import Settings
 from rules.decimals import to_minor_unit
 from rules.limits import Usage, session_breach
 from rules.policy import Policies

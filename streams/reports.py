@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from croupier.settings import Settings
+from config.settings import Settings
 from rules.policy import Policies
 from sinks.base import SinkUnavailable
 from sinks.postgres.reports import ReportSink

@@ -33,8 +33,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from croupier.kafka import librdkafka_conf
-from croupier.settings import Settings
+from config.kafka import librdkafka_conf
+from config.settings import Settings
 from streams.batching import EXIT_BATCH_FAILED, die
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from typing import Protocol
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from croupier.settings import Settings
+from config.settings import Settings
 from croupier.stack import (
     ENV_CLICKHOUSE,
     ENV_KAFKA,

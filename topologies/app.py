@@ -6,17 +6,17 @@ from typing import Any
 
 import faust
 
-from croupier.games import load_catalogue
-from croupier.kafka import faust_broker_credentials
-from croupier.policies import load_policies
-from croupier.settings import Settings
+from config.games import load_catalogue
+from config.kafka import faust_broker_credentials
+from config.policies import load_policies
+from config.settings import Settings
 from rules.games import Catalogue
 from rules.policy import Policies
-from sinks.postgres.audit import AuditRelay
 from sinks.postgres.casino import CasinoSink
 from sinks.postgres.payments import PaymentsSink
 from sinks.postgres.players import PostgresPlayerSink
 from sinks.postgres.protection import SessionSink
+from sinks.postgres.relay import AuditRelay
 from sinks.postgres.reports import ReportSink
 from sinks.postgres.sportsbook import SportsbookSink
 from streams import audit, bets, casino, metrics, odds, payments, players, protection, reports
@@ -102,6 +102,7 @@ def create_app(
         app, settings, sink=ReportSink(dsn, schema, consumer_group=group, max_connections=1),
         policies=policies,
     )  # fmt: skip
+    metrics.add_check("postgres", metrics.pg_reachable(dsn))
     if settings.metrics_port > 0:
 
         @app.task  # type: ignore[untyped-decorator]  # app is Any

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from croupier.kafka import librdkafka_conf
-from croupier.settings import Settings
+from config.kafka import librdkafka_conf
+from config.settings import Settings
 
 INBOUND = ("odds", "bets", "payments", "casino", "players")
 OUTBOUND = (

@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 
+from config.settings import Settings
 from croupier.checks import (
     Aggregate,
     Decisions,
@@ -37,7 +38,6 @@ from croupier.checks import (
     like_prefix,
 )
 from croupier.checks.kafka import ends, scan
-from croupier.settings import Settings
 from rules import ledger_keys
 from topologies.topics import INBOUND
 

@@ -7,8 +7,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from croupier.kafka import librdkafka_conf
-from croupier.settings import Settings
+from config.kafka import librdkafka_conf
+from config.settings import Settings
 
 Handler = Callable[[int, int, bytes | None, bytes | None], None]
 IDLE_SECONDS = 3.0  # nothing more arrives below the ends (transaction markers): done

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from config.settings import Settings
 from croupier.gateway import READY, bets, wallet, webhooks
 from croupier.gateway.auth import RateLimiter
 from croupier.gateway.config import Credentials, GatewaySettings
@@ -31,7 +32,6 @@ from croupier.gateway.openapi import document
 from croupier.gateway.problems import Problem, problem_response
 from croupier.gateway.state import GatewayState
 from croupier.gateway.store import Store
-from croupier.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,16 @@ async def serve(settings: Settings, gateway: GatewaySettings, *, ready: Any = pr
 
         inner_app = app.app if isinstance(app, Edge) else app
         REGISTRY.register(inner_app.state.metrics.registry)  # type: ignore[attr-defined]
+
+        # The scrape port's /readyz says what the gateway's own does: listening, PostgreSQL.
+        def listening() -> bool:  # the state is made when the app starts, after this
+            gw: GatewayState | None = getattr(inner_app.state, "gw", None)  # type: ignore[attr-defined]
+            return gw is not None and gw.listener is not None and gw.listener.assigned.is_set()
+
+        process_metrics.add_check("gateway.listening", listening)
+        process_metrics.add_check(
+            "postgres", process_metrics.pg_reachable(settings.pg_dsn.get_secret_value())
+        )
         process_metrics.serve(settings.metrics_port, "gateway", settings.metrics_bind)
     config = uvicorn.Config(app, host=gateway.host, port=gateway.port, loop="none",
                             http="httptools", lifespan="on", access_log=False,

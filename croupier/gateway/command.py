@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _gateway_settings() -> object:
-    from croupier.cli import load_stack_env
+    from config.stackenv import load_stack_env
     from croupier.gateway.config import GatewaySettings
 
     load_stack_env()
@@ -43,7 +43,7 @@ def _gateway_settings() -> object:
 def run(args: argparse.Namespace) -> int:
     import uvloop
 
-    from croupier.cli import _settings
+    from config.stackenv import stack_settings as _settings
     from croupier.gateway.app import serve
     from croupier.gateway.config import GatewaySettings
 
@@ -70,8 +70,8 @@ def key_add(args: argparse.Namespace) -> int:
 def token_issue(args: argparse.Namespace) -> int:
     import psycopg
 
+    from config.stackenv import stack_settings as _settings
     from croupier.arguments import InputError
-    from croupier.cli import _settings
     from croupier.gateway.tokens import issue
 
     _gateway_settings()  # loads .stack/env, as the other actions do

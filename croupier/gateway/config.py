@@ -1,7 +1,7 @@
 """The gateway's settings and credentials: where it listens, its limits, and the partners'
 public keys, the payment providers' secrets and the front ends' API key hashes.
 
-Environment variables (besides the service variables of ``croupier.settings``):
+Environment variables (besides the service variables of ``config.settings``):
 
 =================================  ===================================================
 ``CROUPIER_GATEWAY_HOST``          address to listen on (default 127.0.0.1)

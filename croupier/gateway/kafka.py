@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from croupier.kafka import librdkafka_conf, make_producer
-from croupier.settings import Settings
+from config.kafka import librdkafka_conf, make_producer
+from config.settings import Settings
 
 log = logging.getLogger(__name__)
 

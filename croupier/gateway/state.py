@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from config.settings import Settings
 from croupier.gateway.auth import RateLimiter
 from croupier.gateway.config import Credentials, GatewaySettings
-from croupier.settings import Settings
 
 if TYPE_CHECKING:
     from croupier.gateway.bets import Decisions

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from croupier.settings import Settings
+from config.settings import Settings
 from croupier.sim.plan import DEAD, Plan, Step
 from croupier.sim.track import Outcomes, Sender, Sent
 

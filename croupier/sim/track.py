@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from croupier.kafka import librdkafka_conf, make_producer
-from croupier.settings import Settings
+from config.kafka import librdkafka_conf, make_producer
+from config.settings import Settings
 from croupier.sim.plan import BET, CASINO, DEAD, PAYMENT, Step
 
 OUTCOME_ID = {BET: "bet_id", PAYMENT: "payment_id", CASINO: "transaction_id"}

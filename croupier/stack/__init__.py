@@ -54,8 +54,12 @@ SERVICES: dict[str, tuple[tuple[str, ...], bytes]] = {
     "auditor": (("audit", "run"), AUDITOR_READY.encode()),
     "analytics": (("analytics", "run"), b"analytics sink: consuming"),
     "gateway": (("gateway", "run"), GATEWAY_READY.encode()),
+    # The page of the platform live (croupier/dashboard/), on 127.0.0.1.
+    "dashboard": (("dashboard",), b"dashboard on"),
 }
 GATEWAY_PORT = 8480  # the HTTP edge on 127.0.0.1 (CROUPIER_GATEWAY_PORT)
+ENV_DASHBOARD = "CROUPIER_DASHBOARD_URL"  # in .stack/env once `stack up` started it
+DASHBOARD_PORT = 9390  # the first port tried (CROUPIER_DASHBOARD_PORT), then the next free
 AUDITOR_TIMERS_OFF = {
     "CROUPIER_AUDIT_RELAY_INTERVAL": "0",
     "CROUPIER_REPORT_INTERVAL": "0",
@@ -240,6 +244,10 @@ class Stack:
             for name in SERVICES:
                 self.start_service(name, env)
             self.start_workers(env)
+            url = self.dashboard_url()
+            if url is not None:
+                env = {**env, ENV_DASHBOARD: url}
+                self._write_env(env)
         return env
 
     def ensure_keys(self) -> dict[str, str]:
@@ -289,7 +297,7 @@ class Stack:
 
     def provision(self, env: Mapping[str, str]) -> None:
         """Create the contract's topics and PostgreSQL's schema (both idempotent)."""
-        from croupier.settings import Settings
+        from config.settings import Settings
         from sinks.postgres.migrate import migrate
         from topologies.topics import create_topics
 
@@ -316,7 +324,8 @@ class Stack:
             self._record_endpoint(f"worker-{n}", pid, worker_env)
             started.append((pid, log, offset))
         for pid, log, offset in started:
-            _wait_ready(pid, log, offset, WORKER_READY, "a worker", timeout)
+            _wait_ready(pid, log, offset, WORKER_READY, "a worker", timeout,
+                        readyz=self._readyz(pid))  # fmt: skip
 
     def _service_pidfile(self, name: str) -> Path:
         return self.config.root / "run" / f"{name}.pid"
@@ -334,10 +343,36 @@ class Stack:
         log = self.logs / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
         service_env = {**os.environ, **env, **self._metrics_env(name)}
+        if name == "dashboard":
+            service_env |= self._dashboard_env()
         pid = spawn([sys.executable, "-m", "croupier", *argv], pidfile=self._service_pidfile(name),
                     logfile=log, env=service_env)  # fmt: skip
         self._record_endpoint(name, pid, service_env)
-        _wait_ready(pid, log, offset, marker, f"the {name}", timeout)
+        _wait_ready(pid, log, offset, marker, f"the {name}", timeout, readyz=self._readyz(pid))
+
+    @property
+    def _dashboard_port_file(self) -> Path:
+        return self.config.root / "run" / "dashboard.port"
+
+    def _dashboard_env(self) -> dict[str, str]:
+        """The dashboard's port (the first free from CROUPIER_DASHBOARD_PORT, recorded) and
+        where it finds the endpoints (this stack's metrics.json)."""
+        port = int(os.environ.get("CROUPIER_DASHBOARD_PORT") or DASHBOARD_PORT)
+        while not port_free(port):
+            port += 1
+        self._dashboard_port_file.parent.mkdir(parents=True, exist_ok=True)
+        self._dashboard_port_file.write_text(f"{port}\n")
+        return {"CROUPIER_DASHBOARD_PORT": str(port), "CROUPIER_STACK_DIR": str(self.config.root)}
+
+    def dashboard_url(self) -> str | None:
+        """The running dashboard's page, if it runs."""
+        if self.service_pid("dashboard") is None:
+            return None
+        try:
+            port = int(self._dashboard_port_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return f"http://127.0.0.1:{port}/"
 
     # -- metrics endpoints ----------------------------------------------------------------
 
@@ -367,6 +402,13 @@ class Stack:
         while port in taken or not port_free(port):
             port += 1
         return {"CROUPIER_METRICS_PORT": str(port)}
+
+    def _readyz(self, pid: int) -> str | None:
+        """The ``/readyz`` URL of the process ``pid`` started, when it serves one."""
+        for endpoint in self.endpoints().values():
+            if endpoint.get("pid") == pid:
+                return str(endpoint["url"]).rsplit("/", 1)[0] + "/readyz"
+        return None
 
     def _record_endpoint(self, name: str, pid: int, env: Mapping[str, str]) -> None:
         port = int(env.get("CROUPIER_METRICS_PORT") or 0)
@@ -445,20 +487,47 @@ class Stack:
         return parts
 
 
-def _wait_ready(pid: int, log: Path, offset: int, marker: bytes, what: str, timeout: float) -> None:
-    """Wait until ``log`` says ``marker`` after ``offset``; raise if ``pid`` dies first."""
+def _wait_ready(
+    pid: int,
+    log: Path,
+    offset: int,
+    marker: bytes,
+    what: str,
+    timeout: float,
+    *,
+    readyz: str | None = None,
+) -> None:
+    """Wait until the process answers 200 on ``readyz`` (its metrics endpoint's), or, when
+    it serves none, until ``log`` says ``marker`` after ``offset``; raise if ``pid`` dies
+    first."""
 
     def ready() -> bool:
-        with open(log, "rb") as f:
-            f.seek(offset)
-            if marker in f.read():
+        if readyz is not None:
+            if readyz_ok(readyz):
                 return True
+        else:
+            with open(log, "rb") as f:
+                f.seek(offset)
+                if marker in f.read():
+                    return True
         if not pid_alive(pid):
             msg = f"{what} exited during start-up:\n{tail(log)}"
             raise StackError(msg)
         return False
 
     wait_until(ready, timeout=timeout, what=what, logfile=log)
+
+
+def readyz_ok(url: str, timeout: float = 2.0) -> bool:
+    """True when ``url`` (a process's ``/readyz``) answers 200."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _write_private(path: Path, text: str) -> None:

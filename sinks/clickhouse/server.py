@@ -1407,11 +1407,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "HTTP; pass --allow-remote to listen there anyway"
         )
     limits = Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from config import logs  # the one log format (imports nothing of ours)
+
+    logs.setup()
     path = os.path.abspath(args.path)  # chdb compares engine paths as strings
     try:
         os.makedirs(path, exist_ok=True)

@@ -20,9 +20,8 @@ still holds the head it signed.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,26 +29,11 @@ from typing import Any
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from schemas.records import AuditRecord, DeadLetter, SourcePosition, audit_json
-from sinks.postgres.common import DEAD_LETTER_SQL, PgSink, dead_letter_params, jsonb
+from schemas.records import AuditRecord, DeadLetter, audit_json
+from sinks.audit_bundle import checkpoint_line, header_line, record_line
+from sinks.chain import GENESIS, Problem, Verification, chain_of, check_chains, link
+from sinks.postgres.common import DEAD_LETTER_SQL, dead_letter_params, jsonb
 from sinks.signing import Pin, fingerprint, public_bytes
-
-GENESIS = bytes(32)
-
-
-def chain_of(record: AuditRecord) -> str:
-    return chain_at(record.source)
-
-
-def chain_at(source: SourcePosition) -> str:
-    """The chain of the records of an input at ``source``: its topic partition."""
-    return f"{source.topic}/{source.partition}"
-
-
-def link(prev: bytes, body: str) -> bytes:
-    """A record's hash: SHA-256 of the previous hash and the record's JSON."""
-    return hashlib.sha256(prev + body.encode()).digest()
-
 
 # The trail belongs to croupier_audit: the application locks heads and appends only
 # through its SECURITY DEFINER functions (migration 0019), which refuse a record that does
@@ -177,77 +161,12 @@ async def store_dead_letters(conn: Any, letters: Sequence[DeadLetter]) -> None:
     await append_new(conn, [dead_letter_record(d) for d in letters])
 
 
-@dataclass(frozen=True)
-class Problem:
-    """The first record of a chain that does not hold, and why."""
-
-    chain: str
-    seq: int
-    what: str
-
-
-@dataclass
-class Verification:
-    chains: int = 0
-    records: int = 0
-    problems: list[Problem] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
 def _rows(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, int, str, bytes, bytes]]:
     with conn.cursor(name="audit_verify") as cur:  # server-side: the trail may be large
         cur.execute("SELECT chain, seq, body, prev_hash, hash FROM audit_records "
                     "ORDER BY chain, seq")  # fmt: skip
         for chain, seq, body, prev, digest in cur:
             yield chain, int(seq), body, bytes(prev), bytes(digest)
-
-
-Row = tuple[str, int, str, bytes, bytes]  # chain, seq, body, prev_hash, hash
-
-
-def check_chains(
-    rows: Iterable[Row],
-    heads: dict[str, tuple[int, bytes]],
-    starts: dict[str, tuple[int, bytes]] | None = None,
-) -> Verification:
-    """Recompute chains from ``rows`` (in chain and sequence order); the first problem of
-    each broken one. ``heads`` holds each chain's last (seq, hash) as recorded elsewhere;
-    ``starts`` where a chain's records begin, when not at its first (an exported segment:
-    the seq before it and that record's hash)."""
-    problems: list[Problem] = []
-    out = Verification(problems=problems)
-    broken: set[str] = set()
-    last: dict[str, tuple[int, bytes]] = {}
-    for chain, seq, body, prev, digest in rows:
-        out.records += 1
-        if chain in broken:
-            continue
-        want_seq, want_prev = last.get(chain) or (starts or {}).get(chain) or (0, GENESIS)
-        want_seq += 1
-        problem = None
-        if seq != want_seq:
-            problem = f"sequence {seq} where {want_seq} was due (a record removed or inserted)"
-        elif prev != want_prev:
-            problem = "its previous hash is not the hash of the record before it"
-        elif link(prev, body) != digest:
-            problem = "its hash does not match its content (the record was altered)"
-        if problem:
-            problems.append(Problem(chain, seq, problem))
-            broken.add(chain)
-        last[chain] = (seq, digest)
-    for chain in sorted(set(heads) | set(last)):
-        if chain in broken:
-            continue
-        if heads.get(chain) != last.get(chain):
-            seq = heads.get(chain, (0, b""))[0]
-            what = ("the chain's head does not match its last record "
-                    "(records removed from its end, or a head rewritten)")  # fmt: skip
-            problems.append(Problem(chain, seq, what))
-    out.chains = len(set(heads) | set(last))
-    return out
 
 
 def verify(conn: psycopg.Connection[Any]) -> Verification:
@@ -352,8 +271,6 @@ def export_lines(
     """The lines of an audit bundle (``sinks/audit_bundle.py``) for records of
     ``[start, end)``: each chain from its first record in the period to the head signed by
     the first checkpoint made at or after ``end`` (signed now with ``key`` when none is)."""
-    from sinks.audit_bundle import checkpoint_line, header_line, record_line
-
     found = conn.execute(
         "SELECT checkpoint_id FROM audit_checkpoints WHERE created_at >= %s "
         "ORDER BY checkpoint_id LIMIT 1",
@@ -392,42 +309,3 @@ def export_lines(
 
 
 # -- the relay to the audit topic ---------------------------------------------------------
-
-_RELAY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('croupier.audit.relay', 0))"
-_UNPUBLISHED_SQL = """
-SELECT r.chain, r.seq, r.entity_id, r.body
-  FROM audit_heads h
-  LEFT JOIN audit_published p USING (chain)
-  JOIN LATERAL (SELECT a.chain, a.seq, a.entity_id, a.body FROM audit_records a
-                 WHERE a.chain = h.chain AND a.seq > coalesce(p.seq, 0)
-                 ORDER BY a.seq LIMIT %s) r ON true
- WHERE h.seq > coalesce(p.seq, 0)
- ORDER BY r.chain, r.seq"""
-_PUBLISHED_SQL = """
-INSERT INTO audit_published (chain, seq) VALUES (%s, %s)
-ON CONFLICT (chain) DO UPDATE SET seq = EXCLUDED.seq"""
-
-Publish = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
-
-
-class AuditRelay(PgSink):
-    """Committed audit records to the ``audit`` topic (keyed by entity id), each chain in
-    sequence order, one worker's pass at a time."""
-
-    async def relay(self, publish: Publish, *, limit: int = 2000) -> int:
-        """Publish what is committed and not yet published (up to ``limit`` per chain);
-        how many. ``publish`` must return only once Kafka has them."""
-        async with self.transaction() as conn:
-            cursor = await conn.execute(_RELAY_LOCK)
-            locked = await cursor.fetchone()
-            if not locked or not locked[0]:
-                return 0  # another worker's pass
-            cursor = await conn.execute(_UNPUBLISHED_SQL, (limit,))
-            rows = await cursor.fetchall()
-            if not rows:
-                return 0
-            await publish([(entity_id.encode(), body.encode()) for _, _, entity_id, body in rows])
-            last = {chain: int(seq) for chain, seq, _, _ in rows}
-            async with conn.cursor() as cur:
-                await cur.executemany(_PUBLISHED_SQL, sorted(last.items()))
-        return len(rows)

@@ -54,8 +54,9 @@ from schemas.outbound import ReasonCode
 from schemas.records import AuditRecord, SourcePosition
 from sinks.base import Batch, Stored
 from sinks.postgres import audit, ledger
-from sinks.postgres.common import PgSink, jsonb, retrying, write_progress
+from sinks.postgres.common import jsonb, retrying, write_progress
 from sinks.postgres.protection import Guarded, guard
+from sinks.postgres.sink import PgSink
 
 
 def request_hash(call: CasinoCall) -> str:

@@ -35,7 +35,6 @@ from schemas.records import AuditRecord, SourcePosition
 from sinks.base import Batch, Stored
 from sinks.postgres import audit, ledger
 from sinks.postgres.common import (
-    PgSink,
     conflict_letter,
     jsonb,
     retrying,
@@ -43,6 +42,7 @@ from sinks.postgres.common import (
     write_progress,
 )
 from sinks.postgres.protection import guard
+from sinks.postgres.sink import PgSink
 
 
 @dataclass(frozen=True)

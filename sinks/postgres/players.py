@@ -9,11 +9,8 @@ from datetime import datetime
 from schemas.players import PlayerState
 from schemas.records import AuditRecord, DeadLetter, SourcePosition
 from sinks.postgres import audit
-from sinks.postgres.common import (
-    STATE_COLUMNS,
-    PgSink,
-    write_progress,
-)
+from sinks.postgres.common import STATE_COLUMNS, write_progress
+from sinks.postgres.sink import PgSink
 
 
 @dataclass(frozen=True)

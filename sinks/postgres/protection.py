@@ -41,7 +41,7 @@ from rules import compliance
 from rules.limits import Usage, earliest_start, has_limits
 from rules.policy import Policies
 from schemas.players import LimitKind, PlayerState
-from sinks.postgres.common import PgSink
+from sinks.postgres.sink import PgSink
 
 _STANDINGS_SQL = "SELECT player_id, standing FROM players WHERE player_id = ANY(%s)"
 

@@ -37,7 +37,8 @@ from schemas.reports import (
     envelope_json,
     signed_message,
 )
-from sinks.postgres.common import PgSink, jsonb
+from sinks.postgres.common import jsonb
+from sinks.postgres.sink import PgSink
 from sinks.signing import public_bytes
 
 log = logging.getLogger(__name__)

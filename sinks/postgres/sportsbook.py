@@ -42,9 +42,11 @@ from schemas.odds import BetCancel, BetSettlement, RollbackBetCancel, RollbackBe
 from schemas.outbound import BetDecision, Settlement
 from schemas.records import AuditRecord, SourcePosition
 from sinks.base import Batch, Output, Stored
+from sinks.chain import chain_at
 from sinks.postgres import audit, ledger
-from sinks.postgres.common import PgSink, conflict_letter, jsonb, retrying, write_progress
+from sinks.postgres.common import conflict_letter, jsonb, retrying, write_progress
 from sinks.postgres.protection import send_guard
+from sinks.postgres.sink import PgSink
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +175,7 @@ class SportsbookSink(PgSink):
             if self.policies is not None:  # player protection, read in this transaction
                 players = [i.bet.player_id for i in inputs]
                 protection = await send_guard(conn, self.policies, players, now)
-            heads = await audit.lock_heads(conn, {audit.chain_at(i.source) for i in inputs})
+            heads = await audit.lock_heads(conn, {chain_at(i.source) for i in inputs})
             await write_progress(conn, self.consumer_group, batch.progress)
             known: dict[str, tuple[str, SourcePosition, str | None, str]] = {
                 row[0]: (row[1], SourcePosition(topic=row[2], partition=row[3], offset=row[4]),

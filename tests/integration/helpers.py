@@ -12,8 +12,8 @@ from typing import Any
 
 import psycopg
 
-from croupier.kafka import make_producer
-from croupier.settings import Settings
+from config.kafka import make_producer
+from config.settings import Settings
 from sinks.postgres.audit import verify
 from sinks.postgres.ledger import Ledger
 from tests.conftest import StartWorker, WorkerProcess

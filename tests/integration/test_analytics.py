@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from config.settings import Settings
 from croupier import analytics
 from croupier.analytics import AnalyticsSink
 from croupier.cli import main as croupier_main
-from croupier.settings import Settings
 from schemas.records import AuditRecord, SourcePosition
 from sinks.clickhouse.client import ClickHouse, connect
 from sinks.clickhouse.sink import AuditLogWriter, Fetched

@@ -22,12 +22,11 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from config.settings import Settings
 from croupier.cli import main
-from croupier.settings import Settings
+from sinks.chain import GENESIS, link
 from sinks.postgres.audit import (
-    GENESIS,
     checkpoint,
-    link,
     verify,
     verify_checkpoints,
 )

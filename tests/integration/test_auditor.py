@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from croupier.kafka import consume_until
-from croupier.settings import Settings
+from config.kafka import consume_until
+from config.settings import Settings
 from sinks.signing import generate, public_file
 from streams.auditor import READY as AUDITOR_READY
 from tests.conftest import ROOT, StartWorker, settings_env

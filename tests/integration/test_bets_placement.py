@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from croupier.policies import load_policies
-from croupier.settings import POLICY_DIR, Settings
+from config.policies import load_policies
+from config.settings import POLICY_DIR, Settings
 from rules import ledger
 from rules.sportsbook import Priced, Refused
 from schemas.bets import BetRequest

@@ -17,9 +17,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from croupier.games import load_catalogue
-from croupier.kafka import consume_until
-from croupier.settings import Settings
+from config.games import load_catalogue
+from config.kafka import consume_until
+from config.settings import Settings
 from sinks.postgres.rebuild import rebuild
 from tests.conftest import StartWorker
 from tests.integration.helpers import (

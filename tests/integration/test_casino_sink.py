@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from croupier.games import load_catalogue
-from croupier.policies import load_policies
-from croupier.settings import POLICY_DIR, Settings
+from config.games import load_catalogue
+from config.policies import load_policies
+from config.settings import POLICY_DIR, Settings
 from rules.ledger import deposit
 from schemas.casino import CASINO_CALL
 from schemas.players import OpenSession, PlayerState

@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from config.settings import Settings
 from croupier.analytics import AnalyticsSink
 from croupier.cli import main as croupier_main
-from croupier.settings import Settings
 from sinks.clickhouse.client import ClickHouse, connect
 from tests.conftest import StartWorker
 from tests.integration.helpers import (

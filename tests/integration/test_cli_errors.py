@@ -6,8 +6,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from croupier.cli import EXIT_USAGE, main
-from croupier.settings import Settings
+from config.settings import Settings
+from croupier.cli import main
+from croupier.exits import EXIT_USAGE
 
 pytestmark = pytest.mark.integration
 

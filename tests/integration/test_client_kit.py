@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import Settings
 from croupier.client import Decisions
-from croupier.settings import Settings
 from croupier.stack.process import free_port
 from croupier.status import parse
 from schemas.partitioning import partition_for
@@ -108,7 +108,7 @@ def test_a_wheel_install_carries_the_policies_and_the_game_catalogue(
     assert "policies ok" in out and "UK" in out, out
     out = run(bin_ / "croupier", "games", "check", cwd=tmp_path, env=env)
     assert "ok" in out, out
-    script = "from croupier.settings import Settings; s = Settings()\n"
+    script = "from config.settings import Settings; s = Settings()\n"
     script += "print(s.policy_dir); print(s.games_catalogue)"
     policy_dir, catalogue = run(bin_ / "python", "-c", script, cwd=tmp_path, env=env).split()
     assert policy_dir == str(full_install / "share" / "croupier" / "policies")

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
+from config.settings import Settings
 from croupier.analytics import AnalyticsSink
 from croupier.cli import main
-from croupier.settings import Settings
 from rules import ledger as L
 from sinks.clickhouse.client import connect
 from sinks.postgres.ledger import Ledger

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from croupier.settings import Settings
+from config.settings import Settings
 from rng.certify import load_manifest
 from rules import dice
 from tests.conftest import ROOT, StartWorker, settings_env
@@ -110,7 +110,7 @@ def test_a_bad_stake_sends_nothing_and_an_unanswered_round_ends_at_the_timeout(
 
 
 def _casino_calls(settings: Settings) -> list[dict[str, Any]]:
-    from croupier.kafka import consume_until
+    from config.kafka import consume_until
 
     records = consume_until(settings, [settings.topic("casino")],
                             want=lambda rs: len(rs) >= 2, timeout=30)  # fmt: skip

@@ -33,13 +33,13 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from config.settings import Settings
 from croupier.gateway import READY
 from croupier.gateway.auth import hmac_signature
 from croupier.gateway.command import OPENAPI_FILE
 from croupier.gateway.config import add_key, hash_key
 from croupier.gateway.store import Store
 from croupier.gateway.tokens import issue
-from croupier.settings import Settings
 from croupier.stack.process import free_port
 from sinks.postgres.migrate import migrate
 from tests.conftest import ROOT, Services, WorkerProcess, settings_env

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from croupier.settings import Settings
+from config.settings import Settings
 from tests.conftest import StartWorker
 from tests.integration.helpers import produce, query, rows_recorded, wait_for
 from tests.integration.test_players_crash import _stream

@@ -25,13 +25,13 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from croupier.kafka import (
+from config.kafka import (
     consume_until,
     faust_broker_credentials,
     kafka_python_security,
     librdkafka_conf,
 )
-from croupier.settings import Settings
+from config.settings import Settings
 from croupier.stack.kafka import KafkaBroker, TlsFiles, make_tls
 from croupier.stack.process import StackError
 from sinks.postgres.migrate import migrate

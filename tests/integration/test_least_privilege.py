@@ -22,9 +22,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from croupier.settings import Settings
+from config.settings import Settings
 from rules import ledger as L
-from sinks.postgres.audit import GENESIS, checkpoint, link, verify
+from sinks.chain import GENESIS, link
+from sinks.postgres.audit import checkpoint, verify
 from sinks.postgres.ledger import Ledger
 from sinks.signing import public_bytes
 from tests.integration.helpers import query

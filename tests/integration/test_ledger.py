@@ -11,7 +11,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from croupier.settings import Settings
+from config.settings import Settings
 from rules import ledger as L
 from sinks.postgres.ledger import AsyncLedger, Ledger, _payload
 

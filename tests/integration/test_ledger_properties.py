@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from croupier.settings import Settings
+from config.settings import Settings
 from rules import ledger as L
 from sinks.postgres.ledger import Ledger
 

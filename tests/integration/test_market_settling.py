@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from croupier.settings import Settings
+from config.settings import Settings
 from rules import ledger as L
 from rules.sportsbook import Priced
 from schemas.bets import BetRequest

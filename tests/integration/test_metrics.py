@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from config.settings import Settings
 from croupier.cli import main
-from croupier.settings import Settings
 from croupier.stack.process import free_port
 from croupier.status import parse
 from tests.conftest import StartWorker

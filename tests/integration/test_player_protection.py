@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from croupier.kafka import consume_until
-from croupier.settings import Settings
+from config.kafka import consume_until
+from config.settings import Settings
 from tests.conftest import StartWorker
 from tests.integration.helpers import (
     bet,

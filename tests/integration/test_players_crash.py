@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from croupier.kafka import consume_until
-from croupier.settings import Settings
+from config.kafka import consume_until
+from config.settings import Settings
 from sinks.postgres.audit import verify
 from tests.conftest import StartWorker
 from tests.integration.helpers import player_event, produce, query, rows_recorded, wait_for

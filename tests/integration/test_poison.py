@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from croupier.settings import Settings
+from config.settings import Settings
 from tests.conftest import StartWorker
 from tests.integration.helpers import done, joined, produce, query, wait_for
 from tests.integration.test_casino import GAME

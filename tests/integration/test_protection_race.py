@@ -14,8 +14,8 @@ from decimal import Decimal
 
 import pytest
 
-from croupier.policies import load_policies
-from croupier.settings import POLICY_DIR, Settings
+from config.policies import load_policies
+from config.settings import POLICY_DIR, Settings
 from rules import ledger
 from rules.sportsbook import Priced
 from schemas.bets import BetRequest

@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from config.settings import Settings
 from croupier.cli import main
-from croupier.settings import Settings
 from sinks.postgres.rebuild import _compare, _trail, replay
 from tests.conftest import StartWorker
 from tests.integration.helpers import casino_ready, done, payment, produce, query, wait_for

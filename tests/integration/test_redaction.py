@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from croupier.settings import Settings
+from config.settings import Settings
 from croupier.stack import ENV_CLICKHOUSE, ENV_KAFKA, ENV_PG, ENV_PG_ADMIN
 from tests.conftest import ROOT, settings_env
 

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from config.settings import Settings
 from croupier.cli import main
-from croupier.settings import Settings
 from tests.conftest import StartWorker
 from tests.integration.helpers import (
     balance,

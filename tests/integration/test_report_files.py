@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from croupier.settings import Settings
+from config.settings import Settings
 from schemas.reports import (
     GENESIS_SIGNATURE,
     AuditRef,

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from croupier.settings import Settings
+from config.settings import Settings
 from schemas.reports import ReportEnvelope
 from sinks.postgres.reports import _UNPUBLISHED_SQL, ReportSink
 from tests.integration.helpers import query

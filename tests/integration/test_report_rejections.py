@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from croupier.settings import Settings
+from config.settings import Settings
 from schemas.reports import GENESIS_SIGNATURE, signed_message
 from sinks.postgres.reports import OldReportChain, ReportSink
 from sinks.signing import Pin, public_bytes

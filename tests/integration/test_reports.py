@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from croupier.kafka import make_producer
-from croupier.settings import Settings
+from config.kafka import make_producer
+from config.settings import Settings
 from schemas.reports import ReportEnvelope, signed_message
 from sinks.signing import fingerprint, generate, load_private_key, public_bytes, public_file
 from tests.conftest import ROOT, StartWorker, settings_env

@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from croupier.kafka import consume_until
-from croupier.settings import Settings
+from config.kafka import consume_until
+from config.settings import Settings
 from streams.flow import group_of
 from tests.conftest import StartWorker
 from tests.integration.helpers import done, joined, produce, query, wait_for

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from croupier.settings import Settings
+from config.settings import Settings
 from sinks.postgres.migrate import MigrationError, migrate
 from tests.conftest import Services
 from tests.integration.helpers import query

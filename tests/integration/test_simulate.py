@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from config.kafka import consume_until
+from config.settings import Settings
 from croupier.cli import main
-from croupier.kafka import consume_until
-from croupier.settings import Settings
 from croupier.sim.plan import DEAD, Options, make_plan
 from tests.conftest import StartWorker
 

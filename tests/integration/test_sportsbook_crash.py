@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from croupier.kafka import consume_until
-from croupier.settings import Settings
+from config.kafka import consume_until
+from config.settings import Settings
 from sinks.postgres.ledger import Ledger
 from sinks.postgres.rebuild import rebuild
 from tests.conftest import StartWorker

@@ -78,7 +78,7 @@ def test_up_consume_down_up_keeps_data(tmp_path: Path) -> None:
         assert str(app["password"]) not in status.stdout
         parts = {p["name"]: p for p in json.loads(status.stdout)}
         assert set(parts) == {"kafka", "postgres", "clickhouse", "worker-1", "auditor", "analytics",
-                              "gateway"}  # fmt: skip
+                              "gateway", "dashboard"}  # fmt: skip
         assert all(p["running"] and p["mode"] == "embedded" for p in parts.values())
 
         # Any Kafka client will do: here the pure-Python one, with its default partitioner.
@@ -93,14 +93,20 @@ def test_up_consume_down_up_keeps_data(tmp_path: Path) -> None:
         report = json.loads(status.stdout)
         assert sorted((p["name"], p["role"], p["up"]) for p in report["processes"]) == [
             ("analytics", "analytics", True), ("auditor", "auditor", True),
-            ("gateway", "gateway", True), ("worker-1", "worker", True),
+            ("dashboard", "dashboard", True), ("gateway", "gateway", True),
+            ("worker-1", "worker", True),
         ]  # fmt: skip
-        assert len({p["url"] for p in report["processes"]}) == 4
+        assert all(p["ready"] for p in report["processes"])
+        assert len({p["url"] for p in report["processes"]}) == 5
         gateway = values["CROUPIER_GATEWAY_URL"].strip("'")
         assert gateway == f"http://127.0.0.1:{env['CROUPIER_GATEWAY_PORT']}"
         with urllib.request.urlopen(gateway + "/readyz", timeout=10) as ready:
             assert ready.status == 200
         assert report["topics"]["players"]["events"] == 1
+        # The dashboard's page, in the env file, answers with the same count.
+        page = values["CROUPIER_DASHBOARD_URL"].strip("'")
+        with urllib.request.urlopen(page + "api/state", timeout=10) as answer:
+            assert json.loads(answer.read())["topics"]["players"]["events"] == 1
 
         down = croupier(env, "stack", "down")
         assert down.returncode == 0, down.stderr

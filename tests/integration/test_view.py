@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from croupier.settings import Settings
+from config.settings import Settings
 from streams.kafka import Sender
 from streams.view import GlobalView
 from topologies.topics import changelog_topic

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from config.settings import Settings
 from croupier.analytics import AnalyticsSink
-from croupier.settings import Settings
 from croupier.sql import with_database
 from sinks.base import SinkUnavailable
 from sinks.clickhouse import schema

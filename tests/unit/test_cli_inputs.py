@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from croupier import arguments, cli
+from config.settings import Settings
+from croupier import arguments, cli, exits
 from croupier.dice import Bet
-from croupier.settings import Settings
 from croupier.sql import _bounded
 
 KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n"
@@ -34,7 +34,7 @@ def test_a_jurisdiction_is_two_or_three_capitals(
 ) -> None:
     with pytest.raises(SystemExit) as stopped:
         cli.main(["regulator", "follow", "--jurisdiction", code])
-    assert stopped.value.code == cli.EXIT_USAGE
+    assert stopped.value.code == exits.EXIT_USAGE
     assert "is not a jurisdiction" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["reports", "write", "--jurisdiction", code])
@@ -45,21 +45,21 @@ def test_follow_needs_the_operators_public_key_and_no_key_file(
 ) -> None:
     """No pin: a usage error naming --public-key (nothing is read from a key folder);
     a pin that is not a key, and the old --key-file, are refused too."""
-    assert cli.main(["regulator", "follow", "--jurisdiction", "DK"]) == cli.EXIT_USAGE
+    assert cli.main(["regulator", "follow", "--jurisdiction", "DK"]) == exits.EXIT_USAGE
     assert "--public-key" in capsys.readouterr().err
     (tmp_path / "DK.key").write_text(KEY)  # a shared MAC key, as version 1 took
     bad = str(tmp_path / "DK.key") + ".pub"
     assert cli.main(["regulator", "follow", "--jurisdiction", "DK", "--public-key", bad]) == (
-        cli.EXIT_USAGE
+        exits.EXIT_USAGE
     )
     assert "cannot read the public key file" in capsys.readouterr().err
     monkeypatch.setenv("CROUPIER_REPORT_PUBLIC_KEY", "not-a-key")
-    assert cli.main(["regulator", "follow", "--jurisdiction", "DK"]) == cli.EXIT_USAGE
+    assert cli.main(["regulator", "follow", "--jurisdiction", "DK"]) == exits.EXIT_USAGE
     assert "a public key is 64 hex digits" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stopped:
         cli.main(["regulator", "follow", "--jurisdiction", "DK", "--key-file",
                   str(tmp_path / "DK.key")])  # fmt: skip
-    assert stopped.value.code == cli.EXIT_USAGE
+    assert stopped.value.code == exits.EXIT_USAGE
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def test_dice_play_refuses_bad_arguments_before_sending_anything(
         code = cli.main(["dice", "play", "--player", "p-1", *argv])
     except SystemExit as stopped:
         code = int(stopped.code or 0)
-    assert code == cli.EXIT_USAGE
+    assert code == exits.EXIT_USAGE
     err = capsys.readouterr().err
     assert "Traceback" not in err and ("--" in err or "stake" in err)
 
@@ -121,7 +121,7 @@ def test_dice_play_refuses_bad_arguments_before_sending_anything(
 def test_a_player_id_is_of_the_wire_alphabet(player: str) -> None:
     with pytest.raises(SystemExit) as stopped:
         cli.main(["dice", "play", "--player", player])
-    assert stopped.value.code == cli.EXIT_USAGE
+    assert stopped.value.code == exits.EXIT_USAGE
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_a_bad_setting_is_one_line_and_exit_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv(variable, value)
-    assert cli.main(["sql", "SELECT 1"]) == cli.EXIT_USAGE
+    assert cli.main(["sql", "SELECT 1"]) == exits.EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("error: ") and named in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -152,7 +152,7 @@ def test_a_bad_dsn_is_named_without_its_password(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("CROUPIER_PG_DSN", "host=x password=hunter2 garbage")
-    assert cli.main(["wallet", "balance", "p-1"]) == cli.EXIT_USAGE
+    assert cli.main(["wallet", "balance", "p-1"]) == exits.EXIT_USAGE
     err = capsys.readouterr().err
     assert "CROUPIER_PG_DSN is not a valid connection string" in err
     assert "hunter2" not in err
@@ -162,7 +162,7 @@ def test_an_unreachable_database_is_one_line_without_its_password(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("CROUPIER_PG_DSN", "postgresql://u:hunter2@127.0.0.1:1/x?connect_timeout=2")
-    assert cli.main(["audit", "verify", "--public-key", "00" * 32]) == cli.EXIT_USAGE
+    assert cli.main(["audit", "verify", "--public-key", "00" * 32]) == exits.EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("error: PostgreSQL: ") and "CROUPIER_PG_DSN" in err
     assert "hunter2" not in err and len(err.strip().splitlines()) == 1
@@ -210,7 +210,7 @@ def test_an_unreachable_clickhouse_is_named_without_its_password(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("CROUPIER_CLICKHOUSE_URL", "http://analyst:s3cret@127.0.0.1:1")
-    assert cli.main(["sql", "SELECT 1", "--timeout", "5"]) == cli.EXIT_NOT_RUNNING
+    assert cli.main(["sql", "SELECT 1", "--timeout", "5"]) == exits.EXIT_NOT_RUNNING
     err = capsys.readouterr().err
     assert "cannot reach ClickHouse" in err and "s3cret" not in err
 
@@ -219,14 +219,14 @@ def test_verifying_a_report_directory_that_is_not_there_is_not_a_success(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = cli.main(["reports", "verify", "--jurisdiction", "DK", "--dir", str(tmp_path / "no")])
-    assert code == cli.EXIT_USAGE and "is not a directory" in capsys.readouterr().err
+    assert code == exits.EXIT_USAGE and "is not a directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("samples", ["1", "9999", "0", "many"])
 def test_the_rng_battery_refuses_too_few_samples(samples: str) -> None:
     with pytest.raises(SystemExit) as stopped:
         cli.main(["rng", "test", "--samples", samples])
-    assert stopped.value.code == cli.EXIT_USAGE
+    assert stopped.value.code == exits.EXIT_USAGE
 
 
 def test_a_path_that_cannot_be_used_is_one_line() -> None:

@@ -25,7 +25,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 
 INFRA = ("kafka", "postgres", "clickhouse")
 CROUPIER = ("init", "worker")
-# What croupier/settings.py reads to find the three real parts.
+# What config/settings.py reads to find the three real parts.
 SERVICE_VARS = ("KAFKA_BOOTSTRAP_SERVERS", "CROUPIER_PG_DSN", "CROUPIER_CLICKHOUSE_URL")
 COMPOSE_TOP_LEVEL = {"name", "services", "networks", "volumes", "configs", "secrets", "include"}
 

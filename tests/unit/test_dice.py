@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from croupier.games import load_catalogue
+from config.games import load_catalogue
 from rules import dice
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from croupier.settings import Settings
+from config.settings import Settings
 from schemas.records import DeadLetter
 from streams.flow import Flow, Outputs, next_offsets
 from streams.kafka import Message

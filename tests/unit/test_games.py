@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from croupier.games import DEFAULT_CATALOGUE, load_catalogue, render_table, to_json
-from croupier.policies import DEFAULT_POLICY_DIR, load_policies
+from config.games import DEFAULT_CATALOGUE, load_catalogue, render_table, to_json
+from config.policies import DEFAULT_POLICY_DIR, load_policies
 from rules.games import Catalogue, CatalogueError, Certification, Game, parse_catalogue
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,8 +22,8 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from croupier.policies import load_policies
-from croupier.settings import POLICY_DIR
+from config.policies import load_policies
+from config.settings import POLICY_DIR
 from rules import compliance, ledger
 from rules.casino import Wallet
 from rules.odds import EventBook, Market, ProducerHealth, apply_alive, apply_odds_message

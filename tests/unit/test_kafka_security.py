@@ -4,6 +4,7 @@ shown."""
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,14 @@ import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import ValidationError
 
-from croupier.kafka import (
+from config.kafka import (
     faust_broker_credentials,
     kafka_python_security,
     librdkafka_conf,
     librdkafka_security,
     ssl_context,
 )
-from croupier.settings import Settings
+from config.settings import Settings
 from croupier.stack.kafka import TlsFiles, make_tls
 
 PASSWORD = "pa55-w0rd-never-shown"
@@ -66,7 +67,8 @@ def test_plaintext_by_default_for_every_client() -> None:
     assert faust_broker_credentials(s) is None
     assert ssl_context(s) is None
     assert librdkafka_conf(s, **{"group.id": "g"}) == {
-        "bootstrap.servers": "127.0.0.1:9092", "security.protocol": "PLAINTEXT", "group.id": "g"
+        "bootstrap.servers": "127.0.0.1:9092", "security.protocol": "PLAINTEXT", "group.id": "g",
+        "logger": logging.getLogger("librdkafka"),
     }  # fmt: skip
 
 

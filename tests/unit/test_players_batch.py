@@ -6,8 +6,8 @@ import base64
 import json
 from typing import Any
 
-from croupier.policies import load_policies
-from croupier.settings import POLICY_DIR
+from config.policies import load_policies
+from config.settings import POLICY_DIR
 from schemas.players import OpenSession
 from streams.kafka import Message
 from streams.players import decode_batch

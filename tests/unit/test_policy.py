@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from config.policies import DEFAULT_POLICY_DIR, load_policies
+from config.settings import Settings
 from croupier.cli import main
-from croupier.policies import DEFAULT_POLICY_DIR, load_policies
-from croupier.settings import Settings
 from rules.policy import JurisdictionPolicy, Policies, PolicyError, parse_policy
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -125,14 +125,14 @@ def test_check_and_stack_status_never_print_a_password(
 ) -> None:
     """Nothing answers (ports 1 and 2): ``check`` names each service it cannot reach, and
     ``stack status`` each external part, all without the passwords in their URLs."""
-    from croupier import cli
+    from croupier import cli, exits
 
     monkeypatch.setenv("CROUPIER_STACK_DIR", f"{tmp_path}/stack")
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     monkeypatch.setenv("CROUPIER_PG_DSN", "postgresql://app:PgSecret1@127.0.0.1:1/croupier")
     monkeypatch.setenv("CROUPIER_PG_ADMIN_DSN", "host=127.0.0.1 port=1 password=PgSecret2")
     monkeypatch.setenv("CROUPIER_CLICKHOUSE_URL", "http://writer:ChSecret3@127.0.0.1:2/")
-    assert cli.main(["check", "--wait", "0.1"]) == cli.EXIT_NOT_RUNNING
+    assert cli.main(["check", "--wait", "0.1"]) == exits.EXIT_NOT_RUNNING
     out = capsys.readouterr()
     assert "ClickHouse at http://writer:***@127.0.0.1:2/" in out.err
     cli.main(["stack", "status"])

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
+from config.settings import Settings
 from croupier.regulator import Followed, check, signature_ok
-from croupier.settings import Settings
 from schemas.reports import (
     GENESIS_SIGNATURE,
     AuditRef,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from croupier.policies import DEFAULT_POLICY_DIR, load_policies
-from croupier.settings import Settings
+from config.policies import DEFAULT_POLICY_DIR, load_policies
+from config.settings import Settings
 from rules import players
 from rules.clock import DEFAULT_CLOCK_SKEW, ahead, skewed
 from rules.limits import in_force

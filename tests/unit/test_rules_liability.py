@@ -9,7 +9,7 @@ from decimal import Decimal, localcontext
 
 import pytest
 
-from croupier.policies import DEFAULT_POLICY_DIR, load_policies
+from config.policies import DEFAULT_POLICY_DIR, load_policies
 from rules.decimals import MONEY_CONTEXT, product, to_minor_unit, total
 from rules.odds import EventBook, Market
 from rules.policy import (

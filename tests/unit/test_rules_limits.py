@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from croupier.policies import load_policies
-from croupier.settings import POLICY_DIR
+from config.policies import load_policies
+from config.settings import POLICY_DIR
 from rules.limits import (
     Breach,
     Value,

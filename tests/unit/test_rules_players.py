@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from croupier.policies import load_policies
-from croupier.settings import POLICY_DIR
+from config.policies import load_policies
+from config.settings import POLICY_DIR
 from rules import players
 from rules.players import Rejected, Unchanged
 from rules.policy import Policies, parse_policy

@@ -6,8 +6,8 @@ import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from croupier.policies import load_policies
-from croupier.settings import POLICY_DIR
+from config.policies import load_policies
+from config.settings import POLICY_DIR
 from rules.limits import Usage
 from schemas.players import OpenSession, PlayerLimit, PlayerState, SessionEnded, SessionStarted
 from sinks.postgres.protection import OpenSessionRow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from croupier.settings import Settings
+from config.settings import Settings
 from topologies.app import broker_url
 from topologies.topics import changelog_topic, topic_specs
 

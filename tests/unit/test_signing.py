@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from croupier import cli
+from croupier import cli, exits
 from sinks.signing import (
     KeyFileError,
     Pin,
@@ -117,18 +117,18 @@ def test_audit_keygen_makes_each_key_once(
     monkeypatch.setenv("CROUPIER_STACK_DIR", str(tmp_path / "no-stack"))
     monkeypatch.setenv("CROUPIER_AUDIT_KEY", str(tmp_path / "a" / "audit.pem"))
     monkeypatch.setenv("CROUPIER_REPORT_SIGNING_KEY", str(tmp_path / "r" / "report.pem"))
-    assert cli.main(["audit", "keygen"]) == cli.EXIT_OK
+    assert cli.main(["audit", "keygen"]) == exits.EXIT_OK
     out = capsys.readouterr().out
     audit = public_bytes(load_private_key(tmp_path / "a" / "audit.pem"))
     assert f"fingerprint {fingerprint(audit)}" in out
     assert f"CROUPIER_AUDIT_PUBLIC_KEY={audit.hex()}" in out
     assert not (tmp_path / "r" / "report.pem").exists()  # one key per purpose
-    assert cli.main(["audit", "keygen", "--reports"]) == cli.EXIT_OK
+    assert cli.main(["audit", "keygen", "--reports"]) == exits.EXIT_OK
     report = public_bytes(load_private_key(tmp_path / "r" / "report.pem"))
     assert (
         report != audit and f"CROUPIER_REPORT_PUBLIC_KEY={report.hex()}" in capsys.readouterr().out
     )
-    assert cli.main(["audit", "keygen"]) == cli.EXIT_FAILED
+    assert cli.main(["audit", "keygen"]) == exits.EXIT_FAILED
     assert "never replaced" in capsys.readouterr().err
     assert public_bytes(load_private_key(tmp_path / "a" / "audit.pem")) == audit
 
@@ -139,11 +139,11 @@ def test_verify_without_a_pinned_key_refuses_before_anything_else(
     monkeypatch.setenv("CROUPIER_STACK_DIR", str(tmp_path / "no-stack"))
     monkeypatch.delenv("CROUPIER_AUDIT_PUBLIC_KEY", raising=False)
     monkeypatch.setenv("CROUPIER_PG_DSN", "postgresql://u@127.0.0.1:1/x")
-    assert cli.main(["audit", "verify"]) == cli.EXIT_USAGE
+    assert cli.main(["audit", "verify"]) == exits.EXIT_USAGE
     assert "no pinned public key" in capsys.readouterr().err
     bundle = tmp_path / "b.jsonl"
     bundle.write_text("{}\n")
-    assert cli.main(["audit", "verify", "--bundle", str(bundle)]) == cli.EXIT_USAGE
+    assert cli.main(["audit", "verify", "--bundle", str(bundle)]) == exits.EXIT_USAGE
     assert "no pinned public key" in capsys.readouterr().err
-    assert cli.main(["audit", "verify", "--public-key", "not a key"]) == cli.EXIT_USAGE
+    assert cli.main(["audit", "verify", "--public-key", "not a key"]) == exits.EXIT_USAGE
     assert "64 hex digits" in capsys.readouterr().err

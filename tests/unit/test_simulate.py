@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from croupier.games import load_catalogue
+from config.games import load_catalogue
 from croupier.sim.plan import (
     CASINO_GAMES,
     DEAD,

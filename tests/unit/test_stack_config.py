@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from croupier.cli import load_stack_env, main
+from config.stackenv import load_stack_env
+from croupier.cli import main
 from croupier.stack import ENV_KAFKA, ENV_PG, ENV_PG_ADMIN, Stack, StackConfig, StackError
 from croupier.stack.kafka import KafkaBroker, ensure_jars, new_cluster_id, require_java
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from croupier.settings import Settings
+from config.settings import Settings
 from sinks.signing import generate
 from streams import audit, reports
 

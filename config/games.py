@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from croupier.shipped import shipped
+from config.shipped import shipped
 from rules.games import Catalogue, CatalogueError, Game, parse_catalogue
 
 # The catalogue shipped with Croupier, found like the policies (DEFAULT_POLICY_DIR).

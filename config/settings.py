@@ -105,8 +105,8 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from croupier.games import DEFAULT_CATALOGUE
-from croupier.policies import DEFAULT_POLICY_DIR
+from config.games import DEFAULT_CATALOGUE
+from config.policies import DEFAULT_POLICY_DIR
 from rules.clock import DEFAULT_CLOCK_SKEW
 
 POLICY_DIR = DEFAULT_POLICY_DIR  # the jurisdiction policies shipped with Croupier
@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )
-    # How every Kafka client connects; croupier/kafka.py turns these into each client's
+    # How every Kafka client connects; config/kafka.py turns these into each client's
     # configuration, in one place.
     kafka_security_protocol: KafkaProtocol = Field(
         default="PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from croupier.shipped import shipped
+from config.shipped import shipped
 from rules.policy import Policies, PolicyError, parse_policy
 
 # The policies shipped with Croupier (the source tree's, or a wheel's data files);

@@ -13,6 +13,7 @@ their certificates.
 
 from __future__ import annotations
 
+import logging
 import ssl
 import time
 import uuid
@@ -20,7 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from croupier.settings import Settings
+from config.settings import Settings
+
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")  # librdkafka's lines, in our format
 
 
 def _secret(value: Any) -> str | None:
@@ -48,9 +51,14 @@ def librdkafka_security(settings: Settings) -> dict[str, Any]:
 
 
 def librdkafka_conf(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """A confluent-kafka client's configuration: the brokers, the security keys, ``extra``."""
+    """A confluent-kafka client's configuration: the brokers, the security keys, ``extra``.
+
+    librdkafka's own log lines go through Python's logging (logger ``librdkafka``), so
+    they come out in the process's one format (``config/logs.py``), not raw on stderr.
+    """
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "logger": LIBRDKAFKA_LOG,
         **librdkafka_security(settings),
         **extra,
     }
