@@ -135,6 +135,7 @@ class Client:
         self.base, self.partner, self.api_key = base, partner, api_key
         self.limit = asyncio.Semaphore(concurrency)
         self.session: Any = None
+        self.tokens: dict[str, str] = {}  # each player's Hub88 session token
 
     def sign(self, body: bytes) -> str:
         from cryptography.hazmat.primitives import hashes
@@ -157,7 +158,7 @@ class Client:
                 "game_code": GAME,
                 "currency": "EUR",
                 "amount": 100_000,
-                "token": "t",
+                "token": self.tokens[player],
             }
         ).encode()
         return body, {"X-Hub88-Signature": self.sign(body), "Content-Type": "application/json"}
@@ -339,6 +340,10 @@ def run(args: argparse.Namespace, base: Settings) -> int:
         producer.flush(60)
         wait(lambda: done(s, "payments") >= len(players), 120, "deposits")
         client = Client(f"http://127.0.0.1:{port}", partner, api_key, args.concurrency)
+        from croupier.gateway.tokens import issue
+
+        dsn = s.pg_dsn.get_secret_value()
+        client.tokens = {p: issue(dsn, s.pg_schema, p, 3600) for p in players}
         results = asyncio.run(phases(client, players, args))
         ok = (
             results["wallet_paced"]["not_ok"] == 0

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Settings
 from croupier.gateway import READY, bets, wallet, webhooks
-from croupier.gateway.auth import RateLimiter, ReplayGuard
+from croupier.gateway.auth import RateLimiter
 from croupier.gateway.config import Credentials, GatewaySettings
 from croupier.gateway.kafka import Listener, Publisher, Waiters
 from croupier.gateway.metrics import Metrics
@@ -178,13 +178,12 @@ def create_app(
         await store.open()
         waiters = Waiters()
         observed.waiting.set_function(lambda: len(waiters))
-        decisions = bets.Decisions()
+        decisions = bets.Decisions(store.ticket, store.claim_tickets)
         state = GatewayState(
             settings=settings, gateway=gateway, credentials=creds, publisher=publisher,
             store=store, waiters=waiters, decisions=decisions,
             wallet=wallet.Wallet(publisher.publish, store, waiters, gateway.deadline),
             limiter=RateLimiter(gateway.rate, gateway.burst),
-            guard=ReplayGuard(gateway.replay_window),
         )  # fmt: skip
         state.listener = Listener(settings, loop, waiters.answer, decisions.decided)
         app.state.gw = state

@@ -1,5 +1,6 @@
 """``croupier gateway``: ``run`` the HTTP edge, ``key add NAME`` (mint a front end's API
-key, printed once), ``openapi`` (print or ``--write`` the checked-in document)."""
+key, printed once), ``token issue PLAYER`` (a Hub88 session token, printed once),
+``openapi`` (print or ``--write`` the checked-in document)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = ksub.add_parser("add", help="mint a key for NAME and print it once")
     add.add_argument("name")
     add.set_defaults(func=key_add)
+    token = sub.add_parser("token", help="players' Hub88 session tokens (hashed at rest)")
+    tsub = token.add_subparsers(dest="token_action", required=True)
+    issue = tsub.add_parser("issue", help="issue PLAYER a session token and print it once")
+    issue.add_argument("player")
+    issue.add_argument("--ttl", type=float, default=86_400.0,
+                       help="seconds it lives (default a day, at most 30 days)")  # fmt: skip
+    issue.set_defaults(func=token_issue)
     doc = sub.add_parser("openapi", help="print the OpenAPI document (or --write it)")
     doc.add_argument("--write", action="store_true", help=f"write {OPENAPI_FILE.name}")
     doc.set_defaults(func=openapi)
@@ -56,6 +64,24 @@ def key_add(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     print(key)
+    return 0
+
+
+def token_issue(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from config.stackenv import stack_settings as _settings
+    from croupier.arguments import InputError
+    from croupier.gateway.tokens import issue
+
+    _gateway_settings()  # loads .stack/env, as the other actions do
+    settings = _settings()
+    try:
+        token = issue(settings.pg_dsn.get_secret_value(), settings.pg_schema, args.player,
+                      args.ttl)  # fmt: skip
+    except (ValueError, psycopg.errors.CheckViolation) as exc:
+        raise InputError(str(exc)) from exc
+    print(token)
     return 0
 
 

@@ -169,27 +169,28 @@ class Listener:
 
 
 class Waiters:
-    """Requests waiting for a transaction's answer, by transaction id."""
+    """Requests waiting for a transaction's answers, by transaction id: each waiter gets
+    every answer published for its transaction while it waits, and keeps the one meant for
+    its own request (``Wallet`` checks)."""
 
     def __init__(self) -> None:
-        self._waiting: dict[str, list[asyncio.Future[bytes]]] = {}
+        self._waiting: dict[str, list[asyncio.Queue[bytes]]] = {}
 
-    def expect(self, transaction_id: str) -> asyncio.Future[bytes]:
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(transaction_id, []).append(fut)
-        return fut
+    def expect(self, transaction_id: str) -> asyncio.Queue[bytes]:
+        answers: asyncio.Queue[bytes] = asyncio.Queue()
+        self._waiting.setdefault(transaction_id, []).append(answers)
+        return answers
 
-    def forget(self, transaction_id: str, fut: asyncio.Future[bytes]) -> None:
+    def forget(self, transaction_id: str, answers: asyncio.Queue[bytes]) -> None:
         waiting = self._waiting.get(transaction_id)
-        if waiting and fut in waiting:
-            waiting.remove(fut)
+        if waiting and answers in waiting:
+            waiting.remove(answers)
             if not waiting:
                 del self._waiting[transaction_id]
 
     def answer(self, transaction_id: str, value: bytes) -> None:
-        for fut in self._waiting.pop(transaction_id, []):
-            if not fut.done():
-                fut.set_result(value)
+        for answers in self._waiting.get(transaction_id, []):
+            answers.put_nowait(value)
 
     def __len__(self) -> int:
         return len(self._waiting)

@@ -126,10 +126,14 @@ def document() -> dict[str, Any]:
                                                **_problems(403)}}},
             "/openapi.json": {"get": {"summary": "this document",
                                       "responses": {"200": {"description": "OpenAPI 3.1"}}}},
-            "/user/balance": _hub88("a player's balance", "BalanceRequest"),
-            "/transaction/bet": _hub88("a stake (a casino debit)", "TransactionRequest"),
-            "/transaction/win": _hub88("a win (a casino credit)", "TransactionRequest"),
-            "/transaction/rollback": _hub88("undo a bet", "RollbackRequest"),
+            "/user/balance": _hub88("a player's balance; needs their live session token",
+                                   "BalanceRequest"),
+            "/transaction/bet": _hub88("a stake (a casino debit); needs the player's live "
+                                       "session token", "TransactionRequest"),
+            "/transaction/win": _hub88("a win (a casino credit); the token is not checked",
+                                       "TransactionRequest"),
+            "/transaction/rollback": _hub88("undo a bet; the token is not checked",
+                                            "RollbackRequest"),
             "/wallet/v1/balance": {"post": {
                 "tags": ["Generic wallet"], "summary": "a player's balance",
                 "security": [{"signature": []}],
@@ -141,6 +145,8 @@ def document() -> dict[str, Any]:
             "/wallet/v1/rollback": _generic("rollback"),
             "/payments/{provider}": {"post": {
                 "tags": ["Payments"], "summary": "a provider's signed webhook",
+                "description": "409 replayed: this signature was accepted before, by any "
+                               "gateway process.",
                 "parameters": [
                     {"name": "provider", "in": "path", "required": True,
                      "schema": {"type": "string"}},
@@ -156,13 +162,18 @@ def document() -> dict[str, Any]:
             }},
             "/bets": {"post": {
                 "tags": ["Bets"], "summary": "place a bet: 202 and the ticket once Kafka has it",
+                "description": "The first key to post a bet id holds it, for that player: "
+                               "another key, or another player, gets 409 bet-id-taken; the "
+                               "same key posting it again is a retry.",
                 "security": api_key,
                 "requestBody": {"required": True, "content": _json("BetRequest")},
                 "responses": {"202": {"description": "the ticket", "content": _json("Ticket")},
-                              **_problems(401, 413, 422, 429, 503)},
+                              **_problems(401, 409, 413, 422, 429, 503)},
             }},
             "/bets/{bet_id}": {"get": {
                 "tags": ["Bets"], "summary": "a bet's decision",
+                "description": "Only to the key that posted the bet; any other key gets the "
+                               "404 of a bet id never posted.",
                 "security": api_key,
                 "parameters": [{"name": "bet_id", "in": "path", "required": True,
                                 "schema": {"type": "string"}}],
@@ -175,7 +186,7 @@ def document() -> dict[str, Any]:
                 "security": api_key,
                 "parameters": [{"name": "player", "in": "query", "required": False,
                                 "schema": {"type": "string"},
-                                "description": "one player's decisions instead"}],
+                                "description": "only this player's (of this key's bets)"}],
                 "responses": {"200": {"description": "event: decision; data: a BetDecision",
                                       "content": {"text/event-stream": SSE}},
                               **_problems(401, 429)},

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from config.settings import Settings
-from croupier.gateway.auth import RateLimiter, ReplayGuard
+from croupier.gateway.auth import RateLimiter
 from croupier.gateway.config import Credentials, GatewaySettings
 
 if TYPE_CHECKING:
@@ -28,6 +28,5 @@ class GatewayState:
     decisions: Decisions
     wallet: Wallet
     limiter: RateLimiter
-    guard: ReplayGuard
     listener: Listener | None = None
     extra: dict[str, object] = field(default_factory=dict)

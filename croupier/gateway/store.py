@@ -1,14 +1,19 @@
 """What the gateway reads from PostgreSQL, read-only, as the application's role: wallet
-balances from the ledger, a casino transaction's stored first answer, a bet's decision.
+balances from the ledger, a casino transaction's stored first answer, a bet's decision,
+who holds a bet id, a Hub88 session token.
 
-Every statement runs in a read-only transaction, so a bug here cannot write even where
-the role could."""
+Every read runs in a read-only transaction, so a bug here cannot write even where the role
+could. The gateway's only writes (a bet's ticket, a webhook's signature) go through the
+SECURITY DEFINER functions of migration 0023, on a second, small pool that runs nothing
+else."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
+import orjson
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
@@ -40,11 +45,17 @@ class Store:
             kwargs={"options": f"-c search_path={schema} -c default_transaction_read_only=on",
                     "autocommit": True},
         )  # fmt: skip
+        self.writer = AsyncConnectionPool(
+            dsn, min_size=1, max_size=8, open=False,
+            kwargs={"options": f"-c search_path={schema}", "autocommit": True},
+        )  # fmt: skip
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
+        await self.writer.open(wait=False)
 
     async def close(self) -> None:
+        await self.writer.close()
         await self.pool.close()
 
     async def ping(self) -> bool:
@@ -103,3 +114,47 @@ class Store:
                 "SELECT decision FROM bets WHERE bet_id = %s", (bet_id,)
             )).fetchone()  # fmt: skip
         return None if row is None else str(row[0]).encode()
+
+    async def claim_tickets(self, claims: list[tuple[str, str, str]]) -> dict[str, tuple[str, str]]:
+        """Claim bet ids ``(bet_id, key_name, player_id)`` in one call; each id's holder
+        (key name, player) after it: the caller's own unless another key (or another
+        player) had it first."""
+        async with self.writer.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT bet, holder, holder_player FROM gateway_tickets_claim(%s::jsonb)",
+                (orjson.dumps(claims).decode(),),
+            )).fetchall()  # fmt: skip
+        return {str(b): (str(k), str(p)) for b, k, p in rows}
+
+    async def ticket(self, bet_id: str) -> tuple[str, str] | None:
+        """(key name, player) holding ``bet_id``, or None."""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(
+                "SELECT key_name, player_id FROM gateway_tickets WHERE bet_id = %s", (bet_id,)
+            )).fetchone()  # fmt: skip
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    async def webhook_seen_before(self, provider: str, signature: str) -> bool:
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(
+                "SELECT 1 FROM gateway_webhooks_seen WHERE provider = %s AND signature = %s",
+                (provider, signature),
+            )).fetchone()  # fmt: skip
+        return row is not None
+
+    async def webhook_seen(self, provider: str, signature: str, stamped: datetime) -> bool:
+        """Record a webhook's signature; False when it was recorded already."""
+        async with self.writer.connection() as conn:
+            row = await (await conn.execute(
+                "SELECT gateway_seen(%s, %s, %s)", (provider, signature, stamped)
+            )).fetchone()  # fmt: skip
+        return bool(row and row[0])
+
+    async def token(self, token_hash: str) -> tuple[str, datetime] | None:
+        """(player, expiry) of the Hub88 session token with this hash, or None."""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(
+                "SELECT player_id, expires_at FROM gateway_tokens WHERE token_hash = %s",
+                (token_hash,),
+            )).fetchone()  # fmt: skip
+        return None if row is None else (str(row[0]), row[1])

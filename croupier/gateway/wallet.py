@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from starlette.requests import Request
 from starlette.responses import Response
 
+from croupier.gateway import tokens
 from croupier.gateway.auth import rsa_partner
 from croupier.gateway.kafka import Unavailable, Waiters
 from croupier.gateway.problems import Problem
@@ -180,12 +181,28 @@ class Wallet:
             if len(self._debits) > 100_000:
                 self._debits.clear()
             self._debits.setdefault(tx, (str(parsed.amount), parsed.currency))
-        fut = self.waiters.expect(tx)
+        mine = request_hash(parsed)
+        answers = self.waiters.expect(tx)
         try:
             await self.publish("casino", parsed.player_id, orjson.dumps(call))
-            return await fut
+            while True:
+                answer = await answers.get()
+                if await self._meant_for(tx, mine, answer):
+                    return answer
         finally:
-            self.waiters.forget(tx, fut)
+            self.waiters.forget(tx, answers)
+
+    async def _meant_for(self, tx: str, mine: str, answer: bytes) -> bool:
+        """Whether ``answer`` (published for ``tx``) answers a request hashed ``mine``.
+
+        An answer is published after its decision is committed, so the store then holds the
+        transaction's first request: an answer to a request like it answers ours; when ours
+        conflicts with it, only a duplicate-conflict refusal does (a late answer to the
+        first request must never satisfy a conflicting retry)."""
+        stored = await self.store.casino_call(tx)
+        if stored is None or stored.request_hash == mine:
+            return True
+        return bool(orjson.loads(answer).get("error") == ReasonCode.DUPLICATE_CONFLICT.value)
 
     async def debit_of(self, tx: str) -> tuple[str, str] | None:
         """(amount, currency) of the debit ``tx``: as stored (its first call decided), else
@@ -262,6 +279,9 @@ async def hub88_balance(request: Request) -> Response:
         req = BalanceRequest.model_validate_json(body)
     except ValidationError:
         return _hub88_reply(user, ruid, WRONG_TYPES)
+    refused = await tokens.refusal(request.app.state.gw.store, req.user, req.token)
+    if refused is not None:
+        return _hub88_reply(req.user, req.request_uuid, refused)
     found = await request.app.state.gw.store.balance(req.user, req.currency)
     if found is None:
         return _hub88_reply(req.user, req.request_uuid, STATUS[ReasonCode.UNKNOWN_PLAYER][0])
@@ -299,6 +319,10 @@ async def _hub88_transaction(request: Request, kind: Kind) -> Response:
             req = TransactionRequest.model_validate_json(body)
     except ValidationError:
         return _hub88_reply(user, ruid, WRONG_TYPES)
+    if kind == "bet":  # a win or a rollback is not refused for its token (Hub88's rule)
+        refused = await tokens.refusal(state.store, req.user, req.token)
+        if refused is not None:
+            return _hub88_reply(req.user, req.request_uuid, refused)
     call: dict[str, Any] = {
         "transaction_id": req.transaction_uuid, "round_id": req.round, "game_id": req.game_code,
         "player_id": req.user, "timestamp": _now(),

@@ -2,11 +2,19 @@
 
 ``X-Signature`` is the hex HMAC-SHA256 of ``X-Timestamp + "." + body``; the timestamp
 (whole seconds since the epoch) must be within the replay window of the gateway's clock
-and the signature new inside it. The body is one ``payments`` contract event, published
-as sent; 202 only after Kafka has it (``acks=all``).
+and the signature new: every (provider, signature) accepted is kept in PostgreSQL
+(``gateway_webhooks_seen``), so a replay is refused by any gateway process, after any
+restart. The body is one ``payments`` contract event, published as sent; 202 only after
+Kafka has it (``acks=all``).
+
+The signature is recorded once Kafka has the event, not before: a delivery Kafka refused
+(503) can be sent again as it was. Two copies racing in at the same instant may then both
+be published; the payments flow's own idempotency (``payment_id``) keeps that harmless.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import orjson
 from starlette.requests import Request
@@ -33,12 +41,16 @@ async def payment_webhook(request: Request) -> Response:
     if secret is None:
         # The same answer as a bad signature: no way to learn which providers exist.
         raise Problem(*_REFUSED["signature"], "the signature does not match")
+    stamp, signature = request.headers.get("X-Timestamp"), request.headers.get("X-Signature")
     try:
-        verify_webhook(secret, body, request.headers.get("X-Timestamp"),
-                       request.headers.get("X-Signature"),
-                       window=state.gateway.replay_window, guard=state.guard)  # fmt: skip
+        verify_webhook(secret, body, stamp, signature,
+                       window=state.gateway.replay_window, guard=None)  # fmt: skip
     except WebhookRefused as refused:
         raise Problem(*_REFUSED[refused.reason], str(refused)) from refused
+    assert stamp is not None and signature is not None  # verified above
+    signature = signature.lower()
+    if await state.store.webhook_seen_before(provider, signature):
+        raise Problem(*_REFUSED["replayed"], "this signature was seen before")
     event = decode(PAYMENT_EVENT, body)
     if isinstance(event, DecodeFailure):
         raise Problem(422, event.reason, "Not a payments event", event.error)
@@ -47,5 +59,6 @@ async def payment_webhook(request: Request) -> Response:
     except Unavailable as exc:
         raise Problem(503, "unavailable", "Kafka did not take it", "send it again",
                       headers={"Retry-After": "1"}) from exc  # fmt: skip
+    await state.store.webhook_seen(provider, signature, datetime.fromtimestamp(int(stamp), UTC))
     return Response(orjson.dumps({"payment_id": event.payment_id, "status": "queued"}),
                     status_code=202, media_type="application/json")  # fmt: skip

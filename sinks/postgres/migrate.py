@@ -41,6 +41,7 @@ READ_ONLY = (
     "casino_rounds", "casino_transactions", "casino_calls",
     "payment_decisions", "payment_events",
     "report_records", "report_heads", "report_rejections",
+    "gateway_tickets", "gateway_webhooks_seen", "gateway_tokens",
     "schema_migrations",
 )  # fmt: skip
 LEDGER_FUNCTIONS = ("ledger_post(jsonb)", "ledger_lock_cash(text)")
@@ -62,6 +63,11 @@ DECISION_FUNCTIONS = (
     "payments_record(jsonb, jsonb)",
 )
 REPORT_FUNCTIONS = ("report_lock_heads()", "report_append(jsonb)", "report_reject(jsonb)")
+GATEWAY_FUNCTIONS = (  # migration 0023: the gateway's tickets, webhook signatures, tokens
+    "gateway_tickets_claim(jsonb)",
+    "gateway_seen(text, text, timestamptz)",
+    "gateway_token_issue(text, text, timestamptz)",
+)
 
 _CREATE_ROLE = f"""
 DO $$ BEGIN
@@ -183,7 +189,10 @@ def grant_app_role(conn: psycopg.Connection[tuple[object, ...]], schema: str) ->
     for (seq,) in owned:
         conn.execute(sql.SQL("REVOKE USAGE, UPDATE ON SEQUENCE {}.{} FROM {}").format(
             ident, sql.Identifier(str(seq)), role))  # fmt: skip
-    for signature in (*LEDGER_FUNCTIONS, *AUDIT_FUNCTIONS, *DECISION_FUNCTIONS, *REPORT_FUNCTIONS):
+    for signature in (
+        *LEDGER_FUNCTIONS, *AUDIT_FUNCTIONS, *DECISION_FUNCTIONS, *REPORT_FUNCTIONS,
+        *GATEWAY_FUNCTIONS,
+    ):  # fmt: skip
         conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}.{} TO {}").format(
             ident, sql.SQL(signature), role))  # fmt: skip
     for guarded, _delete, update, _truncate in conn.execute(_GUARDS, (schema,)).fetchall():

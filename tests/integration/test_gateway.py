@@ -1,6 +1,10 @@
 """The HTTP edge end to end: a signed client against ``croupier gateway run``, with the real
 broker, PostgreSQL and a worker behind it.
 
+What the gateway keeps (bet tickets, webhook signatures, Hub88 session tokens) is in
+PostgreSQL: the tests restart the gateway and find it there, and try the application's
+role on those tables directly.
+
 One gateway and one worker serve the whole module (their start-up is most of the cost);
 each test uses its own players, transaction ids, bet ids and API keys.
 """
@@ -33,8 +37,9 @@ from config.settings import Settings
 from croupier.gateway import READY
 from croupier.gateway.auth import hmac_signature
 from croupier.gateway.command import OPENAPI_FILE
-from croupier.gateway.config import add_key
+from croupier.gateway.config import add_key, hash_key
 from croupier.gateway.store import Store
+from croupier.gateway.tokens import issue
 from croupier.stack.process import free_port
 from sinks.postgres.migrate import migrate
 from tests.conftest import ROOT, Services, WorkerProcess, settings_env
@@ -55,7 +60,8 @@ pytestmark = pytest.mark.integration
 D = Decimal
 GAME = "croupier-dice"
 PROVIDER_SECRET = b"psp-secret-0123456789abcdef"
-PLAYERS = ["gw-p1", "gw-p2", "gw-p3", "gw-p4"]
+PLAYERS = ["gw-p1", "gw-p2", "gw-p3", "gw-p4", "gw-p5"]
+TOKENS: dict[str, str] = {}  # each player's Hub88 session token, issued by the fixture
 
 
 def _rsa() -> rsa.RSAPrivateKey:
@@ -238,6 +244,8 @@ def gw(
             )
             assert status == 202
         wait_for(lambda: done(s, "payments") == len(PLAYERS), timeout=60, what="deposits")
+        for p in PLAYERS:
+            TOKENS[p] = issue(s.pg_dsn.get_secret_value(), s.pg_schema, p, 3600)
         yield g
     finally:
         g.stop()
@@ -263,7 +271,7 @@ def hub(
         "request_uuid": uuid.uuid4().hex,
         "round": rnd,
         "game_code": GAME,
-        "token": "t",
+        "token": TOKENS.get(player, "none"),
         **more,
     }
     if kind != "rollback":
@@ -284,7 +292,7 @@ def moved(g: Gateway, player: str) -> list[tuple[Any, ...]]:
 def test_wallet_retry_win_rollback_and_signatures(gw: Gateway) -> None:
     p = "gw-p1"
     status, body = gw.signed(
-        "/user/balance", {"user": p, "request_uuid": "r0", "token": "t", "game_code": GAME}
+        "/user/balance", {"user": p, "request_uuid": "r0", "token": TOKENS[p], "game_code": GAME}
     )
     assert (status, body) == (
         200,
@@ -401,14 +409,27 @@ def test_wallet_retry_win_rollback_and_signatures(gw: Gateway) -> None:
 def test_deadline_passed_is_retryable_and_the_retry_is_answered_from_the_store(gw: Gateway) -> None:
     p = "gw-p2"
     call = hub("bet", "d-b1", p, "d-r1", 700_000)
+    conflicting: list[tuple[int, Any]] = []
     gw.worker.proc.send_signal(signal.SIGSTOP)  # the flow is away: nothing answers in time
     try:
         started = time.monotonic()
         status, body = gw.signed("/transaction/bet", call)
         assert status == 200 and body["status"] == "RS_ERROR_UNKNOWN"
         assert time.monotonic() - started >= 1.9
+        # A retry that conflicts (another amount) waits while the first call's late answer
+        # comes: that answer is not the retry's.
+        other = threading.Thread(
+            target=lambda: conflicting.append(
+                gw.signed("/transaction/bet", {**call, "amount": 900_000})
+            )
+        )
+        other.start()
+        time.sleep(0.3)
     finally:
         gw.worker.proc.send_signal(signal.SIGCONT)
+    other.join(30)
+    assert conflicting[0][1]["status"] != "RS_OK"  # never the first call's answer
+    assert conflicting[0][1]["status"] in {"RS_ERROR_DUPLICATE_TRANSACTION", "RS_ERROR_UNKNOWN"}
     wait_for(
         lambda: (
             query(
@@ -420,6 +441,10 @@ def test_deadline_passed_is_retryable_and_the_retry_is_answered_from_the_store(g
         timeout=60,
         what="the decision",
     )
+    # Once decided, a conflicting retry is told so (its own answer, not the stored one).
+    again = gw.signed("/transaction/bet", {**call, "amount": 800_000})
+    assert again[1]["status"] == "RS_ERROR_DUPLICATE_TRANSACTION"
+    time.sleep(0.5)
     calls_before = query(gw.settings, "SELECT count(*) FROM casino_calls")
     status, body = gw.signed("/transaction/bet", call)
     assert (status, body["status"], body["balance"]) == (200, "RS_OK", 9_300_000)
@@ -480,6 +505,103 @@ def test_webhooks_signed_in_window_and_once(gw: Gateway) -> None:
     ) == [(2,)]
 
 
+def test_hub88_session_tokens(gw: Gateway) -> None:
+    p, q = "gw-p5", "gw-p4"
+    out = subprocess.run(
+        [sys.executable, "-m", "croupier", "gateway", "token", "issue", p, "--ttl", "1"],
+        env=gw.env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    short = out.stdout.strip()
+    assert short.startswith("cgs_") and len(short) > 40
+    stored = query(gw.settings, "SELECT token_hash, player_id FROM gateway_tokens")
+    assert (hash_key(short), p) in stored and all(short not in str(r) for r in stored)
+
+    def balance(token: Any) -> str:
+        body = {"user": p, "request_uuid": uuid.uuid4().hex, "game_code": GAME, "token": token}
+        if token is None:
+            del body["token"]
+        return str(gw.signed("/user/balance", body)[1]["status"])
+
+    assert balance(short) == balance(TOKENS[p]) == "RS_OK"
+    # Unknown, another player's, missing, a hash of the token instead of the token.
+    for wrong in ("cgs_" + "x" * 43, TOKENS[q], None, "", hash_key(TOKENS[p])):
+        assert balance(wrong) == "RS_ERROR_INVALID_TOKEN"
+    bet_other = hub("bet", "t-b0", p, "t-r0", 100_000, token=TOKENS[q])
+    assert gw.signed("/transaction/bet", bet_other)[1]["status"] == "RS_ERROR_INVALID_TOKEN"
+    opened = gw.signed("/transaction/bet", hub("bet", "t-b1", p, "t-r1", 100_000, token=short))
+    assert opened[1]["status"] == "RS_OK"
+    time.sleep(1.2)  # the short token expires
+    assert balance(short) == "RS_ERROR_TOKEN_EXPIRED"
+    late_bet = hub("bet", "t-b2", p, "t-r2", 100_000, token=short)
+    assert gw.signed("/transaction/bet", late_bet)[1]["status"] == "RS_ERROR_TOKEN_EXPIRED"
+    # A win (and a rollback) comes after the session may have ended: not refused for it.
+    win = hub("win", "t-w1", p, "t-r1", 300_000, token=short, reference_transaction_uuid="t-b1")
+    assert gw.signed("/transaction/win", win)[1]["status"] == "RS_OK"
+    assert cash(gw, p) == D("102.00")
+    assert query(
+        gw.settings, "SELECT count(*) FROM casino_transactions WHERE transaction_id IN "
+        "('t-b0', 't-b2')"
+    ) == [(0,)]  # fmt: skip
+    # The command refuses a token that would never live, or live too long.
+    bad = subprocess.run(
+        [sys.executable, "-m", "croupier", "gateway", "token", "issue", p, "--ttl", "0"],
+        env=gw.env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "cgs_" not in bad.stdout
+    for ttl in (-5.0, 31 * 86_400.0):
+        with pytest.raises(ValueError, match="seconds"):
+            issue(gw.settings.pg_dsn.get_secret_value(), gw.settings.pg_schema, p, ttl)
+
+
+def test_the_app_role_writes_gateway_state_only_through_its_functions(gw: Gateway) -> None:
+    s = gw.settings
+    with psycopg.connect(s.pg_dsn.get_secret_value(), autocommit=True,
+                         options=f"-c search_path={s.pg_schema}") as conn:  # fmt: skip
+        user = conn.execute("SELECT current_user").fetchone()
+        assert user is not None and user[0] != "postgres"  # really the application's login
+        claim = "SELECT * FROM gateway_tickets_claim(%s::jsonb) ORDER BY 1"
+        got = conn.execute(claim, ('[["lp-1", "web", "gw-p1"], ["lp-0", "web", "gw-p2"]]',))
+        assert got.fetchall() == [("lp-0", "web", "gw-p2"), ("lp-1", "web", "gw-p1")]
+        # Another key claiming the same bet id (even twice in one call) gets the holder
+        # back, not the bet.
+        stolen = conn.execute(claim, ('[["lp-1", "other", "gw-p1"], ["lp-1", "x", "y"]]',))
+        assert stolen.fetchall() == [("lp-1", "web", "gw-p1")]
+        sig = "ab" * 32
+        seen = "SELECT gateway_seen('psp', %s, now())"
+        assert conn.execute(seen, (sig,)).fetchone() == (True,)
+        assert conn.execute(seen, (sig,)).fetchone() == (False,)
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("SELECT gateway_token_issue(%s, 'gw-p1', now() - interval '1 s')",
+                         ("cd" * 32,))  # fmt: skip
+        attempts = [
+            "INSERT INTO gateway_tickets (bet_id, key_name, player_id) VALUES ('lp-2', 'x', 'y')",
+            "UPDATE gateway_tickets SET key_name = 'other' WHERE bet_id = 'lp-1'",
+            "DELETE FROM gateway_tickets WHERE bet_id = 'lp-1'",
+            "TRUNCATE gateway_tickets",
+            "DELETE FROM gateway_webhooks_seen",
+            "UPDATE gateway_webhooks_seen SET signature = repeat('0', 64)",
+            "INSERT INTO gateway_webhooks_seen (provider, signature, stamped_at) "
+            "VALUES ('psp', repeat('1', 64), now())",
+            "INSERT INTO gateway_tokens (token_hash, player_id, expires_at) "
+            "VALUES (repeat('2', 64), 'gw-p1', now() + interval '1 day')",
+            "UPDATE gateway_tokens SET expires_at = now() + interval '1 year'",
+            "DELETE FROM gateway_tokens",
+            "DROP TABLE gateway_tokens",
+            "SET ROLE croupier_gateway",
+            "ALTER TABLE gateway_tickets DISABLE TRIGGER ALL",
+            "CREATE OR REPLACE FUNCTION gateway_tickets_claim(claims jsonb) "
+            "RETURNS TABLE (bet text, holder text, holder_player text) LANGUAGE sql AS "
+            "$$ SELECT 'x', 'y', 'z' $$",
+        ]
+        for statement in attempts:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement.encode())
+    assert query(s, "SELECT key_name FROM gateway_tickets WHERE bet_id = 'lp-1'") == [("web",)]
+    assert query(
+        s, "SELECT count(*) FROM gateway_webhooks_seen WHERE signature = %s", (sig,)
+    ) == [(1,)]  # fmt: skip
+
+
 class _Sse(threading.Thread):
     def __init__(self, g: Gateway, key: str, query_string: str = "") -> None:
         super().__init__(daemon=True)
@@ -506,12 +628,14 @@ class _Sse(threading.Thread):
 
 def test_bet_ticket_then_decision_by_get_and_by_sse(gw: Gateway) -> None:
     p, key = "gw-p4", gw.keys["web"]
-    mine, theirs, player = (
+    mine, theirs, player, their_player, my_other_player = (
         _Sse(gw, key),
         _Sse(gw, gw.keys["other"]),
-        _Sse(gw, gw.keys["other"], f"?player={p}"),
+        _Sse(gw, key, f"?player={p}"),
+        _Sse(gw, gw.keys["other"], f"?player={p}"),  # the player's, but not this key's bets
+        _Sse(gw, key, "?player=gw-p1"),
     )
-    for s in (mine, theirs, player):
+    for s in (mine, theirs, player, their_player, my_other_player):
         s.start()
         assert s.open.wait(10) and s.status == 200
     time.sleep(0.3)
@@ -535,7 +659,25 @@ def test_bet_ticket_then_decision_by_get_and_by_sse(gw: Gateway) -> None:
     assert got["status"] == "accepted" and got["odds"] == "2.10"
     wait_for(lambda: len(mine.events) == 1 and len(player.events) == 1, timeout=10, what="SSE")
     assert mine.events == player.events == [got]
-    assert theirs.events == []  # another front end's stream never sees this key's bets
+    # Another front end's stream never sees this key's bets, not even by naming the player.
+    assert theirs.events == their_player.events == my_other_player.events == []
+
+    # Another key cannot read the bet: the same 404 as a bet id never posted.
+    other = {"X-Api-Key": gw.keys["other"]}
+    status, h, problem = gw.request("GET", "/bets/gw-bet-1", headers=other)
+    status_none, h_none, problem_none = gw.request("GET", "/bets/gw-bet-none", headers=other)
+    assert status == status_none == 404
+    assert h["retry-after"] == h_none["retry-after"]
+    assert problem["title"] == problem_none["title"] and problem["type"] == problem_none["type"]
+    # Nor take the id over: 409, nothing published; the same key posting it again is a retry.
+    status, _, problem = gw.request("POST", "/bets", raw, other)
+    assert status == 409 and problem["type"].endswith("bet-id-taken")
+    assert gw.request("POST", "/bets", raw, {"X-Api-Key": key})[0] == 202
+    elsewhere = bet("gw-bet-1", "gw-p1", "10.00", [("m-gw", "1x2", "home", "2.10")])
+    assert gw.request("POST", "/bets", elsewhere, {"X-Api-Key": key})[0] == 409
+    assert query(gw.settings, "SELECT key_name, player_id FROM gateway_tickets "
+                 "WHERE bet_id = 'gw-bet-1'") == [("web", p)]  # fmt: skip
+    assert gw.request("GET", "/bets/gw-bet-1", headers={"X-Api-Key": key})[2] == got
     assert BETS_AT
 
     # The ways around the key: none, a wrong one, the hash itself; a bad bet; the rate.
@@ -565,6 +707,10 @@ def test_bet_ticket_then_decision_by_get_and_by_sse(gw: Gateway) -> None:
 
 
 def test_sigkill_mid_stream_loses_no_acknowledged_ticket(gw: Gateway) -> None:
+    """Also: what the gateway keeps is in PostgreSQL. The worker is held while the gateway
+    is killed, so every decision reaches the gateway process started after it; that process
+    never saw the bets posted, and still streams each only to the key that posted it, reads
+    it only to that key, and refuses a webhook replayed from before the kill."""
     key = gw.keys["killed"]
     acked: list[str] = []
     stop = threading.Event()
@@ -583,13 +729,33 @@ def test_sigkill_mid_stream_loses_no_acknowledged_ticket(gw: Gateway) -> None:
                 acked.append(bet_id)
 
     posters = [threading.Thread(target=post, args=(n,)) for n in range(4)]
-    for t in posters:
-        t.start()
-    wait_for(lambda: len(acked) >= 30, timeout=30, what="tickets")
-    gw.stop(signal.SIGKILL)
-    stop.set()
-    for t in posters:
-        t.join(30)
+    gw.worker.proc.send_signal(signal.SIGSTOP)
+    try:
+        deposit = {
+            "type": "deposit",
+            "payment_id": "k-d1",
+            "player_id": "gw-k0",
+            "amount": "1.00",
+            "currency": "EUR",
+            "timestamp": "2026-11-24T18:00:00Z",
+        }
+        status, _, webhook_headers = gw.webhook("psp", deposit)
+        assert status == 202
+        for t in posters:
+            t.start()
+        wait_for(lambda: len(acked) >= 30, timeout=30, what="tickets")
+        gw.stop(signal.SIGKILL)
+        stop.set()
+        for t in posters:
+            t.join(30)
+        gw.start()  # a new process: nothing in memory
+        streams = [_Sse(gw, key), _Sse(gw, gw.keys["other"]), _Sse(gw, key, "?player=gw-k0")]
+        for sse in streams:
+            sse.start()
+            assert sse.open.wait(10) and sse.status == 200
+        time.sleep(0.3)
+    finally:
+        gw.worker.proc.send_signal(signal.SIGCONT)
     answered = set(acked)
     assert len(answered) >= 30
 
@@ -598,5 +764,16 @@ def test_sigkill_mid_stream_loses_no_acknowledged_ticket(gw: Gateway) -> None:
         return answered <= {r[0] for r in rows}
 
     wait_for(all_decided, timeout=60, what="a decision for every ticket answered 202")
-    gw.start()  # the module's gateway comes back for whoever runs after
+    mine, theirs, k0 = streams
+    wait_for(lambda: answered <= {e["bet_id"] for e in mine.events}, timeout=30, what="SSE")
+    assert theirs.events == []
+    assert k0.events and {e["player_id"] for e in k0.events} == {"gw-k0"}
+    some = sorted(answered)[0]
+    status, _, decision = gw.request("GET", f"/bets/{some}", headers={"X-Api-Key": key})
+    assert status == 200 and decision["bet_id"] == some
+    assert gw.request("GET", f"/bets/{some}", headers={"X-Api-Key": gw.keys["other"]})[0] == 404
+    raw = bet(some, "gw-k9", "1.00", [("m-gw", "1x2", "home", "2.10")])
+    assert gw.request("POST", "/bets", raw, {"X-Api-Key": gw.keys["other"]})[0] == 409
+    replay = gw.request("POST", "/payments/psp", json.dumps(deposit).encode(), webhook_headers)
+    assert replay[0] == 409 and replay[2]["type"].endswith("replayed")
     assert gw.request("GET", "/readyz")[0] == 200
