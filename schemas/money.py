@@ -186,7 +186,7 @@ SIGNED_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
 UNSIGNED_DECIMAL = r"^[0-9]+(\.[0-9]+)?$"
 
 AMOUNT_DIGITS = 18  # integer digits of an amount a producer sends (a stake, a deposit)
-AMOUNT_PLACES = 3  # the most minor units any currency has (BHD, KWD...); Priced checks each
+AMOUNT_PLACES = max(MINOR_UNITS.values())  # the most any currency has (CLF 4); Priced checks each
 TOTAL_DIGITS = 32  # integer digits of a total Croupier writes (a payout, a balance)
 ODDS_DIGITS = 6  # a leg's price is below 1,000,000
 ODDS_PLACES = 4

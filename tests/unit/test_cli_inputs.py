@@ -162,7 +162,7 @@ def test_an_unreachable_database_is_one_line_without_its_password(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("CROUPIER_PG_DSN", "postgresql://u:hunter2@127.0.0.1:1/x?connect_timeout=2")
-    assert cli.main(["audit", "verify", "--public-key", "00" * 32]) == exits.EXIT_USAGE
+    assert cli.main(["audit", "verify", "--public-key", "00" * 32]) == exits.EXIT_NOT_RUNNING
     err = capsys.readouterr().err
     assert err.startswith("error: PostgreSQL: ") and "CROUPIER_PG_DSN" in err
     assert "hunter2" not in err and len(err.strip().splitlines()) == 1

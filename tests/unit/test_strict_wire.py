@@ -181,7 +181,7 @@ def test_free_text_and_ip_addresses_are_checked() -> None:
         ("1e5000", "not a plain decimal string"),
         ("1E+5", "not a plain decimal string"),
         ("NaN", "not a plain decimal string"),
-        ("10.0000", "4 decimal places; at most 3"),
+        ("10.00000", "5 decimal places; at most 4"),
     ],
 )
 def test_an_amount_with_too_many_digits_is_refused(amount: str, fragment: str) -> None:
