@@ -197,6 +197,7 @@ def aggregate(endpoints: list[Endpoint], seconds: float) -> dict[str, Any]:
         "decisions": counted("croupier_decisions_total", "flow", "status", "reason"),
         "dead_letters": counted("croupier_dead_letters_total", "topic", "reason"),
         "flows": _latencies(first, second, "croupier_flow_batch", "flow"),
+        "decision_latency": _latencies(first, second, "croupier_decision_latency", "flow"),
         "sinks": _latencies(first, second, "croupier_sink_batch", "sink"),
         "feeds": dict(sorted(feeds.items())),
         "platform": platform(second),

@@ -116,6 +116,7 @@ class Flow(mode.Service):
         self.consumed = metrics.EVENTS.labels(topic)
         self.seconds = metrics.FLOW_SECONDS.labels(name)
         self.sizes = metrics.FLOW_SIZE.labels(name)
+        self.decided = metrics.DECISION_SECONDS.labels(name)
         self.steps = {step: metrics.FLOW_STEP_SECONDS.labels(name, step)
                       for step in ("handle", "flush")}  # fmt: skip
 
@@ -190,6 +191,10 @@ class Flow(mode.Service):
             self.sender.publish(topic, records)
         await self.sender.flush()
         self.steps["flush"].observe(time.perf_counter() - flushing)
+        now_ms = time.time() * 1000  # the answers are in Kafka: each message is decided
+        for m in messages:
+            if m.timestamp_ms > 0:
+                self.decided.observe(max(0.0, now_ms - m.timestamp_ms) / 1000)
 
     async def _set_aside(self, message: Message, exc: BaseException, reason: str) -> None:
         """Dead-letter a message its flow cannot get past, and move its partition on."""

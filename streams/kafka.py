@@ -29,7 +29,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_INVALID,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from config.kafka import librdkafka_conf, make_producer
 from config.settings import Settings
@@ -51,6 +58,7 @@ class Message:
     offset: int
     key: bytes | None
     value: bytes
+    timestamp_ms: int = 0  # the record's Kafka timestamp (0: none), for decision latency
 
     @property
     def position(self) -> SourcePosition:
@@ -136,7 +144,9 @@ class Source:
                     raise KafkaException(error)
                 log.warning("%s: %s", self.group, error)  # the client retries on its own
                 continue
-            out.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b""))
+            kind, at = m.timestamp()
+            out.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"",
+                               at if kind != TIMESTAMP_NOT_AVAILABLE else 0))  # fmt: skip
         return out
 
     def _take(self, most: int, within: float, idle: float) -> list[Any]:

@@ -47,6 +47,13 @@ FLOW_SECONDS = Histogram(
     ["flow"],
     buckets=SECONDS,
 )
+DECISION_SECONDS = Histogram(
+    "croupier_decision_latency_seconds",
+    "Decision latency per message: from its Kafka timestamp (when its producer sent it) to "
+    "its answer acknowledged by Kafka",
+    ["flow"],
+    buckets=SECONDS,
+)
 FLOW_STEP_SECONDS = Histogram(
     "croupier_flow_step_seconds",
     "Time one step of a flow's batch took: handle (decode, rules, the transaction), "

@@ -25,7 +25,13 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
     ("Lag per flow (messages)", "timeseries", "short", [
         ("{{topic}}", "sum by (topic) (croupier_consumer_lag_messages)"),
     ]),
-    ("Decision latency p50 / p99 (batch)", "timeseries", "s", [
+    ("Decision latency p50 / p99 (per message)", "timeseries", "s", [
+        ("p50 {{flow}}", "histogram_quantile(0.5, sum by (le, flow) "
+                         "(rate(croupier_decision_latency_seconds_bucket[5m])))"),
+        ("p99 {{flow}}", "histogram_quantile(0.99, sum by (le, flow) "
+                         "(rate(croupier_decision_latency_seconds_bucket[5m])))"),
+    ]),
+    ("Batch time p50 / p99", "timeseries", "s", [
         ("p50 {{flow}}", "histogram_quantile(0.5, sum by (le, flow) "
                          "(rate(croupier_flow_batch_seconds_bucket[5m])))"),
         ("p99 {{flow}}", "histogram_quantile(0.99, sum by (le, flow) "

@@ -161,6 +161,13 @@ def test_the_page_shows_the_scrape_and_a_silent_feed(
         assert int(latency["bets"]["num batches"]) == int(
             scraped[("croupier_flow_batch_seconds_count", (("flow", "bets"),))]
         )
+        decided = cells(browser, "decision-latency")  # per message, from its Kafka time
+        assert (
+            int(decided["bets"]["num decided"])
+            == int(scraped[("croupier_decision_latency_seconds_count", (("flow", "bets"),))])
+            >= 3
+        )  # the three bets (and the letter's message, answered by its dead letter)
+        assert float(decided["bets"]["num"]) > 0  # its p50, in ms
         processes = cells(browser, "processes")
         assert [p["up"] for p in processes.values()] == ["1"]
         if path := os.environ.get("CROUPIER_DASHBOARD_SCREENSHOT"):

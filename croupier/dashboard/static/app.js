@@ -85,7 +85,7 @@ function render(s) {
     track(series.lag, t, v.lag, n - 1);
   }
   for (const t of Object.keys(series.lag)) if (!seen.has(t)) track(series.lag, t, null, n - 1);
-  for (const [f, v] of Object.entries(s.flows || {})) {
+  for (const [f, v] of Object.entries(s.decision_latency || {})) {
     track(series.p50, "p50 " + f, v.recent_p50_ms, n - 1);
     track(series.p99, "p99 " + f, v.recent_p99_ms, n - 1);
   }
@@ -100,6 +100,11 @@ function render(s) {
     data: { topic: t },
     cells: [[t], [fmt(v.events), "num events"], [fmt(v.per_second, 1), "num"],
             [fmt(v.lag), "num lag"]],
+  })));
+  rows("decision-latency", Object.entries(s.decision_latency || {}).map(([f, v]) => ({
+    data: { flow: f },
+    cells: [[f], [fmt(v.p50_ms, 1), "num"], [fmt(v.p99_ms, 1), "num"],
+            [fmt(v.batches), "num decided"]],
   })));
   rows("latency", Object.entries(s.flows || {}).map(([f, v]) => ({
     data: { flow: f },
