@@ -954,7 +954,8 @@ def _linger(sock: socket.socket, seconds: float = 0.1, limit: int = 1 << 16) -> 
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Answers one connection: ``/ping``, and statements on ``/``."""
+    """Answers one connection: ``/ping`` (and ``/healthz``, ``/readyz``), and statements on
+    ``/``."""
 
     server: _Server
     protocol_version = "HTTP/1.1"  # keep-alive: clickhouse-connect pools its connections
@@ -1017,7 +1018,11 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         ok = (200, b"Ok.\n", {"Content-Type": "text/plain; charset=UTF-8"})
         params = dict(parse_qsl(url.query, keep_blank_values=True))
-        if url.path == "/ping" or (url.path == "/" and self.command == "GET" and not url.query):
+        if url.path in ("/ping", "/healthz", "/readyz") or (
+            url.path == "/" and self.command == "GET" and not url.query
+        ):
+            # ClickHouse's /ping, and the /healthz and /readyz every Croupier process has:
+            # the server listens only once its engine is open, so answering is being ready.
             self._read_body(self.server.limits)
             return ok
         if url.path != "/":

@@ -79,6 +79,19 @@ def test_ping_and_root_answer_ok(engine: EngineProcess) -> None:
     assert http(engine, "/")[1] == b"Ok.\n"
 
 
+def test_health_and_readiness_answer_without_credentials_and_say_nothing_more(
+    engine: EngineProcess,
+) -> None:
+    """/healthz and /readyz, as every Croupier process has them: no credentials needed,
+    and nothing but "Ok." said (no version, no data)."""
+    for path in ("/healthz", "/readyz"):
+        with DIRECT.open(f"{engine.base}{path}", timeout=10) as resp:
+            assert resp.status == 200 and resp.read() == b"Ok.\n"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        DIRECT.open(f"{engine.base}/?query=SELECT%201", timeout=10)
+    assert refused.value.code in (401, 403, 516)  # a statement still needs a user
+
+
 def test_rows_round_trip_exactly(client: Any) -> None:
     client.command(BETS_DDL.format(table="bets_round_trip"))
     summary = client.insert("bets_round_trip", BETS, column_names=BET_COLUMNS)
