@@ -26,7 +26,20 @@ HUMAN = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 JSON_FIELDS = "{asctime}{levelname}{name}{message}{process}"
 RENAMED = {"asctime": "time", "levelname": "level", "name": "logger"}
 # Context a record may carry (``extra=``), named in both forms.
-CONTEXT = ("flow", "topic", "partition", "offset", "producer", "jurisdiction", "sink")
+CONTEXT = ("worker", "flow", "topic", "partition", "offset", "producer", "jurisdiction", "sink")
+NAME_ENV = "CROUPIER_WORKER_NAME"  # `croupier worker --name`: on every line of that process
+
+
+class Named(logging.Filter):
+    """Marks every record with the process's name (``worker=...``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.worker = name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
 
 
 class HumanFormatter(logging.Formatter):
@@ -68,15 +81,18 @@ def dict_config(level: str | int = "INFO", env: Mapping[str, str] | None = None)
     else:
         formatter = {"()": HumanFormatter}
     name = level if isinstance(level, int) else str(level).upper()
+    named = (env if env is not None else os.environ).get(NAME_ENV, "").strip()
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"croupier": formatter},
+        "filters": {"named": {"()": Named, "name": named}} if named else {},
         "handlers": {
             "croupier": {
                 "class": "logging.StreamHandler",
                 "formatter": "croupier",
                 "stream": "ext://sys.stderr",
+                "filters": ["named"] if named else [],
             }
         },
         "root": {"level": name, "handlers": ["croupier"]},

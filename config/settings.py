@@ -30,6 +30,8 @@ Environment variables (documented once, here and in the README):
                                 (``readonly=2``); ``make up`` writes both, with passwords
                                 it made, into ``.stack/env`` (mode 0600)
 ``CROUPIER_APP_ID``             Faust app id = consumer group (default ``croupier``)
+``CROUPIER_WORKER_NAME``        this worker's name (``croupier worker --name``): in its log
+                                lines and its Kafka client ids (default: none)
 ``CROUPIER_TOPIC_PREFIX``       prefix on every topic name (default empty; tests use it)
 ``CROUPIER_TOPIC_PARTITIONS``   partitions per topic when creating topics (default 6)
 ``CROUPIER_TOPIC_REPLICATION``  replication factor when creating topics (default 1)
@@ -157,6 +159,10 @@ class Settings(BaseSettings):
         default=None, validation_alias="CROUPIER_CLICKHOUSE_ANALYST_URL"
     )
     app_id: str = Field(default="croupier", validation_alias="CROUPIER_APP_ID")
+    worker_name: str | None = Field(
+        default=None, max_length=100, pattern=r"^[A-Za-z0-9._:@-]+$",
+        validation_alias="CROUPIER_WORKER_NAME",
+    )  # fmt: skip
     topic_prefix: str = Field(default="", validation_alias="CROUPIER_TOPIC_PREFIX")
     topic_partitions: int = Field(default=6, ge=1, validation_alias="CROUPIER_TOPIC_PARTITIONS")
     topic_replication: int = Field(default=1, ge=1, validation_alias="CROUPIER_TOPIC_REPLICATION")

@@ -274,6 +274,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from rules.policy import PolicyError
     from topologies.app import create_app
 
+    if args.name:
+        os.environ["CROUPIER_WORKER_NAME"] = args.name  # its settings, logs and Kafka ids
     settings = _settings()
     # libuv's event loop: the flows' scheduling, sockets and timers cost a fraction of
     # asyncio's pure-Python loop (BENCHMARKS.md, issue 16).
@@ -928,7 +930,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=cmd_audit)
 
     worker = sub.add_parser("worker", help="run a Croupier worker (Faust) in the foreground")
-    worker.add_argument("--name", default="worker", help="a label for logs and status")
+    worker.add_argument("--name", default=None,
+                        help="this worker's name, on its log lines and its Kafka client ids "
+                             "(CROUPIER_WORKER_NAME)")  # fmt: skip
     worker.add_argument("--loglevel", default="info")
     worker.set_defaults(func=cmd_worker)
 

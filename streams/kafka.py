@@ -82,7 +82,8 @@ class Source:
         self._consumer = Consumer({
             **librdkafka_conf(settings),
             "group.id": group,
-            "client.id": f"{group}@{os.getpid()}",  # which worker holds what, for operators
+            # Which worker holds what, for operators: its name (`worker --name`) and pid.
+            "client.id": f"{group}@{settings.worker_name or ''}/{os.getpid()}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",

@@ -86,3 +86,28 @@ def test_any_message_is_one_json_line(message: str, flow: str) -> None:
     assert len(lines) == 1
     parsed = json.loads(lines[0])
     assert parsed["message"] == message and parsed["flow"] == flow and parsed["level"] == "INFO"
+
+
+def test_a_named_worker_says_its_name_on_every_line_in_both_forms(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``croupier worker --name worker-a`` (CROUPIER_WORKER_NAME): the README's multi-host
+    recipe tells workers apart by it."""
+    for form in ("human", "json"):
+        logs.setup(env={"CROUPIER_LOG_FORMAT": form, "CROUPIER_WORKER_NAME": "worker-a"})
+        logging.getLogger("croupier.test").warning("decided", extra={"flow": "bets"})
+    logs.setup(env={})
+    logging.getLogger("croupier.test").warning("anonymous")
+    human, line, plain = capsys.readouterr().err.strip().splitlines()[-3:]
+    assert human.endswith("decided worker=worker-a flow=bets")
+    assert json.loads(line)["worker"] == "worker-a"
+    assert "worker=" not in plain
+
+
+def test_a_worker_name_is_a_label_not_anything_else() -> None:
+    from config.settings import Settings
+
+    assert Settings(CROUPIER_WORKER_NAME="worker-eu1.host:2").worker_name == "worker-eu1.host:2"
+    for bad in ("two words", "new\nline", "x" * 101):
+        with pytest.raises(ValueError, match="CROUPIER_WORKER_NAME"):
+            Settings(CROUPIER_WORKER_NAME=bad)
