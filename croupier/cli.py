@@ -832,7 +832,10 @@ croupier rng test [--samples N] [--json]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from croupier import __version__
+
     parser = argparse.ArgumentParser(prog="croupier", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"croupier {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     stack = sub.add_parser("stack", help="the local stack: up, down, status")

@@ -111,9 +111,8 @@ def report_signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
-def settings(services: Services, report_signing_key: Path) -> Settings:
-    """Settings with this test's own topics (prefix), consumer group and schema, provisioned.
+def make_settings(services: Services, report_signing_key: Path) -> Settings:
+    """Settings with their own topics (prefix), consumer group and schema, provisioned.
 
     Workers connect as the application's role (``CROUPIER_PG_DSN``), as in production; a
     test's own SQL (``helpers.query``) runs as the owner (``migration_dsn``).
@@ -138,6 +137,12 @@ def settings(services: Services, report_signing_key: Path) -> Settings:
     create_topics(s)
     migrate(s.migration_dsn, s.pg_schema)
     return s
+
+
+@pytest.fixture
+def settings(services: Services, report_signing_key: Path) -> Settings:
+    """A test's own settings (``make_settings``)."""
+    return make_settings(services, report_signing_key)
 
 
 @pytest.fixture

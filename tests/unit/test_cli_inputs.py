@@ -239,3 +239,12 @@ def arguments_model_error() -> None:
     from schemas.reports import AuditRef
 
     AuditRef.model_validate({"chain": "c"})
+
+
+def test_version_says_the_installed_release(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out.strip() == f"croupier {version('croupier')}"
