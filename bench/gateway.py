@@ -2,14 +2,14 @@
 
     .venv/bin/python bench/gateway.py [--rate 500] [--duration 10] [--calls 4000]
         [--bets 10000] [--concurrency 256] [--players 200] [--workers 1] [--private]
-        [--quick] [--out FILE]
+        [--sign] [--quick] [--out FILE]
 
 Needs Kafka and PostgreSQL: the stack ``make up`` runs (via ``.stack/env`` or the service
 variables), or with ``--private`` an embedded one of its own on free ports (no workers,
 no services), stopped at the end. Like ``bench/casino.py`` it never touches the stack's
 own flows: its own topics, consumer group and schema, its own ``croupier worker``
 processes and its own gateway on a free port, with a partner key pair and an API key
-made for the run.
+made for the run (and with ``--sign`` an operator key, so every Hub88 answer is signed).
 
 Set-up: ``--players`` players register, open a session and get a deposit of 10,000.00.
 Then three phases, each timed on this machine's clock by the same process (an aiohttp
@@ -79,6 +79,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--players", type=int, default=200)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--private", action="store_true", help="an embedded stack of its own")
+    p.add_argument("--sign", action="store_true", help="an operator key: Hub88 answers signed")
     p.add_argument("--quick", action="store_true", help="a short run that proves it works")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
@@ -283,6 +284,15 @@ def run(args: argparse.Namespace, base: Settings) -> int:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+    if args.sign:  # the operator's key: X-Hub88-Signature on every Hub88 answer
+        operator = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (where / "operator.pem").write_bytes(
+            operator.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
     api_key = add_key(where, "bench")
     try:
         workers = start_workers(s, args.workers, where)

@@ -48,11 +48,17 @@ class Edge:
         self.routes = routes
         self.metrics = metrics
         self.max_body = max_body
+        # Routes without path parameters, by path: one dict lookup instead of a regex
+        # match per route for every request (the templated ones are matched as before).
+        self._static = {r.path: r for r in routes if "{" not in r.path}
 
     def _too_large(self) -> Problem:
         return Problem(413, "too-large", "Request body too large", f"at most {self.max_body} bytes")
 
     def _route(self, scope: Scope) -> str:
+        static = self._static.get(scope["path"])
+        if static is not None and static.matches(scope)[0] is Match.FULL:
+            return static.path
         for route in self.routes:
             match, _ = route.matches(scope)
             if match is Match.FULL:

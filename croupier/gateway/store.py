@@ -9,9 +9,13 @@ else."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import orjson
 from psycopg import sql
@@ -34,12 +38,60 @@ class StoredCall:
     answer: bytes
 
 
+BATCH = 500  # keys read in one query at most
+TOKEN_TTL = 30.0  # seconds a token found is trusted without asking PostgreSQL again
+
+
+class Batched:
+    """Reads by key, many in one query: the reads asked for while a query is on its way
+    go together in the next one. A read always starts after it was asked for, so what it
+    answers is never older than the ask (a waiter that asks after an answer came sees
+    what the flow committed before publishing that answer)."""
+
+    def __init__(self, fetch: Callable[[list[str]], Awaitable[dict[str, Any]]]) -> None:
+        self._fetch = fetch
+        self._pending: dict[str, list[asyncio.Future[Any]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def get(self, key: str) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.setdefault(key, []).append(fut)
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run())
+        return await fut
+
+    async def _run(self) -> None:
+        while self._pending:
+            keys = list(self._pending)[:BATCH]
+            batch = {k: self._pending.pop(k) for k in keys}
+            try:
+                found = await self._fetch(keys)
+            except Exception as exc:  # each reader gets the error, none is left waiting
+                for futs in batch.values():
+                    for fut in futs:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                continue
+            for key, futs in batch.items():
+                for fut in futs:
+                    if not fut.done():
+                        fut.set_result(found.get(key))
+
+
 class Store:
     """A small pool of read-only connections."""
 
     def __init__(self, dsn: str, schema: str, *, size: int = 4) -> None:
         self.schema = schema
         self._currencies: dict[str, str] = {}
+        self._calls = Batched(self._casino_calls)
+        self._tokens = Batched(self._token_rows)
+        # Tokens found lately: (player, expiry, when found). A token row is never changed
+        # by the gateway's API (issued once, then only read); its expiry is checked on
+        # every call by the caller, so trusting a found row TOKEN_TTL seconds only delays
+        # a row deleted by hand by that much.
+        self._found_tokens: dict[str, tuple[str, datetime, float]] = {}
         self.pool = AsyncConnectionPool(
             dsn, min_size=1, max_size=size, open=False,
             kwargs={"options": f"-c search_path={schema} -c default_transaction_read_only=on",
@@ -94,18 +146,25 @@ class Store:
         return Decimal(value), str(cur).strip()
 
     async def casino_call(self, transaction_id: str) -> StoredCall | None:
+        """The transaction's stored first call and answer, or None (read with the other
+        lookups asked for meanwhile, in one query)."""
+        found: StoredCall | None = await self._calls.get(transaction_id)
+        return found
+
+    async def _casino_calls(self, transaction_ids: list[str]) -> dict[str, StoredCall]:
         async with self.pool.connection() as conn:
-            row = await (await conn.execute(
+            rows = await (await conn.execute(
                 "SELECT transaction_id, type, player_id, round_id, game_id, amount, currency, "
                 "reference_id, request_hash, answer FROM casino_transactions "
-                "WHERE transaction_id = %s",
-                (transaction_id,),
-            )).fetchone()  # fmt: skip
-        if row is None:
-            return None
-        tx, kind, player, rnd, game, amount, currency, ref, digest, answer = row
-        return StoredCall(tx, kind, player, rnd, game, Decimal(amount), str(currency).strip(),
-                          ref, str(digest), str(answer).encode())  # fmt: skip
+                "WHERE transaction_id = ANY(%s)",
+                (transaction_ids,),
+            )).fetchall()  # fmt: skip
+        out: dict[str, StoredCall] = {}
+        for tx, kind, player, rnd, game, amount, currency, ref, digest, answer in rows:
+            out[str(tx)] = StoredCall(str(tx), kind, player, rnd, game, Decimal(amount),
+                                      str(currency).strip(), ref, str(digest),
+                                      str(answer).encode())  # fmt: skip
+        return out
 
     async def bet_decision(self, bet_id: str) -> bytes | None:
         """The decision published for ``bet_id``, byte for byte, or None."""
@@ -152,9 +211,22 @@ class Store:
 
     async def token(self, token_hash: str) -> tuple[str, datetime] | None:
         """(player, expiry) of the Hub88 session token with this hash, or None."""
+        now = time.monotonic()
+        known = self._found_tokens.get(token_hash)
+        if known is not None and now - known[2] < TOKEN_TTL:
+            return known[0], known[1]
+        found: tuple[str, datetime] | None = await self._tokens.get(token_hash)
+        if found is not None:
+            if len(self._found_tokens) > 100_000:
+                self._found_tokens.clear()
+            self._found_tokens[token_hash] = (found[0], found[1], now)
+        return found
+
+    async def _token_rows(self, hashes: list[str]) -> dict[str, tuple[str, datetime]]:
         async with self.pool.connection() as conn:
-            row = await (await conn.execute(
-                "SELECT player_id, expires_at FROM gateway_tokens WHERE token_hash = %s",
-                (token_hash,),
-            )).fetchone()  # fmt: skip
-        return None if row is None else (str(row[0]), row[1])
+            rows = await (await conn.execute(
+                "SELECT token_hash, player_id, expires_at FROM gateway_tokens "
+                "WHERE token_hash = ANY(%s)",
+                (hashes,),
+            )).fetchall()  # fmt: skip
+        return {str(h): (str(p), at) for h, p, at in rows}

@@ -307,3 +307,41 @@ def test_the_key_command_prints_the_key_once_and_stores_its_hash(
     assert key not in (tmp_path / "keys.json").read_text()
     assert main(["gateway", "key", "add", "no/slash"]) == 2  # refused, one line, no traceback
     assert "front end name" in capsys.readouterr().err
+
+
+def test_batched_reads_go_together_and_never_answer_older_than_asked() -> None:
+    from croupier.gateway.store import Batched
+
+    asked: list[list[str]] = []
+    version = {"n": 0}  # what the "table" holds now
+    gate = asyncio.Event()
+
+    async def fetch(keys: list[str]) -> dict[str, int]:
+        asked.append(keys)
+        seen = version["n"]  # the read starts here
+        if len(asked) == 1:
+            await gate.wait()
+        return {k: seen for k in keys if k != "missing"}
+
+    async def scenario() -> None:
+        reads = Batched(fetch)
+        first = [asyncio.create_task(reads.get(k)) for k in ("a", "b", "a", "missing")]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        # Asked while the first query is on its way (after a write): the next query.
+        version["n"] = 1
+        late = asyncio.create_task(reads.get("a"))
+        await asyncio.sleep(0)
+        gate.set()
+        assert await asyncio.gather(*first) == [0, 0, 0, None]
+        assert await late == 1
+        assert asked == [["a", "b", "missing"], ["a"]]
+
+        async def failing(keys: list[str]) -> dict[str, int]:
+            raise RuntimeError("down")
+
+        broken = Batched(failing)
+        got = await asyncio.gather(broken.get("x"), broken.get("y"), return_exceptions=True)
+        assert [type(e) for e in got] == [RuntimeError, RuntimeError]
+
+    asyncio.run(scenario())
