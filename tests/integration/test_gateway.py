@@ -41,8 +41,7 @@ from croupier.gateway.config import add_key, hash_key
 from croupier.gateway.store import Store
 from croupier.gateway.tokens import issue
 from croupier.stack.process import free_port
-from sinks.postgres.migrate import migrate
-from tests.conftest import ROOT, Services, WorkerProcess, settings_env
+from tests.conftest import ROOT, Services, WorkerProcess, make_settings, settings_env
 from tests.integration.helpers import (
     BETS_AT,
     bet,
@@ -53,7 +52,6 @@ from tests.integration.helpers import (
     query,
     wait_for,
 )
-from topologies.topics import create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -159,32 +157,11 @@ class Gateway:
         return status, data, headers
 
 
-def _settings(services: Services, report_key: Path) -> Settings:
-    tag = uuid.uuid4().hex[:10]
-    s = Settings(
-        KAFKA_BOOTSTRAP_SERVERS=services.kafka,
-        CROUPIER_PG_DSN=services.pg_dsn,
-        CROUPIER_PG_ADMIN_DSN=services.pg_admin_dsn,
-        CROUPIER_CLICKHOUSE_URL=services.clickhouse_url,
-        CROUPIER_PG_SCHEMA=f"t_{tag}",
-        CROUPIER_APP_ID=f"croupier-t{tag}",
-        CROUPIER_TOPIC_PREFIX=f"t{tag}.",
-        CROUPIER_TOPIC_PARTITIONS=3,
-        CROUPIER_BATCH_MAX=100,
-        CROUPIER_AUDIT_CHECKPOINT_INTERVAL=0,
-        CROUPIER_CLOCK_SKEW_SECONDS=86_400,
-        CROUPIER_REPORT_SIGNING_KEY=str(report_key),
-    )
-    create_topics(s)
-    migrate(s.migration_dsn, s.pg_schema)
-    return s
-
-
 @pytest.fixture(scope="module")
 def gw(
     services: Services, report_signing_key: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
-    s = _settings(services, report_signing_key)
+    s = make_settings(services, report_signing_key)
     home = tmp_path_factory.mktemp("gateway")
     partner, stranger = _rsa(), _rsa()
     (home / "partners").mkdir()
