@@ -79,6 +79,9 @@ Environment variables (documented once, here and in the README):
                                 has no default; ``make up`` writes the ``.pub`` file)
 ``CROUPIER_AUDIT_RELAY_INTERVAL``  seconds between passes of the relay that publishes
                                 committed audit records to ``audit`` (default 0.5; 0: off)
+``CROUPIER_GGR_REFRESH_SECONDS``  how often the auditor's metrics read GGR today, a scan of
+                                the day's transactions (default 60; the other platform
+                                signals every 5)
 ``CROUPIER_REPORT_INTERVAL``    seconds between the reporter's passes (audit records to
                                 ``reports.<J>``; default 1; 0: off)
 ``CROUPIER_AUDIT_CHECKPOINT_INTERVAL``  seconds between signed checkpoints of the audit
@@ -199,6 +202,9 @@ class Settings(BaseSettings):
         default=0.5, ge=0, validation_alias="CROUPIER_AUDIT_RELAY_INTERVAL"
     )
     report_interval: float = Field(default=1.0, ge=0, validation_alias="CROUPIER_REPORT_INTERVAL")
+    ggr_refresh: float = Field(
+        default=60.0, gt=0, le=86_400, validation_alias="CROUPIER_GGR_REFRESH_SECONDS"
+    )
     audit_checkpoint_interval: float = Field(
         default=60.0, ge=0, validation_alias="CROUPIER_AUDIT_CHECKPOINT_INTERVAL"
     )

@@ -155,7 +155,8 @@ def main(settings: Settings, policies: Policies) -> int:
     from sinks.signing import parse_pin
 
     pin = parse_pin(settings.audit_public_key) if settings.audit_public_key else None
-    metrics.serve_platform(settings.pg_dsn.get_secret_value(), settings.pg_schema, pin=pin)
+    metrics.serve_platform(settings.pg_dsn.get_secret_value(), settings.pg_schema, pin=pin,
+                           ggr_fresh=settings.ggr_refresh)  # fmt: skip
 
     async def serve() -> None:
         stop = asyncio.Event()

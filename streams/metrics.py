@@ -393,10 +393,20 @@ class Platform(Collector):
     """
 
     def __init__(
-        self, dsn: str, schema: str, top: int = 10, fresh: float = 5.0, pin: Any = None
+        self,
+        dsn: str,
+        schema: str,
+        top: int = 10,
+        fresh: float = 5.0,
+        pin: Any = None,
+        ggr_fresh: float = 60.0,
     ) -> None:
         self.dsn, self.schema, self.top, self.fresh, self.pin = dsn, schema, top, fresh, pin
+        # GGR today reads every transaction of the day: at most once a minute, not every
+        # ``fresh`` seconds (a day's figure a minute old; the other signals stay fresh).
+        self.ggr_fresh = ggr_fresh
         self._last: tuple[float, Any] | None = None  # (when, PlatformState) read last
+        self._ggr: tuple[float, dict[Any, Any]] | None = None  # (when, GGR) read last
         self._lock = threading.Lock()
 
     def _state(self) -> Any:
@@ -407,8 +417,14 @@ class Platform(Collector):
         with self._lock:
             if self._last is not None and time.monotonic() - self._last[0] < self.fresh:
                 return self._last[1]
-            state = read_state(self.dsn, self.schema, top=self.top, pin=self.pin)
-            self._last = (time.monotonic(), state)
+            now = time.monotonic()
+            stale = self._ggr is None or now - self._ggr[0] >= self.ggr_fresh
+            state = read_state(self.dsn, self.schema, top=self.top, pin=self.pin, ggr=stale)
+            if stale:
+                self._ggr = (now, state.ggr_today)
+            elif self._ggr is not None:
+                state.ggr_today = self._ggr[1]
+            self._last = (now, state)
             return state
 
     def describe(self) -> list[GaugeMetricFamily]:
@@ -489,10 +505,13 @@ class Platform(Collector):
 _platform: list[Platform] = []
 
 
-def serve_platform(dsn: str, schema: str, top: int = 10, pin: Any = None) -> None:
-    """Serve ``Platform`` from this process (once); ``pin`` is the audit key's ``Pin``."""
+def serve_platform(
+    dsn: str, schema: str, top: int = 10, pin: Any = None, ggr_fresh: float = 60.0
+) -> None:
+    """Serve ``Platform`` from this process (once); ``pin`` is the audit key's ``Pin``;
+    GGR today is read at most every ``ggr_fresh`` seconds."""
     if not _platform:
-        _platform.append(Platform(dsn, schema, top, pin=pin))
+        _platform.append(Platform(dsn, schema, top, pin=pin, ggr_fresh=ggr_fresh))
         REGISTRY.register(_platform[0])
 
 

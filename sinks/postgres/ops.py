@@ -77,9 +77,17 @@ def checkpoint_verified(document: str, named: bytes, signature: bytes, pin: Pin 
 
 
 def read_state(
-    dsn: str, schema: str, *, top: int = 10, timeout_ms: int = 2000, pin: Pin | None = None
+    dsn: str,
+    schema: str,
+    *,
+    top: int = 10,
+    timeout_ms: int = 2000,
+    pin: Pin | None = None,
+    ggr: bool = True,
 ) -> PlatformState:
-    """The platform's state now (raises ``psycopg.Error`` when the database cannot say)."""
+    """The platform's state now (raises ``psycopg.Error`` when the database cannot say);
+    without ``ggr``, GGR today is left out (the costliest read: the caller reads it less
+    often)."""
     options = f"-c search_path={schema} -c statement_timeout={timeout_ms}"
     with psycopg.connect(dsn, options=options, connect_timeout=2) as conn:
         conn.read_only = True
@@ -96,7 +104,8 @@ def read_state(
             (market, currency.strip()): Decimal(amount)
             for market, currency, amount in conn.execute(LIABILITY, (top,)).fetchall()
         }
-        state.ggr_today = {c.strip(): Decimal(a) for c, a in conn.execute(GGR_TODAY).fetchall()}
+        if ggr:
+            state.ggr_today = {c.strip(): Decimal(a) for c, a in conn.execute(GGR_TODAY).fetchall()}
         state.dead_letters = {
             (topic, reason): int(n) for topic, reason, n in conn.execute(DEAD_LETTERS).fetchall()
         }

@@ -105,7 +105,7 @@ def test_the_platform_seen_live(
     for name, argv in {"auditor": ("audit", "run"), "analytics": ("analytics", "run")}.items():
         log = tmp_path / f"{name}.log"
         env = {**os.environ, **settings_env(s), "CROUPIER_METRICS_PORT": str(ports[name]),
-               "CROUPIER_AUDIT_CHECKPOINT_INTERVAL": "1",
+               "CROUPIER_AUDIT_CHECKPOINT_INTERVAL": "1", "CROUPIER_GGR_REFRESH_SECONDS": "1",
                "CROUPIER_AUDIT_PUBLIC_KEY": str(public_file(key))}  # fmt: skip
         with open(log, "wb") as out:
             procs[name] = (subprocess.Popen([sys.executable, "-m", "croupier", *argv], env=env,
