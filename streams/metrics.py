@@ -420,9 +420,9 @@ class Platform(Collector):
             now = time.monotonic()
             stale = self._ggr is None or now - self._ggr[0] >= self.ggr_fresh
             state = read_state(self.dsn, self.schema, top=self.top, pin=self.pin, ggr=stale)
-            if stale:
+            if stale and not state.ggr_unread:
                 self._ggr = (now, state.ggr_today)
-            elif self._ggr is not None:
+            elif self._ggr is not None:  # the last figure read, until a new one is
                 state.ggr_today = self._ggr[1]
             self._last = (now, state)
             return state
