@@ -12,7 +12,6 @@ import binascii
 import hashlib
 import hmac
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -60,38 +59,13 @@ class WebhookRefused(Exception):
         self.reason = reason
 
 
-class ReplayGuard:
-    """Signatures seen inside the window; one seen again inside it is a replay.
-
-    In memory, per process: for a gateway without PostgreSQL (tests). The gateway itself
-    keeps what it saw in PostgreSQL (``gateway_webhooks_seen``, see ``webhooks``), shared
-    by every process and kept across restarts."""
-
-    def __init__(self, window: float, limit: int = 1_000_000) -> None:
-        self.window = window
-        self.limit = limit
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    def check(self, signature: str, now: float) -> bool:
-        """Record ``signature``; False when it was seen inside the window."""
-        while self._seen:
-            oldest, at = next(iter(self._seen.items()))
-            if at >= now - self.window and len(self._seen) < self.limit:
-                break
-            del self._seen[oldest]
-        if signature in self._seen:
-            return False
-        self._seen[signature] = now
-        return True
-
-
 def verify_webhook(
     secret: bytes, body: bytes, timestamp: str | None, signature: str | None,
-    *, window: float, guard: ReplayGuard | None, now: float | None = None,
+    *, window: float, now: float | None = None,
 ) -> None:  # fmt: skip
     """Raise ``WebhookRefused`` unless ``signature`` is ``secret``'s over this body and
-    timestamp, the timestamp is inside ``window`` of now, and (with a ``guard``) the
-    signature is new."""
+    timestamp, and the timestamp is inside ``window`` of now. A signature seen before is
+    refused by the caller, against what every gateway process saw (``webhooks``)."""
     now = time.time() if now is None else now
     reason, why = "signature", ""
     if (
@@ -108,8 +82,6 @@ def verify_webhook(
         why = "the signature does not match"
     elif abs(now - int(timestamp)) > window:
         reason, why = "expired", f"the timestamp is more than {window:g} s from now"
-    elif guard is not None and not guard.check(signature.lower(), now):
-        reason, why = "replayed", "this signature was seen before"
     if why:
         raise WebhookRefused(reason, why)
 

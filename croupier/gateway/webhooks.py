@@ -44,7 +44,7 @@ async def payment_webhook(request: Request) -> Response:
     stamp, signature = request.headers.get("X-Timestamp"), request.headers.get("X-Signature")
     try:
         verify_webhook(secret, body, stamp, signature,
-                       window=state.gateway.replay_window, guard=None)  # fmt: skip
+                       window=state.gateway.replay_window)  # fmt: skip
     except WebhookRefused as refused:
         raise Problem(*_REFUSED[refused.reason], str(refused)) from refused
     assert stamp is not None and signature is not None  # verified above

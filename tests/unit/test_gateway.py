@@ -22,7 +22,6 @@ from starlette.responses import Response
 
 from croupier.gateway.auth import (
     RateLimiter,
-    ReplayGuard,
     WebhookRefused,
     api_key_owner,
     hmac_signature,
@@ -73,32 +72,24 @@ def test_hostile_webhook_headers_are_refused(body: bytes, ts: str, sig: str) -> 
     if ts == good_ts and sig.lower() == hmac_signature(SECRET, ts, body):
         return  # hypothesis guessed the HMAC: not going to happen
     with pytest.raises(WebhookRefused):
-        verify_webhook(SECRET, body, ts, sig, window=300, guard=ReplayGuard(300), now=NOW)
+        verify_webhook(SECRET, body, ts, sig, window=300, now=NOW)
 
 
 @given(body=st.binary(max_size=1024), skew=st.integers(-10_000, 10_000))
-def test_webhook_window_and_replay(body: bytes, skew: int) -> None:
+def test_webhook_window_and_signature(body: bytes, skew: int) -> None:
+    """A replay is refused against PostgreSQL (tests/integration/test_gateway.py)."""
     ts = str(int(NOW) + skew)
     sig = hmac_signature(SECRET, ts, body)
-    guard = ReplayGuard(300)
     if abs(skew) > 300:
         with pytest.raises(WebhookRefused) as refused:
-            verify_webhook(SECRET, body, ts, sig, window=300, guard=guard, now=NOW)
+            verify_webhook(SECRET, body, ts, sig, window=300, now=NOW)
         assert refused.value.reason == "expired"
         return
-    verify_webhook(SECRET, body, ts, sig.upper(), window=300, guard=guard, now=NOW)
-    with pytest.raises(WebhookRefused) as again:  # the same delivery, in either hex case
-        verify_webhook(SECRET, body, ts, sig, window=300, guard=guard, now=NOW)
-    assert again.value.reason == "replayed"
+    verify_webhook(SECRET, body, ts, sig.upper(), window=300, now=NOW)  # either hex case
+    verify_webhook(SECRET, body, ts, sig, window=300, now=NOW)
     with pytest.raises(WebhookRefused) as forged:
-        verify_webhook(b"another-secret-123", body, ts, sig, window=300, guard=guard, now=NOW)
+        verify_webhook(b"another-secret-123", body, ts, sig, window=300, now=NOW)
     assert forged.value.reason == "signature"
-
-
-def test_replay_guard_forgets_outside_the_window() -> None:
-    guard = ReplayGuard(300)
-    assert guard.check("a", NOW) and not guard.check("a", NOW + 299)
-    assert guard.check("a", NOW + 301)
 
 
 def test_the_status_table_covers_every_reason_code() -> None:
@@ -211,7 +202,7 @@ def _asgi(
     inner.state.gw = SimpleNamespace(
         credentials=Credentials(partners=PARTNERS, providers={"psp": SECRET}, keys={},
                                 operator=operator),
-        gateway=GatewaySettings(), limiter=RateLimiter(1000, 1000), guard=ReplayGuard(300),
+        gateway=GatewaySettings(), limiter=RateLimiter(1000, 1000),
     )  # fmt: skip
     inner.state.metrics = observed
     app = Edge(inner, table, observed, max_body=4096)
