@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -222,3 +223,16 @@ def audit_trail_holds(settings: Settings) -> None:
                          options=f"-c search_path={settings.pg_schema}") as conn:  # fmt: skip
         result = verify(conn)
     assert result.ok, result.problems
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a log written with CROUPIER_LOG_FORMAT=json, parsed; each one must
+    be a JSON object with a level, a logger and a message."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert lines, f"{path} is empty"
+    for line in lines:
+        assert line["level"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}, line
+        assert isinstance(line["logger"], str) and line["logger"], line
+        assert isinstance(line["message"], str), line
+        assert isinstance(line["process"], int) and "time" in line, line
+    return lines

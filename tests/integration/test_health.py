@@ -14,8 +14,6 @@ import socket
 import threading
 import urllib.error
 import urllib.request
-from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -26,7 +24,7 @@ from croupier.stack import readyz_ok
 from croupier.stack.process import free_port
 from croupier.status import parse
 from tests.conftest import StartWorker
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import json_lines, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -91,19 +89,6 @@ def get(url: str) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-
-
-def json_lines(path: Path) -> list[dict[str, Any]]:
-    """Every line of a log written with CROUPIER_LOG_FORMAT=json, parsed; each one must
-    be a JSON object with a level, a logger and a message."""
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    assert lines, f"{path} is empty"
-    for line in lines:
-        assert line["level"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}, line
-        assert isinstance(line["logger"], str) and line["logger"], line
-        assert isinstance(line["message"], str), line
-        assert isinstance(line["process"], int) and "time" in line, line
-    return lines
 
 
 def test_readyz_follows_the_flows_and_the_database(

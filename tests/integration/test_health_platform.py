@@ -20,7 +20,6 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -35,6 +34,7 @@ from tests.integration.helpers import (
     bet,
     done,
     joined,
+    json_lines,
     odds_change,
     payment,
     produce,
@@ -64,19 +64,6 @@ def family(samples: Samples, name: str) -> dict[tuple[tuple[str, str], ...], flo
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
-
-
-def json_lines(path: Path) -> list[dict[str, Any]]:
-    """Every line of a log written with CROUPIER_LOG_FORMAT=json, parsed; each one must be
-    a JSON object with a level, a logger and a message."""
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    assert lines, f"{path} is empty"
-    for line in lines:
-        assert line["level"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}, line
-        assert isinstance(line["logger"], str) and line["logger"], line
-        assert isinstance(line["message"], str), line
-        assert isinstance(line["process"], int) and "time" in line, line
-    return lines
 
 
 def alive(producer: str, at: datetime) -> bytes:
