@@ -77,7 +77,6 @@ from sinks.postgres import audit
 from sinks.postgres.common import RETRYABLE, jsonb
 from sinks.retry import again, again_sync
 
-_RETRYABLE = RETRYABLE
 _POST_SQL = "SELECT * FROM ledger_post(%s::jsonb)"
 
 
@@ -139,7 +138,7 @@ class Ledger:
                 rows = self.conn.execute(_POST_SQL, (payload,)).fetchall()
             return _results(ops, order, rows)
 
-        return again_sync(post, on=_RETRYABLE, attempts=self.retries + 1)
+        return again_sync(post, on=RETRYABLE, attempts=self.retries + 1)
         raise AssertionError("unreachable")  # noqa: EM101
 
     # -- reads ---------------------------------------------------------------------------
@@ -324,7 +323,7 @@ class AsyncLedger:
                 rows = await cursor.fetchall()
             return _results(ops, order, rows)
 
-        return await again(post, on=_RETRYABLE, attempts=self.retries + 1)
+        return await again(post, on=RETRYABLE, attempts=self.retries + 1)
 
 
 # -- read models ---------------------------------------------------------------------------
