@@ -353,7 +353,7 @@ def run(args: argparse.Namespace, base: Settings) -> int:
         from croupier.gateway.tokens import issue
 
         dsn = s.pg_dsn.get_secret_value()
-        client.tokens = {p: issue(dsn, s.pg_schema, p, 3600) for p in players}
+        client.tokens = {p: issue(dsn, s.pg_schema, p, 3600, partner="bench") for p in players}
         results = asyncio.run(phases(client, players, args))
         ok = (
             results["wallet_paced"]["not_ok"] == 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import random
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -168,6 +170,22 @@ def routes() -> list[Route]:
     ]
 
 
+async def _prune(store: Store, keep_days: float, every: float) -> None:
+    """Prune the gateway's state every ``every`` seconds (the first time at a random moment
+    within that, so several gateway processes do not all prune at once)."""
+    await asyncio.sleep(random.uniform(0, every))
+    while True:
+        try:
+            counts = await store.prune(keep_days)
+        except Exception:  # PostgreSQL away: the next round prunes it
+            log.warning("gateway: pruning failed", exc_info=True)
+        else:
+            if any(counts):
+                log.info("gateway: pruned %d tickets, %d transaction claims, %d tokens, "
+                         "%d webhook signatures", *counts)  # fmt: skip
+        await asyncio.sleep(every)
+
+
 def create_app(
     settings: Settings, gateway: GatewaySettings, *, credentials: Credentials | None = None
 ) -> ASGIApp:
@@ -180,7 +198,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         publisher = Publisher(settings, loop)
-        store = Store(settings.pg_dsn.get_secret_value(), settings.pg_schema)
+        store = Store(settings.pg_dsn.get_secret_value(), settings.pg_schema,
+                      token_ttl=gateway.token_cache)  # fmt: skip
         await store.open()
         waiters = Waiters()
         observed.waiting.set_function(lambda: len(waiters))
@@ -194,9 +213,14 @@ def create_app(
         state.listener = Listener(settings, loop, waiters.answer, decisions.decided)
         app.state.gw = state
         app.state.metrics = observed
+        pruner = None
+        if gateway.prune_every > 0:
+            pruner = asyncio.create_task(_prune(store, gateway.retention, gateway.prune_every))
         try:
             yield
         finally:
+            if pruner is not None:
+                pruner.cancel()
             state.listener.close()
             publisher.close()
             await store.close()
@@ -235,7 +259,15 @@ async def serve(settings: Settings, gateway: GatewaySettings, *, ready: Any = pr
                             http="httptools", lifespan="on", access_log=False,
                             log_level="warning", timeout_graceful_shutdown=5)  # fmt: skip
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    sockets = None
+    if gateway.reuse_port:  # one of several processes on one port: the kernel shares it out
+        sock = socket.socket(socket.AF_INET6 if ":" in gateway.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((gateway.host, gateway.port))
+        sock.set_inheritable(True)
+        sockets = [sock]
+    task = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn sets a flag
         await asyncio.sleep(0.05)
     if server.started:

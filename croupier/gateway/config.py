@@ -20,6 +20,16 @@ Environment variables (besides the service variables of ``config.settings``):
                                    (default 300); a signature seen inside it is refused
 ``CROUPIER_GATEWAY_RATE``          requests per second per API key (default 200)
 ``CROUPIER_GATEWAY_BURST``         a key's bucket size (default 400)
+``CROUPIER_GATEWAY_TOKEN_CACHE``   seconds a session token found is trusted without asking
+                                   PostgreSQL again (default 5): a revoked token is refused
+                                   by every gateway within it
+``CROUPIER_GATEWAY_RETENTION``     days the gateway keeps decided bets' tickets, its
+                                   transaction claims and expired tokens (default 7, at
+                                   least 1); pruned by the gateway itself
+``CROUPIER_GATEWAY_PRUNE_EVERY``   seconds between two prunings (default 3600; 0: never)
+``CROUPIER_GATEWAY_WORKERS``       gateway processes sharing the port (default 1;
+                                   ``croupier gateway run --workers N``)
+``CROUPIER_GATEWAY_REUSE_PORT``    bind with SO_REUSEPORT (set for each of those processes)
 =================================  ===================================================
 """
 
@@ -61,6 +71,15 @@ class GatewaySettings(BaseSettings):
     )
     rate: float = Field(default=200.0, gt=0, validation_alias="CROUPIER_GATEWAY_RATE")
     burst: float = Field(default=400.0, ge=1, validation_alias="CROUPIER_GATEWAY_BURST")
+    token_cache: float = Field(
+        default=5.0, ge=0, le=60, validation_alias="CROUPIER_GATEWAY_TOKEN_CACHE"
+    )
+    retention: float = Field(default=7.0, ge=1, validation_alias="CROUPIER_GATEWAY_RETENTION")
+    prune_every: float = Field(
+        default=3600.0, ge=0, validation_alias="CROUPIER_GATEWAY_PRUNE_EVERY"
+    )
+    workers: int = Field(default=1, ge=1, le=64, validation_alias="CROUPIER_GATEWAY_WORKERS")
+    reuse_port: bool = Field(default=False, validation_alias="CROUPIER_GATEWAY_REUSE_PORT")
 
 
 def hash_key(key: str) -> str:

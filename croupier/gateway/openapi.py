@@ -91,18 +91,32 @@ def _hub88(summary: str, request: str) -> dict[str, Any]:
     }}  # fmt: skip
 
 
+SESSION_TOKEN = {"name": "X-Session-Token", "in": "header", "schema": {"type": "string"},
+                 "description": "the player's live session token, issued for the partner "
+                 "whose key signs the call (`croupier gateway token issue PLAYER --partner "
+                 "NAME`); 401 invalid-token or token-expired otherwise"}  # fmt: skip
+SCOPED = ("A transaction id belongs to the partner that sent it first; a call whose id is "
+          "another partner's is refused 409 duplicate_conflict, one in a round another "
+          "partner opened or naming a debit another partner sent 404 unknown_round, before "
+          "anything is published.")  # fmt: skip
+
+
 def _generic(kind: str) -> dict[str, Any]:
     statuses = sorted({http for _, http in STATUS.values()})
+    token = kind == "debit"
     return {"post": {
         "tags": ["Generic wallet"], "summary": f"a casino {kind} (the `casino` contract)",
+        "description": SCOPED + (" A debit needs the player's session token." if token
+                                 else " The session token is not checked."),
         "security": [{"signature": []}],
+        "parameters": [{**SESSION_TOKEN, "required": True}] if token else [],
         "requestBody": {"required": True, "content": _json("CasinoCall")},
         "responses": {
             "200": {"description": "ok: the casino-results answer",
                     "content": _json("CasinoResult")},
             **{str(s): {"description": "refused: the casino-results answer with its error",
                         "content": _json("CasinoResult")} for s in statuses if s != 503},
-            **_problems(401, 413, 422, 503),
+            **_problems(401, 404, 409, 413, 422, 503),
         },
     }}  # fmt: skip
 
@@ -126,17 +140,21 @@ def document() -> dict[str, Any]:
                                                **_problems(403)}}},
             "/openapi.json": {"get": {"summary": "this document",
                                       "responses": {"200": {"description": "OpenAPI 3.1"}}}},
-            "/user/balance": _hub88("a player's balance; needs their live session token",
-                                   "BalanceRequest"),
+            "/user/balance": _hub88("a player's balance; needs their live session token, "
+                                   "issued for this partner", "BalanceRequest"),
             "/transaction/bet": _hub88("a stake (a casino debit); needs the player's live "
-                                       "session token", "TransactionRequest"),
-            "/transaction/win": _hub88("a win (a casino credit); the token is not checked",
-                                       "TransactionRequest"),
-            "/transaction/rollback": _hub88("undo a bet; the token is not checked",
-                                            "RollbackRequest"),
+                                       "session token, issued for this partner; scoped by "
+                                       "partner", "TransactionRequest"),
+            "/transaction/win": _hub88("a win (a casino credit); the token is not checked; "
+                                       "scoped by partner", "TransactionRequest"),
+            "/transaction/rollback": _hub88("undo a bet; the token is not checked; scoped by "
+                                            "partner", "RollbackRequest"),
             "/wallet/v1/balance": {"post": {
                 "tags": ["Generic wallet"], "summary": "a player's balance",
+                "description": "Needs the player's session token for this partner: "
+                               "X-Session-Token, or `token` in the body.",
                 "security": [{"signature": []}],
+                "parameters": [{**SESSION_TOKEN, "required": False}],
                 "requestBody": {"required": True, "content": _json("BalanceRequest")},
                 "responses": {"200": {"description": "the balance"}, **_problems(401, 404, 422)},
             }},

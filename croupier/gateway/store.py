@@ -21,6 +21,8 @@ import orjson
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from croupier.gateway.scoping import Claimed
+
 
 @dataclass(frozen=True)
 class StoredCall:
@@ -39,7 +41,9 @@ class StoredCall:
 
 
 BATCH = 500  # keys read in one query at most
-TOKEN_TTL = 30.0  # seconds a token found is trusted without asking PostgreSQL again
+# Seconds a token found is trusted without asking PostgreSQL again (the default of
+# CROUPIER_GATEWAY_TOKEN_CACHE): a token revoked is refused by every gateway within it.
+TOKEN_TTL = 5.0
 
 
 class Batched:
@@ -82,16 +86,20 @@ class Batched:
 class Store:
     """A small pool of read-only connections."""
 
-    def __init__(self, dsn: str, schema: str, *, size: int = 4) -> None:
+    def __init__(
+        self, dsn: str, schema: str, *, size: int = 4, token_ttl: float = TOKEN_TTL
+    ) -> None:
         self.schema = schema
+        self.token_ttl = token_ttl
         self._currencies: dict[str, str] = {}
         self._calls = Batched(self._casino_calls)
         self._tokens = Batched(self._token_rows)
-        # Tokens found lately: (player, expiry, when found). A token row is never changed
-        # by the gateway's API (issued once, then only read); its expiry is checked on
-        # every call by the caller, so trusting a found row TOKEN_TTL seconds only delays
-        # a row deleted by hand by that much.
-        self._found_tokens: dict[str, tuple[str, datetime, float]] = {}
+        self._claims = Batched(self._claim_transactions)
+        # Tokens found lately: (player, expiry, partner, when found). A token row is never
+        # changed (issued once, then read, then revoked or pruned: deleted); its expiry is
+        # checked on every call by the caller, so trusting a found row token_ttl seconds
+        # delays a revocation by at most that much.
+        self._found_tokens: dict[str, tuple[str, datetime, str, float]] = {}
         self.pool = AsyncConnectionPool(
             dsn, min_size=1, max_size=size, open=False,
             kwargs={"options": f"-c search_path={schema} -c default_transaction_read_only=on",
@@ -209,24 +217,60 @@ class Store:
             )).fetchone()  # fmt: skip
         return bool(row and row[0])
 
-    async def token(self, token_hash: str) -> tuple[str, datetime] | None:
-        """(player, expiry) of the Hub88 session token with this hash, or None."""
+    async def token(self, token_hash: str) -> tuple[str, datetime, str] | None:
+        """(player, expiry, partner) of the session token with this hash, or None."""
         now = time.monotonic()
         known = self._found_tokens.get(token_hash)
-        if known is not None and now - known[2] < TOKEN_TTL:
-            return known[0], known[1]
-        found: tuple[str, datetime] | None = await self._tokens.get(token_hash)
+        if known is not None and now - known[3] < self.token_ttl:
+            return known[0], known[1], known[2]
+        found: tuple[str, datetime, str] | None = await self._tokens.get(token_hash)
         if found is not None:
             if len(self._found_tokens) > 100_000:
                 self._found_tokens.clear()
-            self._found_tokens[token_hash] = (found[0], found[1], now)
+            self._found_tokens[token_hash] = (*found, now)
         return found
 
-    async def _token_rows(self, hashes: list[str]) -> dict[str, tuple[str, datetime]]:
+    async def _token_rows(self, hashes: list[str]) -> dict[str, tuple[str, datetime, str]]:
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
-                "SELECT token_hash, player_id, expires_at FROM gateway_tokens "
+                "SELECT token_hash, player_id, expires_at, partner FROM gateway_tokens "
                 "WHERE token_hash = ANY(%s)",
                 (hashes,),
             )).fetchall()  # fmt: skip
-        return {str(h): (str(p), at) for h, p, at in rows}
+        return {str(h): (str(p), at, str(partner)) for h, p, at, partner in rows}
+
+    async def claim_transaction(
+        self, transaction_id: str, partner: str, player_id: str, round_id: str,
+        reference_id: str | None,
+    ) -> Claimed:  # fmt: skip
+        """Claim ``transaction_id`` for ``partner`` in ``gateway_transactions`` (the claims
+        asked for while one is on its way go together in the next call); who holds it,
+        opened its round and sent the transaction it references, after it."""
+        key = orjson.dumps([transaction_id, partner, player_id, round_id, reference_id])
+        found: Claimed = await self._claims.get(key.decode())
+        return found
+
+    async def _claim_transactions(self, keys: list[str]) -> dict[str, Claimed]:
+        claims = [orjson.loads(k) for k in keys]
+        async with self.writer.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT tx, holder, round_holder, reference_holder "
+                "FROM gateway_transactions_claim(%s::jsonb)",
+                (orjson.dumps(claims).decode(),),
+            )).fetchall()  # fmt: skip
+        held = {str(tx): (str(h), r, f) for tx, h, r, f in rows}
+        out: dict[str, Claimed] = {}
+        for key, claim in zip(keys, claims, strict=True):
+            holder, round_holder, reference_holder = held.get(claim[0], ("", None, None))
+            out[key] = Claimed(holder, round_holder, reference_holder)
+        return out
+
+    async def prune(self, keep_days: float) -> tuple[int, int, int, int]:
+        """Delete what the gateway no longer needs (``gateway_prune``): counts of tickets,
+        transaction claims, tokens and webhook signatures deleted."""
+        async with self.writer.connection() as conn:
+            row = await (await conn.execute(
+                "SELECT * FROM gateway_prune(make_interval(secs => %s))", (keep_days * 86_400,)
+            )).fetchone()  # fmt: skip
+        assert row is not None  # the function returns one row
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from starlette.requests import Request
 from starlette.responses import Response
 
-from croupier.gateway import tokens
+from croupier.gateway import scoping, tokens
 from croupier.gateway.auth import rsa_partner
 from croupier.gateway.kafka import Unavailable, Waiters
 from croupier.gateway.problems import Problem
@@ -288,7 +288,7 @@ async def hub88_balance(request: Request) -> Response:
         req = BalanceRequest.model_validate_json(body)
     except ValidationError:
         return _hub88_reply(user, ruid, WRONG_TYPES)
-    refused = await tokens.refusal(request.app.state.gw.store, req.user, req.token)
+    refused = await tokens.refusal(request.app.state.gw.store, req.user, req.token, partner)
     if refused is not None:
         return _hub88_reply(req.user, req.request_uuid, refused)
     found = await request.app.state.gw.store.balance(req.user, req.currency)
@@ -329,9 +329,14 @@ async def _hub88_transaction(request: Request, kind: Kind) -> Response:
     except ValidationError:
         return _hub88_reply(user, ruid, WRONG_TYPES)
     if kind == "bet":  # a win or a rollback is not refused for its token (Hub88's rule)
-        refused = await tokens.refusal(state.store, req.user, req.token)
+        refused = await tokens.refusal(state.store, req.user, req.token, partner)
         if refused is not None:
             return _hub88_reply(req.user, req.request_uuid, refused)
+    reference = req.reference_transaction_uuid
+    foreign = await _foreign(state.store, partner, req.transaction_uuid, req.user, req.round,
+                             reference)  # fmt: skip
+    if foreign is not None:
+        return _hub88_reply(req.user, req.request_uuid, foreign)
     call: dict[str, Any] = {
         "transaction_id": req.transaction_uuid, "round_id": req.round, "game_id": req.game_code,
         "player_id": req.user, "timestamp": _now(),
@@ -374,7 +379,34 @@ async def _hub88_transaction(request: Request, kind: Kind) -> Response:
                         balance=to_hub88(Decimal(result["balance"])))  # fmt: skip
 
 
+async def _foreign(
+    store: Store, partner: str, tx: str, player: str, round_id: str, reference: str | None
+) -> str | None:
+    """Hub88's status refusing a call that is not ``partner``'s own (``scoping``), after
+    claiming its transaction id for it."""
+    claimed = await store.claim_transaction(tx, partner, player, round_id, reference)
+    return scoping.refusal(partner, claimed)
+
+
 # -- the generic variant -----------------------------------------------------------------
+
+TOKEN_HEADER = "X-Session-Token"
+_GENERIC_TOKEN = {  # Hub88's token statuses as the generic variant's problems
+    tokens.INVALID_TOKEN: (401, "invalid-token", "Invalid session token"),
+    tokens.TOKEN_EXPIRED: (401, "token-expired", "Session token expired"),
+}
+_GENERIC_FOREIGN = {  # and the scoping refusals
+    scoping.DUPLICATE: (409, "duplicate_conflict", "Transaction id taken"),
+    scoping.NOT_FOUND: (404, "unknown_round", "No such round or transaction"),
+}
+
+
+async def _generic_token(request: Request, user: str, token: str | None, partner: str) -> None:
+    state = request.app.state.gw
+    refused = await tokens.refusal(state.store, user, token, partner)
+    if refused is not None:
+        why = f"{TOKEN_HEADER} must be the player's live session token for this partner"
+        raise Problem(*_GENERIC_TOKEN[refused], why)
 
 
 async def generic_balance(request: Request) -> Response:
@@ -386,6 +418,7 @@ async def generic_balance(request: Request) -> Response:
         req = BalanceRequest.model_validate_json(body)
     except ValidationError as exc:
         raise Problem(422, "invalid", "Invalid request", _errors(exc)) from exc
+    await _generic_token(request, req.user, request.headers.get(TOKEN_HEADER, req.token), partner)
     found = await state.store.balance(req.user, req.currency)
     if found is None:
         raise Problem(404, "unknown_player", "Unknown player", f"no wallet for {req.user}")
@@ -407,6 +440,15 @@ async def generic_call(request: Request) -> Response:
         raise Problem(422, "invalid", "Invalid request", detail) from exc
     if parsed.type != kind:
         raise Problem(422, "invalid", "Invalid request", f"type {parsed.type!r} sent to /{kind}")
+    if parsed.type == "debit":  # as Hub88's bet: the player's token for this partner
+        await _generic_token(request, parsed.player_id, request.headers.get(TOKEN_HEADER),
+                             partner)  # fmt: skip
+    reference = getattr(parsed, "reference_transaction_id", None)
+    foreign = await _foreign(state.store, partner, parsed.transaction_id, parsed.player_id,
+                             parsed.round_id, reference)  # fmt: skip
+    if foreign is not None:
+        raise Problem(*_GENERIC_FOREIGN[foreign], "this transaction, its round or the "
+                      "transaction it references is another partner's")  # fmt: skip
     try:
         answer = await state.wallet.decide(call, parsed)
     except Unavailable:

@@ -41,7 +41,7 @@ READ_ONLY = (
     "casino_rounds", "casino_transactions", "casino_calls",
     "payment_decisions", "payment_events",
     "report_records", "report_heads", "report_rejections",
-    "gateway_tickets", "gateway_webhooks_seen", "gateway_tokens",
+    "gateway_tickets", "gateway_webhooks_seen", "gateway_tokens", "gateway_transactions",
     "schema_migrations",
 )  # fmt: skip
 LEDGER_FUNCTIONS = ("ledger_post(jsonb)", "ledger_lock_cash(text)")
@@ -63,10 +63,13 @@ DECISION_FUNCTIONS = (
     "payments_record(jsonb, jsonb)",
 )
 REPORT_FUNCTIONS = ("report_lock_heads()", "report_append(jsonb)", "report_reject(jsonb)")
-GATEWAY_FUNCTIONS = (  # migration 0023: the gateway's tickets, webhook signatures, tokens
+GATEWAY_FUNCTIONS = (  # migrations 0023, 0025: tickets, webhook signatures, tokens, claims
     "gateway_tickets_claim(jsonb)",
     "gateway_seen(text, text, timestamptz)",
-    "gateway_token_issue(text, text, timestamptz)",
+    "gateway_token_issue(text, text, timestamptz, text)",
+    "gateway_token_revoke(text, text)",
+    "gateway_transactions_claim(jsonb)",
+    "gateway_prune(interval)",
 )
 
 _CREATE_ROLE = f"""

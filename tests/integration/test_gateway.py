@@ -39,7 +39,7 @@ from croupier.gateway.auth import hmac_signature
 from croupier.gateway.command import OPENAPI_FILE
 from croupier.gateway.config import add_key, hash_key
 from croupier.gateway.store import Store
-from croupier.gateway.tokens import issue
+from croupier.gateway.tokens import issue, revoke
 from croupier.stack.process import free_port
 from tests.conftest import ROOT, Services, WorkerProcess, make_settings, settings_env
 from tests.integration.helpers import (
@@ -58,8 +58,8 @@ pytestmark = pytest.mark.integration
 D = Decimal
 GAME = "croupier-dice"
 PROVIDER_SECRET = b"psp-secret-0123456789abcdef"
-PLAYERS = ["gw-p1", "gw-p2", "gw-p3", "gw-p4", "gw-p5"]
-TOKENS: dict[str, str] = {}  # each player's Hub88 session token, issued by the fixture
+PLAYERS = ["gw-p1", "gw-p2", "gw-p3", "gw-p4", "gw-p5", "gw-p6"]
+TOKENS: dict[str, str] = {}  # each player's session token at partner "hub", from the fixture
 
 
 def _rsa() -> rsa.RSAPrivateKey:
@@ -74,6 +74,7 @@ class Gateway:
     log: Path
     partner: rsa.RSAPrivateKey
     stranger: rsa.RSAPrivateKey
+    rival: rsa.RSAPrivateKey  # a second configured partner ("rival")
     keys: dict[str, str]
     worker: WorkerProcess
     proc: subprocess.Popen[bytes] | None = None
@@ -131,6 +132,7 @@ class Gateway:
         *,
         key: rsa.RSAPrivateKey | None = None,
         header: str = "X-Hub88-Signature",
+        extra: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         body = json.dumps(payload).encode()
         sig = (key or self.partner).sign(body, padding.PKCS1v15(), hashes.SHA256())
@@ -138,8 +140,9 @@ class Gateway:
             "POST",
             path,
             body,
-            {header: base64.b64encode(sig).decode(), "Content-Type": "application/json"},
-        )
+            {header: base64.b64encode(sig).decode(), "Content-Type": "application/json",
+             **(extra or {})},
+        )  # fmt: skip
         return status, data
 
     def webhook(
@@ -163,13 +166,14 @@ def gw(
 ) -> Iterator[Gateway]:
     s = make_settings(services, report_signing_key)
     home = tmp_path_factory.mktemp("gateway")
-    partner, stranger = _rsa(), _rsa()
+    partner, stranger, rival = _rsa(), _rsa(), _rsa()
     (home / "partners").mkdir()
-    (home / "partners" / "hub.pem").write_bytes(
-        partner.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    for name, key in (("hub", partner), ("rival", rival)):
+        (home / "partners" / f"{name}.pem").write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         )
-    )
     (home / "providers").mkdir()
     (home / "providers" / "psp.secret").write_bytes(PROVIDER_SECRET)
     keys = {name: add_key(home, name) for name in ("web", "other", "killed", "limited")}
@@ -196,8 +200,10 @@ def gw(
         "CROUPIER_GATEWAY_DEADLINE": "2",
         "CROUPIER_GATEWAY_RATE": "20",
         "CROUPIER_GATEWAY_BURST": "40",
+        "CROUPIER_GATEWAY_PRUNE_EVERY": "1",  # the pruning test waits for the gateway's own
+        "CROUPIER_GATEWAY_TOKEN_CACHE": "1",  # the revocation test waits for it
     }
-    g = Gateway(s, genv, port, glog, partner, stranger, keys, worker)
+    g = Gateway(s, genv, port, glog, partner, stranger, rival, keys, worker)
     try:
         produce(s, "players", [kv for p in PLAYERS for kv in joined(p)])
         produce(
@@ -222,7 +228,7 @@ def gw(
             assert status == 202
         wait_for(lambda: done(s, "payments") == len(PLAYERS), timeout=60, what="deposits")
         for p in PLAYERS:
-            TOKENS[p] = issue(s.pg_dsn.get_secret_value(), s.pg_schema, p, 3600)
+            TOKENS[p] = issue(s.pg_dsn.get_secret_value(), s.pg_schema, p, 3600, partner="hub")
         yield g
     finally:
         g.stop()
@@ -361,10 +367,11 @@ def test_wallet_retry_win_rollback_and_signatures(gw: Gateway) -> None:
         "currency": "EUR",
         "timestamp": "2026-12-01T00:00:00Z",
     }
-    status, answer = gw.signed("/wallet/v1/debit", call, header="X-Signature")
+    session = {"X-Session-Token": TOKENS[p]}
+    status, answer = gw.signed("/wallet/v1/debit", call, header="X-Signature", extra=session)
     assert status == 200 and answer["status"] == "ok" and answer["balance"] == "114.00"
     poor = {**call, "transaction_id": "h-g2", "amount": "5000.00"}
-    status, answer = gw.signed("/wallet/v1/debit", poor, header="X-Signature")
+    status, answer = gw.signed("/wallet/v1/debit", poor, header="X-Signature", extra=session)
     assert status == 402 and answer["error"] == "insufficient_funds"
     status, problem = gw.signed("/wallet/v1/debit", call, key=gw.stranger, header="X-Signature")
     assert status == 401 and problem["type"].endswith("invalid-signature")
@@ -485,7 +492,8 @@ def test_webhooks_signed_in_window_and_once(gw: Gateway) -> None:
 def test_hub88_session_tokens(gw: Gateway) -> None:
     p, q = "gw-p5", "gw-p4"
     out = subprocess.run(
-        [sys.executable, "-m", "croupier", "gateway", "token", "issue", p, "--ttl", "1"],
+        [sys.executable, "-m", "croupier", "gateway", "token", "issue", p, "--ttl", "1",
+         "--partner", "hub"],
         env=gw.env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     short = out.stdout.strip()
@@ -521,13 +529,16 @@ def test_hub88_session_tokens(gw: Gateway) -> None:
     ) == [(0,)]  # fmt: skip
     # The command refuses a token that would never live, or live too long.
     bad = subprocess.run(
-        [sys.executable, "-m", "croupier", "gateway", "token", "issue", p, "--ttl", "0"],
+        [sys.executable, "-m", "croupier", "gateway", "token", "issue", p, "--ttl", "0",
+         "--partner", "hub"],
         env=gw.env, cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode != 0 and "cgs_" not in bad.stdout
     for ttl in (-5.0, 31 * 86_400.0):
         with pytest.raises(ValueError, match="seconds"):
-            issue(gw.settings.pg_dsn.get_secret_value(), gw.settings.pg_schema, p, ttl)
+            issue(
+                gw.settings.pg_dsn.get_secret_value(), gw.settings.pg_schema, p, ttl, partner="hub"
+            )
 
 
 def test_the_app_role_writes_gateway_state_only_through_its_functions(gw: Gateway) -> None:
@@ -548,8 +559,16 @@ def test_the_app_role_writes_gateway_state_only_through_its_functions(gw: Gatewa
         assert conn.execute(seen, (sig,)).fetchone() == (True,)
         assert conn.execute(seen, (sig,)).fetchone() == (False,)
         with pytest.raises(psycopg.errors.CheckViolation):
-            conn.execute("SELECT gateway_token_issue(%s, 'gw-p1', now() - interval '1 s')",
+            conn.execute("SELECT gateway_token_issue(%s, 'gw-p1', now() - interval '1 s', 'hub')",
                          ("cd" * 32,))  # fmt: skip
+        with pytest.raises(psycopg.errors.CheckViolation):  # a token is some partner's
+            conn.execute("SELECT gateway_token_issue(%s, 'gw-p1', now() + interval '1 h', '')",
+                         ("cd" * 32,))  # fmt: skip
+        # Pruning keeps at least a day: the application cannot wipe tickets, claims or
+        # the replay guard at once, whatever interval it asks for.
+        for keep in ("1 hour", "-1 day", "0 s", None):
+            with pytest.raises(psycopg.errors.CheckViolation):
+                conn.execute("SELECT gateway_prune(%s::interval)", (keep,))
         attempts = [
             "INSERT INTO gateway_tickets (bet_id, key_name, player_id) VALUES ('lp-2', 'x', 'y')",
             "UPDATE gateway_tickets SET key_name = 'other' WHERE bet_id = 'lp-1'",
@@ -564,6 +583,16 @@ def test_the_app_role_writes_gateway_state_only_through_its_functions(gw: Gatewa
             "UPDATE gateway_tokens SET expires_at = now() + interval '1 year'",
             "DELETE FROM gateway_tokens",
             "DROP TABLE gateway_tokens",
+            "INSERT INTO gateway_transactions (transaction_id, partner, player_id, round_id) "
+            "VALUES ('lp-t', 'rival', 'gw-p1', 'lp-r')",
+            "UPDATE gateway_transactions SET partner = 'rival'",
+            "DELETE FROM gateway_transactions",
+            "UPDATE gateway_tokens SET partner = 'rival'",
+            "UPDATE gateway_tickets SET posted_at = now() - interval '1 year'",
+            "ALTER FUNCTION gateway_prune(interval) SECURITY INVOKER",
+            "CREATE OR REPLACE FUNCTION gateway_prune(keep interval) RETURNS TABLE "
+            "(tickets bigint, transactions bigint, tokens bigint, webhooks bigint) "
+            "LANGUAGE sql AS $$ SELECT 0::bigint, 0::bigint, 0::bigint, 0::bigint $$",
             "SET ROLE croupier_gateway",
             "ALTER TABLE gateway_tickets DISABLE TRIGGER ALL",
             "CREATE OR REPLACE FUNCTION gateway_tickets_claim(claims jsonb) "
@@ -754,3 +783,148 @@ def test_sigkill_mid_stream_loses_no_acknowledged_ticket(gw: Gateway) -> None:
     replay = gw.request("POST", "/payments/psp", json.dumps(deposit).encode(), webhook_headers)
     assert replay[0] == 409 and replay[2]["type"].endswith("replayed")
     assert gw.request("GET", "/readyz")[0] == 200
+
+
+def test_a_partner_reads_and_moves_only_its_own_players_and_transactions(gw: Gateway) -> None:
+    """Two configured partners: "hub" holds gw-p6's session token; "rival" signs validly
+    but may neither read nor move gw-p6's money, nor touch hub's transactions."""
+    p, tok = "gw-p6", TOKENS["gw-p6"]
+
+    def rival(path: str, body: dict[str, Any], **kw: Any) -> tuple[int, Any]:
+        return gw.signed(path, body, key=gw.rival, **kw)
+
+    ask = {"user": p, "request_uuid": "s-0", "token": tok, "game_code": GAME}
+    assert gw.signed("/user/balance", ask)[1]["status"] == "RS_OK"
+    assert rival("/user/balance", ask)[1] == {
+        "user": p, "status": "RS_ERROR_INVALID_TOKEN", "request_uuid": "s-0"}  # fmt: skip
+    stake = hub("bet", "s-b1", p, "s-r1", 1_000_000)
+    assert rival("/transaction/bet", stake)[1]["status"] == "RS_ERROR_INVALID_TOKEN"
+    assert gw.signed("/transaction/bet", stake)[1]["status"] == "RS_OK"  # hub's own bet
+    # Hub's round and hub's debit are not there for rival; hub's transaction id is taken.
+    for path, body, want in (
+        ("/transaction/win", hub("win", "s-w9", p, "s-r1", 5_000_000), "DOES_NOT_EXIST"),
+        ("/transaction/rollback",
+         hub("rollback", "s-rb9", p, "s-r9", reference_transaction_uuid="s-b1"), "DOES_NOT_EXIST"),
+        ("/transaction/win", hub("win", "s-b1", p, "s-r9", 5_000_000), "DUPLICATE_TRANSACTION"),
+        ("/transaction/bet", stake, "INVALID_TOKEN"),  # the retry of hub's own call
+    ):  # fmt: skip
+        got = rival(path, body)[1]
+        assert got["status"].endswith(want) and "balance" not in got, (path, got)
+    # The generic variant: the same token check on balance and debit (X-Session-Token),
+    # the same scoping of credits and rollbacks.
+    generic = {"user": p, "request_uuid": "s-g0"}
+    for extra in ({}, {"X-Session-Token": tok}):
+        status, problem = rival("/wallet/v1/balance", generic, header="X-Signature", extra=extra)
+        assert status == 401 and problem["type"].endswith("invalid-token"), problem
+    call = {"type": "credit", "transaction_id": "s-g1", "round_id": "s-r1", "game_id": GAME,
+            "player_id": p, "amount": "50.00", "currency": "EUR",
+            "timestamp": "2026-12-01T00:00:00Z"}  # fmt: skip
+    status, problem = rival("/wallet/v1/credit", call, header="X-Signature")
+    assert status == 404 and "balance" not in problem
+    undo = {**call, "type": "rollback", "transaction_id": "s-g2", "round_id": "s-r1",
+            "reference_transaction_id": "s-b1", "amount": "10.00"}  # fmt: skip
+    assert rival("/wallet/v1/rollback", undo, header="X-Signature")[0] == 404
+    debit = {**call, "type": "debit", "transaction_id": "s-g3", "round_id": "s-r3"}
+    assert rival("/wallet/v1/debit", debit, header="X-Signature")[0] == 401  # no token
+    with_token = {"X-Session-Token": tok}
+    status, answer = gw.signed("/wallet/v1/debit", debit, header="X-Signature", extra=with_token)
+    assert status == 200 and answer["balance"] == "40.00", answer
+    status, answer = gw.signed("/wallet/v1/balance", generic, header="X-Signature",
+                               extra=with_token)  # fmt: skip
+    assert status == 200 and answer["balance"] == "40.00"
+    # Hub's own win on its round is paid; nothing rival sent moved anything.
+    win = hub("win", "s-w1", p, "s-r1", 2_000_000, reference_transaction_uuid="s-b1")
+    assert gw.signed("/transaction/win", win)[1]["balance"] == 6_000_000
+    assert cash(gw, p) == D("60.00")
+    assert [k for k, _ in moved(gw, p)] == [
+        "casino-debit:s-b1", "casino-debit:s-g3", "casino-credit:s-w1"]  # fmt: skip
+    assert query(gw.settings, "SELECT transaction_id, partner FROM gateway_transactions "
+                 "WHERE player_id = %s ORDER BY 1", (p,)) == [
+        ("s-b1", "hub"), ("s-g1", "rival"), ("s-g2", "rival"), ("s-g3", "hub"),
+        ("s-rb9", "rival"), ("s-w1", "hub"), ("s-w9", "rival")]  # fmt: skip
+
+
+def test_tokens_revoked_by_the_command_are_refused(gw: Gateway) -> None:
+    p = "gw-p6"
+
+    def command(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "croupier", "gateway", "token", *args],
+                             env=gw.env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+                             check=True)  # fmt: skip
+        return out.stdout.strip()
+
+    dsn, schema = gw.settings.pg_dsn.get_secret_value(), gw.settings.pg_schema
+    first = command("issue", p, "--partner", "hub")
+    second = issue(dsn, schema, p, 3600, partner="hub")
+    rivals = issue(dsn, schema, p, 3600, partner="rival")
+
+    def balance(token: str, key: rsa.RSAPrivateKey | None = None) -> str:
+        body = {"user": p, "request_uuid": uuid.uuid4().hex, "token": token}
+        return str(gw.signed("/user/balance", body, key=key)[1]["status"])
+
+    assert balance(first) == balance(second) == balance(rivals, gw.rival) == "RS_OK"
+    assert balance(rivals) == "RS_ERROR_INVALID_TOKEN"  # rival's token, hub's signature
+    assert "revoked 1 token" in command("revoke", first)
+    wait_for(lambda: balance(first) == "RS_ERROR_INVALID_TOKEN", timeout=15, what="revoked")
+    assert balance(second) == "RS_OK"
+    assert revoke(dsn, schema, token=first) == 0  # already gone
+    assert command("revoke", "--player", p).startswith("revoked ")
+    wait_for(lambda: balance(second) == balance(rivals, gw.rival) == "RS_ERROR_INVALID_TOKEN",
+             timeout=15, what="every token of the player revoked")  # fmt: skip
+    assert query(gw.settings, "SELECT count(*) FROM gateway_tokens WHERE player_id = %s",
+                 (p,)) == [(0,)]  # fmt: skip
+    TOKENS[p] = issue(dsn, schema, p, 3600, partner="hub")
+    bad = subprocess.run([sys.executable, "-m", "croupier", "gateway", "token", "revoke"],
+                         env=gw.env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "one of the two" in bad.stderr
+
+
+def test_the_gateway_prunes_what_it_no_longer_needs(gw: Gateway) -> None:
+    """Old rows go, recent ones stay; a pruned ticket's GET answers as an id never posted."""
+    s, key = gw.settings, gw.keys["web"]
+    leg = [("m-gw", "1x2", "home", "2.10")]
+    produce(s, "bets", [("gw-p4", bet(f"pr-{i}", "gw-p4", "1.00", leg)) for i in (1, 2)])
+    wait_for(lambda: query(s, "SELECT count(*) FROM bets WHERE bet_id IN ('pr-1', 'pr-2')")
+             == [(2,)], timeout=30, what="the bets decided")  # fmt: skip
+    day = "now() - interval '1 day' * %s"
+    for bet_id, days in (("pr-1", 8), ("pr-2", 1), ("pr-3", 8), ("pr-4", 31)):
+        query(s, "INSERT INTO gateway_tickets (bet_id, key_name, player_id, posted_at) "
+              f"VALUES (%s, 'web', 'gw-p4', {day}) RETURNING 1", (bet_id, days))  # fmt: skip
+    for tx, days in (("pr-t1", 8), ("pr-t2", 6)):
+        query(s, "INSERT INTO gateway_transactions (transaction_id, partner, player_id, "
+              f"round_id, claimed_at) VALUES (%s, 'hub', 'gw-p4', %s, {day}) RETURNING 1",
+              (tx, tx, days))  # fmt: skip
+    for digest, days in (("e1" * 32, 8), ("e2" * 32, 6)):
+        query(s, "INSERT INTO gateway_tokens (token_hash, player_id, partner, issued_at, "
+              f"expires_at) VALUES (%s, 'gw-p4', 'hub', {day}, {day}) RETURNING 1",
+              (digest, days + 1, days))  # fmt: skip
+    for sig, hours in (("e3" * 32, 3), ("e4" * 32, 1)):
+        query(
+            s,
+            "INSERT INTO gateway_webhooks_seen (provider, signature, stamped_at) "
+            "VALUES ('psp', %s, now() - interval '1 hour' * %s) RETURNING 1",
+            (sig, hours),
+        )
+    # (Rows are inserted as the schema's owner: the application cannot backdate them.)
+
+    made = ["e1" * 32, "e2" * 32, "e3" * 32, "e4" * 32]
+
+    def left() -> list[tuple[Any, ...]]:
+        return query(s, "SELECT 'ticket', bet_id FROM gateway_tickets WHERE bet_id LIKE 'pr-%%' "
+                     "UNION ALL SELECT 'claim', transaction_id FROM gateway_transactions "
+                     "WHERE transaction_id LIKE 'pr-%%' UNION ALL SELECT 'token', token_hash "
+                     "FROM gateway_tokens WHERE token_hash = ANY(%s) UNION ALL "
+                     "SELECT 'seen', signature FROM gateway_webhooks_seen "
+                     "WHERE signature = ANY(%s) ORDER BY 1, 2", (made, made))  # fmt: skip
+
+    # The gateway prunes on its own timer (every second here; hourly by default).
+    wait_for(lambda: len(left()) <= 5, timeout=20, what="the gateway's pruning")
+    assert left() == [("claim", "pr-t2"), ("seen", "e4" * 32), ("ticket", "pr-2"),
+                      ("ticket", "pr-3"), ("token", "e2" * 32)]  # fmt: skip
+    # A kept ticket still answers its key; a pruned one answers as an id never posted.
+    status, _, decision = gw.request("GET", "/bets/pr-2", headers={"X-Api-Key": key})
+    assert status == 200 and decision["bet_id"] == "pr-2"
+    assert gw.request("GET", "/bets/pr-2", headers={"X-Api-Key": gw.keys["other"]})[0] == 404
+    status, _, problem = gw.request("GET", "/bets/pr-1", headers={"X-Api-Key": key})
+    assert status == 404 and problem["type"].endswith("no-decision")

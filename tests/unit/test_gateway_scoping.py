@@ -1,7 +1,8 @@
 """The gateway's in-memory halves of key scoping and answer matching: a decision reaches
 only the streams of the key holding its bet (and, with ``?player=``, only that player's);
 every answer for a transaction reaches each request waiting on it, which keeps its own;
-a session token's lifetime is bounded before anything is stored. (The PostgreSQL halves,
+a session token's lifetime and partner are checked before anything is stored; a partner
+acts only on its own transactions and rounds. (The PostgreSQL halves,
 tickets, seen signatures and tokens, are proved in tests/integration/test_gateway.py.)"""
 
 from __future__ import annotations
@@ -81,7 +82,41 @@ def test_every_answer_reaches_each_waiter_until_it_forgets() -> None:
 @pytest.mark.parametrize("ttl", [0.0, -1.0, MAX_TTL + 1.0, float("nan"), float("inf")])
 def test_a_token_s_lifetime_is_bounded_before_anything_is_stored(ttl: float) -> None:
     with pytest.raises(ValueError, match="seconds"):
-        issue("postgresql://nobody@127.0.0.1:1/none", "nowhere", "p1", ttl)
+        issue("postgresql://nobody@127.0.0.1:1/none", "nowhere", "p1", ttl, partner="hub")
+
+
+@pytest.mark.parametrize("partner", ["", "a/b", "x" * 65, "-lead", "sp ace"])
+def test_a_token_is_issued_for_a_partner_named_as_keys_are(partner: str) -> None:
+    with pytest.raises(ValueError, match="partner"):
+        issue("postgresql://nobody@127.0.0.1:1/none", "nowhere", "p1", 60, partner=partner)
+
+
+def test_revoking_names_a_token_or_a_player() -> None:
+    from croupier.gateway.tokens import revoke
+
+    for both_or_none in ({}, {"token": "cgs_x", "player": "p1"}):
+        with pytest.raises(ValueError, match="one of the two"):
+            revoke("postgresql://nobody@127.0.0.1:1/none", "nowhere", **both_or_none)
+
+
+PARTNER = st.sampled_from(["hub", "pragma", "evo"])
+HOLDER = st.one_of(st.none(), PARTNER)
+
+
+@given(partner=PARTNER, holder=PARTNER, round_holder=HOLDER, reference_holder=HOLDER)
+def test_a_partner_acts_only_on_its_own_transactions_and_rounds(
+    partner: str, holder: str, round_holder: str | None, reference_holder: str | None
+) -> None:
+    from croupier.gateway.scoping import DUPLICATE, NOT_FOUND, Claimed, refusal
+
+    got = refusal(partner, Claimed(holder, round_holder, reference_holder))
+    others = {holder, round_holder, reference_holder} - {None, partner}
+    # Allowed exactly when nothing the call touches is another partner's.
+    assert (got is None) == (not others)
+    if holder != partner:
+        assert got == DUPLICATE  # the id is taken: the call's own id comes first
+    elif others:
+        assert got == NOT_FOUND  # its round or its debit: not there, for this partner
 
 
 @given(
@@ -96,4 +131,4 @@ def test_a_hostile_token_is_invalid_before_any_lookup(token: str | None) -> None
     from croupier.gateway.tokens import INVALID_TOKEN, refusal
 
     # No store at all: a token refused here never reaches PostgreSQL.
-    assert asyncio.run(refusal(None, "p1", token)) == INVALID_TOKEN  # type: ignore[arg-type]
+    assert asyncio.run(refusal(None, "p1", token, "hub")) == INVALID_TOKEN  # type: ignore[arg-type]
