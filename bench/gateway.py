@@ -1,8 +1,8 @@
 """HTTP edge benchmark: ``croupier gateway`` in front of a worker, driven over real HTTP.
 
     .venv/bin/python bench/gateway.py [--rate 500] [--duration 10] [--calls 4000]
-        [--bets 10000] [--concurrency 256] [--players 200] [--workers 1] [--private]
-        [--sign] [--quick] [--out FILE]
+        [--bets 10000] [--concurrency 256] [--players 200] [--workers 1]
+        [--gateway-processes 1] [--private] [--sign] [--quick] [--out FILE]
 
 Needs Kafka and PostgreSQL: the stack ``make up`` runs (via ``.stack/env`` or the service
 variables), or with ``--private`` an embedded one of its own on free ports (no workers,
@@ -20,6 +20,11 @@ client with at most ``--concurrency`` requests in flight):
    from the request sent to Hub88's answer (the gateway waited for ``casino-results``);
 2. wallet, as fast as it goes: ``--calls`` calls; wallet calls/s;
 3. bet posts: ``--bets`` ``POST /bets`` (each answered 202 after ``acks=all``); posts/s.
+
+Each phase also reports the gateway's CPU per request (utime + stime of every gateway
+process, from /proc, all threads, in ms) and the load average as it starts: on a shared
+machine the rates swing with the load, the CPU per request much less.
+``--gateway-processes N`` runs ``croupier gateway run --workers N``.
 
 Every call must be answered ``RS_OK`` (exit 1 otherwise); the goals (>= 2,000 wallet
 calls/s; p99 <= 150 ms at 500 calls/s; >= 5,000 bet posts/s) are reported, not errors.
@@ -78,6 +83,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=256)
     p.add_argument("--players", type=int, default=200)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--gateway-processes", type=int, default=1)
     p.add_argument("--private", action="store_true", help="an embedded stack of its own")
     p.add_argument("--sign", action="store_true", help="an operator key: Hub88 answers signed")
     p.add_argument("--quick", action="store_true", help="a short run that proves it works")
@@ -129,6 +135,25 @@ def wait(check: Any, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its children (the processes of ``--workers N``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    pids += [int(c) for c in children]
+    total = 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
 class Client:
     """Signs and sends; records each call's latency and answer."""
 
@@ -137,6 +162,7 @@ class Client:
         self.limit = asyncio.Semaphore(concurrency)
         self.session: Any = None
         self.tokens: dict[str, str] = {}  # each player's Hub88 session token
+        self.gateway_pid = 0
 
     def sign(self, body: bytes) -> str:
         from cryptography.hazmat.primitives import hashes
@@ -223,9 +249,13 @@ async def phases(client: Client, players: list[str], args: argparse.Namespace) -
             await asyncio.sleep(max(0.0, t0 + i / args.rate - time.perf_counter()))
             return await client.wallet(*calls[i])
 
+        load, cpu0 = os.getloadavg()[0], cpu_seconds(client.gateway_pid)
         got = await asyncio.gather(*(paced(i) for i in range(n)))
         elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds(client.gateway_pid) - cpu0
         out["wallet_paced"] = {
+            "load_at_start": round(load, 1),
+            "gateway_cpu_ms_per_call": round(cpu * 1000 / n, 3),
             "rate": args.rate,
             "calls": n,
             "seconds": round(elapsed, 2),
@@ -236,10 +266,14 @@ async def phases(client: Client, players: list[str], args: argparse.Namespace) -
         log(f"wallet paced: {out['wallet_paced']}")
         # 2. as fast as it goes
         calls = [client.call(random.choice(players)) for _ in range(args.calls)]
+        load, cpu0 = os.getloadavg()[0], cpu_seconds(client.gateway_pid)
         t0 = time.perf_counter()
         got = await asyncio.gather(*(client.wallet(*c) for c in calls))
         elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds(client.gateway_pid) - cpu0
         out["wallet_max"] = {
+            "load_at_start": round(load, 1),
+            "gateway_cpu_ms_per_call": round(cpu * 1000 / args.calls, 3),
             "calls": args.calls,
             "seconds": round(elapsed, 2),
             "calls_per_s": round(args.calls / elapsed, 1),
@@ -249,12 +283,16 @@ async def phases(client: Client, players: list[str], args: argparse.Namespace) -
         log(f"wallet max: {out['wallet_max']}")
         # 3. bet posts
         at = datetime.now(UTC).replace(microsecond=0).isoformat()
+        load, cpu0 = os.getloadavg()[0], cpu_seconds(client.gateway_pid)
         t0 = time.perf_counter()
         codes = await asyncio.gather(
             *(client.bet(random.choice(players), at) for _ in range(args.bets))
         )
         elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds(client.gateway_pid) - cpu0
         out["bet_posts"] = {
+            "load_at_start": round(load, 1),
+            "gateway_cpu_ms_per_post": round(cpu * 1000 / args.bets, 3),
             "posts": args.bets,
             "seconds": round(elapsed, 2),
             "posts_per_s": round(args.bets / elapsed, 1),
@@ -309,6 +347,7 @@ def run(args: argparse.Namespace, base: Settings) -> int:
         "CROUPIER_GATEWAY_DIR": str(where),
         "CROUPIER_GATEWAY_RATE": "1000000",
         "CROUPIER_GATEWAY_BURST": "1000000",
+        "CROUPIER_GATEWAY_WORKERS": str(args.gateway_processes),
     }
     glog = where / "gateway.log"
     with open(glog, "ab") as out:
@@ -321,7 +360,11 @@ def run(args: argparse.Namespace, base: Settings) -> int:
         )
     ok = False
     try:
-        wait(lambda: READY in glog.read_text(errors="replace"), 60, "the gateway")
+        wait(
+            lambda: glog.read_text(errors="replace").count(READY) >= args.gateway_processes,
+            60,
+            "the gateway",
+        )
         players = [f"gw-{tag}-{i}" for i in range(args.players)]
         producer = make_producer(s)
         for p in players:
@@ -350,6 +393,7 @@ def run(args: argparse.Namespace, base: Settings) -> int:
         producer.flush(60)
         wait(lambda: done(s, "payments") >= len(players), 120, "deposits")
         client = Client(f"http://127.0.0.1:{port}", partner, api_key, args.concurrency)
+        client.gateway_pid = gateway.pid
         from croupier.gateway.tokens import issue
 
         dsn = s.pg_dsn.get_secret_value()
