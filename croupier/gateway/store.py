@@ -254,15 +254,16 @@ class Store:
         claims = [orjson.loads(k) for k in keys]
         async with self.writer.connection() as conn:
             rows = await (await conn.execute(
-                "SELECT tx, holder, round_holder, reference_holder "
+                "SELECT claim, holder, round_holder, reference_holder "
                 "FROM gateway_transactions_claim(%s::jsonb)",
                 (orjson.dumps(claims).decode(),),
             )).fetchall()  # fmt: skip
-        held = {str(tx): (str(h), r, f) for tx, h, r, f in rows}
-        out: dict[str, Claimed] = {}
-        for key, claim in zip(keys, claims, strict=True):
-            holder, round_holder, reference_holder = held.get(claim[0], ("", None, None))
-            out[key] = Claimed(holder, round_holder, reference_holder)
+        # By the claim's ordinal: two claims of one id (two partners, two rounds) in one
+        # batch each get their own round and reference. A claim with no row (never) is
+        # held by nobody, so refused.
+        out = {key: Claimed("", None, None) for key in keys}
+        for i, holder, round_holder, reference_holder in rows:
+            out[keys[int(i) - 1]] = Claimed(str(holder), round_holder, reference_holder)
         return out
 
     async def prune(self, keep_days: float) -> tuple[int, int, int, int]:

@@ -554,6 +554,15 @@ def test_the_app_role_writes_gateway_state_only_through_its_functions(gw: Gatewa
         # back, not the bet.
         stolen = conn.execute(claim, ('[["lp-1", "other", "gw-p1"], ["lp-1", "x", "y"]]',))
         assert stolen.fetchall() == [("lp-1", "web", "gw-p1")]
+        # Transaction claims, several in one call (two of one id): each claim gets its own
+        # answer, the first partner to claim an id holds it, a round is its opener's.
+        claims = ('[["lp-c1", "hub", "gw-p1", "lp-r1", null], '
+                  '["lp-c1", "rival", "gw-p1", "lp-r2", null], '
+                  '["lp-c2", "rival", "gw-p1", "lp-r1", "lp-c1"]]')  # fmt: skip
+        got = conn.execute("SELECT * FROM gateway_transactions_claim(%s::jsonb) ORDER BY 1",
+                           (claims,))  # fmt: skip
+        assert got.fetchall() == [(1, "hub", "hub", None), (2, "hub", None, None),
+                                  (3, "rival", "hub", "hub")]  # fmt: skip
         sig = "ab" * 32
         seen = "SELECT gateway_seen('psp', %s, now())"
         assert conn.execute(seen, (sig,)).fetchone() == (True,)
