@@ -937,3 +937,37 @@ def test_the_gateway_prunes_what_it_no_longer_needs(gw: Gateway) -> None:
     assert gw.request("GET", "/bets/pr-2", headers={"X-Api-Key": gw.keys["other"]})[0] == 404
     status, _, problem = gw.request("GET", "/bets/pr-1", headers={"X-Api-Key": key})
     assert status == 404 and problem["type"].endswith("no-decision")
+
+
+def test_several_gateway_processes_share_one_port(gw: Gateway) -> None:
+    """``gateway run --workers 2``: two whole gateways on one port (SO_REUSEPORT), each
+    answering wallet calls and bet posts; a SIGTERM to the parent stops both."""
+    port = free_port()
+    log = gw.log.with_name("gateway-workers.log")
+    log.unlink(missing_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "croupier", "gateway", "run", "--workers", "2"],
+            env={**gw.env, "CROUPIER_GATEWAY_PORT": str(port)}, stdout=out,
+            stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: log.read_text(errors="replace").count(READY) >= 2, timeout=60,
+                 what="two gateway processes")  # fmt: skip
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 2
+        two = Gateway(gw.settings, gw.env, port, log, gw.partner, gw.stranger, gw.rival,
+                      gw.keys, gw.worker)  # fmt: skip
+        p = "gw-p3"
+        balances = {
+            two.signed("/transaction/bet", hub("bet", f"m-b{i}", p, f"m-r{i}", 100_000))[1][
+                "status"] for i in range(6)
+        }  # fmt: skip
+        assert balances == {"RS_OK"}
+        raw = bet("m-bet-1", p, "1.00", [("m-gw", "1x2", "home", "2.10")])
+        assert two.request("POST", "/bets", raw, {"X-Api-Key": gw.keys["web"]})[0] == 202
+        assert {two.request("GET", "/readyz")[0] for _ in range(6)} == {200}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert not any(Path(f"/proc/{c}").exists() for c in children)
