@@ -274,6 +274,12 @@ def test_limits_and_the_metrics_port_for_loopback_only() -> None:
     status, _, data = _asgi("GET", "/metrics", b"", {})
     assert status == 200 and b"croupier_gateway_requests_total" in data
     assert _asgi("GET", "/nowhere", b"", {})[0] == 404
+    # A route's path with another method: Starlette's 405, as before the edge called
+    # handlers itself; the templated routes are matched by the edge too.
+    assert _asgi("GET", "/transaction/bet", b"", {})[0] == 405
+    assert _asgi("DELETE", "/bets/b-1", b"", {})[0] == 405
+    status, _, data = _asgi("POST", "/wallet/v1/debit", b"{}", {})
+    assert status == 401 and json.loads(data)["type"].endswith("invalid-signature")
 
 
 def test_hub88_answers_are_signed_with_the_operator_s_key() -> None:
