@@ -28,11 +28,13 @@ NOT_FOUND = "RS_ERROR_TRANSACTION_DOES_NOT_EXIST"
 class Claimed:
     """What ``gateway_transactions_claim`` answers for one call: the partner holding its
     transaction id, the one that opened its round, the one that sent the transaction it
-    references (None: nobody, through the gateway)."""
+    references (None: nobody, through the gateway), and whether this claim was the id's
+    first (no earlier call of it came through any gateway)."""
 
     holder: str
     round_holder: str | None
     reference_holder: str | None
+    fresh: bool = False
 
 
 def refusal(partner: str, claimed: Claimed) -> str | None:

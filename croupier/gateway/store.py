@@ -254,7 +254,7 @@ class Store:
         claims = [orjson.loads(k) for k in keys]
         async with self.writer.connection() as conn:
             rows = await (await conn.execute(
-                "SELECT claim, holder, round_holder, reference_holder "
+                "SELECT claim, holder, round_holder, reference_holder, fresh "
                 "FROM gateway_transactions_claim(%s::jsonb)",
                 (orjson.dumps(claims).decode(),),
             )).fetchall()  # fmt: skip
@@ -262,8 +262,9 @@ class Store:
         # batch each get their own round and reference. A claim with no row (never) is
         # held by nobody, so refused.
         out = {key: Claimed("", None, None) for key in keys}
-        for i, holder, round_holder, reference_holder in rows:
-            out[keys[int(i) - 1]] = Claimed(str(holder), round_holder, reference_holder)
+        for i, holder, round_holder, reference_holder, fresh in rows:
+            out[keys[int(i) - 1]] = Claimed(str(holder), round_holder, reference_holder,
+                                            bool(fresh))  # fmt: skip
         return out
 
     async def prune(self, keep_days: float) -> tuple[int, int, int, int]:

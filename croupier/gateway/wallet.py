@@ -153,11 +153,16 @@ class Wallet:
         # the amount, and the debit may not be in the store yet.
         self._debits: dict[str, tuple[str, str]] = {}
 
-    async def decide(self, call: dict[str, Any], parsed: Any = None) -> bytes | None:
+    async def decide(
+        self, call: dict[str, Any], parsed: Any = None, *, fresh: bool = False
+    ) -> bytes | None:
         """The answer on ``casino-results`` (or the stored first answer), or None when
         none came within the deadline. One request per transaction id at a time, so two
         racing copies never share an answer meant for one of them. ``parsed`` is the
-        call as ``CASINO_CALL`` validated it, when the caller did already."""
+        call as ``CASINO_CALL`` validated it, when the caller did already. ``fresh``: no
+        earlier call of this id came through a gateway (its claim is new), so the store
+        is not read first; should the flow have the id anyway (produced straight to
+        Kafka), its own idempotency answers the call as the store would."""
         tx = str(call["transaction_id"])
         slot = self._slots.get(tx)
         if slot is None:
@@ -166,7 +171,7 @@ class Wallet:
         try:
             async with asyncio.timeout(self.deadline):
                 async with slot.lock:
-                    return await self._decide(tx, call, parsed)
+                    return await self._decide(tx, call, parsed, fresh)
         except TimeoutError:
             return None
         finally:
@@ -174,13 +179,14 @@ class Wallet:
             if slot.users == 0:
                 del self._slots[tx]
 
-    async def _decide(self, tx: str, call: dict[str, Any], parsed: Any) -> bytes:
+    async def _decide(self, tx: str, call: dict[str, Any], parsed: Any, fresh: bool) -> bytes:
         if parsed is None:
             parsed = CASINO_CALL.validate_python(call)
         mine = request_hash(parsed)
-        stored = await self.store.casino_call(tx)
-        if stored is not None and stored.request_hash == mine:
-            return stored.answer
+        if not fresh:
+            stored = await self.store.casino_call(tx)
+            if stored is not None and stored.request_hash == mine:
+                return stored.answer
         if parsed.type == "debit":
             if len(self._debits) > 100_000:
                 self._debits.clear()
@@ -333,8 +339,8 @@ async def _hub88_transaction(request: Request, kind: Kind) -> Response:
         if refused is not None:
             return _hub88_reply(req.user, req.request_uuid, refused)
     reference = req.reference_transaction_uuid
-    foreign = await _foreign(state.store, partner, req.transaction_uuid, req.user, req.round,
-                             reference)  # fmt: skip
+    foreign, fresh = await _claim(state.store, partner, req.transaction_uuid, req.user,
+                                  req.round, reference)  # fmt: skip
     if foreign is not None:
         return _hub88_reply(req.user, req.request_uuid, foreign)
     call: dict[str, Any] = {
@@ -367,7 +373,7 @@ async def _hub88_transaction(request: Request, kind: Kind) -> Response:
     except ValidationError:
         return _hub88_reply(req.user, req.request_uuid, WRONG_SYNTAX)
     try:
-        answer = await state.wallet.decide(call, parsed)
+        answer = await state.wallet.decide(call, parsed, fresh=fresh)
     except Unavailable:
         answer = None
     if answer is None:
@@ -379,13 +385,13 @@ async def _hub88_transaction(request: Request, kind: Kind) -> Response:
                         balance=to_hub88(Decimal(result["balance"])))  # fmt: skip
 
 
-async def _foreign(
+async def _claim(
     store: Store, partner: str, tx: str, player: str, round_id: str, reference: str | None
-) -> str | None:
-    """Hub88's status refusing a call that is not ``partner``'s own (``scoping``), after
-    claiming its transaction id for it."""
+) -> tuple[str | None, bool]:
+    """Claim the call's transaction id for ``partner``: Hub88's status refusing a call
+    that is not the partner's own (``scoping``), or None; and whether the claim is new."""
     claimed = await store.claim_transaction(tx, partner, player, round_id, reference)
-    return scoping.refusal(partner, claimed)
+    return scoping.refusal(partner, claimed), claimed.fresh
 
 
 # -- the generic variant -----------------------------------------------------------------
@@ -444,13 +450,13 @@ async def generic_call(request: Request) -> Response:
         await _generic_token(request, parsed.player_id, request.headers.get(TOKEN_HEADER),
                              partner)  # fmt: skip
     reference = getattr(parsed, "reference_transaction_id", None)
-    foreign = await _foreign(state.store, partner, parsed.transaction_id, parsed.player_id,
-                             parsed.round_id, reference)  # fmt: skip
+    foreign, fresh = await _claim(state.store, partner, parsed.transaction_id,
+                                  parsed.player_id, parsed.round_id, reference)  # fmt: skip
     if foreign is not None:
         raise Problem(*_GENERIC_FOREIGN[foreign], "this transaction, its round or the "
                       "transaction it references is another partner's")  # fmt: skip
     try:
-        answer = await state.wallet.decide(call, parsed)
+        answer = await state.wallet.decide(call, parsed, fresh=fresh)
     except Unavailable:
         answer = None
     if answer is None:

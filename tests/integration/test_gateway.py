@@ -561,8 +561,11 @@ def test_the_app_role_writes_gateway_state_only_through_its_functions(gw: Gatewa
                   '["lp-c2", "rival", "gw-p1", "lp-r1", "lp-c1"]]')  # fmt: skip
         got = conn.execute("SELECT * FROM gateway_transactions_claim(%s::jsonb) ORDER BY 1",
                            (claims,))  # fmt: skip
-        assert got.fetchall() == [(1, "hub", "hub", None), (2, "hub", None, None),
-                                  (3, "rival", "hub", "hub")]  # fmt: skip
+        assert got.fetchall() == [(1, "hub", "hub", None, True), (2, "hub", None, None, False),
+                                  (3, "rival", "hub", "hub", True)]  # fmt: skip
+        again = conn.execute("SELECT fresh FROM gateway_transactions_claim(%s::jsonb)",
+                             ('[["lp-c2", "rival", "gw-p1", "lp-r1", "lp-c1"]]',))  # fmt: skip
+        assert again.fetchall() == [(False,)]  # a retry's claim is not new
         sig = "ab" * 32
         seen = "SELECT gateway_seen('psp', %s, now())"
         assert conn.execute(seen, (sig,)).fetchone() == (True,)

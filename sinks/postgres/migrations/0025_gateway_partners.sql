@@ -14,8 +14,10 @@
 --   gateway_transactions_claim(claims)  claims [[transaction_id, partner, player_id,
 --       round_id, reference_id], ...] (many calls in one) and returns, per claim (its
 --       ordinal, from 1), its transaction's holder, the partner that opened its round (the
---       earliest claim in that round) and the holder of the transaction it references
---       (null when none is known).
+--       earliest claim in that round), the holder of the transaction it references
+--       (null when none is known), and whether this call inserted the claim (`fresh`: the
+--       gateway then knows no earlier call of that id came through it, and publishes
+--       without first reading the casino flow's store).
 --   gateway_token_issue(token_hash, player_id, expires_at, partner)  replaces the
 --       three-argument function of 0023.
 --   gateway_token_revoke(token_hash, player_id)  deletes one token, or every token of a
@@ -48,18 +50,29 @@ CREATE INDEX gateway_transactions_round ON gateway_transactions (round_id, claim
 CREATE INDEX gateway_transactions_claimed ON gateway_transactions (claimed_at);
 
 CREATE FUNCTION gateway_transactions_claim(claims jsonb)
-RETURNS TABLE (claim bigint, holder text, round_holder text, reference_holder text)
-LANGUAGE sql AS $$
-    INSERT INTO gateway_transactions (transaction_id, partner, player_id, round_id)
-    SELECT r->>0, r->>1, r->>2, r->>3 FROM jsonb_array_elements(claims) AS r ORDER BY r->>0
-    ON CONFLICT (transaction_id) DO NOTHING;
+RETURNS TABLE (claim bigint, holder text, round_holder text, reference_holder text,
+               fresh boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    inserted text[];
+BEGIN
+    WITH ins AS (
+        INSERT INTO gateway_transactions (transaction_id, partner, player_id, round_id)
+        SELECT r->>0, r->>1, r->>2, r->>3 FROM jsonb_array_elements(claims) AS r
+         ORDER BY r->>0
+        ON CONFLICT (transaction_id) DO NOTHING
+        RETURNING transaction_id
+    )
+    SELECT coalesce(array_agg(ins.transaction_id), '{}') INTO inserted FROM ins;
+    RETURN QUERY
     SELECT r.i, t.partner,
            (SELECT o.partner FROM gateway_transactions o WHERE o.round_id = r.c->>3
              ORDER BY o.claimed_at, o.transaction_id LIMIT 1),
-           (SELECT f.partner FROM gateway_transactions f WHERE f.transaction_id = r.c->>4)
+           (SELECT f.partner FROM gateway_transactions f WHERE f.transaction_id = r.c->>4),
+           t.transaction_id = ANY(inserted) AND t.partner = r.c->>1
       FROM jsonb_array_elements(claims) WITH ORDINALITY AS r(c, i)
       JOIN gateway_transactions t ON t.transaction_id = r.c->>0;
-$$;
+END $$;
 
 DROP FUNCTION gateway_token_issue(text, text, timestamptz);
 
