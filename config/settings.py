@@ -112,6 +112,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.games import DEFAULT_CATALOGUE
 from config.policies import DEFAULT_POLICY_DIR
+from config.priority import BACKGROUND_NICE
 from rules.clock import DEFAULT_CLOCK_SKEW
 
 POLICY_DIR = DEFAULT_POLICY_DIR  # the jurisdiction policies shipped with Croupier
@@ -202,6 +203,12 @@ class Settings(BaseSettings):
         default=0.5, ge=0, validation_alias="CROUPIER_AUDIT_RELAY_INTERVAL"
     )
     report_interval: float = Field(default=1.0, ge=0, validation_alias="CROUPIER_REPORT_INTERVAL")
+    # How far the background processes (the auditor, the analytics sink, the dashboard)
+    # step back for the ones on a decision's path (the workers, the gateway, PostgreSQL,
+    # Kafka): their nice value, 0 (equal) to 19 (only idle time). See config/priority.py.
+    background_nice: int = Field(
+        default=BACKGROUND_NICE, ge=0, le=19, validation_alias="CROUPIER_BACKGROUND_NICE"
+    )
     ggr_refresh: float = Field(
         default=60.0, gt=0, le=86_400, validation_alias="CROUPIER_GGR_REFRESH_SECONDS"
     )

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from config.priority import background_nice, step_back
 from croupier import status
 from croupier.redact import redact
 
@@ -175,6 +176,7 @@ def run_server(port: int, urls: list[str], metrics_port: int = 0) -> int:
     from streams import metrics
 
     logs.setup()
+    step_back(background_nice(), what="dashboard")
     try:
         server = serve(port, urls, os.environ)
     except OSError as exc:
