@@ -43,4 +43,4 @@ def test_the_dashboard_reads_the_same_variable(raw: str, expected: int) -> None:
 def test_settings_refuse_a_value_outside_nice() -> None:
     assert Settings().background_nice == BACKGROUND_NICE
     with pytest.raises(ValueError, match="CROUPIER_BACKGROUND_NICE"):
-        Settings(CROUPIER_BACKGROUND_NICE=20)  # type: ignore[call-arg]
+        Settings(CROUPIER_BACKGROUND_NICE=20)
