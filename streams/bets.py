@@ -29,7 +29,6 @@ from streams.flow import Flow, decision_flow
 from streams.kafka import Message
 from streams.view import GlobalView, Readable
 
-
 # How many events' parsed markets a worker keeps (``read_books``): far above any live
 # book, and a bound on what events long settled can hold.
 PARSED_EVENTS_MAX = 50_000
