@@ -21,8 +21,8 @@ from sinks.postgres.replay import (
     SettlementReport,
     StoredLeg,
     StoredSettlement,
-    _seq_of,
     report_for,
+    seq_of,
     settlement_checks,
     stored_bet,
 )
@@ -106,7 +106,7 @@ def _chunk(
         ledger = sorted(
             (t for k, t in txns.items() if k.startswith(ledger_keys.settlements_of(bet_id))
              and k.removeprefix(ledger_keys.settlements_of(bet_id)).isdigit()),
-            key=lambda t: _seq_of(t.key),
+            key=lambda t: seq_of(t.key),
         )  # fmt: skip
         bet_legs = legs.get(bet_id, [])
         events = sorted({leg.event_id for leg in bet_legs})
@@ -117,7 +117,7 @@ def _chunk(
         )
         report = report_for(
             bet, bet_legs,
-            sorted(settlements.get(bet_id, []), key=lambda s: _seq_of(s.settlement_id)),
+            sorted(settlements.get(bet_id, []), key=lambda s: seq_of(s.settlement_id)),
             stake, ledger, [(event, payload, at) for _, at, event, payload in rows],
         )  # fmt: skip
         report.checks = settlement_checks(report)
