@@ -57,12 +57,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import psycopg
 
-from rules.decimals import MONEY_CONTEXT, minor_unit
 from rules.ledger import (
     IdempotencyConflict,
     LedgerError,
@@ -72,6 +71,7 @@ from rules.ledger import (
     owed,
     player_order,
 )
+from schemas.money import to_minor_unit
 from schemas.records import AuditRecord, SourcePosition
 from sinks.postgres import audit
 from sinks.postgres.common import RETRYABLE, jsonb
@@ -406,4 +406,4 @@ class Reconciliation:
 
 def _money(value: Decimal, currency: str) -> str:
     """The amount in the currency's minor units (``12.50`` EUR, ``1200`` JPY)."""
-    return format(value.quantize(minor_unit(currency), context=MONEY_CONTEXT), "f")
+    return format(to_minor_unit(value, currency, ROUND_HALF_EVEN), "f")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import psycopg
 
-from rules.decimals import MONEY_CONTEXT, minor_unit
 from rules.replay import (
     SettlementMessage,
 )
+from schemas.money import to_minor_unit
 from schemas.odds import (
     ODDS_MESSAGE,
     BetCancel,
@@ -36,7 +36,7 @@ def money(value: Decimal | None, currency: str) -> str:
     """An amount in its currency's minor units (``21.00``); ``-`` for none."""
     if value is None:
         return "-"
-    return format(value.quantize(minor_unit(currency), context=MONEY_CONTEXT), "f")
+    return format(to_minor_unit(value, currency, ROUND_HALF_EVEN), "f")
 
 
 def decode_settlement_message(payload: Any) -> SettlementMessage:
