@@ -75,7 +75,7 @@ from schemas.money import to_minor_unit
 from schemas.records import AuditRecord, SourcePosition
 from sinks.postgres import audit
 from sinks.postgres.common import RETRYABLE, jsonb
-from sinks.retry import again, again_sync
+from sinks.retry import again_sync
 
 _POST_SQL = "SELECT * FROM ledger_post(%s::jsonb)"
 
@@ -302,28 +302,6 @@ async def ledger_records(
             source=src, occurred_at=op.occurred_at, recorded_at=now, before=None, after=after,
         ))  # fmt: skip
     return records
-
-
-class AsyncLedger:
-    """The same ledger for asyncio code (the flows), over a connection pool."""
-
-    def __init__(self, pool: Any, *, retries: int = 5) -> None:
-        self.pool = pool
-        self.retries = retries
-
-    async def post_batch(self, ops: Sequence[LedgerOp]) -> list[LedgerResult]:
-        if not ops:
-            return []
-        order = player_order(ops)
-        payload = _payload(ops, order)
-
-        async def post() -> list[LedgerResult]:
-            async with self.pool.connection() as conn, conn.transaction():
-                cursor = await conn.execute(_POST_SQL, (payload,))
-                rows = await cursor.fetchall()
-            return _results(ops, order, rows)
-
-        return await again(post, on=RETRYABLE, attempts=self.retries + 1)
 
 
 # -- read models ---------------------------------------------------------------------------
