@@ -1,8 +1,8 @@
 """Settlement replays for many bets at once: ``replay_settlement``'s load, chunk by chunk.
 
-``sinks/postgres/replay.py`` loads one bet with a handful of queries; a check of every
-settled bet cannot afford that per bet. This reads the same rows for a chunk of bets in
-one query each (the settlement-kind messages once for all), then builds each report
+``sinks/postgres/replay/settlement.py`` loads one bet with a handful of queries; a check
+of every settled bet cannot afford that per bet. This reads the same rows for a chunk of
+bets in one query each (the settlement-kind messages once for all), then builds each report
 with the same ``stored_bet`` and ``report_for`` and runs the same ``settlement_checks``.
 """
 
