@@ -146,38 +146,24 @@ _LEG_FIELDS = ("event_id", "market_id", "outcome_id", "odds", "result", "dead_he
 _SETTLEMENT_FIELDS = ("bet_id", "kind", "result", "payout", "message")
 _TXN_FIELDS = ("operation", "status", "reason", "amount", "payout", "result", "cash_after",
                "pending_after")  # fmt: skip
+# Each section of a book: its table, its key (SQL), its fields, and the ids that select
+# its rows (the bets' or the players').
+_SECTIONS = (
+    ("bet", "bets", "bet_id", _BET_FIELDS, "bet_id"),
+    ("leg", "bet_legs", "bet_id || ' leg ' || leg", _LEG_FIELDS, "bet_id"),
+    ("settlement", "settlements", "settlement_id", _SETTLEMENT_FIELDS, "bet_id"),
+    ("ledger", "ledger_transactions", "idempotency_key", _TXN_FIELDS, "player_id"),
+)
 
 
 def read_book(conn: psycopg.Connection[Any], players: list[str], bet_ids: list[str]) -> Book:
     """What a range replay compares, read from one schema (live or scratch)."""
     book: Book = {"bet": {}, "leg": {}, "settlement": {}, "ledger": {}, "balance": {}}
-    for r in conn.execute(
-        """SELECT bet_id, status, reason, odds, decision, settlement_id, result, payout,
-                  settle_seq
-             FROM bets WHERE bet_id = ANY(%s)""",
-        (bet_ids,),
-    ).fetchall():
-        book["bet"][r[0]] = dict(zip(_BET_FIELDS, r[1:], strict=True))
-    for r in conn.execute(
-        """SELECT bet_id, leg, event_id, market_id, outcome_id, odds, result, dead_heat_factor,
-                  cancelled
-             FROM bet_legs WHERE bet_id = ANY(%s)""",
-        (bet_ids,),
-    ).fetchall():
-        book["leg"][f"{r[0]} leg {r[1]}"] = dict(zip(_LEG_FIELDS, r[2:], strict=True))
-    for r in conn.execute(
-        """SELECT settlement_id, bet_id, kind, result, payout, message
-             FROM settlements WHERE bet_id = ANY(%s)""",
-        (bet_ids,),
-    ).fetchall():
-        book["settlement"][r[0]] = dict(zip(_SETTLEMENT_FIELDS, r[1:], strict=True))
-    for r in conn.execute(
-        """SELECT idempotency_key, operation, status, reason, amount, payout, result, cash_after,
-                  pending_after
-             FROM ledger_transactions WHERE player_id = ANY(%s)""",
-        (players,),
-    ).fetchall():
-        book["ledger"][r[0]] = dict(zip(_TXN_FIELDS, r[1:], strict=True))
+    for section, table, key, fields, by in _SECTIONS:
+        ids = bet_ids if by == "bet_id" else players
+        query = f"SELECT {key}, {', '.join(fields)} FROM {table} WHERE {by} = ANY(%s)"  # noqa: S608 - constants
+        for r in conn.execute(query.encode(), (ids,)).fetchall():
+            book[section][r[0]] = dict(zip(fields, r[1:], strict=True))
     for owner, currency, kind, balance in conn.execute(
         """SELECT owner, currency, kind, balance FROM ledger_accounts
             WHERE owner = ANY(%s)
