@@ -8,13 +8,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
 from config.kafka import librdkafka_conf, make_producer
 from config.settings import Settings
+from croupier.sim.run import FeedClock
 
 HEARTBEAT_SECONDS = 2.0
 
@@ -49,14 +49,8 @@ class Upstream:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.producer = make_producer(settings)
-        self._clock = datetime.now(UTC)
-        self._lock = threading.Lock()
-
-    def feed_time(self) -> str:
-        """Now, strictly after every feed time handed out before (feed order is time order)."""
-        with self._lock:
-            self._clock = max(datetime.now(UTC), self._clock + timedelta(milliseconds=1))
-            return self._clock.isoformat()
+        # Now, strictly after every feed time handed out before (feed order is time order).
+        self.feed_time = FeedClock()
 
     def send(self, topic: str, items: Sequence[tuple[str, bytes]]) -> list[Sent]:
         """Produce ``(key, value)`` pairs to a contract topic; wait until Kafka has them all."""
