@@ -110,6 +110,12 @@ def play_the_match_day(settings: Settings, worker_factory: StartWorker) -> None:
         ("m-2", settlement("m-2", home_wins, at="2026-11-24T21:01:00Z")),
         ("m-3", feed("bet_cancel", "m-3", at="2026-11-24T21:02:00Z")),
         ("m-4", dead_heat("m-4", at="2026-11-24T21:03:00Z")),
+    ])  # fmt: skip
+    # Markets are keyed by event, so m-1 and m-2 travel on different partitions: b-3 (a leg
+    # on each) is settled once both are in, before m-1's correction comes, as a feed sends
+    # them minutes apart. Sent together, m-1's correction could overtake m-2's result.
+    wait_for(lambda: done(settings, "odds") == 9, timeout=60, what="first settlements")
+    produce(settings, "odds", [
         # The feed got m-1 wrong; m-3's cancel is withdrawn and the market settled.
         ("m-1", feed("rollback_bet_settlement", "m-1", at="2026-11-24T21:10:00Z")),
         ("m-1", settlement("m-1", {"1x2": {"home": "lose", "draw": "win", "away": "lose"}},
