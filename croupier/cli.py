@@ -49,10 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:  # a usage error: click's message, exit 2
         exc.show()
         raise SystemExit(exc.exit_code) from None
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):
         return 130
-    except KeyboardInterrupt:
-        return 130
+    except BrokenPipeError:  # `croupier ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except Exception as exc:
         from croupier.stack.process import StackError
 
@@ -89,8 +90,9 @@ def parse(argv: Sequence[str]) -> dict[str, Any]:
         exc.show()
         raise SystemExit(exc.exit_code) from None
     params: dict[str, Any] = {}
-    while ctx is not None:  # the command's own values win over its groups'
-        params = {**ctx.params, **params}
+    while ctx is not None:  # a value given to the command wins over its group's
+        given = {k: v for k, v in params.items() if v not in (None, False, ())}
+        params = {**params, **ctx.params, **given}
         ctx = ctx.parent  # type: ignore[assignment]  # the root's parent is None
     return params
 

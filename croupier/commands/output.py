@@ -30,18 +30,21 @@ def fancy(stream: Any = None) -> bool:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print a table: rich's on a terminal, plain columns two spaces apart otherwise."""
+    """Print a table: rich's on a terminal wide enough for it, plain columns two spaces
+    apart otherwise (piped, NO_COLOR, or a narrow terminal, where rich would cut cells)."""
+    every = [list(headers), *[list(r) for r in rows]]
+    widths = [max(len(r[i]) for r in every) for i in range(len(headers))]
     if fancy():
         from rich.console import Console
         from rich.table import Table
 
-        t = Table(*headers, header_style="bold")
-        for row in rows:
-            t.add_row(*row)
-        Console().print(t)
-        return
-    every = [list(headers), *[list(r) for r in rows]]
-    widths = [max(len(r[i]) for r in every) for i in range(len(headers))]
+        console = Console()
+        if sum(widths) + 3 * len(widths) + 1 <= console.width:  # cells, padding, borders
+            drawn = Table(*headers, header_style="bold")
+            for row in rows:
+                drawn.add_row(*row)
+            console.print(drawn)
+            return
     for row in every:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
@@ -56,11 +59,10 @@ def progress(what: str) -> Iterator[Progress | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
     from rich.progress import Progress as Bar
 
+    columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Bar(
         "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
+        *columns,
         console=Console(stderr=True),
         transient=True,
     ) as bar:
