@@ -30,12 +30,6 @@ from croupier.commands import wallet as wallet_commands
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _version() -> str:
-    from croupier import __version__
-
-    return __version__
-
-
 @click.group(
     context_settings=CONTEXT,
     help="The croupier command line. Exit status 0 means what was asked for holds; 1 a "
