@@ -9,13 +9,16 @@ from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from config.settings import Settings
+from croupier.checks.invariants import catch_up
 from croupier.cli import main
 from croupier.exits import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK
 from rules import ledger as L
 from sinks.postgres.ledger import Ledger
+from topologies.topics import INBOUND
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +42,8 @@ def test_every_data_command_prints_one_json_document(
 
     def run(*argv: str, codes: tuple[int, ...] = (EXIT_OK,)) -> Any:
         code = main([*argv, "--json"])
-        out = capsys.readouterr().out
-        assert code in codes, (argv, code)
+        out, err = capsys.readouterr()
+        assert code in codes, (argv, code, err[-600:])
         return json.loads(out)
 
     assert run("db", "migrate")["schema"] == settings.pg_schema
@@ -71,6 +74,12 @@ def test_every_data_command_prints_one_json_document(
     assert run("sql", "SELECT 1 AS one") == [{"one": 1}]
     checked = run("check", "--skip-clickhouse", "--wait", "1", codes=(EXIT_OK, EXIT_FAILED))
     assert isinstance(checked["ok"], bool) and checked["rows"]
+    looks: list[tuple[int, int]] = []  # what `check --wait`'s progress bar is fed
+    with psycopg.connect(settings.pg_dsn.get_secret_value(),
+                         options=f"-c search_path={settings.pg_schema}") as conn:  # fmt: skip
+        catch_up(conn, settings, wait=0, clickhouse=False,
+                 on_progress=lambda done, total: looks.append((done, total)))  # fmt: skip
+    assert len(looks) == 1 and looks[0][1] == len(INBOUND) + 1 and 0 <= looks[0][0] <= looks[0][1]
     parts = run("stack", "status", codes=(EXIT_OK, EXIT_NOT_RUNNING))  # no workers here
     assert {p["name"] for p in parts} >= {"kafka", "postgres"}
     health = run("status", "--url", "http://127.0.0.1:1/metrics", codes=(EXIT_NOT_RUNNING,))
