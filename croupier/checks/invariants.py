@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -100,17 +101,25 @@ def _behind(conn: psycopg.Connection[Any], settings: Settings, clickhouse: bool)
 
 
 def catch_up(
-    conn: psycopg.Connection[Any], settings: Settings, *, wait: float, clickhouse: bool
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    *,
+    wait: float,
+    clickhouse: bool,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Row:
-    """Wait (up to ``wait`` seconds) until the flows, the relay and the sink are done."""
+    """Wait (up to ``wait`` seconds) until the flows, the relay and the sink are done;
+    ``on_progress(caught up, parts)`` after each look."""
     row = Row("workers caught up (flows, audit relay, analytics sink)")
+    row.checked = len(INBOUND) + 1 + int(clickhouse)
     deadline = time.monotonic() + wait
     while True:
         behind = _behind(conn, settings, clickhouse)
+        if on_progress is not None:
+            on_progress(max(0, row.checked - len(behind)), row.checked)
         if not behind or time.monotonic() >= deadline:
             break
         time.sleep(1.0)
-    row.checked = len(INBOUND) + 1 + int(clickhouse)
     for what in behind:
         row.breach(what)
     if behind:

@@ -4,32 +4,27 @@ key, printed once), ``token issue PLAYER`` (a Hub88 session token, printed once)
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+
+import click
 
 OPENAPI_FILE = Path(__file__).resolve().parents[2] / "docs" / "openapi" / "gateway.json"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True)
-    run_p = sub.add_parser("run", help="serve in the foreground (CROUPIER_GATEWAY_HOST/PORT)")
-    run_p.set_defaults(func=run)
-    key = sub.add_parser("key", help="front ends' API keys (hashed at rest)")
-    ksub = key.add_subparsers(dest="key_action", required=True)
-    add = ksub.add_parser("add", help="mint a key for NAME and print it once")
-    add.add_argument("name")
-    add.set_defaults(func=key_add)
-    token = sub.add_parser("token", help="players' Hub88 session tokens (hashed at rest)")
-    tsub = token.add_subparsers(dest="token_action", required=True)
-    issue = tsub.add_parser("issue", help="issue PLAYER a session token and print it once")
-    issue.add_argument("player")
-    issue.add_argument("--ttl", type=float, default=86_400.0,
-                       help="seconds it lives (default a day, at most 30 days)")  # fmt: skip
-    issue.set_defaults(func=token_issue)
-    doc = sub.add_parser("openapi", help="print the OpenAPI document (or --write it)")
-    doc.add_argument("--write", action="store_true", help=f"write {OPENAPI_FILE.name}")
-    doc.set_defaults(func=openapi)
+@click.group(help="the HTTP edge: wallet, payment webhooks, bet API")
+def gateway() -> None:
+    """The HTTP edge."""
+
+
+@gateway.group(help="front ends' API keys (hashed at rest)")
+def key() -> None:
+    """API keys."""
+
+
+@gateway.group(help="players' Hub88 session tokens (hashed at rest)")
+def token() -> None:
+    """Session tokens."""
 
 
 def _gateway_settings() -> object:
@@ -40,34 +35,41 @@ def _gateway_settings() -> object:
     return GatewaySettings()
 
 
-def run(args: argparse.Namespace) -> int:
+@gateway.command("run", help="serve in the foreground (CROUPIER_GATEWAY_HOST/PORT)")
+def run() -> int:
     import uvloop
 
     from config.stackenv import stack_settings as _settings
     from croupier.gateway.app import serve
     from croupier.gateway.config import GatewaySettings
 
-    gateway = _gateway_settings()
-    assert isinstance(gateway, GatewaySettings)
-    uvloop.run(serve(_settings(), gateway))
+    edge = _gateway_settings()
+    assert isinstance(edge, GatewaySettings)
+    uvloop.run(serve(_settings(), edge))
     return 0
 
 
-def key_add(args: argparse.Namespace) -> int:
+@key.command("add", help="mint a key for NAME and print it once")
+@click.argument("name")
+def key_add(name: str) -> int:
     from croupier.arguments import InputError
     from croupier.gateway.config import GatewaySettings, add_key
 
-    gateway = _gateway_settings()
-    assert isinstance(gateway, GatewaySettings)
+    edge = _gateway_settings()
+    assert isinstance(edge, GatewaySettings)
     try:
-        key = add_key(gateway.directory, args.name)
+        minted = add_key(edge.directory, name)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
-    print(key)
+    print(minted)
     return 0
 
 
-def token_issue(args: argparse.Namespace) -> int:
+@token.command("issue", help="issue PLAYER a session token and print it once")
+@click.argument("player")
+@click.option("--ttl", type=float, default=86_400.0,
+              help="seconds it lives (default a day, at most 30 days)")  # fmt: skip
+def token_issue(player: str, ttl: float) -> int:
     import psycopg
 
     from config.stackenv import stack_settings as _settings
@@ -77,11 +79,10 @@ def token_issue(args: argparse.Namespace) -> int:
     _gateway_settings()  # loads .stack/env, as the other actions do
     settings = _settings()
     try:
-        token = issue(settings.pg_dsn.get_secret_value(), settings.pg_schema, args.player,
-                      args.ttl)  # fmt: skip
+        issued = issue(settings.pg_dsn.get_secret_value(), settings.pg_schema, player, ttl)
     except (ValueError, psycopg.errors.CheckViolation) as exc:
         raise InputError(str(exc)) from exc
-    print(token)
+    print(issued)
     return 0
 
 
@@ -91,9 +92,11 @@ def rendered() -> str:
     return json.dumps(document(), indent=2, sort_keys=True) + "\n"
 
 
-def openapi(args: argparse.Namespace) -> int:
+@gateway.command("openapi", help="print the OpenAPI document (or --write it)")
+@click.option("--write", is_flag=True, help=f"write {OPENAPI_FILE.name}")
+def openapi(write: bool) -> int:
     text = rendered()
-    if args.write:
+    if write:
         OPENAPI_FILE.parent.mkdir(parents=True, exist_ok=True)
         OPENAPI_FILE.write_text(text)
     else:

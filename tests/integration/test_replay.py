@@ -20,6 +20,7 @@ from psycopg import sql
 
 from config.settings import Settings
 from croupier.cli import main
+from sinks.postgres.replay import replay_range
 from tests.conftest import StartWorker
 from tests.integration.helpers import (
     balance,
@@ -197,6 +198,12 @@ def test_replay_agrees_with_the_ledger_and_catches_a_tampered_payout(
     ]
     with psycopg.connect(settings.migration_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(kept)))
+    # The same range reports its progress step by step (what `replay --from/--to`'s bar shows).
+    seen: list[tuple[int, int]] = []
+    again = replay_range(settings.migration_dsn, settings.pg_schema, decided,
+                         decided + timedelta(microseconds=1),
+                         on_progress=lambda n, total: seen.append((n, total)))  # fmt: skip
+    assert again.agree and seen and seen == [(n, seen[0][1]) for n in range(1, seen[0][1] + 1)]
     later = (decided + timedelta(days=1)).isoformat()
     code, text = run("replay", "--from", later)
     assert code == 0 and "nothing to replay" in text

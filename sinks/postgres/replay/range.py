@@ -49,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -193,8 +193,10 @@ def replay_range(
     *,
     keep: bool = False,
     scratch: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> RangeReport:
-    """Re-run the sportsbook for the players with a bet decided in ``[since, until)``."""
+    """Re-run the sportsbook for the players with a bet decided in ``[since, until)``;
+    ``on_progress(done, total)`` after each replayed step."""
     scratch = scratch or f"replay_{uuid.uuid4().hex[:12]}"
     with connect(dsn, schema) as conn, conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -214,7 +216,7 @@ def replay_range(
                             "row (its reference is gone); not re-posted, not compared")  # fmt: skip
     migrate(dsn, scratch)
     try:
-        failures = asyncio.run(_rerun(dsn, scratch, order_steps(inputs.steps)))
+        failures = asyncio.run(_rerun(dsn, scratch, order_steps(inputs.steps), on_progress))
         report.differences.extend(failures)
         with connect(dsn, scratch) as conn:
             replayed = read_book(conn, inputs.players, sorted(inputs.book["bet"]))
@@ -388,20 +390,24 @@ def _recorded_op(r: tuple[Any, ...]) -> ledger_ops.LedgerOp | None:
     return op if op.request_hash == hashed else None
 
 
-async def _rerun(dsn: str, scratch: str, steps: list[_Step]) -> list[Difference]:
+async def _rerun(
+    dsn: str, scratch: str, steps: list[_Step], on_progress: Callable[[int, int], None] | None
+) -> list[Difference]:
     """Run the steps in order against the scratch schema; a step that fails is reported."""
     ordered = _merge_posts(steps)
     failures: list[Difference] = []
     sink = SportsbookSink(dsn, scratch, consumer_group="croupier-replay", max_connections=1)
     await sink.open()
     try:
-        for step in ordered:
+        for done, step in enumerate(ordered, 1):
             try:
                 await _run_step(sink, step)
             except SinkUnavailable:
                 raise
             except (RuntimeError, ValueError, psycopg.Error) as exc:
                 failures.append(Difference("step", _describe(step), "ran", f"failed: {exc}"))
+            if on_progress is not None:
+                on_progress(done, len(ordered))
     finally:
         await sink.close()
     return failures
