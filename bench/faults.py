@@ -146,7 +146,7 @@ def run_round(
         "simulate", "--seed", str(args.seed + n), "--run-id", run_id,
         "--duration", str(args.duration), "--rate", str(args.rate),
         "--players", str(args.players), "--matches", str(args.matches),
-        "--progress", "lines", "--timeout", str(args.timeout), "--json", str(summary_file),
+        "--progress", "lines", "--timeout", str(args.timeout), "--out", str(summary_file),
     ]  # fmt: skip
     first = len(ps.events)
     ps.note("round", fault=fault, run=run_id)

@@ -59,7 +59,7 @@ def one(n: int, args: argparse.Namespace) -> dict[str, Any]:
             "--duration", str(args.duration), "--rate", str(args.rate),
             "--spike-factor", str(args.spike_factor), "--players", str(args.players),
             "--matches", str(args.matches), "--progress", "lines",
-            "--timeout", "900", "--json", str(summary_file),
+            "--timeout", "900", "--out", str(summary_file),
         ]  # fmt: skip
         start = time.monotonic()
         done = ps.croupier(*sim_args, timeout=args.duration + 1200)

@@ -38,8 +38,9 @@ Environment variables (documented once, here and in the README):
 ``CROUPIER_BATCH_MAX``          most events a flow handles in one batch (default 500)
 ``CROUPIER_BATCH_WITHIN``       seconds a flow waits after a batch's first event for more
                                 (default 0.001)
-``CROUPIER_ODDS_BATCH_WITHIN``  the same for the odds flow (default 0.02: a feed's burst
-                                of changes is one transaction, not one each)
+``CROUPIER_ODDS_BATCH_WITHIN``  the same for the odds flow (default 0.05: a feed's changes
+                                are one transaction a batch, not one each; a bet stop waits
+                                at most this long, far inside any in-play bet delay)
 ``CROUPIER_WEB_PORT``           worker's Faust web port on 127.0.0.1; 0 disables it
 ``CROUPIER_METRICS_PORT``       the process's Prometheus endpoint (``/metrics``) on
                                 127.0.0.1; 0 (the default) disables it
@@ -112,6 +113,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.games import DEFAULT_CATALOGUE
 from config.policies import DEFAULT_POLICY_DIR
+from config.priority import BACKGROUND_NICE
 from rules.clock import DEFAULT_CLOCK_SKEW
 
 POLICY_DIR = DEFAULT_POLICY_DIR  # the jurisdiction policies shipped with Croupier
@@ -172,7 +174,7 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=500, ge=1, validation_alias="CROUPIER_BATCH_MAX")
     batch_within: float = Field(default=0.001, gt=0, validation_alias="CROUPIER_BATCH_WITHIN")
     odds_batch_within: float = Field(
-        default=0.02, gt=0, validation_alias="CROUPIER_ODDS_BATCH_WITHIN"
+        default=0.05, gt=0, validation_alias="CROUPIER_ODDS_BATCH_WITHIN"
     )
     web_port: int = Field(default=0, ge=0, le=65535, validation_alias="CROUPIER_WEB_PORT")
     metrics_port: int = Field(default=0, ge=0, le=65535, validation_alias="CROUPIER_METRICS_PORT")
@@ -202,6 +204,12 @@ class Settings(BaseSettings):
         default=0.5, ge=0, validation_alias="CROUPIER_AUDIT_RELAY_INTERVAL"
     )
     report_interval: float = Field(default=1.0, ge=0, validation_alias="CROUPIER_REPORT_INTERVAL")
+    # How far the background processes (the auditor, the analytics sink, the dashboard)
+    # step back for the ones on a decision's path (the workers, the gateway, PostgreSQL,
+    # Kafka): their nice value, 0 (equal) to 19 (only idle time). See config/priority.py.
+    background_nice: int = Field(
+        default=BACKGROUND_NICE, ge=0, le=19, validation_alias="CROUPIER_BACKGROUND_NICE"
+    )
     ggr_refresh: float = Field(
         default=60.0, gt=0, le=86_400, validation_alias="CROUPIER_GGR_REFRESH_SECONDS"
     )

@@ -1,8 +1,15 @@
 """Croupier: stream processing for regulated iGaming (the front door: settings, CLI, stack)."""
 
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("croupier")  # pyproject.toml's, as installed: one place says it
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
+def __getattr__(name: str) -> str:
+    """``__version__``: pyproject.toml's, as installed (one place says it). Read when asked:
+    importlib.metadata is a tenth of a second that ``croupier --help`` need not pay."""
+    if name != "__version__":
+        msg = f"module 'croupier' has no attribute {name!r}"
+        raise AttributeError(msg)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("croupier")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"

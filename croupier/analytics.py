@@ -39,6 +39,7 @@ from types import FrameType
 from typing import Any
 
 from config.kafka import librdkafka_conf
+from config.priority import step_back
 from config.settings import Settings
 from croupier.redact import redact
 from sinks.base import SinkUnavailable
@@ -400,6 +401,7 @@ def run(settings: Settings) -> int:
     from config import logs
 
     logs.setup()
+    step_back(settings.background_nice, what="analytics sink")
     # The sink says when ClickHouse is away, once; the HTTP stack would say it every retry.
     for noisy in ("urllib3.connectionpool", "clickhouse_connect.driver._backend.http_sync"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -14,8 +14,6 @@ import re
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 
-from schemas.money import check_scale
-
 JURISDICTION = re.compile(r"^[A-Z]{2,3}$")
 # The wire's id alphabet (issue 15): what a player id can be, so a typo or a hostile
 # value never reaches a topic.
@@ -85,6 +83,8 @@ def decimal_text(text: str) -> Decimal:
 
 def stake(amount: Decimal, currency: str) -> Decimal:
     """``amount`` when it is a positive stake in ``currency``'s minor units; else InputError."""
+    from schemas.money import check_scale  # pydantic: only when a stake is checked
+
     try:
         check_scale(amount, currency)
     except (TypeError, ValueError) as exc:

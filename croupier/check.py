@@ -26,28 +26,6 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_NOT_RUNNING = 0, 1, 3
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command's options."""
-    parser.add_argument(
-        "--run", metavar="RUN_ID", help="check only the inputs whose key or id starts with RUN_ID-"
-    )
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON object (rows with name, checked, breaches, ok, "
-        "examples) instead of the table",
-    )
-    parser.add_argument(
-        "--wait",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="how long to wait for the workers to catch up (default 60)",
-    )
-    parser.add_argument("--skip-clickhouse", action="store_true",
-                        help="leave ClickHouse out (its row, the sink's lag)")  # fmt: skip
-
-
 def _unreachable(settings: Any, clickhouse: bool) -> list[str]:
     import psycopg
 
@@ -99,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from config.stackenv import load_stack_env
     from croupier.checks import Row, run_prefix, table
     from croupier.checks import invariants as inv
+    from croupier.commands.output import progress
     from croupier.redact import redact
 
     load_stack_env()
@@ -118,7 +97,11 @@ def run(args: argparse.Namespace) -> int:
     ) as conn:
         # Read committed, statement by statement: each query runs after the topic scan it
         # is compared with, so whatever was published then is committed and seen.
-        rows: list[Row] = [inv.catch_up(conn, settings, wait=args.wait, clickhouse=clickhouse)]
+        with progress("workers catching up") as on_progress:
+            caught_up = inv.catch_up(
+                conn, settings, wait=args.wait, clickhouse=clickhouse, on_progress=on_progress
+            )
+        rows: list[Row] = [caught_up]
         one, two = inv.outcomes_and_decisions(conn, settings, prefix)
         rows += [one, two, inv.money_moved_once(conn, prefix), inv.no_negative_balance(conn),
                  inv.books_balance(conn), inv.settlements_replay(conn, prefix),

@@ -95,14 +95,6 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
     return record
 
 
-class RedactFilter(logging.Filter):
-    """A logging filter that redacts each record and lets it through."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        redact_record(record)
-        return True
-
-
 _installed: list[Callable[..., logging.LogRecord]] = []
 
 

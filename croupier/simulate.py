@@ -33,43 +33,6 @@ from croupier.sim.plan import Options
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]{0,40}(-[A-Za-z0-9_.]{1,40})*$")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command's options."""
-    d = Options()
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
-    parser.add_argument("--players", type=int, default=d.players, help=f"default {d.players}")
-    parser.add_argument("--matches", type=int, default=d.matches, help=f"default {d.matches}")
-    parser.add_argument(
-        "--rate", type=float, default=d.rate, help=f"bets a second, base (default {d.rate:g})"
-    )
-    parser.add_argument(
-        "--duration",
-        type=float,
-        default=d.duration,
-        help=f"seconds of match time, kick-off to full time (default {d.duration:g})",
-    )
-    parser.add_argument(
-        "--spike-factor",
-        type=float,
-        default=d.spike_factor,
-        help=f"the kick-off spike, times the base rate (default {d.spike_factor:g})",
-    )
-    parser.add_argument("--run-id", help="prefix of every id and key (default sim<seed>-<hex>)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write the summary there too")
-    parser.add_argument(
-        "--progress",
-        choices=["auto", "lines", "off"],
-        default="auto",
-        help="auto: redraw on a TTY, else a line every ~5 s",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=120.0,
-        help="seconds to wait for the outcomes at the end (default 120)",
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     from config.policies import load_policies
     from config.settings import Settings
@@ -114,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"croupier simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    out = sys.stdout
+    # --json: the summary is the one document on stdout; the running text goes to stderr.
+    print_json = bool(getattr(args, "print_json", False))
+    out = sys.stderr if print_json else sys.stdout
     print(
         f"croupier simulate: run {run_id}, seed {options.seed}: {options.players} players, "
         f"{options.matches} matches, {options.rate:g} bets/s (x{options.spike_factor:g} at "
@@ -224,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
         EXIT_FAILED: "outcomes missing or contradictory (above)",
     }.get(status, "interrupted")
     print(f"run {run_id}: {verdict}", file=out)
+    if print_json:
+        print(json.dumps(manifest, default=str))
     return status
 
 

@@ -314,20 +314,6 @@ def scrape_twice(endpoints: list[Endpoint], seconds: float) -> float:
 # -- the command ---------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--json``, ``--interval``, ``--url``."""
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument(
-        "--interval", type=float, default=1.0, metavar="S",
-        help="seconds between the two scrapes the rates come from (default 1)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--url", action="append", default=[], metavar="URL",
-        help="a metrics endpoint (repeatable); default: CROUPIER_METRICS_URLS, else "
-        "<CROUPIER_STACK_DIR>/metrics.json from `croupier stack up`",
-    )  # fmt: skip
-
-
 def run(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         print("croupier status: --interval must be positive", file=sys.stderr)

@@ -440,13 +440,20 @@ def streams() -> tuple[_Stream, ...]:
 
 
 def run_battery(
-    source: ByteSource | None = None, samples: int = DEFAULT_SAMPLES, alpha: float = ALPHA
+    source: ByteSource | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    alpha: float = ALPHA,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Report:
-    """Run every test on every stream of a generator over ``source`` (the OS by default)."""
+    """Run every test on every stream of a generator over ``source`` (the OS by default);
+    ``on_progress(done, total)`` after each test of a stream."""
     started = time.perf_counter()
     rng = CertifiedRng(source)
     results: list[Result] = []
-    for stream in streams():
+    every = streams()
+    total = sum(len(s.checks) for s in every)
+    for stream in every:
         sample = stream.draw(rng, samples)
         fresh: Sequence[int] | None = None  # one second sample per stream, drawn if needed
         for check in stream.checks:
@@ -467,6 +474,8 @@ def run_battery(
                     retest=retest,
                 )
             )
+            if on_progress is not None:
+                on_progress(len(results), total)
     return Report(
         results=tuple(results),
         alpha=alpha,

@@ -5,7 +5,8 @@ stake times them, can need more, and then ``quantize`` raises ``InvalidOperation
 sum silently rounds). ``MONEY_CONTEXT`` keeps 100 digits, far beyond any amount the wire
 allows times any odds a policy accepts, and traps what must never pass silently: an invalid
 operation, a division by zero, an overflow. Rounding to a currency's minor unit is always
-explicit (``to_minor_unit``), never a side effect of the context's precision.
+explicit (``to_minor_unit``, in ``schemas/money.py``, the one place that rounds to
+a currency's minor unit), never a side effect of the context's precision.
 
 Use it through the helpers here, or ``decimal.localcontext(MONEY_CONTEXT)`` around the
 arithmetic, or a ``context=`` argument: never the thread's ambient context, which any
@@ -15,38 +16,12 @@ library may have changed.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from decimal import (
-    ROUND_DOWN,
-    ROUND_HALF_EVEN,
-    Context,
-    Decimal,
-    DivisionByZero,
-    InvalidOperation,
-    Overflow,
-)
+from decimal import Decimal
 
-from schemas.money import minor_units
+# Defined beside the money type, at the bottom: every layer rounds money in that one place.
+from schemas.money import MONEY_CONTEXT
 
-MONEY_PRECISION = 100
-
-MONEY_CONTEXT = Context(
-    prec=MONEY_PRECISION,
-    rounding=ROUND_HALF_EVEN,
-    Emax=999_999,
-    Emin=-999_999,
-    traps=[InvalidOperation, DivisionByZero, Overflow],
-)
-
-
-def minor_unit(currency: str) -> Decimal:
-    """The smallest amount of ``currency``: 0.01 EUR, 1 JPY, 0.001 KWD."""
-    return Decimal(1).scaleb(-minor_units(currency), context=MONEY_CONTEXT)
-
-
-def to_minor_unit(amount: Decimal, currency: str, rounding: str = ROUND_DOWN) -> Decimal:
-    """``amount`` rounded to ``currency``'s minor unit (down by default: never pay a
-    fraction that was not won)."""
-    return amount.quantize(minor_unit(currency), rounding=rounding, context=MONEY_CONTEXT)
+__all__ = ["MONEY_CONTEXT", "product", "total"]
 
 
 def product(values: Iterable[Decimal]) -> Decimal:

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal
 
-from rules.decimals import MONEY_CONTEXT, to_minor_unit
-from schemas.money import minor_units
+from schemas.money import MONEY_CONTEXT, to_minor_unit
 
 GAME_ID = "croupier-dice"
 FACES = 6
@@ -29,5 +28,5 @@ def win(stake: Decimal, pick: int, roll: int, currency: str) -> Decimal:
         msg = f"pick and roll are faces 1..{FACES}, got pick {pick}, roll {roll}"
         raise ValueError(msg)
     if roll != pick:
-        return Decimal(0).scaleb(-minor_units(currency))
+        return to_minor_unit(Decimal(0), currency)
     return to_minor_unit(MONEY_CONTEXT.multiply(stake, PAYOUT), currency, ROUND_DOWN)

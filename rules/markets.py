@@ -56,7 +56,7 @@ from typing import Any, Literal
 
 from rules import ledger_keys
 from rules.sportsbook import Leg, Outcome, settle_bet
-from schemas.money import minor_units
+from schemas.money import to_minor_unit
 from schemas.odds import BetCancel, BetSettlement, RollbackBetCancel, RollbackBetSettlement
 from schemas.outbound import Settlement
 
@@ -377,4 +377,4 @@ def plan_bet(bet: BookedBet, legs: Sequence[Leg]) -> BetPlan | None:
 
 def zero(currency: str) -> Decimal:
     """Nothing, written in the currency's minor units as every amount on the wire is."""
-    return Decimal(0).quantize(Decimal(1).scaleb(-minor_units(currency)))
+    return to_minor_unit(Decimal(0), currency)

@@ -50,11 +50,12 @@ from decimal import Decimal
 
 from rules.clock import DEFAULT_CLOCK_SKEW, skewed
 from rules.compliance import Blocked
-from rules.decimals import MONEY_CONTEXT, product, to_minor_unit
+from rules.decimals import MONEY_CONTEXT, product
 from rules.ledger import ledger_reason
 from rules.odds import EventBook, ProducerHealth, market_open
 from rules.policy import ODDS_CEILING, LiabilityLimits
 from schemas.bets import BetRequest
+from schemas.money import to_minor_unit
 from schemas.outbound import ReasonCode
 
 HALF = Decimal("0.5")

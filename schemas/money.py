@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import (
+    ROUND_DOWN,
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+)
 from typing import Annotated, Any, ClassVar, Self
 
 import iso4217
@@ -51,6 +59,30 @@ def minor_units(currency: str) -> int:
     """How many decimal places ``currency`` has (EUR 2, JPY 0, KWD 3; codes ISO 4217 gives
     no minor units, or does not list, 2)."""
     return MINOR_UNITS.get(_require_currency(currency), DEFAULT_MINOR_UNITS)
+
+
+# The one Decimal context money and odds are computed in (``rules/decimals.py`` says why):
+# 100 digits, and an invalid operation, a division by zero or an overflow raise.
+MONEY_PRECISION = 100
+MONEY_CONTEXT = Context(
+    prec=MONEY_PRECISION,
+    rounding=ROUND_HALF_EVEN,
+    Emax=999_999,
+    Emin=-999_999,
+    traps=[InvalidOperation, DivisionByZero, Overflow],
+)
+
+
+def minor_unit(currency: str) -> Decimal:
+    """The smallest amount of ``currency``: 0.01 EUR, 1 JPY, 0.001 KWD."""
+    return Decimal(1).scaleb(-minor_units(currency), context=MONEY_CONTEXT)
+
+
+def to_minor_unit(amount: Decimal, currency: str, rounding: str = ROUND_DOWN) -> Decimal:
+    """``amount`` rounded to ``currency``'s minor unit, written with exactly its places
+    (down by default: never pay a fraction that was not won). The only place money is
+    rounded to a currency: rules, sinks and the front door all come here."""
+    return amount.quantize(minor_unit(currency), rounding=rounding, context=MONEY_CONTEXT)
 
 
 def _exponent(amount: Decimal) -> int:

@@ -34,6 +34,7 @@ import psycopg
 from confluent_kafka import KafkaException, Producer
 
 from config.kafka import librdkafka_conf
+from config.priority import step_back
 from config.settings import Settings
 from rules.policy import Policies
 from sinks.base import SinkUnavailable
@@ -150,6 +151,7 @@ def main(settings: Settings, policies: Policies) -> int:
     from config import logs
 
     logs.setup()
+    step_back(settings.background_nice, what="auditor")
     metrics.serve(settings.metrics_port, "auditor", settings.metrics_bind)
     # The platform's state (backlogs, checkpoint, liability, GGR) from here, once.
     from sinks.signing import parse_pin

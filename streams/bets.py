@@ -29,24 +29,48 @@ from streams.flow import Flow, decision_flow
 from streams.kafka import Message
 from streams.view import GlobalView, Readable
 
+# How many events' parsed markets a worker keeps (``read_books``): far above any live
+# book, and a bound on what events long settled can hold.
+PARSED_EVENTS_MAX = 50_000
 
-def read_books(odds: Readable, bets: Iterable[BetRequest]) -> dict[str, EventBook]:
-    """The odds table's current state of every market these bets name (read once a batch)."""
+
+def read_books(
+    odds: Readable,
+    bets: Iterable[BetRequest],
+    parsed: dict[str, tuple[object, dict[str, Market]]] | None = None,
+) -> dict[str, EventBook]:
+    """The odds table's current state of every market these bets name (read once a batch).
+
+    With ``parsed`` (kept by the caller from batch to batch), a market is parsed once per
+    change of its event, not once per batch: the table replaces an event's value whole on
+    every change, so the value's identity says whether what was parsed from it still holds.
+    """
     wanted: dict[str, set[str]] = {}
     for bet in bets:
         for leg in bet.selections:
             wanted.setdefault(leg.event_id, set()).add(leg.market_id)
+    if parsed is not None and len(parsed) > PARSED_EVENTS_MAX:
+        parsed.clear()
     books: dict[str, EventBook] = {}
     for event_id, market_ids in wanted.items():
         value = odds.get(event_id)
         if value is None:
             continue
         markets = value["markets"]
-        books[event_id] = EventBook(
-            event_id,
-            value.get("producer"),
-            {m: Market.from_json(markets[m]) for m in market_ids if m in markets},
-        )
+        cache: dict[str, Market] = {}
+        if parsed is not None:
+            seen = parsed.get(event_id)
+            if seen is None or seen[0] is not value:
+                parsed[event_id] = seen = (value, {})
+            cache = seen[1]
+        found: dict[str, Market] = {}
+        for m in market_ids:
+            if m in markets:
+                market = cache.get(m)
+                if market is None:
+                    market = cache[m] = Market.from_json(markets[m])
+                found[m] = market
+        books[event_id] = EventBook(event_id, value.get("producer"), found)
     return books
 
 
@@ -71,10 +95,11 @@ def register(
     """Run the bets flow in ``app``."""
     timeout = timedelta(seconds=settings.feed_timeout)
     skew = settings.clock_skew
+    parsed: dict[str, tuple[object, dict[str, Market]]] = {}  # see read_books
 
     def inputs(decoded: list[tuple[Message, BetRequest]], now: datetime) -> list[BetInput]:
         """Each bet priced against the odds table (read once a batch)."""
-        books = read_books(odds, [bet for _, bet in decoded])
+        books = read_books(odds, [bet for _, bet in decoded], parsed)
         producers = read_producers(health, books.values())
         out = []
         for m, bet in decoded:

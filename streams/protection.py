@@ -28,9 +28,9 @@ from decimal import Decimal
 from typing import Any
 
 from config.settings import Settings
-from rules.decimals import to_minor_unit
 from rules.limits import Usage, session_breach
 from rules.policy import Policies
+from schemas.money import to_minor_unit
 from schemas.outbound import PlayerNotification
 from sinks.base import SinkUnavailable
 from sinks.postgres.protection import OpenSessionRow, RealityCheck, SessionSink

@@ -8,10 +8,15 @@ first few of them with the ids and positions an operator needs to act.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sinks.chain import Problem, Verification
+    from sinks.postgres.ledger import Reconciliation
+    from sinks.postgres.rebuild import Wallet
 
 EXAMPLES = 5  # breaches shown per row
 
@@ -143,6 +148,36 @@ def diff_aggregates(ledger: Aggregate, analytics: Aggregate) -> list[str]:
 def diff_keys(ledger: set[str], analytics: set[str]) -> tuple[list[str], list[str]]:
     """Keys the ledger holds and ClickHouse lacks, and the other way round (sorted)."""
     return sorted(ledger - analytics), sorted(analytics - ledger)
+
+
+def books_balance(rec: Reconciliation) -> Row:
+    """Row 5's verdict on ``Ledger.reconcile()``: entries balance per currency, and every
+    stored balance equals its entries."""
+    row = Row("the books balance per currency")
+    row.checked = sum(c.entries for c in rec.currencies)
+    for c in rec.currencies:
+        if not c.balanced:
+            row.breach(f"{c.currency}: debits {c.debits}, credits {c.credits}")
+    for txn, currency, total in rec.unbalanced_transactions:
+        row.breach(f"ledger transaction {txn} does not balance in {currency}: {total}")
+    for owner, kind, currency, stored, derived in rec.balance_drift:
+        row.breach(f"{owner} {kind} {currency}: stored {stored}, entries say {derived}")
+    return row
+
+
+def audit_trail(
+    verified: Verification, wallets: Sequence[Wallet], signed: Sequence[Problem] = ()
+) -> Row:
+    """Row 7's verdict: every chain verifies (``verified``), every checkpoint does
+    (``signed``: the problems found), and each wallet rebuilt from the trail alone agrees
+    with the ledger."""
+    row = Row("the audit trail verifies and rebuilds every wallet")
+    for p in [*(verified.problems or []), *signed]:
+        row.breach(f"chain {p.chain} record {p.seq}: {p.what}")
+    for w in wallets:
+        if not w.ok:
+            row.breach(f"wallet {w.player_id}: " + "; ".join(w.differences[:3]))
+    return row
 
 
 def run_prefix(run: str | None) -> str | None:

@@ -20,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 
 from config.settings import Settings
+from croupier import checks
 from croupier.checks import (
     Aggregate,
     Decisions,
@@ -99,17 +101,25 @@ def _behind(conn: psycopg.Connection[Any], settings: Settings, clickhouse: bool)
 
 
 def catch_up(
-    conn: psycopg.Connection[Any], settings: Settings, *, wait: float, clickhouse: bool
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    *,
+    wait: float,
+    clickhouse: bool,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Row:
-    """Wait (up to ``wait`` seconds) until the flows, the relay and the sink are done."""
+    """Wait (up to ``wait`` seconds) until the flows, the relay and the sink are done;
+    ``on_progress(caught up, parts)`` after each look."""
     row = Row("workers caught up (flows, audit relay, analytics sink)")
+    row.checked = len(INBOUND) + 1 + int(clickhouse)
     deadline = time.monotonic() + wait
     while True:
         behind = _behind(conn, settings, clickhouse)
+        if on_progress is not None:
+            on_progress(max(0, row.checked - len(behind)), row.checked)
         if not behind or time.monotonic() >= deadline:
             break
         time.sleep(1.0)
-    row.checked = len(INBOUND) + 1 + int(clickhouse)
     for what in behind:
         row.breach(what)
     if behind:
@@ -346,17 +356,7 @@ def books_balance(conn: psycopg.Connection[Any]) -> Row:
     """Row 5: ``Ledger.reconcile()``: entries balance per currency, balances equal entries."""
     from sinks.postgres.ledger import Ledger
 
-    row = Row("the books balance per currency")
-    rec = Ledger(conn).reconcile()
-    row.checked = sum(c.entries for c in rec.currencies)
-    for c in rec.currencies:
-        if not c.balanced:
-            row.breach(f"{c.currency}: debits {c.debits}, credits {c.credits}")
-    for txn, currency, total in rec.unbalanced_transactions:
-        row.breach(f"ledger transaction {txn} does not balance in {currency}: {total}")
-    for owner, kind, currency, stored, derived in rec.balance_drift:
-        row.breach(f"{owner} {kind} {currency}: stored {stored}, entries say {derived}")
-    return row
+    return checks.books_balance(Ledger(conn).reconcile())
 
 
 # -- 6: settlements against a replay -----------------------------------------------------
@@ -364,7 +364,7 @@ def books_balance(conn: psycopg.Connection[Any]) -> Row:
 
 def settlements_replay(conn: psycopg.Connection[Any], prefix: str | None) -> Row:
     """Row 6: every bet with a settlement history, replayed from the recorded events
-    (``sinks/postgres/replay.py``'s checks), loaded in chunks, not bet by bet."""
+    (``sinks/postgres/replay/settlement.py``'s checks), loaded in chunks, not bet by bet."""
     from croupier.checks.replay import settled_reports
 
     row = Row("settlements match a replay")
@@ -386,18 +386,13 @@ def audit_trail(conn: psycopg.Connection[Any], pin: Any = None) -> Row:
     from sinks.postgres import audit
     from sinks.postgres.rebuild import rebuild
 
-    row = Row("the audit trail verifies and rebuilds every wallet")
     result = audit.verify(conn)
     checkpoints, signed = audit.verify_checkpoints(conn, pin) if pin is not None else (0, [])
+    wallets = rebuild(conn)
+    row = checks.audit_trail(result, wallets, signed)
     if pin is None:
         row.notes.append("checkpoints not checked: no pinned key (CROUPIER_AUDIT_PUBLIC_KEY)")
-    for p in [*(result.problems or []), *signed]:
-        row.breach(f"chain {p.chain} record {p.seq}: {p.what}")
-    wallets = rebuild(conn)
     row.checked = result.records + checkpoints + len(wallets)
-    for w in wallets:
-        if not w.ok:
-            row.breach(f"wallet {w.player_id}: " + "; ".join(w.differences[:3]))
     row.notes.append(f"{result.records} records in {result.chains} chains, {checkpoints} "
                      f"checkpoints, {len(wallets)} wallets rebuilt")  # fmt: skip
     return row

@@ -1,8 +1,8 @@
 """Settlement replays for many bets at once: ``replay_settlement``'s load, chunk by chunk.
 
-``sinks/postgres/replay.py`` loads one bet with a handful of queries; a check of every
-settled bet cannot afford that per bet. This reads the same rows for a chunk of bets in
-one query each (the settlement-kind messages once for all), then builds each report
+``sinks/postgres/replay/settlement.py`` loads one bet with a handful of queries; a check
+of every settled bet cannot afford that per bet. This reads the same rows for a chunk of
+bets in one query each (the settlement-kind messages once for all), then builds each report
 with the same ``stored_bet`` and ``report_for`` and runs the same ``settlement_checks``.
 """
 
@@ -21,8 +21,8 @@ from sinks.postgres.replay import (
     SettlementReport,
     StoredLeg,
     StoredSettlement,
-    _seq_of,
     report_for,
+    seq_of,
     settlement_checks,
     stored_bet,
 )
@@ -106,7 +106,7 @@ def _chunk(
         ledger = sorted(
             (t for k, t in txns.items() if k.startswith(ledger_keys.settlements_of(bet_id))
              and k.removeprefix(ledger_keys.settlements_of(bet_id)).isdigit()),
-            key=lambda t: _seq_of(t.key),
+            key=lambda t: seq_of(t.key),
         )  # fmt: skip
         bet_legs = legs.get(bet_id, [])
         events = sorted({leg.event_id for leg in bet_legs})
@@ -117,7 +117,7 @@ def _chunk(
         )
         report = report_for(
             bet, bet_legs,
-            sorted(settlements.get(bet_id, []), key=lambda s: _seq_of(s.settlement_id)),
+            sorted(settlements.get(bet_id, []), key=lambda s: seq_of(s.settlement_id)),
             stake, ledger, [(event, payload, at) for _, at, event, payload in rows],
         )  # fmt: skip
         report.checks = settlement_checks(report)

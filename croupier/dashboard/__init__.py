@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from config.priority import background_nice, step_back
 from croupier import status
 from croupier.redact import redact
 
@@ -150,19 +151,6 @@ def serve(port: int, urls: list[str], environ: Mapping[str, str]) -> ThreadingHT
     return server
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--port", type=int,
-        default=int(os.environ.get("CROUPIER_DASHBOARD_PORT") or DEFAULT_PORT),
-        help=f"port on 127.0.0.1 (default CROUPIER_DASHBOARD_PORT, else {DEFAULT_PORT})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--url", action="append", default=[],
-        help="a metrics endpoint (repeatable); default: CROUPIER_METRICS_URLS, else the "
-        "stack's metrics.json",
-    )  # fmt: skip
-
-
 def run(args: argparse.Namespace) -> int:
     """``croupier dashboard``: serve until SIGTERM or SIGINT."""
     metrics_port = int(os.environ.get("CROUPIER_METRICS_PORT") or 0)
@@ -175,6 +163,7 @@ def run_server(port: int, urls: list[str], metrics_port: int = 0) -> int:
     from streams import metrics
 
     logs.setup()
+    step_back(background_nice(), what="dashboard")
     try:
         server = serve(port, urls, os.environ)
     except OSError as exc:

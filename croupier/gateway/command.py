@@ -1,43 +1,31 @@
 """``croupier gateway``: ``run [--workers N]`` the HTTP edge, ``key add NAME`` (mint a front
 end's API key, printed once), ``token issue PLAYER --partner NAME`` (a session token,
-printed once), ``token revoke TOKEN|--player P``,
-``openapi`` (print or ``--write`` the checked-in document)."""
+printed once), ``token revoke TOKEN|--player P``, ``openapi`` (print or ``--write`` the
+checked-in document)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+
+import click
 
 OPENAPI_FILE = Path(__file__).resolve().parents[2] / "docs" / "openapi" / "gateway.json"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True)
-    run_p = sub.add_parser("run", help="serve in the foreground (CROUPIER_GATEWAY_HOST/PORT)")
-    run_p.add_argument("--workers", type=int, default=None,
-                       help="processes sharing the port (CROUPIER_GATEWAY_WORKERS)")  # fmt: skip
-    run_p.set_defaults(func=run)
-    key = sub.add_parser("key", help="front ends' API keys (hashed at rest)")
-    ksub = key.add_subparsers(dest="key_action", required=True)
-    add = ksub.add_parser("add", help="mint a key for NAME and print it once")
-    add.add_argument("name")
-    add.set_defaults(func=key_add)
-    token = sub.add_parser("token", help="players' Hub88 session tokens (hashed at rest)")
-    tsub = token.add_subparsers(dest="token_action", required=True)
-    issue = tsub.add_parser("issue", help="issue PLAYER a session token and print it once")
-    issue.add_argument("player")
-    issue.add_argument("--ttl", type=float, default=86_400.0,
-                       help="seconds it lives (default a day, at most 30 days)")  # fmt: skip
-    issue.add_argument("--partner", required=True, help="the aggregator (its key's name)")
-    issue.set_defaults(func=token_issue)
-    revoke = tsub.add_parser("revoke", help="revoke a token, or every token of --player")
-    revoke.add_argument("token", nargs="?")
-    revoke.add_argument("--player")
-    revoke.set_defaults(func=token_revoke)
-    doc = sub.add_parser("openapi", help="print the OpenAPI document (or --write it)")
-    doc.add_argument("--write", action="store_true", help=f"write {OPENAPI_FILE.name}")
-    doc.set_defaults(func=openapi)
+@click.group(help="the HTTP edge: wallet, payment webhooks, bet API")
+def gateway() -> None:
+    """The HTTP edge."""
+
+
+@gateway.group(help="front ends' API keys (hashed at rest)")
+def key() -> None:
+    """API keys."""
+
+
+@gateway.group(help="players' session tokens, each for one partner (hashed at rest)")
+def token() -> None:
+    """Session tokens."""
 
 
 def _gateway_settings() -> object:
@@ -48,39 +36,49 @@ def _gateway_settings() -> object:
     return GatewaySettings()
 
 
-def run(args: argparse.Namespace) -> int:
+@gateway.command("run", help="serve in the foreground (CROUPIER_GATEWAY_HOST/PORT)")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="processes sharing the port (CROUPIER_GATEWAY_WORKERS)")  # fmt: skip
+def run(workers: int | None) -> int:
     import uvloop
 
     from config.stackenv import stack_settings as _settings
     from croupier.gateway.app import serve
     from croupier.gateway.config import GatewaySettings
 
-    gateway = _gateway_settings()
-    assert isinstance(gateway, GatewaySettings)
-    workers = gateway.workers if args.workers is None else args.workers
-    if workers > 1:
+    edge = _gateway_settings()
+    assert isinstance(edge, GatewaySettings)
+    count = edge.workers if workers is None else workers
+    if count > 1:
         from croupier.gateway.processes import run_processes
 
-        return run_processes(workers)
-    uvloop.run(serve(_settings(), gateway))
+        return run_processes(count)
+    uvloop.run(serve(_settings(), edge))
     return 0
 
 
-def key_add(args: argparse.Namespace) -> int:
+@key.command("add", help="mint a key for NAME and print it once")
+@click.argument("name")
+def key_add(name: str) -> int:
     from croupier.arguments import InputError
     from croupier.gateway.config import GatewaySettings, add_key
 
-    gateway = _gateway_settings()
-    assert isinstance(gateway, GatewaySettings)
+    edge = _gateway_settings()
+    assert isinstance(edge, GatewaySettings)
     try:
-        key = add_key(gateway.directory, args.name)
+        minted = add_key(edge.directory, name)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
-    print(key)
+    print(minted)
     return 0
 
 
-def token_issue(args: argparse.Namespace) -> int:
+@token.command("issue", help="issue PLAYER a session token and print it once")
+@click.argument("player")
+@click.option("--ttl", type=float, default=86_400.0,
+              help="seconds it lives (default a day, at most 30 days)")  # fmt: skip
+@click.option("--partner", required=True, help="the aggregator (its key's name)")
+def token_issue(player: str, ttl: float, partner: str) -> int:
     import psycopg
 
     from config.stackenv import stack_settings as _settings
@@ -90,29 +88,32 @@ def token_issue(args: argparse.Namespace) -> int:
     _gateway_settings()  # loads .stack/env, as the other actions do
     settings = _settings()
     try:
-        token = issue(settings.pg_dsn.get_secret_value(), settings.pg_schema, args.player,
-                      args.ttl, partner=args.partner)  # fmt: skip
+        issued = issue(settings.pg_dsn.get_secret_value(), settings.pg_schema, player, ttl,
+                       partner=partner)  # fmt: skip
     except (ValueError, psycopg.errors.CheckViolation) as exc:
         raise InputError(str(exc)) from exc
-    print(token)
+    print(issued)
     return 0
 
 
-def token_revoke(args: argparse.Namespace) -> int:
+@token.command("revoke", help="revoke a token, or every token of --player")
+@click.argument("token_", metavar="[TOKEN]", required=False)
+@click.option("--player", help="every token of this player")
+def token_revoke(token_: str | None, player: str | None) -> int:
     from config.stackenv import stack_settings as _settings
     from croupier.arguments import InputError
     from croupier.gateway.config import GatewaySettings
     from croupier.gateway.tokens import revoke
 
-    gateway = _gateway_settings()
-    assert isinstance(gateway, GatewaySettings)
+    edge = _gateway_settings()
+    assert isinstance(edge, GatewaySettings)
     settings = _settings()
     try:
-        n = revoke(settings.pg_dsn.get_secret_value(), settings.pg_schema, token=args.token,
-                   player=args.player)  # fmt: skip
+        n = revoke(settings.pg_dsn.get_secret_value(), settings.pg_schema, token=token_,
+                   player=player)  # fmt: skip
     except ValueError as exc:
         raise InputError(str(exc)) from exc
-    print(f"revoked {n} token(s); every gateway refuses them within {gateway.token_cache:g} s")
+    print(f"revoked {n} token(s); every gateway refuses them within {edge.token_cache:g} s")
     return 0
 
 
@@ -122,9 +123,11 @@ def rendered() -> str:
     return json.dumps(document(), indent=2, sort_keys=True) + "\n"
 
 
-def openapi(args: argparse.Namespace) -> int:
+@gateway.command("openapi", help="print the OpenAPI document (or --write it)")
+@click.option("--write", is_flag=True, help=f"write {OPENAPI_FILE.name}")
+def openapi(write: bool) -> int:
     text = rendered()
-    if args.write:
+    if write:
         OPENAPI_FILE.parent.mkdir(parents=True, exist_ok=True)
         OPENAPI_FILE.write_text(text)
     else:

@@ -38,7 +38,7 @@ from croupier.gateway.problems import Problem
 from croupier.gateway.store import Store
 from schemas.base import Id
 from schemas.casino import CASINO_CALL
-from schemas.money import Currency, minor_units
+from schemas.money import Currency, minor_unit, to_minor_unit
 from schemas.outbound import ReasonCode
 from sinks.postgres.casino import request_hash
 
@@ -124,9 +124,8 @@ class RollbackRequest(_Hub88):
 def from_hub88(units: int, currency: str) -> Decimal | None:
     """Hub88's integer amount as a decimal in ``currency``'s minor units, or None when it
     is finer than that."""
-    places = minor_units(currency)
     exact = Decimal(units).scaleb(-HUB88_UNITS)
-    quantized = exact.quantize(Decimal(1).scaleb(-places))
+    quantized = to_minor_unit(exact, currency)
     return quantized if quantized == exact else None
 
 
@@ -365,7 +364,7 @@ async def _hub88_transaction(request: Request, kind: Kind) -> Response:
             # A rollback of a debit never seen is still recorded (a tombstone that refuses
             # the debit should it come late); its amount is then only a placeholder.
             currency = await state.store.currency(req.user) or "EUR"
-            debit = (str(Decimal(1).scaleb(-minor_units(currency))), currency)
+            debit = (str(minor_unit(currency)), currency)
         call.update(type="rollback", reference_transaction_id=req.reference_transaction_uuid,
                     amount=debit[0], currency=debit[1])  # fmt: skip
     try:

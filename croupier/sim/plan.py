@@ -16,10 +16,11 @@ import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from croupier.sim.book import MARKETS, Score, prices, results
+from schemas.money import to_minor_unit
 
 D = Decimal
 CURRENCY = {"UK": "GBP", "DK": "DKK", "ES": "EUR", "NJ": "USD"}  # as the demo uses them
@@ -188,8 +189,9 @@ def _poisson_draw(rng: random.Random, lam: float) -> int:
         k += 1
 
 
-def _money(value: Decimal) -> str:
-    return str(value.quantize(D("0.01")))
+def _money(value: Decimal, currency: str) -> str:
+    """An amount as the wire writes it: in ``currency``'s minor units."""
+    return str(to_minor_unit(value, currency, ROUND_HALF_EVEN))
 
 
 class _Builder:
@@ -263,7 +265,7 @@ class _Builder:
                         "type": "limit_set",
                         "limit": kind,
                         "period": "day",
-                        "amount": _money(amount),
+                        "amount": _money(amount, pl.currency),
                         "currency": pl.currency,
                     }
                 )
@@ -275,7 +277,7 @@ class _Builder:
             "type": kind,
             "payment_id": pid,
             "player_id": pl.player_id,
-            "amount": _money(amount),
+            "amount": _money(amount, pl.currency),
             "currency": pl.currency,
             "timestamp": None,
         }
@@ -445,7 +447,7 @@ class _Builder:
             "bet_id": bet_id,
             "player_id": pl.player_id,
             "placed_at": None,
-            "stake": _money(stake),
+            "stake": _money(stake, pl.currency),
             "currency": pl.currency,
             "odds_change": policy,
             "selections": [
@@ -587,7 +589,12 @@ class _Builder:
                     "casino",
                     pl.player_id,
                     f"debit{'_uncertified' * (what == 'uncertified')}",
-                    {"type": "debit", "transaction_id": debit_tx, **base, "amount": _money(stake)},
+                    {
+                        "type": "debit",
+                        "transaction_id": debit_tx,
+                        **base,
+                        "amount": _money(stake, pl.currency),
+                    },
                     expect=CASINO,
                     ref=debit_tx,
                 )
@@ -603,7 +610,7 @@ class _Builder:
                     "transaction_id": tx,
                     **base,
                     "reference_transaction_id": debit_tx,
-                    "amount": _money(stake),
+                    "amount": _money(stake, pl.currency),
                 }
             else:
                 k = rng.choices((0, 0.5, 1, 2, 3, 5, 10), (55, 10, 12, 10, 6, 5, 2))[0]
@@ -611,7 +618,7 @@ class _Builder:
                     "type": "credit",
                     "transaction_id": tx,
                     **base,
-                    "amount": _money(stake * D(str(k))),
+                    "amount": _money(stake * D(str(k)), pl.currency),
                     "round_closed": True,
                 }
             out.append(Step(later, "casino", pl.player_id, str(doc["type"]), doc, None, CASINO, tx))

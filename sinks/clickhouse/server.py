@@ -1413,8 +1413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     limits = Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
     from config import logs  # the one log format (imports nothing of ours)
+    from config.priority import background_nice, step_back
 
     logs.setup()
+    step_back(background_nice(), what="ClickHouse")  # analysts' queries yield to decisions
     path = os.path.abspath(args.path)  # chdb compares engine paths as strings
     try:
         os.makedirs(path, exist_ok=True)

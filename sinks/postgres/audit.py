@@ -21,7 +21,7 @@ still holds the head it signed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -266,11 +266,17 @@ def checkpoint_keys(conn: psycopg.Connection[Any], after: int) -> list[tuple[int
 
 
 def export_lines(
-    conn: psycopg.Connection[Any], key: Ed25519PrivateKey, start: datetime, end: datetime
+    conn: psycopg.Connection[Any],
+    key: Ed25519PrivateKey,
+    start: datetime,
+    end: datetime,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[str]:
     """The lines of an audit bundle (``sinks/audit_bundle.py``) for records of
     ``[start, end)``: each chain from its first record in the period to the head signed by
-    the first checkpoint made at or after ``end`` (signed now with ``key`` when none is)."""
+    the first checkpoint made at or after ``end`` (signed now with ``key`` when none is).
+    ``on_progress(done, total)`` after each record line."""
     found = conn.execute(
         "SELECT checkpoint_id FROM audit_checkpoints WHERE created_at >= %s "
         "ORDER BY checkpoint_id LIMIT 1",
@@ -298,6 +304,7 @@ def export_lines(
                       created_at=now[0].isoformat() if now else "", public_key=signer,
                       chains=chains)  # fmt: skip
     yield checkpoint_line(cid, document, signature, signer)
+    total, done = sum(last - first + 1 for first, _, last, _ in chains.values()), 0
     for chain, (first_seq, _, last_seq, _) in chains.items():
         rows = conn.execute(
             "SELECT chain, seq, body, prev_hash, hash FROM audit_records "
@@ -306,6 +313,9 @@ def export_lines(
         )
         for c, seq, body, prev, digest in rows:
             yield record_line((c, int(seq), body, bytes(prev), bytes(digest)))
+            done += 1
+            if on_progress is not None:
+                on_progress(done, total)
 
 
 # -- the relay to the audit topic ---------------------------------------------------------

@@ -37,7 +37,7 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from pydantic import AwareDatetime, TypeAdapter
@@ -45,11 +45,11 @@ from pydantic import AwareDatetime, TypeAdapter
 from rules import ledger as ledger_ops
 from rules import ledger_keys
 from rules.casino import KnownTx, Round, Verdict, Wallet
-from rules.decimals import MONEY_CONTEXT, minor_unit
 from rules.games import Catalogue
 from rules.policy import Policies
 from schemas.base import request_hash as base_request_hash
 from schemas.casino import CasinoCall, Debit, Rollback
+from schemas.money import to_minor_unit
 from schemas.outbound import ReasonCode
 from schemas.records import AuditRecord, SourcePosition
 from sinks.base import Batch, Stored
@@ -271,7 +271,6 @@ class CasinoSink(PgSink):
             return ReasonCode(reason) if reason else None
 
         decided_at = _TIME.dump_json(now).decode()  # every answer of the batch has it
-        units: dict[str, Decimal] = {}
         decided: list[Decided] = []
         ops: list[ledger_ops.LedgerOp] = []
         sources: list[SourcePosition] = []
@@ -288,11 +287,8 @@ class CasinoSink(PgSink):
             else:
                 currency = guarded.currency(call.player_id) or call.currency
                 balance = wallet.balance(call.player_id)
-                unit = units.get(currency)
-                if unit is None:
-                    unit = units[currency] = minor_unit(currency)
                 # in the currency's minor units, as every amount on the wire ("0.00")
-                shown = balance.quantize(unit, context=MONEY_CONTEXT)
+                shown = to_minor_unit(balance, currency, ROUND_HALF_EVEN)
                 answer = answer_json(call, verdict, shown, currency, decided_at)
                 if verdict.sticks:  # the id's answer; retry_later is this call's only
                     wallet.known[call.transaction_id].answer = answer

@@ -57,12 +57,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import psycopg
 
-from rules.decimals import MONEY_CONTEXT, minor_unit
 from rules.ledger import (
     IdempotencyConflict,
     LedgerError,
@@ -72,10 +71,11 @@ from rules.ledger import (
     owed,
     player_order,
 )
+from schemas.money import to_minor_unit
 from schemas.records import AuditRecord, SourcePosition
 from sinks.postgres import audit
 from sinks.postgres.common import RETRYABLE, jsonb
-from sinks.retry import again, again_sync
+from sinks.retry import again_sync
 
 _POST_SQL = "SELECT * FROM ledger_post(%s::jsonb)"
 
@@ -304,28 +304,6 @@ async def ledger_records(
     return records
 
 
-class AsyncLedger:
-    """The same ledger for asyncio code (the flows), over a connection pool."""
-
-    def __init__(self, pool: Any, *, retries: int = 5) -> None:
-        self.pool = pool
-        self.retries = retries
-
-    async def post_batch(self, ops: Sequence[LedgerOp]) -> list[LedgerResult]:
-        if not ops:
-            return []
-        order = player_order(ops)
-        payload = _payload(ops, order)
-
-        async def post() -> list[LedgerResult]:
-            async with self.pool.connection() as conn, conn.transaction():
-                cursor = await conn.execute(_POST_SQL, (payload,))
-                rows = await cursor.fetchall()
-            return _results(ops, order, rows)
-
-        return await again(post, on=RETRYABLE, attempts=self.retries + 1)
-
-
 # -- read models ---------------------------------------------------------------------------
 
 
@@ -406,4 +384,4 @@ class Reconciliation:
 
 def _money(value: Decimal, currency: str) -> str:
     """The amount in the currency's minor units (``12.50`` EUR, ``1200`` JPY)."""
-    return format(value.quantize(minor_unit(currency), context=MONEY_CONTEXT), "f")
+    return format(to_minor_unit(value, currency, ROUND_HALF_EVEN), "f")

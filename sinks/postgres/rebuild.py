@@ -21,7 +21,7 @@ ones the record states.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -126,15 +126,24 @@ def _trail(conn: psycopg.Connection[Any], player_id: str | None) -> dict[str, li
     return by_player
 
 
-def rebuild(conn: psycopg.Connection[Any], player_id: str | None = None) -> list[Wallet]:
-    """Rebuild one player's wallet (or every player's) from the trail; compare."""
+def rebuild(
+    conn: psycopg.Connection[Any],
+    player_id: str | None = None,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[Wallet]:
+    """Rebuild one player's wallet (or every player's) from the trail; compare.
+    ``on_progress(done, total)`` after each wallet."""
     trail = _trail(conn, player_id)
     ledger_players = {r[0] for r in conn.execute(_PLAYERS_SQL, {"player": player_id})}
     wallets = []
-    for pid in sorted(set(trail) | ledger_players):
+    players = sorted(set(trail) | ledger_players)
+    for pid in players:
         wallet = replay(pid, trail.get(pid, []))
         _compare(conn, wallet, {int(r["txn_id"]) for r in trail.get(pid, [])})
         wallets.append(wallet)
+        if on_progress is not None:
+            on_progress(len(wallets), len(players))
     return wallets
 
 

@@ -1,6 +1,6 @@
 """A little analytics data shaped like one ``make demo`` run, for the client tests.
 
-The ids are the demo's (``croupier/demo.py``): run ``c0ffee`` gives players
+The ids are the demo's (``croupier/demo/``): run ``c0ffee`` gives players
 ``demo-c0ffee-uk`` (UK, GBP) and ``demo-c0ffee-es`` (ES, EUR), matches ``demo-c0ffee-m1``
 and ``demo-c0ffee-m2``, bets ``demo-c0ffee-b1``..., a deposit ``demo-c0ffee-es-dep``.
 The records are audit records as the relay publishes them; ``load`` writes them through

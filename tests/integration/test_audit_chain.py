@@ -27,6 +27,7 @@ from croupier.cli import main
 from sinks.chain import GENESIS, link
 from sinks.postgres.audit import (
     checkpoint,
+    export_lines,
     verify,
     verify_checkpoints,
 )
@@ -244,6 +245,15 @@ def test_an_exported_bundle_verifies_alone_and_shows_any_tampering(
     time.sleep(1.1)  # the period is over when it is exported
     assert main(["audit", "export", "--from", start, "--to", end, "--out", str(bundle)]) == 0
     assert "37 audit records" in capsys.readouterr().out
+    # The export reports its progress record by record (what `audit export`'s bar shows).
+    seen: list[tuple[int, int]] = []
+    with psycopg.connect(trail.pg_dsn.get_secret_value(),
+                         options=f"-c search_path={trail.pg_schema}") as conn:  # fmt: skip
+        exported = export_lines(conn, load_private_key(key_file), datetime.fromisoformat(start),
+                                datetime.fromisoformat(end),
+                                on_progress=lambda n, total: seen.append((n, total)))  # fmt: skip
+        assert len(list(exported)) == 2 + 37
+    assert seen == [(n, 37) for n in range(1, 38)]
     public = public_bytes(load_private_key(key_file))
     trusted = public.hex()
 

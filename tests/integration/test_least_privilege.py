@@ -290,6 +290,11 @@ def test_a_decision_must_agree_with_the_ledger(
     with pytest.raises(check, match="not its selections"):  # a leg added to a stored bet
         record(app, [], [[*_legs("b-staked")[0][:1], 1, "e-1", "m-1", "home", "2.0",
                          NOW.isoformat()]])  # fmt: skip
+    # A leg of a bet that was never stored (the check stands where the legs' foreign key
+    # stood before migration 0026).
+    with pytest.raises(check, match="not its selections"):
+        record(app, [], _legs("b-nowhere"))
+    assert query(settings, "SELECT count(*) FROM bet_legs WHERE bet_id = 'b-nowhere'") == [(0,)]
     assert query(settings, "SELECT bet_id, status FROM bets ORDER BY 1") == [
         ("b-gone", "rejected"), ("b-staked", "open")]  # fmt: skip
 

@@ -13,7 +13,7 @@ import pytest
 
 from config.settings import Settings
 from rules import ledger as L
-from sinks.postgres.ledger import AsyncLedger, Ledger, _payload
+from sinks.postgres.ledger import Ledger, _payload
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 24, 19, 0, tzinfo=UTC)
@@ -282,33 +282,6 @@ def test_a_concurrent_duplicate_that_loses_the_race_returns_the_first_result(
     assert cash(b, "p-1") == (D("6.00"), D("4.00"))
     a.close()
     b.close()
-
-
-def test_the_async_ledger_posts_the_same_way(settings: Settings) -> None:
-    import asyncio
-
-    from psycopg_pool import AsyncConnectionPool
-
-    async def scenario() -> list[L.LedgerResult]:
-        pool = AsyncConnectionPool(
-            settings.migration_dsn,
-            kwargs={"options": f"-c search_path={settings.pg_schema}"},
-            open=False,
-        )
-        await pool.open()
-        try:
-            lg = AsyncLedger(pool)
-            first = await lg.post_batch([L.deposit("pay-1", "p-1", D("10.00"), "EUR", NOW),
-                                         L.stake("b-1", "p-1", D("4.00"), "EUR", NOW)])  # fmt: skip
-            again = await lg.post_batch([L.stake("b-1", "p-1", D("4.00"), "EUR", NOW)])
-            return first + again
-        finally:
-            await pool.close()
-
-    results = asyncio.run(scenario())
-    assert [(r.status, r.duplicate, r.cash_after) for r in results] == [
-        ("applied", False, D("10.00")), ("applied", False, D("6.00")), ("applied", True, D("6.00")),
-    ]  # fmt: skip
 
 
 def test_wallet_commands(cli_env: Settings, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from config.settings import Settings
 from croupier.cli import main
-from sinks.postgres.rebuild import _compare, _trail, replay
+from sinks.postgres.rebuild import _compare, _trail, rebuild, replay
 from tests.conftest import StartWorker
 from tests.integration.helpers import casino_ready, done, payment, produce, query, wait_for
 from tests.integration.test_casino import call
@@ -51,6 +51,11 @@ def test_every_wallet_rebuilds_from_the_trail_and_a_missing_record_shows(
 
     assert main(["audit", "rebuild", "--all"]) == 0
     assert "2 wallet(s) rebuilt from the audit trail, 0 differ" in capsys.readouterr().out
+    seen: list[tuple[int, int]] = []  # what `audit rebuild --all`'s progress bar is fed
+    with psycopg.connect(settings.pg_dsn.get_secret_value(),
+                         options=f"-c search_path={settings.pg_schema}") as conn:  # fmt: skip
+        rebuild(conn, on_progress=lambda n, total: seen.append((n, total)))
+    assert seen == [(1, 2), (2, 2)]
 
     # The trail without one of its records no longer adds up to the ledger.
     with psycopg.connect(settings.pg_dsn.get_secret_value(),

@@ -20,6 +20,7 @@ from psycopg import sql
 
 from config.settings import Settings
 from croupier.cli import main
+from sinks.postgres.replay import replay_range
 from tests.conftest import StartWorker
 from tests.integration.helpers import (
     balance,
@@ -110,6 +111,12 @@ def play_the_match_day(settings: Settings, worker_factory: StartWorker) -> None:
         ("m-2", settlement("m-2", home_wins, at="2026-11-24T21:01:00Z")),
         ("m-3", feed("bet_cancel", "m-3", at="2026-11-24T21:02:00Z")),
         ("m-4", dead_heat("m-4", at="2026-11-24T21:03:00Z")),
+    ])  # fmt: skip
+    # Markets are keyed by event, so m-1 and m-2 travel on different partitions: b-3 (a leg
+    # on each) is settled once both are in, before m-1's correction comes, as a feed sends
+    # them minutes apart. Sent together, m-1's correction could overtake m-2's result.
+    wait_for(lambda: done(settings, "odds") == 9, timeout=60, what="first settlements")
+    produce(settings, "odds", [
         # The feed got m-1 wrong; m-3's cancel is withdrawn and the market settled.
         ("m-1", feed("rollback_bet_settlement", "m-1", at="2026-11-24T21:10:00Z")),
         ("m-1", settlement("m-1", {"1x2": {"home": "lose", "draw": "win", "away": "lose"}},
@@ -191,6 +198,12 @@ def test_replay_agrees_with_the_ledger_and_catches_a_tampered_payout(
     ]
     with psycopg.connect(settings.migration_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(kept)))
+    # The same range reports its progress step by step (what `replay --from/--to`'s bar shows).
+    seen: list[tuple[int, int]] = []
+    again = replay_range(settings.migration_dsn, settings.pg_schema, decided,
+                         decided + timedelta(microseconds=1),
+                         on_progress=lambda n, total: seen.append((n, total)))  # fmt: skip
+    assert again.agree and seen and seen == [(n, seen[0][1]) for n in range(1, seen[0][1] + 1)]
     later = (decided + timedelta(days=1)).isoformat()
     code, text = run("replay", "--from", later)
     assert code == 0 and "nothing to replay" in text

@@ -23,6 +23,7 @@ def test_a_short_match_day(
     worker_factory: StartWorker,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     for name, value in settings.as_env().items():
         monkeypatch.setenv(name, value)
@@ -34,8 +35,10 @@ def test_a_short_match_day(
     status = main(["simulate", "--seed", str(o.seed), "--players", str(o.players),
                    "--matches", str(o.matches), "--rate", str(o.rate), "--duration",
                    str(o.duration), "--spike-factor", str(o.spike_factor), "--run-id", run_id,
-                   "--progress", "off", "--timeout", "45", "--json", str(out)])  # fmt: skip
+                   "--progress", "off", "--timeout", "45", "--out", str(out),
+                   "--json"])  # fmt: skip
     manifest = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == manifest  # --json: the one document on stdout
     assert status == 0, manifest["summary"]
     assert json.loads((tmp_path / "sim" / f"{run_id}.json").read_text()) == manifest
 

@@ -31,6 +31,12 @@ def croupier(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     )  # fmt: skip
 
 
+def nice_of(pid: int) -> int:
+    """A process's nice value (proc(5): the 19th field of its stat line)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])
+
+
 def pg_rows(dsn: str) -> int:
     with psycopg.connect(dsn, options="-c search_path=croupier") as conn:
         row = conn.execute("SELECT count(*) FROM player_events").fetchone()
@@ -80,6 +86,15 @@ def test_up_consume_down_up_keeps_data(tmp_path: Path) -> None:
         assert set(parts) == {"kafka", "postgres", "clickhouse", "worker-1", "auditor", "analytics",
                               "gateway", "dashboard"}  # fmt: skip
         assert all(p["running"] and p["mode"] == "embedded" for p in parts.values())
+        # The background processes step back for the ones a decision waits on
+        # (config/priority.py): nice 10 (or this test's own, when it runs nicer still). The
+        # ClickHouse engine serves analysts, not decisions: it steps back too.
+        ours = os.nice(0)
+        nice = {name: nice_of(parts[name]["pid"]) for name in parts}
+        assert {n for n, v in nice.items() if v != ours} == (
+            {"auditor", "analytics", "dashboard", "clickhouse"} if ours < 10 else set()
+        ), nice
+        assert all(nice[n] == max(10, ours) for n in ("auditor", "analytics", "dashboard"))
 
         # Any Kafka client will do: here the pure-Python one, with its default partitioner.
         producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{cfg.kafka_port}", acks="all")

@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rules.casino import Verdict
-from rules.decimals import MONEY_CONTEXT, minor_unit
+from rules.decimals import MONEY_CONTEXT
 from schemas.base import ID_MAX_LENGTH, ID_PATTERN
 from schemas.casino import CASINO_CALL
-from schemas.money import MINOR_UNITS
+from schemas.money import MINOR_UNITS, minor_unit
 from schemas.outbound import CasinoResult, ReasonCode
 from schemas.records import SourcePosition
 from sinks.postgres.casino import _TIME, _ids, _runs, answer_json

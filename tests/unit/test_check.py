@@ -9,6 +9,8 @@ from croupier.checks import (
     Aggregate,
     Decisions,
     Row,
+    audit_trail,
+    books_balance,
     classify_outcomes,
     compare_decisions,
     diff_aggregates,
@@ -86,3 +88,42 @@ def test_a_row_fails_on_a_breach_and_the_table_shows_examples() -> None:
     assert "PASS" in text and "FAIL" in text and "SKIP" in text
     assert "BREACH thing 0" in text and "... and 2 more" in text
     assert bad.as_json()["ok"] is False
+
+
+def test_the_books_verdict_names_every_kind_of_imbalance() -> None:
+    from sinks.postgres.ledger import CurrencyTotals, Reconciliation
+
+    d = Decimal
+    good = Reconciliation([CurrencyTotals("EUR", d("10.00"), d("10.00"), 2)])
+    assert books_balance(good).ok and books_balance(good).checked == 2
+    bad = Reconciliation(
+        [CurrencyTotals("EUR", d("10.00"), d("9.99"), 3), CurrencyTotals("GBP", d(1), d(1), 2)],
+        unbalanced_transactions=[(7, "EUR", d("0.01"))],
+        balance_drift=[("p-1", "cash", "EUR", d("5.00"), d("4.99"))],
+    )
+    row = books_balance(bad)
+    assert not row.ok and row.breaches == 3 and row.checked == 5
+    assert row.examples == [
+        "EUR: debits 10.00, credits 9.99",
+        "ledger transaction 7 does not balance in EUR: 0.01",
+        "p-1 cash EUR: stored 5.00, entries say 4.99",
+    ]
+
+
+def test_the_trail_verdict_counts_broken_chains_checkpoints_and_wallets() -> None:
+    from sinks.chain import Problem, Verification
+    from sinks.postgres.rebuild import Wallet
+
+    whole = Verification(chains=2, records=10)
+    assert audit_trail(whole, [Wallet("p-1")]).ok
+    row = audit_trail(
+        Verification(chains=2, records=10, problems=[Problem("bets/0", 4, "hash differs")]),
+        [Wallet("p-1"), Wallet("p-2", differences=["cash EUR: trail 5, ledger 6"])],
+        [Problem("checkpoint 3", 0, "signature does not verify")],
+    )
+    assert row.breaches == 3
+    assert row.examples == [
+        "chain bets/0 record 4: hash differs",
+        "chain checkpoint 3 record 0: signature does not verify",
+        "wallet p-2: cash EUR: trail 5, ledger 6",
+    ]

@@ -185,10 +185,9 @@ def test_explain_leaves_bugs_alone_and_redacts_secrets() -> None:
 def test_the_sql_timeout_is_the_engines_limit_never_none() -> None:
     assert _bounded(0.2) == {"max_execution_time": 1, "timeout_overflow_mode": "throw"}
     assert _bounded(90)["max_execution_time"] == 90
-    args = cli.build_parser().parse_args(["sql", "SELECT 1"])
-    assert args.timeout == cli.SQL_TIMEOUT
+    assert cli.parse(["sql", "SELECT 1"])["timeout"] == cli.SQL_TIMEOUT
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["sql", "SELECT 1", "--timeout", "-5"])
+        cli.parse(["sql", "SELECT 1", "--timeout", "-5"])
 
 
 def test_what_reaches_a_terminal_shows_control_characters_as_escapes() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from croupier.cli import build_parser
+from croupier.cli import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -33,7 +33,7 @@ def test_the_readme_opens_with_the_two_commands() -> None:
 @pytest.mark.parametrize("line", [ln for ln in LINES if ln.startswith("croupier ")])
 def test_croupier_commands_in_the_readme_parse(line: str) -> None:
     for argv in expand(line):
-        build_parser().parse_args(argv)  # exits (SystemExit) on an unknown command
+        parse(argv)  # exits (SystemExit) on an unknown command or option
 
 
 def test_make_targets_in_the_readme_exist() -> None:

@@ -10,7 +10,7 @@ from decimal import Decimal, localcontext
 import pytest
 
 from config.policies import DEFAULT_POLICY_DIR, load_policies
-from rules.decimals import MONEY_CONTEXT, product, to_minor_unit, total
+from rules.decimals import MONEY_CONTEXT, product, total
 from rules.odds import EventBook, Market
 from rules.policy import (
     HOUSE_LIABILITY,
@@ -30,6 +30,7 @@ from rules.sportsbook import (
     within_limits,
 )
 from schemas.bets import BetRequest
+from schemas.money import to_minor_unit
 from schemas.outbound import ReasonCode
 
 D = Decimal

@@ -283,3 +283,33 @@ def test_a_payout_is_never_negative_and_never_more_than_the_exact_amount(
     assert D(0) <= outcome.payout <= exact
     assert exact - outcome.payout < D("0.01")
     assert (outcome.result == "lose") == any(r == "lose" for _, r in legs)
+
+
+# -- the worker's read of the odds table (streams/bets.py) -------------------------------
+
+
+def test_books_are_parsed_once_per_change_and_read_as_without_the_cache() -> None:
+    from streams.bets import read_books
+
+    first = book_after(odds_change(10, {"home": "2.10", "away": "3.40"}))
+    assert first is not None
+    table = {first.event_id: first.to_json()}
+    market = next(iter(first.markets))
+    bets = [bet([(first.event_id, market, "home", "2.10")])]
+    parsed: dict[str, tuple[object, dict[str, Any]]] = {}
+
+    one = read_books(table, bets, parsed)
+    two = read_books(table, bets, parsed)
+    assert one == two == read_books(table, bets)  # the same books as a fresh parse
+    assert two[first.event_id].markets[market] is one[first.event_id].markets[market]
+
+    # A change replaces the event's value: the next read parses the new prices.
+    moved = book_after(odds_change(10, {"home": "2.10"}), odds_change(20, {"home": "1.90"}))
+    assert moved is not None
+    table[first.event_id] = moved.to_json()
+    three = read_books(table, bets, parsed)
+    assert three == read_books(table, bets)
+    assert three[first.event_id].markets[market].odds["home"] == Decimal("1.90")
+    # An event gone from the table is no book, cached or not.
+    del table[first.event_id]
+    assert read_books(table, bets, parsed) == {}
