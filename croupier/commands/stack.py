@@ -91,6 +91,7 @@ def stack_status(ctx: click.Context, as_json: bool) -> int:
                 ]
                 for p in parts
             ],
+            verdicts=2,
         )
     return EXIT_OK if all(p.running for p in parts) else EXIT_NOT_RUNNING
 
