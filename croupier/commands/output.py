@@ -37,7 +37,7 @@ VERDICTS = {
     "PASS": "green", "ok": "green", "up": "green", "holds": "green",
     "FAIL": "bold red", "DIFFERS": "bold red", "BREACHED": "bold red", "DOWN": "bold red",
     "NOT": "bold red", "SUSPENDED": "bold red", "SKIP": "yellow",
-    "running": "green", "stopped": "bold red",
+    "running": "green", "stopped": "bold red", "refused": "bold red", "unanswered": "yellow",
 }  # fmt: skip
 
 
