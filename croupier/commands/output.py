@@ -1,9 +1,10 @@
 """How commands print: one JSON document, tables, and progress bars.
 
-Text goes to stdout; a table is drawn by rich (borders, colour) on a terminal and as plain
-aligned columns when piped or when NO_COLOR is set, so scripts read the same text as
-before. Progress bars go to stderr and only on a terminal. rich is imported only when a
-table or a bar is drawn: ``croupier --help`` never pays for it.
+Text goes to stdout; a table is drawn by rich (borders, verdicts in colour: a failed check
+red, a passed one green) on a terminal and as plain aligned columns when piped or when
+NO_COLOR is set, so scripts read the same text as before. Progress bars go to stderr and
+only on a terminal. rich is imported only when a table or a bar is drawn: ``croupier --help``
+never pays for it.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ def emit_json(doc: Any, *, indent: int | None = None) -> None:
 
 
 def fancy(stream: Any = None) -> bool:
-    """Whether ``stream`` (stdout) is a terminal that may have colour and borders."""
+    """Whether ``stream`` (stdout) is a terminal that may have colour and borders: NO_COLOR
+    says no, FORCE_COLOR (https://force-color.org, which rich honours too) yes."""
     stream = sys.stdout if stream is None else stream
-    return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
+    if os.environ.get("NO_COLOR"):
+        return False
+    return bool(os.environ.get("FORCE_COLOR")) or bool(getattr(stream, "isatty", lambda: False)())
 
 
 # A verdict word and its colour on a terminal; piped, the word alone carries the meaning.
