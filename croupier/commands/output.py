@@ -42,6 +42,7 @@ VERDICTS = {
     "FAIL": "bold red", "DIFFERS": "bold red", "BREACHED": "bold red", "DOWN": "bold red",
     "NOT": "bold red", "SUSPENDED": "bold red", "SKIP": "yellow",
     "running": "green", "stopped": "bold red", "refused": "bold red", "unanswered": "yellow",
+    "created": "green", "exists": "green", "mismatch": "bold red",
 }  # fmt: skip
 
 

@@ -1,5 +1,5 @@
 """Rich output on a terminal, the same plain text when piped: check, status, games list,
-dice play, stack status's verdicts and simulate's progress line.
+dice play, wallet statement, topics create, replay settlement and simulate's progress line.
 
 A terminal is a rich ``Console(force_terminal=True)`` (or FORCE_COLOR for a whole command);
 piped is pytest's captured stdout, which is no terminal.
@@ -11,7 +11,7 @@ import io
 import re
 import threading
 from collections import Counter
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -23,11 +23,14 @@ from config.games import DEFAULT_CATALOGUE, load_catalogue, render_table
 from croupier import cli, status
 from croupier.check import print_rows
 from croupier.checks import Row, table
+from croupier.commands import printers
 from croupier.commands.casino import print_rounds
 from croupier.commands.output import fancy, plain_table, verdict_style
 from croupier.commands.output import table as draw
 from croupier.dice import Bet, Played
 from croupier.sim.run import Progress, Sample
+from sinks.postgres.ledger import StatementLine
+from topologies.topics import TopicOutcome
 
 ESC = "\x1b["
 GREEN, RED = "\x1b[32m", "\x1b[1;31m"
@@ -268,3 +271,81 @@ def test_simulate_progress_prints_lines_when_piped_and_redraws_with_rich_on_a_tt
     assert "\x1b[?25h" in text  # showed it again at the end
     assert "\x1b[2K" in text and "\x1b[1mfirst half" in text  # erased line; phase in bold
     assert "backlog    10" in text and text.endswith("…\n\x1b[?25h")  # cut to width; stays
+
+
+def test_wallet_statement_and_topics_create_print_plain_columns_when_piped(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    lines = [
+        StatementLine(at, "deposit:d-1", "deposit", "p-1/cash", "EUR", Decimal("100.00"),
+                      Decimal("100.00")),
+        StatementLine(at, "stake:b-1", "stake", "p-1/cash", "EUR", Decimal("-2.50"),
+                      Decimal("97.50")),
+    ]  # fmt: skip
+    printers.statement(lines)
+    printers.statement([])  # no entries: nothing, not an empty table
+    out = capsys.readouterr().out
+    assert ESC not in out
+    rows = [ln.split() for ln in out.splitlines()]
+    assert rows[0] == ["recorded_at", "operation", "account", "amount", "currency",
+                       "balance_after", "key"]  # fmt: skip
+    assert rows[2] == ["2026-12-07", "06:00:00", "stake", "p-1/cash", "-2.50", "EUR", "97.50",
+                       "stake:b-1"]  # fmt: skip
+    assert len(rows) == 3
+    # Right-aligned money: the amounts end in one column.
+    amounts = out.splitlines()
+    assert amounts[1].index("100.00") + 6 == amounts[2].index("-2.50") + 5
+
+    made = [TopicOutcome("bets", "created"), TopicOutcome("odds", "mismatch", "3 partitions")]
+    printers.topics(made)
+    out = capsys.readouterr().out
+    assert [ln.split() for ln in out.splitlines()] == [
+        ["status", "topic", "detail"],
+        ["created", "bets"],
+        ["mismatch", "odds", "3", "partitions"],
+    ]
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    printers.topics(made)
+    text = capsys.readouterr().out
+    assert all(b in text for b in BORDERS)
+    assert GREEN + "created" in text and RED + "mismatch" in text
+
+
+class Settled:
+    """What ``printers.settlement`` reads of a ``SettlementReport`` (built from a database)."""
+
+    def __init__(self, agree: bool) -> None:
+        self.bet = SimpleNamespace(bet_id="b-1", player_id="p-1", currency="EUR",
+                                   status="settled", odds=Decimal("2.10"), reason=None)  # fmt: skip
+        self.messages, self.settlements, self.ledger = 2, [object()], [object()]
+        self.checks = [SimpleNamespace(ok=True, name="payout", detail="2.10 everywhere"),
+                       SimpleNamespace(ok=agree, name="ledger", detail="one settle")]  # fmt: skip
+        self.agree = agree
+
+    def as_json(self) -> dict[str, Any]:
+        step = {"settlement_id": "s-1", "kind": "settle", "result": "won", "payout": "2.10"}
+        txn = {"key": "settlement:s-1", "status": "applied", "operation": "settle", "cash": "2.10"}
+        return {"stake": "1.00", "replay": {"history": [step]},
+                "book": {"settlements": [step]}, "ledger": {"settlements": [txn]}}  # fmt: skip
+
+
+def test_replay_settlement_prints_its_tables_and_the_verdict(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    printers.settlement(Settled(agree=True))  # type: ignore[arg-type]  # Settled: the fields read
+    out = capsys.readouterr().out
+    assert ESC not in out
+    lines = out.splitlines()
+    assert lines[1] == "history"
+    assert lines[2].split() == ["settlement", "replay", "settlements", "table", "ledger"]
+    assert lines[3].split() == ["s-1", "settle", "won", "2.10", "settle", "won", "2.10",
+                                "settle", "cash", "2.10"]  # fmt: skip
+    assert lines[5].split()[:2] == ["ok", "payout"] and lines[-1] == "replay, book and ledger agree"
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    printers.settlement(Settled(agree=False))  # type: ignore[arg-type]  # Settled: the fields read
+    text = capsys.readouterr().out
+    assert all(b in text for b in BORDERS) and RED + "DIFFERS" in text
+    assert RED + "replay, book and ledger DO NOT agree" in text
