@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -46,14 +46,14 @@ VERDICTS = {
 }  # fmt: skip
 
 
-def terminal(console: Console | None = None) -> Console | None:
+def terminal(console: Console | None = None, file: TextIO | None = None) -> Console | None:
     """The rich console to draw on: ``console`` when given (tests force a terminal), else
-    one on stdout when it is a terminal without NO_COLOR, else None (plain text)."""
-    if console is not None or not fancy():
+    one on ``file`` (stdout) when it is a terminal without NO_COLOR, else None (plain)."""
+    if console is not None or not fancy(file):
         return console
     from rich.console import Console
 
-    return Console()
+    return Console(file=file)
 
 
 def verdict_style(cell: str) -> str | None:
@@ -69,9 +69,12 @@ def plain_table(
     *,
     right: Sequence[int] = (),
     rule: bool = False,
+    indent: str = "",
+    header: bool = True,
 ) -> str:
     """Plain columns two spaces apart (``right``: the columns aligned right), with a dashed
-    rule under the headers when ``rule``: the text scripts and tests read when piped."""
+    rule under the headers when ``rule`` (no headers line unless ``header``), each line
+    after ``indent``: the text scripts and tests read when piped."""
     every = [list(headers), *[list(r) for r in rows]]
     widths = [max(len(r[i]) for r in every) for i in range(len(headers))]
 
@@ -80,11 +83,11 @@ def plain_table(
             c.rjust(w) if i in right else c.ljust(w)
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         )
-        return "  ".join(cells).rstrip()
+        return (indent + "  ".join(cells)).rstrip()
 
-    out = [line(every[0])]
-    if rule:
-        out.append("  ".join("-" * w for w in widths))
+    out = [line(every[0])] if header else []
+    if rule and header:
+        out.append(indent + "  ".join("-" * w for w in widths))
     return "\n".join([*out, *(line(r) for r in every[1:])])
 
 
@@ -96,12 +99,15 @@ def table(
     rule: bool = False,
     verdicts: int | None = None,
     title: str | None = None,
+    indent: str = "",
+    header: bool = True,
+    file: TextIO | None = None,
     console: Console | None = None,
 ) -> None:
-    """Print a table: rich's on a terminal wide enough for it (the ``verdicts`` column
-    coloured), else ``plain_table`` (piped, NO_COLOR, or a narrow terminal, where rich
-    would cut cells), under ``title`` when given."""
-    drawn = terminal(console)
+    """Print a table on ``file`` (stdout): rich's on a terminal wide enough for it (the
+    ``verdicts`` column coloured), else ``plain_table`` (piped, NO_COLOR, or a narrow
+    terminal, where rich would cut cells), under ``title`` when given."""
+    drawn = terminal(console, file)
     if drawn is not None:
         from rich.table import Table
         from rich.text import Text
@@ -109,9 +115,12 @@ def table(
         every = [list(headers), *[list(r) for r in rows]]
         widths = [max(len(r[i]) for r in every) for i in range(len(headers))]
         if sum(widths) + 3 * len(widths) + 1 <= drawn.width:  # cells, padding, borders
-            grid = Table(title=title, title_justify="left", header_style="bold")
-            for i, header in enumerate(headers):
-                grid.add_column(header, justify="right" if i in right else "left")
+            heading = None if title is None else Text(title)  # text, never rich markup
+            grid = Table(
+                title=heading, title_justify="left", header_style="bold", show_header=header
+            )
+            for i, name in enumerate(headers):
+                grid.add_column(Text(name), justify="right" if i in right else "left")
             for row in rows:
                 cells = [
                     Text(c, style=verdict_style(c) or "") if i == verdicts else Text(c)
@@ -121,12 +130,13 @@ def table(
             drawn.print(grid)
             return
     if title is not None:
-        print(title)
-    print(plain_table(headers, rows, right=right, rule=rule))
+        print(title, file=file)
+    text = plain_table(headers, rows, right=right, rule=rule, indent=indent, header=header)
+    print(text, file=file)
 
 
 def say(text: str, style: str | None = None, *, console: Console | None = None) -> None:
-    """Print one line, in ``style`` (or its leading verdict word's colour) on a terminal."""
+    """Print one line, in ``style`` (else its verdict words' colour) on a terminal."""
     drawn = terminal(console)
     if drawn is None:
         print(text)

@@ -1,5 +1,6 @@
 """Rich output on a terminal, the same plain text when piped: check, status, games list,
-dice play, wallet statement, topics create, replay settlement and simulate's progress line.
+dice play, wallet statement, topics create, replay settlement, the demo's tables and
+simulate's progress line and summary.
 
 A terminal is a rich ``Console(force_terminal=True)`` (or FORCE_COLOR for a whole command);
 piped is pytest's captured stdout, which is no terminal.
@@ -27,7 +28,9 @@ from croupier.commands import printers
 from croupier.commands.casino import print_rounds
 from croupier.commands.output import fancy, plain_table, verdict_style
 from croupier.commands.output import table as draw
+from croupier.demo.printing import print_table
 from croupier.dice import Bet, Played
+from croupier.sim import report as sim_report
 from croupier.sim.run import Progress, Sample
 from sinks.postgres.ledger import StatementLine
 from topologies.topics import TopicOutcome
@@ -349,3 +352,61 @@ def test_replay_settlement_prints_its_tables_and_the_verdict(
     text = capsys.readouterr().out
     assert all(b in text for b in BORDERS) and RED + "DIFFERS" in text
     assert RED + "replay, book and ledger DO NOT agree" in text
+
+
+def test_the_demo_tables_keep_their_indented_plain_text_and_colour_the_check(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows: list[list[object]] = [["p-1", "UK", Decimal("10.00"), "ok"], ["p-22", None, 5, "FAIL"]]
+    print_table(["player", "jurisdiction", "deposit", "check"], rows)
+    assert capsys.readouterr().out.splitlines() == [
+        "  player  jurisdiction  deposit  check",
+        "  ------  ------------  -------  -----",
+        "  p-1     UK            10.00    ok",
+        "  p-22                  5        FAIL",
+    ]
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    print_table(["player", "jurisdiction", "deposit", "check"], rows)
+    text = capsys.readouterr().out
+    assert all(b in text for b in BORDERS) and GREEN + "ok" in text and RED + "FAIL" in text
+
+
+def summary() -> dict[str, Any]:
+    q = {"p50_ms": 4.0, "p90_ms": 9.0, "p99_ms": 20.0, "max_ms": 31.0, "n": 120}
+    return {
+        "sent_total": {"bets": 100, "payments": 20},
+        "deliberate": {"duplicates": 3, "malformed": 1, "stale": 2, "unknown_market": 1,
+                       "beyond_balance": 2, "during_stop": 4},
+        "duplicates_decided_once": True,
+        "bets": {"accepted": 90, "rejected": {"stale_odds": 2}},
+        "payments": {"approved": 18}, "casino": {"ok": 40}, "dead_letters": {},
+        "settlements": {"records": {"settle": 90}, "bets_with_final_settlement": 90,
+                        "accepted_bets": 90},
+        "ggr": {"sportsbook": {"EUR": "12.50"}, "casino": {}},
+        "throughput": {"outcomes_per_s": 40.0, "seconds": 3.0, "peak_outcomes_in_1s": 61,
+                       "planned_spike_rate": 80.0},
+        "latency": {"bets": q, "all": q},
+        "spike": {"backlog_at_end": 12, "drain_s": 0.8},
+        "republished_identical": 0,
+    }  # fmt: skip
+
+
+def test_the_simulate_summary_is_name_value_lines_piped_and_a_table_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    piped = io.StringIO()  # simulate --json writes the summary text to stderr: any file
+    sim_report.show(summary(), piped)
+    lines = piped.getvalue().splitlines()
+    assert ESC not in piped.getvalue()
+    named = {ln[:32].strip(): ln[32:].strip() for ln in lines}  # the name column is aligned
+    assert all(ln.startswith("  ") for ln in lines) and len(named) == len(lines) == 13
+    assert named["inputs sent"] == "bets 100, payments 20"
+    assert named["dead letters"] == "none" and named["GGR casino (results)"] == "none"
+    assert named["spike drain"] == "backlog 12 at its end, drained in 0.8 s"
+    monkeypatch.setenv("COLUMNS", "250")
+    tty = Terminal()
+    sim_report.show(summary(), tty)
+    assert all(b in tty.getvalue() for b in ("┌", "│")) and "│ inputs sent " in tty.getvalue()
