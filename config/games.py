@@ -1,8 +1,8 @@
 """Read the game catalogue (``games/catalogue.toml``) into ``rules.games.Catalogue``, and show it.
 
-``table_rows`` (``render_table``: the same as plain text) and ``to_json`` are what ``croupier
-games list`` prints; they do no I/O (they read the clock only when no day is given), so the
-command stays a thin shell around them.
+``table_rows`` (under ``GAME_COLUMNS``) and ``to_json`` are what ``croupier games list``
+prints; they do no I/O (they read the clock only when no day is given), so the command stays
+a thin shell around them.
 """
 
 from __future__ import annotations
@@ -86,16 +86,6 @@ def table_rows(
             )
         )
     return rows
-
-
-def render_table(
-    catalogue: Catalogue, jurisdiction: str | None = None, *, on: date | None = None
-) -> str:
-    """``table_rows`` under ``GAME_COLUMNS`` as plain columns two spaces apart."""
-    rows = [GAME_COLUMNS, *table_rows(catalogue, jurisdiction, on=on)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(GAME_COLUMNS))]
-    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def to_json(

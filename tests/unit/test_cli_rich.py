@@ -12,7 +12,7 @@ import io
 import re
 import threading
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from config.games import DEFAULT_CATALOGUE, load_catalogue, render_table
+from config.games import DEFAULT_CATALOGUE, GAME_COLUMNS, load_catalogue, table_rows
 from croupier import cli, status
 from croupier.check import print_rows
 from croupier.checks import Row, table
@@ -169,7 +169,7 @@ def test_games_list_piped_is_the_plain_table_and_forced_colour_draws_one(
     assert cli.main(["games", "list"]) == 0
     out = capsys.readouterr().out
     assert ESC not in out
-    assert out == render_table(load_catalogue(DEFAULT_CATALOGUE)) + "\n"
+    assert out == plain_table(GAME_COLUMNS, table_rows(load_catalogue(DEFAULT_CATALOGUE))) + "\n"
     assert out.split("\n", 1)[0].split() == [
         "game_id",
         "name",
@@ -185,15 +185,6 @@ def test_games_list_piped_is_the_plain_table_and_forced_colour_draws_one(
     text = capsys.readouterr().out
     assert all(b in text for b in BORDERS) and "croupier-dice" in text
     assert not re.search(r"^game_id  ", text, re.M)  # not the plain header
-
-
-def test_the_plain_table_keeps_the_game_rows_render_table_gave() -> None:
-    catalogue = load_catalogue(DEFAULT_CATALOGUE)
-    day = date(2027, 1, 4)
-    text = render_table(catalogue, "NJ", on=day)
-    from config.games import GAME_COLUMNS, table_rows
-
-    assert text == plain_table(GAME_COLUMNS, table_rows(catalogue, "NJ", on=day))
 
 
 def played() -> list[Played]:
