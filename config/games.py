@@ -1,7 +1,8 @@
 """Read the game catalogue (``games/catalogue.toml``) into ``rules.games.Catalogue``, and show it.
 
-``render_table`` and ``to_json`` are what ``croupier games list`` prints; they do no I/O (they
-read the clock only when no day is given), so the command stays a thin shell around them.
+``table_rows`` (under ``GAME_COLUMNS``) and ``to_json`` are what ``croupier games list``
+prints; they do no I/O (they read the clock only when no day is given), so the command stays
+a thin shell around them.
 """
 
 from __future__ import annotations
@@ -53,17 +54,20 @@ def _offered(catalogue: Catalogue, jurisdiction: str | None, on: date) -> list[G
     return [g for g in games if catalogue.check(g.game_id, jurisdiction, on) is None]
 
 
-def render_table(
+GAME_COLUMNS = ("game_id", "name", "provider", "type", "rtp", "certified")
+
+
+def table_rows(
     catalogue: Catalogue, jurisdiction: str | None = None, *, on: date | None = None
-) -> str:
-    """A text table, one row per game: what it is, its RTP and where it is certified.
+) -> list[tuple[str, ...]]:
+    """One row of ``GAME_COLUMNS`` per game: what it is, its RTP and where it is certified.
 
     ``rtp`` and ``certified`` count only certificates valid on ``on`` (default: today,
     UTC); a game with none shows ``-``. With ``jurisdiction``, only the games that may run
     there that day are listed, and ``rtp`` is the one certified for that jurisdiction.
     """
     day = _today() if on is None else on
-    rows = [("game_id", "name", "provider", "type", "rtp", "certified")]
+    rows: list[tuple[str, ...]] = []
     for game in _offered(catalogue, jurisdiction, day):
         if jurisdiction is None:
             rtps = {c.rtp for c in game.certifications if c.valid_on(day)}
@@ -81,9 +85,7 @@ def render_table(
                 ",".join(certified) or "-",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
-    return "\n".join(line.rstrip() for line in lines)
+    return rows
 
 
 def to_json(

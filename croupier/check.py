@@ -21,6 +21,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from croupier.checks import Row
     from sinks.signing import Pin
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_RUNNING = 0, 1, 3
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     from config.settings import Settings
     from config.stackenv import load_stack_env
-    from croupier.checks import Row, run_prefix, table
+    from croupier.checks import Row, run_prefix
     from croupier.checks import invariants as inv
     from croupier.commands.output import progress
     from croupier.redact import redact
@@ -120,8 +123,24 @@ def run(args: argparse.Namespace) -> int:
         print(redact(json.dumps({"ok": ok, "run": args.run, "seconds": round(seconds, 1),
                                  "rows": [r.as_json() for r in rows]})))  # fmt: skip
     else:
-        scope = f"run {args.run}" if args.run else "the whole stack"
-        print(f"croupier check: {scope}\n")
-        print(redact(table(rows)))
-        print(f"\n{'every invariant holds' if ok else 'BREACHED'} ({seconds:.1f} s)")
+        print_rows(f"run {args.run}" if args.run else "the whole stack", rows, seconds)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def print_rows(scope: str, rows: list[Row], seconds: float, console: Console | None = None) -> None:
+    """The verdict for people: a table (rich and coloured on a terminal, the plain text
+    scripts read when piped), each breach, and one last line that holds or is BREACHED."""
+    from croupier.checks import TABLE_HEAD, TABLE_RIGHT, details, table_body
+    from croupier.commands.output import say, table
+    from croupier.redact import redact
+
+    body = [tuple(redact(c) for c in line) for line in table_body(rows)]
+    print(f"croupier check: {scope}\n")
+    table(TABLE_HEAD, body, right=TABLE_RIGHT, rule=True, verdicts=3, console=console)
+    for line in details(rows):
+        if line.startswith("  BREACH"):
+            say(redact(line), "red", console=console)
+        else:
+            print(redact(line))
+    ok = all(r.ok for r in rows)
+    say(f"\n{'every invariant holds' if ok else 'BREACHED'} ({seconds:.1f} s)", console=console)

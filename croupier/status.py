@@ -26,9 +26,12 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_RUNNING = 0, 1, 3
 TIMEOUT = 2.0  # seconds an endpoint has to answer
@@ -350,63 +353,125 @@ def _num(value: float | None, places: int | None = None) -> str:
     return f"{value:g}" if places is None else f"{value:.{places}f}"
 
 
-def print_report(r: dict[str, Any]) -> None:
-    """The report as a few small tables."""
+def print_report(r: dict[str, Any], console: Console | None = None) -> None:
+    """The report as a few small tables: rich ones, verdicts coloured, on a terminal (or
+    ``console``), plain columns when piped."""
+    from croupier.commands.output import say, table
+
+    def section(title: str, headers: list[str], rows: list[list[str]], **how: Any) -> None:
+        print()
+        table(headers, rows, title=title, console=console, **how)
+
     procs = r["processes"]
-    print(f"processes: {sum(p['up'] for p in procs)} of {len(procs)} answer "
-          f"(from {r.get('source')}; rates over {r['interval_seconds']:g} s)")  # fmt: skip
+    rows = []
     for p in procs:
         state = "up" if p["up"] else f"DOWN ({p['error']})"
         if p["up"] and p.get("ready") is False:
             state = "up, NOT READY (its /readyz says why)"
-        print(f"  {p['name']:<12} {p['role'] or '':<9} pid {p['pid'] or '-':<8} {p['url']}  "
-              f"{state}")  # fmt: skip
+        rows.append([p["name"], p["role"] or "", str(p["pid"] or "-"), p["url"], state])
+    table(
+        ["process", "role", "pid", "url", "state"],
+        rows,
+        right=(2,),
+        verdicts=4,
+        title=f"processes: {sum(p['up'] for p in procs)} of {len(procs)} answer "
+        f"(from {r.get('source')}; rates over {r['interval_seconds']:g} s)",
+        console=console,
+    )
     if r["topics"]:
-        print(f"\n{'topic':<24} {'events':>10} {'/s':>10} {'lag':>8}")
-        for topic, t in r["topics"].items():
-            print(f"  {topic:<22} {t['events']:>10} {t['per_second']:>10g} {_num(t['lag']):>8}")
+        section(
+            "topics",
+            ["topic", "events", "/s", "lag"],
+            right=(1, 2, 3),
+            rows=[
+                [topic, str(t["events"]), f"{t['per_second']:g}", _num(t["lag"])]
+                for topic, t in r["topics"].items()
+            ],
+        )
     if r["decisions"]:
-        print(f"\n{'decisions':<44} {'total':>10} {'/s':>10}")
-        for d in r["decisions"]:
-            what = f"{d['flow']} {d['status']} {d['reason'] or ''}".strip()
-            print(f"  {what:<42} {d['total']:>10} {d['per_second']:>10g}")
+        section(
+            "decisions",
+            ["flow", "status", "reason", "total", "/s"],
+            right=(3, 4),
+            rows=[
+                [d["flow"], d["status"], d["reason"] or "", str(d["total"]), f"{d['per_second']:g}"]
+                for d in r["decisions"]
+            ],
+        )
     if r["dead_letters"]:
-        print(f"\n{'dead letters':<44} {'total':>10} {'/s':>10}")
-        for d in r["dead_letters"]:
-            what = f"{d['topic']} {d['reason']}"
-            print(f"  {what:<42} {d['total']:>10} {d['per_second']:>10g}")
-    for title, table in (("flow batches", r["flows"]), ("sink batches", r["sinks"])):
-        if not table:
+        section(
+            "dead letters",
+            ["topic", "reason", "total", "/s"],
+            right=(2, 3),
+            rows=[
+                [d["topic"], d["reason"], str(d["total"]), f"{d['per_second']:g}"]
+                for d in r["dead_letters"]
+            ],
+        )
+    for title, batches in (("flow batches (ms)", r["flows"]), ("sink batches (ms)", r["sinks"])):
+        if not batches:
             continue
-        print(f"\n{title + ' (ms)':<24} {'p50':>8} {'p99':>8} {'now p50':>8} {'now p99':>8} "
-              f"{'batches':>9} {'mean size':>9}")  # fmt: skip
-        for name, b in table.items():
-            print(f"  {name:<22} {_num(b['p50_ms'], 1):>8} {_num(b['p99_ms'], 1):>8} "
-                  f"{_num(b['recent_p50_ms'], 1):>8} {_num(b['recent_p99_ms'], 1):>8} "
-                  f"{b['batches']:>9} {_num(b['mean_size']):>9}")  # fmt: skip
+        section(
+            title,
+            ["name", "p50", "p99", "now p50", "now p99", "batches", "mean size"],
+            right=range(1, 7),
+            rows=[
+                [
+                    name,
+                    _num(b["p50_ms"], 1),
+                    _num(b["p99_ms"], 1),
+                    _num(b["recent_p50_ms"], 1),
+                    _num(b["recent_p99_ms"], 1),
+                    str(b["batches"]),
+                    _num(b["mean_size"]),
+                ]
+                for name, b in batches.items()
+            ],
+        )
     if r["feeds"]:
-        print("\nfeeds")
-        for producer, f in r["feeds"].items():
-            state = "up" if f["up"] else "SUSPENDED"
-            age = _num(f["alive_age_seconds"], 1)
-            print(f"  {producer:<22} {state:<10} last alive {age} s ago")
+        section(
+            "feeds",
+            ["producer", "state", "last alive (s ago)"],
+            right=(2,),
+            verdicts=1,
+            rows=[
+                [producer, "up" if f["up"] else "SUSPENDED", _num(f["alive_age_seconds"], 1)]
+                for producer, f in r["feeds"].items()
+            ],
+        )
     platform = r.get("platform") or {}
     audit = platform.get("audit") or {}
     if audit.get("relay_backlog") is not None:
         verified = {None: "-", 1.0: "verified", 0.0: "NOT VERIFIED"}.get(
-            audit.get("last_checkpoint_verified"), "-")  # fmt: skip
+            audit.get("last_checkpoint_verified"), "-"
+        )
         signed = audit.get("last_checkpoint") or 0
         age = f"{time.time() - signed:.0f} s ago" if signed else "none yet"
         derive = _num(audit.get("derive_backlog"))
-        print(f"\naudit: relay backlog {_num(audit['relay_backlog'])}, reports to derive "
-              f"{derive}, last checkpoint {age} ({verified})")  # fmt: skip
-        for jurisdiction, behind in audit.get("report_lag", {}).items():
-            print(f"  reports.{jurisdiction:<13} {_num(behind)} to publish")
+        print()
+        say(
+            f"audit: relay backlog {_num(audit['relay_backlog'])}, reports to derive "
+            f"{derive}, last checkpoint {age} ({verified})",
+            "bold red" if verified == "NOT VERIFIED" else "",
+            console=console,
+        )
+        if audit.get("report_lag"):
+            table(
+                ["reports", "to publish"],
+                right=(1,),
+                console=console,
+                rows=[[f"reports.{j}", _num(behind)] for j, behind in audit["report_lag"].items()],
+            )
     if platform.get("analytics_lag") is not None:
         print(f"\nanalytics lag: {_num(platform['analytics_lag'])} messages")
     for currency, amount in (platform.get("ggr_today") or {}).items():
         print(f"GGR today {currency}: {amount:.2f}")
     if platform.get("liability"):
-        print("\nopen liability (top markets)")
-        for item in platform["liability"]:
-            print(f"  {item['market']:<30} {item['currency']} {item['amount']:>14.2f}")
+        section(
+            "open liability (top markets)",
+            ["market", "currency", "amount"],
+            right=(2,),
+            rows=[
+                [i["market"], i["currency"], f"{i['amount']:.2f}"] for i in platform["liability"]
+            ],
+        )

@@ -193,20 +193,19 @@ def like_prefix(prefix: str | None) -> str:
     return escaped + "%"
 
 
-def table(rows: list[Row]) -> str:
-    """The rows as a plain text table, then each failing row's first breaches."""
-    head = ("invariant", "checked", "breaches", "result")
-    body = [(r.name, str(r.checked), str(r.breaches),
+TABLE_HEAD = ("invariant", "checked", "breaches", "result")
+TABLE_RIGHT = (1, 2)  # the counts
+
+
+def table_body(rows: list[Row]) -> list[tuple[str, ...]]:
+    """One line of ``TABLE_HEAD`` per row; the result is PASS, FAIL or SKIP."""
+    return [(r.name, str(r.checked), str(r.breaches),
              "SKIP" if r.skipped else ("PASS" if r.ok else "FAIL")) for r in rows]  # fmt: skip
-    widths = [max(len(x[i]) for x in [head, *body]) for i in range(4)]
 
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) if i < 3 else c
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
 
-    out = [line(head), "  ".join("-" * w for w in widths), *(line(b) for b in body)]
+def details(rows: list[Row]) -> list[str]:
+    """Each failing or annotated row's first breaches and notes, after the table."""
+    out: list[str] = []
     for r in rows:
         if r.examples or r.notes:
             out.append("")
@@ -215,4 +214,12 @@ def table(rows: list[Row]) -> str:
             if r.breaches > len(r.examples):
                 out.append(f"  ... and {r.breaches - len(r.examples)} more")
             out += [f"  note: {n}" for n in r.notes]
-    return "\n".join(out)
+    return out
+
+
+def table(rows: list[Row]) -> str:
+    """The rows as a plain text table, then each failing row's first breaches."""
+    from croupier.commands.output import plain_table
+
+    grid = plain_table(TABLE_HEAD, table_body(rows), right=TABLE_RIGHT, rule=True)
+    return "\n".join([grid, *details(rows)])

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from croupier import arguments
-from croupier.commands import helptext, params
+from croupier.commands import helptext, output, params
 from croupier.commands.output import emit_json, progress
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from croupier.dice import Played
 from croupier.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
@@ -79,17 +86,7 @@ def play(
     if as_json:
         emit_json({"rng_build": table.build, "rounds": [p.to_json() for p in played]}, indent=2)
     else:
-        print(f"Croupier Dice, RNG build {table.build[:16]}…, pays {rules.PAYOUT}x on the pick")
-        for p in played:
-            if p.roll is None:
-                print(f"  {p.round_id}: debit {p.debit['status']} ({p.debit.get('error')})")
-                continue
-            credit = p.credit["status"] if p.credit else "unanswered"
-            balance = p.credit["balance"] if p.credit else "?"
-            print(
-                f"  {p.round_id}: pick {p.bet.pick} roll {p.roll} win {p.win} "
-                f"(credit {credit}, balance {balance})"
-            )
+        print_rounds(table.build, played)
     silent = sum(
         1
         for p in played
@@ -170,3 +167,23 @@ def rng_test(samples: int | None, as_json: bool) -> int:
     else:
         print(report.render())
     return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def print_rounds(build: str, played: Sequence[Played], console: Console | None = None) -> None:
+    """The rounds as a table, one row each: the pick, the roll, the win and the wallet's
+    answer (coloured on a terminal; plain columns when piped)."""
+    from rules import dice as rules
+
+    print(f"Croupier Dice, RNG build {build[:16]}…, pays {rules.PAYOUT}x on the pick")
+    rows = []
+    for p in played:
+        if p.roll is None:
+            answer = f"debit {p.debit['status']} ({p.debit.get('error')})"
+            rows.append([p.round_id, str(p.bet.pick), "-", "-", answer, "-"])
+            continue
+        credit = p.credit["status"] if p.credit else "unanswered"
+        balance = str(p.credit["balance"]) if p.credit else "?"
+        row = [p.round_id, str(p.bet.pick), str(p.roll), str(p.win), f"credit {credit}", balance]
+        rows.append(row)
+    headers = ["round", "pick", "roll", "win", "answer", "balance"]
+    output.table(headers, rows, right=(1, 2, 3, 5), verdicts=4, console=console)

@@ -120,7 +120,7 @@ def _catalogue(path: Path | None) -> object:
 )
 @click.option("--file", "path", type=PATH, metavar="FILE", help="the catalogue file")
 def games_list(as_json: bool, jurisdiction: str | None, path: Path | None) -> int:
-    from config.games import render_table, to_json
+    from config.games import GAME_COLUMNS, table_rows, to_json
     from rules.games import Catalogue
 
     catalogue = _catalogue(path)
@@ -129,7 +129,7 @@ def games_list(as_json: bool, jurisdiction: str | None, path: Path | None) -> in
     if as_json:
         emit_json(to_json(catalogue), indent=2)
     else:
-        print(render_table(catalogue, jurisdiction))
+        table(GAME_COLUMNS, table_rows(catalogue, jurisdiction))
     return EXIT_OK
 
 

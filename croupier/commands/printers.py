@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from croupier.commands.output import say, table
+
 if TYPE_CHECKING:
+    from sinks.postgres.ledger import StatementLine
     from sinks.postgres.rebuild import Wallet
     from sinks.postgres.replay import RangeReport, SettlementReport
+    from topologies.topics import TopicOutcome
 
 
 def settlement(report: SettlementReport) -> None:
@@ -21,7 +25,6 @@ def settlement(report: SettlementReport) -> None:
         print(f"{head} at {b.odds}; {report.messages} settlement message(s) of its events replayed")
     history = doc["replay"]["history"] if doc["replay"] else []
     if history or report.settlements or report.ledger:
-        print("history        replay                      settlements table           ledger")
         ids = [h["settlement_id"] for h in history]
         ids += [
             s["settlement_id"] for s in doc["book"]["settlements"] if s["settlement_id"] not in ids
@@ -34,16 +37,21 @@ def settlement(report: SettlementReport) -> None:
         mine = {h["settlement_id"]: h for h in history}
         book = {s["settlement_id"]: s for s in doc["book"]["settlements"]}
         led = {t["key"].removeprefix("settlement:"): t for t in doc["ledger"]["settlements"]}
-        for sid in ids:
-            print(
-                f"  {sid:<12} {_step(mine.get(sid)):<27} {_step(book.get(sid)):<27} "
-                f"{_ledger_step(led.get(sid))}"
-            )
-    for c in report.checks:
-        print(f"  {'ok' if c.ok else 'DIFFERS':<7} {c.name:<19} {c.detail}")
-    print(
-        "replay, book and ledger agree" if report.agree else "replay, book and ledger DO NOT agree"
-    )
+        table(
+            ["settlement", "replay", "settlements table", "ledger"],
+            [
+                [sid, _step(mine.get(sid)), _step(book.get(sid)), _ledger_step(led.get(sid))]
+                for sid in ids
+            ],
+            title="history",
+        )
+    checks = [["ok" if c.ok else "DIFFERS", c.name, c.detail] for c in report.checks]
+    if checks:
+        table(["verdict", "check", "detail"], checks, verdicts=0)
+    if report.agree:
+        say("replay, book and ledger agree", "green")
+    else:
+        say("replay, book and ledger DO NOT agree", "bold red")
 
 
 def _step(s: dict[str, Any] | None) -> str:
@@ -104,3 +112,21 @@ def rebuilt(wallets: list[Wallet], shown: list[Wallet]) -> None:
     print(
         f"{len(wallets)} wallet(s) rebuilt from the audit trail, {len(bad)} differ from the ledger"
     )
+
+
+def statement(lines: list[StatementLine]) -> None:
+    """``wallet statement``: one row per entry, with the running balance (nothing if none)."""
+    headers = ["recorded_at", "operation", "account", "amount", "currency", "balance_after"]
+    rows = [
+        [f"{ln.recorded_at:%Y-%m-%d %H:%M:%S}", ln.operation, ln.account, str(ln.amount),
+         ln.currency, str(ln.balance_after), ln.key]
+        for ln in lines
+    ]  # fmt: skip
+    if rows:
+        table([*headers, "key"], rows, right=(3, 5))
+
+
+def topics(outcomes: list[TopicOutcome]) -> None:
+    """``topics create``: each topic created, already there, or there with another shape."""
+    rows = [[o.status, o.name, o.detail] for o in outcomes]
+    table(["status", "topic", "detail"], rows, verdicts=0)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from croupier.commands import params
+from croupier.commands import params, printers
 from croupier.commands.output import emit_json, table
 from croupier.exits import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE
 
@@ -91,6 +91,7 @@ def stack_status(ctx: click.Context, as_json: bool) -> int:
                 ]
                 for p in parts
             ],
+            verdicts=2,
         )
     return EXIT_OK if all(p.running for p in parts) else EXIT_NOT_RUNNING
 
@@ -120,8 +121,7 @@ def topics_create(ctx: click.Context, timeout: float | None, as_json: bool) -> i
     if as_json:
         emit_json([{"topic": o.name, "status": o.status, "detail": o.detail} for o in outcomes])
     else:
-        for o in outcomes:
-            print(f"{o.status:<8} {o.name}{'  ' + o.detail if o.detail else ''}")
+        printers.topics(outcomes)
     return EXIT_FAILED if any(o.status == "mismatch" for o in outcomes) else EXIT_OK
 
 

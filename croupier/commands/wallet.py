@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from croupier.commands import params
+from croupier.commands import params, printers
 from croupier.commands.output import emit_json
 from croupier.exits import EXIT_FAILED, EXIT_OK
 
@@ -85,11 +85,7 @@ def statement(player: str, since: datetime | None, until: datetime | None, as_js
                 ]
             )
             return EXIT_OK
-        for ln in lines:
-            print(
-                f"{ln.recorded_at:%Y-%m-%d %H:%M:%S}  {ln.operation:<18} {ln.account:<18} "
-                f"{ln.amount:>12} {ln.currency}  -> {ln.balance_after:>12}  {ln.key}"
-            )
+        printers.statement(lines)
         return EXIT_OK
 
     return _with_ledger(show)

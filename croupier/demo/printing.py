@@ -1,4 +1,4 @@
-"""What the demo shows and counts: plain tables, headings, and the tally of its checks."""
+"""What the demo shows and counts: tables, headings, and the tally of its checks."""
 
 from __future__ import annotations
 
@@ -22,10 +22,13 @@ class Checks:
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """A table of what the demo did: rich on a terminal (its ``check`` column green ok, red
+    FAIL), indented plain columns under a dashed rule when piped."""
+    from croupier.commands.output import table
+
     body = [["" if v is None else str(v) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(headers)]
-    for line in [list(headers), ["-" * w for w in widths], *body]:
-        print("  " + "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+    check = list(headers).index("check") if "check" in headers else None
+    table(headers, body, rule=True, indent="  ", verdicts=check)
 
 
 def heading(text: str) -> None:

@@ -171,11 +171,14 @@ def _summarise(
 
 
 def show(summary: dict[str, Any], out: Any) -> None:
-    """The short summary, as text."""
+    """The short summary, a line a figure: a table on a terminal, plain columns otherwise."""
+    from croupier.commands.output import table
+
     s = summary
+    rows: list[list[str]] = []
 
     def line(name: str, value: object) -> None:
-        print(f"  {name:<30} {value}", file=out)
+        rows.append([name, str(value)])
 
     line("inputs sent", ", ".join(f"{t} {n}" for t, n in s["sent_total"].items()))
     d = s["deliberate"]
@@ -228,3 +231,4 @@ def show(summary: dict[str, Any], out: Any) -> None:
             "republished decisions",
             f"{s['republished_identical']} identical copies (a worker replayed a batch)",
         )
+    table(["figure", "value"], rows, indent="  ", header=False, file=out)

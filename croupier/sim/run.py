@@ -17,11 +17,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from config.settings import Settings
 from croupier.sim.plan import DEAD, Plan, Step
 from croupier.sim.track import Outcomes, Sender, Sent
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 
 class FeedClock:
@@ -103,7 +106,10 @@ class Live:
 
 
 class Progress(threading.Thread):
-    """Samples every second; redraws one line on a TTY, else prints one every ~5 s."""
+    """Samples every second; on a TTY, one line redrawn in place by rich (its phase bold,
+    cut to the terminal's width), else the same line printed every ~5 s."""
+
+    period = 1.0  # seconds between samples
 
     def __init__(self, live: Live, mode: str, out: TextIO = sys.stdout) -> None:
         super().__init__(name="sim-progress", daemon=True)
@@ -131,26 +137,45 @@ class Progress(threading.Thread):
             f"{done_rate:6.0f}/s  backlog {s.sent - s.decided:5d}  | {reasons}"
         )
 
+    def shown(self, s: Sample, before: Sample | None) -> Text:
+        """The line as rich text for the redraw: the phase bold, one row however wide."""
+        from rich.text import Text
+
+        text = Text(self.line(s, before), no_wrap=True, overflow="ellipsis")
+        text.stylize("bold", 10, 10 + len(s.phase))
+        return text
+
     def run(self) -> None:
+        redraw = None
+        if self.mode == "redraw":
+            from rich.console import Console
+            from rich.live import Live as Redraw
+
+            # The thread owns the line; whatever else is printed goes where it always went.
+            console = Console(file=self.out, force_terminal=True)
+            redraw = Redraw(
+                console=console, auto_refresh=False, redirect_stdout=False, redirect_stderr=False
+            )
+            redraw.start()
         before: Sample | None = None
         last_line = 0.0
-        while not self.stopping.wait(1.0):
-            s = self.sample()
-            if self.mode == "redraw":
-                self.out.write("\r\x1b[2K" + self.line(s, before)[:200])
-                self.out.flush()
-            elif self.mode == "lines" and time.monotonic() - last_line >= 5.0:
-                self.out.write(self.line(s, before) + "\n")
-                self.out.flush()
-                last_line = time.monotonic()
-            before = s
+        try:
+            while not self.stopping.wait(self.period):
+                s = self.sample()
+                if redraw is not None:
+                    redraw.update(self.shown(s, before), refresh=True)
+                elif self.mode == "lines" and time.monotonic() - last_line >= 5.0:
+                    self.out.write(self.line(s, before) + "\n")
+                    self.out.flush()
+                    last_line = time.monotonic()
+                before = s
+        finally:
+            if redraw is not None:
+                redraw.stop()
 
     def stop(self) -> None:
         self.stopping.set()
         self.join(5)
-        if self.mode == "redraw":
-            self.out.write("\n")
-            self.out.flush()
 
 
 def play(plan: Plan, live: Live, clock: Callable[[], str], interrupted: threading.Event) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from config.games import DEFAULT_CATALOGUE, load_catalogue, render_table, to_json
+from config.games import DEFAULT_CATALOGUE, GAME_COLUMNS, load_catalogue, table_rows, to_json
 from config.policies import DEFAULT_POLICY_DIR, load_policies
 from rules.games import Catalogue, CatalogueError, Certification, Game, parse_catalogue
 
@@ -435,6 +435,13 @@ def test_a_certification_built_in_code_rejects_a_float_rtp() -> None:
 
 
 # --- rendering ---------------------------------------------------------------------------
+
+
+def render_table(catalogue: Catalogue, jurisdiction: str | None = None, **on: date) -> str:
+    """What ``croupier games list`` prints when piped."""
+    from croupier.commands.output import plain_table
+
+    return plain_table(GAME_COLUMNS, table_rows(catalogue, jurisdiction, **on))
 
 
 def rows(table: str) -> dict[str, list[str]]:
