@@ -103,7 +103,8 @@ _AWAY = ("connection refused", "could not connect", "timed out", "timeout expire
          "no route to host", "network is unreachable", "could not translate host name",
          "name or service not known", "server closed the connection", "_transport",
          "_all_brokers_down", "_timed_out", "broker transport failure",
-         "connection reset", "cannot assign requested address")  # fmt: skip
+         "connection reset", "cannot assign requested address",
+         "unable to bootstrap", "nobrokersavailable", "no brokers available")  # fmt: skip
 
 
 def unreachable(exc: BaseException) -> bool:
@@ -116,7 +117,7 @@ def unreachable(exc: BaseException) -> bool:
     if module not in ("psycopg", "confluent_kafka", "cimpl", "kafka", "clickhouse_connect",
                       "urllib3", "requests"):  # fmt: skip
         return False
-    text = str(exc).lower()
+    text = f"{type(exc).__name__}: {exc}".lower()  # kafka-python's NoBrokersAvailable says no more
     return any(sign in text for sign in _AWAY)
 
 
