@@ -140,7 +140,9 @@ def test_metrics_count_what_the_worker_did_and_status_reports_it(
     # The text form says the same at a glance.
     assert main(["status", "--interval", "0.2"]) == 0
     text = capsys.readouterr().out
-    assert "bets rejected odds_changed" in text and "live" in text
+    rows = [" ".join(line.split()) for line in text.splitlines()]  # aligned columns
+    assert any(r.startswith("bets rejected odds_changed") for r in rows), text
+    assert any(r.startswith("live up") for r in rows), text
 
     # One endpoint that does not answer beside one that does: exit 1.
     dead = f"http://127.0.0.1:{free_port()}/metrics"
