@@ -35,7 +35,7 @@ Environment variables (documented once, here and in the README):
 ``CROUPIER_TOPIC_PREFIX``       prefix on every topic name (default empty; tests use it)
 ``CROUPIER_TOPIC_PARTITIONS``   partitions per topic when creating topics (default 6)
 ``CROUPIER_TOPIC_REPLICATION``  replication factor when creating topics (default 1)
-``CROUPIER_BATCH_MAX``          most events a flow handles in one batch (default 500)
+``CROUPIER_BATCH_MAX``          most events a flow handles in one batch (default 1000)
 ``CROUPIER_BATCH_WITHIN``       seconds a flow waits after a batch's first event for more
                                 (default 0.001)
 ``CROUPIER_ODDS_BATCH_WITHIN``  the same for the odds flow (default 0.05: a feed's changes
@@ -171,7 +171,7 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default="", validation_alias="CROUPIER_TOPIC_PREFIX")
     topic_partitions: int = Field(default=6, ge=1, validation_alias="CROUPIER_TOPIC_PARTITIONS")
     topic_replication: int = Field(default=1, ge=1, validation_alias="CROUPIER_TOPIC_REPLICATION")
-    batch_max: int = Field(default=500, ge=1, validation_alias="CROUPIER_BATCH_MAX")
+    batch_max: int = Field(default=1000, ge=1, validation_alias="CROUPIER_BATCH_MAX")
     batch_within: float = Field(default=0.001, gt=0, validation_alias="CROUPIER_BATCH_WITHIN")
     odds_batch_within: float = Field(
         default=0.05, gt=0, validation_alias="CROUPIER_ODDS_BATCH_WITHIN"

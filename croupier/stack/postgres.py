@@ -203,6 +203,9 @@ class EmbeddedPostgres:
                 f"-c port={self.port}",
                 "-c unix_socket_directories=''",
                 "-c max_connections=200",
+                # Room in the lock table for the market fences of every worker's batch
+                # (CROUPIER_BATCH_MAX bets, a shared advisory lock per market they name).
+                "-c max_locks_per_transaction=256",
                 "-c shared_buffers=256MB",
             ]
         )
