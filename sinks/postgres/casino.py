@@ -93,12 +93,16 @@ class LedgerDisagrees(RuntimeError):
 _BALANCES_SQL = "SELECT owner, currency, balance FROM ledger_lock_cash(%s)"
 
 # A batch's positions are a few runs of offsets per partition: asked as ranges (a handful
-# of parameters instead of two arrays of the batch's size), the rows kept by position.
+# of parameters instead of two arrays of the batch's size), the rows kept by position. Each
+# range is its own index scan (OFFSET 0 keeps the lateral subquery from becoming a join,
+# which a plan made while the table was small answered by reading all of it).
 _STORED_SQL = """
 SELECT c.source_partition, c.source_offset, c.player_id, c.answer
   FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS r(p, lo, hi)
-  JOIN casino_calls c ON c.source_topic = %s AND c.source_partition = r.p
-                     AND c.source_offset BETWEEN r.lo AND r.hi"""
+ CROSS JOIN LATERAL (SELECT x.source_partition, x.source_offset, x.player_id, x.answer
+                       FROM casino_calls x
+                      WHERE x.source_topic = %s AND x.source_partition = r.p
+                        AND x.source_offset BETWEEN r.lo AND r.hi OFFSET 0) c"""
 
 _TX_COLUMNS = """transaction_id, type, player_id, round_id, amount, request_hash, status, moved,
                  reference_id, answer, currency"""
