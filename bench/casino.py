@@ -8,7 +8,10 @@ Needs Kafka and PostgreSQL (the stack ``make up`` runs, via ``.stack/env``, or t
 service variables). Like ``bench/bets.py``, whose helpers it uses, it never touches the
 stack's own flows: it creates its own topics (prefix ``benchcasino<tag>.``), consumer
 group (``croupier-benchcasino-<tag>``) and PostgreSQL schema (``benchcasino_<tag>``), and
-starts its own ``croupier worker`` processes on them.
+starts its own ``croupier worker`` processes on them. The audit trail's background work
+(the relay to ``audit``, the regulator reports, checkpoints) runs as the stack runs it: in
+one ``croupier audit run`` process, the workers' own timers for it off (``--auditor
+workers`` runs it in the workers' timers instead, as this bench did before 2026-12-07).
 
 Set-up: ``--players`` players register in the UK, open a session and deposit; a warm-up
 of ``--warmup`` rounds lets every worker join and every pool open, then five seconds
@@ -32,8 +35,8 @@ call ``ok``; a player's calls are one partition, decided in order). At the end, 
 must hold one ``casino_transactions`` and one ``casino_calls`` row per call and every round
 closed, each player's cash balance must be the one foreseen, the house's casino account
 their mirror, and the ledger must reconcile (``Ledger.reconcile``). The records on
-``audit`` are counted against ``audit_records`` (reported only: more on the topic means a
-batch was published again).
+``audit`` are counted against ``audit_records`` once the relay has caught up (reported
+only: more on the topic means a batch was published again).
 
 Prints a summary and writes ``bench/results/casino.json`` (``casino-quick.json`` with
 ``--quick``): machine facts, the parameters, the numbers, the CPU each part of the stack
@@ -80,6 +83,7 @@ from bets import (  # noqa: E402
     produce_all,
     reconcile,
     send,
+    start_auditor,
     start_workers,
     wait_done,
 )
@@ -87,6 +91,7 @@ from bets import (  # noqa: E402
 from config.kafka import librdkafka_conf, make_producer  # noqa: E402
 from config.settings import Settings  # noqa: E402
 from config.stackenv import load_stack_env  # noqa: E402
+from croupier.stack import AUDITOR_TIMERS_OFF  # noqa: E402
 from sinks.postgres.migrate import migrate  # noqa: E402
 from topologies.topics import create_topics  # noqa: E402
 
@@ -299,11 +304,12 @@ def check_answers(
 # -- where the CPU goes ----------------------------------------------------------------------
 
 
-def cpu_snapshot(workers: Sequence[Worker]) -> dict[str, float]:
-    """CPU seconds used so far by the bench's workers, this process, Kafka, PostgreSQL and
-    the rest, and by the whole machine (``busy``, ``all``; from /proc)."""
+def cpu_snapshot(workers: Sequence[Worker], auditors: Sequence[Worker] = ()) -> dict[str, float]:
+    """CPU seconds used so far by the bench's workers, its auditor, this process, Kafka,
+    PostgreSQL and the rest, and by the whole machine (``busy``, ``all``; from /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
     mine = {w.proc.pid for w in workers}
+    trail = {w.proc.pid for w in auditors}
     out: dict[str, float] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -318,6 +324,8 @@ def cpu_snapshot(workers: Sequence[Worker]) -> dict[str, float]:
         pid = int(entry)
         if pid in mine:
             group = "workers"
+        elif pid in trail:
+            group = "auditor"
         elif pid == os.getpid():
             group = "bench"
         elif b"kafka" in cmdline:
@@ -340,7 +348,7 @@ def cpu_used(before: dict[str, float], after: dict[str, float], seconds: float) 
     if seconds <= 0:
         return {}
     cores = {k: round((after.get(k, 0) - before.get(k, 0)) / seconds, 2)
-             for k in ("workers", "bench", "kafka", "postgres", "other")}  # fmt: skip
+             for k in ("workers", "auditor", "bench", "kafka", "postgres", "other")}  # fmt: skip
     busy = (after["busy"] - before["busy"]) / seconds
     # processes that ended meanwhile (their time is lost), the kernel, steal
     cores["unattributed"] = round(busy - sum(cores.values()), 2)
@@ -443,27 +451,36 @@ def books(s: Settings, casino: Casino) -> dict[str, Any]:
     return out
 
 
-def audit_published(s: Settings) -> dict[str, int]:
+def audit_published(s: Settings, wait: float = 0.0) -> dict[str, Any]:
     """Records on the ``audit`` topic against rows in ``audit_records`` (the casino's and the
-    players flow's): more on the topic means records published again (a replayed batch)."""
+    players flow's): more on the topic means records published again (a replayed batch).
+    Waits up to ``wait`` seconds for the relay to publish every row (an auditor process
+    relays behind the flows); ``relayed_in_s`` says how long it took."""
     import psycopg
     from confluent_kafka import Consumer, TopicPartition
 
     topic = s.topic("audit")
     consumer = Consumer({**librdkafka_conf(s),
                          "group.id": f"bench-audit-{uuid.uuid4().hex}"})  # fmt: skip
+    started = time.monotonic()
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        published = 0
-        for p in parts:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            published += high - low
+        while True:
+            published = 0
+            for p in parts:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                published += high - low
+            with psycopg.connect(s.pg_dsn.get_secret_value(),
+                                 options=f"-c search_path={s.pg_schema}") as conn:  # fmt: skip
+                row = conn.execute("SELECT count(*) FROM audit_records").fetchone()
+            rows = int(row[0]) if row else 0
+            if published >= rows or time.monotonic() - started > wait:
+                break
+            time.sleep(0.25)
     finally:
         consumer.close()
-    with psycopg.connect(s.pg_dsn.get_secret_value(),
-                         options=f"-c search_path={s.pg_schema}") as conn:  # fmt: skip
-        row = conn.execute("SELECT count(*) FROM audit_records").fetchone()
-    return {"published": published, "rows": int(row[0]) if row else 0}
+    return {"published": published, "rows": rows,
+            "relayed_in_s": round(time.monotonic() - started, 1)}  # fmt: skip
 
 
 # -- the benchmark -------------------------------------------------------------------------
@@ -503,6 +520,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Plan, argparse.Namesp
     p.add_argument("--keep", action="store_true",
                    help="leave topics, group, schema and worker logs behind")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="results file")
+    p.add_argument("--auditor", choices=["process", "workers"], default="process",
+                   help="where the audit relay, reports and checkpoints run: one `croupier "
+                   "audit run` process (the stack's way) or the workers' timers")  # fmt: skip
     if p.parse_args(argv).quick:  # smaller defaults; options given explicitly still win
         p.set_defaults(players=500, rounds=1_500, rate=200, duration=5, warmup=200)
     a = p.parse_args(argv)
@@ -545,17 +565,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     create_topics(s)
     migrate(s.migration_dsn, s.pg_schema)
     workers: list[Worker] = []
+    auditors: list[Worker] = []
     readers: list[AnswerReader] = []
     results: dict[str, Any] = {}
     problems = ["did not finish"]
     try:
-        workers = start_workers(s, plan.workers, where)
-        log(f"{plan.workers} worker(s) ready; logs in {where}")
-        results, problems = run(plan, s, workers, readers)
+        if args.auditor == "process":
+            auditors = [start_auditor(s, where)]
+            # The stack's way: the workers leave the trail's background work to the auditor.
+            quiet = Settings.model_validate({**s.as_env(), **AUDITOR_TIMERS_OFF})
+            workers = start_workers(quiet, plan.workers, where)
+        else:
+            workers = start_workers(s, plan.workers, where)
+        log(f"{plan.workers} worker(s) ready, the auditor in "
+            f"{'its own process' if auditors else 'the workers'}; logs in {where}")  # fmt: skip
+        results, problems = run(plan, s, workers, readers, auditors)
+        results["auditor"] = args.auditor
     finally:
         for r in readers:
             r.stop()
-        for w in workers:
+        for w in workers + auditors:
             w.stop()
         results["worker_log_problems"] = log_problems(where)
         reconciled = reconcile(s)
@@ -603,7 +632,11 @@ def code_version() -> dict[str, Any]:
 
 
 def run(
-    plan: Plan, s: Settings, workers: list[Worker], readers: list[AnswerReader]
+    plan: Plan,
+    s: Settings,
+    workers: list[Worker],
+    readers: list[AnswerReader],
+    auditors: Sequence[Worker] = (),
 ) -> tuple[dict[str, Any], list[str]]:
     """Set up the players, warm up, then the two phases; (results, what went wrong)."""
     casino = Casino(random.Random(plan.seed))
@@ -649,15 +682,15 @@ def run(
         raise SystemExit(f"warm-up: {reader.answered['w']} of {len(warm)} answered in 120s")
     results["warmup"] = {"calls": len(warm)}
     # What the workers and the stack use with nothing to do (timers, session watcher).
-    cpu0 = cpu_snapshot(workers)
+    cpu0 = cpu_snapshot(workers, auditors)
     time.sleep(IDLE_SECONDS)
-    results["idle_cores_used"] = cpu_used(cpu0, cpu_snapshot(workers), IDLE_SECONDS)
+    results["idle_cores_used"] = cpu_used(cpu0, cpu_snapshot(workers, auditors), IDLE_SECONDS)
     log(f"warm-up: {len(warm)} calls answered; idle for {IDLE_SECONDS:.0f}s: "
         f"workers used {results['idle_cores_used']['workers']} cores")  # fmt: skip
 
     # 1. Throughput.
     load = casino.sequence("t", plan.rounds)
-    cpu0 = cpu_snapshot(workers)
+    cpu0 = cpu_snapshot(workers, auditors)
     start = time.time()
     for call in load:
         casino.stamps[call.tx] = time.time()
@@ -667,7 +700,7 @@ def run(
     complete = reader.wait("t", len(load), max(120, len(load) / 250))
     last = max((reader.seen[c.tx] for c in load if c.tx in reader.seen), default=start)
     elapsed = last - start
-    cpu1 = cpu_snapshot(workers)
+    cpu1 = cpu_snapshot(workers, auditors)
     checked = check_answers(reader, load, casino.stamps)
     thr = {
         "rounds": plan.rounds,
@@ -692,12 +725,12 @@ def run(
     n_rounds = max(1, int(plan.rate * plan.duration / 2))
     lag = round(plan.spin * plan.rate / 2)
     load = casino.sequence("l", n_rounds, lag)
-    cpu0 = cpu_snapshot(workers)
+    cpu0 = cpu_snapshot(workers, auditors)
     t_start = time.time()
     sent, took = produce_paced(producer, topic, load, plan.rate, casino.stamps)
     producer.flush(30)
     complete = reader.wait("l", len(load), 60)
-    cpu1 = cpu_snapshot(workers)
+    cpu1 = cpu_snapshot(workers, auditors)
     checked = check_answers(reader, load, casino.stamps)
     results["latency"] = {
         "rate": plan.rate,
@@ -725,7 +758,7 @@ def run(
     if strays:
         problems.append(f"{len(strays)} answers to calls never sent")
     results["postgres"] = books(s, casino)
-    results["audit"] = audit_published(s)
+    results["audit"] = audit_published(s, wait=120 if auditors else 0)
     if not results["postgres"]["ok"]:
         problems.append("PostgreSQL does not hold what was sent and foreseen")
     cps = results["throughput"]["calls_per_s"]
@@ -791,7 +824,8 @@ def summary(r: dict[str, Any]) -> None:
         ("  players' balances drifting", pg.get("players_balance_drift")),
         ("  books as foreseen", pg.get("ok")),
         ("audit records published / rows",
-         f"{r.get('audit', {}).get('published')} / {r.get('audit', {}).get('rows')}"),
+         f"{r.get('audit', {}).get('published')} / {r.get('audit', {}).get('rows')} "
+         f"(relayed {r.get('audit', {}).get('relayed_in_s')} s after the last check)"),
         ("ledger reconciles", r.get("reconcile_ok")),
         ("worker log warnings/errors / repair read-backs",
          f"{r.get('worker_log_problems', {}).get('count')} / "
