@@ -1,15 +1,17 @@
 """HTTP edge benchmark: ``croupier gateway`` in front of a worker, driven over real HTTP.
 
     .venv/bin/python bench/gateway.py [--rate 500] [--duration 10] [--calls 4000]
-        [--bets 10000] [--concurrency 256] [--players 200] [--workers 1]
+        [--bets 10000] [--concurrency 256] [--players 200] [--workers CORES]
         [--gateway-processes 1] [--private] [--sign] [--quick] [--out FILE]
 
 Needs Kafka and PostgreSQL: the stack ``make up`` runs (via ``.stack/env`` or the service
 variables), or with ``--private`` an embedded one of its own on free ports (no workers,
 no services), stopped at the end. Like ``bench/casino.py`` it never touches the stack's
 own flows: its own topics, consumer group and schema, its own ``croupier worker``
-processes and its own gateway on a free port, with a partner key pair and an API key
-made for the run (and with ``--sign`` an operator key, so every Hub88 answer is signed).
+processes (one per core, as ``make up`` starts) and the audit trail's background work in
+one ``croupier audit run`` process beside them (the stack's way), and its own gateway on
+a free port, with a partner key pair and an API key made for the run (and with ``--sign``
+an operator key, so every Hub88 answer is signed).
 
 Set-up: ``--players`` players register, open a session and get a deposit of 10,000.00.
 Then three phases, each timed on this machine's clock by the same process (an aiohttp
@@ -60,6 +62,7 @@ from bets import (  # noqa: E402
     cleanup,
     distribution_ms,
     log,
+    start_auditor,
     start_workers,
     worker_env,
 )
@@ -68,6 +71,7 @@ from config.kafka import make_producer  # noqa: E402
 from config.settings import Settings  # noqa: E402
 from config.stackenv import load_stack_env  # noqa: E402
 from croupier.gateway import READY  # noqa: E402
+from croupier.stack import AUDITOR_TIMERS_OFF  # noqa: E402
 from croupier.stack.process import free_port  # noqa: E402
 
 GAME = "croupier-dice"
@@ -82,7 +86,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--bets", type=int, default=10_000)
     p.add_argument("--concurrency", type=int, default=256)
     p.add_argument("--players", type=int, default=200)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="croupier worker processes (default: one per core, as make up)",
+    )
     p.add_argument("--gateway-processes", type=int, default=1)
     p.add_argument("--private", action="store_true", help="an embedded stack of its own")
     p.add_argument("--sign", action="store_true", help="an operator key: Hub88 answers signed")
@@ -332,14 +341,17 @@ def run(args: argparse.Namespace, base: Settings) -> int:
             )
         )
     api_key = add_key(where, "bench")
+    # The stack's way: the trail's background work in an auditor process, not the workers.
+    auditor = start_auditor(s, where)
+    quiet = Settings.model_validate({**s.as_env(), **AUDITOR_TIMERS_OFF})
     try:
-        workers = start_workers(s, args.workers, where)
+        workers = start_workers(quiet, args.workers, where)
     except SystemExit as exc:
         # A worker can fail its start on a broker minutes old (a changelog's leader not
         # elected yet: streams/view.py retries only a missing topic); once more.
         log(f"a worker did not start ({str(exc)[-200:]}); starting again")
         time.sleep(3)
-        workers = start_workers(s, args.workers, where)
+        workers = start_workers(quiet, args.workers, where)
     port = free_port()
     env = {
         **worker_env(s, where / "faust"),
@@ -436,7 +448,7 @@ def run(args: argparse.Namespace, base: Settings) -> int:
             gateway.wait(30)
         except subprocess.TimeoutExpired:
             gateway.kill()
-        for w in workers:
+        for w in [*workers, auditor]:
             w.stop()
         cleanup(s, where, keep=False, keep_logs=not ok)
     return 0 if ok else 1
