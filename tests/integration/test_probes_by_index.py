@@ -13,18 +13,25 @@ can be the right plan).
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
+from config.games import load_catalogue
 from config.policies import load_policies
 from config.settings import POLICY_DIR, Settings
 from rules import ledger
+from sinks.postgres.casino import CasinoSink
 from sinks.postgres.ledger import Ledger
 from sinks.postgres.players import PlayerBatch, PostgresPlayerSink
 from sinks.postgres.sportsbook import BetBatch, SportsbookSink
 from tests.integration.helpers import ledger_reconciles, query
 from tests.integration.test_bets_placement import NOW, TOPIC, item, standing
+from tests.integration.test_casino_sink import GROUP as CASINO_GROUP
+from tests.integration.test_casino_sink import _batch as casino_batch
+from tests.integration.test_casino_sink import _sink as casino_sink
 
 pytestmark = pytest.mark.integration
 
@@ -33,11 +40,11 @@ BIG = ("ledger_transactions", "ledger_entries", "ledger_accounts", "bets", "bet_
 PLAYERS = 300
 
 
-def rows_scanned(settings: Settings) -> dict[str, int]:
-    """Per big table, the rows sequential scans have read from it."""
+def rows_scanned(settings: Settings, tables: tuple[str, ...] = BIG) -> dict[str, int]:
+    """Per table, the rows sequential scans have read from it."""
     rows = query(settings, "SELECT relname, seq_tup_read FROM pg_stat_user_tables "
                  "WHERE schemaname = %s AND relname = ANY(%s)",
-                 (settings.pg_schema, list(BIG)))  # fmt: skip
+                 (settings.pg_schema, list(tables)))  # fmt: skip
     return {name: n for name, n in rows}
 
 
@@ -103,4 +110,61 @@ def test_placement_scans_no_grown_table(settings: Settings) -> None:
     scanned = {name: after[name] - before[name] for name in BIG if after[name] != before[name]}
     assert scanned == {}, f"rows read by sequential scans once the tables grew: {scanned}"
     assert query(settings, "SELECT count(*) FROM bets") == [(len(statuses),)]
+    ledger_reconciles(settings)
+
+
+CASINO_BIG = ("ledger_transactions", "ledger_entries", "ledger_accounts", "casino_calls",
+              "casino_transactions", "casino_rounds", "audit_records")  # fmt: skip
+
+
+def test_casino_calls_scan_no_grown_table(settings: Settings) -> None:
+    """The same for the casino's wallet calls: stored answers by position range, balances,
+    transactions and rounds by key, the ledger's entries read back by key."""
+    now = datetime.now(UTC)
+
+    async def session() -> tuple[list[str], dict[str, int], dict[str, int]]:
+        setup_sink = await casino_sink(settings, now)  # p-1 registered, in session, funded
+        await setup_sink.close()
+        policies = load_policies(POLICY_DIR)
+        games = load_catalogue(jurisdictions=policies.jurisdictions)
+        sink = CasinoSink(settings.pg_dsn.get_secret_value(), settings.pg_schema,
+                          consumer_group=CASINO_GROUP, max_connections=1, policies=policies,
+                          catalogue=games)  # fmt: skip
+        await sink.open()
+        statuses: list[str] = []
+        offset = 0
+
+        async def rounds(n: int) -> None:
+            nonlocal offset
+            calls = []
+            for i in range(n):
+                r = f"r-{offset + i}"
+                calls += [(2 * (offset + i), {"type": "debit", "transaction_id": f"d-{r}",
+                                              "round_id": r, "amount": "0.01"}),
+                          (2 * (offset + i) + 1, {"type": "credit", "transaction_id": f"c-{r}",
+                                                  "round_id": r, "amount": "0.00",
+                                                  "round_closed": True})]  # fmt: skip
+            offset += n
+            answered = await sink.decide(casino_batch(calls, now), now)
+            statuses.extend(json.loads(v)["status"] for _, v in answered.outputs)
+
+        try:
+            for _ in range(8):
+                await rounds(1)
+            await rounds(600)
+            async with sink.connection() as conn:
+                await conn.execute("SELECT pg_stat_force_next_flush()")
+            await asyncio.sleep(0.5)
+            grown = rows_scanned(settings, CASINO_BIG)
+            for _ in range(8):
+                await rounds(1)
+        finally:
+            await sink.close()
+        return statuses, grown, rows_scanned(settings, CASINO_BIG)
+
+    statuses, before, after = asyncio.run(session())
+    assert statuses == ["ok"] * 2 * (16 + 600)
+    assert set(before) == set(CASINO_BIG)
+    scanned = {n: after[n] - before[n] for n in CASINO_BIG if after[n] != before[n]}
+    assert scanned == {}, f"rows read by sequential scans once the tables grew: {scanned}"
     ledger_reconciles(settings)
