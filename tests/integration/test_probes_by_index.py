@@ -16,6 +16,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -136,7 +137,7 @@ def test_casino_calls_scan_no_grown_table(settings: Settings) -> None:
 
         async def rounds(n: int) -> None:
             nonlocal offset
-            calls = []
+            calls: list[tuple[int, dict[str, Any]]] = []
             for i in range(n):
                 r = f"r-{offset + i}"
                 calls += [(2 * (offset + i), {"type": "debit", "transaction_id": f"d-{r}",
