@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 
 from config.games import load_catalogue
@@ -169,3 +171,39 @@ def test_casino_calls_scan_no_grown_table(settings: Settings) -> None:
     scanned = {n: after[n] - before[n] for n in CASINO_BIG if after[n] != before[n]}
     assert scanned == {}, f"rows read by sequential scans once the tables grew: {scanned}"
     ledger_reconciles(settings)
+
+
+def test_gateway_claims_scan_no_grown_table(settings: Settings) -> None:
+    """The gateway's ticket and transaction claims, on one connection: small batches, one
+    large one, small ones again."""
+    tables = ("gateway_tickets", "gateway_transactions")
+    with psycopg.connect(settings.pg_dsn.get_secret_value(), autocommit=True,
+                         options=f"-c search_path={settings.pg_schema}") as conn:  # fmt: skip
+        n = 0
+
+        def claim(count: int) -> None:
+            nonlocal n
+            tickets = [[f"b-{n + i}", "front", f"p-{i}"] for i in range(count)]
+            txs = [[f"t-{n + i}", "hub88", f"p-{i}", f"r-{n + i}", None] for i in range(count)]
+            n += count
+            held = conn.execute("SELECT bet, holder FROM gateway_tickets_claim(%s::jsonb)",
+                                (json.dumps(tickets),)).fetchall()  # fmt: skip
+            assert sorted(held) == sorted((t[0], "front") for t in tickets)
+            fresh = conn.execute("SELECT fresh FROM gateway_transactions_claim(%s::jsonb)",
+                                 (json.dumps(txs),)).fetchall()  # fmt: skip
+            assert fresh == [(True,)] * count
+
+        for _ in range(8):
+            claim(2)
+        claim(3000)
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        time.sleep(0.5)
+        before = rows_scanned(settings, tables)
+        for _ in range(8):
+            claim(2)
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        time.sleep(0.5)
+    after = rows_scanned(settings, tables)
+    assert set(before) == set(tables)
+    scanned = {t: after[t] - before[t] for t in tables if after[t] != before[t]}
+    assert scanned == {}, f"rows read by sequential scans once the tables grew: {scanned}"
