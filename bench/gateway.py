@@ -351,7 +351,11 @@ def run(args: argparse.Namespace, base: Settings) -> int:
         # elected yet: streams/view.py retries only a missing topic); once more.
         log(f"a worker did not start ({str(exc)[-200:]}); starting again")
         time.sleep(3)
-        workers = start_workers(quiet, args.workers, where)
+        try:
+            workers = start_workers(quiet, args.workers, where)
+        except BaseException:
+            auditor.stop()  # not left running against a bench that gave up
+            raise
     port = free_port()
     env = {
         **worker_env(s, where / "faust"),
