@@ -8,10 +8,10 @@ Needs Kafka and PostgreSQL: the stack ``make up`` runs (via ``.stack/env`` or th
 variables), or with ``--private`` an embedded one of its own on free ports (no workers,
 no services), stopped at the end. Like ``bench/casino.py`` it never touches the stack's
 own flows: its own topics, consumer group and schema, its own ``croupier worker``
-processes (one per core: two here, as the other benches run) and the audit trail's
-background work in one ``croupier audit run`` process beside them (the stack's way), and
-its own gateway on a free port, with a partner key pair and an API key made for the run
-(and with ``--sign`` an operator key, so every Hub88 answer is signed).
+processes (one per core, as ``make up`` starts) and the audit trail's background work in
+one ``croupier audit run`` process beside them (the stack's way), and its own gateway on
+a free port, with a partner key pair and an API key made for the run (and with ``--sign``
+an operator key, so every Hub88 answer is signed).
 
 Set-up: ``--players`` players register, open a session and get a deposit of 10,000.00.
 Then three phases, each timed on this machine's clock by the same process (an aiohttp
@@ -90,7 +90,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=os.cpu_count() or 1,
-        help="croupier worker processes (default: one per core)",
+        help="croupier worker processes (default: one per core, as make up)",
     )
     p.add_argument("--gateway-processes", type=int, default=1)
     p.add_argument("--private", action="store_true", help="an embedded stack of its own")

@@ -60,7 +60,7 @@ from streams.kafka import (
     committed_offsets,
     faust_resume_point,
 )
-from streams.view import GlobalView
+from streams.view import GlobalView, catch_up
 
 log = logging.getLogger(__name__)
 
@@ -247,10 +247,13 @@ def decision_flow(
     """Run a flow whose every input gets an answer: decode with ``adapter``, make the
     store's inputs (``inputs``: the flow's own pure part, e.g. pricing against the odds),
     let the store decide the batch in its one transaction, and publish the answers on
-    ``answers`` and the dead letters on ``dead-letters``."""
+    ``answers`` and the dead letters on ``dead-letters``. Inputs are made only once
+    ``views`` hold every change that was in Kafka when the batch began (``catch_up``)."""
     answers_topic, dead_letters = settings.topic(answers), settings.topic("dead-letters")
+    watched = list(views)
 
     async def handle(messages: list[Message]) -> Outputs:
+        await until_available(lambda: catch_up(watched), what="Kafka")
         batch: Batch[In] = Batch()
         decoded = decode_all(adapter, messages, progress=batch.progress,
                              letters=batch.dead_letters)  # fmt: skip

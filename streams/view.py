@@ -19,11 +19,23 @@ before the batch's offsets are committed. The value is visible to this worker at
 Until the reader meets that very record in the changelog, it skips older records of the
 key, so a change this worker made never goes back to what it replaced while its own
 record is on the way (a regression Faust's table allowed, for a few milliseconds).
+
+Fresh enough to decide on. Every worker applies every other worker's changes a few
+milliseconds after they are published, but that delay has no bound of its own: a view
+starved of CPU, or a changelog it is slow to fetch, would price bets on odds that another
+worker has already replaced, or on a market it has already stopped. So a flow that decides
+on views (the bets flow) first asks the broker where their changelogs end and waits until
+its views have applied that much (``catch_up``: one request for all of them, then no wait
+at all when the view is there, as it almost always is). A bet is then decided against
+every change, from any worker, that was in Kafka when its batch began: what one worker
+deciding alone would see. A view that cannot get there in ``CATCH_UP_SECONDS`` holds the
+batch as a service away would (``streams/batching.py``): nothing is decided on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import threading
@@ -32,15 +44,18 @@ import uuid
 from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from config.kafka import librdkafka_conf
 from config.settings import Settings
+from sinks.base import SinkUnavailable
 from streams.batching import EXIT_BATCH_FAILED, die
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2  # how long the reader waits for a change before it looks up again
 START_SECONDS = 120.0  # how long a start may take to read the changelog to its end
+CATCH_UP_SECONDS = 10.0  # how long a batch waits for its views to reach their changelogs' ends
 
 
 class Readable(Protocol):
@@ -116,6 +131,7 @@ class GlobalView:
         self._failed: BaseException | None = None
         self._users = 0
         self._starting: asyncio.Lock | None = None
+        self.applied = 0  # the next changelog offset to apply: all before it are applied
 
     # -- the table ---------------------------------------------------------------------
 
@@ -238,7 +254,12 @@ class GlobalView:
                 raise
 
     def _poll(self, consumer: Any, position: int) -> int:
-        for msg in consumer.consume(1000, POLL_SECONDS):
+        messages = consumer.consume(1000, POLL_SECONDS)
+        if not messages:  # past a gap compaction left at the end, if any
+            at = consumer.position([TopicPartition(self.topic, 0)])[0].offset
+            self.applied = position = max(position, at)
+            return position
+        for msg in messages:
             err = msg.error()
             if err is not None:
                 if err.fatal():
@@ -247,6 +268,7 @@ class GlobalView:
                 continue
             self.state.apply(msg.key(), msg.value())
             position = int(msg.offset()) + 1
+        self.applied = position
         return position
 
     async def stop(self) -> None:
@@ -254,3 +276,45 @@ class GlobalView:
         thread = self._thread
         if thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, thread.join, 5.0)
+
+
+_admins: dict[str, AdminClient] = {}
+
+
+def _admin(settings: Settings) -> AdminClient:
+    """One admin client per cluster and process: it asks for the changelogs' ends."""
+    conf = librdkafka_conf(settings)
+    key = repr(sorted(conf.items()))
+    admin = _admins.get(key)
+    if admin is None:
+        admin = _admins[key] = AdminClient(conf)
+    return admin
+
+
+async def catch_up(views: list[GlobalView], *, within: float = CATCH_UP_SECONDS) -> None:
+    """Return once every view has applied its changelog up to where it ended when called
+    (see the module's docstring); ``SinkUnavailable`` if that takes over ``within`` s."""
+    if not views:
+        return
+    timeout = within
+    deadline = time.monotonic() + timeout
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    asked = {TopicPartition(v.topic, 0): latest for v in views}
+    try:
+        futures = _admin(views[0].settings).list_offsets(asked, request_timeout=timeout)
+        done = await asyncio.wait_for(
+            asyncio.gather(*(asyncio.wrap_future(f) for f in futures.values())), timeout
+        )
+    except (KafkaException, TimeoutError, concurrent.futures.CancelledError) as exc:
+        msg = f"where the views' changelogs end is not known now: {exc!r}"
+        raise SinkUnavailable(msg) from exc
+    ends = {tp.topic: int(info.offset) for tp, info in zip(futures, done, strict=True)}
+    for view in views:
+        while view.applied < ends[view.topic]:
+            if time.monotonic() > deadline:
+                msg = (
+                    f"{view.topic}: the view has applied {view.applied} of the "
+                    f"{ends[view.topic]} records its changelog held; not deciding on it"
+                )
+                raise SinkUnavailable(msg)
+            await asyncio.sleep(0.001)

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from confluent_kafka import Consumer, TopicPartition
 
 from config.kafka import librdkafka_conf, make_producer
 from config.settings import Settings
 from croupier.sim.run import FeedClock
+from streams.flow import group_of
 
 HEARTBEAT_SECONDS = 2.0
 
@@ -144,10 +146,18 @@ class Tail:
 
 
 class Progress:
-    """How far the workers' consumer group has finished each partition (PostgreSQL's word)."""
+    """How far the workers' consumer group has finished each partition (PostgreSQL's word),
+    and for the feed, how far its flow has published: a worker decides on the odds and
+    feed-health tables once their changes are in Kafka (``streams/view.py``), and the odds
+    flow commits its offsets only after publishing them, so a step that sends bets after
+    odds waits for that commit, not only for PostgreSQL's progress, which comes first."""
 
     def __init__(self, settings: Settings) -> None:
         self.group = settings.app_id
+        self.odds_topic = settings.topic("odds")
+        self.odds_group = group_of(settings, "odds")
+        self._settings = settings
+        self._committed: Consumer | None = None
         self.conn = psycopg.connect(
             settings.pg_dsn.get_secret_value(),
             options=f"-c search_path={settings.pg_schema}",
@@ -168,7 +178,9 @@ class Progress:
             ).fetchall()
             done = {(t, p): o for t, p, o in rows}
             if all(done.get(tp, 0) >= offset for tp, offset in need.items()):
-                return
+                feed = {tp: o for tp, o in need.items() if tp[0] == self.odds_topic}
+                if not feed or self._published(feed):
+                    return
             if time.monotonic() > deadline:
                 msg = f"timed out waiting for the workers to finish {what}"
                 raise DemoError(msg)
@@ -190,8 +202,21 @@ class Progress:
                 raise DemoError(msg)
             time.sleep(0.2)
 
+    def _published(self, need: dict[tuple[str, int], int]) -> bool:
+        """Whether the odds flow committed (so published) at least ``need`` in Kafka."""
+        if self._committed is None:
+            self._committed = Consumer({**librdkafka_conf(self._settings),
+                                        "group.id": self.odds_group,
+                                        "enable.auto.commit": False})  # fmt: skip
+        asked = [TopicPartition(t, p) for t, p in need]
+        done = {(tp.topic, tp.partition): tp.offset
+                for tp in self._committed.committed(asked, timeout=10)}  # fmt: skip
+        return all(done.get(tp, -1) >= offset for tp, offset in need.items())
+
     def close(self) -> None:
         self.conn.close()
+        if self._committed is not None:
+            self._committed.close()
 
 
 class Heartbeat:

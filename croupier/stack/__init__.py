@@ -113,7 +113,8 @@ class StackConfig:
             kafka_controller_port=_int(env, "CROUPIER_KAFKA_CONTROLLER_PORT", 9093),
             pg_port=_int(env, "CROUPIER_PG_PORT", 55432),
             clickhouse_port=_int(env, "CROUPIER_CLICKHOUSE_PORT", 8123),
-            workers=_int(env, "CROUPIER_WORKERS", 1),
+            # One worker per core: each has one batch of a flow in flight at a time.
+            workers=_int(env, "CROUPIER_WORKERS", os.cpu_count() or 1),
             metrics_port=_int(env, "CROUPIER_METRICS_PORT", METRICS_PORT),
             gateway_port=_int(env, "CROUPIER_GATEWAY_PORT", GATEWAY_PORT),
             kafka_heap=env.get("CROUPIER_KAFKA_HEAP", "1g"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,9 @@ def test_ports_and_dirs_come_from_the_environment(tmp_path: Path) -> None:
         }
     )
     assert cfg.root == tmp_path.resolve() and cfg.kafka_port == 19092 and cfg.workers == 2
+    assert StackConfig.from_env({"CROUPIER_STACK_DIR": str(tmp_path)}).workers == (
+        os.cpu_count() or 1
+    )  # one worker per core unless told
     with pytest.raises(StackError, match="CROUPIER_PG_PORT='x' is not a whole number"):
         StackConfig.from_env({"CROUPIER_PG_PORT": "x"})
 
