@@ -254,12 +254,15 @@ class GlobalView:
                 raise
 
     def _poll(self, consumer: Any, position: int) -> int:
-        messages = consumer.consume(1000, POLL_SECONDS)
-        if not messages:  # past a gap compaction left at the end, if any
+        # The first record as soon as it comes, then whatever else is already here: a
+        # batch read (``consume``) would wait its whole timeout for a full batch, and hold
+        # every change that long.
+        first = consumer.poll(POLL_SECONDS)
+        if first is None:  # past a gap compaction left at the end, if any
             at = consumer.position([TopicPartition(self.topic, 0)])[0].offset
             self.applied = position = max(position, at)
             return position
-        for msg in messages:
+        for msg in [first, *consumer.consume(1000, 0)]:
             err = msg.error()
             if err is not None:
                 if err.fatal():
