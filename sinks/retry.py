@@ -9,11 +9,19 @@ Two kinds of failure are worth another try:
 
 Both back off exponentially with jitter, so workers that failed together do not come back
 together (tenacity's ``wait_exponential_jitter``).
+
+The first try runs outside tenacity: nearly every call succeeds at once, and a retrying
+object made per call is a knot of reference cycles. Made for every batch and every
+transaction, they left a worker's garbage collector about 40,000 objects to sweep at a
+time, a pause of 60-70 ms in the middle of deciding bets (``BENCHMARKS.md``). Tenacity
+takes over from the first failure on, with the waits it would have used.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -45,14 +53,38 @@ def away_wait(most: float) -> wait_exponential_jitter:
     return wait_exponential_jitter(multiplier=AWAY_FIRST, max=most, jitter=AWAY_FIRST)
 
 
+def _after_first(wait: Callable[[RetryCallState], float]) -> Callable[[RetryCallState], float]:
+    """``wait`` for a loop that starts after one try already failed outside it: its
+    attempt ``n`` is the call's attempt ``n + 1``."""
+
+    def shifted(state: RetryCallState) -> float:
+        moved = RetryCallState(state.retry_object, None, (), {})
+        moved.attempt_number = state.attempt_number + 1
+        return float(wait(moved))
+
+    return shifted
+
+
+def _first_wait(wait: Callable[[RetryCallState], float]) -> float:
+    """The wait after a call's first failed try."""
+    state = RetryCallState(Retrying(), None, (), {})
+    return float(wait(state))
+
+
 async def again(
     call: Callable[[], Awaitable[T]], *, on: Failures, attempts: int = RACE_ATTEMPTS
 ) -> T:
     """``call`` until it returns; a failure in ``on`` is tried again (``attempts`` in all),
     anything else, or the last, is raised."""
+    try:
+        return await call()
+    except on:
+        if attempts <= 1:
+            raise
+    await asyncio.sleep(_first_wait(RACE_WAIT))
     async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(on), stop=stop_after_attempt(attempts),
-        wait=RACE_WAIT, reraise=True,
+        retry=retry_if_exception_type(on), stop=stop_after_attempt(attempts - 1),
+        wait=_after_first(RACE_WAIT), reraise=True,
     ):  # fmt: skip
         with attempt:
             return await call()
@@ -61,9 +93,15 @@ async def again(
 
 def again_sync(call: Callable[[], T], *, on: Failures, attempts: int = RACE_ATTEMPTS) -> T:
     """``again`` for blocking code."""
+    try:
+        return call()
+    except on:
+        if attempts <= 1:
+            raise
+    time.sleep(_first_wait(RACE_WAIT))
     for attempt in Retrying(
-        retry=retry_if_exception_type(on), stop=stop_after_attempt(attempts),
-        wait=RACE_WAIT, reraise=True,
+        retry=retry_if_exception_type(on), stop=stop_after_attempt(attempts - 1),
+        wait=_after_first(RACE_WAIT), reraise=True,
     ):  # fmt: skip
         with attempt:
             return call()
@@ -79,9 +117,15 @@ async def until(call: Callable[[], Awaitable[T]], *, on: Failures, what: str, mo
         wait = state.next_action.sleep if state.next_action is not None else 0.0
         log.warning("%s unavailable, retrying in %.1fs: %s", what, wait, exc)
 
+    try:
+        return await call()
+    except on as exc:
+        wait = _first_wait(away_wait(most))
+        log.warning("%s unavailable, retrying in %.1fs: %s", what, wait, exc)
+    await asyncio.sleep(wait)
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(on), stop=stop_never,
-        wait=away_wait(most), before_sleep=say,
+        wait=_after_first(away_wait(most)), before_sleep=say,
         reraise=True,
     ):  # fmt: skip
         with attempt:
