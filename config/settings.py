@@ -210,6 +210,9 @@ class Settings(BaseSettings):
     background_nice: int = Field(
         default=BACKGROUND_NICE, ge=0, le=19, validation_alias="CROUPIER_BACKGROUND_NICE"
     )
+    # The auditor's passes yield to the decisions while the CPU is saturated, for at most
+    # a minute at a time (streams/pacing.py); 0 turns that off.
+    audit_yield: bool = Field(default=True, validation_alias="CROUPIER_AUDIT_YIELD")
     ggr_refresh: float = Field(
         default=60.0, gt=0, le=86_400, validation_alias="CROUPIER_GGR_REFRESH_SECONDS"
     )

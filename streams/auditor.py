@@ -27,7 +27,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -43,6 +43,7 @@ from sinks.postgres.reports import ReportSink
 from sinks.signing import load_private_key
 from streams import metrics
 from streams.audit_keys import KeyWatch
+from streams.pacing import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -114,20 +115,36 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
     log.warning(READY)
     interval = min(settings.audit_relay_interval or 0.5, settings.report_interval or 1.0)
     signed_at = time.monotonic()
+    # On a saturated machine the passes yield to the decisions (streams/pacing.py).
+    pacer = Pacer() if settings.audit_yield else None
+    took = 0.0  # how long the last pass took
+
+    async def step(work: Callable[[], Awaitable[int]]) -> int:
+        nonlocal took
+        if pacer is not None:
+            await pacer.turn(took)
+        started = time.perf_counter()
+        done = await work()
+        took = time.perf_counter() - started
+        return done
+
     try:
         while not stop.is_set():
             try:
                 # Drain the trail first, then the reports derived from it.
                 while True:
                     started = time.perf_counter()
-                    relayed = await relay.relay(to_audit)
+                    relayed = await step(lambda: relay.relay(to_audit))
                     if relayed <= 0:
                         break
                     metrics.observe_sink("audit.relay", time.perf_counter() - started, relayed)
-                while await reports.derive(report_key, jurisdictions) > 0:
+                while await step(lambda: reports.derive(report_key, jurisdictions)) > 0:
                     pass
-                while await reports.publish(to_reports) > 0:
+                while await step(lambda: reports.publish(to_reports)) > 0:
                     pass
+                if pacer is not None:
+                    pacer.caught_up()
+                took = 0.0
                 every = settings.audit_checkpoint_interval or 60.0
                 if time.monotonic() - signed_at >= every:
                     signed = await asyncio.to_thread(sign)
