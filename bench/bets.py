@@ -427,6 +427,10 @@ def stop_all(
         w.stop()
 
 
+SLOW_SECONDS = 0.1  # a decision slower than this is listed with when its bet was sent
+SLOW_KEPT = 500
+
+
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     if not sorted_values:
@@ -534,15 +538,25 @@ class Bench:
 
     def latencies(self, reader: DecisionReader, ids: Iterable[str]) -> dict[str, Any]:
         consumed, published = [], []
+        # The slow decisions (over 100 ms) and when in the phase their bets were sent: a
+        # tail in clusters points at a pause somewhere, one spread out at steady queueing.
+        slow: list[tuple[float, float]] = []
+        first: float | None = None
         for bet_id in ids:
             sent = self.stamps.get(bet_id)
             got = reader.seen.get(bet_id)
             if sent is None or got is None:
                 continue
+            first = sent if first is None else min(first, sent)
             consumed.append(got - sent)
+            if got - sent > SLOW_SECONDS:
+                slow.append((sent, got - sent))
             if bet_id in reader.published:
                 published.append(reader.published[bet_id] - sent)
-        return {"decision": distribution_ms(consumed), "published": distribution_ms(published)}
+        return {"decision": distribution_ms(consumed), "published": distribution_ms(published),
+                "slow_from": first,  # the phase's first send (epoch seconds)
+                "slow": [(round(at - (first or at), 3), round(ms * 1000, 1))
+                         for at, ms in sorted(slow)[:SLOW_KEPT]]}  # fmt: skip
 
 
 def rate_list(text: str) -> list[float]:
