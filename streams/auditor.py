@@ -116,7 +116,7 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
     interval = min(settings.audit_relay_interval or 0.5, settings.report_interval or 1.0)
     signed_at = time.monotonic()
     # On a saturated machine the passes yield to the decisions (streams/pacing.py).
-    pacer = Pacer() if settings.audit_yield else None
+    pacer = Pacer(stop=stop) if settings.audit_yield else None
     took = 0.0  # how long the last pass took
 
     async def step(work: Callable[[], Awaitable[int]]) -> int:
@@ -133,11 +133,10 @@ async def run(settings: Settings, policies: Policies, *, stop: asyncio.Event) ->
             try:
                 # Drain the trail first, then the reports derived from it.
                 while True:
-                    started = time.perf_counter()
                     relayed = await step(lambda: relay.relay(to_audit))
                     if relayed <= 0:
                         break
-                    metrics.observe_sink("audit.relay", time.perf_counter() - started, relayed)
+                    metrics.observe_sink("audit.relay", took, relayed)  # the pass, not its wait
                 while await step(lambda: reports.derive(report_key, jurisdictions)) > 0:
                     pass
                 while await step(lambda: reports.publish(to_reports)) > 0:

@@ -21,6 +21,7 @@ so under a load that never ends the trail is at most about that far behind. With
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -66,9 +67,11 @@ class Pacer:
         most_behind: float = MOST_BEHIND_SECONDS,
         ticks: Ticks = read_ticks,
         clock: Callable[[], float] = time.monotonic,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.duty, self.idle_floor, self.most_behind = duty, idle_floor, most_behind
         self._ticks, self._clock = ticks, clock
+        self._stop = stop  # once set, no more waiting: a stop is not held by a rest
         self.enabled = ticks() is not None
         self.caught_up_at = clock()
         self.waited = 0.0  # seconds spent yielding, for the logs and the bench
@@ -77,7 +80,11 @@ class Pacer:
     async def _idle(self, seconds: float) -> float:
         """The machine's idle share over the next ``seconds`` (spent waiting)."""
         before = self._ticks()
-        await asyncio.sleep(seconds)
+        if self._stop is None:
+            await asyncio.sleep(seconds)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), seconds)
         after = self._ticks()
         if before is None or after is None or after[1] <= before[1]:
             return 1.0
@@ -90,6 +97,7 @@ class Pacer:
     async def turn(self, last_pass: float) -> None:
         """Return when the next pass may start; ``last_pass`` is how long the last took."""
         if (not self.enabled or last_pass < LOOK_AFTER_SECONDS
+                or (self._stop is not None and self._stop.is_set())
                 or self._clock() - self.caught_up_at > self.most_behind):  # fmt: skip
             self._set(yielding=False)
             return

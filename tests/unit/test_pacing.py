@@ -66,3 +66,17 @@ def test_the_kernels_format_is_read(tmp_path: Path) -> None:
     stat.write_text("intr 1 2 3\n")
     assert read_ticks(stat) is None
     assert read_ticks() is not None  # this machine's
+
+
+def test_a_stop_is_not_held_by_a_rest() -> None:
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        pacer = Pacer(ticks=busy_ticks, stop=stop)
+        asyncio.get_running_loop().call_later(0.2, stop.set)
+        started = time.monotonic()
+        await pacer.turn(10.0)  # a rest of 90 s, were it not stopped
+        took = time.monotonic() - started
+        await pacer.turn(10.0)  # stopped: no look, no rest
+        return took
+
+    assert asyncio.run(scenario()) < 1.0
