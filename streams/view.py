@@ -309,6 +309,9 @@ async def catch_up(views: list[GlobalView], *, within: float = CATCH_UP_SECONDS)
             asyncio.gather(*(asyncio.wrap_future(f) for f in futures.values())), timeout
         )
     except (KafkaException, TimeoutError, concurrent.futures.CancelledError) as exc:
+        # The next try asks through a new client: after a broker restart this one can
+        # keep a leader epoch the broker fences for good (FENCED_LEADER_EPOCH).
+        _admins.clear()
         msg = f"where the views' changelogs end is not known now: {exc!r}"
         raise SinkUnavailable(msg) from exc
     ends = {tp.topic: int(info.offset) for tp, info in zip(futures, done, strict=True)}
