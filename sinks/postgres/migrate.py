@@ -61,6 +61,10 @@ DECISION_FUNCTIONS = (
     "casino_lock_rounds(text, text)",
     "casino_record(jsonb, jsonb, jsonb, timestamptz, text, text)",
     "payments_record(jsonb, jsonb)",
+    # SECURITY INVOKER (0029): a placement's reads and locks in one statement, with the
+    # application's own rights.
+    "bets_load(text[], text[], text[], text[], jsonb[], jsonb[], timestamptz, text[], text, "
+    "text[], integer[], bigint[])",
 )
 REPORT_FUNCTIONS = ("report_lock_heads()", "report_append(jsonb)", "report_reject(jsonb)")
 GATEWAY_FUNCTIONS = (  # migrations 0023, 0025: tickets, webhook signatures, tokens, claims

@@ -17,10 +17,11 @@ and together pass it. So the rows of players with a loss or deposit limit in for
 locked (``FOR NO KEY UPDATE``, in player order) and read again under the lock, and their
 activity is read after it: the second product waits for the first to commit and counts
 its stake. The players flow's update of a locked row waits the same way. Players without
-such a limit (most of them) are not locked: nothing of theirs can race. ``send_guard``
-(the same reads in one round trip, sent in the caller's pipeline) picks the rows to lock
-in SQL by the kinds of limit a standing holds, before Python can ask which are in force:
-it may lock a player whose limit is still cooling off or has lapsed, never fewer.
+such a limit (most of them) are not locked: nothing of theirs can race. A bets batch
+makes the same reads in one statement (``bets_load``, migration 0029), which picks the
+rows to lock in SQL by the kinds of limit a standing holds, before Python can ask which
+are in force: it may lock a player whose limit is still cooling off or has lapsed, never
+fewer.
 
 Within a batch, what a check lets through counts at once against the player's later
 checks in the batch (a stake adds to the loss, a deposit to the deposits). A stake the
@@ -173,26 +174,10 @@ async def guard(conn: Any, policies: Policies, player_ids: Sequence[str], at: da
     return out
 
 
-# The same reads in one round trip (``send_guard``, in the caller's pipeline). Which players
-# have a limit in force is the rules' question, asked after the reads; so the statements
-# pick players by the kinds of limit their standing holds at all (a superset: a limit still
-# cooling off, or expired, is locked and read for nothing).
-_KINDS_SQL = "standing -> 'limits' @> ANY(%s::jsonb[])"
-_ALL_SQL = "SELECT player_id, standing::text FROM players WHERE player_id = ANY(%s)"
-_LIMITED_SQL = f"""
-SELECT player_id, standing::text FROM players
- WHERE player_id = ANY(%s) AND {_KINDS_SQL}
- ORDER BY player_id FOR NO KEY UPDATE"""  # noqa: S608 - constants
-_LIMITED_IDS = f"ARRAY(SELECT player_id FROM players WHERE player_id = ANY(%s) AND {_KINDS_SQL})"  # noqa: S608
-_ACTIVITY_OF_KINDS_SQL = f"""
-SELECT t.player_id, t.occurred_at, {_LOSS} AS loss,
-       CASE WHEN t.operation = 'deposit' THEN t.amount END AS deposit
-  FROM ledger_transactions t
-  LEFT JOIN ledger_transactions r ON r.txn_id = t.reference_id
- WHERE t.player_id = ANY({_LIMITED_IDS}) AND t.occurred_at > %s AND {_COUNTED}"""  # noqa: S608
-_SESSIONS_OF_KINDS_SQL = f"""
-SELECT player_id, started_at, ended_at FROM player_sessions
- WHERE player_id = ANY({_LIMITED_IDS}) AND (ended_at IS NULL OR ended_at > %s)"""  # noqa: S608
+# The same reads in one statement: ``bets_load`` (migration 0029), in the placement's
+# transaction. Which players have a limit in force is the rules' question, asked after the
+# reads; so the statements pick players by the kinds of limit their standing holds at all
+# (a superset: a limit still cooling off, or expired, is locked and read for nothing).
 
 
 # Standings parsed before, by their exact stored JSON (jsonb prints one text for one
@@ -217,61 +202,40 @@ def _kinds(kinds: Sequence[str]) -> list[str]:
     return [json.dumps([{"kind": k}]) for k in kinds]
 
 
-@dataclass
-class PendingGuard:
-    """Protection's reads sent in a pipeline (``send_guard``); ``result`` reads them."""
-
-    policies: Policies
-    at: datetime
-    cursors: tuple[Any, ...] = ()
-
-    async def result(self) -> Guarded:
-        """The standings and activity read, as ``guard`` gives them."""
-        out = Guarded(self.policies)
-        if not self.cursors:
-            return out
-        every, locked, activity, sessions = self.cursors
-        for pid, standing in await every.fetchall():
-            out.standings[pid] = parse_standing(standing)
-        for pid, standing in await locked.fetchall():  # as committed when the lock was granted
-            out.standings[pid] = parse_standing(standing)
-        at = self.at
-        money = {p for p, s in out.standings.items() if has_limits(s.limits, MONEY_LIMITS, at)}
-        timed = {p for p, s in out.standings.items() if has_limits(s.limits, ("session",), at)}
-        usage = out.usage
-        for pid, when, loss, deposit in await activity.fetchall():
-            if pid in money:
-                u = usage.setdefault(pid, Usage())
-                if loss is not None:
-                    u.loss.append((when, Decimal(loss)))
-                if deposit is not None:
-                    u.deposits.append((when, Decimal(deposit)))
-        for pid, started, ended in await sessions.fetchall():
-            if pid in timed:
-                usage.setdefault(pid, Usage()).sessions.append((started, ended))
-        return out
-
-
-async def send_guard(
-    conn: Any, policies: Policies, player_ids: Sequence[str], at: datetime
-) -> PendingGuard:
-    """Send ``guard``'s reads on ``conn`` without waiting for them: in a pipeline, they
-    travel with the caller's other statements. The same reads and locks as ``guard``, in
-    the same order (rows of players with a money limit locked in player order, then the
-    activity read after the locks), picked by limit kind in SQL (see above)."""
-    ids = sorted(set(player_ids))
-    out = PendingGuard(policies, at)
-    if not ids:
-        return out
-    money, session = _kinds(MONEY_LIMITS), _kinds(("session",))
-    since = earliest_start(at)
-    out.cursors = (
-        await conn.execute(_ALL_SQL, (ids,)),
-        await conn.execute(_LIMITED_SQL, (ids, money)),
-        await conn.execute(_ACTIVITY_OF_KINDS_SQL, (ids, money, since)),
-        await conn.execute(_SESSIONS_OF_KINDS_SQL, (ids, session, since)),
-    )
+def guarded_from(
+    policies: Policies,
+    at: datetime,
+    every: Sequence[tuple[str, str]],
+    locked: Sequence[tuple[str, str]],
+    activity: Sequence[tuple[str, datetime, Decimal | None, Decimal | None]],
+    sessions: Sequence[tuple[str, datetime, datetime | None]],
+) -> Guarded:
+    """What ``guard`` gives, from the rows of ``bets_load``'s protection reads (migration
+    0029): standings as stored text, the locked ones last."""
+    out = Guarded(policies)
+    for pid, standing in every:
+        out.standings[pid] = parse_standing(standing)
+    for pid, standing in locked:  # as committed when the lock was granted
+        out.standings[pid] = parse_standing(standing)
+    money = {p for p, s in out.standings.items() if has_limits(s.limits, MONEY_LIMITS, at)}
+    timed = {p for p, s in out.standings.items() if has_limits(s.limits, ("session",), at)}
+    usage = out.usage
+    for pid, when, loss, deposit in activity:
+        if pid in money:
+            u = usage.setdefault(pid, Usage())
+            if loss is not None:
+                u.loss.append((when, Decimal(loss)))
+            if deposit is not None:
+                u.deposits.append((when, Decimal(deposit)))
+    for pid, started, ended in sessions:
+        if pid in timed:
+            usage.setdefault(pid, Usage()).sessions.append((started, ended))
     return out
+
+
+def guard_kinds() -> tuple[list[str], list[str]]:
+    """The limit kinds ``bets_load`` locks and reads by (money, session), as jsonb texts."""
+    return _kinds(MONEY_LIMITS), _kinds(("session",))
 
 
 # -- sessions: reality checks and session-time limits ---------------------------------------

@@ -29,12 +29,14 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from rules import ledger as ledger_ops
 from rules import markets
+from rules.limits import earliest_start
 from rules.policy import LiabilityLimits, Policies
 from rules.sportsbook import Leg, Priced, Refused, accept_bet, ledger_refusal
 from schemas.bets import BetRequest
@@ -44,8 +46,8 @@ from schemas.records import AuditRecord, SourcePosition
 from sinks.base import Batch, Output, Stored
 from sinks.chain import chain_at
 from sinks.postgres import audit, ledger
-from sinks.postgres.common import conflict_letter, jsonb, retrying, write_progress
-from sinks.postgres.protection import send_guard
+from sinks.postgres.common import conflict_letter, jsonb, retrying
+from sinks.postgres.protection import guard_kinds, guarded_from
 from sinks.postgres.sink import PgSink
 
 log = logging.getLogger(__name__)
@@ -55,13 +57,12 @@ SettlementMessage = BetSettlement | BetCancel | RollbackBetSettlement | Rollback
 _LOCK_SQL = """SELECT count(pg_advisory_xact_lock{shared}(hashtextextended(e || chr(31) || m, 0)))
                  FROM unnest(%s::text[], %s::text[]) AS t(e, m)"""
 
-_KNOWN_SQL = """SELECT bet_id, request_hash, source_topic, source_partition, source_offset,
-                       decision, player_id
-                  FROM bets WHERE bet_id = ANY(%s)"""
-_CLOSED_SQL = """SELECT s.event_id, s.market_id FROM market_states s
-                   JOIN unnest(%s::text[], %s::text[]) AS t(e, m)
-                     ON s.event_id = t.e AND s.market_id = t.m
-                  WHERE s.results IS NOT NULL OR s.cancelled"""
+# A placement's reads and locks in one statement (migration 0029): the bets already
+# stored, the markets' fence and which are closed, player protection's reads and locks,
+# the audit chains' heads locked, and the batch's progress written.
+_LOAD_SQL = """SELECT bets_load(%s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[],
+                                %s::jsonb[], %s::timestamptz, %s::text[], %s::text,
+                                %s::text[], %s::int[], %s::bigint[])::text"""
 # The batch's decisions in one call (migration 0021: the application has no INSERT on
 # them): bets, legs and producers' retries, each a jsonb array of positional rows. Unlike
 # COPY, a statement travels in the transaction's pipeline, and jsonb is parsed once: each
@@ -92,6 +93,10 @@ class MarketOutcome:
 
     changed: dict[str, str] = field(default_factory=dict)
     settlements: list[Output] = field(default_factory=list)
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
 
 
 def _sorted_markets(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
@@ -143,14 +148,14 @@ class SportsbookSink(PgSink):
 
     async def _place(self, conn: Any, batch: BetBatch, now: datetime) -> Stored:
         """The placement transaction, on a connection in pipeline mode: load and lock (one
-        round trip), decide (``rules.sportsbook.accept_bet``), post the stakes (one
-        statement, one round trip), write (statements queued, sent with the COMMIT).
+        statement, sent with the BEGIN), decide (``rules.sportsbook.accept_bet``), post the
+        stakes (one statement), write (statements queued, sent with the COMMIT).
 
-        1. In one pipeline: the batch's bet ids already stored; a shared advisory lock per
-           market of every priced bet (sorted, the fence); which of those markets
-           PostgreSQL holds as settled or cancelled; player protection's reads and locks
-           (``send_guard``); the audit chains' heads, locked; and the batch's progress
-           (it commits with the rest or not at all).
+        1. ``bets_load`` (migration 0029): the batch's bet ids already stored; a shared
+           advisory lock per market of every priced bet (sorted, the fence); which of
+           those markets PostgreSQL holds as settled or cancelled; player protection's
+           reads and locks (``guard``'s, in its order); the audit chains' heads,
+           locked; and the batch's progress (it commits with the rest or not at all).
         2. Known ids are answered from what is stored (replay, duplicate, conflict); every
            fresh bet gets its final verdict in ``accept_bet``, and what goes ahead counts
            against the player's later bets in the batch.
@@ -164,29 +169,39 @@ class SportsbookSink(PgSink):
         inputs = batch.inputs
         pairs = [(s.event_id, s.market_id) for i in inputs if isinstance(i.verdict, Priced)
                  for s in i.bet.selections]  # fmt: skip
-        async with conn.pipeline():
-            known_rows = await conn.execute(_KNOWN_SQL, (sorted({i.bet.bet_id for i in inputs}),))
-            closed_rows = None
-            if pairs:
-                fence = _sorted_markets(pairs)
-                await conn.execute(_LOCK_SQL.format(shared="_shared"), fence)
-                closed_rows = await conn.execute(_CLOSED_SQL, fence)
-            protection = None
-            if self.policies is not None:  # player protection, read in this transaction
-                players = [i.bet.player_id for i in inputs]
-                protection = await send_guard(conn, self.policies, players, now)
-            heads = await audit.lock_heads(conn, {chain_at(i.source) for i in inputs})
-            await write_progress(conn, self.consumer_group, batch.progress)
-            known: dict[str, tuple[str, SourcePosition, str | None, str]] = {
-                row[0]: (row[1], SourcePosition(topic=row[2], partition=row[3], offset=row[4]),
-                         row[5], row[6])
-                for row in await known_rows.fetchall()
-            }  # fmt: skip
-            closed: set[tuple[str, str]] = set()
-            if closed_rows is not None:
-                closed = {(e, m) for e, m in await closed_rows.fetchall()}
-            guarded = await protection.result() if protection is not None else None
-            await heads.read()
+        # The reads and locks in one statement (migration 0029), sent with the BEGIN.
+        players = sorted({i.bet.player_id for i in inputs}) if self.policies is not None else []
+        events, market_ids = _sorted_markets(pairs)
+        money, session = guard_kinds()
+        progress = sorted(batch.progress.items())  # one lock order for every writer
+        cursor = await conn.execute(_LOAD_SQL, (
+            sorted({i.bet.bet_id for i in inputs}), events, market_ids, players, money, session,
+            earliest_start(now), sorted({chain_at(i.source) for i in inputs}),
+            self.consumer_group, [t for (t, _), _ in progress], [p for (_, p), _ in progress],
+            [o for _, o in progress]))  # fmt: skip
+        loaded = await cursor.fetchone()
+        known_rows, closed_rows, every, locked, activity, sessions, head_rows = orjson.loads(
+            loaded[0]
+        )
+        known: dict[str, tuple[str, SourcePosition, str | None, str]] = {
+            row[0]: (row[1], SourcePosition(topic=row[2], partition=row[3], offset=row[4]),
+                     row[5], row[6])
+            for row in known_rows
+        }  # fmt: skip
+        closed: set[tuple[str, str]] = {(e, m) for e, m in closed_rows}
+        guarded = None
+        if self.policies is not None:  # player protection, read in this transaction
+            guarded = guarded_from(
+                self.policies, now, every, locked,
+                [(p, datetime.fromisoformat(w), _decimal(loss), _decimal(dep))
+                 for p, w, loss, dep in activity],
+                [(p, datetime.fromisoformat(a), None if b is None else datetime.fromisoformat(b))
+                 for p, a, b in sessions],
+            )  # fmt: skip
+        heads = audit.Heads(
+            frozenset(chain_at(i.source) for i in inputs),
+            heads={c: (int(seq), bytes.fromhex(h)) for c, seq, h in head_rows},
+        )
 
         fresh: list[BetInput] = []
         duplicates: list[tuple[SourcePosition, str]] = []
