@@ -881,6 +881,15 @@ def cpu_per_1000(before: dict[str, float], after: dict[str, float], n: int) -> d
     return per
 
 
+def cores_busy(
+    before: dict[str, float], after: dict[str, float], seconds: float
+) -> dict[str, float]:
+    """Cores each part kept busy between two ``cpu_by_role`` readings ``seconds`` apart."""
+    busy = {k: round((after[k] - before.get(k, 0.0)) / max(seconds, 1e-9), 3) for k in after}
+    busy["total"] = round(sum(busy.values()), 2)
+    return busy
+
+
 def run(
     plan: Plan,
     s: Settings,
@@ -949,11 +958,15 @@ def run(
     # as "latency", every one in "latency_by_rate".
     by_rate = []
     for i, rate in enumerate(plan.rates or [plan.rate]):
-        steps_before = flow_steps(workers)
+        steps_before, cpu_before, started = flow_steps(workers), cpu_by_role(), time.time()
         entry = latency_phase(bench, reader, producer, "l" if rate == plan.rate else f"l{i}",
                               rate, plan.duration)  # fmt: skip
         entry["ms_per_batch"] = steps_per_batch(steps_before, flow_steps(workers))
-        log(f"at {rate:.0f}/s a bets batch, ms: {entry['ms_per_batch']}")
+        # Cores busy per part over the phase: a batch's cost is mostly per batch, not per
+        # bet, so this stays high at low rates (smaller batches, more of them).
+        entry["cores"] = cores_busy(cpu_before, cpu_by_role(), time.time() - started)
+        log(f"at {rate:.0f}/s a bets batch, ms: {entry['ms_per_batch']}; cores busy: "
+            f"{entry['cores']}")  # fmt: skip
         ok = ok and entry.pop("complete")
         by_rate.append(entry)
     results["latency_by_rate"] = by_rate
