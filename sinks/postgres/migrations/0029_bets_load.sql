@@ -14,10 +14,6 @@
 -- its per-statement overhead; the statements, not the rows, were most of both
 -- (BENCHMARKS.md, sixth session).
 --
--- It runs with enable_seqscan off, as the functions of 0027 and 0028 do: its plans are
--- cached per session, and a plan made while a table held a page or two (the activity's
--- join back to ledger_transactions) must still probe the index once the table has grown.
---
 -- SECURITY INVOKER: it runs with the application's own rights, which already read these
 -- tables, lock these rows, take the heads through audit_lock_heads() and write
 -- consumer_progress. The result is one jsonb of positional arrays; amounts as text, so
@@ -114,7 +110,5 @@ BEGIN
     RETURN jsonb_build_array(known, closed, every, locked, activity, sessions, heads);
 END $$;
 
-ALTER FUNCTION bets_load(text[], text[], text[], text[], jsonb[], jsonb[], timestamptz, text[],
-                         text, text[], integer[], bigint[]) SET enable_seqscan = off;
 REVOKE ALL ON FUNCTION bets_load(text[], text[], text[], text[], jsonb[], jsonb[], timestamptz,
                                  text[], text, text[], integer[], bigint[]) FROM PUBLIC;
