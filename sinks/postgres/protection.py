@@ -207,11 +207,11 @@ def guarded_from(
     at: datetime,
     every: Sequence[tuple[str, str]],
     locked: Sequence[tuple[str, str]],
-    activity: Sequence[tuple[str, datetime, Decimal | None, Decimal | None]],
-    sessions: Sequence[tuple[str, datetime, datetime | None]],
+    activity: Sequence[tuple[str, str, str | None, str | None]],
+    sessions: Sequence[tuple[str, str, str | None]],
 ) -> Guarded:
-    """What ``guard`` gives, from the rows of ``bets_load``'s protection reads (migration
-    0029): standings as stored text, the locked ones last."""
+    """What ``guard`` gives, from ``bets_load``'s protection rows (migration 0029, as JSON):
+    standings as stored text, the locked ones last; times in ISO 8601, amounts as text."""
     out = Guarded(policies)
     for pid, standing in every:
         out.standings[pid] = parse_standing(standing)
@@ -224,12 +224,13 @@ def guarded_from(
         if pid in money:
             u = usage.setdefault(pid, Usage())
             if loss is not None:
-                u.loss.append((when, Decimal(loss)))
+                u.loss.append((datetime.fromisoformat(when), Decimal(loss)))
             if deposit is not None:
-                u.deposits.append((when, Decimal(deposit)))
+                u.deposits.append((datetime.fromisoformat(when), Decimal(deposit)))
     for pid, started, ended in sessions:
         if pid in timed:
-            usage.setdefault(pid, Usage()).sessions.append((started, ended))
+            end = None if ended is None else datetime.fromisoformat(ended)
+            usage.setdefault(pid, Usage()).sessions.append((datetime.fromisoformat(started), end))
     return out
 
 

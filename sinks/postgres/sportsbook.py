@@ -29,7 +29,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -93,10 +92,6 @@ class MarketOutcome:
 
     changed: dict[str, str] = field(default_factory=dict)
     settlements: list[Output] = field(default_factory=list)
-
-
-def _decimal(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
 
 
 def _sorted_markets(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
@@ -174,9 +169,10 @@ class SportsbookSink(PgSink):
         events, market_ids = _sorted_markets(pairs)
         money, session = guard_kinds()
         progress = sorted(batch.progress.items())  # one lock order for every writer
+        chains = sorted({chain_at(i.source) for i in inputs})
         cursor = await conn.execute(_LOAD_SQL, (
             sorted({i.bet.bet_id for i in inputs}), events, market_ids, players, money, session,
-            earliest_start(now), sorted({chain_at(i.source) for i in inputs}),
+            earliest_start(now), chains,
             self.consumer_group, [t for (t, _), _ in progress], [p for (_, p), _ in progress],
             [o for _, o in progress]))  # fmt: skip
         loaded = await cursor.fetchone()
@@ -191,15 +187,9 @@ class SportsbookSink(PgSink):
         closed: set[tuple[str, str]] = {(e, m) for e, m in closed_rows}
         guarded = None
         if self.policies is not None:  # player protection, read in this transaction
-            guarded = guarded_from(
-                self.policies, now, every, locked,
-                [(p, datetime.fromisoformat(w), _decimal(loss), _decimal(dep))
-                 for p, w, loss, dep in activity],
-                [(p, datetime.fromisoformat(a), None if b is None else datetime.fromisoformat(b))
-                 for p, a, b in sessions],
-            )  # fmt: skip
+            guarded = guarded_from(self.policies, now, every, locked, activity, sessions)
         heads = audit.Heads(
-            frozenset(chain_at(i.source) for i in inputs),
+            frozenset(chains),
             heads={c: (int(seq), bytes.fromhex(h)) for c, seq, h in head_rows},
         )
 

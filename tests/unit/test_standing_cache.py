@@ -57,9 +57,9 @@ def test_guarded_from_bets_load_rows() -> None:
         NOW,
         [("p-1", standing(1, "p-1")), ("p-2", standing(1, "p-2")), ("p-3", standing(1, "p-3"))],
         [("p-1", standing(2, "p-1", loss)), ("p-3", standing(2, "p-3", session))],
-        [("p-1", earlier, Decimal("10.10"), None), ("p-1", earlier, None, Decimal("5")),
-         ("p-2", earlier, Decimal("7"), None)],
-        [("p-1", earlier, None), ("p-3", earlier, NOW)],
+        [("p-1", earlier.isoformat(), "10.10", None), ("p-1", earlier.isoformat(), None, "5"),
+         ("p-2", earlier.isoformat(), "7", None)],
+        [("p-1", earlier.isoformat(), None), ("p-3", earlier.isoformat(), NOW.isoformat())],
     )  # fmt: skip
     assert {p: s.version for p, s in out.standings.items()} == {"p-1": 2, "p-2": 1, "p-3": 2}
     assert out.usage["p-1"].loss == [(earlier, Decimal("10.10"))]
