@@ -65,6 +65,7 @@ DECISION_FUNCTIONS = (
     # application's own rights.
     "bets_load(text[], text[], text[], text[], jsonb[], jsonb[], timestamptz, text[], text, "
     "text[], integer[], bigint[])",
+    "casino_named(text)",  # SECURITY INVOKER (0031): a casino batch's transactions by index
 )
 REPORT_FUNCTIONS = ("report_lock_heads()", "report_append(jsonb)", "report_reject(jsonb)")
 GATEWAY_FUNCTIONS = (  # migrations 0023, 0025: tickets, webhook signatures, tokens, claims
