@@ -26,8 +26,11 @@ from config.games import load_catalogue
 from config.policies import load_policies
 from config.settings import POLICY_DIR, Settings
 from rules import ledger
+from schemas.payments import Deposit
+from schemas.records import SourcePosition
 from sinks.postgres.casino import CasinoSink
 from sinks.postgres.ledger import Ledger
+from sinks.postgres.payments import PaymentBatch, PaymentInput, PaymentsSink
 from sinks.postgres.players import PlayerBatch, PostgresPlayerSink
 from sinks.postgres.sportsbook import BetBatch, SportsbookSink
 from tests.integration.helpers import ledger_reconciles, query
@@ -174,6 +177,58 @@ def test_casino_calls_scan_no_grown_table(settings: Settings) -> None:
     assert statuses == ["ok"] * 2 * (2 * SMALL + 600)
     assert set(before) == set(CASINO_BIG)
     scanned = {n: after[n] - before[n] for n in CASINO_BIG if after[n] != before[n]}
+    assert scanned == {}, f"rows read by sequential scans once the tables grew: {scanned}"
+    ledger_reconciles(settings)
+
+
+PAYMENTS_BIG = ("ledger_transactions", "ledger_entries", "ledger_accounts",
+                "payment_decisions", "audit_records")  # fmt: skip
+
+
+def test_payments_scan_no_grown_table(settings: Settings) -> None:
+    """The same for deposits: the payment ids decided before, the ledger, the trail."""
+    asyncio.run(setup(settings))  # registered and funded players (the first deposits)
+
+    async def session() -> tuple[list[str], dict[str, int], dict[str, int]]:
+        sink = PaymentsSink(settings.pg_dsn.get_secret_value(), settings.pg_schema,
+                            consumer_group="probe-payments", max_connections=1,
+                            policies=load_policies(POLICY_DIR))  # fmt: skip
+        await sink.open()
+        statuses: list[str] = []
+        offset = 0
+
+        async def deposits(n: int) -> None:
+            nonlocal offset
+            batch = PaymentBatch(inputs=[PaymentInput(
+                source=SourcePosition(topic="payments", partition=0, offset=offset + i),
+                event=Deposit(type="deposit", payment_id=f"pay-{offset + i}",
+                              player_id=f"p-{(offset + i) % PLAYERS}", amount=Decimal("1.00"),
+                              currency="EUR", timestamp=NOW),
+            ) for i in range(n)])  # fmt: skip
+            offset += n
+            batch.progress = {("payments", 0): offset}
+            decided = await sink.decide(batch, NOW)
+            statuses.extend(json.loads(v)["status"] for _, v in decided.outputs)
+
+        try:
+            for _ in range(SMALL):
+                await deposits(2)
+            await deposits(1500)
+            async with sink.connection() as conn:
+                await conn.execute("SELECT pg_stat_force_next_flush()")
+            await asyncio.sleep(0.5)
+            grown = rows_scanned(settings, PAYMENTS_BIG)
+            for _ in range(SMALL):
+                await deposits(2)
+        finally:
+            await sink.close()
+        return statuses, grown, rows_scanned(settings, PAYMENTS_BIG)
+
+    statuses, before, after = asyncio.run(session())
+    assert len(statuses) == 2 * SMALL * 2 + 1500
+    assert set(statuses) == {"accepted"}, set(statuses)
+    assert set(before) == set(PAYMENTS_BIG)
+    scanned = {n: after[n] - before[n] for n in PAYMENTS_BIG if after[n] != before[n]}
     assert scanned == {}, f"rows read by sequential scans once the tables grew: {scanned}"
     ledger_reconciles(settings)
 
