@@ -25,6 +25,7 @@ import pytest
 from config.games import load_catalogue
 from config.policies import load_policies
 from config.settings import POLICY_DIR, Settings
+from croupier.gateway.store import Store
 from rules import ledger
 from schemas.payments import Deposit
 from schemas.records import SourcePosition
@@ -130,10 +131,12 @@ CASINO_BIG = ("ledger_transactions", "ledger_entries", "ledger_accounts", "casin
 
 def test_casino_calls_scan_no_grown_table(settings: Settings) -> None:
     """The same for the casino's wallet calls: stored answers by position range, balances,
-    transactions and rounds by key, the ledger's entries read back by key."""
+    transactions and rounds by key, the ledger's entries read back by key; and the
+    gateway's read of a transaction's stored call (``Store.casino_call``), on its own
+    read-only connection."""
     now = datetime.now(UTC)
 
-    async def session() -> tuple[list[str], dict[str, int], dict[str, int]]:
+    async def session() -> tuple[list[str], dict[str, int], dict[str, int], list[Any]]:
         setup_sink = await casino_sink(settings, now)  # p-1 registered, in session, funded
         await setup_sink.close()
         policies = load_policies(POLICY_DIR)
@@ -142,6 +145,8 @@ def test_casino_calls_scan_no_grown_table(settings: Settings) -> None:
                           consumer_group=CASINO_GROUP, max_connections=1, policies=policies,
                           catalogue=games)  # fmt: skip
         await sink.open()
+        store = Store(settings.pg_dsn.get_secret_value(), settings.pg_schema, size=1)
+        await store.open()
         statuses: list[str] = []
         offset = 0
 
@@ -158,6 +163,13 @@ def test_casino_calls_scan_no_grown_table(settings: Settings) -> None:
             offset += n
             answered = await sink.decide(casino_batch(calls, now), now)
             statuses.extend(json.loads(v)["status"] for _, v in answered.outputs)
+            await gateway_reads(f"d-r-{offset - 1}")
+
+        async def gateway_reads(debit: str) -> None:
+            """One read of many ids, as the gateway's concurrent calls make (``Batched``)."""
+            ids = [debit, *(f"d-nobody-{k}" for k in range(39))]
+            found = await asyncio.gather(*(store.casino_call(i) for i in ids))
+            assert found[0] is not None and found[0].type == "debit" and found[1:] == [None] * 39
 
         try:
             for _ in range(SMALL):
@@ -165,19 +177,29 @@ def test_casino_calls_scan_no_grown_table(settings: Settings) -> None:
             await rounds(600)
             async with sink.connection() as conn:
                 await conn.execute("SELECT pg_stat_force_next_flush()")
+            async with store.pool.connection() as conn:
+                await conn.execute("SELECT pg_stat_force_next_flush()")
             await asyncio.sleep(0.5)
             grown = rows_scanned(settings, CASINO_BIG)
             for _ in range(SMALL):
                 await rounds(1)
+            # The gateway plans each read for its own keys, never from a plan cached while
+            # the table was small (bench/gateway.py on a fresh schema: 209 full scans).
+            async with store.pool.connection() as conn:
+                plans = await (await conn.execute(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                    "WHERE statement LIKE '%%FROM casino_transactions%%'")).fetchall()  # fmt: skip
         finally:
             await sink.close()
-        return statuses, grown, rows_scanned(settings, CASINO_BIG)
+            await store.close()
+        return statuses, grown, rows_scanned(settings, CASINO_BIG), plans
 
-    statuses, before, after = asyncio.run(session())
+    statuses, before, after, plans = asyncio.run(session())
     assert statuses == ["ok"] * 2 * (2 * SMALL + 600)
     assert set(before) == set(CASINO_BIG)
     scanned = {n: after[n] - before[n] for n in CASINO_BIG if after[n] != before[n]}
     assert scanned == {}, f"rows read by sequential scans once the tables grew: {scanned}"
+    assert plans and all(generic == 0 and custom > 0 for generic, custom in plans), plans
     ledger_reconciles(settings)
 
 
