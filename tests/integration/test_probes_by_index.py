@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -75,6 +76,31 @@ async def setup(settings: Settings) -> None:
         book.close()
 
 
+async def small_big_small(
+    settings: Settings,
+    tables: tuple[str, ...],
+    run: Callable[[int], Awaitable[None]],
+    connections: list[Any],
+    *,
+    small: int,
+    big: int,
+) -> dict[str, int]:
+    """``SMALL`` batches of ``small``, one of ``big``, ``SMALL`` of ``small`` again; the rows
+    scanned from ``tables`` as the second small batches begin (``connections``: the pools
+    whose backends' counters are published first)."""
+    for _ in range(SMALL):
+        await run(small)
+    await run(big)
+    for pool in connections:
+        async with pool.connection() as conn:  # this backend's counters, published now
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+    await asyncio.sleep(0.5)
+    grown = rows_scanned(settings, tables)
+    for _ in range(SMALL):
+        await run(small)
+    return grown
+
+
 async def place_session(settings: Settings) -> tuple[list[str], dict[str, int]]:
     """Small batches, one large one, small batches again, on one sink's one connection;
     every status, and the rows scanned as the small batches after the large one begin."""
@@ -97,15 +123,7 @@ async def place_session(settings: Settings) -> tuple[list[str], dict[str, int]]:
                         for _, v in placed.outputs)  # fmt: skip
 
     try:
-        for _ in range(SMALL):
-            await place(2)
-        await place(1500)
-        async with sink.connection() as conn:  # this backend's counters, published now
-            await conn.execute("SELECT pg_stat_force_next_flush()")
-        await asyncio.sleep(0.5)
-        grown = rows_scanned(settings)
-        for _ in range(SMALL):
-            await place(2)
+        grown = await small_big_small(settings, BIG, place, [sink], small=2, big=1500)
     finally:
         await sink.close()  # a backend flushes its statistics as it exits
     return statuses, grown
@@ -172,17 +190,8 @@ def test_casino_calls_scan_no_grown_table(settings: Settings) -> None:
             assert found[0] is not None and found[0].type == "debit" and found[1:] == [None] * 39
 
         try:
-            for _ in range(SMALL):
-                await rounds(1)
-            await rounds(600)
-            async with sink.connection() as conn:
-                await conn.execute("SELECT pg_stat_force_next_flush()")
-            async with store.pool.connection() as conn:
-                await conn.execute("SELECT pg_stat_force_next_flush()")
-            await asyncio.sleep(0.5)
-            grown = rows_scanned(settings, CASINO_BIG)
-            for _ in range(SMALL):
-                await rounds(1)
+            grown = await small_big_small(settings, CASINO_BIG, rounds, [sink, store.pool],
+                                          small=1, big=600)  # fmt: skip
             # The gateway plans each read for its own keys, never from a plan cached while
             # the table was small (bench/gateway.py on a fresh schema: 209 full scans).
             async with store.pool.connection() as conn:
@@ -233,15 +242,8 @@ def test_payments_scan_no_grown_table(settings: Settings) -> None:
             statuses.extend(json.loads(v)["status"] for _, v in decided.outputs)
 
         try:
-            for _ in range(SMALL):
-                await deposits(2)
-            await deposits(1500)
-            async with sink.connection() as conn:
-                await conn.execute("SELECT pg_stat_force_next_flush()")
-            await asyncio.sleep(0.5)
-            grown = rows_scanned(settings, PAYMENTS_BIG)
-            for _ in range(SMALL):
-                await deposits(2)
+            grown = await small_big_small(settings, PAYMENTS_BIG, deposits, [sink], small=2,
+                                          big=1500)  # fmt: skip
         finally:
             await sink.close()
         return statuses, grown, rows_scanned(settings, PAYMENTS_BIG)
